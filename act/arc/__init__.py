@@ -1,0 +1,1 @@
+"""ARC CE back end (ARC CE REST interface)."""

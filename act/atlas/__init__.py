@@ -1,0 +1,1 @@
+"""ATLAS application layer: PanDA jobs, job descriptions, heartbeats, validation."""

@@ -1,0 +1,1 @@
+"""Shared foundation: config, database, states, claims, daemon loop, supervisor."""

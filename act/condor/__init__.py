@@ -1,0 +1,1 @@
+"""HTCondor back end (Condor-G through the htcondor Python bindings)."""

@@ -1,0 +1,1 @@
+"""actctl: inspect and steer act."""
