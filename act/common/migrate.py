@@ -1,0 +1,69 @@
+"""Schema migrations (Alembic) and the start-up check that the schema matches the code."""
+
+from __future__ import annotations
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Connection
+
+from act.common.db import Database
+
+SCRIPT_LOCATION = "act.common:migrations"
+
+
+class SchemaError(RuntimeError):
+    """The database schema does not match this version of act; the message says what to run."""
+
+
+def _config(connection: Connection | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", SCRIPT_LOCATION)
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str:
+    """The revision this version of act needs."""
+    head = ScriptDirectory.from_config(_config()).get_current_head()
+    if head is None:  # pragma: no cover - the package always ships migrations
+        raise SchemaError("act ships no migrations")
+    return head
+
+
+def current_revision(db: Database) -> str | None:
+    """The revision the database is at, or None when it has no act schema."""
+    with db.engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(db: Database, revision: str = "head") -> tuple[str | None, str | None]:
+    """Apply migrations up to ``revision``; returns (before, after)."""
+    before = current_revision(db)
+    with db.engine.begin() as conn:
+        command.upgrade(_config(conn), revision)
+    return before, current_revision(db)
+
+
+def check(db: Database) -> str:
+    """Refuse to run on a schema that is older (or newer) than the code; returns the revision."""
+    needed = head_revision()
+    found = current_revision(db)
+    if found == needed:
+        return found
+    if found is None:
+        raise SchemaError(
+            f"database {db.safe_url} has no act schema: run `actctl db upgrade` to create it"
+        )
+    known = {script.revision for script in ScriptDirectory.from_config(_config()).walk_revisions()}
+    if found in known:
+        raise SchemaError(
+            f"database {db.safe_url} is at schema {found}, this act needs {needed}: "
+            "run `actctl db upgrade`"
+        )
+    raise SchemaError(
+        f"database {db.safe_url} is at schema {found}, which this act ({needed}) does not know: "
+        "it was upgraded by a newer act; run that version"
+    )

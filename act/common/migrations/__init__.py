@@ -1,0 +1,1 @@
+"""Alembic migrations of act's schema; applied with ``actctl db upgrade``."""

@@ -1,0 +1,223 @@
+"""The job store's tables (SQLAlchemy Core), identical on SQLite, MariaDB/MySQL and PostgreSQL.
+
+The Alembic migrations in ``act/common/migrations`` build exactly this schema; a test compares the
+two on every backend. Conventions:
+
+* every time column is :class:`UTCDateTime`: aware UTC in Python, naive UTC with microseconds in
+  the database (MariaDB ``DATETIME(6)``), so comparisons are the same on every backend;
+* state columns are written only by :mod:`act.common.transitions`;
+* ``lease_owner``/``lease_expires`` are the claim columns used by :mod:`act.common.claims`;
+* every query a daemon runs is served by one of the indexes below.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+from sqlalchemy.engine import Dialect
+
+from act.common.timeutil import as_utc
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """Aware UTC datetimes stored as naive UTC with microsecond precision."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name in ("mysql", "mariadb"):
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(sa.DateTime(timezone=False))
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return as_utc(value).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc)
+
+
+#: Big integer primary keys; SQLite only auto-increments an INTEGER PRIMARY KEY.
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+#: Job specs and descriptions can be large: MEDIUMTEXT (16 MB) on MariaDB/MySQL.
+LongText = sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
+
+STATE_LEN = 32
+NAME_LEN = 128
+ENDPOINT_LEN = 255
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+    }
+)
+
+_MYSQL: dict[str, Any] = {
+    "mysql_engine": "InnoDB",
+    "mysql_charset": "utf8mb4",
+    "mysql_collate": "utf8mb4_bin",
+}
+
+
+def _lease_columns() -> list[sa.Column[Any]]:
+    return [
+        sa.Column("lease_owner", sa.String(NAME_LEN), nullable=True),
+        sa.Column("lease_expires", UTCDateTime(), nullable=True),
+    ]
+
+
+def _state_columns() -> list[sa.Column[Any]]:
+    return [
+        sa.Column("state", sa.String(STATE_LEN), nullable=False),
+        sa.Column("state_changed_at", UTCDateTime(), nullable=False),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("updated_at", UTCDateTime(), nullable=False),
+    ]
+
+
+panda_jobs = sa.Table(
+    "panda_jobs",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("panda_id", sa.BigInteger(), nullable=False),
+    sa.Column("queue", sa.String(NAME_LEN), nullable=False),
+    sa.Column("attempt", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("prod_source_label", sa.String(STATE_LEN), nullable=True),
+    # The job spec exactly as PanDA sent it, and how it was encoded ("json" or "form").
+    sa.Column("spec", LongText, nullable=False),
+    sa.Column("spec_format", sa.String(16), nullable=False),
+    *_state_columns(),
+    # What PanDA was last told, when, and when the next report is due (NULL: nothing to report).
+    sa.Column("panda_status", sa.String(STATE_LEN), nullable=True),
+    sa.Column("panda_reported_at", UTCDateTime(), nullable=True),
+    sa.Column("next_report_at", UTCDateTime(), nullable=True),
+    # The last command PanDA answered with (tobekilled, badattemptnr, alreadydone, ...).
+    sa.Column("panda_command", sa.String(STATE_LEN), nullable=True),
+    sa.Column("panda_command_at", UTCDateTime(), nullable=True),
+    sa.Column("error_code", sa.Integer(), nullable=True),
+    sa.Column("error_text", sa.Text(), nullable=True),
+    *_lease_columns(),
+    sa.UniqueConstraint("panda_id"),
+    sa.Index(None, "state", "queue"),
+    sa.Index(None, "queue", "state"),
+    sa.Index(None, "next_report_at"),
+    sa.Index(None, "lease_owner"),
+    **_MYSQL,
+)
+
+ce_jobs = sa.Table(
+    "ce_jobs",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column(
+        "panda_job_id",
+        BigId,
+        sa.ForeignKey("panda_jobs.id", ondelete="RESTRICT"),
+        nullable=True,
+    ),
+    sa.Column("backend", sa.String(16), nullable=False),
+    sa.Column("ce_endpoint", sa.String(ENDPOINT_LEN), nullable=True),
+    sa.Column("ce_job_id", sa.String(ENDPOINT_LEN), nullable=True),
+    sa.Column("description", LongText, nullable=True),
+    *_state_columns(),
+    sa.Column("ce_state", sa.String(NAME_LEN), nullable=True),
+    sa.Column("attempts_left", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("exit_code", sa.Integer(), nullable=True),
+    sa.Column("error_text", sa.Text(), nullable=True),
+    # Resources used, as the CE reports them.
+    sa.Column("worker_node", sa.String(ENDPOINT_LEN), nullable=True),
+    sa.Column("cpu_seconds", sa.BigInteger(), nullable=True),
+    sa.Column("wall_seconds", sa.BigInteger(), nullable=True),
+    sa.Column("max_rss_kb", sa.BigInteger(), nullable=True),
+    sa.Column("submitted_at", UTCDateTime(), nullable=True),
+    sa.Column("started_at", UTCDateTime(), nullable=True),
+    sa.Column("ended_at", UTCDateTime(), nullable=True),
+    *_lease_columns(),
+    sa.Index(None, "state", "ce_endpoint"),
+    sa.Index(None, "ce_endpoint", "state"),
+    sa.Index(None, "panda_job_id"),
+    sa.Index(None, "backend", "ce_endpoint", "ce_job_id"),
+    sa.Index(None, "lease_owner"),
+    **_MYSQL,
+)
+
+#: One row per state change of either layer; written in the transaction of the change.
+transitions = sa.Table(
+    "transitions",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("layer", sa.String(16), nullable=False),
+    sa.Column("job_id", sa.BigInteger(), nullable=False),
+    sa.Column("from_state", sa.String(STATE_LEN), nullable=True),
+    sa.Column("to_state", sa.String(STATE_LEN), nullable=False),
+    sa.Column("actor", sa.String(NAME_LEN), nullable=False),
+    sa.Column("reason", sa.Text(), nullable=True),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Index(None, "layer", "job_id"),
+    sa.Index(None, "at"),
+    **_MYSQL,
+)
+
+#: Liveness of every daemon process: one row per (role, instance).
+processes = sa.Table(
+    "processes",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("role", sa.String(NAME_LEN), nullable=False),
+    sa.Column("instance", sa.String(NAME_LEN), nullable=False),
+    sa.Column("host", sa.String(ENDPOINT_LEN), nullable=False),
+    sa.Column("pid", sa.Integer(), nullable=False),
+    sa.Column("started_at", UTCDateTime(), nullable=False),
+    sa.Column("heartbeat_at", UTCDateTime(), nullable=False),
+    sa.Column("stopped_at", UTCDateTime(), nullable=True),
+    sa.Column("cycles", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.Column("errors", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.Column("last_cycle_started_at", UTCDateTime(), nullable=True),
+    sa.Column("last_cycle_ended_at", UTCDateTime(), nullable=True),
+    sa.Column("last_cycle_seconds", sa.Float(), nullable=True),
+    sa.Column("last_error", sa.Text(), nullable=True),
+    sa.Column("last_error_at", UTCDateTime(), nullable=True),
+    sa.UniqueConstraint("role", "instance"),
+    sa.Index(None, "heartbeat_at"),
+    **_MYSQL,
+)
+
+#: Operator-controlled runtime state of each PanDA queue.
+queues = sa.Table(
+    "queues",
+    metadata,
+    sa.Column("name", sa.String(NAME_LEN), primary_key=True),
+    sa.Column("enabled", sa.Boolean(), nullable=False, server_default=sa.true()),
+    sa.Column("max_jobs", sa.Integer(), nullable=True),
+    sa.Column("max_queued", sa.Integer(), nullable=True),
+    sa.Column("reason", sa.Text(), nullable=True),
+    sa.Column("updated_by", sa.String(NAME_LEN), nullable=True),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    **_MYSQL,
+)
+
+#: Operator-controlled runtime state of each compute element.
+ces = sa.Table(
+    "ces",
+    metadata,
+    sa.Column("endpoint", sa.String(ENDPOINT_LEN), primary_key=True),
+    sa.Column("backend", sa.String(16), nullable=False),
+    sa.Column("enabled", sa.Boolean(), nullable=False, server_default=sa.true()),
+    sa.Column("max_queued", sa.Integer(), nullable=True),
+    sa.Column("max_running", sa.Integer(), nullable=True),
+    sa.Column("reason", sa.Text(), nullable=True),
+    sa.Column("updated_by", sa.String(NAME_LEN), nullable=True),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    **_MYSQL,
+)
