@@ -1,0 +1,103 @@
+"""Claiming work: an expiring lease on job rows, so two processes never work on the same row.
+
+A claim sets ``lease_owner`` and ``lease_expires`` on rows that are free (no lease, or an expired
+one). The candidate rows are locked with ``SELECT … FOR UPDATE SKIP LOCKED`` on MariaDB/MySQL and
+PostgreSQL, so concurrent claimers pass each other instead of queueing; SQLite has no row locks,
+and act's ``BEGIN IMMEDIATE`` makes the select-and-update atomic there. A killed process's claims
+simply expire and are taken by the next claimer; a process that stops cleanly releases its claims.
+
+With a :class:`~act.common.liveness.Shard`, a claimer only considers rows whose ``id % count ==
+index``: instances of one daemon split the work without contending for it, and the lease keeps
+them correct while the split changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from act.common.liveness import Shard
+from act.common.states import Layer
+from act.common.timeutil import seconds, utcnow
+from act.common.transitions import TABLES, chunked
+
+
+def claim(
+    conn: Connection,
+    layer: Layer,
+    states: Sequence[str],
+    *,
+    owner: str,
+    lease: float,
+    limit: int,
+    shard: Shard | None = None,
+    where: Sequence[sa.ColumnElement[bool]] = (),
+    order_by: Sequence[sa.ColumnElement[object]] | None = None,
+) -> list[int]:
+    """Claim up to ``limit`` free rows in ``states`` for ``lease`` seconds; returns their ids."""
+    table = TABLES[layer]
+    now = utcnow()
+    free = sa.or_(table.c.lease_expires.is_(None), table.c.lease_expires < now)
+    conditions = [table.c.state.in_(list(states)), free, *where]
+    if shard is not None and shard.count > 1:
+        conditions.append(table.c.id % shard.count == shard.index)
+    candidates = (
+        sa.select(table.c.id)
+        .where(*conditions)
+        .order_by(*(order_by if order_by is not None else [table.c.id]))
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    ids = list(conn.execute(candidates).scalars())
+    if not ids:
+        return []
+    expires = now + seconds(lease)
+    # The rows are locked (or the database is, on SQLite): the update cannot lose a race. The
+    # `free` condition is repeated so that a row claimed in between could never be taken over.
+    result = conn.execute(
+        sa.update(table)
+        .where(table.c.id.in_(ids), free)
+        .values(lease_owner=owner, lease_expires=expires)
+    )
+    if result.rowcount != len(ids):
+        raise RuntimeError(f"claim: locked {len(ids)} rows but updated {result.rowcount}")
+    return sorted(ids)
+
+
+def renew(
+    conn: Connection, layer: Layer, owner: str, lease: float, ids: Sequence[int] | None = None
+) -> int:
+    """Extend ``owner``'s claims (all, or those in ``ids``); returns how many it still held."""
+    return _set_lease(conn, layer, owner, ids, expires=utcnow() + seconds(lease), new_owner=owner)
+
+
+def release(conn: Connection, layer: Layer, owner: str, ids: Sequence[int] | None = None) -> int:
+    """Give up ``owner``'s claims (all, or those in ``ids``); returns how many were released."""
+    return _set_lease(conn, layer, owner, ids, expires=None, new_owner=None)
+
+
+def _set_lease(
+    conn: Connection,
+    layer: Layer,
+    owner: str,
+    ids: Sequence[int] | None,
+    *,
+    expires: datetime | None,
+    new_owner: str | None,
+) -> int:
+    table = TABLES[layer]
+    values = {"lease_owner": new_owner, "lease_expires": expires}
+    mine = table.c.lease_owner == owner
+    if ids is None:
+        return int(conn.execute(sa.update(table).where(mine).values(values)).rowcount)
+    return sum(
+        int(
+            conn.execute(
+                sa.update(table).where(table.c.id.in_(chunk), mine).values(values)
+            ).rowcount
+        )
+        for chunk in chunked(sorted(set(ids)))
+    )

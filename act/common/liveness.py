@@ -1,0 +1,127 @@
+"""Liveness rows of daemon processes, and the work split that follows from them.
+
+Every daemon process owns one ``processes`` row, keyed by (role, instance). It refreshes
+``heartbeat_at`` regularly; an instance whose heartbeat is older than ``dead_after`` seconds, or
+that has stopped, is not live. The live instances of a role, sorted by instance name, define each
+one's :class:`Shard`: instance *i* of *n* takes the rows whose ``id % n == i``. When an instance
+dies, the others' next heartbeat gives them a new split that covers its share.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, RowMapping
+
+from act.common.schema import processes
+from act.common.timeutil import seconds, utcnow
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This instance's part of the work: rows whose ``id % count == index``."""
+
+    index: int
+    count: int
+
+    def owns(self, job_id: int) -> bool:
+        return job_id % self.count == self.index
+
+
+def register(conn: Connection, role: str, instance: str, host: str, pid: int) -> None:
+    """Create (or revive) this process's liveness row."""
+    now = utcnow()
+    values = {
+        "host": host,
+        "pid": pid,
+        "started_at": now,
+        "heartbeat_at": now,
+        "stopped_at": None,
+        "last_error": None,
+        "last_error_at": None,
+    }
+    updated = conn.execute(
+        sa.update(processes)
+        .where(processes.c.role == role, processes.c.instance == instance)
+        .values(values)
+    ).rowcount
+    if not updated:
+        conn.execute(sa.insert(processes).values(role=role, instance=instance, **values))
+
+
+def beat(conn: Connection, role: str, instance: str, *, dead_after: float) -> Shard:
+    """Refresh this instance's heartbeat and return its share of the work."""
+    now = utcnow()
+    mine = (processes.c.role == role) & (processes.c.instance == instance)
+    updated = conn.execute(
+        sa.update(processes).where(mine).values(heartbeat_at=now, stopped_at=None)
+    ).rowcount
+    if not updated:
+        raise LookupError(f"no liveness row for {role} instance {instance}")
+    live = live_instances(conn, role, now=now, dead_after=dead_after)
+    return Shard(live.index(instance), len(live))
+
+
+def live_instances(conn: Connection, role: str, *, now: datetime, dead_after: float) -> list[str]:
+    """The live instances of ``role``, sorted."""
+    rows = conn.execute(
+        sa.select(processes.c.instance)
+        .where(
+            processes.c.role == role,
+            processes.c.stopped_at.is_(None),
+            processes.c.heartbeat_at >= now - seconds(dead_after),
+        )
+        .order_by(processes.c.instance)
+    )
+    return list(rows.scalars())
+
+
+def record_cycle(
+    conn: Connection,
+    *,
+    role: str,
+    instance: str,
+    started: datetime,
+    ended: datetime,
+    error: str | None,
+) -> None:
+    """Record one run_once cycle: its times, and its error if it raised."""
+    values: dict[str, Any] = {
+        "cycles": processes.c.cycles + 1,
+        "last_cycle_started_at": started,
+        "last_cycle_ended_at": ended,
+        "last_cycle_seconds": (ended - started).total_seconds(),
+        "heartbeat_at": ended,
+    }
+    if error is not None:
+        values.update(errors=processes.c.errors + 1, last_error=error[:4000], last_error_at=ended)
+    conn.execute(
+        sa.update(processes)
+        .where(processes.c.role == role, processes.c.instance == instance)
+        .values(values)
+    )
+
+
+def unregister(conn: Connection, role: str, instance: str) -> None:
+    """Mark this instance stopped, so the others take its share at their next heartbeat."""
+    conn.execute(
+        sa.update(processes)
+        .where(processes.c.role == role, processes.c.instance == instance)
+        .values(stopped_at=utcnow())
+    )
+
+
+def prune(conn: Connection, *, older_than: float) -> int:
+    """Delete rows of processes that stopped or went silent more than ``older_than`` s ago."""
+    cutoff = utcnow() - seconds(older_than)
+    result = conn.execute(sa.delete(processes).where(processes.c.heartbeat_at < cutoff))
+    return int(result.rowcount)
+
+
+def listing(conn: Connection) -> list[RowMapping]:
+    """Every liveness row, by role and instance."""
+    rows = conn.execute(sa.select(processes).order_by(processes.c.role, processes.c.instance))
+    return list(rows.mappings())

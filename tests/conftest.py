@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import URL
+
+from act.common.db import Database
+from tests.support.dbs import BACKENDS, BackendUnavailable, fresh_database
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _fresh(backend: str, tmp_path: Path, migrated: bool) -> Iterator[URL]:
+    try:
+        with fresh_database(backend, tmp_path, migrated=migrated) as url:
+            yield url
+    except BackendUnavailable as error:
+        pytest.fail(str(error), pytrace=False)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def db_url(backend: str, tmp_path: Path) -> Iterator[URL]:
+    """A fresh database with act's schema, on each backend in turn."""
+    yield from _fresh(backend, tmp_path, True)
+
+
+@pytest.fixture
+def empty_db_url(backend: str, tmp_path: Path) -> Iterator[URL]:
+    """A fresh database without any schema."""
+    yield from _fresh(backend, tmp_path, False)
+
+
+@pytest.fixture
+def db(db_url: URL) -> Iterator[Database]:
+    database = Database(db_url)
+    yield database
+    database.dispose()
