@@ -1,0 +1,311 @@
+"""The one loop every daemon runs on.
+
+A daemon is a :class:`DaemonSpec`: a short ``run_once(ctx)`` function doing one cycle of work, and
+the model of its ``options``. :func:`run_daemon` owns everything else:
+
+* a liveness row (:mod:`act.common.liveness`), refreshed every ``liveness.heartbeat_interval``
+  seconds even while the daemon sleeps, from which ``ctx.shard`` — this instance's share of the
+  work — is recomputed at each heartbeat;
+* sleeping ``interval`` seconds (± ``jitter``) on a stop event between cycles, or not at all when
+  ``run_once`` returns True ("more work is waiting");
+* logging each exception with its traceback and counting it in the liveness row; a database
+  outage is logged in one line per attempt and retried with exponential backoff;
+* graceful stop: SIGTERM (and SIGINT when not supervised) only set the stop event; the current
+  cycle ends, the claims this instance holds are released and its liveness row is marked stopped,
+  so the other instances take its share at once;
+* ``--once``: one cycle, then the same clean stop (this is how tests drive daemons).
+
+Supervised by actd, a daemon also stops when its supervisor has gone away.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import random
+import secrets
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from act.common import exitcodes, liveness, migrate
+from act.common.claims import release
+from act.common.config import (
+    ConfigError,
+    DaemonSettings,
+    Section,
+    Settings,
+    from_snapshot,
+    load_settings,
+)
+from act.common.db import Database, is_unavailable, short_error
+from act.common.liveness import Shard
+from act.common.logs import setup as setup_logging
+from act.common.states import Layer
+from act.common.timeutil import utcnow
+
+ENV_SUPERVISOR_PID = "ACT_SUPERVISOR_PID"
+
+
+class NoOptions(Section):
+    """A daemon without options of its own."""
+
+
+@dataclass(frozen=True)
+class DaemonSpec:
+    """What a daemon is: its cycle function and the model of its ``options`` config mapping."""
+
+    run_once: Callable[[Context], bool | None]
+    options: type[BaseModel] = NoOptions
+    doc: str = ""
+
+
+@dataclass
+class Context:
+    """What ``run_once`` gets: settings, database, logger, stop event and its share of the work."""
+
+    name: str
+    instance: str
+    settings: Settings
+    daemon: DaemonSettings
+    options: Any
+    db: Database
+    log: logging.Logger
+    stop: threading.Event
+    shard: Shard = field(default_factory=lambda: Shard(0, 1))
+    last_beat: float = field(default=0.0)
+
+    @property
+    def owner(self) -> str:
+        """The name this instance claims rows under."""
+        return f"{self.name}@{self.instance}"
+
+    def heartbeat(self, *, force: bool = False) -> Shard:
+        """Refresh the liveness row if due (long cycles call this too); returns the shard."""
+        now = time.monotonic()
+        if force or now - self.last_beat >= self.settings.liveness.heartbeat_interval:
+            dead_after = self.settings.liveness.dead_after
+
+            def beat(conn: Any) -> Shard:
+                try:
+                    return liveness.beat(conn, self.name, self.instance, dead_after=dead_after)
+                except LookupError:  # the row was pruned while we were away: come back
+                    liveness.register(
+                        conn, self.name, self.instance, socket.gethostname(), os.getpid()
+                    )
+                    return liveness.beat(conn, self.name, self.instance, dead_after=dead_after)
+
+            shard: Shard = self.db.run(beat)
+            if shard != self.shard:
+                self.log.info("work split: instance %d of %d", shard.index + 1, shard.count)
+            self.shard = shard
+            self.last_beat = now
+        return self.shard
+
+
+class _Backoff:
+    """Exponential delay for repeated failures, reset by a success."""
+
+    def __init__(self, first: float, maximum: float) -> None:
+        self.first, self.maximum, self.failures = first, maximum, 0
+
+    def next(self) -> float:
+        self.failures += 1
+        return min(self.maximum, self.first * 2.0 ** (self.failures - 1))
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+def run_daemon(
+    spec: DaemonSpec,
+    settings: Settings,
+    name: str,
+    *,
+    once: bool = False,
+    stop: threading.Event | None = None,
+    db: Database | None = None,
+) -> int:
+    """Run ``spec`` until stopped (or for one cycle); returns an exit code."""
+    stop = stop or threading.Event()
+    log = logging.getLogger(f"act.{name}")
+    daemon = settings.daemons.get(name, DaemonSettings())
+    own_db = db is None
+    database = db or Database(
+        settings.db_url(),
+        pool_size=2,
+        connect_timeout=settings.db.connect_timeout,
+        busy_timeout=settings.db.busy_timeout,
+        echo=settings.db.echo,
+    )
+    try:
+        migrate.check(database)
+    except migrate.SchemaError as error:
+        log.error("%s", error)
+        return exitcodes.DATABASE
+    except Exception as error:
+        if not is_unavailable(error):
+            raise
+        log.error("database %s unreachable at start: %s", database.safe_url, error)
+        return exitcodes.DATABASE
+    instance = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+    ctx = Context(
+        name=name,
+        instance=instance,
+        settings=settings,
+        daemon=daemon,
+        options=spec.options.model_validate(daemon.options),
+        db=database,
+        log=log,
+        stop=stop,
+    )
+    database.run(
+        lambda conn: liveness.register(conn, name, instance, socket.gethostname(), os.getpid())
+    )
+    log.info(
+        "started (instance %s, config %s, database %s)",
+        instance,
+        settings.source,
+        database.safe_url,
+    )
+    try:
+        _loop(spec, ctx, once)
+    finally:
+        _clean_stop(ctx)
+        if own_db:
+            database.dispose()
+    return exitcodes.OK
+
+
+def _loop(spec: DaemonSpec, ctx: Context, once: bool) -> None:
+    daemon, log, stop = ctx.daemon, ctx.log, ctx.stop
+    outage = _Backoff(1.0, max(daemon.interval, 60.0))
+    supervisor = os.environ.get(ENV_SUPERVISOR_PID)
+    while not stop.is_set():
+        started, error, more = utcnow(), None, False
+        try:
+            ctx.heartbeat(force=True)
+            more = bool(spec.run_once(ctx))
+            outage.reset()
+            delay = (
+                0.0
+                if more
+                else daemon.interval * random.uniform(1 - daemon.jitter, 1 + daemon.jitter)
+            )
+        except Exception as exc:
+            if is_unavailable(exc):
+                delay = outage.next()
+                log.error("database unavailable (%s); retrying in %.0fs", short_error(exc), delay)
+            else:
+                delay = daemon.interval
+                error = traceback.format_exc()
+                log.exception("cycle failed")
+        try:
+            ctx.db.run(
+                partial(
+                    liveness.record_cycle,
+                    role=ctx.name,
+                    instance=ctx.instance,
+                    started=started,
+                    ended=utcnow(),
+                    error=error,
+                )
+            )
+        except Exception as exc:
+            if not is_unavailable(exc):
+                log.exception("cannot record the cycle")
+        if once:
+            return
+        _sleep(ctx, delay, supervisor)
+
+
+def _sleep(ctx: Context, delay: float, supervisor: str | None) -> None:
+    """Wait ``delay`` seconds or until stopped, heartbeating meanwhile."""
+    deadline = time.monotonic() + delay
+    step = ctx.settings.liveness.heartbeat_interval
+    while not ctx.stop.is_set():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        if ctx.stop.wait(min(remaining, step)):
+            return
+        if supervisor and str(os.getppid()) != supervisor:
+            ctx.log.error("supervisor (pid %s) has gone away: stopping", supervisor)
+            ctx.stop.set()
+            return
+        try:
+            ctx.heartbeat()
+        except Exception as exc:
+            ctx.log.error("heartbeat failed: %s", short_error(exc))
+
+
+def _clean_stop(ctx: Context) -> None:
+    """Hand back this instance's claims and mark it stopped (best effort: leases expire anyway)."""
+
+    def stop_rows(conn: Any) -> int:
+        released = sum(release(conn, layer, ctx.owner) for layer in Layer)
+        liveness.unregister(conn, ctx.name, ctx.instance)
+        return released
+
+    try:
+        released = ctx.db.run(stop_rows)
+        ctx.log.info("stopped; released %d claimed job(s)", released)
+    except Exception as exc:
+        ctx.log.error(
+            "stopped without releasing claims (they expire with their lease): %s", short_error(exc)
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``act-daemon NAME``: run one daemon in the foreground (actd starts daemons this way)."""
+    parser = argparse.ArgumentParser(prog="act-daemon", description=main.__doc__)
+    parser.add_argument("name", help="the daemon's name under `daemons:` in the config")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--config", help="config file (default: $ACT_CONFIG, /etc/act/act.yaml)")
+    source.add_argument("--snapshot", help=argparse.SUPPRESS)  # validated settings from actd
+    parser.add_argument("--once", action="store_true", help="run one cycle, then stop")
+    parser.add_argument("--log-file", type=Path, help="log here instead of stderr")
+    args = parser.parse_args(argv)
+
+    try:
+        if args.snapshot:
+            settings = from_snapshot(Path(args.snapshot).read_text(encoding="utf-8"))
+        else:
+            settings = load_settings(args.config)
+        if args.name not in settings.daemons:
+            raise ConfigError(settings.source, [f"daemons.{args.name}: not configured"])
+        from act.common.registry import resolve
+
+        spec = resolve(args.name, settings.daemons[args.name].entry)
+    except (ConfigError, LookupError) as error:
+        print(f"act-daemon: {error}", file=sys.stderr)
+        return exitcodes.CONFIG
+    setup_logging(settings.logging.level, args.log_file, stderr=args.log_file is None)
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    supervised = bool(os.environ.get(ENV_SUPERVISOR_PID))
+    # Under actd, Ctrl-C in a terminal reaches the whole process group: the supervisor turns it
+    # into an orderly SIGTERM for each child, so the children themselves ignore it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN if supervised else (lambda *_: stop.set()))
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        return run_daemon(spec, settings, args.name, once=args.once, stop=stop)
+    except Exception:
+        logging.getLogger(f"act.{args.name}").exception("daemon failed")
+        return exitcodes.FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

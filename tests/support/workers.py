@@ -1,0 +1,88 @@
+"""TEST SUPPORT ONLY: daemons used by the tests to exercise the loop, claims and supervisor.
+
+``MOVER`` claims CE jobs in one state and moves them to another, recording its instance in the
+history's reason, so tests can tell which process moved which job. ``CRASHER`` exits the process
+abruptly, ``STUBBORN`` ignores SIGTERM. None of them is a product daemon.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from pydantic import Field
+
+from act.common.claims import claim
+from act.common.config import Section
+from act.common.daemon import Context, DaemonSpec
+from act.common.states import Actor, Layer
+from act.common.transitions import transition
+
+
+class MoverOptions(Section):
+    from_state: str = "tosubmit"
+    to_state: str = "submitting"
+    hold: float = Field(0.0, ge=0)  # seconds to sit on claimed rows before moving them
+
+
+def move(ctx: Context) -> bool:
+    opts: MoverOptions = ctx.options
+    ids = ctx.db.run(
+        lambda conn: claim(
+            conn,
+            Layer.CE,
+            [opts.from_state],
+            owner=ctx.owner,
+            lease=ctx.daemon.lease,
+            limit=ctx.daemon.batch,
+            shard=ctx.shard,
+        )
+    )
+    if not ids:
+        return False
+    ctx.log.info("claimed %d job(s): %s", len(ids), ids)
+    if opts.hold:
+        ctx.stop.wait(opts.hold)
+    moved = ctx.db.run(
+        lambda conn: transition(
+            conn,
+            Layer.CE,
+            ids,
+            opts.from_state,
+            opts.to_state,
+            actor=Actor.SUBMITTER,
+            owner=ctx.owner,
+            reason=ctx.instance,
+        )
+    )
+    ctx.log.info("moved %d job(s)", len(moved))
+    return True
+
+
+class CrasherOptions(Section):
+    exit_code: int = 7
+    after: float = Field(0.0, ge=0)  # seconds alive before crashing
+
+
+def crash(ctx: Context) -> bool:
+    time.sleep(ctx.options.after)
+    ctx.log.info("crashing with exit code %d", ctx.options.exit_code)
+    os._exit(ctx.options.exit_code)
+
+
+def ignore_sigterm(ctx: Context) -> bool:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    ctx.log.info("ignoring SIGTERM")
+    time.sleep(3600)
+    return False
+
+
+def idle(ctx: Context) -> bool:
+    return False
+
+
+MOVER = DaemonSpec(run_once=move, options=MoverOptions, doc="test support: moves CE jobs")
+CRASHER = DaemonSpec(run_once=crash, options=CrasherOptions, doc="test support: exits at once")
+STUBBORN = DaemonSpec(run_once=ignore_sigterm, doc="test support: ignores SIGTERM")
+IDLE = DaemonSpec(run_once=idle, doc="test support: does nothing")

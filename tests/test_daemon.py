@@ -1,0 +1,156 @@
+"""The shared daemon loop, in-process: cycles, errors, outages, clean stop, schema check."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import URL
+
+from act.common import exitcodes, liveness
+from act.common.config import DaemonSettings, Settings
+from act.common.daemon import Context, DaemonSpec, _Backoff, run_daemon
+from act.common.db import Database
+from act.common.schema import ce_jobs, processes
+from act.common.states import Layer
+from tests.support.jobs import make_jobs
+from tests.support.workers import MOVER, MoverOptions
+
+
+def _settings(url: URL, tmp_path: Path, **daemon: object) -> Settings:
+    return Settings.model_validate(
+        {
+            "root": str(tmp_path),
+            "db": {"url": url.render_as_string(hide_password=False)},
+            "liveness": {"heartbeat_interval": 0.05, "dead_after": 1.0},
+            "daemons": {"mover": {"entry": "tests.support.workers:MOVER", **daemon}},
+        }
+    )
+
+
+def _process_rows(db: Database) -> list[sa.RowMapping]:
+    with db.read() as conn:
+        return list(conn.execute(sa.select(processes)).mappings())
+
+
+def test_once_moves_claimed_work_records_the_cycle_and_stops_cleanly(
+    db: Database, db_url: URL, tmp_path: Path
+) -> None:
+    ids = db.run(lambda c: make_jobs(c, Layer.CE, "tosubmit", 7))
+    settings = _settings(db_url, tmp_path, batch=5)
+    assert run_daemon(MOVER, settings, "mover", once=True, db=db) == exitcodes.OK
+    with db.read() as conn:
+        states = dict(conn.execute(sa.select(ce_jobs.c.id, ce_jobs.c.state)).all())
+        leases = conn.execute(
+            sa.select(sa.func.count()).where(ce_jobs.c.lease_owner.is_not(None))
+        ).scalar_one()
+    assert sorted(i for i, s in states.items() if s == "submitting") == ids[:5]
+    assert leases == 0
+    (row,) = _process_rows(db)
+    assert row["role"] == "mover" and row["cycles"] == 1 and row["errors"] == 0
+    assert row["stopped_at"] is not None and row["last_cycle_seconds"] >= 0
+
+
+def test_an_exception_is_logged_with_traceback_counted_and_the_loop_goes_on(
+    db: Database, db_url: URL, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    stop = threading.Event()
+    calls = []
+
+    def flaky(ctx: Context) -> bool:
+        calls.append(ctx.shard)
+        if len(calls) == 3:
+            stop.set()
+        raise KeyError(f"bad thing {len(calls)}")
+
+    settings = _settings(db_url, tmp_path, interval=0.01, jitter=0.0)
+    with caplog.at_level(logging.ERROR, logger="act"):
+        run_daemon(DaemonSpec(run_once=flaky), settings, "mover", stop=stop, db=db)
+    assert len(calls) == 3
+    failures = [r for r in caplog.records if r.getMessage() == "cycle failed"]
+    assert len(failures) == 3 and all(r.exc_info for r in failures)
+    (row,) = _process_rows(db)
+    assert row["cycles"] == 3 and row["errors"] == 3
+    assert "KeyError: 'bad thing 3'" in row["last_error"]
+
+
+def test_a_database_outage_is_one_line_per_attempt_with_growing_delays(
+    db: Database, db_url: URL, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    stop = threading.Event()
+    calls = []
+
+    def outage(ctx: Context) -> bool:
+        calls.append(1)
+        if len(calls) == 3:
+            stop.set()
+        raise sa.exc.OperationalError("SELECT 1", {}, Exception("server has gone away"))
+
+    settings = _settings(db_url, tmp_path, interval=0.01)
+    with caplog.at_level(logging.ERROR, logger="act"):
+        run_daemon(DaemonSpec(run_once=outage), settings, "mover", stop=stop, db=db)
+    lines = [r for r in caplog.records if "database unavailable" in r.getMessage()]
+    assert [r.exc_info for r in lines] == [None, None, None]
+    assert "retrying in 1s" in lines[0].getMessage()
+    assert "retrying in 2s" in lines[1].getMessage()
+    assert "server has gone away" in lines[0].getMessage()
+
+
+def test_backoff_doubles_up_to_its_maximum_and_resets() -> None:
+    backoff = _Backoff(1.0, 5.0)
+    assert [backoff.next() for _ in range(5)] == [1.0, 2.0, 4.0, 5.0, 5.0]
+    backoff.reset()
+    assert backoff.next() == 1.0
+
+
+def test_more_work_means_no_sleep(db: Database, db_url: URL, tmp_path: Path) -> None:
+    db.run(lambda c: make_jobs(c, Layer.CE, "tosubmit", 12))
+    stop = threading.Event()
+    seen = []
+
+    def until_empty(ctx: Context) -> bool:
+        more = MOVER.run_once(ctx)
+        seen.append(more)
+        if not more:
+            stop.set()
+        return bool(more)
+
+    settings = _settings(db_url, tmp_path, batch=5, interval=3600)
+    thread = threading.Thread(
+        target=run_daemon,
+        args=(DaemonSpec(run_once=until_empty, options=MoverOptions), settings, "mover"),
+        kwargs={"stop": stop, "db": db},
+    )
+    thread.start()
+    thread.join(timeout=30)
+    alive = thread.is_alive()
+    stop.set()
+    thread.join()
+    assert not alive, "the loop slept although run_once said more work was waiting"
+    assert seen == [True, True, True, False]
+
+
+def test_a_stale_schema_refuses_to_start(empty_db_url: URL, tmp_path: Path) -> None:
+    settings = _settings(empty_db_url, tmp_path)
+    database = Database(empty_db_url)
+    try:
+        assert run_daemon(MOVER, settings, "mover", once=True, db=database) == exitcodes.DATABASE
+    finally:
+        database.dispose()
+
+
+def test_heartbeats_split_work_between_live_instances(db: Database) -> None:
+    for name in ("b", "a", "c"):
+        db.run(lambda c, n=name: liveness.register(c, "mover", n, "host", 1))
+    shards = {n: db.run(lambda c, n=n: liveness.beat(c, "mover", n, dead_after=60)) for n in "abc"}
+    assert [(s.index, s.count) for s in shards.values()] == [(0, 3), (1, 3), (2, 3)]
+    db.run(lambda c: liveness.unregister(c, "mover", "b"))
+    assert db.run(lambda c: liveness.beat(c, "mover", "c", dead_after=60)).index == 1
+    assert db.run(lambda c: liveness.beat(c, "mover", "c", dead_after=60)).count == 2
+
+
+def test_default_daemon_settings_are_usable() -> None:
+    assert DaemonSettings().interval > 0
