@@ -1,0 +1,427 @@
+"""actd: the supervisor. Runs in the foreground (systemd runs it) and keeps the daemons running.
+
+* Each configured daemon runs as ``instances`` processes of its own (``act-daemon NAME``), fed
+  the validated settings through a 0600 snapshot file under ``<root>/run``, its output and log
+  in ``<log dir>/<name>.log``; actd's own log is ``actd.log`` and stderr.
+* A daemon that exits is restarted after ``supervisor.restart_delay`` seconds, doubled after
+  each exit that follows a run shorter than ``stable_after`` seconds, up to
+  ``restart_delay_max``.
+* SIGTERM or SIGINT: every daemon gets SIGTERM and ``stop_timeout`` seconds to finish its cycle
+  and release its claims, then SIGKILL; actd exits 0.
+* SIGHUP: the config is read and validated again. An invalid file is refused with the reason in
+  the log and everything keeps running on the old settings. A valid one is applied: daemons
+  added or removed, instance counts changed, and the processes of a daemon whose settings (or
+  the shared db/logging/liveness settings) changed are restarted one by one as they stop.
+* With ``NOTIFY_SOCKET`` set it speaks the systemd notify protocol: READY once the daemons are
+  started, RELOADING/READY around a reload, STOPPING, STATUS lines, and WATCHDOG pings from the
+  main loop at half of ``WATCHDOG_USEC``.
+
+Exit codes (:mod:`act.common.exitcodes`): 0 stopped on request; 1 unexpected error; 2 usage;
+3 invalid configuration; 4 database unreachable or schema not current (run ``actctl db
+upgrade``); 5 another actd already runs on this state root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import IO
+
+from act import __version__
+from act.common import exitcodes, migrate
+from act.common.config import ConfigError, DaemonSettings, Settings, load_settings
+from act.common.daemon import ENV_SUPERVISOR_PID
+from act.common.db import Database, is_unavailable, short_error
+from act.common.logs import setup as setup_logging
+from act.common.sdnotify import Notifier
+
+log = logging.getLogger("act.actd")
+
+TICK = 0.2  # seconds between looks at the children when nothing wakes the loop
+
+
+@dataclass
+class Child:
+    """One daemon process slot: daemon ``name``, instance ``slot``."""
+
+    name: str
+    slot: int
+    proc: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    failures: int = 0  # exits in a row after short runs
+    start_at: float = 0.0  # when it may be started (again)
+    term_sent: float | None = None  # when it was asked to stop
+    restart: bool = False  # start again as soon as it has stopped (reload)
+    retire: bool = False  # do not start again (removed by reload)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}[{self.slot}]"
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, config_arg: str | None, notifier: Notifier) -> None:
+        self.settings = settings
+        self.config_arg = config_arg
+        self.notifier = notifier
+        self.children: list[Child] = []
+        self.wake = threading.Event()
+        self.term_requested = False
+        self.reload_requested = False
+        self.last_watchdog = 0.0
+        self.last_status = ""
+        self.lock_file: IO[str] | None = None
+
+    # -- start-up ------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        code = self._preflight()
+        if code != exitcodes.OK:
+            return code
+        self._install_signals()
+        self._write_snapshot(self.settings)
+        for name, daemon in self._enabled(self.settings).items():
+            self._add(name, range(daemon.instances))
+        log.info(
+            "actd %s started (config %s, %d daemon process(es))",
+            __version__,
+            self.settings.source,
+            len(self.children),
+        )
+        try:
+            self._start_due()
+            self.notifier.ready(self._status())
+            self._main_loop()
+        except Exception:
+            log.exception("supervisor failed; stopping all daemons")
+            self._shutdown()
+            return exitcodes.FAILURE
+        self._shutdown()
+        return exitcodes.OK
+
+    def _preflight(self) -> int:
+        """Lock the state root and check the database before starting anything."""
+        run_dir = self.settings.run_dir
+        run_dir.mkdir(mode=0o750, parents=True, exist_ok=True)
+        lock_path = run_dir / "actd.lock"
+        self.lock_file = open(lock_path, "a+", encoding="utf-8")  # noqa: SIM115 - held for life
+        try:
+            fcntl.flock(self.lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.lock_file.seek(0)
+            holder = self.lock_file.read().strip() or "?"
+            log.error("another actd (pid %s) already runs on %s", holder, self.settings.root)
+            return exitcodes.LOCKED
+        self.lock_file.seek(0)
+        self.lock_file.truncate()
+        self.lock_file.write(f"{os.getpid()}\n")
+        self.lock_file.flush()
+        problem = check_database(self.settings)
+        if problem:
+            log.error("%s", problem)
+            return exitcodes.DATABASE
+        return exitcodes.OK
+
+    def _install_signals(self) -> None:
+        def on_term(signum: int, _frame: FrameType | None) -> None:
+            self.term_requested = True
+            self.wake.set()
+
+        def on_hup(_signum: int, _frame: FrameType | None) -> None:
+            self.reload_requested = True
+            self.wake.set()
+
+        signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGINT, on_term)
+        signal.signal(signal.SIGHUP, on_hup)
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def _main_loop(self) -> None:
+        while not self.term_requested:
+            if self.reload_requested:
+                self.reload_requested = False
+                self.reload()
+            self._reap()
+            self._start_due()
+            self._escalate()
+            self._ping_watchdog()
+            self.wake.wait(TICK)
+            self.wake.clear()
+
+    def _reap(self) -> None:
+        now = time.monotonic()
+        for child in list(self.children):
+            if child.proc is None or child.proc.poll() is None:
+                continue
+            code, ran = child.proc.returncode, now - child.started
+            child.proc, child.term_sent = None, None
+            if child.retire:
+                log.info("%s stopped (exit code %s)", child.label, code)
+                self.children.remove(child)
+            elif child.restart:
+                log.info("%s stopped (exit code %s) for its new settings", child.label, code)
+                child.restart, child.failures, child.start_at = False, 0, now
+            else:
+                self._schedule_restart(child, code, ran, now)
+        self._report_status()
+
+    def _schedule_restart(self, child: Child, code: int, ran: float, now: float) -> None:
+        policy = self.settings.supervisor
+        if ran >= policy.stable_after:
+            child.failures = 0
+        child.failures += 1
+        delay = min(policy.restart_delay * 2.0 ** (child.failures - 1), policy.restart_delay_max)
+        child.start_at = now + delay
+        log.warning(
+            "%s exited with code %s after %.1fs; restart %d in %.1fs (see %s)",
+            child.label,
+            code,
+            ran,
+            child.failures,
+            delay,
+            self._log_path(child.name),
+        )
+
+    def _start_due(self) -> None:
+        now = time.monotonic()
+        for child in self.children:
+            if child.proc is None and not child.retire and child.start_at <= now:
+                self._spawn(child)
+
+    def _spawn(self, child: Child) -> None:
+        path = self._log_path(child.name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        command = [
+            sys.executable,
+            "-m",
+            "act.common.daemon",
+            child.name,
+            "--snapshot",
+            str(self._snapshot_path()),
+            "--log-file",
+            str(path),
+        ]
+        env = {**os.environ, ENV_SUPERVISOR_PID: str(os.getpid())}
+        with open(path, "ab") as output:
+            try:
+                child.proc = subprocess.Popen(
+                    command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    close_fds=True,
+                )
+            except OSError as error:
+                log.error("cannot start %s: %s", child.label, error)
+                self._schedule_restart(child, -1, 0.0, time.monotonic())
+                return
+        child.started = time.monotonic()
+        log.info("started %s (pid %d)", child.label, child.proc.pid)
+
+    def _escalate(self) -> None:
+        """SIGKILL children that did not stop within stop_timeout of being asked to."""
+        timeout = self.settings.supervisor.stop_timeout
+        now = time.monotonic()
+        for child in self.children:
+            if child.proc and child.term_sent is not None and now - child.term_sent > timeout:
+                log.warning(
+                    "%s (pid %d) did not stop within %.0fs: killing it",
+                    child.label,
+                    child.proc.pid,
+                    timeout,
+                )
+                child.proc.kill()
+                child.term_sent = now  # wait for the reap; never kill twice in one tick
+
+    def _ping_watchdog(self) -> None:
+        interval = self.notifier.watchdog_interval
+        now = time.monotonic()
+        if interval is not None and now - self.last_watchdog >= interval:
+            self.notifier.watchdog()
+            self.last_watchdog = now
+
+    # -- reload --------------------------------------------------------------------------------
+
+    def reload(self) -> None:
+        self.notifier.reloading()
+        try:
+            new = load_settings(self.config_arg)
+            problem = self._reload_problem(new)
+        except ConfigError as error:
+            problem = str(error)
+        if problem:
+            log.error("reload refused, still running on the previous configuration: %s", problem)
+            self.notifier.ready("reload refused: " + problem.splitlines()[0])
+            return
+        old, self.settings = self.settings, new
+        self._write_snapshot(new)
+        setup_logging(new.logging.level, new.log_dir / "actd.log")
+        summary = self._apply(old, new)
+        log.info("configuration reloaded from %s: %s", new.source, summary)
+        self.notifier.ready(self._status())
+
+    def _reload_problem(self, new: Settings) -> str | None:
+        if new.root != self.settings.root:
+            return f"root cannot change on reload ({self.settings.root} -> {new.root}): restart"
+        if new.db != self.settings.db:
+            return check_database(new)
+        return None
+
+    def _apply(self, old: Settings, new: Settings) -> str:
+        shared_changed = (old.db, old.logging, old.liveness) != (new.db, new.logging, new.liveness)
+        before, after = self._enabled(old), self._enabled(new)
+        started = restarted = stopped = 0
+        for name in sorted(set(before) | set(after)):
+            mine = [c for c in self.children if c.name == name and not c.retire]
+            if name not in after:
+                stopped += self._retire(mine)
+                continue
+            wanted = after[name].instances
+            stopped += self._retire([c for c in mine if c.slot >= wanted])
+            if name in before and (shared_changed or _differs(before[name], after[name])):
+                restarted += self._restart([c for c in mine if c.slot < wanted])
+            have = {c.slot for c in mine}
+            new_slots = [slot for slot in range(wanted) if slot not in have]
+            self._add(name, new_slots)
+            started += len(new_slots)
+        return f"{started} started, {restarted} restarted, {stopped} stopped"
+
+    def _add(self, name: str, slots: range | list[int]) -> None:
+        self.children.extend(Child(name, slot) for slot in slots)
+
+    def _retire(self, children: list[Child]) -> int:
+        for child in children:
+            child.retire = True
+            if child.proc is None:
+                self.children.remove(child)
+            else:
+                self._terminate(child)
+        return len(children)
+
+    def _restart(self, children: list[Child]) -> int:
+        for child in children:
+            if child.proc is not None:
+                child.restart = True
+                self._terminate(child)
+            else:
+                child.failures, child.start_at = 0, 0.0
+        return len(children)
+
+    def _terminate(self, child: Child) -> None:
+        if child.proc is not None and child.term_sent is None:
+            child.proc.terminate()
+            child.term_sent = time.monotonic()
+
+    # -- stop ----------------------------------------------------------------------------------
+
+    def _shutdown(self) -> None:
+        self.notifier.stopping()
+        running = [c for c in self.children if c.proc is not None]
+        log.info("stopping %d daemon process(es)", len(running))
+        for child in running:
+            self._terminate(child)
+        deadline = time.monotonic() + self.settings.supervisor.stop_timeout
+        while any(c.proc.poll() is None for c in running if c.proc) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for child in running:
+            assert child.proc is not None
+            if child.proc.poll() is None:
+                log.warning(
+                    "%s (pid %d) did not stop within %.0fs: killing it",
+                    child.label,
+                    child.proc.pid,
+                    self.settings.supervisor.stop_timeout,
+                )
+                child.proc.kill()
+                child.proc.wait()
+            log.info("%s stopped (exit code %s)", child.label, child.proc.returncode)
+        log.info("actd stopped")
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _snapshot_path(self) -> Path:
+        return self.settings.run_dir / "settings.json"
+
+    def _write_snapshot(self, settings: Settings) -> None:
+        """Write the settings children start with, atomically and readable by us alone."""
+        path = self._snapshot_path()
+        scratch = path.with_suffix(".tmp")
+        fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(settings.snapshot())
+        os.replace(scratch, path)
+
+    def _log_path(self, name: str) -> Path:
+        return self.settings.log_dir / f"{name}.log"
+
+    def _report_status(self) -> None:
+        """Tell systemd the status line when it changed."""
+        status = self._status()
+        if status != self.last_status:
+            self.notifier.status(status)
+            self.last_status = status
+
+    def _status(self) -> str:
+        running = sum(1 for c in self.children if c.proc is not None)
+        return f"{running} of {len(self.children)} daemon processes running"
+
+    @staticmethod
+    def _enabled(settings: Settings) -> dict[str, DaemonSettings]:
+        return {name: d for name, d in settings.daemons.items() if d.enabled}
+
+
+def _differs(old: DaemonSettings, new: DaemonSettings) -> bool:
+    """Whether running processes must restart: anything but the instance count changed."""
+    return old.model_copy(update={"instances": 1}) != new.model_copy(update={"instances": 1})
+
+
+def check_database(settings: Settings) -> str | None:
+    """None if the database is reachable and its schema current, else what is wrong."""
+    database = Database(settings.db_url(), pool_size=1, connect_timeout=settings.db.connect_timeout)
+    try:
+        migrate.check(database)
+    except migrate.SchemaError as error:
+        return str(error)
+    except Exception as error:
+        if not is_unavailable(error):
+            raise
+        return f"database {database.safe_url} unreachable: {short_error(error)}"
+    finally:
+        database.dispose()
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """actd: start act's daemons and keep them running (see the module documentation)."""
+    parser = argparse.ArgumentParser(
+        prog="actd",
+        description="Start act's daemons and keep them running.",
+        epilog="Exit codes: 0 stopped on request, 1 unexpected error, 2 usage, 3 invalid "
+        "configuration, 4 database unreachable or schema not current, 5 already running.",
+    )
+    parser.add_argument("--config", help="config file (default: $ACT_CONFIG, /etc/act/act.yaml)")
+    parser.add_argument("--version", action="version", version=f"actd {__version__}")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as error:
+        print(f"actd: {error}", file=sys.stderr)
+        return exitcodes.CONFIG
+    setup_logging(settings.logging.level, settings.log_dir / "actd.log")
+    return Supervisor(settings, args.config, Notifier()).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
