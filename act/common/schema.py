@@ -109,8 +109,9 @@ panda_jobs = sa.Table(
     sa.Column("error_text", sa.Text(), nullable=True),
     *_lease_columns(),
     sa.UniqueConstraint("panda_id"),
-    sa.Index(None, "state", "queue"),
-    sa.Index(None, "queue", "state"),
+    # Claims filter on state (and queue) and take the oldest first: these give rows in id order.
+    sa.Index(None, "state", "id"),
+    sa.Index(None, "queue", "state", "id"),
     sa.Index(None, "next_report_at"),
     sa.Index(None, "lease_owner"),
     **_MYSQL,
@@ -144,8 +145,8 @@ ce_jobs = sa.Table(
     sa.Column("started_at", UTCDateTime(), nullable=True),
     sa.Column("ended_at", UTCDateTime(), nullable=True),
     *_lease_columns(),
-    sa.Index(None, "state", "ce_endpoint"),
-    sa.Index(None, "ce_endpoint", "state"),
+    sa.Index(None, "state", "id"),
+    sa.Index(None, "ce_endpoint", "state", "id"),
     sa.Index(None, "panda_job_id"),
     sa.Index(None, "backend", "ce_endpoint", "ce_job_id"),
     sa.Index(None, "lease_owner"),
@@ -189,7 +190,8 @@ processes = sa.Table(
     sa.Column("last_error", sa.Text(), nullable=True),
     sa.Column("last_error_at", UTCDateTime(), nullable=True),
     sa.UniqueConstraint("role", "instance"),
-    sa.Index(None, "heartbeat_at"),
+    sa.Index(None, "role", "heartbeat_at"),  # the live instances of a role
+    sa.Index(None, "heartbeat_at"),  # pruning
     **_MYSQL,
 )
 

@@ -65,8 +65,8 @@ def upgrade() -> None:
         sa.UniqueConstraint("panda_id", name="uq_panda_jobs_panda_id"),
         **MYSQL,
     )
-    op.create_index("ix_panda_jobs_state_queue", "panda_jobs", ["state", "queue"])
-    op.create_index("ix_panda_jobs_queue_state", "panda_jobs", ["queue", "state"])
+    op.create_index("ix_panda_jobs_state_id", "panda_jobs", ["state", "id"])
+    op.create_index("ix_panda_jobs_queue_state_id", "panda_jobs", ["queue", "state", "id"])
     op.create_index("ix_panda_jobs_next_report_at", "panda_jobs", ["next_report_at"])
     op.create_index("ix_panda_jobs_lease_owner", "panda_jobs", ["lease_owner"])
 
@@ -100,8 +100,8 @@ def upgrade() -> None:
         ),
         **MYSQL,
     )
-    op.create_index("ix_ce_jobs_state_ce_endpoint", "ce_jobs", ["state", "ce_endpoint"])
-    op.create_index("ix_ce_jobs_ce_endpoint_state", "ce_jobs", ["ce_endpoint", "state"])
+    op.create_index("ix_ce_jobs_state_id", "ce_jobs", ["state", "id"])
+    op.create_index("ix_ce_jobs_ce_endpoint_state_id", "ce_jobs", ["ce_endpoint", "state", "id"])
     op.create_index("ix_ce_jobs_panda_job_id", "ce_jobs", ["panda_job_id"])
     op.create_index(
         "ix_ce_jobs_backend_ce_endpoint_ce_job_id",
@@ -147,6 +147,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("role", "instance", name="uq_processes_role_instance"),
         **MYSQL,
     )
+    op.create_index("ix_processes_role_heartbeat_at", "processes", ["role", "heartbeat_at"])
     op.create_index("ix_processes_heartbeat_at", "processes", ["heartbeat_at"])
 
     op.create_table(
