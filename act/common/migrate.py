@@ -33,6 +33,11 @@ def head_revision() -> str:
     return head
 
 
+def known_revisions() -> set[str]:
+    """Every revision this version of act ships."""
+    return {script.revision for script in ScriptDirectory.from_config(_config()).walk_revisions()}
+
+
 def current_revision(db: Database) -> str | None:
     """The revision the database is at, or None when it has no act schema."""
     with db.engine.connect() as conn:
@@ -57,8 +62,7 @@ def check(db: Database) -> str:
         raise SchemaError(
             f"database {db.safe_url} has no act schema: run `actctl db upgrade` to create it"
         )
-    known = {script.revision for script in ScriptDirectory.from_config(_config()).walk_revisions()}
-    if found in known:
+    if found in known_revisions():
         raise SchemaError(
             f"database {db.safe_url} is at schema {found}, this act needs {needed}: "
             "run `actctl db upgrade`"
