@@ -1,0 +1,311 @@
+"""actctl: the operator's command line.
+
+Built with click (subcommands, typed options and usage errors for free) and tabulate (the tables).
+Commands read the configuration and open the database only when they need them, so ``actctl
+states`` works without either. Expected problems end in a one-line message on stderr and an exit
+code from :mod:`act.common.exitcodes`, never in a traceback; database URLs are only ever shown
+without their password.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import click
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, make_url
+
+from act.common import exitcodes, migrate
+from act.common.config import ConfigError, Settings, load_settings, read_secret
+from act.common.db import Database, DatabaseError, is_unavailable, short_error
+from act.common.states import STATES, Layer
+from act.common.timeutil import utcnow
+from act.ctl import output, queries
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EPILOG = f"""\b
+Exit codes:
+  {exitcodes.OK}  success
+  {exitcodes.FAILURE}  unexpected error (with a traceback)
+  {exitcodes.USAGE}  wrong command-line usage
+  {exitcodes.CONFIG}  invalid configuration
+  {exitcodes.DATABASE}  database unreachable, or its schema does not match this act
+  {exitcodes.NOT_FOUND}  the job asked for does not exist
+"""
+
+
+class Failure(Exception):
+    """An expected problem: ``message`` goes to stderr and actctl exits with ``code``."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+@dataclass
+class App:
+    """The global options, and the settings and database opened from them on first use."""
+
+    config: str | None = None
+    db_url: str | None = None
+    _settings: Settings | None = None
+    _db: Database | None = None
+
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self.config)
+        return self._settings
+
+    def url(self) -> URL:
+        """``--db-url`` if given (with ``db.password_file`` if it has no password), else db.url."""
+        settings = self.settings()
+        if self.db_url is None:
+            return settings.db_url()
+        url = make_url(self.db_url)
+        if url.password is None and settings.db.password_file:
+            url = url.set(password=read_secret(settings.db.password_file, "db.password_file"))
+        return url
+
+    def database(self) -> Database:
+        if self._db is None:
+            settings = self.settings()
+            source = "--db-url" if self.db_url is not None else settings.source
+            try:
+                self._db = Database(
+                    self.url(),
+                    pool_size=1,
+                    connect_timeout=settings.db.connect_timeout,
+                    busy_timeout=settings.db.busy_timeout,
+                    echo=settings.db.echo,
+                )
+            except (sa.exc.ArgumentError, DatabaseError, ImportError) as error:
+                raise ConfigError(source, [f"db.url: {error}"]) from None
+            except OSError as error:  # SQLite: cannot create the database's directory
+                raise Failure(f"cannot open the database: {error}", exitcodes.DATABASE) from None
+        return self._db
+
+    def checked(self) -> Database:
+        """The database, after checking that its schema is the one this act needs."""
+        database = self.database()
+        migrate.check(database)
+        return database
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.dispose()
+
+
+def _failure(error: Exception, app: App | None) -> Failure | None:
+    """The message and exit code for an expected error; None for anything else."""
+    if isinstance(error, Failure):
+        return error
+    if isinstance(error, ConfigError):
+        return Failure(str(error), exitcodes.CONFIG)
+    if isinstance(error, migrate.SchemaError):
+        return Failure(str(error), exitcodes.DATABASE)
+    if is_unavailable(error):
+        database = app._db if app is not None else None
+        where = database.safe_url if database is not None else "(unknown)"
+        detail = short_error(error)
+        password = database.url.password if database is not None else None
+        if password:
+            detail = detail.replace(str(password), "***")
+        return Failure(f"database {where} is unavailable: {detail}", exitcodes.DATABASE)
+    return None
+
+
+class ActGroup(click.Group):
+    """The top-level group: turns expected errors of any subcommand into a message and a code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Exception as error:
+            failure = _failure(error, ctx.obj if isinstance(ctx.obj, App) else None)
+            if failure is None:
+                raise
+            click.echo(f"actctl: {failure.message}", err=True)
+            raise click.exceptions.Exit(failure.code) from None
+
+
+pass_app = click.make_pass_decorator(App)
+
+
+def json_option(fn: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")(fn)
+
+
+@click.group(
+    cls=ActGroup,
+    epilog=EPILOG,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.option(
+    "--config",
+    "config_path",
+    metavar="PATH",
+    help="Config file (default: $ACT_CONFIG, else /etc/act/act.yaml, else built-in defaults).",
+)
+@click.option("--db-url", metavar="URL", help="Database URL; overrides db.url of the config.")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, db_url: str | None) -> None:
+    """Inspect and steer act: its database, jobs, daemons and state machine."""
+    app = App(config_path, db_url)
+    ctx.obj = app
+    ctx.call_on_close(app.close)
+
+
+@cli.group()
+def db() -> None:
+    """The database schema."""
+
+
+@db.command()
+@pass_app
+def upgrade(app: App) -> None:
+    """Create the schema, or bring it up to the version this act needs."""
+    database = app.database()
+    before, after = migrate.upgrade(database)
+    click.echo(f"database {database.safe_url}: schema {before or 'none'} -> {after}")
+
+
+@db.command()
+@pass_app
+def current(app: App) -> None:
+    """Show the database's schema version and the one this act needs (exit 4 if they differ)."""
+    database = app.database()
+    click.echo(f"database {database.safe_url}")
+    click.echo(f"current: {migrate.current_revision(database) or 'none'}")
+    click.echo(f"head:    {migrate.head_revision()}")
+    migrate.check(database)  # on a mismatch: what is wrong and what to run, exit 4
+
+
+@cli.command()
+@json_option
+@pass_app
+def status(app: App, as_json: bool) -> None:
+    """Job counts per state: PanDA jobs per queue, CE jobs per CE."""
+    with app.checked().read() as conn:
+        panda, ce = queries.panda_counts(conn), queries.ce_counts(conn)
+    if as_json:
+        click.echo(output.to_json(output.status_json(panda, ce)))
+    else:
+        click.echo(output.status_text(panda, ce))
+
+
+@cli.command()
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    type=click.Choice(list(STATES[Layer.PANDA])),
+    help="Only jobs in this PanDA state (repeat for several).",
+)
+@click.option("--queue", help="Only jobs of this PanDA queue.")
+@click.option("--ce", help="Only jobs whose newest CE job is on this CE endpoint.")
+@click.option("--pandaid", type=int, help="Only the job with this PanDA id.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=50,
+    show_default=True,
+    help="Show at most this many jobs (0: all).",
+)
+@json_option
+@pass_app
+def jobs(
+    app: App,
+    *,
+    states: tuple[str, ...],
+    queue: str | None,
+    ce: str | None,
+    pandaid: int | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """PanDA jobs, newest first, with their newest CE job."""
+    wanted = queries.JobFilter(states, queue, ce, pandaid, limit)
+    with app.checked().read() as conn:
+        rows = queries.list_jobs(conn, wanted)
+    click.echo(output.to_json(rows) if as_json else output.jobs_text(rows))
+
+
+@cli.command()
+@click.argument("pandaid", type=int)
+@click.option("--full", is_flag=True, help=f"Show specs longer than {output.TRUNCATE} characters.")
+@json_option
+@pass_app
+def job(app: App, pandaid: int, full: bool, as_json: bool) -> None:
+    """One PanDA job in full, with its CE jobs and history.
+
+    Shows every column of the PanDA job (the spec last), every CE job made for it, and the
+    transitions of the PanDA job and of its CE jobs merged in time order.
+    """
+    with app.checked().read() as conn:
+        detail = queries.job_detail(conn, pandaid)
+    if detail is None:
+        raise Failure(f"no PanDA job {pandaid}", exitcodes.NOT_FOUND)
+    if as_json:
+        click.echo(output.to_json(output.job_json(detail)))
+    else:
+        click.echo(output.job_text(detail, full=full))
+
+
+@cli.command()
+@click.option("--all", "show_all", is_flag=True, help="Also show processes that have stopped.")
+@json_option
+@pass_app
+def processes(app: App, show_all: bool, as_json: bool) -> None:
+    """Daemon processes: live, dead or stopped.
+
+    A process is dead when its last heartbeat is older than liveness.dead_after seconds and it
+    has not stopped; stopped processes are only shown with --all.
+    """
+    with app.checked().read() as conn:
+        rows = queries.process_rows(conn, include_stopped=show_all)
+    dead_after = app.settings().liveness.dead_after
+    records = output.process_records(rows, dead_after=dead_after, now=utcnow())
+    click.echo(output.to_json(records) if as_json else output.processes_text(records))
+
+
+@cli.command()
+@click.option(
+    "--layer", type=click.Choice([layer.value for layer in Layer]), help="Only one layer."
+)
+@click.option("--markdown", is_flag=True, help="GitHub markdown tables (as in the README).")
+@json_option
+def states(layer: str | None, markdown: bool, as_json: bool) -> None:
+    """The state machine: each layer's states and allowed transitions."""
+    if markdown and as_json:
+        raise click.UsageError("--markdown and --json exclude each other")
+    layers = list(Layer) if layer is None else [Layer(layer)]
+    if as_json:
+        click.echo(output.to_json(output.states_json(layers)))
+    else:
+        click.echo(output.states_text(layers, markdown=markdown))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``actctl`` console script; returns the exit code."""
+    try:
+        code = cli.main(
+            args=list(argv) if argv is not None else None,
+            prog_name="actctl",
+            standalone_mode=False,
+        )
+    except click.ClickException as error:
+        error.show()
+        return error.exit_code
+    except click.Abort:
+        click.echo("Aborted!", err=True)
+        return exitcodes.FAILURE
+    return code if isinstance(code, int) else exitcodes.OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
