@@ -47,8 +47,16 @@ def _fill(db: Database, count: int) -> list[int]:
     return ids
 
 
-def _claim_and_move(url: str, worker: int, start: Any) -> list[int]:
+def _connected(url: str) -> Database:
+    """A database whose connection is already open, so that workers start on an equal footing."""
     db = Database(url, pool_size=1)
+    with db.read() as conn:
+        conn.execute(sa.text("SELECT 1"))
+    return db
+
+
+def _claim_and_move(url: str, worker: int, start: Any) -> list[int]:
+    db = _connected(url)
     owner = f"worker-{worker}"
     moved: list[int] = []
     start.wait()
@@ -70,6 +78,7 @@ def _claim_and_move(url: str, worker: int, start: Any) -> list[int]:
                 break
             time.sleep(0.01)  # rows held by others: they will move them
             continue
+        time.sleep(0.02)  # the work a daemon does on claimed jobs (CE calls), outside the DB
         got = db.run(
             lambda c, i=ids: transition(
                 c, Layer.CE, i, "tosubmit", "submitting", actor=Actor.SUBMITTER, owner=owner
@@ -83,7 +92,7 @@ def _claim_and_move(url: str, worker: int, start: Any) -> list[int]:
 
 
 def _move_everything(url: str, worker: int, start: Any, ids: list[int]) -> list[int]:
-    db = Database(url, pool_size=1)
+    db = _connected(url)
     order = list(ids)
     random.Random(worker).shuffle(order)
     moved: list[int] = []

@@ -6,6 +6,7 @@ import pytest
 
 from act.common.states import (
     EDGES,
+    RULES,
     STATES,
     Actor,
     IllegalTransition,
@@ -36,9 +37,19 @@ def test_requests_are_named_to_something_and_final_states_have_no_exit() -> None
             assert (not exits) == (state.kind is Kind.FINAL), state.name
 
 
-def test_edges_are_listed_in_table_order() -> None:
+def test_edges_are_listed_in_table_order_each_rule_with_its_own_reason() -> None:
     listed = list(edges())
-    assert len(listed) == len(EDGES)
+    assert len(listed) == len(RULES) > len(EDGES)
+    kills = {
+        (e.why, e.actors) for e in listed if e.from_state == "queued" and e.to_state == "tobekilled"
+    }
+    assert kills == {
+        ("PanDA command (tobekilled, ...)", frozenset({Actor.PROPAGATOR})),
+        ("operator kill", frozenset({Actor.OPERATOR})),
+        ("stuck beyond its policy", frozenset({Actor.JANITOR})),
+    }
+    merged = EDGES[(Layer.PANDA, "queued", "tobekilled")]
+    assert merged.actors == {Actor.PROPAGATOR, Actor.OPERATOR, Actor.JANITOR}
     panda = [e for e in listed if e.layer is Layer.PANDA]
     assert panda[0].from_state is None and panda[0].to_state == "received"
 

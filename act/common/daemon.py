@@ -49,7 +49,7 @@ from act.common.config import (
     from_snapshot,
     load_settings,
 )
-from act.common.db import Database, is_unavailable, short_error
+from act.common.db import Database, DatabaseError, is_unavailable, short_error
 from act.common.liveness import Shard
 from act.common.logs import setup as setup_logging
 from act.common.states import Layer
@@ -142,22 +142,22 @@ def run_daemon(
     log = logging.getLogger(f"act.{name}")
     daemon = settings.daemons.get(name, DaemonSettings())
     own_db = db is None
-    database = db or Database(
-        settings.db_url(),
-        pool_size=2,
-        connect_timeout=settings.db.connect_timeout,
-        busy_timeout=settings.db.busy_timeout,
-        echo=settings.db.echo,
-    )
     try:
-        migrate.check(database)
-    except migrate.SchemaError as error:
+        database = db or Database(
+            settings.db_url(),
+            pool_size=2,
+            connect_timeout=settings.db.connect_timeout,
+            busy_timeout=settings.db.busy_timeout,
+            echo=settings.db.echo,
+        )
+    except DatabaseError as error:
         log.error("%s", error)
         return exitcodes.DATABASE
-    except Exception as error:
-        if not is_unavailable(error):
-            raise
-        log.error("database %s unreachable at start: %s", database.safe_url, error)
+    problem = migrate.readiness_problem(database)
+    if problem:
+        log.error("%s", problem)
+        if own_db:
+            database.dispose()
         return exitcodes.DATABASE
     instance = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
     ctx = Context(

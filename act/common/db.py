@@ -38,10 +38,16 @@ T = TypeVar("T")
 #: The SQLAlchemy driver act uses for each backend when a URL names none.
 DRIVERS = {"mysql": "mysqldb", "mariadb": "mysqldb", "postgresql": "psycopg", "sqlite": "pysqlite"}
 
-# Error codes that mean "try the transaction again", per backend.
-# MySQL: lock wait timeout, deadlock, server gone, connection lost/refused/killed, idle timeout.
-_MYSQL_RETRY = {1205, 1213, 2006, 2013, 2003, 1927, 4031}
-_PG_RETRY = {"40001", "40P01", "55P03", "57P01", "08000", "08003", "08006", "08001"}
+# Errors meaning the server cannot be reached: an outage, to wait out rather than a bug.
+# MySQL/MariaDB: can't connect (2002, 2003, 2005), gone away (2006), lost (2013, 2055), too many
+# connections (1040), shutting down (1053), connection killed (1927), idle timeout (4031).
+_MYSQL_GONE = {1040, 1053, 1927, 2002, 2003, 2005, 2006, 2013, 2055, 4031}
+# PostgreSQL: connection exceptions (class 08), admin/crash shutdown, cannot connect now.
+_PG_GONE = {"57P01", "57P02", "57P03"}
+# Errors meaning "this transaction lost a race; run it again": lock wait timeout and deadlock;
+# serialization failure, deadlock and lock not available.
+_MYSQL_RETRY = {1205, 1213}
+_PG_RETRY = {"40001", "40P01", "55P03"}
 
 
 class DatabaseError(RuntimeError):
@@ -87,6 +93,13 @@ class Database:
         return f"Database({self.safe_url})"
 
     @property
+    def sqlite_path(self) -> Path | None:
+        """The database file, for SQLite on disk; None otherwise."""
+        if self.backend != "sqlite" or self.url.database in (None, "", ":memory:"):
+            return None
+        return Path(str(self.url.database))
+
+    @property
     def safe_url(self) -> str:
         """The URL without its password, for logs and messages."""
         return self.url.render_as_string(hide_password=True)
@@ -96,8 +109,14 @@ class Database:
     ) -> Engine:
         kwargs: dict[str, Any] = {"echo": echo, "future": True}
         if self.backend == "sqlite":
-            if self.url.database and self.url.database != ":memory:":
-                Path(self.url.database).parent.mkdir(mode=0o750, parents=True, exist_ok=True)
+            if self.sqlite_path is not None:
+                try:
+                    self.sqlite_path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
+                except OSError as error:
+                    raise DatabaseError(
+                        f"cannot create the directory of SQLite database {self.sqlite_path}: "
+                        f"{error.strerror}"
+                    ) from None
             kwargs["connect_args"] = {"timeout": busy_timeout, "check_same_thread": False}
             engine = sa.create_engine(self.url, **kwargs)
             _setup_sqlite(engine, busy_timeout)
@@ -154,20 +173,18 @@ class Database:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def is_transient(self, error: BaseException) -> bool:
-        """Whether retrying the whole transaction may succeed."""
+        """Whether retrying the whole transaction may succeed (a lost race, or an outage)."""
+        if is_unavailable(error):
+            return True
         if not isinstance(error, exc.DBAPIError):
             return False
-        if error.connection_invalidated:
-            return True
         orig = error.orig
         if self.backend == "sqlite":
             text = str(orig).lower()
             return "locked" in text or "busy" in text
         if self.backend == "mysql":
-            args: tuple[Any, ...] = getattr(orig, "args", ())
-            return bool(args) and args[0] in _MYSQL_RETRY
-        sqlstate = getattr(orig, "sqlstate", None)
-        return sqlstate in _PG_RETRY or isinstance(error, exc.OperationalError)
+            return _mysql_code(orig) in _MYSQL_RETRY
+        return getattr(orig, "sqlstate", None) in _PG_RETRY
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -175,9 +192,26 @@ class Database:
 
 def is_unavailable(error: BaseException) -> bool:
     """Whether an error means the database cannot be reached at all (an outage, not a bug)."""
-    return isinstance(error, exc.OperationalError | exc.InterfaceError) or (
-        isinstance(error, exc.DBAPIError) and error.connection_invalidated
-    )
+    if not isinstance(error, exc.DBAPIError):
+        return False
+    if error.connection_invalidated:
+        return True
+    orig = error.orig
+    module = type(orig).__module__
+    if module.startswith("MySQLdb"):
+        return _mysql_code(orig) in _MYSQL_GONE
+    if module.startswith("psycopg"):
+        sqlstate = getattr(orig, "sqlstate", None)
+        # A failed connection attempt carries no SQLSTATE at all.
+        return sqlstate is None or sqlstate.startswith("08") or sqlstate in _PG_GONE
+    if module.startswith("sqlite3"):
+        return "unable to open database file" in str(orig)
+    return isinstance(error, exc.OperationalError | exc.InterfaceError)
+
+
+def _mysql_code(orig: BaseException | None) -> int | None:
+    args: tuple[Any, ...] = getattr(orig, "args", ())
+    return args[0] if args and isinstance(args[0], int) else None
 
 
 def short_error(error: BaseException) -> str:

@@ -8,7 +8,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 
-from act.common.db import Database
+from act.common.db import Database, is_unavailable, short_error
 
 SCRIPT_LOCATION = "act.common:migrations"
 
@@ -39,8 +39,10 @@ def known_revisions() -> set[str]:
 
 
 def current_revision(db: Database) -> str | None:
-    """The revision the database is at, or None when it has no act schema."""
-    with db.engine.connect() as conn:
+    """The revision the database is at, or None when it has no act schema (or does not exist)."""
+    if db.sqlite_path is not None and not db.sqlite_path.exists():
+        return None  # do not create an empty database file just by looking
+    with db.read() as conn:
         return MigrationContext.configure(conn).get_current_revision()
 
 
@@ -71,3 +73,16 @@ def check(db: Database) -> str:
         f"database {db.safe_url} is at schema {found}, which this act ({needed}) does not know: "
         "it was upgraded by a newer act; run that version"
     )
+
+
+def readiness_problem(db: Database) -> str | None:
+    """None if the database is reachable with a current schema, else what is wrong (one line)."""
+    try:
+        check(db)
+    except SchemaError as error:
+        return str(error)
+    except Exception as error:
+        if not is_unavailable(error):
+            raise
+        return f"database {db.safe_url} unreachable: {short_error(error)}"
+    return None

@@ -105,14 +105,15 @@ STATES: dict[Layer, dict[str, State]] = {
 }
 
 A = Actor
-_EDGES: list[Edge] = []
+#: The rules as written below, one per (edges, actors, reason); the documentation lists these.
+RULES: list[Edge] = []
 
 
 def _allow(layer: Layer, froms: str | None, tos: str, actors: tuple[Actor, ...], why: str) -> None:
     """Allow every from-state in ``froms`` to every state in ``tos`` (space-separated lists)."""
     for source in froms.split() if froms else [None]:
         for target in tos.split():
-            _EDGES.append(Edge(layer, source, target, frozenset(actors), why))
+            RULES.append(Edge(layer, source, target, frozenset(actors), why))
 
 
 P, C = Layer.PANDA, Layer.CE
@@ -177,16 +178,20 @@ _allow(C, "toclean", "cleaned", (A.CLEANER,), "CE confirmed the clean")
 
 del A, P, C, W, R, F
 
-#: (layer, from, to) → the edge; the lookup every transition goes through.
+#: (layer, from, to) → the edge with every actor allowed to make it; what transitions check.
 EDGES: dict[tuple[Layer, str | None, str], Edge] = {}
-for _edge in _EDGES:
-    _key = (_edge.layer, _edge.from_state, _edge.to_state)
+for _rule in RULES:
+    _key = (_rule.layer, _rule.from_state, _rule.to_state)
     _known = EDGES.get(_key)
-    if _known is not None:  # same edge, more actors: merge, keeping the first reason
-        _edge = Edge(
-            _edge.layer, _edge.from_state, _edge.to_state, _known.actors | _edge.actors, _known.why
+    if _known is not None:
+        _rule = Edge(
+            _rule.layer,
+            _rule.from_state,
+            _rule.to_state,
+            _known.actors | _rule.actors,
+            f"{_known.why}; {_rule.why}",
         )
-    EDGES[_key] = _edge
+    EDGES[_key] = _rule
 
 
 class IllegalTransition(ValueError):
@@ -213,10 +218,10 @@ def check(layer: Layer, from_state: str | None, to_state: str, actor: Actor) -> 
 
 
 def edges(layer: Layer | None = None) -> Iterator[Edge]:
-    """All edges, in table order (by layer, then by source state's order, then target's)."""
+    """Every rule with its own actors and reason, in table order (by layer, source, target)."""
     for lay in (Layer.PANDA, Layer.CE) if layer is None else (layer,):
         order = {name: i for i, name in enumerate(STATES[lay])}
-        chosen = [e for e in EDGES.values() if e.layer is lay]
+        chosen = [e for e in RULES if e.layer is lay]
         chosen.sort(
             key=lambda e: (-1 if e.from_state is None else order[e.from_state], order[e.to_state])
         )

@@ -41,7 +41,7 @@ from act import __version__
 from act.common import exitcodes, migrate
 from act.common.config import ConfigError, DaemonSettings, Settings, load_settings
 from act.common.daemon import ENV_SUPERVISOR_PID
-from act.common.db import Database, is_unavailable, short_error
+from act.common.db import Database, DatabaseError
 from act.common.logs import setup as setup_logging
 from act.common.sdnotify import Notifier
 
@@ -389,18 +389,16 @@ def _differs(old: DaemonSettings, new: DaemonSettings) -> bool:
 
 def check_database(settings: Settings) -> str | None:
     """None if the database is reachable and its schema current, else what is wrong."""
-    database = Database(settings.db_url(), pool_size=1, connect_timeout=settings.db.connect_timeout)
     try:
-        migrate.check(database)
-    except migrate.SchemaError as error:
+        database = Database(
+            settings.db_url(), pool_size=1, connect_timeout=settings.db.connect_timeout
+        )
+    except DatabaseError as error:
         return str(error)
-    except Exception as error:
-        if not is_unavailable(error):
-            raise
-        return f"database {database.safe_url} unreachable: {short_error(error)}"
+    try:
+        return migrate.readiness_problem(database)
     finally:
         database.dispose()
-    return None
 
 
 def main(argv: list[str] | None = None) -> int:
