@@ -1,0 +1,42 @@
+# The two commands of the README, and the checks CI runs.
+#   make run    set up act in .venv and run it on the embedded default (SQLite, ~/.local/state/act)
+#   make test   set up the test environment, make sure the databases are up, run the tests
+#   make check  ruff (lint and format) and mypy
+
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+
+.PHONY: run test check docs venv venv-test
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.act-run: $(BIN)/python setup.cfg pyproject.toml
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(VENV)/.act-test: $(BIN)/python setup.cfg pyproject.toml
+	tests/harness/ensure-build-deps
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@ $(VENV)/.act-run
+
+venv: $(VENV)/.act-run
+venv-test: $(VENV)/.act-test
+
+run: venv
+	$(BIN)/actctl db upgrade
+	exec $(BIN)/actd
+
+test: venv-test
+	tests/harness/ensure-databases
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+check: venv-test
+	$(BIN)/ruff check act tests benchmarks
+	$(BIN)/ruff format --check act tests benchmarks
+	$(BIN)/mypy
+
+docs: venv-test
+	$(BIN)/python -m tests.support.readme
