@@ -26,7 +26,7 @@ from act.common.timeutil import utcnow
 from act.common.transitions import create_jobs, transition
 from act.ctl.cli import cli, main
 from tests.conftest import REPO
-from tests.support.dbs import SERVERS, fresh_database, url_text
+from tests.support.dbs import BACKENDS, SERVERS, fresh_database, url_text
 from tests.support.jobs import ce_row, panda_row, path_to
 
 PASSWORD = "S3cretPw-" + "x7"
@@ -573,11 +573,10 @@ def test_an_unreachable_database_is_named_without_its_password(
     assert "Traceback" not in result.output and len(result.stderr.strip().splitlines()) == 1
 
 
-@pytest.fixture
-def secret_url(backend: str, tmp_path: Path) -> Iterator[URL]:
-    """An empty database reached as a user with a password (SQLite has no passwords)."""
-    if backend == "sqlite":
-        pytest.skip("SQLite URLs carry no password")
+@pytest.fixture(params=[b for b in BACKENDS if b != "sqlite"])  # SQLite has no passwords
+def secret_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[URL]:
+    """An empty database reached as a user with a password."""
+    backend = str(request.param)
     user = f"act_u_{secrets.token_hex(4)}"
     admin = sa.create_engine(SERVERS[backend], isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:

@@ -89,6 +89,12 @@ def test_daemon_names_and_options_are_validated(tmp_path: Path) -> None:
     ) in problems
 
 
+def test_daemon_names_are_safe_for_file_names(tmp_path: Path) -> None:
+    path = _write(tmp_path, "daemons:\n  ../../etc/x:\n    entry: a.b:C\n")
+    (problem,) = _problems(path)
+    assert problem.startswith("daemons: ") and "'../../etc/x'" in problem
+
+
 def test_a_key_given_twice_is_an_error(tmp_path: Path) -> None:
     path = _write(tmp_path, "db:\n  url: sqlite:///a.db\n  url: sqlite:///b.db\n")
     (problem,) = _problems(path)

@@ -19,12 +19,21 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 import stat
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from sqlalchemy.engine import URL, make_url
 
 ENV_CONFIG = "ACT_CONFIG"
@@ -32,6 +41,7 @@ ENV_DB_URL = "ACT_DB_URL"
 ENV_ROOT = "ACT_ROOT"
 SYSTEM_CONFIG = Path("/etc/act/act.yaml")
 BUILTIN = "built-in defaults"
+DAEMON_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,39}")
 
 
 class ConfigError(ValueError):
@@ -124,6 +134,17 @@ class Settings(Section):
     daemons: dict[str, DaemonSettings] = Field(default_factory=_default_daemons)
 
     _source: str = PrivateAttr(default=BUILTIN)
+
+    @field_validator("daemons")
+    @classmethod
+    def _daemon_names(cls, daemons: dict[str, DaemonSettings]) -> dict[str, DaemonSettings]:
+        for name in daemons:
+            if not DAEMON_NAME.fullmatch(name):
+                raise ValueError(
+                    f"daemon name {name!r}: use 1-40 letters, digits, '_' or '-', starting with a "
+                    "letter (it names log files and processes)"
+                )
+        return daemons
 
     @property
     def source(self) -> str:

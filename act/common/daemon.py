@@ -159,7 +159,8 @@ def run_daemon(
         if own_db:
             database.dispose()
         return exitcodes.DATABASE
-    instance = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+    # host:pid:random, short enough for the 128-character owner columns with any host name.
+    instance = f"{socket.gethostname()[:64]}:{os.getpid()}:{secrets.token_hex(3)}"
     ctx = Context(
         name=name,
         instance=instance,
@@ -195,7 +196,7 @@ def _loop(spec: DaemonSpec, ctx: Context, once: bool) -> None:
     while not stop.is_set():
         started, error, more = utcnow(), None, False
         try:
-            ctx.heartbeat(force=True)
+            ctx.heartbeat()  # rate-limited: back-to-back cycles do not write it every time
             more = bool(spec.run_once(ctx))
             outage.reset()
             delay = (
