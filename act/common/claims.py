@@ -37,7 +37,10 @@ def claim(
     where: Sequence[sa.ColumnElement[bool]] = (),
     order_by: Sequence[sa.ColumnElement[object]] | None = None,
 ) -> list[int]:
-    """Claim up to ``limit`` free rows in ``states`` for ``lease`` seconds; returns their ids."""
+    """Claim up to ``limit`` free rows in ``states`` for ``lease`` seconds; returns their ids.
+
+    Rows are taken oldest first within each state, in the order of ``states``' names.
+    """
     table = TABLES[layer]
     now = utcnow()
     free = sa.or_(table.c.lease_expires.is_(None), table.c.lease_expires < now)
@@ -47,7 +50,10 @@ def claim(
     candidates = (
         sa.select(table.c.id)
         .where(*conditions)
-        .order_by(*(order_by if order_by is not None else [table.c.id]))
+        # Oldest first within a state. Ordering by (state, id) rather than id alone matters: only
+        # the (state, id), (queue|ce_endpoint, state, id) indexes can deliver it, whereas for
+        # "ORDER BY id LIMIT n" MariaDB may walk the whole primary key looking for matches.
+        .order_by(*(order_by if order_by is not None else [table.c.state, table.c.id]))
         .limit(limit)
         .with_for_update(skip_locked=True)
     )

@@ -18,7 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from act.common.schema import ce_jobs, panda_jobs
+from act.common.schema import UTCDateTime, ce_jobs, panda_jobs
 from act.common.schema import transitions as history
 from act.common.states import Actor, Layer, check
 from act.common.timeutil import utcnow
@@ -68,29 +68,43 @@ def transition(
         changes.update(lease_owner=None, lease_expires=None)
     moved: list[int] = []
     for chunk in chunked(sorted(set(ids))):
-        where = [table.c.id.in_(chunk), table.c.state == from_state]
-        if owner is not None:
-            where.append(table.c.lease_owner == owner)
-        moved.extend(_compare_and_set(conn, table, where, changes))
-    moved.sort()
-    _record(conn, layer, moved, from_state, to_state, actor=actor, reason=reason, at=now)
-    return moved
+        done = _compare_and_set(conn, table, chunk, from_state, owner=owner, changes=changes)
+        _record(conn, layer, done, from_state, to_state, actor=actor, reason=reason, at=now)
+        moved.extend(done)
+    return sorted(moved)
 
 
 def _compare_and_set(
     conn: Connection,
     table: sa.Table,
-    where: list[sa.ColumnElement[bool]],
+    ids: list[int],
+    from_state: str,
+    *,
+    owner: str | None,
     changes: dict[str, Any],
 ) -> list[int]:
     if conn.dialect.update_returning:  # PostgreSQL, SQLite
+        where = [table.c.id.in_(ids), table.c.state == from_state]
+        if owner is not None:
+            where.append(table.c.lease_owner == owner)
         stmt = sa.update(table).where(*where).values(changes).returning(table.c.id)
         return list(conn.execute(stmt).scalars())
-    # MariaDB has no UPDATE … RETURNING: lock the matching rows, then update exactly those.
-    locked = list(conn.execute(sa.select(table.c.id).where(*where).with_for_update()).scalars())
-    if locked:
-        conn.execute(sa.update(table).where(table.c.id.in_(locked)).values(changes))
-    return locked
+    # MariaDB has no UPDATE ... RETURNING: lock the rows, keep those still in from_state (and the
+    # owner's), update exactly those. The lock goes through the primary key only: locking through
+    # the (state, id) index as well deadlocked against concurrent claims, which read that index.
+    rows = conn.execute(
+        sa.select(table.c.id, table.c.state, table.c.lease_owner)
+        .where(table.c.id.in_(ids))
+        .with_for_update()
+    ).all()
+    matched = [
+        row.id
+        for row in rows
+        if row.state == from_state and (owner is None or row.lease_owner == owner)
+    ]
+    if matched:
+        conn.execute(sa.update(table).where(table.c.id.in_(matched)).values(changes))
+    return matched
 
 
 def create_jobs(
@@ -118,7 +132,8 @@ def create_jobs(
         )
     stmt = sa.insert(table).returning(table.c.id, sort_by_parameter_order=True)
     ids = [row.id for row in conn.execute(stmt, params)]
-    _record(conn, layer, ids, None, state, actor=actor, reason=reason, at=now)
+    for chunk in chunked(sorted(ids)):
+        _record(conn, layer, chunk, None, state, actor=actor, reason=reason, at=now)
     return ids
 
 
@@ -133,23 +148,25 @@ def _record(
     reason: str,
     at: datetime,
 ) -> None:
+    """Write the history rows of ``ids`` (at most one chunk) with one INSERT ... SELECT.
+
+    The database builds the rows from the job ids; binding one parameter set per row cost as
+    much as the state change itself (benchmarks/README.md).
+    """
     if not ids:
         return
-    conn.execute(
-        sa.insert(history),
-        [
-            {
-                "layer": layer.value,
-                "job_id": job_id,
-                "from_state": from_state,
-                "to_state": to_state,
-                "actor": actor.value,
-                "reason": reason or None,
-                "at": at,
-            }
-            for job_id in ids
-        ],
-    )
+    table = TABLES[layer]
+    rows = sa.select(
+        sa.literal(layer.value, sa.String()),
+        table.c.id,
+        sa.literal(from_state, sa.String()),
+        sa.literal(to_state, sa.String()),
+        sa.literal(actor.value, sa.String()),
+        sa.literal(reason or None, sa.Text()),
+        sa.literal(at, UTCDateTime()),
+    ).where(table.c.id.in_(list(ids)))
+    columns = ["layer", "job_id", "from_state", "to_state", "actor", "reason", "at"]
+    conn.execute(sa.insert(history).from_select(columns, rows))
 
 
 def chunked(ids: list[int]) -> Iterable[list[int]]:
