@@ -77,6 +77,16 @@ def _lease_columns() -> list[sa.Column[Any]]:
     ]
 
 
+def _operator_columns() -> list[sa.Column[Any]]:
+    """Why and by whom runtime state was last changed (operators use actctl)."""
+    return [
+        sa.Column("enabled", sa.Boolean(), nullable=False, server_default=sa.true()),
+        sa.Column("reason", sa.Text(), nullable=True),
+        sa.Column("updated_by", sa.String(NAME_LEN), nullable=True),
+        sa.Column("updated_at", UTCDateTime(), nullable=False),
+    ]
+
+
 def _state_columns() -> list[sa.Column[Any]]:
     return [
         sa.Column("state", sa.String(STATE_LEN), nullable=False),
@@ -200,12 +210,9 @@ queues = sa.Table(
     "queues",
     metadata,
     sa.Column("name", sa.String(NAME_LEN), primary_key=True),
-    sa.Column("enabled", sa.Boolean(), nullable=False, server_default=sa.true()),
     sa.Column("max_jobs", sa.Integer(), nullable=True),
     sa.Column("max_queued", sa.Integer(), nullable=True),
-    sa.Column("reason", sa.Text(), nullable=True),
-    sa.Column("updated_by", sa.String(NAME_LEN), nullable=True),
-    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    *_operator_columns(),
     **_MYSQL,
 )
 
@@ -215,11 +222,8 @@ ces = sa.Table(
     metadata,
     sa.Column("endpoint", sa.String(ENDPOINT_LEN), primary_key=True),
     sa.Column("backend", sa.String(16), nullable=False),
-    sa.Column("enabled", sa.Boolean(), nullable=False, server_default=sa.true()),
     sa.Column("max_queued", sa.Integer(), nullable=True),
     sa.Column("max_running", sa.Integer(), nullable=True),
-    sa.Column("reason", sa.Text(), nullable=True),
-    sa.Column("updated_by", sa.String(NAME_LEN), nullable=True),
-    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    *_operator_columns(),
     **_MYSQL,
 )
