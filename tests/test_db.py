@@ -136,6 +136,15 @@ def test_looking_at_a_missing_sqlite_database_does_not_create_it(tmp_path: Path)
     db.dispose()
 
 
+def test_an_unknown_database_is_a_readiness_problem_not_a_crash() -> None:
+    db = Database(SERVERS["mariadb"].rstrip("/") + "/act_no_such_database", connect_timeout=2)
+    problem = migrate.readiness_problem(db)
+    assert problem is not None and problem.endswith(
+        "(1049, \"Unknown database 'act_no_such_database'\")"
+    )
+    assert "cannot be used" in problem
+
+
 def test_an_uncreatable_sqlite_directory_is_a_clear_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")

@@ -223,3 +223,15 @@ def test_systemd_notify_ready_watchdog_reload_and_stopping(
         assert actd.proc.wait(timeout=15) == exitcodes.OK
     finally:
         sock.close()
+
+
+def test_daemons_stop_cleanly_when_actd_is_killed(root: Path, running: list[Actd]) -> None:
+    actd = _start(running, root, _config(root, {"idle": _idle(2)}))
+    wait_for(lambda: actd.text("idle").count("started (instance") == 2, what="children up")
+    pids = list(actd.child_pids("idle").values())
+    actd.proc.kill()
+    actd.proc.wait()
+    wait_for(lambda: not any(alive(pid) for pid in pids), timeout=15, what="orphans to stop")
+    text = actd.text("idle")
+    assert text.count("supervisor (pid") == 2 and "has gone away: stopping" in text
+    assert text.count("stopped; released 0 claimed job(s)") == 2

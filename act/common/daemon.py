@@ -193,7 +193,7 @@ def _loop(spec: DaemonSpec, ctx: Context, once: bool) -> None:
     daemon, log, stop = ctx.daemon, ctx.log, ctx.stop
     outage = _Backoff(1.0, max(daemon.interval, 60.0))
     supervisor = os.environ.get(ENV_SUPERVISOR_PID)
-    while not stop.is_set():
+    while not stop.is_set() and not _orphaned(ctx, supervisor):
         started, error, more = utcnow(), None, False
         try:
             ctx.heartbeat()  # rate-limited: back-to-back cycles do not write it every time
@@ -239,16 +239,21 @@ def _sleep(ctx: Context, delay: float, supervisor: str | None) -> None:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return
-        if ctx.stop.wait(min(remaining, step)):
-            return
-        if supervisor and str(os.getppid()) != supervisor:
-            ctx.log.error("supervisor (pid %s) has gone away: stopping", supervisor)
-            ctx.stop.set()
+        if ctx.stop.wait(min(remaining, step)) or _orphaned(ctx, supervisor):
             return
         try:
             ctx.heartbeat()
         except Exception as exc:
             ctx.log.error("heartbeat failed: %s", short_error(exc))
+
+
+def _orphaned(ctx: Context, supervisor: str | None) -> bool:
+    """Whether this daemon was started by an actd that has gone away (then it stops)."""
+    if supervisor and str(os.getppid()) != supervisor:
+        ctx.log.error("supervisor (pid %s) has gone away: stopping", supervisor)
+        ctx.stop.set()
+        return True
+    return False
 
 
 def _clean_stop(ctx: Context) -> None:

@@ -6,6 +6,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import exc
 from sqlalchemy.engine import Connection
 
 from act.common.db import Database, is_unavailable, short_error
@@ -81,8 +82,8 @@ def readiness_problem(db: Database) -> str | None:
         check(db)
     except SchemaError as error:
         return str(error)
-    except Exception as error:
-        if not is_unavailable(error):
-            raise
-        return f"database {db.safe_url} unreachable: {short_error(error)}"
+    except exc.DBAPIError as error:
+        if is_unavailable(error):
+            return f"database {db.safe_url} unreachable: {short_error(error)}"
+        return f"database {db.safe_url} cannot be used: {short_error(error)}"
     return None
