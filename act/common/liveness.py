@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, RowMapping
+from sqlalchemy.engine import Connection
 
 from act.common.schema import processes
 from act.common.timeutil import seconds, utcnow
@@ -119,9 +119,3 @@ def prune(conn: Connection, *, older_than: float) -> int:
     cutoff = utcnow() - seconds(older_than)
     result = conn.execute(sa.delete(processes).where(processes.c.heartbeat_at < cutoff))
     return int(result.rowcount)
-
-
-def listing(conn: Connection) -> list[RowMapping]:
-    """Every liveness row, by role and instance."""
-    rows = conn.execute(sa.select(processes).order_by(processes.c.role, processes.c.instance))
-    return list(rows.mappings())
