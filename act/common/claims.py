@@ -35,7 +35,9 @@ def _state_led(table: sa.Table) -> list[str]:
     return names
 
 
-_STATE_INDEXES = {layer: _state_led(table) for layer, table in TABLES.items()}
+_FORCE_STATE_INDEX = {
+    layer: f"FORCE INDEX ({', '.join(_state_led(table))})" for layer, table in TABLES.items()
+}
 
 
 def claim(
@@ -67,8 +69,8 @@ def claim(
         # For "ORDER BY id LIMIT n" MariaDB's optimizer may walk the whole primary key looking
         # for matches (seen in tests/test_indexes.py, depending on ANALYZE sampling); ordering by
         # (state, id) instead makes it sort every candidate. Restrict it to the state-led indexes.
-        .with_hint(table, f"FORCE INDEX ({', '.join(_STATE_INDEXES[layer])})", "mysql")
-        .with_hint(table, f"FORCE INDEX ({', '.join(_STATE_INDEXES[layer])})", "mariadb")
+        .with_hint(table, _FORCE_STATE_INDEX[layer], "mysql")
+        .with_hint(table, _FORCE_STATE_INDEX[layer], "mariadb")
         .limit(limit)
         .with_for_update(skip_locked=True)
     )

@@ -53,7 +53,7 @@ from act.common.db import Database, DatabaseError, is_unavailable, short_error
 from act.common.liveness import Shard
 from act.common.logs import setup as setup_logging
 from act.common.states import Layer
-from act.common.timeutil import utcnow
+from act.common.timeutil import backoff, utcnow
 
 ENV_SUPERVISOR_PID = "ACT_SUPERVISOR_PID"
 
@@ -122,7 +122,7 @@ class _Backoff:
 
     def next(self) -> float:
         self.failures += 1
-        return min(self.maximum, self.first * 2.0 ** (self.failures - 1))
+        return backoff(self.first, self.maximum, self.failures)
 
     def reset(self) -> None:
         self.failures = 0

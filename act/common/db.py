@@ -31,6 +31,8 @@ import sqlalchemy as sa
 from sqlalchemy import event, exc
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
+from act.common.timeutil import backoff
+
 log = logging.getLogger("act.db")
 
 T = TypeVar("T")
@@ -119,7 +121,7 @@ class Database:
                     ) from None
             kwargs["connect_args"] = {"timeout": busy_timeout, "check_same_thread": False}
             engine = sa.create_engine(self.url, **kwargs)
-            _setup_sqlite(engine, busy_timeout)
+            _setup_sqlite(engine)
             return engine
         kwargs.update(
             pool_size=pool_size,
@@ -161,7 +163,7 @@ class Database:
             except exc.DBAPIError as error:
                 if attempt == attempts or not self.is_transient(error):
                     raise
-                delay = min(max_delay, base_delay * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
+                delay = backoff(base_delay, max_delay, attempt) * random.uniform(0.5, 1.5)
                 log.warning(
                     "transient database error (attempt %d of %d, retry in %.2fs): %s",
                     attempt,
@@ -220,7 +222,7 @@ def short_error(error: BaseException) -> str:
     return text.splitlines()[0][:300]
 
 
-def _setup_sqlite(engine: Engine, busy_timeout: float) -> None:
+def _setup_sqlite(engine: Engine) -> None:
     """WAL, foreign keys, and act's own BEGIN (IMMEDIATE for writes, deferred for reads)."""
 
     @event.listens_for(engine, "connect")
@@ -231,7 +233,6 @@ def _setup_sqlite(engine: Engine, busy_timeout: float) -> None:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
         finally:
             cursor.close()
 

@@ -44,6 +44,7 @@ from act.common.daemon import ENV_SUPERVISOR_PID
 from act.common.db import Database, DatabaseError
 from act.common.logs import setup as setup_logging
 from act.common.sdnotify import Notifier
+from act.common.timeutil import backoff
 
 log = logging.getLogger("act.actd")
 
@@ -181,7 +182,7 @@ class Supervisor:
         if ran >= policy.stable_after:
             child.failures = 0
         child.failures += 1
-        delay = min(policy.restart_delay * 2.0 ** (child.failures - 1), policy.restart_delay_max)
+        delay = backoff(policy.restart_delay, policy.restart_delay_max, child.failures)
         child.start_at = now + delay
         log.warning(
             "%s exited with code %s after %.1fs; restart %d in %.1fs (see %s)",
@@ -332,20 +333,11 @@ class Supervisor:
         log.info("stopping %d daemon process(es)", len(running))
         for child in running:
             self._terminate(child)
-        deadline = time.monotonic() + self.settings.supervisor.stop_timeout
-        while any(c.proc.poll() is None for c in running if c.proc) and time.monotonic() < deadline:
+        while any(c.proc is not None and c.proc.poll() is None for c in running):
+            self._escalate()  # SIGKILL what has not stopped within stop_timeout
             time.sleep(0.05)
         for child in running:
             assert child.proc is not None
-            if child.proc.poll() is None:
-                log.warning(
-                    "%s (pid %d) did not stop within %.0fs: killing it",
-                    child.label,
-                    child.proc.pid,
-                    self.settings.supervisor.stop_timeout,
-                )
-                child.proc.kill()
-                child.proc.wait()
             log.info("%s stopped (exit code %s)", child.label, child.proc.returncode)
         log.info("actd stopped")
 

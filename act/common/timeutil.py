@@ -14,6 +14,11 @@ def seconds(value: float) -> timedelta:
     return timedelta(seconds=value)
 
 
+def backoff(first: float, maximum: float, attempt: int) -> float:
+    """The delay before retry number ``attempt`` (1, 2, ...): ``first`` doubled, capped."""
+    return min(maximum, first * 2.0 ** (attempt - 1))
+
+
 def as_utc(value: datetime) -> datetime:
     """Normalise to aware UTC; a naive value is refused, never guessed."""
     if value.tzinfo is None:
