@@ -143,6 +143,9 @@ def test_password_file_must_be_private(tmp_path: Path) -> None:
     assert problem.startswith("db.password_file:") and "0640" in problem
     secret.chmod(0o600)
     assert load_settings(path).db_url().password == "s3cret"
+    # A password given in the URL itself (e.g. by ACT_DB_URL or --db-url) is the one used.
+    path.write_text(f"db:\n  url: mysql://act:other@db/act\n  password_file: {secret}\n")
+    assert load_settings(path).db_url().password == "other"
 
 
 def test_snapshot_round_trip_keeps_settings_and_source(tmp_path: Path) -> None:

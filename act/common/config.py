@@ -160,12 +160,12 @@ class Settings(Section):
         return Path(self.root) / "run"
 
     def db_url(self) -> URL:
-        """The database URL, with the password from ``db.password_file`` if one is set."""
+        """The database URL; ``db.password_file`` supplies the password if the URL has none."""
         if self.db.url is None:
             url = make_url(f"sqlite:///{Path(self.root) / 'act.db'}")
         else:
             url = make_url(self.db.url)
-        if self.db.password_file:
+        if self.db.password_file and url.password is None:
             url = url.set(password=read_secret(self.db.password_file, "db.password_file"))
         return url
 

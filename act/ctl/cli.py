@@ -16,10 +16,9 @@ from typing import Any, TypeVar
 
 import click
 import sqlalchemy as sa
-from sqlalchemy.engine import URL, make_url
 
 from act.common import exitcodes, migrate
-from act.common.config import ConfigError, Settings, load_settings, read_secret
+from act.common.config import ConfigError, Settings, load_settings
 from act.common.db import Database, DatabaseError, is_unavailable, short_error
 from act.common.states import STATES, Layer
 from act.common.timeutil import utcnow
@@ -57,19 +56,14 @@ class App:
     _db: Database | None = None
 
     def settings(self) -> Settings:
+        """The configuration, with ``--db-url`` in place of ``db.url`` when given."""
         if self._settings is None:
-            self._settings = load_settings(self.config)
+            settings = load_settings(self.config)
+            if self.db_url is not None:
+                db = settings.db.model_copy(update={"url": self.db_url})
+                settings = settings.model_copy(update={"db": db})
+            self._settings = settings
         return self._settings
-
-    def url(self) -> URL:
-        """``--db-url`` if given (with ``db.password_file`` if it has no password), else db.url."""
-        settings = self.settings()
-        if self.db_url is None:
-            return settings.db_url()
-        url = make_url(self.db_url)
-        if url.password is None and settings.db.password_file:
-            url = url.set(password=read_secret(settings.db.password_file, "db.password_file"))
-        return url
 
     def database(self) -> Database:
         if self._db is None:
@@ -77,7 +71,7 @@ class App:
             source = "--db-url" if self.db_url is not None else settings.source
             try:
                 self._db = Database(
-                    self.url(),
+                    settings.db_url(),
                     pool_size=1,
                     connect_timeout=settings.db.connect_timeout,
                     busy_timeout=settings.db.busy_timeout,
@@ -85,8 +79,6 @@ class App:
                 )
             except (sa.exc.ArgumentError, DatabaseError, ImportError) as error:
                 raise ConfigError(source, [f"db.url: {error}"]) from None
-            except OSError as error:  # SQLite: cannot create the database's directory
-                raise Failure(f"cannot open the database: {error}", exitcodes.DATABASE) from None
         return self._db
 
     def checked(self) -> Database:
