@@ -117,6 +117,14 @@ panda_jobs = sa.Table(
     sa.Column("panda_command_at", UTCDateTime(), nullable=True),
     sa.Column("error_code", sa.Integer(), nullable=True),
     sa.Column("error_text", sa.Text(), nullable=True),
+    # Since 0002. Fields for the next report (JSON), e.g. the final one the validator built.
+    sa.Column("report", LongText, nullable=True),
+    sa.Column("report_failures", sa.Integer(), nullable=False, server_default="0"),
+    # The queue's mode when the job was fetched: no PanDA calls, final report written to a file.
+    sa.Column("heartbeat_less", sa.Boolean(), nullable=False, server_default=sa.false()),
+    sa.Column("access_point", sa.Text(), nullable=True),
+    sa.Column("log_url", sa.Text(), nullable=True),  # GTAG: where the pilot log is published
+    sa.Column("event_ranges", LongText, nullable=True),  # JSON, fetched before submission
     *_lease_columns(),
     sa.UniqueConstraint("panda_id"),
     # Claims filter on state (and queue) and take the oldest first: these give rows in id order.
@@ -154,9 +162,25 @@ ce_jobs = sa.Table(
     sa.Column("submitted_at", UTCDateTime(), nullable=True),
     sa.Column("started_at", UTCDateTime(), nullable=True),
     sa.Column("ended_at", UTCDateTime(), nullable=True),
+    # Since 0002. ``ce_endpoint`` holds the name of a CE under ``ces:`` in the config.
+    sa.Column("pandaid", sa.BigInteger(), nullable=True),  # for log lines, without a join
+    sa.Column("queue", sa.String(NAME_LEN), nullable=True),
+    # The CEs this job may go to (space-separated names) and those that refused it.
+    sa.Column("candidates", sa.Text(), nullable=True),
+    sa.Column("excluded", sa.Text(), nullable=True),
+    # Unique per submission; the back end puts it in the CE job's name so that a job submitted
+    # by a process killed before its commit is found again (reconciliation), never sent twice.
+    sa.Column("token", sa.String(64), nullable=True),
+    sa.Column("submissions", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("input_dir", sa.Text(), nullable=True),
+    sa.Column("output_dir", sa.Text(), nullable=True),
+    sa.Column("next_check_at", UTCDateTime(), nullable=True),  # when the poller looks next
+    sa.Column("last_seen_at", UTCDateTime(), nullable=True),  # the CE last knew the job
     *_lease_columns(),
+    sa.UniqueConstraint("token"),
     sa.Index(None, "state", "id"),
     sa.Index(None, "ce_endpoint", "state", "id"),
+    sa.Index(None, "next_check_at"),
     sa.Index(None, "panda_job_id"),
     sa.Index(None, "backend", "ce_endpoint", "ce_job_id"),
     sa.Index(None, "lease_owner"),
@@ -225,5 +249,31 @@ ces = sa.Table(
     sa.Column("max_queued", sa.Integer(), nullable=True),
     sa.Column("max_running", sa.Integer(), nullable=True),
     *_operator_columns(),
+    # Since 0002: the circuit breaker (closed, open, half_open) and an operator's override.
+    sa.Column("breaker", sa.String(16), nullable=False, server_default="closed"),
+    sa.Column("breaker_forced", sa.String(16), nullable=True),
+    sa.Column("failures", sa.Integer(), nullable=False, server_default="0"),  # consecutive
+    sa.Column("opened_at", UTCDateTime(), nullable=True),
+    sa.Column("probe_job_id", sa.BigInteger(), nullable=True),
+    sa.Column("probe_at", UTCDateTime(), nullable=True),
+    sa.Column("last_submit_at", UTCDateTime(), nullable=True),  # spacing between submissions
+    sa.Column("success_score", sa.Float(), nullable=True),  # recent success, for weighting
+    sa.Column("last_error", sa.Text(), nullable=True),
+    sa.Column("last_error_at", UTCDateTime(), nullable=True),
+    **_MYSQL,
+)
+
+#: Since 0002. One proxy delegation per (credential, CE), shared by every process.
+delegations = sa.Table(
+    "delegations",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("credential", sa.String(ENDPOINT_LEN), nullable=False),
+    sa.Column("ce", sa.String(ENDPOINT_LEN), nullable=False),
+    sa.Column("delegation_id", sa.String(ENDPOINT_LEN), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("credential", "ce"),
     **_MYSQL,
 )

@@ -1,0 +1,201 @@
+"""The interface every CE back end implements (ARC REST, HTCondor, local processes).
+
+The engine daemons (submitter, poller, fetcher, canceller, cleaner) are written once against
+:class:`Backend`; a back end only translates these calls into its client's. Rules every back end
+keeps:
+
+* **Batches.** Every call takes a batch for one CE; :class:`Limits` says how large a batch may be.
+* **Whole-CE failures raise** :class:`CEUnavailable` (connection refused, TLS failure, timeout,
+  HTTP 5xx on the whole request): nothing is known to have changed, the circuit breaker counts it.
+  **Per-job outcomes are returned**, never raised: one bad job must not fail its batch.
+* **Idempotence and reconciliation.** ``submit`` names each CE job after its request's ``token``
+  so that :meth:`Backend.find` can tell, after a crash between the CE's reply and the database
+  commit, which requests the CE already has. Nothing is ever submitted twice.
+* **Untrusted input.** Everything a CE returns (states, file names, sizes) is checked; a reply
+  that cannot be understood is a per-job error naming the job, or :class:`CEUnavailable`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pydantic import Field
+
+from act.common.config import Section
+
+if TYPE_CHECKING:
+    from act.common.config import Settings
+    from act.common.db import Database
+
+
+class CESettings(Section):
+    """One compute element, under ``engine.ces.<name>`` in the config."""
+
+    backend: str = Field(pattern=r"^[a-z][a-z0-9_]*$")  # arc | condor | local
+    url: str | None = None  # ARC: https://host:443/arex; HTCondor-CE: host[:port]; local: unused
+    queue: str | None = None  # the batch queue at the CE
+    credential: str | None = None  # X509 proxy file used towards this CE
+    ca: str | None = None  # CA file or directory to verify the CE (default: the system's)
+    timeout: float = Field(60.0, gt=0)  # seconds, for every call to the CE
+    max_queued: int = Field(100, ge=0)  # jobs waiting at the CE
+    max_running: int | None = Field(None, ge=0)
+    max_per_cycle: int = Field(50, ge=1)  # submissions per submitter cycle
+    min_spacing: float = Field(1.0, ge=0)  # seconds between two submission batches
+    weight: float = Field(1.0, gt=0)  # static weight for the weighted strategy
+    options: dict[str, Any] = Field(default_factory=dict)  # back-end specific, checked by it
+
+
+@dataclass(frozen=True)
+class CE:
+    """A configured CE as the back ends see it: its name (``ce_jobs.ce_endpoint``) and settings."""
+
+    name: str
+    settings: CESettings
+
+
+class CEState(str, Enum):
+    """A CE job's state in the engine's terms; back ends map their own states onto these."""
+
+    QUEUED = "submitted"  # accepted, waiting or being prepared (staging in)
+    RUNNING = "running"
+    FINISHING = "finishing"  # payload ended, staging out
+    FINISHED = "finished"  # ended, exit code 0 (as far as the CE knows)
+    FAILED = "failed"  # ended with an error (payload exit code ≠ 0, LRMS or staging failure)
+    KILLED = "cancelled"  # killed (by us or outside act)
+
+
+TERMINAL = frozenset({CEState.FINISHED, CEState.FAILED, CEState.KILLED})
+
+
+@dataclass(frozen=True)
+class SubmitRequest:
+    job_id: int  # ce_jobs.id
+    token: str  # unique; becomes (part of) the CE job's name
+    description: str  # xRSL/ADL, submit description, or the local back end's command spec
+    input_dir: Path | None = None  # local input files the description refers to
+    pandaid: int | None = None  # for log lines
+
+
+@dataclass(frozen=True)
+class Submitted:
+    job_id: int
+    ce_job_id: str | None  # set when the CE accepted the job
+    error: str | None = None
+    permanent: bool = False  # the CE rejected this description; another CE would too
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    ce_job_id: str
+    state: CEState
+    raw_state: str  # the CE's own words, for operators
+    exit_code: int | None = None
+    errors: tuple[str, ...] = ()  # the CE's and LRMS's error messages
+    worker_node: str | None = None
+    cpu_seconds: int | None = None
+    wall_seconds: int | None = None
+    max_rss_kb: int | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    restartable: bool = False  # failed in a phase the CE can restart (e.g. staging)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of kill, clean or restart for one CE job."""
+
+    ce_job_id: str
+    ok: bool
+    gone: bool = False  # the CE does not know the job (any more)
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Fetched:
+    ce_job_id: str
+    files: tuple[str, ...] = ()  # relative paths written under the destination directory
+    size: int = 0  # bytes written
+    diagnostics: str | None = None  # the CE's error/diagnose text, if any
+    error: str | None = None  # set when the fetch failed (the job stays to be fetched again)
+    gone: bool = False  # the CE does not know the job
+
+
+@dataclass(frozen=True)
+class Limits:
+    submit_batch: int = 50  # requests per submit call
+    status_batch: int = 500  # ids per status call
+    refresh_seconds: float = 60.0  # how stale the CE's states may be (ARC: its info provider)
+    can_restart: bool = False
+    extras: Mapping[str, Any] = field(default_factory=dict)
+
+
+class CEUnavailable(RuntimeError):
+    """The CE did not answer as a whole (transport, TLS, timeout, overload); retry later."""
+
+    def __init__(self, ce: str, cause: str) -> None:
+        super().__init__(f"ce={ce}: {cause}")
+        self.ce = ce
+        self.cause = cause
+
+
+class Backend(Protocol):
+    """What the engine daemons call. One instance per daemon process, used from one thread."""
+
+    def limits(self, ce: CE) -> Limits: ...
+
+    def submit(self, ce: CE, jobs: Sequence[SubmitRequest]) -> list[Submitted]:
+        """Submit a batch; one result per request, in order."""
+        ...
+
+    def status(self, ce: CE, ce_job_ids: Sequence[str]) -> dict[str, JobStatus | None]:
+        """States of a batch; ``None`` for a job the CE does not know."""
+        ...
+
+    def find(self, ce: CE, tokens: Sequence[str]) -> dict[str, str]:
+        """``token -> ce_job_id`` for the requests the CE already has (after a crash)."""
+        ...
+
+    def fetch(self, ce: CE, ce_job_id: str, dest: Path, *, failed: bool) -> Fetched:
+        """Download outputs (or, for a failed job, what there is plus diagnostics) into ``dest``."""
+        ...
+
+    def kill(self, ce: CE, ce_job_ids: Sequence[str]) -> dict[str, Outcome]: ...
+
+    def clean(self, ce: CE, ce_job_ids: Sequence[str]) -> dict[str, Outcome]: ...
+
+    def restart(self, ce: CE, ce_job_ids: Sequence[str]) -> dict[str, Outcome]: ...
+
+    def close(self) -> None: ...
+
+
+class BackendFactory(Protocol):
+    def __call__(
+        self, *, settings: Settings, db: Database | None, log: logging.Logger
+    ) -> Backend: ...
+
+
+#: Back ends shipped with act, by the name used in ``engine.ces.<name>.backend``.
+BACKENDS: dict[str, str] = {
+    "local": "act.local.backend:LocalBackend",
+    "arc": "act.arc.backend:ArcBackend",
+    "condor": "act.condor.backend:CondorBackend",
+}
+
+
+def make_backend(
+    name: str, *, settings: Settings, db: Database | None, log: logging.Logger
+) -> Backend:
+    """Instantiate the back end called ``name`` (a key of :data:`BACKENDS`)."""
+    target = BACKENDS.get(name)
+    if target is None:
+        raise LookupError(f"unknown CE back end {name!r} (known: {', '.join(sorted(BACKENDS))})")
+    module_name, _, attribute = target.partition(":")
+    factory: BackendFactory = getattr(importlib.import_module(module_name), attribute)
+    return factory(settings=settings, db=db, log=log)
