@@ -26,30 +26,11 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pydantic import Field
-
-from act.common.config import Section
+from act.engine.settings import CESettings
 
 if TYPE_CHECKING:
     from act.common.config import Settings
     from act.common.db import Database
-
-
-class CESettings(Section):
-    """One compute element, under ``engine.ces.<name>`` in the config."""
-
-    backend: str = Field(pattern=r"^[a-z][a-z0-9_]*$")  # arc | condor | local
-    url: str | None = None  # ARC: https://host:443/arex; HTCondor-CE: host[:port]; local: unused
-    queue: str | None = None  # the batch queue at the CE
-    credential: str | None = None  # X509 proxy file used towards this CE
-    ca: str | None = None  # CA file or directory to verify the CE (default: the system's)
-    timeout: float = Field(60.0, gt=0)  # seconds, for every call to the CE
-    max_queued: int = Field(100, ge=0)  # jobs waiting at the CE
-    max_running: int | None = Field(None, ge=0)
-    max_per_cycle: int = Field(50, ge=1)  # submissions per submitter cycle
-    min_spacing: float = Field(1.0, ge=0)  # seconds between two submission batches
-    weight: float = Field(1.0, gt=0)  # static weight for the weighted strategy
-    options: dict[str, Any] = Field(default_factory=dict)  # back-end specific, checked by it
 
 
 @dataclass(frozen=True)
