@@ -85,6 +85,8 @@ class Context:
     stop: threading.Event
     shard: Shard = field(default_factory=lambda: Shard(0, 1))
     last_beat: float = field(default=0.0)
+    #: What a daemon keeps between cycles (clients, back ends); see e.g. act.engine.runtime.
+    cache: dict[str, Any] = field(default_factory=dict)
 
     @property
     def owner(self) -> str:
