@@ -27,7 +27,6 @@ from typing import Any, Literal
 import yaml
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     PrivateAttr,
     ValidationError,
@@ -35,6 +34,9 @@ from pydantic import (
     model_validator,
 )
 from sqlalchemy.engine import URL, make_url
+
+from act.atlas.queues import QueuesSettings
+from act.common.section import Section as Section  # noqa: PLC0414 (re-exported)
 
 ENV_CONFIG = "ACT_CONFIG"
 ENV_DB_URL = "ACT_DB_URL"
@@ -56,26 +58,6 @@ class ConfigError(ValueError):
 def default_root() -> str:
     state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
     return os.path.join(state, "act")
-
-
-class Section(BaseModel):
-    """A config mapping: unknown keys and loose types are errors; an empty section is defaults."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _empty_sections_are_defaults(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            for name, field in cls.model_fields.items():
-                kind = field.annotation
-                if (
-                    data.get(name, 0) is None
-                    and isinstance(kind, type)
-                    and issubclass(kind, BaseModel)
-                ):
-                    data = {**data, name: {}}
-        return data
 
 
 class DbSettings(Section):
@@ -132,6 +114,7 @@ class Settings(Section):
     liveness: LivenessSettings = LivenessSettings()
     supervisor: SupervisorSettings = SupervisorSettings()
     daemons: dict[str, DaemonSettings] = Field(default_factory=_default_daemons)
+    queues: QueuesSettings = QueuesSettings()
 
     _source: str = PrivateAttr(default=BUILTIN)
 
