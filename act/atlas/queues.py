@@ -16,6 +16,7 @@ the queue and the field. A CRIC URL that cannot be fetched falls back to the las
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shlex
 import ssl
@@ -29,6 +30,8 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from act.common.section import Section
+
+log = logging.getLogger(__name__)
 
 #: Longest walltime act asks for when neither CRIC nor the config says (7 days).
 DEFAULT_MAX_WALLTIME_MINUTES = 7 * 24 * 60
@@ -172,7 +175,8 @@ def load_queues(
 
     ``fetch`` reads ``cric_url`` (default: urllib with ``ca`` as the only trust anchors when
     given). When it fails and ``cric_cache`` holds an earlier copy, that copy is used and a line
-    saying so is appended to ``warnings``.
+    saying so is logged and appended to ``warnings``. Call it again every ``cric_refresh``
+    seconds to follow CRIC.
     """
     cric = _read_cric(settings, fetch or _https_fetcher(settings), warnings)
     queues = {}
@@ -220,8 +224,10 @@ def _read_cric(
             raise QueueConfigError(
                 "(all)", "queues.cric_url", f"cannot use {url} and no cached copy: {error}"
             ) from None
+        message = f"CRIC {url} unusable ({error}); using the copy in {cache}"
+        log.warning("%s", message)
         if warnings is not None:
-            warnings.append(f"CRIC {url} unusable ({error}); using the copy in {cache}")
+            warnings.append(message)
         return parse_cric(cache.read_bytes(), str(cache))
     if settings.cric_cache:
         _write_atomically(Path(settings.cric_cache), body)
@@ -231,12 +237,14 @@ def _read_cric(
 def _https_fetcher(settings: QueuesSettings) -> Callable[[str], bytes]:
     def fetch(url: str) -> bytes:
         # urllib with an explicit context: no environment variable can replace the CA.
-        context = ssl.create_default_context()
-        if settings.ca:
-            context = ssl.create_default_context(
-                cafile=settings.ca if os.path.isfile(settings.ca) else None,
-                capath=settings.ca if os.path.isdir(settings.ca) else None,
-            )
+        if settings.ca is None:
+            context = ssl.create_default_context()
+        elif os.path.isdir(settings.ca):
+            context = ssl.create_default_context(capath=settings.ca)
+        elif os.path.isfile(settings.ca):
+            context = ssl.create_default_context(cafile=settings.ca)
+        else:  # never fall back to the system CAs because of a typo
+            raise FileNotFoundError(f"queues.ca: {settings.ca} does not exist")
         request = urllib.request.Request(url, headers={"Accept": "application/json"})
         with urllib.request.urlopen(
             request, timeout=settings.cric_timeout, context=context
