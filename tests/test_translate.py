@@ -125,7 +125,8 @@ def test_every_xrsl_is_accepted_by_the_real_arc_parser() -> None:
             assert outputs == []
             assert set(inputs) == {*translation.files, "runpilot2-wrapper.sh"}
         else:
-            assert outputs == ["heartbeat.json", p.log_file, "@output.list"]
+            es = ["event_status.dump.json"] if job.event_ranges is not None else []
+            assert outputs == ["heartbeat.json", p.log_file, *es, "@output.list"]
             assert "pilot3.tar.gz" in inputs and "queuedata.json" in inputs
             for lfn in job.spec["inFiles"].split(",") if p.inputs else []:
                 (source,) = inputs[lfn]
@@ -249,6 +250,13 @@ def test_job_spec_is_shipped_verbatim_with_queuedata_and_event_ranges() -> None:
     assert json.loads(translation.files["eventranges.json"]) == es.event_ranges
     truepilot = _condor(CASES[2].job)
     assert set(truepilot.files) == {"pandaJobData.out"}
+
+
+def test_a_spec_text_that_cannot_be_encoded_is_a_translation_error() -> None:
+    job = replace(CASES[0].job, spec_text="bad \udc80 surrogate")
+    with pytest.raises(TranslationError) as error:
+        _xrsl(job)
+    assert error.value.field == "spec_text"
 
 
 def _spec_job(queue: Any = NATIVE, **spec: Any) -> JobInput:

@@ -28,9 +28,18 @@ JOB_SPEC_FILE = "pandaJobData.out"
 QUEUEDATA_FILE = "queuedata.json"
 EVENT_RANGES_FILE = "eventranges.json"
 HEARTBEAT_FILE = "heartbeat.json"
+EVENT_STATUS_FILE = "event_status.dump.json"
 OUTPUT_LIST = "@output.list"
 RESERVED_NAMES = frozenset(
-    {WRAPPER_NAME, TARBALL_NAME, JOB_SPEC_FILE, QUEUEDATA_FILE, EVENT_RANGES_FILE, HEARTBEAT_FILE}
+    {
+        WRAPPER_NAME,
+        TARBALL_NAME,
+        JOB_SPEC_FILE,
+        QUEUEDATA_FILE,
+        EVENT_RANGES_FILE,
+        HEARTBEAT_FILE,
+        EVENT_STATUS_FILE,
+    }
 )
 
 DEFAULT_CPU_SECONDS = 2 * 24 * 3600
@@ -206,7 +215,10 @@ def plan(job: JobInput, *, native_allowed: bool = True) -> Plan:
     check_value(job.pandaid, "jobName", job_name)
     arguments = _arguments(job, label, "user" if analysis else "managed", resource_type)
     inputs = _inputs(spec) if native else ()
-    files: dict[str, bytes] = {JOB_SPEC_FILE: job.spec_text.encode("utf-8")}
+    try:
+        files: dict[str, bytes] = {JOB_SPEC_FILE: job.spec_text.encode("utf-8")}
+    except UnicodeEncodeError as error:
+        raise TranslationError(job.pandaid, "spec_text", f"not encodable: {error}") from None
     if native:
         files[QUEUEDATA_FILE] = json.dumps(queue.queuedata, sort_keys=True).encode("utf-8")
     if job.event_ranges is not None:

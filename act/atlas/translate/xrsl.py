@@ -13,6 +13,7 @@ from pathlib import Path
 
 from act.atlas.queues import QueueCE
 from act.atlas.translate.common import (
+    EVENT_STATUS_FILE,
     HEARTBEAT_FILE,
     OUTPUT_LIST,
     TARBALL_NAME,
@@ -82,7 +83,10 @@ def to_xrsl(job: JobInput, ce: QueueCE, *, input_dir: Path) -> Translation:
         inputs += [(f.lfn, f.url) for f in p.inputs]
     lines.append(_lists("inputfiles", inputs))
     if p.native:
-        outputs = [(HEARTBEAT_FILE, ""), (p.log_file, ""), (OUTPUT_LIST, "")]
+        outputs = [(HEARTBEAT_FILE, ""), (p.log_file, "")]
+        if job.event_ranges is not None:
+            outputs.append((EVENT_STATUS_FILE, ""))
+        outputs.append((OUTPUT_LIST, ""))
         lines.append(_lists("outputfiles", outputs))
     lines += [
         _relation("stdout", p.stdout_name),
