@@ -20,7 +20,7 @@ from act.atlas.queues import (
     QueuesSettings,
     load_queues,
 )
-from act.common.config import load_settings
+from act.common.config import ConfigError, from_snapshot, load_settings
 
 
 def _cric_entry(**changes: Any) -> dict[str, Any]:
@@ -88,7 +88,9 @@ def test_yaml_only_queue(tmp_path: Path) -> None:
         "        - {flavour: condor, endpoint: 'ce.example.org:9619'}\n"
     )
     config.chmod(0o600)
-    queues = load_queues(load_settings(config).queues)
+    settings = load_settings(config)
+    assert from_snapshot(settings.snapshot()) == settings  # handed to daemons this way
+    queues = load_queues(settings.queues)
     queue = queues["ANALY_X"]
     assert queue.ces == (QueueCE("condor", "ce.example.org:9619", None, "ACTIVE"),)
     assert queue.online and queue.truepilot and queue.analysis
@@ -341,3 +343,18 @@ def test_a_missing_ca_never_falls_back_to_the_system_cas(https_cric: tuple[str, 
     settings = _settings(cric_url=url, ca="/nonexistent/ca.pem", serve={"Q": {}})
     with pytest.raises(QueueConfigError, match="does not exist"):
         load_queues(settings)
+
+
+def test_queue_config_typos_are_errors_with_a_suggestion(tmp_path: Path) -> None:
+    config = tmp_path / "act.yaml"
+    config.write_text(
+        "queues:\n  serve:\n    Q:\n      cors: 2\n      ces:\n"
+        "        - {flavour: arc, endpoint: x, ce_queu: q}\n"
+    )
+    config.chmod(0o600)
+    with pytest.raises(ConfigError) as error:
+        load_settings(config)
+    assert "queues.serve.Q.cors: unknown key (did you mean 'cores'?)" in error.value.problems
+    assert "queues.serve.Q.ces.0.ce_queu: unknown key (did you mean 'ce_queue'?)" in (
+        error.value.problems
+    )
