@@ -126,7 +126,7 @@ def test_cric_file(tmp_path: Path) -> None:
 def test_cric_rules_for_truepilot_walltime_and_analysis(tmp_path: Path) -> None:
     entries = {
         "A": _cric_entry(copytools={"rucio": {}, "mv": {}}, acopytools={"pr": ["rucio"]}),
-        "B": _cric_entry(maxtime=0, type="analysis"),
+        "B": _cric_entry(maxtime=0, type="analysis", status=None, corecount=None),
         "C": _cric_entry(is_truepilot=True, maxtime=10**8),
     }
     queues = load_queues(
@@ -135,6 +135,7 @@ def test_cric_rules_for_truepilot_walltime_and_analysis(tmp_path: Path) -> None:
     assert queues["A"].truepilot
     assert queues["B"].max_walltime_minutes == 4000  # from ce_queue_maxwctime
     assert queues["B"].prod_source_label == "user"
+    assert queues["B"].online and queues["B"].cores == 1  # null: the defaults
     assert queues["C"].truepilot
     assert queues["C"].max_walltime_minutes == DEFAULT_MAX_WALLTIME_MINUTES
 

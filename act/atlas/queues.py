@@ -420,6 +420,8 @@ class _Getter:
 
     def _raw(self, key: str, default: Any) -> Any:
         value = self.entry.get(key, default)
+        if value is None and default is not self._MISSING:  # CRIC writes null for "not set"
+            value = default
         if value is self._MISSING:
             raise QueueConfigError(self.queue, self.prefix + key, "required field missing")
         return value
