@@ -271,9 +271,11 @@ def test_url_fetch_failure_without_a_cache_is_an_error(tmp_path: Path) -> None:
     assert error.value.field == "queues.cric_url"
 
 
-def test_cric_url_must_be_https() -> None:
+def test_cric_url_must_be_https_and_alone() -> None:
     with pytest.raises(ValueError, match="https"):
         _settings(cric_url="http://cric.example.org/x")
+    with pytest.raises(ValueError, match="not both"):
+        _settings(cric_url="https://cric.example.org/x", cric_file="/tmp/cric.json")
 
 
 def _openssl(*args: str) -> None:

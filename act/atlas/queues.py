@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from act.common.section import Section
 
@@ -96,6 +96,12 @@ class QueuesSettings(Section):
     ca: str | None = None
     defaults: QueueSettings = QueueSettings()
     serve: dict[str, QueueSettings] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_cric(self) -> QueuesSettings:
+        if self.cric_file and self.cric_url:
+            raise ValueError("give cric_file or cric_url, not both")
+        return self
 
     @field_validator("cric_url")
     @classmethod

@@ -38,7 +38,13 @@ NATIVE = Queue(
     log_url_prefix="https://act.example.org/jobs",
     queuedata={"name": "EXAMPLE_NG", "copytools": {"mv": {}}, "pilot_version": "3.9"},
 )
-NATIVE_MCORE = replace(NATIVE, name="EXAMPLE_NG_MCORE", cores=8, max_memory_mb=32000)
+NATIVE_MCORE = replace(
+    NATIVE,
+    name="EXAMPLE_NG_MCORE",
+    cores=8,
+    max_memory_mb=32000,
+    queuedata={**NATIVE.queuedata, "name": "EXAMPLE_NG_MCORE", "corecount": 8},
+)
 TRUEPILOT = replace(
     NATIVE,
     name="ANALY_EXAMPLE",

@@ -322,7 +322,8 @@ def _arguments(job: JobInput, label: str, job_type: str, resource_type: str) -> 
         if not port.isdigit():
             server, port = queue.panda_server, "25443"
         arguments += ["--url", server, "-p", port]
-        pilot_url = queue.queuedata.get("params", {}).get("pilot_url")
+        params = queue.queuedata.get("params")
+        pilot_url = params.get("pilot_url") if isinstance(params, dict) else None
         if isinstance(pilot_url, str) and pilot_url:
             arguments += ["--piloturl", pilot_url]
     else:
