@@ -361,3 +361,10 @@ def test_queue_config_typos_are_errors_with_a_suggestion(tmp_path: Path) -> None
     assert "queues.serve.Q.ces.0.ce_queu: unknown key (did you mean 'ce_queue'?)" in (
         error.value.problems
     )
+
+
+def test_the_documented_example_queue_loads() -> None:
+    example = Path(__file__).resolve().parent.parent / "etc" / "act.yaml"
+    queue = load_queues(load_settings(example).queues)["EXAMPLE_MCORE"]
+    assert queue.cores == 8 and not queue.truepilot and queue.online
+    assert queue.ces == (QueueCE("arc", "https://arc.example.org/arex", "mcore", "ACTIVE"),)
