@@ -78,6 +78,10 @@ class Section(BaseModel):
         return data
 
 
+# The panda: section's model lives with the PanDA client; it needs Section, defined above.
+from act.atlas.panda_settings import PandaSettings  # noqa: E402
+
+
 class DbSettings(Section):
     url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite under root")
     password_file: str | None = None
@@ -132,6 +136,7 @@ class Settings(Section):
     liveness: LivenessSettings = LivenessSettings()
     supervisor: SupervisorSettings = SupervisorSettings()
     daemons: dict[str, DaemonSettings] = Field(default_factory=_default_daemons)
+    panda: PandaSettings = PandaSettings()
 
     _source: str = PrivateAttr(default=BUILTIN)
 
