@@ -292,6 +292,32 @@ def test_transport_errors_give_up_after_the_retries(server: PandaTestServer) -> 
     assert "pilot/update_job" in str(error.value) and "HTTP 502" in str(error.value)
 
 
+def test_acquire_jobs_is_not_repeated_when_panda_may_have_acted(server: PandaTestServer) -> None:
+    server.seed(1)
+    server.inject("http", status=500, count=5, method="pilot/acquire_jobs")
+    client = client_for(server, retries=3)
+    with pytest.raises(PandaTransportError, match="HTTP 500") as error:
+        _acquire(client)
+    assert server.faults_served == 1 and not error.value.unsent
+    assert server.clear_faults() == 4
+    server.inject("drop", count=5, method="pilot/acquire_jobs")  # reply lost after sending
+    with pytest.raises(PandaTransportError):
+        _acquire(client)
+    assert server.faults_served == 2
+    assert server.clear_faults() == 4
+    server.inject("http", status=503, count=3, method="pilot/acquire_jobs")  # not processed
+    assert _acquire(client) == [1]
+    assert server.faults_served == 5
+
+
+def test_connection_refused_is_marked_unsent(server: PandaTestServer) -> None:
+    client = client_for(server, retries=0)
+    server.outage()
+    with pytest.raises(PandaTransportError) as error:
+        _acquire(client)
+    assert error.value.unsent
+
+
 def test_a_dropped_connection_is_a_transport_error(server: PandaTestServer) -> None:
     server.inject("drop", count=5)
     with pytest.raises(PandaTransportError, match="ConnectionError"):

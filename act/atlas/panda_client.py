@@ -11,7 +11,9 @@ One persistent ``requests.Session`` (keep-alive) with ``trust_env = False``, so 
 configured CA (``panda.ca``) is the one used even when ``REQUESTS_CA_BUNDLE`` is set. TLS is
 always verified unless ``panda.insecure: true`` (logged as a warning). Transport errors (connect,
 TLS, timeout, HTTP 5xx, a server-side timeout) are retried ``panda.retries`` times with doubling
-back-off; a PanDA refusal never is.
+back-off; a PanDA refusal never is. ``acquire_jobs`` is retried only when PanDA certainly did
+not act (connection refused, TLS handshake, connect timeout, HTTP 502/503, server-side timeout):
+after a lost reply the jobs may have been handed out already, and asking again would take more.
 
 Roles: calls for managed jobs use the ``production`` role's credential, ``prod_source_label``
 ``user``/``panda`` the ``pilot`` role's; heartbeats, status and event calls use ``production``
@@ -32,6 +34,7 @@ from urllib.parse import parse_qsl
 
 import requests
 import requests.adapters
+import urllib3.exceptions
 
 from act.atlas.credentials import CredentialSource
 from act.atlas.panda_errors import (
@@ -42,6 +45,7 @@ from act.atlas.panda_errors import (
     PandaTransportError,
 )
 from act.atlas.panda_settings import PandaServerSettings
+from act.common.logs import job_log
 from act.common.timeutil import backoff
 
 __all__ = [
@@ -196,6 +200,7 @@ class PandaClient:
         else:
             self._session.verify = settings.ca if settings.ca else True
         self._timeout = (settings.timeout.connect, settings.timeout.read)
+        self._origins = {str(role): c.origin for role, c in settings.roles.items() if c.origin}
         self._lock = threading.Lock()
         self._event_bug_logged = False
 
@@ -223,7 +228,7 @@ class PandaClient:
                 **({"nJobs": n_jobs} if n_jobs != 1 else {}),
                 **extra,
             }
-            text = self._post("getJob", params, roles)
+            text = self._post("getJob", params, roles, repeatable=False)
             reply = _legacy_reply("getJob", text)
             code = _status_code("getJob", reply)
             if code == 20:
@@ -238,7 +243,7 @@ class PandaClient:
             **({"computing_element": computing_element} if computing_element else {}),
             **extra,
         }
-        text = self._post("pilot/acquire_jobs", body, roles)
+        text = self._post("pilot/acquire_jobs", body, roles, repeatable=False)
         envelope = _envelope("pilot/acquire_jobs", text)
         if not envelope["success"]:
             if "no jobs" in str(envelope.get("message", "")).lower():
@@ -456,12 +461,21 @@ class PandaClient:
         *,
         pandaid: int | None = None,
         bug_500: str | None = None,
+        repeatable: bool = True,
     ) -> str:
         if self._legacy:
             form = {key: _form_value(value) for key, value in body.items() if value is not None}
-            return self._request("POST", method, roles, pandaid=pandaid, data=form)
+            return self._request(
+                "POST", method, roles, pandaid=pandaid, data=form, repeatable=repeatable
+            )
         return self._request(
-            "POST", method, roles, pandaid=pandaid, json_body=dict(body), bug_500=bug_500
+            "POST",
+            method,
+            roles,
+            pandaid=pandaid,
+            json_body=dict(body),
+            bug_500=bug_500,
+            repeatable=repeatable,
         )
 
     def _get(self, method: str, params: Mapping[str, Any], roles: Sequence[str]) -> str:
@@ -478,7 +492,10 @@ class PandaClient:
         json_body: Mapping[str, Any] | None = None,
         params: Mapping[str, Any] | None = None,
         bug_500: str | None = None,
+        repeatable: bool = True,
     ) -> str:
+        """The reply text of a 200 answer; retries transport errors (only those where PanDA
+        certainly did not act unless ``repeatable``)."""
         prefix = "/server/panda/" if self._legacy else "/api/v1/"
         url = self._base + prefix + method
         headers = {"Accept": "application/json"}
@@ -499,10 +516,11 @@ class PandaClient:
                     bug_500=bug_500,
                 )
             except PandaTransportError as error:
-                if attempt == attempts:
+                if attempt == attempts or not (repeatable or error.unsent):
                     raise
                 delay = backoff(self.settings.backoff, self.settings.backoff_max, attempt)
-                self.log.warning("%s; retry %d of %d in %.1fs", error, attempt, attempts - 1, delay)
+                log = job_log(self.log, pandaid=pandaid) if pandaid is not None else self.log
+                log.warning("%s; retry %d of %d in %.1fs", error, attempt, attempts - 1, delay)
                 time.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -532,13 +550,15 @@ class PandaClient:
                 timeout=self._timeout,
             )
         except requests.RequestException as error:
-            raise PandaTransportError(method, _short(error), pandaid=pandaid) from None
+            raise PandaTransportError(
+                method, _short(error), pandaid=pandaid, unsent=_unsent(error)
+            ) from None
         status = response.status_code
         text = response.text
         if status == 200:
             if _server_timeout(text):
                 raise PandaTransportError(
-                    method, f"server-side timeout: {_excerpt(text)}", pandaid=pandaid
+                    method, f"server-side timeout: {_excerpt(text)}", pandaid=pandaid, unsent=True
                 )
             return text
         if bug_500 is not None and status == 500 and bug_500 in text.lower():
@@ -553,7 +573,7 @@ class PandaClient:
             return _BUG_SEEN
         cause = f"HTTP {status}: {_excerpt(text)}"
         if status >= 500:
-            raise PandaTransportError(method, cause, pandaid=pandaid)
+            raise PandaTransportError(method, cause, pandaid=pandaid, unsent=status in (502, 503))
         if status in (401, 403) and (status == 401 or _is_auth_text(text)):
             raise PandaAuthError(method, cause, pandaid=pandaid)
         raise PandaRefused(method, cause, pandaid=pandaid)
@@ -572,10 +592,9 @@ class PandaClient:
                 return pair
             if token:
                 headers["Authorization"] = f"Bearer {token}"
-                origin = getattr(self.credentials, "origin", None)
-                value = origin(role) if callable(origin) else None
-                if value:
-                    headers["Origin"] = str(value)
+                origin = self._origins.get(role)
+                if origin:
+                    headers["Origin"] = origin
                 return None
         return None
 
@@ -593,10 +612,8 @@ class PandaClient:
                 continue
             body[name] = _typed(name, value)
         if dropped:
-            self.log.debug(
-                "pandaid=%s: fields the new API does not take, not sent: %s",
-                update.pandaid,
-                ", ".join(sorted(dropped)),
+            job_log(self.log, pandaid=update.pandaid).debug(
+                "fields the new API does not take, not sent: %s", ", ".join(sorted(dropped))
             )
         body["job_id"] = update.pandaid
         body["job_status"] = update.state
@@ -646,6 +663,17 @@ _BUG_SEEN = _BugSeen("")
 
 def _roles_for_label(label: str | None) -> list[str]:
     return ["pilot", "production"] if label in _PILOT_LABELS else ["production", "pilot"]
+
+
+def _unsent(error: requests.RequestException) -> bool:
+    """True if the request certainly never reached PanDA (no connection or no TLS session)."""
+    if isinstance(error, (requests.exceptions.ConnectTimeout, requests.exceptions.SSLError)):
+        return True
+    if isinstance(error, requests.exceptions.ConnectionError):
+        reason = error.args[0] if error.args else None
+        inner = getattr(reason, "reason", reason)
+        return isinstance(inner, urllib3.exceptions.NewConnectionError)
+    return False
 
 
 def _short(error: BaseException) -> str:

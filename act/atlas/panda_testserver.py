@@ -643,6 +643,13 @@ class PandaTestServer:
             for _ in range(count):
                 self._faults.append(_Fault(kind, status, text, method))
 
+    def clear_faults(self) -> int:
+        """Forget the faults not served yet; how many there were."""
+        with self._lock:
+            count = len(self._faults)
+            self._faults.clear()
+            return count
+
     def _take_fault(self, method: str) -> _Fault | None:
         with self._lock:
             for fault in self._faults:
