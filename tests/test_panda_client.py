@@ -481,6 +481,21 @@ def test_the_proxy_is_presented_as_client_certificate(
     assert tls_server.received()[-1].client_dn is None
 
 
+def test_a_server_requiring_a_client_certificate(tmp_path: Path) -> None:
+    with PandaTestServer(tls=True, certs_dir=tmp_path, require_client_cert=True) as server:
+        assert server.ca is not None
+        proxy = server.ca.proxy(tmp_path / "proxy")
+        anonymous = client_for(server, retries=0)
+        assert not anonymous.is_alive()
+        with pytest.raises(PandaTransportError, match="SSL"):
+            anonymous.get_job_status([1])
+        assert server.tls_failures >= 2
+        client = client_for(server, roles={"production": {"proxy": str(proxy)}})
+        assert client.is_alive()
+        (alive,) = server.received("system/is_alive")
+        assert alive.client_dn is not None and alive.client_dn.startswith("/O=act-test/")
+
+
 def test_token_and_origin_headers(tls_server: PandaTestServer, tmp_path: Path) -> None:
     token = jwt({"sub": "act", "exp": 4102444800})
     token_file = write_private(tmp_path / "token", token + "\n")

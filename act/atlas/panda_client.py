@@ -64,7 +64,15 @@ __all__ = [
 NOT_FOUND = "notfound"  # get_job_status's value for a job PanDA does not know
 EXCERPT = 200  # characters of a bad reply quoted in errors
 _COMMANDS_NONE = {"", "NULL", "None"}
-_AUTH_WORDS = ("role", "ssl secure connection", "token authentication", "banned", "permission")
+_AUTH_WORDS = (
+    "role required",
+    "production/pilot role",
+    "secure connection is required",
+    "token authentication",
+    "is banned",
+    "permission denied",
+    "not authorized",
+)
 _PILOT_LABELS = {"user", "panda"}
 _CODE_10 = re.compile(r'(^|&)StatusCode=10(&|$)|"StatusCode"\s*:\s*10\b')
 _EVENT_RANGES_BUG = "not serializable"  # panda-server 1.0.4's HTTP 500 after doing the update
@@ -421,11 +429,17 @@ class PandaClient:
     # -- misc --------------------------------------------------------------------------------
 
     def is_alive(self) -> bool:
-        """True if the server answers its liveness call (no retries, no credentials needed)."""
+        """True if the server answers its liveness call (no retries). The production credential
+        is presented if usable (a server may require a client certificate for the handshake)."""
         path = "/server/panda/isAlive" if self._legacy else "/api/v1/system/is_alive"
+        headers = {"Accept": "application/json"}
+        try:
+            cert = self._auth(_roles_for_label(None), headers, "is_alive")
+        except PandaAuthError:
+            cert, headers = None, {"Accept": "application/json"}
         try:
             response = self._session.get(
-                self._base + path, headers={"Accept": "application/json"}, timeout=self._timeout
+                self._base + path, headers=headers, cert=cert, timeout=self._timeout
             )
         except requests.RequestException as error:
             self.log.info("PanDA is_alive: %s", _short(error))

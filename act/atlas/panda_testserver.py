@@ -446,6 +446,7 @@ class PandaTestServer:
         host: str = "127.0.0.1",
         port: int = 0,
         ca: TestCA | None = None,
+        require_client_cert: bool = False,
     ) -> None:
         self.host = host
         self.tls = tls
@@ -461,7 +462,8 @@ class PandaTestServer:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(cert, key)
             context.load_verify_locations(ca.ca_file)
-            context.verify_mode = ssl.CERT_OPTIONAL
+            # the recipe's server requires a client certificate; production's accepts none too
+            context.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
             context.verify_flags |= ssl.VERIFY_ALLOW_PROXY_CERTS
             self._ssl = context
         self._lock = threading.Lock()
