@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -525,6 +526,32 @@ def test_one_tcp_connection_for_many_calls(tls_server: PandaTestServer, proxy: P
     assert len(tls_server.received()) == 23
     assert tls_server.connections == 1
     client.close()
+
+
+def test_threads_can_share_one_client(tls_server: PandaTestServer, proxy: Path) -> None:
+    ids = tls_server.seed(400)
+    client = client_for(tls_server, roles={"production": {"proxy": str(proxy)}})
+    assert sorted(_acquire(client, 400)) == ids
+    failures: list[BaseException] = []
+
+    def report(share: list[int]) -> None:
+        try:
+            for start in range(0, len(share), 20):
+                batch = [JobUpdate(pid, "running", 1) for pid in share[start : start + 20]]
+                results = client.update_jobs_bulk(batch)
+                assert [r.pandaid for r in results] == [u.pandaid for u in batch]
+                assert all(r.ok for r in results)
+        except BaseException as error:  # reported by the main thread
+            failures.append(error)
+
+    threads = [threading.Thread(target=report, args=(ids[k::4],)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert all(tls_server.states(pid) == ["running"] for pid in ids)
+    assert tls_server.connections <= 4
 
 
 def test_an_expired_proxy_fails_calls_with_one_logged_error(

@@ -295,6 +295,33 @@ def test_https_with_a_throw_away_ca(tmp_path: Path) -> None:
         assert (tmp_path / "server.key").stat().st_mode & 0o077 == 0
 
 
+def test_runs_as_a_command_with_tls(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    certs, proxy = tmp_path / "certs", tmp_path / "proxy"
+    command = [sys.executable, "-m", "act.atlas.panda_testserver", "--port", str(port)]
+    command += ["--tls", str(certs), "--proxy", str(proxy)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        assert f"https://127.0.0.1:{port}" in process.stdout.readline()
+        assert str(certs / "ca.pem") in process.stdout.readline()
+        assert str(proxy) in process.stdout.readline()
+        reply = requests.get(
+            f"https://127.0.0.1:{port}/api/v1/system/is_alive",
+            verify=str(certs / "ca.pem"),
+            cert=(str(proxy), str(proxy)),
+            headers=JSON,
+            timeout=10,
+        )
+        assert reply.json()["success"] is True
+        assert proxy.stat().st_mode & 0o077 == 0
+    finally:
+        os.kill(process.pid, signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+
+
 def test_runs_as_a_command(tmp_path: Path) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -1281,7 +1281,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--tls", metavar="DIR", help="serve HTTPS with a throw-away CA written to DIR"
     )
+    parser.add_argument(
+        "--proxy", metavar="PATH", help="with --tls: also write a client proxy (0600) to PATH"
+    )
     args = parser.parse_args(argv)
+    if args.proxy and not args.tls:
+        parser.error("--proxy needs --tls")
     server = PandaTestServer(
         tls=bool(args.tls),
         certs_dir=Path(args.tls) if args.tls else None,
@@ -1299,6 +1304,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"PanDA TEST DOUBLE serving {server.url} (queue {args.queue}, {args.jobs} jobs)")
     if server.ca is not None:
         print(f"CA certificate: {server.ca.ca_file}")
+        if args.proxy:
+            print(f"client proxy: {server.ca.proxy(Path(args.proxy))}")
     sys.stdout.flush()
     while not stop.wait(10):
         with server._lock:
