@@ -5,7 +5,8 @@ with a JSON body of typed values and ``Accept: application/json``; replies are a
 ``{"success", "message", "data"}`` envelope, HTTP 200 even for errors. ``panda.api: legacy``
 speaks panda-server <= 0.8.1 (what aCT and pilot3 speak): form-encoded ``POST
 <url>/server/panda/<method>``; replies are URL-encoded (``StatusCode=0&...``) or JSON, both are
-understood. The shapes handled are those measured on a real server (shared/research/panda.md §3).
+understood. The shapes handled are those measured on a real server (shared/research/panda.md §3);
+the new-API replies and errors were also checked against panda-server 1.0.4 running locally.
 
 One persistent ``requests.Session`` (keep-alive) with ``trust_env = False``, so that the
 configured CA (``panda.ca``) is the one used even when ``REQUESTS_CA_BUNDLE`` is set. TLS is

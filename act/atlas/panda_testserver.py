@@ -54,7 +54,9 @@ NEW_JOB_STATES = ("running", "starting", "transferring", "holding", "finished", 
 PROXY_CERT_INFO = x509.ObjectIdentifier("1.3.6.1.5.5.7.1.14")
 # ProxyCertInfo ::= SEQUENCE { proxyPolicy SEQUENCE { policyLanguage id-ppl-inheritAll } }
 _INHERIT_ALL = bytes.fromhex("300c300a06082b06010505071501")
-EVENT_BUG_TEXT = "Type not serializable: {'Returns', 'Commands'} is <class 'set'>"
+# panda-server 1.0.4 builds a set instead of a dict and fails to serialise it (seen live:
+# "Type not serializable for {'Returns', '[false]', 'Commands', '{...}'}")
+EVENT_BUG_TEXT = "Type not serializable for {{'Returns', '{returns}', 'Commands', '{commands}'}}"
 
 # Arguments the new API's update_job accepts (panda.md §3.3), with the int-typed ones.
 UPDATE_ARGS = frozenset(
@@ -990,9 +992,10 @@ class _NewApi:
             ranges = json.loads(text)
         except ValueError:
             return self.reply(False, "failed to decode event_ranges")
-        self.server._update_ranges(ranges if isinstance(ranges, list) else [])
+        done = self.server._update_ranges(ranges if isinstance(ranges, list) else [])
         if self.server.event_ranges_bug:
-            return 500, "text/plain", EVENT_BUG_TEXT
+            text = EVENT_BUG_TEXT.format(returns=json.dumps([True] * done), commands="{}")
+            return 500, "text/plain", text
         return self.reply(True, "", {"Returns": [True] * len(ranges), "Commands": {}})
 
 
