@@ -17,6 +17,7 @@ from act.atlas.credentials import FileCredentials, credential_lifetimes
 from act.atlas.panda_client import PandaAuthError
 from act.atlas.panda_settings import PandaServerSettings
 from act.atlas.panda_testserver import TestCA
+from act.common.config import ConfigError, from_snapshot, load_settings
 from tests.support.panda import jwt, write_private
 
 FAR = 4102444800  # 2100-01-01
@@ -229,3 +230,23 @@ def test_role_settings_are_validated() -> None:
         _settings(roles={"admin": {"proxy": "/p"}})
     with pytest.raises(ValidationError):
         _settings(roles={"production": {"proxy": "/p", "renew_command": "voms-proxy-init"}})
+
+
+def test_the_panda_section_of_act_yaml(tmp_path: Path) -> None:
+    path = write_private(
+        tmp_path / "act.yaml",
+        "panda:\n  url: https://panda.example.org:25443\n  api: legacy\n"
+        "  roles:\n    pilot:\n      token_file: /t\n      origin: atlas.pilot\n",
+    )
+    settings = load_settings(path)
+    assert settings.panda.api == "legacy" and settings.panda.roles["pilot"].origin == "atlas.pilot"
+    assert from_snapshot(settings.snapshot()).panda == settings.panda
+    assert load_settings(write_private(tmp_path / "empty.yaml", "panda:\n")).panda.api == "new"
+    typo = write_private(tmp_path / "typo.yaml", "panda:\n  timeout:\n    conect: 5\n")
+    with pytest.raises(ConfigError) as error:
+        load_settings(typo)
+    assert "panda.timeout.conect: unknown key (did you mean 'connect'?)" in error.value.problems
+    wrong = write_private(tmp_path / "wrong.yaml", "panda:\n  api: v2\n  retries: '3'\n")
+    with pytest.raises(ConfigError) as error:
+        load_settings(wrong)
+    assert {p.split(":")[0] for p in error.value.problems} == {"panda.api", "panda.retries"}
