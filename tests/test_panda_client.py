@@ -6,7 +6,7 @@ import json
 import logging
 import threading
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import parse_qsl
 
@@ -201,6 +201,27 @@ def test_legacy_heartbeat_sends_camel_case_form_fields(server: PandaTestServer) 
     assert sent["jobId"] == "1" and sent["state"] == "running" and sent["attemptNr"] == "1"
     assert sent["coreCount"] == "8" and sent["node"] == "wn"
     assert json.loads(sent["xml"]) == report
+
+
+def test_datetimes_are_sent_in_panda_time_format(server: PandaTestServer, api: str) -> None:
+    server.seed(2)
+    client = client_for(server, api=api)
+    _acquire(client, 2)
+    start = datetime(2026, 11, 22, 17, 0, 5, tzinfo=timezone.utc)
+    report = {"x.root": {"fsize": 1, "time": start}}
+    fields = {"startTime": start, "endTime": start + timedelta(hours=1), "xml": report}
+    results = client.update_jobs_bulk([JobUpdate(1, "running", 1, fields)])
+    assert results[0].ok
+    sent = server.last_fields(1)
+    start_key, end_key, report_key = (
+        ("start_time", "end_time", "job_output_report")
+        if api == "new"
+        else ("startTime", "endTime", "xml")
+    )
+    assert sent[start_key] == "2026-11-22 17:00:05" and sent[end_key] == "2026-11-22 18:00:05"
+    assert json.loads(sent[report_key])["x.root"]["time"] == "2026-11-22 17:00:05"
+    with pytest.raises(ValueError, match="naive"):
+        client.update_job(JobUpdate(2, "running", 1, {"startTime": datetime(2026, 1, 1)}))
 
 
 def test_a_refused_heartbeat_is_a_result_not_an_exception(server: PandaTestServer) -> None:

@@ -29,6 +29,7 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import parse_qsl
 
@@ -46,7 +47,7 @@ from act.atlas.panda_errors import (
 )
 from act.atlas.panda_settings import PandaServerSettings
 from act.common.logs import job_log
-from act.common.timeutil import backoff
+from act.common.timeutil import as_utc, backoff
 
 __all__ = [
     "AcquiredJob",
@@ -61,6 +62,7 @@ __all__ = [
     "UpdateResult",
 ]
 
+PANDA_TIME = "%Y-%m-%d %H:%M:%S"  # startTime/endTime, UTC
 NOT_FOUND = "notfound"  # get_job_status's value for a job PanDA does not know
 EXCERPT = 200  # characters of a bad reply quoted in errors
 _COMMANDS_NONE = {"", "NULL", "None"}
@@ -407,7 +409,7 @@ class PandaClient:
         if not ranges:
             return
         roles = [role] if role else _roles_for_label(None)
-        payload = json.dumps([dict(r) for r in ranges])
+        payload = _dumps([dict(r) for r in ranges])
         if self._legacy:
             text = self._post("updateEventRanges", {"eventRanges": payload}, roles)
             reply = _legacy_reply("updateEventRanges", text)
@@ -866,6 +868,21 @@ def _server_timeout(text: str) -> bool:
     return stripped.startswith("StatusCode=10&") or stripped == "StatusCode=10"
 
 
+def _panda_time(value: datetime) -> str:
+    """PanDA's time format, in UTC (a naive datetime is refused, never guessed)."""
+    return as_utc(value).strftime(PANDA_TIME)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return _panda_time(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=_json_default)
+
+
 def _form_value(value: Any) -> str:
     if isinstance(value, str):
         return value
@@ -873,7 +890,9 @@ def _form_value(value: Any) -> str:
         return "True" if value else "False"
     if isinstance(value, (int, float)):
         return str(value)
-    return json.dumps(value)
+    if isinstance(value, datetime):
+        return _panda_time(value)
+    return _dumps(value)
 
 
 def _legacy_fields(update: JobUpdate) -> dict[str, Any]:
@@ -902,10 +921,12 @@ def _typed(name: str, value: Any) -> Any:
             except ValueError:
                 return value
         return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    if isinstance(value, datetime):
+        return _panda_time(value)
     if name in _NEW_JSON_STRINGS and not isinstance(value, str):
-        return json.dumps(value)
+        return _dumps(value)
     if isinstance(value, (dict, list)):
-        return json.dumps(value)
+        return _dumps(value)
     return value
 
 
