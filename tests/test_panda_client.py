@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -573,6 +574,23 @@ def test_threads_can_share_one_client(tls_server: PandaTestServer, proxy: Path) 
     assert failures == []
     assert all(tls_server.states(pid) == ["running"] for pid in ids)
     assert tls_server.connections <= 4
+
+
+def test_a_replaced_proxy_is_presented_on_a_new_connection(
+    tls_server: PandaTestServer, proxy: Path, tmp_path: Path
+) -> None:
+    assert tls_server.ca is not None
+    client = client_for(tls_server, roles={"production": {"proxy": str(proxy)}})
+    client.get_job_status([1])
+    client.get_job_status([1])
+    assert tls_server.connections == 1
+    renewed = tls_server.ca.proxy(tmp_path / "renewed", cn="act-renewed")
+    os.replace(renewed, proxy)
+    client.get_job_status([1])
+    first, _, last = tls_server.received()
+    assert first.client_dn is not None and "/CN=act-production/" in first.client_dn
+    assert last.client_dn is not None and "/CN=act-renewed/" in last.client_dn
+    assert tls_server.connections == 2
 
 
 def test_an_expired_proxy_fails_calls_with_one_logged_error(

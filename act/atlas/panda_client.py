@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -213,6 +214,7 @@ class PandaClient:
         self._timeout = (settings.timeout.connect, settings.timeout.read)
         self._origins = {str(role): c.origin for role, c in settings.roles.items() if c.origin}
         self._event_bug_logged = False
+        self._cert_files: dict[str, tuple[int, int, int]] = {}
 
     # -- jobs --------------------------------------------------------------------------------
 
@@ -605,6 +607,7 @@ class PandaClient:
             except PandaAuthError as error:
                 raise PandaAuthError(method, error.cause) from None
             if pair:
+                self._reconnect_if_changed(pair[0])
                 return pair
             if token:
                 headers["Authorization"] = f"Bearer {token}"
@@ -613,6 +616,20 @@ class PandaClient:
                     headers["Origin"] = origin
                 return None
         return None
+
+    def _reconnect_if_changed(self, path: str) -> None:
+        """Drop kept-alive connections when a certificate file changed (a renewed or replaced
+        proxy): they would go on presenting the old one."""
+        try:
+            info = os.stat(path)
+        except OSError:
+            return
+        key = (info.st_ino, info.st_mtime_ns, info.st_size)
+        known = self._cert_files.get(path)
+        self._cert_files[path] = key
+        if known is not None and known != key:
+            self.log.info("client certificate %s changed: reconnecting", path)
+            self._session.close()
 
     # -- replies ----------------------------------------------------------------------------
 
