@@ -333,6 +333,13 @@ def test_acquire_jobs_is_not_repeated_when_panda_may_have_acted(server: PandaTes
     assert server.faults_served == 5
 
 
+def test_acquire_event_ranges_is_not_repeated_either(server: PandaTestServer) -> None:
+    server.inject("http", status=500, count=5)
+    with pytest.raises(PandaTransportError):
+        client_for(server, retries=3).acquire_event_ranges(1, jobset_id=1, task_id=1, n_ranges=1)
+    assert server.faults_served == 1
+
+
 def test_connection_refused_is_marked_unsent(server: PandaTestServer) -> None:
     client = client_for(server, retries=0)
     server.outage()

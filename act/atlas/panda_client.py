@@ -15,6 +15,7 @@ TLS, timeout, HTTP 5xx, a server-side timeout) are retried ``panda.retries`` tim
 back-off; a PanDA refusal never is. ``acquire_jobs`` is retried only when PanDA certainly did
 not act (connection refused, TLS handshake, connect timeout, HTTP 502/503, server-side timeout):
 after a lost reply the jobs may have been handed out already, and asking again would take more.
+The same holds for ``acquire_event_ranges``.
 
 Roles: calls for managed jobs use the ``production`` role's credential, ``prod_source_label``
 ``user``/``panda`` the ``pilot`` role's; heartbeats, status and event calls use ``production``
@@ -370,7 +371,7 @@ class PandaClient:
                 "nRanges": n_ranges,
                 **extra,
             }
-            text = self._post("getEventRanges", params, roles, pandaid=pandaid)
+            text = self._post("getEventRanges", params, roles, pandaid=pandaid, repeatable=False)
             reply = _legacy_reply("getEventRanges", text, pandaid=pandaid)
             code = _status_code("getEventRanges", reply, pandaid=pandaid)
             self._check_legacy_code("getEventRanges", code, reply, pandaid=pandaid)
@@ -390,7 +391,9 @@ class PandaClient:
                 "n_ranges": n_ranges,
                 **extra,
             }
-            text = self._post("event/acquire_event_ranges", body, roles, pandaid=pandaid)
+            text = self._post(
+                "event/acquire_event_ranges", body, roles, pandaid=pandaid, repeatable=False
+            )
             envelope = _envelope("event/acquire_event_ranges", text, pandaid=pandaid)
             if not envelope["success"]:
                 self._refuse("event/acquire_event_ranges", envelope, pandaid=pandaid)
