@@ -36,6 +36,7 @@ from pydantic import (
 )
 from sqlalchemy.engine import URL, make_url
 
+from act.atlas.panda_settings import PandaSettings
 from act.atlas.queues import QueuesSettings
 from act.common.section import Section
 from act.engine.settings import EngineSettings
@@ -119,6 +120,7 @@ class Settings(Section):
     daemons: dict[str, DaemonSettings] = Field(default_factory=_default_daemons)
     engine: EngineSettings = EngineSettings()
     queues: QueuesSettings = QueuesSettings()
+    panda: PandaSettings = PandaSettings()
 
     _source: str = PrivateAttr(default=BUILTIN)
 
