@@ -178,6 +178,17 @@ def test_kill_takes_the_whole_process_tree(tmp_path: Path) -> None:
     assert be.kill(ce, [job_id])[job_id].ok
 
 
+def test_a_payload_ignoring_sigterm_is_killed_after_the_grace(tmp_path: Path) -> None:
+    be, ce = make(tmp_path), local_ce(grace=0.3)
+    job_id = submit(be, ce, describe("sh", "-c", "trap '' TERM; sleep 60 & echo $! > c.pid; wait"))
+    pid_file = be.workdir(ce) / "jobs" / job_id / "work" / "c.pid"
+    wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), what="the child's pid")
+    child_pid = int(pid_file.read_text())
+    assert be.kill(ce, [job_id])[job_id].ok
+    assert not alive(child_pid)
+    assert status(be, ce, job_id).state is CEState.KILLED
+
+
 def test_a_queued_job_can_be_killed(tmp_path: Path) -> None:
     be, ce = make(tmp_path), local_ce(slots=1)
     first = submit(be, ce, describe("sleep", "60"))
