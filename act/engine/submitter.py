@@ -585,8 +585,26 @@ def _submit_batch(
     try:
         results = backend.submit(ce, requests)
     except CEUnavailable as error:
-        _unavailable(ctx, ce, batch, error)
-        return False
+        # The contract says nothing changed, but a reply lost after the CE took the jobs looks
+        # the same: ask once which tokens the CE has. If it answers, its answer decides.
+        try:
+            known = backend.find(ce, [tokens[row["id"]] for row in batch])
+        except CEUnavailable:
+            _unavailable(ctx, ce, batch, error)
+            return False
+        ctx.log.warning(
+            "ce=%s: submission reply lost (%s); the CE has %d of %d job(s)",
+            name,
+            error.cause,
+            len(known),
+            len(batch),
+        )
+        results = [
+            Submitted(row["id"], known[tokens[row["id"]]])
+            if tokens[row["id"]] in known
+            else Submitted(row["id"], None, f"submission reply lost: {error.cause}")
+            for row in batch
+        ]
     except Exception:
         # Nothing is known about what the CE did: leave the jobs in submitting and hand back
         # their claims; the next cycle's reconciliation asks the CE for their tokens.
