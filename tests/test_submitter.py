@@ -395,3 +395,54 @@ def test_drained_ce_gets_no_jobs(db: Database, db_url: URL, tmp_path: Path, scri
     run(db, settings)
     assert {jobs(db)[i]["ce_endpoint"] for i in ids} == {"ce2"}
     assert script.calls("submit", ce="ce1") == []
+
+
+def test_after_the_cooldown_one_probe_job_goes_and_its_success_closes_the_breaker(
+    db: Database, db_url: URL, tmp_path: Path, script: Script
+) -> None:
+    from act.engine import breaker
+
+    settings = make_settings(
+        db_url, tmp_path, {"ce1": {}}, breaker={"failures": 1, "cooldown": 600}
+    )
+    long_ago = utcnow() - timedelta(seconds=601)
+    db.run(lambda c: breaker.sync_ces(c, settings.engine.ces, now=long_ago))
+    db.run(
+        lambda c: breaker.record_failure(
+            c, "ce1", error="down", now=long_ago, settings=settings.engine.breaker
+        )
+    )
+    ids = add_jobs(db, 4, "ce1")
+    run(db, settings)
+    rows = jobs(db)
+    assert [rows[i]["state"] for i in ids] == ["submitted", "tosubmit", "tosubmit", "tosubmit"]
+    assert [len(c["job_ids"]) for c in script.calls("submit")] == [1]  # the probe alone
+    state = ce_row(db, "ce1")
+    assert (state["breaker"], state["probe_job_id"], state["failures"]) == ("closed", None, 0)
+    run(db, settings)
+    assert {row["state"] for row in jobs(db).values()} == {"submitted"}
+
+
+def test_a_failed_probe_reopens_the_breaker(
+    db: Database, db_url: URL, tmp_path: Path, script: Script
+) -> None:
+    from act.engine import breaker
+
+    settings = make_settings(
+        db_url, tmp_path, {"ce1": {}}, breaker={"failures": 1, "cooldown": 600}
+    )
+    long_ago = utcnow() - timedelta(seconds=601)
+    db.run(lambda c: breaker.sync_ces(c, settings.engine.ces, now=long_ago))
+    db.run(
+        lambda c: breaker.record_failure(
+            c, "ce1", error="down", now=long_ago, settings=settings.engine.breaker
+        )
+    )
+    script.submit_error("still broken", ce="ce1")
+    add_jobs(db, 3, "ce1")
+    run(db, settings)
+    state = ce_row(db, "ce1")
+    assert state["breaker"] == "open" and state["opened_at"] > long_ago
+    assert state["last_error"] == "still broken"
+    run(db, settings)  # a fresh cool-down: nothing goes
+    assert [len(c["job_ids"]) for c in script.calls("submit")] == [1]

@@ -321,19 +321,24 @@ def _rerun_ce(ctx: Context, engine: EnginePool, name: str, group: list[dict[str,
     if found is not None:
         ce, backend = found
         try:
-            outcomes = backend.restart(ce, [str(row["ce_job_id"]) for row in group])
+            with_id = [str(row["ce_job_id"]) for row in group if row["ce_job_id"]]
+            outcomes = backend.restart(ce, with_id) if with_id else {}
         except CEUnavailable as error:
             ctx.log.warning("ce=%s: cannot restart %d job(s): %s", name, len(group), error.cause)
             _release(ctx, [row["id"] for row in group])
             return
     now = utcnow()
-    restarted = [row["id"] for row in group if _ok(outcomes.get(str(row["ce_job_id"])))]
+    restarted = [
+        row["id"] for row in group if row["ce_job_id"] and _ok(outcomes.get(str(row["ce_job_id"])))
+    ]
     refused: dict[int, str] = {}
     for row in group:
         if row["id"] in restarted:
             continue
         outcome = outcomes.get(str(row["ce_job_id"]))
-        if found is None:
+        if not row["ce_job_id"]:
+            refused[row["id"]] = "no CE job to restart"
+        elif found is None:
             refused[row["id"]] = f"CE {name!r} is not configured"
         elif outcome is None:
             refused[row["id"]] = "the CE gave no answer for this job"
@@ -521,7 +526,8 @@ def submit(ctx: Context, engine: EnginePool) -> bool:
     for _name, budget in sorted(room.items()):
         if budget.assigned:
             _submit_to(ctx, engine.backend(budget.ce), budget)
-    return len(rows) >= ctx.daemon.batch
+    # More may wait, but only worth an immediate cycle if jobs could be placed at all.
+    return len(rows) >= ctx.daemon.batch and bool(assigned)
 
 
 def _submit_to(ctx: Context, backend: Backend, budget: Budget) -> None:
