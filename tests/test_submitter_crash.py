@@ -9,6 +9,7 @@ sent twice.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections import Counter
@@ -30,7 +31,8 @@ from tests.support.procs import REPO, env, wait_for, write_config
 from tests.support.scripted_backend import Script, install
 
 JOBS = 6
-#: act-daemon with the scripted double registered.
+#: act-daemon, and act-daemon with the scripted double registered.
+ACT_DAEMON = [sys.executable, "-m", "act.common.daemon"]
 DAEMON = [sys.executable, "-m", "tests.support.scripted_backend"]
 
 pytestmark = pytest.mark.slow
@@ -132,3 +134,57 @@ def test_killed_between_submit_and_commit_every_job_submitted_exactly_once(
         kept = {str(r["token"]) for r in final if r["submissions"] == 1}
         assert set(accepted_before) <= kept
         assert len(script.calls("find")) >= 1
+
+
+def test_local_backend_killed_after_submit_runs_each_job_once(
+    db: Database, db_url: URL, tmp_path: Path
+) -> None:
+    """The same crash with the real local back end: each job has exactly one job directory."""
+    config = write_config(
+        tmp_path / "act.yaml",
+        {
+            "root": str(tmp_path),
+            "db": {"url": url_text(db_url)},
+            "liveness": {"heartbeat_interval": 0.2, "dead_after": 1.0},
+            "daemons": {"submitter": {"lease": 1}},
+            "engine": {"ces": {"here": {"backend": "local", "timeout": 0.5, "min_spacing": 0}}},
+        },
+    )
+    description = json.dumps({"executable": "/bin/true"})
+    rows = [
+        {"backend": "local", "candidates": "here", "description": description, "attempts_left": 1}
+        for _ in range(3)
+    ]
+    db.run(lambda c: create_jobs(c, Layer.CE, rows, "tosubmit", actor=Actor.TRANSLATOR))
+
+    def act_daemon(fault: str | None) -> int:
+        extra = {"ACT_FAULT": fault} if fault else {}
+        done = subprocess.run(
+            [*ACT_DAEMON, "submitter", "--config", str(config), "--once"],
+            env=env(tmp_path, **extra),
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        (tmp_path / f"local-{fault or 'clean'}.log").write_text(done.stderr)
+        return done.returncode
+
+    assert act_daemon("submitter:after-submit") == EXIT_CODE
+    assert {r["state"] for r in _rows(db)} == {"submitting"}
+    jobs_dir = tmp_path / "local-ce" / "here" / "jobs"
+    assert len(list(jobs_dir.iterdir())) == 3  # the CE has them; the database does not know
+    wait_for(
+        lambda: all(r["lease_expires"] < utcnow() for r in _rows(db)),  # type: ignore[operator]
+        what="the dead submitter's claims to expire",
+    )
+    wait_for(lambda: _all_dead(db), what="the dead submitter's heartbeat to age out")
+    assert act_daemon(None) == 0
+
+    final = _rows(db)
+    assert [r["state"] for r in final] == ["submitted"] * 3
+    records = [json.loads((d / "job.json").read_text()) for d in jobs_dir.iterdir()]
+    assert len(records) == 3  # no job directory was made twice
+    assert sorted(rec["token"] for rec in records) == sorted(str(r["token"]) for r in final)
+    assert {d.name for d in jobs_dir.iterdir()} == {str(r["ce_job_id"]) for r in final}
