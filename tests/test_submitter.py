@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import threading
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -450,3 +451,28 @@ def test_a_failed_probe_reopens_the_breaker(
     assert state["last_error"] == "still broken"
     run(db, settings)  # a fresh cool-down: nothing goes
     assert [len(c["job_ids"]) for c in script.calls("submit")] == [1]
+
+
+def test_concurrent_submitters_keep_the_spacing_of_one_ce(
+    db: Database, db_url: URL, tmp_path: Path, script: Script
+) -> None:
+    """Several instances at once: one batch reaches the CE, the others wait for min_spacing."""
+    settings = make_settings(
+        db_url, tmp_path, {"ce1": {"min_spacing": 3600, "max_per_cycle": 4}}, daemon={"batch": 4}
+    )
+    add_jobs(db, 12, "ce1")
+    threads = [
+        threading.Thread(
+            target=run_daemon, args=(DAEMON, settings, "submitter"), kwargs={"once": True}
+        )
+        for _ in range(3)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    calls = script.calls("submit", ce="ce1")
+    assert len(calls) == 1 and len(calls[0]["job_ids"]) == 4
+    rows = jobs(db).values()
+    assert sum(row["state"] == "submitted" for row in rows) == 4
+    assert sum(row["state"] == "tosubmit" and row["lease_owner"] is None for row in rows) == 8

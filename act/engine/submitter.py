@@ -61,6 +61,8 @@ ME = Actor.SUBMITTER
 QUEUED_STATES = ("submitting", "submitted")
 RUNNING_STATES = ("running",)
 ERROR_LEN = 4000
+#: Tolerance on min_spacing between two batches of one cycle (the wait and the clock differ).
+SPACING_SLACK = 0.01
 
 
 # ---------------------------------------------------------------------------------------------
@@ -553,7 +555,23 @@ def _submit_batch(
     tokens = {row["id"]: secrets.token_hex(16) for row in batch}
     now = utcnow()
 
-    def intent(conn: Connection) -> list[int]:
+    def intent(conn: Connection) -> list[int] | None:
+        # Take this CE's submission slot: only if no batch (of any submitter process) went to
+        # it within min_spacing. The row lock also serialises concurrent submitters here.
+        spacing = max(0.0, ce.settings.min_spacing - SPACING_SLACK)
+        slot = conn.execute(
+            sa.update(ces)
+            .where(
+                ces.c.endpoint == name,
+                sa.or_(
+                    ces.c.last_submit_at.is_(None),
+                    ces.c.last_submit_at <= now - seconds(spacing),
+                ),
+            )
+            .values(last_submit_at=now)
+        )
+        if slot.rowcount != 1:
+            return None
         moved = transition(
             conn,
             CE_LAYER,
@@ -568,12 +586,21 @@ def _submit_batch(
         )
         _set_each(conn, {job_id: {"token": tokens[job_id]} for job_id in moved})
         claims.renew(conn, CE_LAYER, ctx.owner, ctx.daemon.lease, moved)
-        conn.execute(sa.update(ces).where(ces.c.endpoint == name).values(last_submit_at=now))
         if probe and moved:
             breaker.start_probe(conn, name, moved[0], now=now)
         return moved
 
-    moved = set(ctx.db.run(intent))
+    taken = ctx.db.run(intent)
+    if taken is None:
+        ctx.log.info(
+            "ce=%s: another batch went to this CE less than %gs ago: %d job(s) wait",
+            name,
+            ce.settings.min_spacing,
+            len(batch),
+        )
+        _release(ctx, [row["id"] for row in batch])
+        return False
+    moved = set(taken)
     batch = [row for row in batch if row["id"] in moved]
     if not batch:
         return True
