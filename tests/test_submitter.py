@@ -209,6 +209,7 @@ def test_transient_failure_sends_the_job_to_another_ce(
     run(db, settings)
     row = jobs(db)[job_id]
     assert (row["state"], row["ce_endpoint"], row["submissions"]) == ("submitted", "ce2", 2)
+    assert row["error_text"] is None
     assert script.submitted_tokens("ce2") == [row["token"]]
     assert script.submitted_tokens("ce1") == []
 
