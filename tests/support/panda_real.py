@@ -130,9 +130,11 @@ class PandaServer:
         ``name`` defaults to a fresh ``ACT_TEST_<hex>``, so concurrent test runs do not take each
         other's jobs. ``overrides`` replace keys of the JSON record (``status="test"``, ...).
 
-        A queue added while the server runs works at once: acquire_jobs only needs the jobs,
-        and the server's queue cache (10 min) answers a queue it has not loaded yet with a
-        default record (type production, status online).
+        A queue added while the server runs works at once for dispatch: acquire_jobs only needs
+        the jobs. Each server process reads the queue records at its first acquire_jobs and
+        keeps them for 10 minutes; a queue it has not loaded is served with a default record
+        (type production, status online). A test that depends on a record's content must add
+        the queue before the server starts (or restart it: panda-server stop, then start).
         """
         name = name or f"ACT_TEST_{secrets.token_hex(4).upper()}"
         record: dict[str, Any] = {
@@ -457,7 +459,8 @@ def panda_server() -> PandaServer:
     try:
         return read_env(start=os.environ.get("ACT_PANDA_START") == "1")
     except PandaServerNotRunning as error:
-        pytest.fail(str(error), pytrace=False)
+        problem = str(error)
+    pytest.fail(problem, pytrace=False)
 
 
 @pytest.fixture
