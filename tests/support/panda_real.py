@@ -11,6 +11,7 @@ database to seed queues and jobs (as CRIC and JEDI would) and to read what the s
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shlex
@@ -32,7 +33,7 @@ REPO = Path(__file__).resolve().parent.parent.parent
 HARNESS = REPO / "tests" / "harness" / "panda-server"
 START_HINT = f"sudo {HARNESS.relative_to(REPO)} start  (or: make test, or ACT_PANDA_START=1)"
 
-# Where a job can be, newest tables first: the dispatcher moves a job between them.
+# The tables a job can be in (exactly one at a time): the server moves it between them.
 JOB_TABLES = ("jobsactive4", "jobsdefined4", "jobswaiting4", "jobsarchived4")
 
 
@@ -268,8 +269,6 @@ class PandaServer:
 
     def output_report(self, pandaid: int, *, fsize: int = 1234) -> str:
         """A ``job_output_report`` for the job's log and output files (what the Adder reads)."""
-        import json
-
         report = {
             f["lfn"]: {"guid": f["guid"], "fsize": fsize, "adler32": "0a1b2c3d"}
             for f in self.files(pandaid)
