@@ -7,6 +7,8 @@ queue of its own, so runs in parallel do not take each other's jobs.
 
 from __future__ import annotations
 
+import socket
+import subprocess
 from typing import Any
 
 import pytest
@@ -452,3 +454,34 @@ def test_the_certificate_without_role_is_refused(
         ]
     row = panda_server.job(pandaid)
     assert row is not None and row.status == "activated"
+
+
+def test_the_proxy_file_alone_authenticates_with_the_production_role(
+    panda_server: PandaServer, panda_queue: str
+) -> None:
+    (pandaid,) = panda_server.add_jobs(panda_queue)
+    with requests.Session() as session:
+        session.trust_env = False
+        session.cert = str(panda_server.pilot_proxy)  # certificate and key in one file
+        session.verify = str(panda_server.ca)
+        session.headers["Accept"] = "application/json"
+        jobs = post(session, f"{panda_server.api}/pilot/acquire_jobs", {"site_name": panda_queue})
+    assert [job["PandaID"] for job in jobs["data"]["jobs"]] == [pandaid]
+
+
+def test_the_server_listens_on_loopback_only(panda_server: PandaServer) -> None:
+    listening = subprocess.run(
+        ["ss", "-Hltn", "( sport = :25443 or sport = :25080 )"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split("\n")
+    local = sorted(line.split()[3] for line in listening if line.strip())
+    assert local == ["127.0.0.1:25080", "127.0.0.1:25443"]
+    addresses = subprocess.run(
+        ["hostname", "-I"], check=True, capture_output=True, text=True
+    ).stdout.split()
+    for address in addresses:
+        for port in (25443, 25080):
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection((address, port), timeout=5).close()
