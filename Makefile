@@ -1,6 +1,7 @@
 # The two commands of the README, and the checks CI runs.
 #   make run    set up act in .venv and run it on the embedded default (SQLite, ~/.local/state/act)
-#   make test   set up the test environment, make sure the databases are up, run the tests
+#   make test   set up the test environment, make sure the databases and the PanDA test server
+#               are up, run the tests
 #   make check  ruff (lint and format) and mypy
 
 VENV ?= .venv
@@ -32,6 +33,7 @@ run: venv
 test: venv-test
 	tests/harness/ensure-databases
 	tests/harness/ensure-arc-python
+	tests/harness/ensure-panda
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 check: venv-test

@@ -11,6 +11,9 @@ from tests.support.dbs import BACKENDS, BackendUnavailable, fresh_database
 
 REPO = Path(__file__).resolve().parent.parent
 
+# panda_server, panda_queue: the real PanDA server of tests/harness/panda-server
+pytest_plugins = ["tests.support.panda_real"]
+
 
 def _fresh(backend: str, tmp_path: Path, migrated: bool) -> Iterator[URL]:
     try:
