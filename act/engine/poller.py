@@ -1,0 +1,262 @@
+"""The poller: asks the CEs about the jobs they hold and moves each job's engine state along.
+
+Each cycle it claims CE jobs in ``submitted``, ``running``, ``finishing`` and ``cancelling`` whose
+``next_check_at`` is due (NULL is due), asks their CE in batches of the back end's
+``Limits.status_batch``, and maps the answer (a :class:`~act.engine.backend.CEState`):
+
+* QUEUED/RUNNING/FINISHING/FINISHED: ``submitted``/``running``/``finishing``/``finished`` (a
+  state the table does not allow from the current one, e.g. back from ``finishing`` to
+  ``running``, is not followed: the CE's states lag behind, see research/arc-ce.md);
+* FAILED: ``failed``, ``toresubmit`` or ``torerun``, as :mod:`act.engine.resubmit` decides;
+* KILLED: ``cancelled`` ("killed outside act" unless the job was being cancelled);
+* a job in ``cancelling`` that ended otherwise is ``cancelled`` too: the kill is what was wanted;
+* unknown to the CE: nothing, until the CE last knew it (or it was submitted) longer than
+  ``engine.poll.lost_after`` ago: then ``lost`` (``cancelled`` when it was being cancelled).
+
+What the CE says about the job (exit code, errors, node, resources, times) is stored with it,
+``last_seen_at`` is set, and ``next_check_at`` is set to ``engine.poll.<state>`` seconds ±10%
+ahead. A CE that does not answer (:class:`~act.engine.backend.CEUnavailable`) changes nothing but
+``next_check_at`` (:data:`UNAVAILABLE_RETRY`), with one log line per CE. A job that FAILED within
+``engine.breaker.fast_fail`` seconds of its start counts as a failure of its CE's circuit
+breaker; a FINISHED job as a success.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from datetime import datetime
+from functools import partial
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Row
+
+from act.common.daemon import Context, DaemonSpec
+from act.common.logs import job_log
+from act.common.schema import ce_jobs
+from act.common.states import EDGES, Actor, Layer
+from act.common.timeutil import iso, seconds, utcnow
+from act.common.transitions import transition
+from act.engine.backend import CE, CEState, CEUnavailable, JobStatus, Limits
+from act.engine.resubmit import classify
+from act.engine.runtime import pool
+from act.engine.settings import EngineSettings
+from act.engine.work import batches, by_ce, claim_jobs, jittered, resolve_ce, update_mine
+
+#: The engine states the poller follows.
+POLLED = ("submitted", "running", "finishing", "cancelling")
+#: Seconds until a job of a CE that did not answer is asked about again (±10%).
+UNAVAILABLE_RETRY = 60.0
+#: ``error_text`` is cut to this many characters.
+ERROR_LEN = 16000
+_NAMED = {
+    CEState.QUEUED: "submitted",
+    CEState.RUNNING: "running",
+    CEState.FINISHING: "finishing",
+    CEState.FINISHED: "finished",
+}
+
+
+def run_once(ctx: Context) -> bool:
+    now = utcnow()
+    due = sa.or_(ce_jobs.c.next_check_at.is_(None), ce_jobs.c.next_check_at <= now)
+    rows = claim_jobs(ctx, POLLED, where=[due])
+    engines = pool(ctx)
+    for name, jobs in by_ce(rows).items():
+        ce = resolve_ce(ctx, engines, name)
+        if ce is None:
+            _later(ctx, jobs, ctx.settings.engine.poll.lost_after)
+            continue
+        _poll_ce(ctx, ce, engines.backend(ce), jobs)
+    return len(rows) >= ctx.daemon.batch
+
+
+def _poll_ce(ctx: Context, ce: CE, backend: Any, jobs: list[Row[Any]]) -> None:
+    limits: Limits = backend.limits(ce)
+    pending = list(jobs)
+    for batch in batches(jobs, limits.status_batch):
+        asked = [job.ce_job_id for job in batch if job.ce_job_id]
+        try:
+            statuses: dict[str, JobStatus | None] = backend.status(ce, asked) if asked else {}
+        except CEUnavailable as error:
+            ctx.log.warning(
+                "ce=%s: unavailable (%s); %d job(s) checked again in about %.0fs",
+                ce.name,
+                error.cause,
+                len(pending),
+                UNAVAILABLE_RETRY,
+            )
+            _later(ctx, pending, UNAVAILABLE_RETRY)
+            return
+        except Exception:
+            ctx.log.exception("ce=%s: status of %d job(s) failed", ce.name, len(asked))
+            _later(ctx, pending, UNAVAILABLE_RETRY)
+            return
+        ctx.db.run(partial(_apply, ctx=ctx, ce=ce, limits=limits, jobs=batch, statuses=statuses))
+        pending = pending[len(batch) :]
+
+
+def _later(ctx: Context, jobs: list[Row[Any]], delay: float) -> None:
+    """Only push the next check of ``jobs`` back (and release them)."""
+    if jobs:
+        at = utcnow() + seconds(jittered(delay))
+        ctx.db.run(
+            lambda conn: update_mine(conn, ctx, [job.id for job in jobs], {"next_check_at": at})
+        )
+
+
+def _apply(
+    conn: Connection,
+    *,
+    ctx: Context,
+    ce: CE,
+    limits: Limits,
+    jobs: list[Row[Any]],
+    statuses: Mapping[str, JobStatus | None],
+) -> None:
+    now = utcnow()
+    for job in jobs:
+        status = statuses.get(job.ce_job_id) if job.ce_job_id else None
+        if status is None:
+            _unknown(conn, ctx, ce, job, now)
+        else:
+            _known(conn, ctx=ctx, ce=ce, limits=limits, job=job, status=status, now=now)
+
+
+def _next_check(engine: EngineSettings, state: str, now: datetime) -> datetime | None:
+    delay = getattr(engine.poll, state, None) if state in POLLED else None
+    return None if delay is None else now + seconds(jittered(float(delay)))
+
+
+def _unknown(conn: Connection, ctx: Context, ce: CE, job: Row[Any], now: datetime) -> None:
+    engine = ctx.settings.engine
+    seen: datetime = job.last_seen_at or job.submitted_at or job.state_changed_at
+    if now - seen <= seconds(engine.poll.lost_after):
+        update_mine(conn, ctx, [job.id], {"next_check_at": _next_check(engine, job.state, now)})
+        return
+    target = "cancelled" if job.state == "cancelling" else "lost"
+    reason = f"unknown to the CE since {iso(seen)}"
+    if transition(
+        conn,
+        Layer.CE,
+        [job.id],
+        job.state,
+        target,
+        actor=Actor.POLLER,
+        reason=reason,
+        owner=ctx.owner,
+        values={"next_check_at": None},
+    ):
+        job_log(ctx.log, pandaid=job.pandaid, ce=ce.name).warning(
+            "%s -> %s: %s", job.state, target, reason
+        )
+
+
+def _status_values(job: Row[Any], status: JobStatus, now: datetime) -> dict[str, Any]:
+    values: dict[str, Any] = {"ce_state": status.raw_state[:128], "last_seen_at": now}
+    known = {
+        "exit_code": status.exit_code,
+        "worker_node": status.worker_node[:255] if status.worker_node else None,
+        "cpu_seconds": status.cpu_seconds,
+        "wall_seconds": status.wall_seconds,
+        "max_rss_kb": status.max_rss_kb,
+        "started_at": status.started_at,
+        "ended_at": status.ended_at,
+    }
+    values.update({key: value for key, value in known.items() if value is not None})
+    if status.errors:
+        values["error_text"] = "; ".join(status.errors)[:ERROR_LEN]
+    return values
+
+
+def _target(
+    ctx: Context, limits: Limits, job: Row[Any], status: JobStatus, error_text: str | None
+) -> tuple[str, str]:
+    """The engine state the CE's answer leads to, and the reason recorded with the move."""
+    if job.state == "cancelling":
+        if status.state is CEState.KILLED:
+            return "cancelled", "CE confirmed the kill"
+        if status.state in (CEState.FINISHED, CEState.FAILED):
+            return "cancelled", f"ended at the CE ({status.raw_state}) before the kill"
+        return job.state, ""
+    if status.state is CEState.KILLED:
+        return "cancelled", f"killed outside act ({status.raw_state})"
+    if status.state is CEState.FAILED:
+        decision = classify(
+            error_text,
+            ctx.settings.engine.resubmit,
+            attempts_left=job.attempts_left,
+            can_restart=limits.can_restart,
+            restartable=status.restartable,
+        )
+        return decision.state, f"CE state {status.raw_state}: {decision.reason}"
+    return _NAMED[status.state], f"CE state {status.raw_state}"
+
+
+def _known(
+    conn: Connection,
+    *,
+    ctx: Context,
+    ce: CE,
+    limits: Limits,
+    job: Row[Any],
+    status: JobStatus,
+    now: datetime,
+) -> None:
+    engine = ctx.settings.engine
+    values = _status_values(job, status, now)
+    error_text = values.get("error_text", job.error_text)
+    target, reason = _target(ctx, limits, job, status, error_text)
+    log = job_log(ctx.log, pandaid=job.pandaid, ce=ce.name)
+    allowed = EDGES.get((Layer.CE, job.state, target))
+    if target == job.state or allowed is None or Actor.POLLER not in allowed.actors:
+        if target != job.state:
+            log.debug("CE state %s: %s kept (the CE lags behind)", status.raw_state, job.state)
+        values["next_check_at"] = _next_check(engine, job.state, now)
+        update_mine(conn, ctx, [job.id], values)
+        return
+    values["next_check_at"] = _next_check(engine, target, now)
+    moved = transition(
+        conn,
+        Layer.CE,
+        [job.id],
+        job.state,
+        target,
+        actor=Actor.POLLER,
+        reason=reason,
+        owner=ctx.owner,
+        values=values,
+    )
+    if not moved:
+        return
+    log.info("%s -> %s (%s)", job.state, target, reason)
+    if job.state == "cancelling":
+        return
+    if status.state is CEState.FINISHED:
+        _breaker().record_success(conn, ce.name, now=now)
+    elif status.state is CEState.FAILED and _fast(job, status, now, engine.breaker.fast_fail):
+        _breaker().record_failure(
+            conn,
+            ce.name,
+            error=f"job {job.id} failed fast: {error_text or status.raw_state}",
+            now=now,
+            settings=engine.breaker,
+        )
+
+
+def _fast(job: Row[Any], status: JobStatus, now: datetime, fast_fail: float) -> bool:
+    """Whether the job failed within ``fast_fail`` seconds of its start (or submission)."""
+    start = status.started_at or job.started_at or job.submitted_at
+    if start is None:
+        return True  # it never started
+    end = status.ended_at or now
+    return (end - start).total_seconds() <= fast_fail
+
+
+def _breaker() -> Any:
+    """act.engine.breaker (the engine branch's circuit breaker), imported where it is used."""
+    return importlib.import_module("act.engine.breaker")
+
+
+DAEMON = DaemonSpec(run_once=run_once, doc=__doc__ or "")
