@@ -13,6 +13,7 @@ BUILTIN: dict[str, str] = {
     "ce_fetcher": "act.engine.fetcher:DAEMON",
     "canceller": "act.engine.canceller:DAEMON",
     "cleaner": "act.engine.cleaner:DAEMON",
+    "submitter": "act.engine.submitter:DAEMON",
 }
 
 

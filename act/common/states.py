@@ -159,6 +159,7 @@ _allow(C, C_LIVE, "toresubmit", (A.POLLER,), "failure matching a resubmit patter
 _allow(C, "torerun", "submitted", (A.SUBMITTER,), "CE restarted the job")
 _allow(C, "torerun", "failed", (A.SUBMITTER,), "CE refused the restart")
 _allow(C, "toresubmit", "tosubmit", (A.SUBMITTER,), "old job cleaned, one attempt used")
+_allow(C, "toresubmit", "failed", (A.SUBMITTER,), "no attempts left")
 _allow(
     C,
     "tosubmit submitting torerun toresubmit " + C_LIVE,
