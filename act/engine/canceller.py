@@ -20,7 +20,7 @@ from act.common.logs import job_log
 from act.common.states import Actor, Layer
 from act.common.timeutil import seconds, utcnow
 from act.common.transitions import transition
-from act.engine.backend import CE, CEUnavailable, Outcome
+from act.engine.backend import CE, Backend, CEUnavailable, Outcome
 from act.engine.runtime import pool
 from act.engine.work import (
     batches,
@@ -52,11 +52,11 @@ def run_once(ctx: Context) -> bool:
     return len(rows) >= ctx.daemon.batch
 
 
-def _cancel_at(ctx: Context, ce: CE, backend: Any, jobs: list[Row[Any]]) -> None:
+def _cancel_at(ctx: Context, ce: CE, backend: Backend, jobs: list[Row[Any]]) -> None:
     ids = {job.id: job.ce_job_id for job in jobs}
     unsent = [job for job in jobs if job.ce_job_id is None]
     with_token = [job.token for job in unsent if job.token]
-    found: dict[str, str] = backend.find(ce, with_token) if with_token else {}
+    found = backend.find(ce, with_token) if with_token else {}
     for job in unsent:
         ids[job.id] = found.get(job.token) if job.token else None
     never = [job for job in jobs if ids[job.id] is None]
@@ -64,7 +64,7 @@ def _cancel_at(ctx: Context, ce: CE, backend: Any, jobs: list[Row[Any]]) -> None
     to_kill = [job for job in jobs if ids[job.id] is not None]
     limits = backend.limits(ce)
     for batch in batches(to_kill, limits.status_batch):
-        outcomes: dict[str, Outcome] = backend.kill(ce, [str(ids[job.id]) for job in batch])
+        outcomes = backend.kill(ce, [str(ids[job.id]) for job in batch])
         ctx.db.run(partial(_apply, ctx=ctx, ce=ce, jobs=batch, ids=ids, outcomes=outcomes))
 
 

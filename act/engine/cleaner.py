@@ -21,7 +21,7 @@ from act.common.logs import job_log
 from act.common.states import Actor, Layer
 from act.common.timeutil import seconds, utcnow
 from act.common.transitions import transition
-from act.engine.backend import CE, CEUnavailable, Outcome
+from act.engine.backend import CE, Backend, CEUnavailable
 from act.engine.runtime import pool
 from act.engine.work import batches, by_ce, claim_jobs, resolve_ce, update_mine
 
@@ -45,11 +45,11 @@ def run_once(ctx: Context) -> bool:
     return len(rows) >= ctx.daemon.batch
 
 
-def _clean_at(ctx: Context, ce: CE, backend: Any, jobs: list[Row[Any]]) -> None:
+def _clean_at(ctx: Context, ce: CE, backend: Backend, jobs: list[Row[Any]]) -> None:
     try:
         limits = backend.limits(ce)
         for batch in batches(jobs, limits.status_batch):
-            outcomes: dict[str, Outcome] = backend.clean(ce, [job.ce_job_id for job in batch])
+            outcomes = backend.clean(ce, [job.ce_job_id for job in batch])
             errors: dict[int, str | None] = {}
             for job in batch:
                 outcome = outcomes.get(job.ce_job_id)

@@ -29,7 +29,7 @@ from act.common.daemon import Context, DaemonSpec
 from act.common.logs import job_log
 from act.common.states import Actor, Layer
 from act.common.transitions import transition
-from act.engine.backend import CEUnavailable, Fetched
+from act.engine.backend import CE, Backend, CEUnavailable, Fetched
 from act.engine.runtime import pool
 from act.engine.work import by_ce, claim_jobs, give_back, resolve_ce
 
@@ -74,7 +74,7 @@ def run_once(ctx: Context) -> bool:
         backend = engines.backend(ce)
         for index, job in enumerate(jobs):
             try:
-                _fetch_one(ctx, backend, ce.name, job, base)
+                _fetch_one(ctx, backend, ce, job, base)
             except CEUnavailable as error:
                 rest = jobs[index:]
                 ctx.log.warning(
@@ -88,10 +88,10 @@ def run_once(ctx: Context) -> bool:
     return len(rows) >= ctx.daemon.batch
 
 
-def _fetch_one(ctx: Context, backend: Any, ce: str, job: Row[Any], base: Path) -> None:
-    log = job_log(ctx.log, pandaid=job.pandaid, ce=ce)
+def _fetch_one(ctx: Context, backend: Backend, ce: CE, job: Row[Any], base: Path) -> None:
+    log = job_log(ctx.log, pandaid=job.pandaid, ce=ce.name)
     failed = job.state == "failed"
-    dest = job_dir(base, ce, job.id)
+    dest = job_dir(base, ce.name, job.id)
     if job.ce_job_id is None:
         result = Fetched(ce_job_id="", gone=True)
     else:

@@ -23,7 +23,6 @@ breaker; a FINISHED job as a success.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from datetime import datetime
 from functools import partial
@@ -38,7 +37,8 @@ from act.common.schema import ce_jobs
 from act.common.states import EDGES, Actor, Layer
 from act.common.timeutil import iso, seconds, utcnow
 from act.common.transitions import transition
-from act.engine.backend import CE, CEState, CEUnavailable, JobStatus, Limits
+from act.engine import breaker
+from act.engine.backend import CE, Backend, CEState, CEUnavailable, JobStatus, Limits
 from act.engine.resubmit import classify
 from act.engine.runtime import pool
 from act.engine.settings import EngineSettings
@@ -72,13 +72,13 @@ def run_once(ctx: Context) -> bool:
     return len(rows) >= ctx.daemon.batch
 
 
-def _poll_ce(ctx: Context, ce: CE, backend: Any, jobs: list[Row[Any]]) -> None:
-    limits: Limits = backend.limits(ce)
+def _poll_ce(ctx: Context, ce: CE, backend: Backend, jobs: list[Row[Any]]) -> None:
+    limits = backend.limits(ce)
     pending = list(jobs)
     for batch in batches(jobs, limits.status_batch):
         asked = [job.ce_job_id for job in batch if job.ce_job_id]
         try:
-            statuses: dict[str, JobStatus | None] = backend.status(ce, asked) if asked else {}
+            statuses = backend.status(ce, asked) if asked else {}
         except CEUnavailable as error:
             ctx.log.warning(
                 "ce=%s: unavailable (%s); %d job(s) checked again in about %.0fs",
@@ -234,9 +234,9 @@ def _known(
     if job.state == "cancelling":
         return
     if status.state is CEState.FINISHED:
-        _breaker().record_success(conn, ce.name, now=now)
+        breaker.record_success(conn, ce.name, now=now)
     elif status.state is CEState.FAILED and _fast(job, status, now, engine.breaker.fast_fail):
-        _breaker().record_failure(
+        breaker.record_failure(
             conn,
             ce.name,
             error=f"job {job.id} failed fast: {error_text or status.raw_state}",
@@ -252,11 +252,6 @@ def _fast(job: Row[Any], status: JobStatus, now: datetime, fast_fail: float) -> 
         return True  # it never started
     end = status.ended_at or now
     return (end - start).total_seconds() <= fast_fail
-
-
-def _breaker() -> Any:
-    """act.engine.breaker (the engine branch's circuit breaker), imported where it is used."""
-    return importlib.import_module("act.engine.breaker")
 
 
 DAEMON = DaemonSpec(run_once=run_once, doc=__doc__ or "")
