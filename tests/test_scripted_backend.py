@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import URL
 
+from act.common import exitcodes
 from act.common.config import Settings
+from act.common.daemon import Context, DaemonSpec, run_daemon
+from act.common.db import Database
 from act.engine.backend import BACKENDS, CE, CEState, CEUnavailable, SubmitRequest, make_backend
+from act.engine.runtime import pool
 from act.engine.settings import CESettings
-from tests.support.procs import REPO, env
+from tests.support.procs import REPO, env, write_config
 from tests.support.scripted_backend import UNKNOWN, Script, install, job
 
 LOG = logging.getLogger("act.test")
@@ -176,3 +182,57 @@ def test_state_is_shared_with_another_process(script: Script, tmp_path: Path) ->
     assert "CEState.FINISHED" in done.stdout
     status_calls = script.calls("status")
     assert len(status_calls) == 1 and status_calls[0]["pid"] != script.calls("submit")[0]["pid"]
+
+
+def _probe_cycle(ctx: Context) -> bool:
+    """Submit one request to every configured CE through the engine's pool of back ends."""
+    engine = pool(ctx)
+    for ce in engine.ces():
+        try:
+            engine.backend(ce).submit(ce, [req(1, token=f"probe-{ce.name}")])
+        except CEUnavailable as error:
+            ctx.log.warning("%s", error)
+    return False
+
+
+PROBE = DaemonSpec(run_once=_probe_cycle, doc="test daemon driving the scripted back end")
+
+
+def _daemon_config(db_url: URL, tmp_path: Path) -> dict[str, object]:
+    return {
+        "root": str(tmp_path),
+        "db": {"url": db_url.render_as_string(hide_password=False)},
+        "daemons": {"probe": {"entry": "tests.test_scripted_backend:PROBE"}},
+        "engine": {"ces": {"ce1": {"backend": "scripted"}, "ce2": {"backend": "scripted"}}},
+    }
+
+
+def test_a_daemon_in_process_uses_it_through_the_engine_pool(
+    script: Script, db: Database, db_url: URL, tmp_path: Path
+) -> None:
+    script.ce_unavailable("ce2")
+    settings = Settings.model_validate(_daemon_config(db_url, tmp_path))
+    assert run_daemon(PROBE, settings, "probe", once=True, db=db) == exitcodes.OK
+    assert script.submitted_tokens() == ["probe-ce1"]
+    assert [c["ce"] for c in script.calls("submit")] == ["ce1", "ce2"]
+
+
+def test_a_daemon_in_another_process_follows_the_same_script(
+    script: Script, db_url: URL, tmp_path: Path
+) -> None:
+    script.submit_error("rejected", permanent=True, ce="ce1")
+    config = write_config(tmp_path / "act.yaml", _daemon_config(db_url, tmp_path))
+    command = [sys.executable, "-m", "tests.support.scripted_backend", "probe", "--once"]
+    done = subprocess.run(
+        [*command, "--config", str(config)],
+        check=False,
+        env=env(tmp_path, ACT_SCRIPTED_BACKEND_STATE=str(script.path)),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert script.submitted_tokens() == ["probe-ce2"]
+    (call,) = script.calls("submit", ce="ce1")
+    assert call["tokens"] == ["probe-ce1"] and call["pid"] != os.getpid()

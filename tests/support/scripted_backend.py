@@ -93,12 +93,17 @@ class _StateFile:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 state = json.loads(self.path.read_text()) if self.path.exists() else _empty()
-                yield state
-                tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
-                tmp.write_text(json.dumps(state, indent=1))
-                os.replace(tmp, self.path)
+                try:
+                    yield state
+                finally:  # a call that raises (CEUnavailable) is recorded all the same
+                    self._write(state)
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _write(self, state: dict[str, Any]) -> None:
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(state, indent=1))
+        os.replace(tmp, self.path)
 
     def read(self) -> dict[str, Any]:
         with self.edit() as state:
