@@ -10,6 +10,7 @@ from typing import Any
 from act.common.config import Settings
 from act.common.daemon import Context
 from act.common.db import Database
+from act.common.registry import resolve
 from act.common.states import Actor, Layer
 from act.common.transitions import create_jobs, transition
 from act.engine import canceller, cleaner, fetcher, poller, submitter
@@ -129,3 +130,14 @@ def test_jobs_go_through_the_whole_engine_with_real_processes(db: Database, tmp_
     finally:
         for ctx in contexts.values():
             pool(ctx).close()
+
+
+def test_the_engine_daemons_are_registered_by_name() -> None:
+    for name, module in (
+        ("poller", poller),
+        ("ce_fetcher", fetcher),
+        ("canceller", canceller),
+        ("cleaner", cleaner),
+    ):
+        spec = resolve(name)
+        assert spec is module.DAEMON and spec.doc
