@@ -23,7 +23,9 @@ breaker; a FINISHED job as a success.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -31,6 +33,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
+from act.common.claims import release
 from act.common.daemon import Context, DaemonSpec
 from act.common.logs import job_log
 from act.common.schema import ce_jobs
@@ -42,7 +45,15 @@ from act.engine.backend import CE, Backend, CEState, CEUnavailable, JobStatus, L
 from act.engine.resubmit import classify
 from act.engine.runtime import pool
 from act.engine.settings import EngineSettings
-from act.engine.work import batches, by_ce, claim_jobs, jittered, resolve_ce, update_mine
+from act.engine.work import (
+    batches,
+    by_ce,
+    claim_jobs,
+    jittered,
+    resolve_ce,
+    set_each,
+    update_mine,
+)
 
 #: The engine states the poller follows.
 POLLED = ("submitted", "running", "finishing", "cancelling")
@@ -106,6 +117,17 @@ def _later(ctx: Context, jobs: list[Row[Any]], delay: float) -> None:
         )
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What the CE's answer means for one job: its columns, and its move (target == state: none)."""
+
+    job: Row[Any]
+    status: JobStatus | None
+    target: str
+    reason: str
+    values: dict[str, Any]
+
+
 def _apply(
     conn: Connection,
     *,
@@ -115,13 +137,58 @@ def _apply(
     jobs: list[Row[Any]],
     statuses: Mapping[str, JobStatus | None],
 ) -> None:
+    """Write one status batch: per-row columns, then one transition per (from, to, reason)."""
     now = utcnow()
-    for job in jobs:
-        status = statuses.get(job.ce_job_id) if job.ce_job_id else None
-        if status is None:
-            _unknown(conn, ctx, ce, job, now)
-        else:
-            _known(conn, ctx=ctx, ce=ce, limits=limits, job=job, status=status, now=now)
+    plans = [
+        _plan(ctx, limits, job, statuses.get(job.ce_job_id) if job.ce_job_id else None, now)
+        for job in jobs
+    ]
+    set_each(conn, ctx, {plan.job.id: plan.values for plan in plans})
+    groups: dict[tuple[str, str, str], list[_Plan]] = defaultdict(list)
+    for plan in plans:
+        if plan.target != plan.job.state:
+            groups[(plan.job.state, plan.target, plan.reason)].append(plan)
+    moved: set[int] = set()
+    for (source, target, reason), group in groups.items():
+        moved.update(
+            transition(
+                conn,
+                Layer.CE,
+                [plan.job.id for plan in group],
+                source,
+                target,
+                actor=Actor.POLLER,
+                reason=reason,
+                owner=ctx.owner,
+            )
+        )
+    release(conn, Layer.CE, ctx.owner, [plan.job.id for plan in plans if plan.job.id not in moved])
+    for plan in plans:
+        if plan.job.id in moved:
+            _moved(conn, ctx, ce, plan, now)
+
+
+def _moved(conn: Connection, ctx: Context, ce: CE, plan: _Plan, now: datetime) -> None:
+    """Log a move, and count a finished or fast-failed job for its CE's circuit breaker."""
+    job, status, engine = plan.job, plan.status, ctx.settings.engine
+    log = job_log(ctx.log, pandaid=job.pandaid, ce=ce.name)
+    if status is None:
+        log.warning("%s -> %s: %s", job.state, plan.target, plan.reason)
+        return
+    log.info("%s -> %s (%s)", job.state, plan.target, plan.reason)
+    if job.state == "cancelling":
+        return
+    if status.state is CEState.FINISHED:
+        breaker.record_success(conn, ce.name, now=now)
+    elif status.state is CEState.FAILED and _fast(job, status, now, engine.breaker.fast_fail):
+        error = plan.values.get("error_text", job.error_text) or status.raw_state
+        breaker.record_failure(
+            conn,
+            ce.name,
+            error=f"job {job.id} failed fast: {error}",
+            now=now,
+            settings=engine.breaker,
+        )
 
 
 def _next_check(engine: EngineSettings, state: str, now: datetime) -> datetime | None:
@@ -129,31 +196,34 @@ def _next_check(engine: EngineSettings, state: str, now: datetime) -> datetime |
     return None if delay is None else now + seconds(jittered(float(delay)))
 
 
-def _unknown(conn: Connection, ctx: Context, ce: CE, job: Row[Any], now: datetime) -> None:
+def _plan(
+    ctx: Context, limits: Limits, job: Row[Any], status: JobStatus | None, now: datetime
+) -> _Plan:
     engine = ctx.settings.engine
-    seen: datetime = job.last_seen_at or job.submitted_at or job.state_changed_at
-    if now - seen <= seconds(engine.poll.lost_after):
-        update_mine(conn, ctx, [job.id], {"next_check_at": _next_check(engine, job.state, now)})
-        return
-    target = "cancelled" if job.state == "cancelling" else "lost"
-    reason = f"unknown to the CE since {iso(seen)}"
-    if transition(
-        conn,
-        Layer.CE,
-        [job.id],
-        job.state,
-        target,
-        actor=Actor.POLLER,
-        reason=reason,
-        owner=ctx.owner,
-        values={"next_check_at": None},
-    ):
-        job_log(ctx.log, pandaid=job.pandaid, ce=ce.name).warning(
-            "%s -> %s: %s", job.state, target, reason
+    if status is None:
+        seen: datetime = job.last_seen_at or job.submitted_at or job.state_changed_at
+        if now - seen <= seconds(engine.poll.lost_after):
+            values = {"next_check_at": _next_check(engine, job.state, now)}
+            return _Plan(job, None, job.state, "", values)
+        target = "cancelled" if job.state == "cancelling" else "lost"
+        reason = f"unknown to the CE since {iso(seen)}"
+        return _Plan(job, None, target, reason, {"next_check_at": None})
+    values = _status_values(status, now)
+    target, reason = _target(ctx, limits, job, status, values.get("error_text", job.error_text))
+    allowed = EDGES.get((Layer.CE, job.state, target))
+    if target != job.state and (allowed is None or Actor.POLLER not in allowed.actors):
+        ctx.log.debug(
+            "ce=%s: CE state %s, %s kept (the CE lags behind)",
+            job.ce_endpoint,
+            status.raw_state,
+            job.state,
         )
+        target, reason = job.state, ""
+    values["next_check_at"] = _next_check(engine, target, now)
+    return _Plan(job, status, target, reason, values)
 
 
-def _status_values(job: Row[Any], status: JobStatus, now: datetime) -> dict[str, Any]:
+def _status_values(status: JobStatus, now: datetime) -> dict[str, Any]:
     values: dict[str, Any] = {"ce_state": status.raw_state[:128], "last_seen_at": now}
     known = {
         "exit_code": status.exit_code,
@@ -192,57 +262,6 @@ def _target(
         )
         return decision.state, f"CE state {status.raw_state}: {decision.reason}"
     return _NAMED[status.state], f"CE state {status.raw_state}"
-
-
-def _known(
-    conn: Connection,
-    *,
-    ctx: Context,
-    ce: CE,
-    limits: Limits,
-    job: Row[Any],
-    status: JobStatus,
-    now: datetime,
-) -> None:
-    engine = ctx.settings.engine
-    values = _status_values(job, status, now)
-    error_text = values.get("error_text", job.error_text)
-    target, reason = _target(ctx, limits, job, status, error_text)
-    log = job_log(ctx.log, pandaid=job.pandaid, ce=ce.name)
-    allowed = EDGES.get((Layer.CE, job.state, target))
-    if target == job.state or allowed is None or Actor.POLLER not in allowed.actors:
-        if target != job.state:
-            log.debug("CE state %s: %s kept (the CE lags behind)", status.raw_state, job.state)
-        values["next_check_at"] = _next_check(engine, job.state, now)
-        update_mine(conn, ctx, [job.id], values)
-        return
-    values["next_check_at"] = _next_check(engine, target, now)
-    moved = transition(
-        conn,
-        Layer.CE,
-        [job.id],
-        job.state,
-        target,
-        actor=Actor.POLLER,
-        reason=reason,
-        owner=ctx.owner,
-        values=values,
-    )
-    if not moved:
-        return
-    log.info("%s -> %s (%s)", job.state, target, reason)
-    if job.state == "cancelling":
-        return
-    if status.state is CEState.FINISHED:
-        breaker.record_success(conn, ce.name, now=now)
-    elif status.state is CEState.FAILED and _fast(job, status, now, engine.breaker.fast_fail):
-        breaker.record_failure(
-            conn,
-            ce.name,
-            error=f"job {job.id} failed fast: {error_text or status.raw_state}",
-            now=now,
-            settings=engine.breaker,
-        )
 
 
 def _fast(job: Row[Any], status: JobStatus, now: datetime, fast_fail: float) -> bool:

@@ -4,7 +4,8 @@ the columns that are not states, and spreading the next look at a job over time.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Iterator, Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -102,6 +103,25 @@ def update_mine(
         )
         updated += int(result.rowcount)
     return updated
+
+
+def set_each(conn: Connection, ctx: Context, values: Mapping[int, Mapping[str, Any]]) -> None:
+    """Per-row non-state values on rows this daemon still claims, one executemany per column set.
+
+    The claims are kept (a transition or :func:`give_back` releases them).
+    """
+    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+    for job_id, row in values.items():
+        if row:
+            params = {f"v_{key}": value for key, value in row.items()}
+            by_columns[tuple(sorted(row))].append({"v_id": job_id, **params})
+    for columns, params_list in by_columns.items():
+        stmt = (
+            sa.update(ce_jobs)
+            .where(ce_jobs.c.id == sa.bindparam("v_id"), ce_jobs.c.lease_owner == ctx.owner)
+            .values({column: sa.bindparam(f"v_{column}") for column in columns})
+        )
+        conn.execute(stmt, params_list)
 
 
 def give_back(ctx: Context, ids: Sequence[int]) -> None:
