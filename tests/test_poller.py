@@ -238,3 +238,18 @@ def test_a_back_end_that_cannot_restart_fails_the_job(
     run_once(ctx)
     assert row_of(db, job_id)["state"] == "failed"
     assert "cannot restart" in str(history(db, job_id)[-1][3])
+
+
+def test_jobs_of_a_ce_no_longer_configured_are_left_and_checked_much_later(
+    db: Database, script: Script, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ctx = context(db, settings(tmp_path, poll={"lost_after": 3600}), "poller")
+    job_id = put_job(db, "running", ce="retired", ce_job_id="retired/1")
+    before = utcnow()
+    with caplog.at_level(logging.ERROR, logger="act.poller"):
+        run_once(ctx)
+    row = row_of(db, job_id)
+    assert row["state"] == "running" and row["lease_owner"] is None
+    assert (row["next_check_at"] - before).total_seconds() > 3000
+    assert any("ce=retired: not configured" in m for m in caplog.messages)
+    assert script.calls("status") == []

@@ -37,15 +37,16 @@ def run_once(ctx: Context) -> bool:
     rows = claim_jobs(ctx, ["tocancel"])
     engines = pool(ctx)
     for name, jobs in by_ce(rows).items():
-        ce = resolve_ce(ctx, engines, name) if name is not None else None
-        if ce is None:
-            if name is None:  # never sent anywhere
-                _cancelled(ctx, jobs, None, "never reached a CE")
-            else:
-                give_back(ctx, [job.id for job in jobs])
+        if name is None:  # never sent anywhere
+            _cancelled(ctx, jobs, None, "never reached a CE")
             continue
+        found = resolve_ce(ctx, engines, name)
+        if found is None:
+            give_back(ctx, [job.id for job in jobs])
+            continue
+        ce, backend = found
         try:
-            _cancel_at(ctx, ce, engines.backend(ce), jobs)
+            _cancel_at(ctx, ce, backend, jobs)
         except CEUnavailable as error:
             ctx.log.warning("ce=%s: unavailable (%s); kills retried later", ce.name, error.cause)
             give_back(ctx, [job.id for job in jobs])

@@ -36,12 +36,12 @@ def run_once(ctx: Context) -> bool:
         at_ce = [job for job in jobs if job.ce_job_id is not None]
         if not at_ce:
             continue
-        ce = resolve_ce(ctx, engines, name)
-        if ce is None:
-            why = f"CE {name!r} is not configured"
+        found = resolve_ce(ctx, engines, name)
+        if found is None:
+            why = f"CE {name!r} is not configured or its back end cannot be made"
             _record(ctx, name, at_ce, {job.id: why for job in at_ce}, "")
             continue
-        _clean_at(ctx, ce, engines.backend(ce), at_ce)
+        _clean_at(ctx, *found, at_ce)
     return len(rows) >= ctx.daemon.batch
 
 

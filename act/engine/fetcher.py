@@ -67,11 +67,11 @@ def run_once(ctx: Context) -> bool:
     engines = pool(ctx)
     base = base_dir(ctx)
     for name, jobs in by_ce(rows).items():
-        ce = resolve_ce(ctx, engines, name)
-        if ce is None:
+        found = resolve_ce(ctx, engines, name)
+        if found is None:
             give_back(ctx, [job.id for job in jobs])
             continue
-        backend = engines.backend(ce)
+        ce, backend = found
         for index, job in enumerate(jobs):
             try:
                 _fetch_one(ctx, backend, ce, job, base)

@@ -75,11 +75,11 @@ def run_once(ctx: Context) -> bool:
     rows = claim_jobs(ctx, POLLED, where=[due])
     engines = pool(ctx)
     for name, jobs in by_ce(rows).items():
-        ce = resolve_ce(ctx, engines, name)
-        if ce is None:
+        found = resolve_ce(ctx, engines, name)
+        if found is None:
             _later(ctx, jobs, ctx.settings.engine.poll.lost_after)
             continue
-        _poll_ce(ctx, ce, engines.backend(ce), jobs)
+        _poll_ce(ctx, *found, jobs)
     return len(rows) >= ctx.daemon.batch
 
 

@@ -16,7 +16,7 @@ from act.common.daemon import Context
 from act.common.schema import ce_jobs
 from act.common.states import Layer
 from act.common.transitions import chunked
-from act.engine.backend import CE
+from act.engine.backend import CE, Backend
 from act.engine.runtime import EnginePool, UnknownCE
 
 T = TypeVar("T")
@@ -71,15 +71,21 @@ def batches(items: Sequence[T], size: int) -> Iterator[list[T]]:
         yield list(items[start : start + size])
 
 
-def resolve_ce(ctx: Context, engines: EnginePool, name: str | None) -> CE | None:
-    """The configured CE called ``name``; None (with an error logged) if there is none."""
+def resolve_ce(ctx: Context, engines: EnginePool, name: str | None) -> tuple[CE, Backend] | None:
+    """The configured CE called ``name`` and its back end; None (with an error logged) if there
+    is no such CE or its back end cannot be made (e.g. invalid options)."""
     if name is None:
         return None
     try:
-        return engines.ce(name)
+        ce = engines.ce(name)
+        return ce, engines.backend(ce)
     except UnknownCE as error:
         ctx.log.error("%s: its jobs are left as they are", error)
-        return None
+    except Exception as error:
+        ctx.log.error(
+            "ce=%s: cannot make its back end (%s): its jobs are left as they are", name, error
+        )
+    return None
 
 
 def update_mine(
