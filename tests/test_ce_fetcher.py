@@ -99,6 +99,7 @@ def test_outputs_gone_at_the_ce(db: Database, script: Script, tmp_path: Path) ->
     assert row_of(db, ok)["state"] == "done" and LOST_NOTE in row_of(db, ok)["error_text"]
     assert row_of(db, bad)["state"] == "donefailed"
     assert history(db, ok)[-1][3] == LOST_NOTE
+    assert row_of(db, ok)["output_dir"] is None
 
 
 @pytest.mark.parametrize(

@@ -114,6 +114,8 @@ def _fetch_one(ctx: Context, backend: Backend, ce: CE, job: Row[Any], base: Path
     target = "donefailed" if failed else "done"
     if result.gone:
         notes.append(LOST_NOTE)
+        if dest.exists():
+            shutil.rmtree(dest)
     elif dest.exists():
         over = _over_caps(ctx, dest)
         if over:
