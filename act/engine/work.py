@@ -32,19 +32,27 @@ def claim_jobs(
     where: Sequence[sa.ColumnElement[bool]] = (),
     limit: int | None = None,
 ) -> list[Row[Any]]:
-    """Claim up to ``limit`` (default: the daemon's batch) CE jobs in ``states``; their rows."""
+    """Claim up to ``limit`` (default: the daemon's batch) CE jobs in ``states``, taken state by
+    state in the order given, oldest first; their rows."""
 
     def take(conn: Connection) -> list[Row[Any]]:
-        ids = claim(
-            conn,
-            Layer.CE,
-            states,
-            owner=ctx.owner,
-            lease=ctx.daemon.lease,
-            limit=limit or ctx.daemon.batch,
-            shard=ctx.shard,
-            where=where,
-        )
+        # One claim per state: each is then served in id order by the (state, id) index, where
+        # "state IN (...) ORDER BY id" led PostgreSQL to walk the primary key over every row.
+        ids: list[int] = []
+        for state in states:
+            left = (limit or ctx.daemon.batch) - len(ids)
+            if left <= 0:
+                break
+            ids += claim(
+                conn,
+                Layer.CE,
+                [state],
+                owner=ctx.owner,
+                lease=ctx.daemon.lease,
+                limit=left,
+                shard=ctx.shard,
+                where=where,
+            )
         rows: list[Row[Any]] = []
         for chunk in chunked(ids):
             rows.extend(
