@@ -282,6 +282,11 @@ def states(layer: str | None, markdown: bool, as_json: bool) -> None:
         click.echo(output.states_text(layers, markdown=markdown))
 
 
+from act.ctl import ces as _ces  # noqa: E402  (needs the definitions above)
+
+_ces.register(cli, pass_app, Failure)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``actctl`` console script; returns the exit code."""
     try:

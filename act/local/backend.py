@@ -314,14 +314,8 @@ class LocalBackend:
             if state.get("state") == jf.RUNNING:
                 for pid in jf.group_members(state.get("pgid")):
                     _signal(pid, signal.SIGKILL)
-            state.update(
-                state=jf.FAILED,
-                ended_at=jf.now_iso(),
-                errors=[
-                    f"runner died (pid {state.get('runner_pid')}) before recording the job's end"
-                ],
-            )
-            jf.write_json(jobdir / jf.STATE, state)
+            died = f"runner died (pid {state.get('runner_pid')}) before recording the job's end"
+            jf.write_json(jobdir / jf.STATE, jf.ended(state, jf.FAILED, [died]))
             return state
 
     def find(self, ce: CE, tokens: Sequence[str]) -> dict[str, str]:
@@ -367,8 +361,7 @@ class LocalBackend:
             with jf.locked(jobdir):
                 state = jf.read_json(jobdir / jf.STATE) or {}
                 if state.get("state") not in jf.ENDED:
-                    state.update(state=jf.KILLED, ended_at=jf.now_iso(), errors=["killed by act"])
-                    jf.write_json(jobdir / jf.STATE, state)
+                    jf.write_json(jobdir / jf.STATE, jf.ended(state, jf.KILLED, ["killed by act"]))
             job_log(self.log, ce=ce.name).info("killed %s", ce_job_id)
             results[ce_job_id] = Outcome(ce_job_id, ok=True)
         return {ce_job_id: results[ce_job_id] for ce_job_id in ce_job_ids}
