@@ -170,7 +170,7 @@ class LocalBackend:
             try:
                 self._prepare(jobdir, job, request, options, root.parent / jf.SLOTS)
                 runner = subprocess.Popen(
-                    [sys.executable, "-m", "act.local.runner", str(jobdir)],
+                    [sys.executable, "-S", "-m", "act.local.runner", str(jobdir)],
                     env=self._runner_env(),
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
@@ -248,7 +248,7 @@ class LocalBackend:
     def _runner_env() -> dict[str, str]:
         env = {k: os.environ[k] for k in BASE_ENV if k in os.environ}
         package_root = str(Path(__file__).resolve().parent.parent.parent)
-        env["PYTHONPATH"] = package_root  # the runner imports act.local, wherever act is
+        env["PYTHONPATH"] = package_root  # the runner (python -S: no site) imports act.local
         return env
 
     # -- status and find ----------------------------------------------------------------------
@@ -421,28 +421,23 @@ class LocalBackend:
         for name in (jf.STDOUT, jf.STDERR):
             if (jobdir / name).is_file() and not (jobdir / name).is_symlink():
                 plan.append((jobdir / name, name))
+        written: list[str] = []
+        size = 0
         try:
             for name in outputs:
                 plan.extend(_collect(jobdir / jf.WORK, name, notes))
-        except _UnsafeOutput as error:
-            return Fetched(ce_job_id, error=str(error))
-        if len(plan) > caps.max_files:
-            return Fetched(
-                ce_job_id, error=f"{len(plan)} files exceed engine.fetch.max_files={caps.max_files}"
-            )
-        total = sum(source.lstat().st_size for source, _ in plan)
-        if total > caps.max_bytes:
-            return Fetched(
-                ce_job_id, error=f"{total} bytes exceed engine.fetch.max_bytes={caps.max_bytes}"
-            )
-        written: list[str] = []
-        size = 0
-        for source, relative in plan:
-            try:
+            if len(plan) > caps.max_files:
+                raise _UnsafeOutput(
+                    f"{len(plan)} files exceed engine.fetch.max_files={caps.max_files}"
+                )
+            total = sum(source.lstat().st_size for source, _ in plan)
+            if total > caps.max_bytes:
+                raise _UnsafeOutput(f"{total} bytes exceed engine.fetch.max_bytes={caps.max_bytes}")
+            for source, relative in plan:
                 size += _copy_file(source, dest / relative, caps.max_bytes - size)
-            except _UnsafeOutput as error:
-                return Fetched(ce_job_id, tuple(written), size, error=str(error))
-            written.append(relative)
+                written.append(relative)
+        except (_UnsafeOutput, OSError) as error:
+            return Fetched(ce_job_id, tuple(written), size, error=str(error))
         state = self._current(jobdir)
         errors = state.get("errors")
         diagnostics = [str(e) for e in errors] if isinstance(errors, list) else []
