@@ -61,6 +61,10 @@ def default_root() -> str:
     return os.path.join(state, "act")
 
 
+# The panda: section's model lives with the PanDA client; it needs Section, defined above.
+from act.atlas.panda_settings import PandaSettings  # noqa: E402
+
+
 class DbSettings(Section):
     url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite under root")
     password_file: str | None = None
@@ -116,6 +120,7 @@ class Settings(Section):
     supervisor: SupervisorSettings = SupervisorSettings()
     daemons: dict[str, DaemonSettings] = Field(default_factory=_default_daemons)
     engine: EngineSettings = EngineSettings()
+    panda: PandaSettings = PandaSettings()
 
     _source: str = PrivateAttr(default=BUILTIN)
 
