@@ -521,3 +521,28 @@ def test_reports_must_be_json_objects_without_the_fields_act_sets() -> None:
     assert report_fields('{"state": "x", "node": "wn1"}') == {"node": "wn1"}
     with pytest.raises(ValueError, match="not an object"):
         report_fields("[1]")
+
+
+@pytest.mark.slow
+def test_the_propagator_and_actctl_panda_use_indexes(
+    db: Database, server: CountingPandaTestServer
+) -> None:
+    from act.ctl.panda import backlog
+    from tests.support.plans import analyze, capture, full_scans
+
+    # A long-running service: most jobs are over, a few hundred are reported.
+    db.run(lambda c: make_jobs(c, Layer.PANDA, "done", 6000, first_panda_id=10**6))
+    jobs_in(db, server, "running", 200)
+    jobs_in(db, server, "running", 200, due=utcnow() + timedelta(minutes=30))
+    jobs_in(db, server, "finished", 20)
+    analyze(db, ["panda_jobs", "transitions"])
+    ctx = context(db, server, batch_size=50, in_flight=2)
+    with capture(db) as statements:
+        drain(ctx)
+        with db.read() as conn:
+            found = backlog(conn)
+    assert found.scheduled == 400 and found.overdue == 0
+    assert len(statements) >= 10
+    # An executemany (the heartbeats' UPDATE) is explained with its first parameter set.
+    single = [(sql, p[0] if isinstance(p, list) else p) for sql, p in statements]
+    assert full_scans(db, single, {"panda_jobs", "transitions"}) == []
