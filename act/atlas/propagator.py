@@ -45,7 +45,8 @@ PanDA's answer per job:
 * PanDA unreachable (transport error of a bulk call) or refusing the credential: nothing changes
   for those jobs (they stay due, oldest first, and are released); one log line per cycle, and
   the daemon pauses ``outage_backoff`` seconds, doubled per failed cycle up to
-  ``outage_backoff_max``.
+  ``outage_backoff_max``. The client does not retry inside a call (``panda.retries`` is not
+  used here): the next cycle is the retry.
 
 Heartbeat-less jobs (``heartbeat_less``: an upstream Harvester talks to PanDA) cause no PanDA call
 at all: their final report — the fields the final update would have had — is written as
@@ -345,7 +346,9 @@ def write_report_file(job: _Job, opts: PropagatorOptions) -> Path:
 
 def _send(ctx: Context, sends: list[_Send], outcome: _Outcome) -> None:
     opts: PropagatorOptions = ctx.options
-    client = runtime.panda_client(ctx)
+    # No retries inside a call: a job PanDA did not get stays due and goes in a later cycle,
+    # so retrying here would only add log lines and hold the cycle up.
+    client = runtime.panda_client(ctx, retries=0)
     batches = [sends[i : i + opts.batch_size] for i in range(0, len(sends), opts.batch_size)]
     with ThreadPoolExecutor(
         max_workers=min(opts.in_flight, len(batches)), thread_name_prefix="propagator"
