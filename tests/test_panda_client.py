@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import threading
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import parse_qsl
 
@@ -202,6 +204,27 @@ def test_legacy_heartbeat_sends_camel_case_form_fields(server: PandaTestServer) 
     assert json.loads(sent["xml"]) == report
 
 
+def test_datetimes_are_sent_in_panda_time_format(server: PandaTestServer, api: str) -> None:
+    server.seed(2)
+    client = client_for(server, api=api)
+    _acquire(client, 2)
+    start = datetime(2026, 11, 22, 17, 0, 5, tzinfo=timezone.utc)
+    report = {"x.root": {"fsize": 1, "time": start}}
+    fields = {"startTime": start, "endTime": start + timedelta(hours=1), "xml": report}
+    results = client.update_jobs_bulk([JobUpdate(1, "running", 1, fields)])
+    assert results[0].ok
+    sent = server.last_fields(1)
+    start_key, end_key, report_key = (
+        ("start_time", "end_time", "job_output_report")
+        if api == "new"
+        else ("startTime", "endTime", "xml")
+    )
+    assert sent[start_key] == "2026-11-22 17:00:05" and sent[end_key] == "2026-11-22 18:00:05"
+    assert json.loads(sent[report_key])["x.root"]["time"] == "2026-11-22 17:00:05"
+    with pytest.raises(ValueError, match="naive"):
+        client.update_job(JobUpdate(2, "running", 1, {"startTime": datetime(2026, 1, 1)}))
+
+
 def test_a_refused_heartbeat_is_a_result_not_an_exception(server: PandaTestServer) -> None:
     server.seed(1)
     client = client_for(server)
@@ -290,6 +313,39 @@ def test_transport_errors_give_up_after_the_retries(server: PandaTestServer) -> 
     assert server.faults_served == 3
     assert error.value.pandaid == 5
     assert "pilot/update_job" in str(error.value) and "HTTP 502" in str(error.value)
+
+
+def test_acquire_jobs_is_not_repeated_when_panda_may_have_acted(server: PandaTestServer) -> None:
+    server.seed(1)
+    server.inject("http", status=500, count=5, method="pilot/acquire_jobs")
+    client = client_for(server, retries=3)
+    with pytest.raises(PandaTransportError, match="HTTP 500") as error:
+        _acquire(client)
+    assert server.faults_served == 1 and not error.value.unsent
+    assert server.clear_faults() == 4
+    server.inject("drop", count=5, method="pilot/acquire_jobs")  # reply lost after sending
+    with pytest.raises(PandaTransportError):
+        _acquire(client)
+    assert server.faults_served == 2
+    assert server.clear_faults() == 4
+    server.inject("http", status=503, count=3, method="pilot/acquire_jobs")  # not processed
+    assert _acquire(client) == [1]
+    assert server.faults_served == 5
+
+
+def test_acquire_event_ranges_is_not_repeated_either(server: PandaTestServer) -> None:
+    server.inject("http", status=500, count=5)
+    with pytest.raises(PandaTransportError):
+        client_for(server, retries=3).acquire_event_ranges(1, jobset_id=1, task_id=1, n_ranges=1)
+    assert server.faults_served == 1
+
+
+def test_connection_refused_is_marked_unsent(server: PandaTestServer) -> None:
+    client = client_for(server, retries=0)
+    server.outage()
+    with pytest.raises(PandaTransportError) as error:
+        _acquire(client)
+    assert error.value.unsent
 
 
 def test_a_dropped_connection_is_a_transport_error(server: PandaTestServer) -> None:
@@ -455,6 +511,21 @@ def test_the_proxy_is_presented_as_client_certificate(
     assert tls_server.received()[-1].client_dn is None
 
 
+def test_a_server_requiring_a_client_certificate(tmp_path: Path) -> None:
+    with PandaTestServer(tls=True, certs_dir=tmp_path, require_client_cert=True) as server:
+        assert server.ca is not None
+        proxy = server.ca.proxy(tmp_path / "proxy")
+        anonymous = client_for(server, retries=0)
+        assert not anonymous.is_alive()
+        with pytest.raises(PandaTransportError, match="SSL"):
+            anonymous.get_job_status([1])
+        assert server.tls_failures >= 2
+        client = client_for(server, roles={"production": {"proxy": str(proxy)}})
+        assert client.is_alive()
+        (alive,) = server.received("system/is_alive")
+        assert alive.client_dn is not None and alive.client_dn.startswith("/O=act-test/")
+
+
 def test_token_and_origin_headers(tls_server: PandaTestServer, tmp_path: Path) -> None:
     token = jwt({"sub": "act", "exp": 4102444800})
     token_file = write_private(tmp_path / "token", token + "\n")
@@ -484,6 +555,49 @@ def test_one_tcp_connection_for_many_calls(tls_server: PandaTestServer, proxy: P
     assert len(tls_server.received()) == 23
     assert tls_server.connections == 1
     client.close()
+
+
+def test_threads_can_share_one_client(tls_server: PandaTestServer, proxy: Path) -> None:
+    ids = tls_server.seed(400)
+    client = client_for(tls_server, roles={"production": {"proxy": str(proxy)}})
+    assert sorted(_acquire(client, 400)) == ids
+    failures: list[BaseException] = []
+
+    def report(share: list[int]) -> None:
+        try:
+            for start in range(0, len(share), 20):
+                batch = [JobUpdate(pid, "running", 1) for pid in share[start : start + 20]]
+                results = client.update_jobs_bulk(batch)
+                assert [r.pandaid for r in results] == [u.pandaid for u in batch]
+                assert all(r.ok for r in results)
+        except BaseException as error:  # reported by the main thread
+            failures.append(error)
+
+    threads = [threading.Thread(target=report, args=(ids[k::4],)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert all(tls_server.states(pid) == ["running"] for pid in ids)
+    assert tls_server.connections <= 4
+
+
+def test_a_replaced_proxy_is_presented_on_a_new_connection(
+    tls_server: PandaTestServer, proxy: Path, tmp_path: Path
+) -> None:
+    assert tls_server.ca is not None
+    client = client_for(tls_server, roles={"production": {"proxy": str(proxy)}})
+    client.get_job_status([1])
+    client.get_job_status([1])
+    assert tls_server.connections == 1
+    renewed = tls_server.ca.proxy(tmp_path / "renewed", cn="act-renewed")
+    os.replace(renewed, proxy)
+    client.get_job_status([1])
+    first, _, last = tls_server.received()
+    assert first.client_dn is not None and "/CN=act-production/" in first.client_dn
+    assert last.client_dn is not None and "/CN=act-renewed/" in last.client_dn
+    assert tls_server.connections == 2
 
 
 def test_an_expired_proxy_fails_calls_with_one_logged_error(

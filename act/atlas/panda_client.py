@@ -5,13 +5,17 @@ with a JSON body of typed values and ``Accept: application/json``; replies are a
 ``{"success", "message", "data"}`` envelope, HTTP 200 even for errors. ``panda.api: legacy``
 speaks panda-server <= 0.8.1 (what aCT and pilot3 speak): form-encoded ``POST
 <url>/server/panda/<method>``; replies are URL-encoded (``StatusCode=0&...``) or JSON, both are
-understood. The shapes handled are those measured on a real server (shared/research/panda.md §3).
+understood. The shapes handled are those measured on a real server (shared/research/panda.md §3);
+the new-API replies and errors were also checked against panda-server 1.0.4 running locally.
 
 One persistent ``requests.Session`` (keep-alive) with ``trust_env = False``, so that the
 configured CA (``panda.ca``) is the one used even when ``REQUESTS_CA_BUNDLE`` is set. TLS is
 always verified unless ``panda.insecure: true`` (logged as a warning). Transport errors (connect,
 TLS, timeout, HTTP 5xx, a server-side timeout) are retried ``panda.retries`` times with doubling
-back-off; a PanDA refusal never is.
+back-off; a PanDA refusal never is. ``acquire_jobs`` is retried only when PanDA certainly did
+not act (connection refused, TLS handshake, connect timeout, HTTP 502/503, server-side timeout):
+after a lost reply the jobs may have been handed out already, and asking again would take more.
+The same holds for ``acquire_event_ranges``.
 
 Roles: calls for managed jobs use the ``production`` role's credential, ``prod_source_label``
 ``user``/``panda`` the ``pilot`` role's; heartbeats, status and event calls use ``production``
@@ -22,16 +26,18 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import parse_qsl
 
 import requests
 import requests.adapters
+import urllib3.exceptions
 
 from act.atlas.credentials import CredentialSource
 from act.atlas.panda_errors import (
@@ -42,7 +48,8 @@ from act.atlas.panda_errors import (
     PandaTransportError,
 )
 from act.atlas.panda_settings import PandaServerSettings
-from act.common.timeutil import backoff
+from act.common.logs import job_log
+from act.common.timeutil import as_utc, backoff
 
 __all__ = [
     "AcquiredJob",
@@ -57,10 +64,19 @@ __all__ = [
     "UpdateResult",
 ]
 
+PANDA_TIME = "%Y-%m-%d %H:%M:%S"  # startTime/endTime, UTC
 NOT_FOUND = "notfound"  # get_job_status's value for a job PanDA does not know
 EXCERPT = 200  # characters of a bad reply quoted in errors
 _COMMANDS_NONE = {"", "NULL", "None"}
-_AUTH_WORDS = ("role", "ssl secure connection", "token authentication", "banned", "permission")
+_AUTH_WORDS = (
+    "role required",
+    "production/pilot role",
+    "secure connection is required",
+    "token authentication",
+    "is banned",
+    "permission denied",
+    "not authorized",
+)
 _PILOT_LABELS = {"user", "panda"}
 _CODE_10 = re.compile(r'(^|&)StatusCode=10(&|$)|"StatusCode"\s*:\s*10\b')
 _EVENT_RANGES_BUG = "not serializable"  # panda-server 1.0.4's HTTP 500 after doing the update
@@ -169,7 +185,8 @@ class UpdateResult:
 
 
 class PandaClient:
-    """A PanDA server connection (see the module docstring). Thread-safe."""
+    """A PanDA server connection (see the module docstring). Threads may share one client: calls
+    run in parallel on up to 16 kept-alive connections (tested with 4 threads)."""
 
     def __init__(
         self,
@@ -196,8 +213,9 @@ class PandaClient:
         else:
             self._session.verify = settings.ca if settings.ca else True
         self._timeout = (settings.timeout.connect, settings.timeout.read)
-        self._lock = threading.Lock()
+        self._origins = {str(role): c.origin for role, c in settings.roles.items() if c.origin}
         self._event_bug_logged = False
+        self._cert_files: dict[str, tuple[int, int, int]] = {}
 
     # -- jobs --------------------------------------------------------------------------------
 
@@ -223,7 +241,7 @@ class PandaClient:
                 **({"nJobs": n_jobs} if n_jobs != 1 else {}),
                 **extra,
             }
-            text = self._post("getJob", params, roles)
+            text = self._post("getJob", params, roles, repeatable=False)
             reply = _legacy_reply("getJob", text)
             code = _status_code("getJob", reply)
             if code == 20:
@@ -238,7 +256,7 @@ class PandaClient:
             **({"computing_element": computing_element} if computing_element else {}),
             **extra,
         }
-        text = self._post("pilot/acquire_jobs", body, roles)
+        text = self._post("pilot/acquire_jobs", body, roles, repeatable=False)
         envelope = _envelope("pilot/acquire_jobs", text)
         if not envelope["success"]:
             if "no jobs" in str(envelope.get("message", "")).lower():
@@ -353,7 +371,7 @@ class PandaClient:
                 "nRanges": n_ranges,
                 **extra,
             }
-            text = self._post("getEventRanges", params, roles, pandaid=pandaid)
+            text = self._post("getEventRanges", params, roles, pandaid=pandaid, repeatable=False)
             reply = _legacy_reply("getEventRanges", text, pandaid=pandaid)
             code = _status_code("getEventRanges", reply, pandaid=pandaid)
             self._check_legacy_code("getEventRanges", code, reply, pandaid=pandaid)
@@ -373,7 +391,9 @@ class PandaClient:
                 "n_ranges": n_ranges,
                 **extra,
             }
-            text = self._post("event/acquire_event_ranges", body, roles, pandaid=pandaid)
+            text = self._post(
+                "event/acquire_event_ranges", body, roles, pandaid=pandaid, repeatable=False
+            )
             envelope = _envelope("event/acquire_event_ranges", text, pandaid=pandaid)
             if not envelope["success"]:
                 self._refuse("event/acquire_event_ranges", envelope, pandaid=pandaid)
@@ -394,7 +414,7 @@ class PandaClient:
         if not ranges:
             return
         roles = [role] if role else _roles_for_label(None)
-        payload = json.dumps([dict(r) for r in ranges])
+        payload = _dumps([dict(r) for r in ranges])
         if self._legacy:
             text = self._post("updateEventRanges", {"eventRanges": payload}, roles)
             reply = _legacy_reply("updateEventRanges", text)
@@ -416,11 +436,17 @@ class PandaClient:
     # -- misc --------------------------------------------------------------------------------
 
     def is_alive(self) -> bool:
-        """True if the server answers its liveness call (no retries, no credentials needed)."""
+        """True if the server answers its liveness call (no retries). The production credential
+        is presented if usable (a server may require a client certificate for the handshake)."""
         path = "/server/panda/isAlive" if self._legacy else "/api/v1/system/is_alive"
+        headers = {"Accept": "application/json"}
+        try:
+            cert = self._auth(_roles_for_label(None), headers, "is_alive")
+        except PandaAuthError:
+            cert, headers = None, {"Accept": "application/json"}
         try:
             response = self._session.get(
-                self._base + path, headers={"Accept": "application/json"}, timeout=self._timeout
+                self._base + path, headers=headers, cert=cert, timeout=self._timeout
             )
         except requests.RequestException as error:
             self.log.info("PanDA is_alive: %s", _short(error))
@@ -456,12 +482,21 @@ class PandaClient:
         *,
         pandaid: int | None = None,
         bug_500: str | None = None,
+        repeatable: bool = True,
     ) -> str:
         if self._legacy:
             form = {key: _form_value(value) for key, value in body.items() if value is not None}
-            return self._request("POST", method, roles, pandaid=pandaid, data=form)
+            return self._request(
+                "POST", method, roles, pandaid=pandaid, data=form, repeatable=repeatable
+            )
         return self._request(
-            "POST", method, roles, pandaid=pandaid, json_body=dict(body), bug_500=bug_500
+            "POST",
+            method,
+            roles,
+            pandaid=pandaid,
+            json_body=dict(body),
+            bug_500=bug_500,
+            repeatable=repeatable,
         )
 
     def _get(self, method: str, params: Mapping[str, Any], roles: Sequence[str]) -> str:
@@ -478,7 +513,10 @@ class PandaClient:
         json_body: Mapping[str, Any] | None = None,
         params: Mapping[str, Any] | None = None,
         bug_500: str | None = None,
+        repeatable: bool = True,
     ) -> str:
+        """The reply text of a 200 answer; retries transport errors (only those where PanDA
+        certainly did not act unless ``repeatable``)."""
         prefix = "/server/panda/" if self._legacy else "/api/v1/"
         url = self._base + prefix + method
         headers = {"Accept": "application/json"}
@@ -499,10 +537,11 @@ class PandaClient:
                     bug_500=bug_500,
                 )
             except PandaTransportError as error:
-                if attempt == attempts:
+                if attempt == attempts or not (repeatable or error.unsent):
                     raise
                 delay = backoff(self.settings.backoff, self.settings.backoff_max, attempt)
-                self.log.warning("%s; retry %d of %d in %.1fs", error, attempt, attempts - 1, delay)
+                log = job_log(self.log, pandaid=pandaid) if pandaid is not None else self.log
+                log.warning("%s; retry %d of %d in %.1fs", error, attempt, attempts - 1, delay)
                 time.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -532,13 +571,15 @@ class PandaClient:
                 timeout=self._timeout,
             )
         except requests.RequestException as error:
-            raise PandaTransportError(method, _short(error), pandaid=pandaid) from None
+            raise PandaTransportError(
+                method, _short(error), pandaid=pandaid, unsent=_unsent(error)
+            ) from None
         status = response.status_code
         text = response.text
         if status == 200:
             if _server_timeout(text):
                 raise PandaTransportError(
-                    method, f"server-side timeout: {_excerpt(text)}", pandaid=pandaid
+                    method, f"server-side timeout: {_excerpt(text)}", pandaid=pandaid, unsent=True
                 )
             return text
         if bug_500 is not None and status == 500 and bug_500 in text.lower():
@@ -553,7 +594,7 @@ class PandaClient:
             return _BUG_SEEN
         cause = f"HTTP {status}: {_excerpt(text)}"
         if status >= 500:
-            raise PandaTransportError(method, cause, pandaid=pandaid)
+            raise PandaTransportError(method, cause, pandaid=pandaid, unsent=status in (502, 503))
         if status in (401, 403) and (status == 401 or _is_auth_text(text)):
             raise PandaAuthError(method, cause, pandaid=pandaid)
         raise PandaRefused(method, cause, pandaid=pandaid)
@@ -569,15 +610,29 @@ class PandaClient:
             except PandaAuthError as error:
                 raise PandaAuthError(method, error.cause) from None
             if pair:
+                self._reconnect_if_changed(pair[0])
                 return pair
             if token:
                 headers["Authorization"] = f"Bearer {token}"
-                origin = getattr(self.credentials, "origin", None)
-                value = origin(role) if callable(origin) else None
-                if value:
-                    headers["Origin"] = str(value)
+                origin = self._origins.get(role)
+                if origin:
+                    headers["Origin"] = origin
                 return None
         return None
+
+    def _reconnect_if_changed(self, path: str) -> None:
+        """Drop kept-alive connections when a certificate file changed (a renewed or replaced
+        proxy): they would go on presenting the old one."""
+        try:
+            info = os.stat(path)
+        except OSError:
+            return
+        key = (info.st_ino, info.st_mtime_ns, info.st_size)
+        known = self._cert_files.get(path)
+        self._cert_files[path] = key
+        if known is not None and known != key:
+            self.log.info("client certificate %s changed: reconnecting", path)
+            self._session.close()
 
     # -- replies ----------------------------------------------------------------------------
 
@@ -593,10 +648,8 @@ class PandaClient:
                 continue
             body[name] = _typed(name, value)
         if dropped:
-            self.log.debug(
-                "pandaid=%s: fields the new API does not take, not sent: %s",
-                update.pandaid,
-                ", ".join(sorted(dropped)),
+            job_log(self.log, pandaid=update.pandaid).debug(
+                "fields the new API does not take, not sent: %s", ", ".join(sorted(dropped))
             )
         body["job_id"] = update.pandaid
         body["job_status"] = update.state
@@ -646,6 +699,17 @@ _BUG_SEEN = _BugSeen("")
 
 def _roles_for_label(label: str | None) -> list[str]:
     return ["pilot", "production"] if label in _PILOT_LABELS else ["production", "pilot"]
+
+
+def _unsent(error: requests.RequestException) -> bool:
+    """True if the request certainly never reached PanDA (no connection or no TLS session)."""
+    if isinstance(error, (requests.exceptions.ConnectTimeout, requests.exceptions.SSLError)):
+        return True
+    if isinstance(error, requests.exceptions.ConnectionError):
+        reason = error.args[0] if error.args else None
+        inner = getattr(reason, "reason", reason)
+        return isinstance(inner, urllib3.exceptions.NewConnectionError)
+    return False
 
 
 def _short(error: BaseException) -> str:
@@ -824,6 +888,21 @@ def _server_timeout(text: str) -> bool:
     return stripped.startswith("StatusCode=10&") or stripped == "StatusCode=10"
 
 
+def _panda_time(value: datetime) -> str:
+    """PanDA's time format, in UTC (a naive datetime is refused, never guessed)."""
+    return as_utc(value).strftime(PANDA_TIME)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return _panda_time(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=_json_default)
+
+
 def _form_value(value: Any) -> str:
     if isinstance(value, str):
         return value
@@ -831,7 +910,9 @@ def _form_value(value: Any) -> str:
         return "True" if value else "False"
     if isinstance(value, (int, float)):
         return str(value)
-    return json.dumps(value)
+    if isinstance(value, datetime):
+        return _panda_time(value)
+    return _dumps(value)
 
 
 def _legacy_fields(update: JobUpdate) -> dict[str, Any]:
@@ -860,10 +941,12 @@ def _typed(name: str, value: Any) -> Any:
             except ValueError:
                 return value
         return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    if isinstance(value, datetime):
+        return _panda_time(value)
     if name in _NEW_JSON_STRINGS and not isinstance(value, str):
-        return json.dumps(value)
+        return _dumps(value)
     if isinstance(value, (dict, list)):
-        return json.dumps(value)
+        return _dumps(value)
     return value
 
 

@@ -19,7 +19,15 @@ class PandaError(Exception):
 
 
 class PandaTransportError(PandaError):
-    """Connect, TLS, timeout, HTTP 5xx or a server-side timeout: retryable."""
+    """Connect, TLS, timeout, HTTP 5xx or a server-side timeout: retryable. ``unsent`` is True
+    when PanDA certainly did not act on the request (connection refused, TLS handshake failed,
+    connect timeout, HTTP 502/503, server-side timeout)."""
+
+    def __init__(
+        self, call: str, cause: str, *, pandaid: int | None = None, unsent: bool = False
+    ) -> None:
+        super().__init__(call, cause, pandaid=pandaid)
+        self.unsent = unsent
 
 
 class PandaAuthError(PandaError):

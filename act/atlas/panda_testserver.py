@@ -54,7 +54,9 @@ NEW_JOB_STATES = ("running", "starting", "transferring", "holding", "finished", 
 PROXY_CERT_INFO = x509.ObjectIdentifier("1.3.6.1.5.5.7.1.14")
 # ProxyCertInfo ::= SEQUENCE { proxyPolicy SEQUENCE { policyLanguage id-ppl-inheritAll } }
 _INHERIT_ALL = bytes.fromhex("300c300a06082b06010505071501")
-EVENT_BUG_TEXT = "Type not serializable: {'Returns', 'Commands'} is <class 'set'>"
+# panda-server 1.0.4 builds a set instead of a dict and fails to serialise it (seen live:
+# "Type not serializable for {'Returns', '[false]', 'Commands', '{...}'}")
+EVENT_BUG_TEXT = "Type not serializable for {{'Returns', '{returns}', 'Commands', '{commands}'}}"
 
 # Arguments the new API's update_job accepts (panda.md §3.3), with the int-typed ones.
 UPDATE_ARGS = frozenset(
@@ -446,6 +448,7 @@ class PandaTestServer:
         host: str = "127.0.0.1",
         port: int = 0,
         ca: TestCA | None = None,
+        require_client_cert: bool = False,
     ) -> None:
         self.host = host
         self.tls = tls
@@ -461,7 +464,8 @@ class PandaTestServer:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(cert, key)
             context.load_verify_locations(ca.ca_file)
-            context.verify_mode = ssl.CERT_OPTIONAL
+            # the recipe's server requires a client certificate; production's accepts none too
+            context.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
             context.verify_flags |= ssl.VERIFY_ALLOW_PROXY_CERTS
             self._ssl = context
         self._lock = threading.Lock()
@@ -642,6 +646,13 @@ class PandaTestServer:
         with self._lock:
             for _ in range(count):
                 self._faults.append(_Fault(kind, status, text, method))
+
+    def clear_faults(self) -> int:
+        """Forget the faults not served yet; how many there were."""
+        with self._lock:
+            count = len(self._faults)
+            self._faults.clear()
+            return count
 
     def _take_fault(self, method: str) -> _Fault | None:
         with self._lock:
@@ -981,9 +992,10 @@ class _NewApi:
             ranges = json.loads(text)
         except ValueError:
             return self.reply(False, "failed to decode event_ranges")
-        self.server._update_ranges(ranges if isinstance(ranges, list) else [])
+        done = self.server._update_ranges(ranges if isinstance(ranges, list) else [])
         if self.server.event_ranges_bug:
-            return 500, "text/plain", EVENT_BUG_TEXT
+            text = EVENT_BUG_TEXT.format(returns=json.dumps([True] * done), commands="{}")
+            return 500, "text/plain", text
         return self.reply(True, "", {"Returns": [True] * len(ranges), "Commands": {}})
 
 
@@ -1272,7 +1284,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--tls", metavar="DIR", help="serve HTTPS with a throw-away CA written to DIR"
     )
+    parser.add_argument(
+        "--proxy", metavar="PATH", help="with --tls: also write a client proxy (0600) to PATH"
+    )
     args = parser.parse_args(argv)
+    if args.proxy and not args.tls:
+        parser.error("--proxy needs --tls")
     server = PandaTestServer(
         tls=bool(args.tls),
         certs_dir=Path(args.tls) if args.tls else None,
@@ -1290,6 +1307,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"PanDA TEST DOUBLE serving {server.url} (queue {args.queue}, {args.jobs} jobs)")
     if server.ca is not None:
         print(f"CA certificate: {server.ca.ca_file}")
+        if args.proxy:
+            print(f"client proxy: {server.ca.proxy(Path(args.proxy))}")
     sys.stdout.flush()
     while not stop.wait(10):
         with server._lock:
