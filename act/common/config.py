@@ -63,6 +63,10 @@ def default_root() -> str:
     return os.path.join(state, "act")
 
 
+# The panda: section's model lives with the PanDA client; it needs Section, defined above.
+from act.atlas.panda_settings import PandaSettings  # noqa: E402
+
+
 class DbSettings(Section):
     url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite under root")
     password_file: str | None = None
@@ -119,6 +123,7 @@ class Settings(Section):
     daemons: dict[str, DaemonSettings] = Field(default_factory=_default_daemons)
     engine: EngineSettings = EngineSettings()
     queues: QueuesSettings = QueuesSettings()
+    panda: PandaSettings = PandaSettings()
 
     _source: str = PrivateAttr(default=BUILTIN)
 

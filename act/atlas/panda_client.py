@@ -1,0 +1,1016 @@
+"""act's PanDA client: job dispatch, heartbeats, job status and event ranges, both wire formats.
+
+``panda.api: new`` (default) speaks panda-server >= 1.0: ``POST <url>/api/v1/<module>/<method>``
+with a JSON body of typed values and ``Accept: application/json``; replies are a
+``{"success", "message", "data"}`` envelope, HTTP 200 even for errors. ``panda.api: legacy``
+speaks panda-server <= 0.8.1 (what aCT and pilot3 speak): form-encoded ``POST
+<url>/server/panda/<method>``; replies are URL-encoded (``StatusCode=0&...``) or JSON, both are
+understood. The shapes handled are those measured on a real server (shared/research/panda.md §3);
+the new-API replies and errors were also checked against panda-server 1.0.4 running locally.
+
+One persistent ``requests.Session`` (keep-alive) with ``trust_env = False``, so that the
+configured CA (``panda.ca``) is the one used even when ``REQUESTS_CA_BUNDLE`` is set. TLS is
+always verified unless ``panda.insecure: true`` (logged as a warning). Transport errors (connect,
+TLS, timeout, HTTP 5xx, a server-side timeout) are retried ``panda.retries`` times with doubling
+back-off; a PanDA refusal never is. ``acquire_jobs`` is retried only when PanDA certainly did
+not act (connection refused, TLS handshake, connect timeout, HTTP 502/503, server-side timeout):
+after a lost reply the jobs may have been handed out already, and asking again would take more.
+The same holds for ``acquire_event_ranges``.
+
+Roles: calls for managed jobs use the ``production`` role's credential, ``prod_source_label``
+``user``/``panda`` the ``pilot`` role's; heartbeats, status and event calls use ``production``
+(or ``pilot`` when only that one is configured). A ``role=`` keyword overrides the choice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+from urllib.parse import parse_qsl
+
+import requests
+import requests.adapters
+import urllib3.exceptions
+
+from act.atlas.credentials import CredentialSource
+from act.atlas.panda_errors import (
+    PandaAuthError,
+    PandaError,
+    PandaRefused,
+    PandaReplyError,
+    PandaTransportError,
+)
+from act.atlas.panda_settings import PandaServerSettings
+from act.common.logs import job_log
+from act.common.timeutil import as_utc, backoff
+
+__all__ = [
+    "AcquiredJob",
+    "JobUpdate",
+    "PandaAuthError",
+    "PandaClient",
+    "PandaError",
+    "PandaRefused",
+    "PandaReplyError",
+    "PandaServerSettings",
+    "PandaTransportError",
+    "UpdateResult",
+]
+
+PANDA_TIME = "%Y-%m-%d %H:%M:%S"  # startTime/endTime, UTC
+NOT_FOUND = "notfound"  # get_job_status's value for a job PanDA does not know
+EXCERPT = 200  # characters of a bad reply quoted in errors
+_COMMANDS_NONE = {"", "NULL", "None"}
+_AUTH_WORDS = (
+    "role required",
+    "production/pilot role",
+    "secure connection is required",
+    "token authentication",
+    "is banned",
+    "permission denied",
+    "not authorized",
+)
+_PILOT_LABELS = {"user", "panda"}
+_CODE_10 = re.compile(r'(^|&)StatusCode=10(&|$)|"StatusCode"\s*:\s*10\b')
+_EVENT_RANGES_BUG = "not serializable"  # panda-server 1.0.4's HTTP 500 after doing the update
+
+# Legacy (camelCase) heartbeat fields and their new-API names; keys not listed here (and not
+# already a new-API name) are dropped for the new API, which refuses unknown arguments.
+LEGACY_TO_NEW: dict[str, str] = {
+    "jobId": "job_id",
+    "state": "job_status",
+    "attemptNr": "attempt_nr",
+    "transExitCode": "trans_exit_code",
+    "pilotErrorCode": "pilot_error_code",
+    "pilotErrorDiag": "pilot_error_diag",
+    "exeErrorCode": "exe_error_code",
+    "exeErrorDiag": "exe_error_diag",
+    "timeout": "timeout",
+    "xml": "job_output_report",
+    "node": "node",
+    "siteName": "site_name",
+    "schedulerID": "scheduler_id",
+    "pilotID": "pilot_id",
+    "batchID": "batch_id",
+    "cpuConsumptionTime": "cpu_consumption_time",
+    "cpuConsumptionUnit": "cpu_consumption_unit",
+    "cpuConversionFactor": "cpu_conversion_factor",
+    "cpu_architecture_level": "cpu_architecture_level",
+    "coreCount": "core_count",
+    "meanCoreCount": "mean_core_count",
+    "nEvents": "n_events",
+    "nInputFiles": "n_input_files",
+    "startTime": "start_time",
+    "endTime": "end_time",
+    "pilotTiming": "pilot_timing",
+    "jobSubStatus": "job_sub_status",
+    "jobMetrics": "job_metrics",
+    "metaData": "meta_data",
+    "pilotLog": "pilot_log",
+    "stdout": "stdout",
+    "corruptedFiles": "corrupted_files",
+    "grid": "grid",
+    "source_site": "source_site",
+    "destination_site": "destination_site",
+    **{
+        f"{kind}{what}": f"{kind}_{what.lower()}"
+        for kind in ("max", "avg")
+        for what in ("RSS", "VMEM", "SWAP", "PSS")
+    },
+    **{
+        f"{kind}{what}": f"{kind}_{what.lower()}"
+        for kind in ("tot", "rate")
+        for what in ("RCHAR", "WCHAR", "RBYTES", "WBYTES")
+    },
+}
+NEW_NAMES = frozenset(LEGACY_TO_NEW.values())
+_NEW_INTS = frozenset(
+    {
+        "job_id",
+        "attempt_nr",
+        "trans_exit_code",
+        "pilot_error_code",
+        "exe_error_code",
+        "cpu_consumption_time",
+        "core_count",
+        "n_events",
+        "n_input_files",
+        "timeout",
+        *(name for name in NEW_NAMES if name.startswith(("max_", "avg_", "tot_", "rate_"))),
+    }
+)
+_NEW_FLOATS = frozenset({"cpu_conversion_factor", "mean_core_count"})
+_NEW_JSON_STRINGS = frozenset({"job_output_report", "meta_data", "pilot_timing"})
+
+
+@dataclass(frozen=True)
+class AcquiredJob:
+    """A job PanDA handed out. ``raw`` is the job's text exactly as received (store it verbatim):
+    the job's JSON object, or for a legacy URL-encoded single-job reply the whole reply
+    (``raw_format`` says which)."""
+
+    pandaid: int
+    spec: dict[str, Any]
+    raw: str
+    raw_format: Literal["json", "urlencoded"] = "json"
+
+
+@dataclass(frozen=True)
+class JobUpdate:
+    """One heartbeat. ``fields`` are extra legacy camelCase fields (``jobId``, ``state`` and
+    ``attemptNr`` are added by the client); the new API gets them renamed and typed."""
+
+    pandaid: int
+    state: str
+    attempt: int | None = None
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class UpdateResult:
+    """PanDA's answer to one heartbeat. ``command``: tobekilled, badattemptnr, alreadydone,
+    debug, ... or None; ``error`` says why ``ok`` is False."""
+
+    pandaid: int
+    ok: bool
+    command: str | None
+    error: str | None
+
+
+class PandaClient:
+    """A PanDA server connection (see the module docstring). Threads may share one client: calls
+    run in parallel on up to 16 kept-alive connections (tested with 4 threads)."""
+
+    def __init__(
+        self,
+        settings: PandaServerSettings,
+        credentials: CredentialSource,
+        *,
+        log: logging.Logger | None = None,
+    ) -> None:
+        self.settings = settings
+        self.credentials = credentials
+        self.log = log or logging.getLogger("act.atlas.panda_client")
+        self._base = settings.url.rstrip("/")
+        self._legacy = settings.api == "legacy"
+        self._session = requests.Session()
+        self._session.trust_env = False  # REQUESTS_CA_BUNDLE must not replace panda.ca
+        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=16, max_retries=0)
+        self._session.mount("https://", adapter)
+        self._session.mount("http://", adapter)
+        if settings.insecure:
+            self.log.warning(
+                "panda.insecure is set: the PanDA server's TLS certificate is NOT verified"
+            )
+            self._session.verify = False
+        else:
+            self._session.verify = settings.ca if settings.ca else True
+        self._timeout = (settings.timeout.connect, settings.timeout.read)
+        self._origins = {str(role): c.origin for role, c in settings.roles.items() if c.origin}
+        self._event_bug_logged = False
+        self._cert_files: dict[str, tuple[int, int, int]] = {}
+
+    # -- jobs --------------------------------------------------------------------------------
+
+    def acquire_jobs(
+        self,
+        *,
+        queue: str,
+        prod_source_label: str,
+        n_jobs: int,
+        node: str,
+        computing_element: str | None = None,
+        role: str | None = None,
+        **extra: Any,
+    ) -> list[AcquiredJob]:
+        """Ask for up to ``n_jobs`` jobs of ``queue``; [] when PanDA has none."""
+        roles = [role] if role else _roles_for_label(prod_source_label)
+        if self._legacy:
+            params: dict[str, Any] = {
+                "siteName": queue,
+                "prodSourceLabel": prod_source_label,
+                "node": node,
+                **({"computingElement": computing_element} if computing_element else {}),
+                **({"nJobs": n_jobs} if n_jobs != 1 else {}),
+                **extra,
+            }
+            text = self._post("getJob", params, roles, repeatable=False)
+            reply = _legacy_reply("getJob", text)
+            code = _status_code("getJob", reply)
+            if code == 20:
+                return []
+            self._check_legacy_code("getJob", code, reply)
+            return _legacy_jobs(text, reply)
+        body = {
+            "site_name": queue,
+            "prod_source_label": prod_source_label,
+            "node": node,
+            "n_jobs": n_jobs,
+            **({"computing_element": computing_element} if computing_element else {}),
+            **extra,
+        }
+        text = self._post("pilot/acquire_jobs", body, roles, repeatable=False)
+        envelope = _envelope("pilot/acquire_jobs", text)
+        if not envelope["success"]:
+            if "no jobs" in str(envelope.get("message", "")).lower():
+                return []
+            self._refuse("pilot/acquire_jobs", envelope)
+        data = envelope.get("data")
+        if not isinstance(data, dict):
+            raise _reply_error("pilot/acquire_jobs", "data is not an object", text)
+        code = data.get("StatusCode", 0)
+        if code == 20:
+            return []
+        if code != 0:
+            self._check_legacy_code("pilot/acquire_jobs", code, data)
+        return _jobs_from_json("pilot/acquire_jobs", text, ("data", "jobs"))
+
+    def update_job(self, update: JobUpdate, *, role: str | None = None) -> UpdateResult:
+        """Send one heartbeat; a per-job refusal is a result with ``ok=False``, not an error."""
+        roles = [role] if role else _roles_for_label(None)
+        if self._legacy:
+            text = self._post("updateJob", _legacy_fields(update), roles, pandaid=update.pandaid)
+            return _legacy_update_result("updateJob", update.pandaid, text)
+        body = self._new_fields(update)
+        text = self._post("pilot/update_job", body, roles, pandaid=update.pandaid)
+        envelope = _envelope("pilot/update_job", text, pandaid=update.pandaid)
+        if not envelope["success"] and _is_auth(envelope):
+            raise PandaAuthError(
+                "pilot/update_job", str(envelope.get("message")), pandaid=update.pandaid
+            )
+        return _new_update_result("pilot/update_job", update.pandaid, envelope)
+
+    def update_jobs_bulk(
+        self, updates: Sequence[JobUpdate], *, role: str | None = None
+    ) -> list[UpdateResult]:
+        """Send many heartbeats in one call; the results are aligned with ``updates``."""
+        if not updates:
+            return []
+        roles = [role] if role else _roles_for_label(None)
+        if self._legacy:
+            job_list = json.dumps([_legacy_fields(update) for update in updates])
+            text = self._post("updateJobsInBulk", {"jobList": job_list}, roles)
+            return _legacy_bulk_results(text, updates)
+        body = {"job_list": [self._new_fields(update) for update in updates]}
+        text = self._post("pilot/update_jobs_bulk", body, roles)
+        envelope = _envelope("pilot/update_jobs_bulk", text)
+        if not envelope["success"]:
+            self._refuse("pilot/update_jobs_bulk", envelope)
+        items = envelope.get("data")
+        if not isinstance(items, list) or len(items) != len(updates):
+            count = len(items) if isinstance(items, list) else "no list"
+            raise _reply_error(
+                "pilot/update_jobs_bulk", f"{count} results for {len(updates)} jobs", text
+            )
+        results = []
+        for update, item in zip(updates, items, strict=True):
+            if not isinstance(item, dict) or not isinstance(item.get("success"), bool):
+                raise _reply_error("pilot/update_jobs_bulk", "a result is no envelope", text)
+            results.append(_new_update_result("pilot/update_jobs_bulk", update.pandaid, item))
+        return results
+
+    def get_job_status(self, pandaids: Sequence[int], *, role: str | None = None) -> dict[int, str]:
+        """PanDA's status of each job (``notfound`` for an unknown one)."""
+        if not pandaids:
+            return {}
+        roles = [role] if role else _roles_for_label(None)
+        if self._legacy:
+            text = self._post("getStatus", {"ids": " ".join(map(str, pandaids))}, roles)
+            reply = _legacy_reply("getStatus", text)
+            self._check_legacy_code("getStatus", _status_code("getStatus", reply), reply)
+            status = reply.get("status")
+            values = status.split() if isinstance(status, str) else status
+            if not isinstance(values, list) or len(values) != len(pandaids):
+                raise _reply_error("getStatus", "status list does not match the ids", text)
+            pairs = zip(pandaids, values, strict=True)
+            return {pid: _norm_status(str(value)) for pid, value in pairs}
+        text = self._get("pilot/get_job_status", {"job_ids": list(pandaids)}, roles)
+        envelope = _envelope("pilot/get_job_status", text)
+        if not envelope["success"]:
+            self._refuse("pilot/get_job_status", envelope)
+        data = envelope.get("data")
+        if not isinstance(data, list):
+            raise _reply_error("pilot/get_job_status", "data is not a list", text)
+        result: dict[int, str] = {}
+        for item in data:
+            if (
+                not isinstance(item, dict)
+                or not isinstance(item.get("job_id"), int)
+                or not isinstance(item.get("status"), str)
+            ):
+                raise _reply_error("pilot/get_job_status", "an item lacks job_id/status", text)
+            result[item["job_id"]] = _norm_status(item["status"])
+        return result
+
+    # -- event service -----------------------------------------------------------------------
+
+    def acquire_event_ranges(
+        self,
+        pandaid: int,
+        *,
+        jobset_id: int | str,
+        task_id: int | str,
+        n_ranges: int,
+        role: str | None = None,
+        **extra: Any,
+    ) -> list[dict[str, Any]]:
+        """Up to ``n_ranges`` event ranges of an event-service job ([] for none)."""
+        roles = [role] if role else _roles_for_label(None)
+        if self._legacy:
+            params = {
+                "pandaID": pandaid,
+                "jobsetID": jobset_id,
+                "taskID": task_id,
+                "nRanges": n_ranges,
+                **extra,
+            }
+            text = self._post("getEventRanges", params, roles, pandaid=pandaid, repeatable=False)
+            reply = _legacy_reply("getEventRanges", text, pandaid=pandaid)
+            code = _status_code("getEventRanges", reply, pandaid=pandaid)
+            self._check_legacy_code("getEventRanges", code, reply, pandaid=pandaid)
+            ranges: Any = reply.get("eventRanges", "[]")
+            if isinstance(ranges, str):
+                try:
+                    ranges = json.loads(ranges)
+                except ValueError:
+                    raise _reply_error(
+                        "getEventRanges", "eventRanges is not JSON", text, pandaid=pandaid
+                    ) from None
+        else:
+            body = {
+                "job_id": pandaid,
+                "jobset_id": _as_int(jobset_id),
+                "task_id": _as_int(task_id),
+                "n_ranges": n_ranges,
+                **extra,
+            }
+            text = self._post(
+                "event/acquire_event_ranges", body, roles, pandaid=pandaid, repeatable=False
+            )
+            envelope = _envelope("event/acquire_event_ranges", text, pandaid=pandaid)
+            if not envelope["success"]:
+                self._refuse("event/acquire_event_ranges", envelope, pandaid=pandaid)
+            ranges = envelope.get("data")
+            if ranges is None:
+                ranges = []
+        if not isinstance(ranges, list) or not all(isinstance(r, dict) for r in ranges):
+            raise _reply_error(
+                "acquire_event_ranges", "event ranges are not a list of objects", text, pandaid
+            )
+        return ranges
+
+    def update_event_ranges(
+        self, ranges: Sequence[Mapping[str, Any]], *, role: str | None = None
+    ) -> None:
+        """Report event range statuses (``eventRangeID``, ``eventStatus``, ...). panda-server
+        1.0.4 answers HTTP 500 after doing the update (a server bug): that counts as done."""
+        if not ranges:
+            return
+        roles = [role] if role else _roles_for_label(None)
+        payload = _dumps([dict(r) for r in ranges])
+        if self._legacy:
+            text = self._post("updateEventRanges", {"eventRanges": payload}, roles)
+            reply = _legacy_reply("updateEventRanges", text)
+            code = _status_code("updateEventRanges", reply)
+            self._check_legacy_code("updateEventRanges", code, reply)
+            return
+        text = self._post(
+            "event/update_event_ranges",
+            {"event_ranges": payload},
+            roles,
+            bug_500=_EVENT_RANGES_BUG,
+        )
+        if text is _BUG_SEEN:
+            return
+        envelope = _envelope("event/update_event_ranges", text)
+        if not envelope["success"]:
+            self._refuse("event/update_event_ranges", envelope)
+
+    # -- misc --------------------------------------------------------------------------------
+
+    def is_alive(self) -> bool:
+        """True if the server answers its liveness call (no retries). The production credential
+        is presented if usable (a server may require a client certificate for the handshake)."""
+        path = "/server/panda/isAlive" if self._legacy else "/api/v1/system/is_alive"
+        headers = {"Accept": "application/json"}
+        try:
+            cert = self._auth(_roles_for_label(None), headers, "is_alive")
+        except PandaAuthError:
+            cert, headers = None, {"Accept": "application/json"}
+        try:
+            response = self._session.get(
+                self._base + path, headers=headers, cert=cert, timeout=self._timeout
+            )
+        except requests.RequestException as error:
+            self.log.info("PanDA is_alive: %s", _short(error))
+            return False
+        if response.status_code != 200:
+            return False
+        text = response.text
+        if self._legacy:
+            return "alive=yes" in text or '"alive": "yes"' in text
+        try:
+            reply = json.loads(text)
+        except ValueError:
+            return False
+        return isinstance(reply, dict) and reply.get("success") is True
+
+    def close(self) -> None:
+        """Close the kept-alive connections."""
+        self._session.close()
+
+    def __enter__(self) -> PandaClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- transport ---------------------------------------------------------------------------
+
+    def _post(
+        self,
+        method: str,
+        body: Mapping[str, Any],
+        roles: Sequence[str],
+        *,
+        pandaid: int | None = None,
+        bug_500: str | None = None,
+        repeatable: bool = True,
+    ) -> str:
+        if self._legacy:
+            form = {key: _form_value(value) for key, value in body.items() if value is not None}
+            return self._request(
+                "POST", method, roles, pandaid=pandaid, data=form, repeatable=repeatable
+            )
+        return self._request(
+            "POST",
+            method,
+            roles,
+            pandaid=pandaid,
+            json_body=dict(body),
+            bug_500=bug_500,
+            repeatable=repeatable,
+        )
+
+    def _get(self, method: str, params: Mapping[str, Any], roles: Sequence[str]) -> str:
+        return self._request("GET", method, roles, params=dict(params))
+
+    def _request(
+        self,
+        http_method: str,
+        method: str,
+        roles: Sequence[str],
+        *,
+        pandaid: int | None = None,
+        data: Mapping[str, str] | None = None,
+        json_body: Mapping[str, Any] | None = None,
+        params: Mapping[str, Any] | None = None,
+        bug_500: str | None = None,
+        repeatable: bool = True,
+    ) -> str:
+        """The reply text of a 200 answer; retries transport errors (only those where PanDA
+        certainly did not act unless ``repeatable``)."""
+        prefix = "/server/panda/" if self._legacy else "/api/v1/"
+        url = self._base + prefix + method
+        headers = {"Accept": "application/json"}
+        cert = self._auth(roles, headers, method)
+        attempts = self.settings.retries + 1
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._once(
+                    http_method,
+                    url,
+                    method,
+                    headers,
+                    cert,
+                    pandaid=pandaid,
+                    data=data,
+                    json_body=json_body,
+                    params=params,
+                    bug_500=bug_500,
+                )
+            except PandaTransportError as error:
+                if attempt == attempts or not (repeatable or error.unsent):
+                    raise
+                delay = backoff(self.settings.backoff, self.settings.backoff_max, attempt)
+                log = job_log(self.log, pandaid=pandaid) if pandaid is not None else self.log
+                log.warning("%s; retry %d of %d in %.1fs", error, attempt, attempts - 1, delay)
+                time.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _once(
+        self,
+        http_method: str,
+        url: str,
+        method: str,
+        headers: Mapping[str, str],
+        cert: tuple[str, str] | None,
+        *,
+        pandaid: int | None,
+        data: Mapping[str, str] | None,
+        json_body: Mapping[str, Any] | None,
+        params: Mapping[str, Any] | None,
+        bug_500: str | None,
+    ) -> str:
+        try:
+            response = self._session.request(
+                http_method,
+                url,
+                headers=headers,
+                data=data,
+                json=json_body,
+                params=params,
+                cert=cert,
+                timeout=self._timeout,
+            )
+        except requests.RequestException as error:
+            raise PandaTransportError(
+                method, _short(error), pandaid=pandaid, unsent=_unsent(error)
+            ) from None
+        status = response.status_code
+        text = response.text
+        if status == 200:
+            if _server_timeout(text):
+                raise PandaTransportError(
+                    method, f"server-side timeout: {_excerpt(text)}", pandaid=pandaid, unsent=True
+                )
+            return text
+        if bug_500 is not None and status == 500 and bug_500 in text.lower():
+            if not self._event_bug_logged:
+                self._event_bug_logged = True
+                self.log.warning(
+                    "PanDA %s answered HTTP 500 (%s) after doing its work, a known server bug "
+                    "(panda-server 1.0.4): treated as done; not logged again",
+                    method,
+                    _excerpt(text, 80),
+                )
+            return _BUG_SEEN
+        cause = f"HTTP {status}: {_excerpt(text)}"
+        if status >= 500:
+            raise PandaTransportError(method, cause, pandaid=pandaid, unsent=status in (502, 503))
+        if status in (401, 403) and (status == 401 or _is_auth_text(text)):
+            raise PandaAuthError(method, cause, pandaid=pandaid)
+        raise PandaRefused(method, cause, pandaid=pandaid)
+
+    def _auth(
+        self, roles: Sequence[str], headers: dict[str, str], method: str
+    ) -> tuple[str, str] | None:
+        """The client cert for the first role that has a credential, or its token headers."""
+        for role in roles:
+            try:
+                pair = self.credentials.cert_pair(role)
+                token = None if pair else self.credentials.bearer(role)
+            except PandaAuthError as error:
+                raise PandaAuthError(method, error.cause) from None
+            if pair:
+                self._reconnect_if_changed(pair[0])
+                return pair
+            if token:
+                headers["Authorization"] = f"Bearer {token}"
+                origin = self._origins.get(role)
+                if origin:
+                    headers["Origin"] = origin
+                return None
+        return None
+
+    def _reconnect_if_changed(self, path: str) -> None:
+        """Drop kept-alive connections when a certificate file changed (a renewed or replaced
+        proxy): they would go on presenting the old one."""
+        try:
+            info = os.stat(path)
+        except OSError:
+            return
+        key = (info.st_ino, info.st_mtime_ns, info.st_size)
+        known = self._cert_files.get(path)
+        self._cert_files[path] = key
+        if known is not None and known != key:
+            self.log.info("client certificate %s changed: reconnecting", path)
+            self._session.close()
+
+    # -- replies ----------------------------------------------------------------------------
+
+    def _new_fields(self, update: JobUpdate) -> dict[str, Any]:
+        body: dict[str, Any] = {}
+        dropped = []
+        for key, value in update.fields.items():
+            name = LEGACY_TO_NEW.get(key, key if key in NEW_NAMES else None)
+            if name is None:
+                dropped.append(key)
+                continue
+            if value is None:
+                continue
+            body[name] = _typed(name, value)
+        if dropped:
+            job_log(self.log, pandaid=update.pandaid).debug(
+                "fields the new API does not take, not sent: %s", ", ".join(sorted(dropped))
+            )
+        body["job_id"] = update.pandaid
+        body["job_status"] = update.state
+        if update.attempt is not None:
+            body["attempt_nr"] = update.attempt
+        return body
+
+    def _check_legacy_code(
+        self, call: str, code: int, reply: Mapping[str, Any], *, pandaid: int | None = None
+    ) -> None:
+        if code == 0:
+            return
+        cause = f"StatusCode {code}"
+        dialog = reply.get("errorDialog") or reply.get("message")
+        if dialog:
+            cause += f": {_excerpt(str(dialog))}"
+        if code in (60, 70, 90):
+            raise PandaAuthError(call, cause, pandaid=pandaid)
+        if code == 10:
+            raise PandaTransportError(call, cause + " (server-side timeout)", pandaid=pandaid)
+        raise PandaRefused(call, cause, pandaid=pandaid)
+
+    def _refuse(
+        self, call: str, envelope: Mapping[str, Any], *, pandaid: int | None = None
+    ) -> None:
+        message = str(envelope.get("message") or "success=false")
+        data = envelope.get("data")
+        code = data.get("StatusCode") if isinstance(data, dict) else None
+        if _is_auth(envelope) or code in (60, 70, 90):
+            raise PandaAuthError(call, message, pandaid=pandaid)
+        if code == 10 or message.lower().startswith("timed out"):
+            raise PandaTransportError(call, message, pandaid=pandaid)
+        raise PandaRefused(
+            call, f"{message} (StatusCode {code})" if code else message, pandaid=pandaid
+        )
+
+
+class _BugSeen(str):
+    __slots__ = ()
+
+
+_BUG_SEEN = _BugSeen("")
+
+
+# -- helpers (module level: pure functions) -----------------------------------------------------
+
+
+def _roles_for_label(label: str | None) -> list[str]:
+    return ["pilot", "production"] if label in _PILOT_LABELS else ["production", "pilot"]
+
+
+def _unsent(error: requests.RequestException) -> bool:
+    """True if the request certainly never reached PanDA (no connection or no TLS session)."""
+    if isinstance(error, (requests.exceptions.ConnectTimeout, requests.exceptions.SSLError)):
+        return True
+    if isinstance(error, requests.exceptions.ConnectionError):
+        reason = error.args[0] if error.args else None
+        inner = getattr(reason, "reason", reason)
+        return isinstance(inner, urllib3.exceptions.NewConnectionError)
+    return False
+
+
+def _short(error: BaseException) -> str:
+    text = str(error) or type(error).__name__
+    return f"{type(error).__name__}: {_excerpt(text)}"
+
+
+def _excerpt(text: str, limit: int = EXCERPT) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[:limit] + "..."
+
+
+def _reply_error(call: str, what: str, text: str, pandaid: int | None = None) -> PandaReplyError:
+    return PandaReplyError(call, f"{what}; reply: {_excerpt(text)!r}", pandaid=pandaid)
+
+
+def _is_auth_text(text: str) -> bool:
+    lowered = text.lower()
+    return any(word in lowered for word in _AUTH_WORDS)
+
+
+def _is_auth(envelope: Mapping[str, Any]) -> bool:
+    return _is_auth_text(str(envelope.get("message", "")))
+
+
+def _envelope(call: str, text: str, *, pandaid: int | None = None) -> dict[str, Any]:
+    try:
+        reply = json.loads(text)
+    except ValueError:
+        raise _reply_error(call, "not JSON", text, pandaid) from None
+    if not isinstance(reply, dict) or not isinstance(reply.get("success"), bool):
+        raise _reply_error(call, "no {success, message, data} envelope", text, pandaid)
+    return reply
+
+
+def _legacy_reply(call: str, text: str, *, pandaid: int | None = None) -> dict[str, Any]:
+    """A legacy reply as a dict: JSON, or URL-encoded ``key=value&...``."""
+    stripped = text.strip()
+    if stripped.startswith("{"):
+        try:
+            reply = json.loads(stripped)
+        except ValueError:
+            raise _reply_error(call, "not JSON", text, pandaid) from None
+        if not isinstance(reply, dict):
+            raise _reply_error(call, "not an object", text, pandaid)
+        return reply
+    if not re.match(r"^[A-Za-z_][\w.]*=", stripped):
+        raise _reply_error(call, "neither JSON nor URL-encoded", text, pandaid)
+    return dict(parse_qsl(stripped, keep_blank_values=True))
+
+
+def _status_code(call: str, reply: Mapping[str, Any], *, pandaid: int | None = None) -> int:
+    code = reply.get("StatusCode")
+    if isinstance(code, bool):
+        code = None
+    if isinstance(code, str) and code.strip().lstrip("-").isdigit():
+        code = int(code)
+    if not isinstance(code, int):
+        raise PandaReplyError(call, f"no StatusCode in the reply: {code!r}", pandaid=pandaid)
+    return code
+
+
+def _pandaid(call: str, spec: Mapping[str, Any], raw: str) -> int:
+    value = spec.get("PandaID")
+    if isinstance(value, bool):
+        value = None
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if not isinstance(value, int) or value <= 0:
+        raise _reply_error(call, f"a job has no valid PandaID ({value!r})", raw)
+    return value
+
+
+def _jobs_from_json(call: str, text: str, path: Sequence[str]) -> list[AcquiredJob]:
+    """The jobs at ``path`` in a JSON reply, each with its exact text."""
+    try:
+        slices = _raw_array_items(text, path)
+    except ValueError as error:
+        raise _reply_error(call, f"cannot read the job list ({error})", text) from None
+    jobs = []
+    for raw in slices:
+        spec = json.loads(raw)
+        if not isinstance(spec, dict):
+            raise _reply_error(call, "a job is not an object", text)
+        jobs.append(AcquiredJob(_pandaid(call, spec, raw), spec, raw))
+    return jobs
+
+
+def _legacy_jobs(text: str, reply: Mapping[str, Any]) -> list[AcquiredJob]:
+    stripped = text.strip()
+    is_json = stripped.startswith("{")
+    if "jobs" in reply:
+        jobs = reply["jobs"]
+        if is_json:
+            if not isinstance(jobs, list):
+                raise _reply_error("getJob", "jobs is not a list", text)
+            return _jobs_from_json("getJob", stripped, ("jobs",))
+        if not isinstance(jobs, str):
+            raise _reply_error("getJob", "jobs is not text", text)
+        return _jobs_from_json("getJob", jobs, ())
+    if "PandaID" not in reply:
+        raise _reply_error("getJob", "StatusCode 0 but no job", text)
+    spec = dict(reply)
+    pandaid = _pandaid("getJob", spec, text)
+    if is_json:
+        return [AcquiredJob(pandaid, spec, stripped)]
+    return [AcquiredJob(pandaid, spec, stripped, "urlencoded")]
+
+
+_WS = " \t\r\n"
+
+
+def _skip(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos] in _WS:
+        pos += 1
+    return pos
+
+
+def _raw_array_items(text: str, path: Sequence[str]) -> list[str]:
+    """The exact text of each element of the array found by following ``path`` (object keys)
+    from the top of a JSON document. Raises ValueError if the document does not fit."""
+    decoder = json.JSONDecoder()
+    pos = _skip(text, 0)
+    for key in path:
+        if pos >= len(text) or text[pos] != "{":
+            raise ValueError(f"no object around {key!r}")
+        pos = _skip(text, pos + 1)
+        while True:
+            if pos >= len(text) or text[pos] != '"':
+                raise ValueError(f"key {key!r} not found")
+            name, pos = decoder.raw_decode(text, pos)
+            pos = _skip(text, pos)
+            if pos >= len(text) or text[pos] != ":":
+                raise ValueError("malformed object")
+            pos = _skip(text, pos + 1)
+            if name == key:
+                break
+            _, pos = decoder.raw_decode(text, pos)
+            pos = _skip(text, pos)
+            if pos < len(text) and text[pos] == ",":
+                pos = _skip(text, pos + 1)
+    if pos >= len(text) or text[pos] != "[":
+        raise ValueError("not a list")
+    items: list[str] = []
+    pos = _skip(text, pos + 1)
+    if pos < len(text) and text[pos] == "]":
+        return items
+    while True:
+        _, end = decoder.raw_decode(text, pos)
+        items.append(text[pos:end])
+        pos = _skip(text, end)
+        if pos < len(text) and text[pos] == ",":
+            pos = _skip(text, pos + 1)
+            continue
+        if pos < len(text) and text[pos] == "]":
+            return items
+        raise ValueError("malformed list")
+
+
+def _server_timeout(text: str) -> bool:
+    """True for a reply saying PanDA timed out (StatusCode 10, "Timed out"): worth a retry."""
+    if "Timed out" not in text and not _CODE_10.search(text):
+        return False
+    stripped = text.strip()
+    if stripped.startswith("{"):
+        try:
+            reply = json.loads(stripped)
+        except ValueError:
+            return False
+        if not isinstance(reply, dict):
+            return False
+        data = reply.get("data")
+        code = data.get("StatusCode") if isinstance(data, dict) else reply.get("StatusCode")
+        message = str(reply.get("message", ""))
+        return code == 10 or (reply.get("success") is False and message.startswith("Timed out"))
+    return stripped.startswith("StatusCode=10&") or stripped == "StatusCode=10"
+
+
+def _panda_time(value: datetime) -> str:
+    """PanDA's time format, in UTC (a naive datetime is refused, never guessed)."""
+    return as_utc(value).strftime(PANDA_TIME)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return _panda_time(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=_json_default)
+
+
+def _form_value(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    if isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, datetime):
+        return _panda_time(value)
+    return _dumps(value)
+
+
+def _legacy_fields(update: JobUpdate) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        key: _form_value(value) for key, value in update.fields.items() if value is not None
+    }
+    fields["jobId"] = str(update.pandaid)
+    fields["state"] = update.state
+    if update.attempt is not None:
+        fields["attemptNr"] = str(update.attempt)
+    return fields
+
+
+def _typed(name: str, value: Any) -> Any:
+    """A heartbeat value with the JSON type the new API expects (it refuses "2" for an int)."""
+    if name in _NEW_INTS:
+        if isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
+            return int(value)
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value
+    if name in _NEW_FLOATS:
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                return value
+        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    if isinstance(value, datetime):
+        return _panda_time(value)
+    if name in _NEW_JSON_STRINGS and not isinstance(value, str):
+        return _dumps(value)
+    if isinstance(value, (dict, list)):
+        return _dumps(value)
+    return value
+
+
+def _as_int(value: int | str) -> int | str:
+    return int(value) if isinstance(value, str) and value.isdigit() else value
+
+
+def _norm_status(status: str) -> str:
+    return NOT_FOUND if status.replace(" ", "") == NOT_FOUND else status
+
+
+def _command(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value)
+    return None if text in _COMMANDS_NONE else text
+
+
+def _new_update_result(call: str, pandaid: int, envelope: Mapping[str, Any]) -> UpdateResult:
+    data = envelope.get("data")
+    code = data.get("StatusCode") if isinstance(data, dict) else None
+    command = _command(data.get("command")) if isinstance(data, dict) else None
+    if envelope.get("success") is True and code in (0, None):
+        return UpdateResult(pandaid, True, command, None)
+    message = str(envelope.get("message") or "refused")
+    error = f"{message} (StatusCode {code})" if code is not None else message
+    return UpdateResult(pandaid, False, command, error)
+
+
+def _legacy_update_result(call: str, pandaid: int, text: str) -> UpdateResult:
+    reply = _legacy_reply(call, text, pandaid=pandaid)
+    code = _status_code(call, reply, pandaid=pandaid)
+    if code in (60, 70, 90):
+        raise PandaAuthError(call, f"StatusCode {code}", pandaid=pandaid)
+    if code == 10:
+        raise PandaTransportError(call, "StatusCode 10 (server-side timeout)", pandaid=pandaid)
+    command = _command(reply.get("command"))
+    if code == 0:
+        return UpdateResult(pandaid, True, command, None)
+    dialog = reply.get("errorDialog")
+    error = f"StatusCode {code}" + (f": {_excerpt(str(dialog))}" if dialog else "")
+    return UpdateResult(pandaid, False, command, error)
+
+
+def _legacy_bulk_results(text: str, updates: Sequence[JobUpdate]) -> list[UpdateResult]:
+    call = "updateJobsInBulk"
+    try:
+        reply = json.loads(text)
+    except ValueError:
+        raise _reply_error(call, "not JSON", text) from None
+    if (
+        not isinstance(reply, list)
+        or len(reply) != 2
+        or not isinstance(reply[0], bool)
+        or not isinstance(reply[1], list)
+    ):
+        raise _reply_error(call, "not [ok, [replies]]", text)
+    ok, items = reply
+    if not ok:
+        raise PandaRefused(call, f"the server refused the bulk update: {_excerpt(text)}")
+    if len(items) != len(updates):
+        raise _reply_error(call, f"{len(items)} results for {len(updates)} jobs", text)
+    results = []
+    for update, item in zip(updates, items, strict=True):
+        item_text = item if isinstance(item, str) else json.dumps(item)
+        results.append(_legacy_update_result(call, update.pandaid, item_text))
+    return results

@@ -1,0 +1,42 @@
+"""The errors of act's PanDA client (re-exported by ``act.atlas.panda_client``).
+
+Every error names the call and the cause in ``str()``; ``pandaid`` is set when the error concerns
+one job. Only ``PandaTransportError`` is worth retrying as is.
+"""
+
+from __future__ import annotations
+
+
+class PandaError(Exception):
+    """A PanDA call failed; ``str()`` names the call and the cause."""
+
+    def __init__(self, call: str, cause: str, *, pandaid: int | None = None) -> None:
+        self.call = call
+        self.cause = cause
+        self.pandaid = pandaid
+        where = f"{call} (pandaid={pandaid})" if pandaid is not None else call
+        super().__init__(f"PanDA {where}: {cause}")
+
+
+class PandaTransportError(PandaError):
+    """Connect, TLS, timeout, HTTP 5xx or a server-side timeout: retryable. ``unsent`` is True
+    when PanDA certainly did not act on the request (connection refused, TLS handshake failed,
+    connect timeout, HTTP 502/503, server-side timeout)."""
+
+    def __init__(
+        self, call: str, cause: str, *, pandaid: int | None = None, unsent: bool = False
+    ) -> None:
+        super().__init__(call, cause, pandaid=pandaid)
+        self.unsent = unsent
+
+
+class PandaAuthError(PandaError):
+    """Authentication or role refused, or the credential for the call is missing or expired."""
+
+
+class PandaRefused(PandaError):
+    """PanDA answered and refused the call (success=false, StatusCode 30/50/80, HTTP 4xx...)."""
+
+
+class PandaReplyError(PandaError):
+    """The reply could not be understood (not JSON, wrong types); the cause quotes an excerpt."""
