@@ -10,6 +10,11 @@ from act.common.daemon import DaemonSpec
 BUILTIN: dict[str, str] = {
     "janitor": "act.common.janitor:DAEMON",
     "propagator": "act.atlas.propagator:DAEMON",
+    "poller": "act.engine.poller:DAEMON",
+    "ce_fetcher": "act.engine.fetcher:DAEMON",
+    "canceller": "act.engine.canceller:DAEMON",
+    "cleaner": "act.engine.cleaner:DAEMON",
+    "submitter": "act.engine.submitter:DAEMON",
 }
 
 

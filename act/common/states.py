@@ -159,6 +159,7 @@ _allow(C, C_LIVE, "toresubmit", (A.POLLER,), "failure matching a resubmit patter
 _allow(C, "torerun", "submitted", (A.SUBMITTER,), "CE restarted the job")
 _allow(C, "torerun", "failed", (A.SUBMITTER,), "CE refused the restart")
 _allow(C, "toresubmit", "tosubmit", (A.SUBMITTER,), "old job cleaned, one attempt used")
+_allow(C, "toresubmit", "failed", (A.SUBMITTER,), "no attempts left")
 _allow(
     C,
     "tosubmit submitting torerun toresubmit " + C_LIVE,
@@ -168,10 +169,13 @@ _allow(
 )
 _allow(C, "tocancel", "cancelling", (A.CANCELLER,), "kill sent to the CE")
 _allow(C, "tocancel", "cancelled", (A.CANCELLER,), "nothing at the CE to kill")
+_allow(C, "tocancel", "cancelled", (A.JANITOR,), "kill not sent in time")
 _allow(C, "cancelling", "cancelled", (A.POLLER,), "CE confirmed the kill")
 _allow(C, "cancelling", "cancelled", (A.JANITOR,), "kill not confirmed in time")
 _allow(C, "finished", "done", (A.CE_FETCHER,), "outputs fetched")
 _allow(C, "failed", "donefailed", (A.CE_FETCHER,), "diagnostics fetched")
+_allow(C, "finished", "donefailed", (A.CE_FETCHER,), "outputs over the fetch caps")
+_allow(C, "finished failed", "donefailed", (A.JANITOR,), "outputs not fetched in time")
 _allow(C, "done donefailed cancelled lost", "toclean", (A.APP_STATUS, A.OPERATOR), "job over")
 _allow(C, "done donefailed cancelled lost", "toclean", (A.JANITOR,), "kept past retention")
 _allow(C, "toclean", "cleaned", (A.CLEANER,), "CE confirmed the clean")
