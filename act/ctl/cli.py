@@ -302,6 +302,11 @@ def panda(app: App, as_json: bool) -> None:
         click.echo(reporting.to_text(found, credentials))
 
 
+from act.ctl import ces as _ces  # noqa: E402  (needs the definitions above)
+
+_ces.register(cli, pass_app, Failure)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``actctl`` console script; returns the exit code."""
     try:

@@ -61,6 +61,8 @@ ME = Actor.SUBMITTER
 QUEUED_STATES = ("submitting", "submitted")
 RUNNING_STATES = ("running",)
 ERROR_LEN = 4000
+#: Tolerance on min_spacing between two batches of one cycle (the wait and the clock differ).
+SPACING_SLACK = 0.01
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,19 +323,24 @@ def _rerun_ce(ctx: Context, engine: EnginePool, name: str, group: list[dict[str,
     if found is not None:
         ce, backend = found
         try:
-            outcomes = backend.restart(ce, [str(row["ce_job_id"]) for row in group])
+            with_id = [str(row["ce_job_id"]) for row in group if row["ce_job_id"]]
+            outcomes = backend.restart(ce, with_id) if with_id else {}
         except CEUnavailable as error:
             ctx.log.warning("ce=%s: cannot restart %d job(s): %s", name, len(group), error.cause)
             _release(ctx, [row["id"] for row in group])
             return
     now = utcnow()
-    restarted = [row["id"] for row in group if _ok(outcomes.get(str(row["ce_job_id"])))]
+    restarted = [
+        row["id"] for row in group if row["ce_job_id"] and _ok(outcomes.get(str(row["ce_job_id"])))
+    ]
     refused: dict[int, str] = {}
     for row in group:
         if row["id"] in restarted:
             continue
         outcome = outcomes.get(str(row["ce_job_id"]))
-        if found is None:
+        if not row["ce_job_id"]:
+            refused[row["id"]] = "no CE job to restart"
+        elif found is None:
             refused[row["id"]] = f"CE {name!r} is not configured"
         elif outcome is None:
             refused[row["id"]] = "the CE gave no answer for this job"
@@ -521,7 +528,8 @@ def submit(ctx: Context, engine: EnginePool) -> bool:
     for _name, budget in sorted(room.items()):
         if budget.assigned:
             _submit_to(ctx, engine.backend(budget.ce), budget)
-    return len(rows) >= ctx.daemon.batch
+    # More may wait, but only worth an immediate cycle if jobs could be placed at all.
+    return len(rows) >= ctx.daemon.batch and bool(assigned)
 
 
 def _submit_to(ctx: Context, backend: Backend, budget: Budget) -> None:
@@ -547,7 +555,23 @@ def _submit_batch(
     tokens = {row["id"]: secrets.token_hex(16) for row in batch}
     now = utcnow()
 
-    def intent(conn: Connection) -> list[int]:
+    def intent(conn: Connection) -> list[int] | None:
+        # Take this CE's submission slot: only if no batch (of any submitter process) went to
+        # it within min_spacing. The row lock also serialises concurrent submitters here.
+        spacing = max(0.0, ce.settings.min_spacing - SPACING_SLACK)
+        slot = conn.execute(
+            sa.update(ces)
+            .where(
+                ces.c.endpoint == name,
+                sa.or_(
+                    ces.c.last_submit_at.is_(None),
+                    ces.c.last_submit_at <= now - seconds(spacing),
+                ),
+            )
+            .values(last_submit_at=now)
+        )
+        if slot.rowcount != 1:
+            return None
         moved = transition(
             conn,
             CE_LAYER,
@@ -562,12 +586,21 @@ def _submit_batch(
         )
         _set_each(conn, {job_id: {"token": tokens[job_id]} for job_id in moved})
         claims.renew(conn, CE_LAYER, ctx.owner, ctx.daemon.lease, moved)
-        conn.execute(sa.update(ces).where(ces.c.endpoint == name).values(last_submit_at=now))
         if probe and moved:
             breaker.start_probe(conn, name, moved[0], now=now)
         return moved
 
-    moved = set(ctx.db.run(intent))
+    taken = ctx.db.run(intent)
+    if taken is None:
+        ctx.log.info(
+            "ce=%s: another batch went to this CE less than %gs ago: %d job(s) wait",
+            name,
+            ce.settings.min_spacing,
+            len(batch),
+        )
+        _release(ctx, [row["id"] for row in batch])
+        return False
+    moved = set(taken)
     batch = [row for row in batch if row["id"] in moved]
     if not batch:
         return True
@@ -585,8 +618,26 @@ def _submit_batch(
     try:
         results = backend.submit(ce, requests)
     except CEUnavailable as error:
-        _unavailable(ctx, ce, batch, error)
-        return False
+        # The contract says nothing changed, but a reply lost after the CE took the jobs looks
+        # the same: ask once which tokens the CE has. If it answers, its answer decides.
+        try:
+            known = backend.find(ce, [tokens[row["id"]] for row in batch])
+        except CEUnavailable:
+            _unavailable(ctx, ce, batch, error)
+            return False
+        ctx.log.warning(
+            "ce=%s: submission reply lost (%s); the CE has %d of %d job(s)",
+            name,
+            error.cause,
+            len(known),
+            len(batch),
+        )
+        results = [
+            Submitted(row["id"], known[tokens[row["id"]]])
+            if tokens[row["id"]] in known
+            else Submitted(row["id"], None, f"submission reply lost: {error.cause}")
+            for row in batch
+        ]
     except Exception:
         # Nothing is known about what the CE did: leave the jobs in submitting and hand back
         # their claims; the next cycle's reconciliation asks the CE for their tokens.

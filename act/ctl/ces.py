@@ -1,0 +1,173 @@
+"""actctl's CE commands: ``actctl ces`` shows every CE, ``actctl ce ...`` steers one.
+
+``ce open|close`` force the circuit breaker (:mod:`act.engine.breaker`) open or closed until
+``ce auto`` hands it back to the automatic rules; ``ce drain`` stops new jobs going to a CE (its
+jobs go on) and ``ce enable`` ends that. Each records who (the OS user, or ``--who``) and why.
+"""
+
+from __future__ import annotations
+
+import getpass
+from collections.abc import Callable
+from typing import Any
+
+import click
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from act.common import exitcodes
+from act.common.schema import ces
+from act.common.states import STATES, Layer
+from act.common.timeutil import utcnow
+from act.ctl import output, queries
+from act.ctl.queries import Row
+from act.engine import breaker
+from act.engine.settings import CESettings
+
+COLUMNS = (
+    "ce",
+    "backend",
+    "enabled",
+    "breaker",
+    "failures",
+    "jobs",
+    "last_submit_at",
+    "last_error",
+)
+
+
+def ce_records(conn: Connection, configured: dict[str, CESettings]) -> list[Row]:
+    """One record per CE in the config or the ``ces`` table, with its jobs per state."""
+    rows = {str(row["endpoint"]): dict(row) for row in conn.execute(sa.select(ces)).mappings()}
+    counts = queries.ce_counts(conn)
+    records = []
+    for name in sorted(set(rows) | set(configured)):
+        row = rows.get(name, {})
+        settings = configured.get(name)
+        by_state = counts.get(name, {})
+        order = list(STATES[Layer.CE])
+        records.append(
+            {
+                "ce": name,
+                "configured": settings is not None,
+                "backend": settings.backend if settings else row.get("backend"),
+                "enabled": bool(row.get("enabled", True)),
+                "breaker": row.get("breaker", breaker.CLOSED),
+                "breaker_forced": row.get("breaker_forced"),
+                "failures": int(row.get("failures") or 0),
+                "opened_at": row.get("opened_at"),
+                "probe_job_id": row.get("probe_job_id"),
+                "success_score": row.get("success_score"),
+                "last_error": row.get("last_error"),
+                "last_error_at": row.get("last_error_at"),
+                "last_submit_at": row.get("last_submit_at"),
+                "reason": row.get("reason"),
+                "updated_by": row.get("updated_by"),
+                "updated_at": row.get("updated_at"),
+                "jobs": dict(sorted(by_state.items(), key=lambda kv: _rank(order, kv[0]))),
+            }
+        )
+    return records
+
+
+def _rank(order: list[str], state: str) -> int:
+    return order.index(state) if state in order else len(order)
+
+
+def _breaker_cell(record: Row) -> str:
+    forced = record["breaker_forced"]
+    if forced:
+        return f"forced {forced} (auto: {record['breaker']})"
+    return str(record["breaker"])
+
+
+def ces_text(records: list[Row]) -> str:
+    if not records:
+        return "(no CEs configured)"
+    rows = [
+        [
+            record["ce"] + ("" if record["configured"] else " (not configured)"),
+            record["backend"],
+            "yes" if record["enabled"] else "drained",
+            _breaker_cell(record),
+            record["failures"],
+            " ".join(f"{state}={n}" for state, n in record["jobs"].items()),
+            record["last_submit_at"],
+            output.one_line(record["last_error"], 60),
+        ]
+        for record in records
+    ]
+    lines = [output.table(rows, COLUMNS)]
+    notes = [
+        f"{record['ce']}: {record['reason']} (by {record['updated_by']}, "
+        f"{output.cell(record['updated_at'])})"
+        for record in records
+        if record["reason"]
+    ]
+    if notes:
+        lines += ["", "Operator notes:", *notes]
+    return "\n".join(lines)
+
+
+def register(cli: click.Group, pass_app: Callable[..., Any], failure: type[Exception]) -> None:
+    """Add ``ces`` and ``ce`` to actctl's top-level group."""
+
+    @cli.command("ces")
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+    @pass_app
+    def ces_command(app: Any, as_json: bool) -> None:
+        """Every CE: back end, drained or not, breaker state, failures, jobs per state."""
+        configured = app.settings().engine.ces
+        with app.checked().read() as conn:
+            records = ce_records(conn, configured)
+        click.echo(output.to_json(records) if as_json else ces_text(records))
+
+    @cli.group("ce")
+    def ce_group() -> None:
+        """Steer one CE: force its breaker, or drain it (records who and why)."""
+
+    def action(name: str, summary: str, apply: Callable[..., None]) -> None:
+        @ce_group.command(name, help=summary)
+        @click.argument("ce")
+        @click.option("--reason", required=True, help="Why (shown by `actctl ces`).")
+        @click.option("--who", default=None, help="Who decides (default: the OS user).")
+        @pass_app
+        def command(app: Any, ce: str, reason: str, who: str | None) -> None:
+            person = who or getpass.getuser()
+            database = app.checked()
+            settings = app.settings()
+
+            def change(conn: Connection) -> bool:
+                now = utcnow()
+                breaker.sync_ces(conn, settings.engine.ces, now=now)
+                known = conn.execute(sa.select(ces.c.endpoint).where(ces.c.endpoint == ce))
+                if known.first() is None:
+                    return False
+                apply(conn, ce, who=person, why=reason, now=now)
+                return True
+
+            if not database.run(change):
+                raise failure(f"no CE {ce!r} (see `actctl ces`)", exitcodes.NOT_FOUND)
+            click.echo(f"{ce}: {summary.lower().rstrip('.')} (by {person}: {reason})")
+
+    action("open", "Breaker forced open: no new jobs.", _forcer("open"))
+    action(
+        "close", "Breaker forced closed: jobs go to it whatever its failures.", _forcer("closed")
+    )
+    action("auto", "Breaker back to automatic.", _forcer(None))
+    action("drain", "Drained: no new jobs; its jobs go on.", _enabler(False))
+    action("enable", "Enabled: new jobs again.", _enabler(True))
+
+
+def _forcer(state: Any) -> Callable[..., None]:
+    def apply(conn: Connection, ce: str, **what: Any) -> None:
+        breaker.force(conn, ce, state, **what)
+
+    return apply
+
+
+def _enabler(enabled: bool) -> Callable[..., None]:
+    def apply(conn: Connection, ce: str, **what: Any) -> None:
+        breaker.set_enabled(conn, ce, enabled, **what)
+
+    return apply
