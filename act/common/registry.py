@@ -10,6 +10,7 @@ from act.common.daemon import DaemonSpec
 BUILTIN: dict[str, str] = {
     "janitor": "act.common.janitor:DAEMON",
     "propagator": "act.atlas.propagator:DAEMON",
+    "panda_fetcher": "act.atlas.fetcher:DAEMON",
     "poller": "act.engine.poller:DAEMON",
     "ce_fetcher": "act.engine.fetcher:DAEMON",
     "canceller": "act.engine.canceller:DAEMON",
