@@ -314,14 +314,8 @@ class LocalBackend:
             if state.get("state") == jf.RUNNING:
                 for pid in jf.group_members(state.get("pgid")):
                     _signal(pid, signal.SIGKILL)
-            state.update(
-                state=jf.FAILED,
-                ended_at=jf.now_iso(),
-                errors=[
-                    f"runner died (pid {state.get('runner_pid')}) before recording the job's end"
-                ],
-            )
-            jf.write_json(jobdir / jf.STATE, state)
+            died = f"runner died (pid {state.get('runner_pid')}) before recording the job's end"
+            jf.write_json(jobdir / jf.STATE, jf.ended(state, jf.FAILED, [died]))
             return state
 
     def find(self, ce: CE, tokens: Sequence[str]) -> dict[str, str]:
@@ -367,8 +361,7 @@ class LocalBackend:
             with jf.locked(jobdir):
                 state = jf.read_json(jobdir / jf.STATE) or {}
                 if state.get("state") not in jf.ENDED:
-                    state.update(state=jf.KILLED, ended_at=jf.now_iso(), errors=["killed by act"])
-                    jf.write_json(jobdir / jf.STATE, state)
+                    jf.write_json(jobdir / jf.STATE, jf.ended(state, jf.KILLED, ["killed by act"]))
             job_log(self.log, ce=ce.name).info("killed %s", ce_job_id)
             results[ce_job_id] = Outcome(ce_job_id, ok=True)
         return {ce_job_id: results[ce_job_id] for ce_job_id in ce_job_ids}
@@ -428,28 +421,23 @@ class LocalBackend:
         for name in (jf.STDOUT, jf.STDERR):
             if (jobdir / name).is_file() and not (jobdir / name).is_symlink():
                 plan.append((jobdir / name, name))
+        written: list[str] = []
+        size = 0
         try:
             for name in outputs:
                 plan.extend(_collect(jobdir / jf.WORK, name, notes))
-        except _UnsafeOutput as error:
-            return Fetched(ce_job_id, error=str(error))
-        if len(plan) > caps.max_files:
-            return Fetched(
-                ce_job_id, error=f"{len(plan)} files exceed engine.fetch.max_files={caps.max_files}"
-            )
-        total = sum(source.lstat().st_size for source, _ in plan)
-        if total > caps.max_bytes:
-            return Fetched(
-                ce_job_id, error=f"{total} bytes exceed engine.fetch.max_bytes={caps.max_bytes}"
-            )
-        written: list[str] = []
-        size = 0
-        for source, relative in plan:
-            try:
+            if len(plan) > caps.max_files:
+                raise _UnsafeOutput(
+                    f"{len(plan)} files exceed engine.fetch.max_files={caps.max_files}"
+                )
+            total = sum(source.lstat().st_size for source, _ in plan)
+            if total > caps.max_bytes:
+                raise _UnsafeOutput(f"{total} bytes exceed engine.fetch.max_bytes={caps.max_bytes}")
+            for source, relative in plan:
                 size += _copy_file(source, dest / relative, caps.max_bytes - size)
-            except _UnsafeOutput as error:
-                return Fetched(ce_job_id, tuple(written), size, error=str(error))
-            written.append(relative)
+                written.append(relative)
+        except (_UnsafeOutput, OSError) as error:
+            return Fetched(ce_job_id, tuple(written), size, error=str(error))
         state = self._current(jobdir)
         errors = state.get("errors")
         diagnostics = [str(e) for e in errors] if isinstance(errors, list) else []

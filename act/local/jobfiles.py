@@ -75,6 +75,14 @@ def read_json(path: Path, limit: int = 1 << 20) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def ended(state: dict[str, Any], outcome: str, errors: list[str]) -> dict[str, Any]:
+    """``state`` marked as ended now with ``outcome`` (finished, failed, killed) and errors."""
+    state["state"] = outcome
+    state["ended_at"] = now_iso()
+    state["errors"] = errors
+    return state
+
+
 @contextmanager
 def locked(jobdir: Path) -> Iterator[None]:
     """Hold the job's state lock."""

@@ -79,7 +79,12 @@ class Runner:
 
     def run(self) -> None:
         if not self.take_slots():
-            jf.update_state(self.jobdir, state=jf.KILLED, ended_at=jf.now_iso(), errors=["killed"])
+            jf.update_state(
+                self.jobdir,
+                state=jf.KILLED,
+                ended_at=jf.now_iso(),
+                errors=["killed by act (queued)"],
+            )
             return
         work = self.jobdir / jf.WORK
         with open(self.jobdir / jf.STDOUT, "ab") as out, open(self.jobdir / jf.STDERR, "ab") as err:
@@ -141,7 +146,6 @@ class Runner:
 
     def finish(self, status: int, usage: Any, reason: str | None, wall: float) -> None:
         fields: dict[str, Any] = {
-            "ended_at": jf.now_iso(),
             "wall_seconds": round(wall, 3),
             "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
             "max_rss_kb": int(usage.ru_maxrss),
@@ -153,22 +157,21 @@ class Runner:
             fields["signal"] = signum = os.WTERMSIG(status)
             fields["exit_code"] = 128 + signum
             what = f"killed by signal {signum} ({signal.Signals(signum).name})"
-        if reason == "killed":
-            fields.update(state=jf.KILLED, errors=[f"killed by act ({what})"])
-        elif reason == "walltime":
-            limit = self.description.get("walltime")
-            fields.update(state=jf.FAILED, errors=[f"walltime exceeded ({limit}s; {what})"])
-        elif os.WIFEXITED(status) and fields["exit_code"] == 0:
-            fields.update(state=jf.FINISHED, errors=[])
-        else:
-            fields.update(state=jf.FAILED, errors=[f"payload failed: {what}"])
         with jf.locked(self.jobdir):
             current = jf.read_json(self.jobdir / jf.STATE) or {}
-            if current.get("kill_requested") and reason != "killed":
-                fields.update(state=jf.KILLED, errors=[f"killed by act ({what})"])
-            if current.get("state") not in jf.ENDED:  # act's kill may have recorded it first
-                current.update(fields)
-                jf.write_json(self.jobdir / jf.STATE, current)
+            if current.get("state") in jf.ENDED:  # act's kill may have recorded it first
+                return
+            if reason == "killed" or current.get("kill_requested"):
+                outcome, errors = jf.KILLED, [f"killed by act ({what})"]
+            elif reason == "walltime":
+                limit = self.description.get("walltime")
+                outcome, errors = jf.FAILED, [f"walltime exceeded ({limit}s; {what})"]
+            elif os.WIFEXITED(status) and fields["exit_code"] == 0:
+                outcome, errors = jf.FINISHED, []
+            else:
+                outcome, errors = jf.FAILED, [f"payload failed: {what}"]
+            current.update(fields)
+            jf.write_json(self.jobdir / jf.STATE, jf.ended(current, outcome, errors))
 
 
 def detach(jobdir: Path) -> int:
