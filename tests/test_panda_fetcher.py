@@ -92,18 +92,13 @@ def test_fetches_and_stores_the_spec_verbatim(
     for pandaid, row in rows.items():
         assert row.state == "received"
         assert row.spec_format == "json"
-        assert json.loads(row.spec) == {
-            **json.loads(json.dumps(server.jobs[pandaid].spec)),
-        }
+        assert json.loads(row.spec) == server.jobs[pandaid].spec
         assert row.attempt == 1 and row.prod_source_label == "managed"
         assert row.next_report_at is not None and row.next_report_at <= utcnow()
-        assert row.log_url.startswith("https://logs/x/") and row.log_url.endswith(
-            f"/{QUEUE}/{pandaid}.out"
-        )
+        assert row.log_url.startswith("https://logs/x/")
+        assert row.log_url.endswith(f"/{QUEUE}/{pandaid}.out")
         assert not row.heartbeat_less
-    # byte-identical: the stored text is the slice of PanDA's reply
-    reply = [r for r in server.received("pilot/acquire_jobs")]
-    assert len(reply) == 1
+    assert len(server.received("pilot/acquire_jobs")) == 1
     assert spool.pending(spool.spool_dir(tmp_path)) == []
 
 
@@ -313,3 +308,25 @@ def test_crash_after_spool_loses_nothing_and_stores_once(
     with db.read() as conn:
         count = conn.execute(sa.select(sa.func.count()).select_from(panda_jobs)).scalar()
     assert count == 7
+
+
+def test_heartbeat_less_queue_marks_its_jobs(
+    db: Database, server: PandaTestServer, tmp_path: Path
+) -> None:
+    (pandaid,) = server.seed(1, queue="HBL")
+    run_once(context(db, make_settings(tmp_path, server, HBL=queue_config(heartbeat_less=True))))
+    row = stored(db)[pandaid]
+    assert row.heartbeat_less and row.log_url is None  # no log_url_prefix configured
+
+
+def test_refusal_is_logged_and_nothing_stored(
+    db: Database, server: PandaTestServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.seed(2, queue=QUEUE)
+    server.refuse_role = True
+    with caplog.at_level(logging.ERROR):
+        run_once(context(db, make_settings(tmp_path, server)))
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and QUEUE in errors[0] and "acquire_jobs" in errors[0]
+    assert stored(db) == {} and handed_out(server) == []
+    assert spool.pending(spool.spool_dir(tmp_path)) == []

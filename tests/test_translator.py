@@ -114,7 +114,7 @@ def test_arc_queue(db: Database, tmp_path: Path) -> None:
     (ce,) = ce_rows(db, 11)
     assert ce.state == "tosubmit" and ce.backend == "arc" and ce.candidates == "arc1"
     assert ce.attempts_left == 4 and ce.queue == "ARCQ" and ce.panda_job_id == job.id
-    assert ce.description.startswith("&(executable = ") or "(executable" in ce.description
+    assert ce.description.startswith('&(executable = "runpilot2-wrapper.sh")')
     assert '(queue = "grid")' in ce.description
     input_dir = tmp_path / "jobs" / "11" / "input"
     assert ce.input_dir == str(input_dir)
