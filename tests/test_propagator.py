@@ -135,6 +135,21 @@ def _bulk_ids(request: Received) -> list[list[int]]:
     return []
 
 
+def cancel(db: Database, job_id: int) -> None:
+    """What the app layer does when the CE job of a job to be killed has ended."""
+    db.run(
+        lambda c: transition(
+            c,
+            Layer.PANDA,
+            [job_id],
+            "tobekilled",
+            "cancelled",
+            actor=Actor.APP_STATUS,
+            values=due_now(),
+        )
+    )
+
+
 def field(fields: dict[str, Any], legacy: str, new: str) -> Any:
     return fields.get(new, fields.get(legacy))
 
@@ -328,21 +343,17 @@ def test_tobekilled_kills_the_job_and_panda_gets_no_more_reports(
     assert (job.state, job.panda_command, job.next_report_at) == ("tobekilled", "tobekilled", None)
     assert job.panda_command_at is not None
 
-    # The app layer cancels the CE job; when it ends, PanDA (which killed it) hears nothing.
-    db.run(
-        lambda c: transition(
-            c,
-            Layer.PANDA,
-            [job.id],
-            "tobekilled",
-            "cancelled",
-            actor=Actor.APP_STATUS,
-            values=due_now(),
-        )
-    )
     run_once(ctx)
-    assert row(db, pandaid).state == "donecancelled"
-    assert server.states(pandaid) == ["running"]
+    assert server.states(pandaid) == ["running"]  # no heartbeat while the CE job is killed
+
+    # The app layer cancels the CE job; then PanDA gets what a killed pilot sends.
+    cancel(db, job.id)
+    run_once(ctx)
+    assert server.states(pandaid) == ["running", "failed"]
+    fields = server.last_fields(pandaid)
+    assert int(field(fields, "pilotErrorCode", "pilot_error_code")) == 1144
+    assert "PanDA's request" in field(fields, "pilotErrorDiag", "pilot_error_diag")
+    assert row(db, pandaid).state == "donecancelled"  # PanDA answered tobekilled again: over
 
 
 @pytest.mark.parametrize("command", ["badattemptnr", "alreadydone"])
@@ -355,8 +366,10 @@ def test_badattemptnr_and_alreadydone_stop_reports_and_kill_the_ce_job(
     run_once(ctx)
     job = row(db, pandaid)
     assert (job.state, job.panda_command, job.next_report_at) == ("tobekilled", command, None)
+    cancel(db, job.id)
     run_once(ctx)
-    assert server.states(pandaid) == ["starting"]
+    assert server.states(pandaid) == ["starting"]  # PanDA wants no final report
+    assert row(db, pandaid).state == "donecancelled"
 
 
 def test_a_wrong_attempt_number_gets_badattemptnr(
