@@ -247,6 +247,31 @@ def test_reports_go_in_batches_with_a_bounded_number_in_flight(
     assert all(server.states(pandaid) == ["running"] for pandaid in pandaids)
 
 
+def test_two_instances_never_report_a_job_twice(
+    db: Database, server: CountingPandaTestServer
+) -> None:
+    pandaids = jobs_in(db, server, "running", 60)
+    server.delay = 0.05
+    contexts = [context(db, server, batch_size=5, in_flight=2) for _ in range(2)]
+    contexts[1].instance = "test:2:def"
+    errors: list[BaseException] = []
+
+    def work(ctx: Context) -> None:
+        try:
+            drain(ctx)
+        except BaseException as error:  # reported below, in the test's thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(ctx,)) for ctx in contexts]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == []
+    assert sorted(sent(server)) == pandaids  # each job in exactly one bulk call
+    assert all(server.states(pandaid) == ["running"] for pandaid in pandaids)
+
+
 # -- outages ---------------------------------------------------------------------------------------
 
 
