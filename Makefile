@@ -31,6 +31,7 @@ run: venv
 
 test: venv-test
 	tests/harness/ensure-databases
+	tests/harness/ensure-arc-python
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 check: venv-test

@@ -21,6 +21,7 @@ import json
 import os
 import re
 import stat
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,6 +36,8 @@ from pydantic import (
 )
 from sqlalchemy.engine import URL, make_url
 
+from act.atlas.panda_settings import PandaSettings
+from act.atlas.queues import QueuesSettings
 from act.common.section import Section
 from act.engine.settings import EngineSettings
 
@@ -59,10 +62,6 @@ class ConfigError(ValueError):
 def default_root() -> str:
     state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
     return os.path.join(state, "act")
-
-
-# The panda: section's model lives with the PanDA client; it needs Section, defined above.
-from act.atlas.panda_settings import PandaSettings  # noqa: E402
 
 
 class DbSettings(Section):
@@ -120,6 +119,7 @@ class Settings(Section):
     supervisor: SupervisorSettings = SupervisorSettings()
     daemons: dict[str, DaemonSettings] = Field(default_factory=_default_daemons)
     engine: EngineSettings = EngineSettings()
+    queues: QueuesSettings = QueuesSettings()
     panda: PandaSettings = PandaSettings()
 
     _source: str = PrivateAttr(default=BUILTIN)
@@ -283,14 +283,24 @@ def _known_keys(root: type[BaseModel], loc: list[str]) -> list[str]:
         field = model.model_fields.get(part)
         if field is None:
             return []
-        annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            model = annotation
-        elif part == "daemons":
-            model, expect_key = DaemonSettings, True
-        else:
+        inner, expect_key = _model_in(field.annotation)
+        if inner is None:
             return []
+        model = inner
     return list(model.model_fields)
+
+
+def _model_in(annotation: Any) -> tuple[type[BaseModel] | None, bool]:
+    """The model a field holds, itself or as the values of a dict/list (True: a key follows)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation, False
+    args = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+    if typing.get_origin(annotation) in (dict, list) and args:
+        model, _ = _model_in(args[-1])
+        return model, model is not None
+    if len(args) == 1:  # X | None
+        return _model_in(args[0])
+    return None, False
 
 
 def _check_daemons(settings: Settings) -> list[str]:

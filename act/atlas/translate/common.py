@@ -1,0 +1,364 @@
+"""What both CE description languages share: reading the job spec and aCT's resource rules.
+
+The job spec comes from PanDA (new API: typed JSON; legacy: every value a string) and may hold
+"NULL", empty strings, missing keys and text in any script. Everything read from it is checked
+here; a value that cannot be used is a :class:`TranslationError` naming the PanDA ID and field.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from act.atlas.queues import DEFAULT_MAX_WALLTIME_MINUTES, Queue
+
+#: Where a native job's input files come from: Rucio, through the CE's data staging and cache.
+RUCIO_REPLICAS = (
+    "rucio://rucio-lb-prod.cern.ch;rucioaccount=pilot;transferprotocol=https;"
+    "httpgetpartial=no;cache=invariant;accesslatency=disk/replicas"
+)
+WRAPPER_NAME = "runpilot2-wrapper.sh"
+TARBALL_NAME = "pilot3.tar.gz"
+JOB_SPEC_FILE = "pandaJobData.out"
+QUEUEDATA_FILE = "queuedata.json"
+EVENT_RANGES_FILE = "eventranges.json"
+HEARTBEAT_FILE = "heartbeat.json"
+EVENT_STATUS_FILE = "event_status.dump.json"
+OUTPUT_LIST = "@output.list"
+RESERVED_NAMES = frozenset(
+    {
+        WRAPPER_NAME,
+        TARBALL_NAME,
+        JOB_SPEC_FILE,
+        QUEUEDATA_FILE,
+        EVENT_RANGES_FILE,
+        HEARTBEAT_FILE,
+        EVENT_STATUS_FILE,
+    }
+)
+
+DEFAULT_CPU_SECONDS = 2 * 24 * 3600
+MIN_WALLTIME_MINUTES = 60
+MEMORY_STEP_MB = 500
+ANALYSIS_LABELS = frozenset({"user", "panda"})
+# A file name or scope that is safe in a URL path, a session directory and both languages.
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=-]*")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class TranslationError(ValueError):
+    """A job cannot be described for a CE; the message names the PanDA ID and the field."""
+
+    def __init__(self, pandaid: int, field_name: str, problem: str) -> None:
+        self.pandaid = pandaid
+        self.field = field_name
+        super().__init__(f"pandaid={pandaid}: {field_name}: {problem}")
+
+
+@dataclass(frozen=True)
+class JobInput:
+    """What the translators need about one job."""
+
+    pandaid: int
+    spec: Mapping[str, Any]
+    spec_text: str
+    queue: Queue
+    attempt: int
+    log_url: str
+    event_ranges: Sequence[Mapping[str, Any]] | None = None
+    #: PANDA_JSID: who submitted the pilot (Harvester's metadata ``schedulerid`` wins).
+    scheduler_id: str = "act"
+    #: Harvester metadata of the job (harvesterid, harvesterworkerid, schedulerid), if any.
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Translation:
+    description: str
+    files: Mapping[str, bytes]
+    cores: int
+    walltime_minutes: int
+    #: The job's total memory in MB (ARC's xRSL ``memory`` is this divided by ``cores``).
+    memory_mb: int
+    priority: int
+
+
+@dataclass(frozen=True)
+class InputFile:
+    lfn: str
+    scope: str
+
+    @property
+    def url(self) -> str:
+        return f"{RUCIO_REPLICAS}/{self.scope}/{self.lfn}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything decided about a job, before it is written in either language."""
+
+    pandaid: int
+    queue: Queue
+    native: bool
+    cores: int
+    walltime_minutes: int
+    memory_mb: int
+    priority: int
+    label: str
+    job_type: str
+    resource_type: str
+    job_name: str
+    log_file: str
+    arguments: tuple[str, ...]
+    environment: tuple[tuple[str, str], ...]
+    inputs: tuple[InputFile, ...]
+    files: Mapping[str, bytes]
+
+    @property
+    def memory_per_core_mb(self) -> int:
+        return self.memory_mb // self.cores
+
+    @property
+    def stdout_name(self) -> str:
+        """The pilot's stdout (aCT: the log file name without ``.tgz``), never the log itself."""
+        name = self.log_file.replace(".tgz", "")
+        return name if name != self.log_file else f"{self.log_file}.stdout"
+
+
+class Spec:
+    """Typed, checked reads of a job spec; "NULL", "", None and a missing key mean "not given"."""
+
+    def __init__(self, pandaid: int, spec: Mapping[str, Any]) -> None:
+        self.pandaid = pandaid
+        self.spec = spec
+
+    def error(self, key: str, problem: str) -> TranslationError:
+        return TranslationError(self.pandaid, key, problem)
+
+    def given(self, key: str) -> bool:
+        value = self.spec.get(key)
+        return value is not None and not (isinstance(value, str) and value in ("", "NULL"))
+
+    def text(self, key: str, default: str) -> str:
+        if not self.given(key):
+            return default
+        value = self.spec[key]
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise self.error(key, f"must be a string (got {type(value).__name__})")
+        return str(value)
+
+    def integer(self, key: str, default: int) -> int:
+        if not self.given(key):
+            return default
+        value = self.spec[key]
+        if isinstance(value, bool):
+            raise self.error(key, f"must be an integer (got {value!r})")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                number = float(value.strip())
+            except ValueError:
+                pass
+            else:
+                if math.isfinite(number) and number.is_integer():
+                    return int(number)
+        raise self.error(key, f"must be an integer (got {value!r})")
+
+    def listing(self, key: str) -> list[str]:
+        """A PanDA comma list (``inFiles``, ``scopeIn``, ...); empty when not given."""
+        if not self.given(key):
+            return []
+        value = self.spec[key]
+        if isinstance(value, list):
+            items = value
+        elif isinstance(value, str):
+            items = value.split(",")
+        else:
+            raise self.error(key, f"must be a comma list (got {type(value).__name__})")
+        return [str(item).strip() for item in items]
+
+
+def plan(job: JobInput, *, native_allowed: bool = True) -> Plan:
+    """Apply aCT's rules (domain.md, act-reference §7) to one job."""
+    spec = Spec(job.pandaid, job.spec)
+    queue = job.queue
+    native = not queue.truepilot
+    if native and not native_allowed:
+        raise TranslationError(
+            job.pandaid,
+            "queue.truepilot",
+            f"queue {queue.name} is native (no-network): only an ARC CE can stage its data",
+        )
+    label = spec.text("prodSourceLabel", queue.prod_source_label)
+    analysis = label in ANALYSIS_LABELS
+    cores = spec.integer("coreCount", queue.cores)
+    if cores < 1:
+        cores = queue.cores
+    walltime = _walltime(spec, queue, cores)
+    memory = _memory(spec, queue, cores, analysis)
+    resource_type = spec.text(
+        "resource_type", spec.text("resourceType", _resource_type(cores, memory))
+    )
+    log_file = spec.text("logFile", f"{job.pandaid}.log.tgz")
+    check_value(job.pandaid, "logFile", log_file)
+    if not _SAFE_NAME.fullmatch(log_file) or log_file in RESERVED_NAMES:
+        raise TranslationError(job.pandaid, "logFile", f"{log_file!r} is not a safe file name")
+    job_name = spec.text("jobName", f"pandajob-{job.pandaid}")
+    check_value(job.pandaid, "jobName", job_name)
+    arguments = _arguments(job, label, "user" if analysis else "managed", resource_type)
+    inputs = _inputs(spec) if native else ()
+    try:
+        files: dict[str, bytes] = {JOB_SPEC_FILE: job.spec_text.encode("utf-8")}
+    except UnicodeEncodeError as error:
+        raise TranslationError(job.pandaid, "spec_text", f"not encodable: {error}") from None
+    if native:
+        files[QUEUEDATA_FILE] = json.dumps(queue.queuedata, sort_keys=True).encode("utf-8")
+    if job.event_ranges is not None:
+        files[EVENT_RANGES_FILE] = json.dumps(list(job.event_ranges), sort_keys=True).encode()
+    return Plan(
+        pandaid=job.pandaid,
+        queue=queue,
+        native=native,
+        cores=cores,
+        walltime_minutes=walltime,
+        memory_mb=memory,
+        priority=priority(spec),
+        label=label,
+        job_type="user" if analysis else "managed",
+        resource_type=resource_type,
+        job_name=job_name,
+        log_file=log_file,
+        arguments=arguments,
+        environment=_environment(job),
+        inputs=inputs,
+        files=files,
+    )
+
+
+def check_value(pandaid: int, key: str, value: str) -> str:
+    """Refuse control characters (newlines above all) in anything written to a description."""
+    if _CONTROL.search(value):
+        raise TranslationError(pandaid, key, f"control characters are not allowed: {value!r}")
+    return value
+
+
+def _walltime(spec: Spec, queue: Queue, cores: int) -> int:
+    """Minutes: maxCpuCount/60 x 1.5 (x 2 above 15 cores), in [60, queue max]; truepilot: max."""
+    limit = queue.max_walltime_minutes or DEFAULT_MAX_WALLTIME_MINUTES
+    if queue.truepilot:
+        return limit
+    seconds = spec.integer("maxCpuCount", DEFAULT_CPU_SECONDS)
+    if seconds <= 0:
+        seconds = DEFAULT_CPU_SECONDS
+    minutes = math.ceil(seconds / 60 * 1.5)
+    if cores > 15:
+        minutes *= 2
+    return min(max(MIN_WALLTIME_MINUTES, minutes), limit)
+
+
+def _memory(spec: Spec, queue: Queue, cores: int, analysis: bool) -> int:
+    """Total MB: minRamCount, else 2000 (analysis) / 4000 (production) per single-core job and
+    2000 per core for multicore; at least 1000, rounded up to 500 MB; single core at least 2000;
+    never above the queue's maximum."""
+    ram = spec.integer("minRamCount", 0)
+    if ram <= 0:
+        ram = 2000 * cores if cores > 1 else (2000 if analysis else 4000)
+    ram = max(ram, 1000)
+    ram = math.ceil(ram / MEMORY_STEP_MB) * MEMORY_STEP_MB
+    if cores == 1:
+        ram = max(ram, 2000)
+    per_core = max(math.ceil(ram / cores), 250)
+    total = per_core * cores
+    if queue.max_memory_mb and total > queue.max_memory_mb:
+        total = max(queue.max_memory_mb // cores, 1) * cores
+    return total
+
+
+def priority(spec: Spec) -> int:
+    """currentPriority onto 1-100: <=1000 -> x0.09, <=10000 -> 90 + (p-1000)/900, else 100."""
+    if not spec.given("currentPriority"):
+        return 50
+    try:
+        value = spec.integer("currentPriority", 50)
+    except TranslationError:
+        return 50
+    if value <= 1000:
+        mapped = value * 90 // 1000
+    elif value <= 10000:
+        mapped = 90 + (value - 1000) // 900
+    else:
+        mapped = 100
+    return min(max(mapped, 1), 100)
+
+
+def _resource_type(cores: int, memory_mb: int) -> str:
+    kind = "MCORE" if cores > 1 else "SCORE"
+    return kind + "_HIMEM" if memory_mb // cores > 2000 else kind
+
+
+def _arguments(job: JobInput, label: str, job_type: str, resource_type: str) -> tuple[str, ...]:
+    queue = job.queue
+    pilot_version = str(queue.queuedata.get("pilot_version") or "3")
+    arguments = [
+        "-q", queue.name,
+        "-j", label,
+        "--pilot-user", "ATLAS",
+        "--harvester-submit-mode", "PUSH",
+        "-w", "generic",
+        "--job-type", job_type,
+        "--resource-type", resource_type,
+        "--pilotversion", pilot_version,
+    ]  # fmt: skip
+    if queue.truepilot:
+        server, _, port = queue.panda_server.rpartition(":")
+        if not port.isdigit():
+            server, port = queue.panda_server, "25443"
+        arguments += ["--url", server, "-p", port]
+        params = queue.queuedata.get("params")
+        pilot_url = params.get("pilot_url") if isinstance(params, dict) else None
+        if isinstance(pilot_url, str) and pilot_url:
+            arguments += ["--piloturl", pilot_url]
+    else:
+        arguments += ["-z", "-t", "--piloturl", "local", "--mute"]
+    arguments += shlex.split(queue.pilot_args)
+    for index, argument in enumerate(arguments):
+        check_value(job.pandaid, f"arguments[{index}]", argument)
+    return tuple(arguments)
+
+
+def _environment(job: JobInput) -> tuple[tuple[str, str], ...]:
+    scheduler = job.metadata.get("schedulerid") or job.scheduler_id
+    pairs = [("PANDA_JSID", str(scheduler)), ("GTAG", job.log_url), ("PILOT_NOKILL", "YES")]
+    if job.queue.truepilot:
+        for key, name in (
+            ("harvesterid", "HARVESTER_ID"),
+            ("harvesterworkerid", "HARVESTER_WORKER_ID"),
+        ):
+            if job.metadata.get(key) not in (None, ""):
+                pairs.append((name, str(job.metadata[key])))
+    for name, value in pairs:
+        check_value(job.pandaid, f"environment {name}", value)
+    return tuple(pairs)
+
+
+def _inputs(spec: Spec) -> tuple[InputFile, ...]:
+    lfns = spec.listing("inFiles")
+    scopes = spec.listing("scopeIn")
+    if len(scopes) != len(lfns):
+        raise spec.error("scopeIn", f"{len(scopes)} scopes for {len(lfns)} inFiles")
+    seen: dict[str, InputFile] = {}
+    for lfn, scope in zip(lfns, scopes, strict=True):
+        if not _SAFE_NAME.fullmatch(lfn) or lfn in RESERVED_NAMES:
+            raise spec.error("inFiles", f"{lfn!r} is not a safe file name")
+        if not _SAFE_NAME.fullmatch(scope):
+            raise spec.error("scopeIn", f"{scope!r} is not a valid scope")
+        seen.setdefault(lfn, InputFile(lfn=lfn, scope=scope))
+    return tuple(seen.values())

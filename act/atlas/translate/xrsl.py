@@ -1,0 +1,104 @@
+"""PanDA job -> ARC xRSL.
+
+Every value is a quoted xRSL string (a ``"`` inside is doubled), so quotes, parentheses and any
+script in a value are literal text; control characters are refused before they get here.
+Locally shipped files are ``inputfiles`` entries whose source is their absolute path under
+``input_dir``: ARC clients upload such files into the job's session directory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from act.atlas.queues import QueueCE
+from act.atlas.translate.common import (
+    EVENT_STATUS_FILE,
+    HEARTBEAT_FILE,
+    OUTPUT_LIST,
+    TARBALL_NAME,
+    WRAPPER_NAME,
+    JobInput,
+    Translation,
+    TranslationError,
+    check_value,
+    plan,
+)
+
+
+def quote(value: str) -> str:
+    """An xRSL string literal."""
+    return '"' + value.replace('"', '""') + '"'
+
+
+def _relation(name: str, *values: str) -> str:
+    return f"({name} = {' '.join(quote(v) for v in values)})"
+
+
+def _lists(name: str, rows: Iterable[tuple[str, ...]]) -> str:
+    inner = " ".join("(" + " ".join(quote(v) for v in row) + ")" for row in rows)
+    return f"({name} = {inner})"
+
+
+def to_xrsl(job: JobInput, ce: QueueCE, *, input_dir: Path) -> Translation:
+    """The xRSL for one job on one ARC CE; raises TranslationError."""
+    if ce.flavour != "arc":
+        raise TranslationError(job.pandaid, "ce.flavour", f"{ce.flavour} CE: xRSL is for ARC")
+    if not input_dir.is_absolute():
+        raise TranslationError(job.pandaid, "input_dir", f"{input_dir} must be absolute")
+    check_value(job.pandaid, "input_dir", str(input_dir))
+    p = plan(job)
+    queue = p.queue
+    lines = [
+        _relation("executable", WRAPPER_NAME),
+        _relation("arguments", *p.arguments),
+        _relation("jobname", p.job_name),
+        _relation("count", str(p.cores)),
+    ]
+    if p.cores > 1:
+        lines.append(_relation("countpernode", str(p.cores)))
+    lines += [
+        _relation("memory", str(p.memory_per_core_mb)),
+        _relation("walltime", str(p.walltime_minutes)),
+        _relation("cputime", str(p.walltime_minutes * p.cores)),
+        _relation("priority", str(p.priority)),
+    ]
+    if ce.ce_queue:
+        lines.append(_relation("queue", check_value(job.pandaid, "ce.ce_queue", ce.ce_queue)))
+    if p.native:
+        rtes = ["APPS/HEP/ATLAS-SITE"] + (["ENV/PROXY"] if p.job_type == "user" else [])
+    else:
+        rtes = ["ENV/PROXY"]
+    lines += [_relation("runtimeenvironment", rte) for rte in rtes]
+    lines.append(_lists("environment", p.environment))
+
+    inputs = [(name, str(input_dir / name)) for name in p.files]
+    inputs.append((WRAPPER_NAME, check_value(job.pandaid, "pilot_wrapper", queue.pilot_wrapper)))
+    if p.native:
+        if not queue.pilot_tarball:
+            raise TranslationError(job.pandaid, "queue.pilot_tarball", "native jobs need one")
+        inputs.append(
+            (TARBALL_NAME, check_value(job.pandaid, "pilot_tarball", queue.pilot_tarball))
+        )
+        inputs += [(f.lfn, f.url) for f in p.inputs]
+    lines.append(_lists("inputfiles", inputs))
+    if p.native:
+        outputs = [(HEARTBEAT_FILE, ""), (p.log_file, "")]
+        if job.event_ranges is not None:
+            outputs.append((EVENT_STATUS_FILE, ""))
+        outputs.append((OUTPUT_LIST, ""))
+        lines.append(_lists("outputfiles", outputs))
+    lines += [
+        _relation("stdout", p.stdout_name),
+        _relation("join", "yes"),
+        _relation("gmlog", "gmlog"),
+        _relation("rerun", "2"),
+    ]
+    return Translation(
+        description="&" + "\n".join(lines) + "\n",
+        files=p.files,
+        cores=p.cores,
+        walltime_minutes=p.walltime_minutes,
+        memory_mb=p.memory_mb,
+        priority=p.priority,
+    )

@@ -1,0 +1,1 @@
+"""The local back end: CE jobs run as processes on this machine."""

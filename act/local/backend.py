@@ -1,0 +1,547 @@
+"""The local back end: CE jobs run as processes on this machine (the embedded default; the demo).
+
+A CE of this back end (``engine.ces.<name>.backend: local``) takes these ``options``:
+
+* ``slots``: jobs (cores) running at once; default: the machine's CPU count;
+* ``workdir``: where the job directories are; default ``<root>/local-ce/<ce name>``;
+* ``grace``: seconds between SIGTERM and SIGKILL when a job is killed (default 5);
+* ``start_timeout``: seconds a submission waits for its runner to start (default 30).
+
+Jobs are described in the JSON format of :mod:`act.local.description`. Each runs under its own
+detached runner (:mod:`act.local.runner`), so it outlives the daemon that submitted it, and all
+state is in files (:mod:`act.local.jobfiles`): any process can ask for its status later. What a job
+writes (its state file, its outputs) is treated as untrusted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import secrets
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import Field, ValidationError
+
+from act.common.config import ConfigError
+from act.common.logs import job_log
+from act.common.section import Section
+from act.engine.backend import (
+    CE,
+    CEState,
+    CEUnavailable,
+    Fetched,
+    JobStatus,
+    Limits,
+    Outcome,
+    SubmitRequest,
+    Submitted,
+)
+from act.local import jobfiles as jf
+from act.local.description import DescriptionError, LocalJob, safe_relative
+
+if TYPE_CHECKING:
+    from act.common.config import Settings
+    from act.common.db import Database
+
+#: Variables of the submitting process a payload gets (plus its description's ``environment``).
+BASE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ", "USER", "LOGNAME", "SHELL")
+#: A job directory without state.json this long after submission had its runner never start.
+NEVER_STARTED = 60.0
+STATES = {
+    jf.QUEUED: CEState.QUEUED,
+    jf.RUNNING: CEState.RUNNING,
+    jf.FINISHED: CEState.FINISHED,
+    jf.FAILED: CEState.FAILED,
+    jf.KILLED: CEState.KILLED,
+}
+
+
+class LocalOptions(Section):
+    """``engine.ces.<name>.options`` of a local CE."""
+
+    slots: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=4096)
+    workdir: str | None = None
+    grace: float = Field(5.0, gt=0)
+    start_timeout: float = Field(30.0, gt=0)
+
+
+def token_prefix(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()[:16]
+
+
+def _time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return int(value)
+
+
+class LocalBackend:
+    """Runs CE jobs as local processes (see the module docstring)."""
+
+    def __init__(self, *, settings: Settings, db: Database | None, log: logging.Logger) -> None:
+        self.settings = settings
+        self.log = log
+        self._options: dict[str, LocalOptions] = {}
+
+    # -- configuration and layout -----------------------------------------------------------
+
+    def options(self, ce: CE) -> LocalOptions:
+        found = self._options.get(ce.name)
+        if found is None:
+            try:
+                found = LocalOptions.model_validate(ce.settings.options)
+            except ValidationError as error:
+                problems = [
+                    f"engine.ces.{ce.name}.options.{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                    for e in error.errors()
+                ]
+                raise ConfigError(self.settings.source, problems) from None
+            self._options[ce.name] = found
+        return found
+
+    def workdir(self, ce: CE) -> Path:
+        configured = self.options(ce).workdir
+        return Path(configured) if configured else Path(self.settings.root) / "local-ce" / ce.name
+
+    def _jobs(self, ce: CE) -> Path:
+        jobs = self.workdir(ce) / jf.JOBS
+        try:
+            jobs.mkdir(parents=True, exist_ok=True, mode=0o700)
+            (self.workdir(ce) / jf.SLOTS).mkdir(exist_ok=True, mode=0o700)
+        except OSError as error:
+            raise CEUnavailable(ce.name, f"work directory {jobs}: {error.strerror}") from None
+        return jobs
+
+    def _jobdir(self, ce: CE, ce_job_id: str) -> Path | None:
+        """The directory of a known job, None for an unknown or malformed id."""
+        if not jf.JOB_ID.fullmatch(ce_job_id):
+            return None
+        jobdir = self._jobs(ce) / ce_job_id
+        return jobdir if (jobdir / jf.JOB).is_file() else None
+
+    def limits(self, ce: CE) -> Limits:
+        return Limits(
+            submit_batch=50,
+            status_batch=1000,
+            refresh_seconds=1.0,
+            can_restart=False,
+            extras={"slots": self.options(ce).slots},
+        )
+
+    # -- submit -------------------------------------------------------------------------------
+
+    def submit(self, ce: CE, jobs: Sequence[SubmitRequest]) -> list[Submitted]:
+        options = self.options(ce)
+        root = self._jobs(ce)
+        started: list[tuple[SubmitRequest, Path, subprocess.Popen[bytes]] | Submitted] = []
+        for request in jobs:
+            log = job_log(self.log, pandaid=request.pandaid, ce=ce.name)
+            try:
+                job = LocalJob.parse(request.description)
+                if job.cores > options.slots:
+                    raise DescriptionError("cores", f"{job.cores} > the CE's {options.slots} slots")
+            except DescriptionError as error:
+                log.warning("rejected: %s", error)
+                started.append(Submitted(request.job_id, None, str(error), permanent=True))
+                continue
+            ce_job_id = f"{token_prefix(request.token)}-{secrets.token_hex(6)}"
+            jobdir = root / ce_job_id
+            try:
+                self._prepare(jobdir, job, request, options, root.parent / jf.SLOTS)
+                runner = subprocess.Popen(
+                    [sys.executable, "-S", "-m", "act.local.runner", str(jobdir)],
+                    env=self._runner_env(),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    cwd=jobdir,
+                    close_fds=True,
+                )
+            except _InputError as error:
+                shutil.rmtree(jobdir, ignore_errors=True)
+                log.warning("rejected: %s", error)
+                started.append(Submitted(request.job_id, None, str(error), permanent=True))
+                continue
+            except OSError as error:
+                shutil.rmtree(jobdir, ignore_errors=True)
+                log.warning("cannot start the job: %s", error)
+                started.append(Submitted(request.job_id, None, f"cannot start the job: {error}"))
+                continue
+            started.append((request, jobdir, runner))
+        return [self._started(ce, item, options) for item in started]
+
+    def _started(
+        self,
+        ce: CE,
+        item: tuple[SubmitRequest, Path, subprocess.Popen[bytes]] | Submitted,
+        options: LocalOptions,
+    ) -> Submitted:
+        """Wait for a runner to have recorded itself; the result of one submission."""
+        if isinstance(item, Submitted):
+            return item
+        request, jobdir, runner = item
+        log = job_log(self.log, pandaid=request.pandaid, ce=ce.name)
+        try:
+            code = runner.wait(timeout=options.start_timeout)
+        except subprocess.TimeoutExpired:
+            runner.kill()
+            runner.wait()
+            code = -1
+        if code != 0:
+            detail = _tail(jobdir / jf.RUNNER_LOG, 500) or f"exit status {code}"
+            self._stop(jobdir, signal.SIGKILL)
+            shutil.rmtree(jobdir, ignore_errors=True)
+            log.warning("the job's runner did not start: %s", detail)
+            return Submitted(request.job_id, None, f"the job's runner did not start: {detail}")
+        log.info("submitted as %s", jobdir.name)
+        return Submitted(request.job_id, jobdir.name)
+
+    def _prepare(
+        self,
+        jobdir: Path,
+        job: LocalJob,
+        request: SubmitRequest,
+        options: LocalOptions,
+        slots_dir: Path,
+    ) -> None:
+        work = jobdir / jf.WORK
+        work.mkdir(parents=True, mode=0o700)
+        for name in job.inputs:
+            _copy_input(request.input_dir, name, work)
+        jf.write_json(
+            jobdir / jf.JOB,
+            {
+                "token": request.token,
+                "job_id": request.job_id,
+                "pandaid": request.pandaid,
+                "submitted_at": jf.now_iso(),
+                "description": job.model_dump(mode="json"),
+                "slots": options.slots,
+                "slots_dir": str(slots_dir),
+                "grace": options.grace,
+                "base_env": {k: os.environ[k] for k in BASE_ENV if k in os.environ},
+            },
+        )
+
+    @staticmethod
+    def _runner_env() -> dict[str, str]:
+        env = {k: os.environ[k] for k in BASE_ENV if k in os.environ}
+        package_root = str(Path(__file__).resolve().parent.parent.parent)
+        env["PYTHONPATH"] = package_root  # the runner (python -S: no site) imports act.local
+        return env
+
+    # -- status and find ----------------------------------------------------------------------
+
+    def status(self, ce: CE, ce_job_ids: Sequence[str]) -> dict[str, JobStatus | None]:
+        return {ce_job_id: self._status(ce, ce_job_id) for ce_job_id in ce_job_ids}
+
+    def _status(self, ce: CE, ce_job_id: str) -> JobStatus | None:
+        jobdir = self._jobdir(ce, ce_job_id)
+        if jobdir is None:
+            return None
+        state = self._current(jobdir)
+        name = state.get("state")
+        if name not in STATES:
+            return JobStatus(
+                ce_job_id, CEState.FAILED, "unreadable", errors=("state.json is unreadable",)
+            )
+        errors = state.get("errors")
+        started, ended = _time(state.get("started_at")), _time(state.get("ended_at"))
+        exit_code = _int(state.get("exit_code"))
+        return JobStatus(
+            ce_job_id,
+            STATES[name],
+            str(name),
+            exit_code=exit_code,
+            errors=tuple(str(e)[:1000] for e in errors[:20]) if isinstance(errors, list) else (),
+            worker_node=str(state["node"])[:255] if state.get("node") else None,
+            cpu_seconds=_int(state.get("cpu_seconds")),
+            wall_seconds=_int(state.get("wall_seconds")),
+            max_rss_kb=_int(state.get("max_rss_kb")),
+            started_at=started,
+            ended_at=ended,
+        )
+
+    def _current(self, jobdir: Path) -> dict[str, Any]:
+        """state.json, with a runner that died (or never started) recorded as a failure."""
+        state = jf.read_json(jobdir / jf.STATE)
+        if state is None:
+            job = jf.read_json(jobdir / jf.JOB) or {}
+            submitted = _time(job.get("submitted_at"))
+            age = time.time() - submitted.timestamp() if submitted else NEVER_STARTED + 1
+            if age <= NEVER_STARTED:
+                return {"state": jf.QUEUED}
+            with jf.locked(jobdir):
+                if jf.read_json(jobdir / jf.STATE) is None:
+                    jf.write_json(
+                        jobdir / jf.STATE,
+                        {
+                            "state": jf.FAILED,
+                            "ended_at": jf.now_iso(),
+                            "errors": ["the job's runner never started"],
+                        },
+                    )
+            return jf.read_json(jobdir / jf.STATE) or {}
+        if state.get("state") in jf.ENDED or jf.alive(
+            state.get("runner_pid"), state.get("runner_start")
+        ):
+            return state
+        with jf.locked(jobdir):
+            state = jf.read_json(jobdir / jf.STATE) or {}
+            if state.get("state") in jf.ENDED:
+                return state
+            if state.get("state") == jf.RUNNING:
+                for pid in jf.group_members(state.get("pgid")):
+                    _signal(pid, signal.SIGKILL)
+            died = f"runner died (pid {state.get('runner_pid')}) before recording the job's end"
+            jf.write_json(jobdir / jf.STATE, jf.ended(state, jf.FAILED, [died]))
+            return state
+
+    def find(self, ce: CE, tokens: Sequence[str]) -> dict[str, str]:
+        """Scan the work directory for jobs carrying ``tokens`` (the newest one per token)."""
+        root = self._jobs(ce)
+        found: dict[str, tuple[str, str]] = {}
+        for token in tokens:
+            for jobdir in root.glob(f"{token_prefix(token)}-*"):
+                if not jf.JOB_ID.fullmatch(jobdir.name):
+                    continue
+                job = jf.read_json(jobdir / jf.JOB)
+                if job is None or job.get("token") != token:
+                    continue
+                when = str(job.get("submitted_at", ""))
+                if token not in found or when > found[token][0]:
+                    found[token] = (when, jobdir.name)
+        return {token: ce_job_id for token, (_, ce_job_id) in found.items()}
+
+    # -- kill, clean, restart -----------------------------------------------------------------
+
+    def kill(self, ce: CE, ce_job_ids: Sequence[str]) -> dict[str, Outcome]:
+        """SIGTERM to each job's runner and payload group, SIGKILL after the grace period."""
+        grace = self.options(ce).grace
+        results: dict[str, Outcome] = {}
+        pending: list[tuple[str, Path]] = []
+        for ce_job_id in ce_job_ids:
+            jobdir = self._jobdir(ce, ce_job_id)
+            if jobdir is None:
+                results[ce_job_id] = Outcome(ce_job_id, ok=False, gone=True)
+                continue
+            if self._current(jobdir).get("state") in jf.ENDED:
+                results[ce_job_id] = Outcome(ce_job_id, ok=True)  # nothing left to kill
+                continue
+            jf.update_state(jobdir, kill_requested=True)  # so the runner records "killed"
+            self._stop(jobdir, signal.SIGTERM)
+            pending.append((ce_job_id, jobdir))
+        deadline = time.monotonic() + grace + 1.0  # the runner escalates itself after grace
+        while pending and time.monotonic() < deadline and any(_running(d) for _, d in pending):
+            time.sleep(0.05)
+        for ce_job_id, jobdir in pending:
+            if _running(jobdir):
+                self._stop(jobdir, signal.SIGKILL)
+            with jf.locked(jobdir):
+                state = jf.read_json(jobdir / jf.STATE) or {}
+                if state.get("state") not in jf.ENDED:
+                    jf.write_json(jobdir / jf.STATE, jf.ended(state, jf.KILLED, ["killed by act"]))
+            job_log(self.log, ce=ce.name).info("killed %s", ce_job_id)
+            results[ce_job_id] = Outcome(ce_job_id, ok=True)
+        return {ce_job_id: results[ce_job_id] for ce_job_id in ce_job_ids}
+
+    @staticmethod
+    def _stop(jobdir: Path, signum: int) -> None:
+        """Send ``signum`` to a job's runner and to every process of its payload's group."""
+        state = jf.read_json(jobdir / jf.STATE) or {}
+        if jf.alive(state.get("runner_pid"), state.get("runner_start")):
+            _signal(state["runner_pid"], signum)
+        for pid in jf.group_members(state.get("pgid")):
+            _signal(pid, signum)
+
+    def clean(self, ce: CE, ce_job_ids: Sequence[str]) -> dict[str, Outcome]:
+        """Remove the directories of jobs that ended (a job still running is an error)."""
+        results: dict[str, Outcome] = {}
+        for ce_job_id in ce_job_ids:
+            jobdir = self._jobdir(ce, ce_job_id)
+            if jobdir is None:
+                results[ce_job_id] = Outcome(ce_job_id, ok=False, gone=True)
+                continue
+            state = self._current(jobdir).get("state")
+            if state not in jf.ENDED:
+                results[ce_job_id] = Outcome(
+                    ce_job_id, ok=False, error=f"the job is {state}: kill it before cleaning"
+                )
+                continue
+            try:
+                shutil.rmtree(jobdir)
+            except OSError as error:
+                results[ce_job_id] = Outcome(ce_job_id, ok=False, error=f"cannot remove: {error}")
+                continue
+            results[ce_job_id] = Outcome(ce_job_id, ok=True)
+        return results
+
+    def restart(self, ce: CE, ce_job_ids: Sequence[str]) -> dict[str, Outcome]:
+        return {
+            ce_job_id: Outcome(ce_job_id, ok=False, error="the local back end cannot restart jobs")
+            for ce_job_id in ce_job_ids
+        }
+
+    # -- fetch --------------------------------------------------------------------------------
+
+    def fetch(self, ce: CE, ce_job_id: str, dest: Path, *, failed: bool) -> Fetched:
+        """Copy the declared outputs (from ``work/``) plus stdout and stderr into ``dest``."""
+        jobdir = self._jobdir(ce, ce_job_id)
+        if jobdir is None:
+            return Fetched(ce_job_id, gone=True, error="the CE does not know the job")
+        job = jf.read_json(jobdir / jf.JOB) or {}
+        try:
+            outputs = LocalJob.model_validate(job.get("description")).outputs
+        except ValidationError:
+            return Fetched(ce_job_id, error="job.json is unreadable")
+        caps = self.settings.engine.fetch
+        plan: list[tuple[Path, str]] = []  # (source, relative destination)
+        notes: list[str] = []
+        for name in (jf.STDOUT, jf.STDERR):
+            if (jobdir / name).is_file() and not (jobdir / name).is_symlink():
+                plan.append((jobdir / name, name))
+        written: list[str] = []
+        size = 0
+        try:
+            for name in outputs:
+                plan.extend(_collect(jobdir / jf.WORK, name, notes))
+            if len(plan) > caps.max_files:
+                raise _UnsafeOutput(
+                    f"{len(plan)} files exceed engine.fetch.max_files={caps.max_files}"
+                )
+            total = sum(source.lstat().st_size for source, _ in plan)
+            if total > caps.max_bytes:
+                raise _UnsafeOutput(f"{total} bytes exceed engine.fetch.max_bytes={caps.max_bytes}")
+            for source, relative in plan:
+                size += _copy_file(source, dest / relative, caps.max_bytes - size)
+                written.append(relative)
+        except (_UnsafeOutput, OSError) as error:
+            return Fetched(ce_job_id, tuple(written), size, error=str(error))
+        state = self._current(jobdir)
+        errors = state.get("errors")
+        diagnostics = [str(e) for e in errors] if isinstance(errors, list) else []
+        diagnostics += notes
+        if failed:
+            diagnostics.append(_tail(jobdir / jf.STDERR, 2000))
+        text = "\n".join(d for d in diagnostics if d) or None
+        return Fetched(ce_job_id, tuple(written), size, diagnostics=text)
+
+    def close(self) -> None:
+        self._options.clear()
+
+
+class _InputError(ValueError):
+    """An input file that cannot be staged (missing, or outside the input directory)."""
+
+
+class _UnsafeOutput(ValueError):
+    """An output that is not a regular file inside the job directory (e.g. a symlink out)."""
+
+
+def _signal(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signum)
+
+
+def _running(jobdir: Path) -> bool:
+    state = jf.read_json(jobdir / jf.STATE) or {}
+    return jf.alive(state.get("runner_pid"), state.get("runner_start")) or bool(
+        jf.group_members(state.get("pgid"))
+    )
+
+
+def _tail(path: Path, limit: int) -> str:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return ""
+    with os.fdopen(fd, "rb") as handle:
+        handle.seek(max(0, os.fstat(handle.fileno()).st_size - limit))
+        return handle.read(limit).decode("utf-8", "replace").strip()
+
+
+def _copy_input(input_dir: Path | None, name: str, work: Path) -> None:
+    if input_dir is None:
+        raise _InputError(f"job description: inputs: {name!r} given but the job has no input_dir")
+    base = input_dir.resolve()
+    source = (input_dir / name).resolve()
+    if not source.is_relative_to(base):
+        raise _InputError(f"job description: inputs: {name!r} leads outside the input directory")
+    if not source.is_file():
+        raise _InputError(f"job description: inputs: {name!r} is not a file in {input_dir}")
+    target = work / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(source, target)
+
+
+def _collect(work: Path, name: str, notes: list[str]) -> list[tuple[Path, str]]:
+    """The regular files an output names: the file, or every file below a directory.
+
+    Symbolic links are followed only if they stay inside the job's working directory; a link out
+    of it makes the whole fetch fail (the payload is not trusted).
+    """
+    base = work.resolve()
+    path = work / safe_relative(name)
+    if not os.path.lexists(path):
+        notes.append(f"missing output: {name}")
+        return []
+    real = path.resolve()
+    if not real.is_relative_to(base):
+        raise _UnsafeOutput(f"output {name!r} points outside the job directory")
+    if real.is_file():
+        return [(real, name)]
+    if not real.is_dir():
+        raise _UnsafeOutput(f"output {name!r} is not a regular file or directory")
+    found: list[tuple[Path, str]] = []
+    for folder, dirs, files in os.walk(real):
+        for entry in dirs + files:
+            full = Path(folder) / entry
+            inside = full.resolve()
+            if not inside.is_relative_to(base):
+                raise _UnsafeOutput(f"output {name!r}: {entry!r} points outside the job directory")
+            if entry in files:
+                if not inside.is_file():
+                    continue  # sockets, fifos: not data
+                found.append((inside, str(Path(name) / full.relative_to(real))))
+    return found
+
+
+def _copy_file(source: Path, target: Path, budget: int) -> int:
+    """Copy without following a link swapped in meanwhile; at most ``budget`` bytes."""
+    try:
+        fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as error:
+        raise _UnsafeOutput(f"cannot read {source.name!r}: {error.strerror}") from None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    copied = 0
+    with os.fdopen(fd, "rb") as reader:
+        if not stat.S_ISREG(os.fstat(reader.fileno()).st_mode):
+            raise _UnsafeOutput(f"{source.name!r} is not a regular file")
+        with open(target, "wb") as writer:
+            while chunk := reader.read(1 << 20):
+                copied += len(chunk)
+                if copied > budget:
+                    raise _UnsafeOutput("outputs grew beyond engine.fetch.max_bytes while copied")
+                writer.write(chunk)
+    return copied

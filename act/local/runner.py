@@ -1,0 +1,224 @@
+"""``python -m act.local.runner JOBDIR``: runs one local CE job, detached from its submitter.
+
+The first process forks and exits as soon as the runner proper (its child, in a new session) has
+recorded itself in ``state.json`` as ``queued`` with its pid and start time; the submitter waits
+only for that. The runner then
+
+1. takes ``cores`` slot locks (``fcntl`` on ``slots/<n>.lock``, all or none, retried until
+   available: jobs beyond the slots wait QUEUED; locks die with the runner);
+2. starts the payload in its own process group (stdout/stderr to files, ``work/`` as its
+   directory), records ``running`` with the payload's pid and process group;
+3. waits for it with ``os.wait4``, enforcing the walltime (SIGTERM to the payload's group, SIGKILL
+   after the grace period), and records ``finished`` (exit 0), ``failed`` (exit code or signal,
+   or ``walltime exceeded``) or ``killed`` (SIGTERM to the runner: act's kill), with CPU time and
+   max RSS.
+
+Only the standard library is imported, so that a submission costs one short Python start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from act.local import jobfiles as jf
+
+POLL = 0.05  # seconds between two checks of the payload or of the slots
+
+
+class Runner:
+    def __init__(self, jobdir: Path) -> None:
+        self.jobdir = jobdir
+        job = jf.read_json(jobdir / jf.JOB)
+        if job is None:
+            raise RuntimeError(f"{jobdir / jf.JOB}: missing or unreadable")
+        self.job: dict[str, Any] = job
+        self.description: dict[str, Any] = job["description"]
+        self.grace = float(job.get("grace", 5.0))
+        self.killed = False
+        self.slot_fds: list[int] = []
+
+    def on_term(self, _signum: int, _frame: Any) -> None:
+        self.killed = True
+
+    def take_slots(self) -> bool:
+        """Wait until ``cores`` slots are ours; False if killed meanwhile."""
+        slots_dir = Path(self.job["slots_dir"])
+        slots, cores = int(self.job["slots"]), int(self.description.get("cores", 1))
+        while not self.killed:
+            fds = []
+            for n in range(slots):
+                fd = os.open(slots_dir / f"{n}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    os.close(fd)
+                    continue
+                fds.append(fd)
+                if len(fds) == cores:
+                    self.slot_fds = fds
+                    return True
+            for fd in fds:  # all or none: two multi-core jobs never deadlock
+                os.close(fd)
+            time.sleep(POLL * 4)
+        return False
+
+    def payload_env(self) -> dict[str, str]:
+        env = dict(self.job.get("base_env", {}))
+        env.update(self.description.get("environment", {}))
+        return env
+
+    def run(self) -> None:
+        if not self.take_slots():
+            jf.update_state(
+                self.jobdir,
+                state=jf.KILLED,
+                ended_at=jf.now_iso(),
+                errors=["killed by act (queued)"],
+            )
+            return
+        work = self.jobdir / jf.WORK
+        with open(self.jobdir / jf.STDOUT, "ab") as out, open(self.jobdir / jf.STDERR, "ab") as err:
+            started = time.monotonic()
+            try:
+                proc = subprocess.Popen(
+                    [self.description["executable"], *self.description.get("arguments", [])],
+                    cwd=work,
+                    env=self.payload_env(),
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    start_new_session=True,  # its own group: kill reaches its whole tree
+                    close_fds=True,  # the slot locks stay with the runner
+                )
+            except OSError as error:
+                jf.update_state(
+                    self.jobdir,
+                    state=jf.FAILED,
+                    ended_at=jf.now_iso(),
+                    errors=[f"cannot start {self.description['executable']!r}: {error.strerror}"],
+                )
+                return
+            jf.update_state(
+                self.jobdir,
+                state=jf.RUNNING,
+                started_at=jf.now_iso(),
+                pid=proc.pid,
+                pgid=proc.pid,
+                node=os.uname().nodename,
+            )
+            status, usage, reason = self.wait(proc.pid, started)
+        self.finish(status, usage, reason, time.monotonic() - started)
+
+    def wait(self, pid: int, started: float) -> tuple[int, Any, str | None]:
+        """Wait for the payload; returns its wait status, rusage and why act stopped it."""
+        deadline = started + float(self.description.get("walltime", 86400.0))
+        reason: str | None = None
+        term_at: float | None = None
+        while True:
+            done, status, usage = os.wait4(pid, os.WNOHANG)
+            if done:
+                self.kill_group(pid, signal.SIGKILL)  # leftovers of its tree
+                return status, usage, reason
+            now = time.monotonic()
+            if reason is None and (self.killed or now > deadline):
+                reason = "killed" if self.killed else "walltime"
+                self.kill_group(pid, signal.SIGTERM)
+                term_at = now
+            elif term_at is not None and now > term_at + self.grace:
+                self.kill_group(pid, signal.SIGKILL)
+                term_at = float("inf")
+            time.sleep(POLL)
+
+    @staticmethod
+    def kill_group(pgid: int, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signum)
+
+    def finish(self, status: int, usage: Any, reason: str | None, wall: float) -> None:
+        fields: dict[str, Any] = {
+            "wall_seconds": round(wall, 3),
+            "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
+            "max_rss_kb": int(usage.ru_maxrss),
+        }
+        if os.WIFEXITED(status):
+            fields["exit_code"] = code = os.WEXITSTATUS(status)
+            what = f"exit code {code}"
+        else:
+            fields["signal"] = signum = os.WTERMSIG(status)
+            fields["exit_code"] = 128 + signum
+            what = f"killed by signal {signum} ({signal.Signals(signum).name})"
+        with jf.locked(self.jobdir):
+            current = jf.read_json(self.jobdir / jf.STATE) or {}
+            if current.get("state") in jf.ENDED:  # act's kill may have recorded it first
+                return
+            if reason == "killed" or current.get("kill_requested"):
+                outcome, errors = jf.KILLED, [f"killed by act ({what})"]
+            elif reason == "walltime":
+                limit = self.description.get("walltime")
+                outcome, errors = jf.FAILED, [f"walltime exceeded ({limit}s; {what})"]
+            elif os.WIFEXITED(status) and fields["exit_code"] == 0:
+                outcome, errors = jf.FINISHED, []
+            else:
+                outcome, errors = jf.FAILED, [f"payload failed: {what}"]
+            current.update(fields)
+            jf.write_json(self.jobdir / jf.STATE, jf.ended(current, outcome, errors))
+
+
+def detach(jobdir: Path) -> int:
+    """Fork the runner into a new session; return once it has recorded itself (0) or failed."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as pipe:
+            return 0 if pipe.read(1) == b"1" else 1
+    os.close(read_end)
+    try:
+        os.setsid()
+        log = os.open(jobdir / jf.RUNNER_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.close(null)
+        os.close(log)
+        runner = Runner(jobdir)
+        signal.signal(signal.SIGTERM, runner.on_term)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        me = os.getpid()
+        jf.update_state(
+            jobdir,
+            state=jf.QUEUED,
+            queued_at=jf.now_iso(),
+            runner_pid=me,
+            runner_start=jf.start_time(me),
+        )
+        os.write(write_end, b"1")
+        os.close(write_end)
+        runner.run()
+    except BaseException:
+        traceback.print_exc()
+        os._exit(1)
+    os._exit(0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m act.local.runner JOBDIR", file=sys.stderr)
+        return 2
+    return detach(Path(args[0]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
