@@ -135,6 +135,21 @@ def _bulk_ids(request: Received) -> list[list[int]]:
     return []
 
 
+def cancel(db: Database, job_id: int) -> None:
+    """What the app layer does when the CE job of a job to be killed has ended."""
+    db.run(
+        lambda c: transition(
+            c,
+            Layer.PANDA,
+            [job_id],
+            "tobekilled",
+            "cancelled",
+            actor=Actor.APP_STATUS,
+            values=due_now(),
+        )
+    )
+
+
 def field(fields: dict[str, Any], legacy: str, new: str) -> Any:
     return fields.get(new, fields.get(legacy))
 
@@ -229,6 +244,31 @@ def test_reports_go_in_batches_with_a_bounded_number_in_flight(
     assert [len(call) for call in bulk_calls(server)] == [2] * 7
     assert server.most_active <= 3
     assert sorted(sent(server)) == pandaids
+    assert all(server.states(pandaid) == ["running"] for pandaid in pandaids)
+
+
+def test_two_instances_never_report_a_job_twice(
+    db: Database, server: CountingPandaTestServer
+) -> None:
+    pandaids = jobs_in(db, server, "running", 60)
+    server.delay = 0.05
+    contexts = [context(db, server, batch_size=5, in_flight=2) for _ in range(2)]
+    contexts[1].instance = "test:2:def"
+    errors: list[BaseException] = []
+
+    def work(ctx: Context) -> None:
+        try:
+            drain(ctx)
+        except BaseException as error:  # reported below, in the test's thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(ctx,)) for ctx in contexts]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == []
+    assert sorted(sent(server)) == pandaids  # each job in exactly one bulk call
     assert all(server.states(pandaid) == ["running"] for pandaid in pandaids)
 
 
@@ -328,21 +368,17 @@ def test_tobekilled_kills_the_job_and_panda_gets_no_more_reports(
     assert (job.state, job.panda_command, job.next_report_at) == ("tobekilled", "tobekilled", None)
     assert job.panda_command_at is not None
 
-    # The app layer cancels the CE job; when it ends, PanDA (which killed it) hears nothing.
-    db.run(
-        lambda c: transition(
-            c,
-            Layer.PANDA,
-            [job.id],
-            "tobekilled",
-            "cancelled",
-            actor=Actor.APP_STATUS,
-            values=due_now(),
-        )
-    )
     run_once(ctx)
-    assert row(db, pandaid).state == "donecancelled"
-    assert server.states(pandaid) == ["running"]
+    assert server.states(pandaid) == ["running"]  # no heartbeat while the CE job is killed
+
+    # The app layer cancels the CE job; then PanDA gets what a killed pilot sends.
+    cancel(db, job.id)
+    run_once(ctx)
+    assert server.states(pandaid) == ["running", "failed"]
+    fields = server.last_fields(pandaid)
+    assert int(field(fields, "pilotErrorCode", "pilot_error_code")) == 1144
+    assert "PanDA's request" in field(fields, "pilotErrorDiag", "pilot_error_diag")
+    assert row(db, pandaid).state == "donecancelled"  # PanDA answered tobekilled again: over
 
 
 @pytest.mark.parametrize("command", ["badattemptnr", "alreadydone"])
@@ -355,8 +391,10 @@ def test_badattemptnr_and_alreadydone_stop_reports_and_kill_the_ce_job(
     run_once(ctx)
     job = row(db, pandaid)
     assert (job.state, job.panda_command, job.next_report_at) == ("tobekilled", command, None)
+    cancel(db, job.id)
     run_once(ctx)
-    assert server.states(pandaid) == ["starting"]
+    assert server.states(pandaid) == ["starting"]  # PanDA wants no final report
+    assert row(db, pandaid).state == "donecancelled"
 
 
 def test_a_wrong_attempt_number_gets_badattemptnr(

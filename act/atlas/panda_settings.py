@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from act.common.config import Section
+from act.common.section import Section
 
 Role = Literal["production", "pilot"]
 

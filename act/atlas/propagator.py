@@ -17,13 +17,16 @@ received, queued, toresubmit                starting (the job is with act, not y
 running                                     running
 transferring, tovalidate                    transferring (outputs being staged or checked)
 tobekilled (operator or policy kill)        what PanDA was last told (still a heartbeat)
-tobekilled after a PanDA command            nothing (PanDA no longer wants to hear of it)
+tobekilled after a PanDA command            nothing while the CE job is being killed
 finished                                    finished + the final report → ``done``
 failed                                      failed + the final report → ``donefailed``
+cancelled after PanDA's ``tobekilled``      failed, pilotErrorCode ``kill_error_code`` (1144,
+                                            the pilot's "killed by PanDA server", which PanDA
+                                            expects from a killed job) → ``donecancelled``
 cancelled by act (operator, stuck policy)   failed, pilotErrorCode ``cancel_error_code``
-                                            (1144, "killed", as aCT) → ``donecancelled``
-cancelled after a PanDA command             nothing → ``donecancelled`` (PanDA killed it, or
-                                            has a newer attempt, or has it done already)
+                                            (1144 too by default, as aCT) → ``donecancelled``
+cancelled after ``badattemptnr`` or         nothing → ``donecancelled`` (PanDA has a newer
+``alreadydone``                             attempt, or the job done already)
 ==========================================  =================================================
 
 The fields of ``panda_jobs.report`` (JSON, legacy camelCase: ``xml``, ``pilotErrorCode``,
@@ -35,10 +38,11 @@ PanDA's answer per job:
 * ok, no command: ``panda_status``/``panda_reported_at`` recorded, next report in ``interval`` ±
   ``jitter`` (a fraction); a final state moves to ``done``/``donefailed``/``donecancelled``.
 * ``tobekilled``: recorded in ``panda_command``; an active job moves to ``tobekilled`` (the app
-  layer cancels its CE job), and is not reported again; when it ends ``cancelled`` it goes to
-  ``donecancelled`` without a call.
+  layer cancels its CE job) and gets no heartbeat while it is killed; when it ends
+  ``cancelled``, PanDA gets the final ``failed`` with ``kill_error_code``, as from a pilot.
 * ``badattemptnr``, ``alreadydone``: PanDA no longer wants this attempt: reporting stops and the
-  job moves to ``tobekilled`` as well, so nothing keeps running for a job PanDA gave up.
+  job moves to ``tobekilled`` as well, so nothing keeps running for a job PanDA gave up; when it
+  ends ``cancelled`` it goes to ``donecancelled`` without a call.
   Any command in answer to a final report means PanDA is done with the job: it moves to done*.
 * a per-job error: logged with the PanDA id, ``report_failures + 1``, retried after
   ``retry_backoff`` doubled per failure, at most ``interval``.
@@ -111,6 +115,8 @@ ACTIVE = frozenset({"received", "queued", "running", "transferring", "tovalidate
 REPORTED = sorted({*TOLD, "tobekilled"})
 #: Commands meaning "PanDA no longer wants this job (attempt) run or reported".
 STOP_COMMANDS = frozenset({"tobekilled", "badattemptnr", "alreadydone"})
+#: Of those, the ones after which PanDA wants no final report either.
+NO_REPORT_COMMANDS = frozenset({"badattemptnr", "alreadydone"})
 REPORT_FILE = "jobReport.json"
 
 
@@ -127,6 +133,8 @@ class PropagatorOptions(Section):
     scheduler_id: str = Field("act", min_length=1, max_length=80)
     cancel_error_code: int = Field(1144, ge=0)
     cancel_error_diag: str = Field("job killed by act", max_length=500)
+    kill_error_code: int = Field(1144, ge=0)
+    kill_error_diag: str = Field("job killed on PanDA's request (tobekilled)", max_length=500)
 
 
 @dataclass
@@ -270,8 +278,11 @@ def _silent(job: _Job) -> bool:
     """Whether this job gets no PanDA call (it may still get a file or a final move)."""
     if job.heartbeat_less:
         return True
-    # After tobekilled, badattemptnr or alreadydone PanDA wants to hear no more of this job.
-    return job.panda_command in STOP_COMMANDS and job.state in ("tobekilled", "cancelled")
+    # No heartbeats while a job PanDA stopped is killed; no final report after badattemptnr or
+    # alreadydone (but one after tobekilled: PanDA expects "failed" from a killed job).
+    if job.state == "tobekilled":
+        return job.panda_command in STOP_COMMANDS
+    return job.state == "cancelled" and job.panda_command in NO_REPORT_COMMANDS
 
 
 def told(job: _Job) -> str:
@@ -285,7 +296,9 @@ def told(job: _Job) -> str:
 def report_of(job: _Job, opts: PropagatorOptions) -> dict[str, Any]:
     """The job's extra heartbeat fields (legacy camelCase); ValueError for a bad ``report``."""
     fields: dict[str, Any] = {"siteName": job.queue, "schedulerID": opts.scheduler_id}
-    if job.state == "cancelled":
+    if job.state == "cancelled" and job.panda_command == "tobekilled":
+        fields.update(pilotErrorCode=opts.kill_error_code, pilotErrorDiag=opts.kill_error_diag)
+    elif job.state == "cancelled":
         fields.update(pilotErrorCode=opts.cancel_error_code, pilotErrorDiag=opts.cancel_error_diag)
     fields.update(report_fields(job.report))
     return fields

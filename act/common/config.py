@@ -36,6 +36,7 @@ from pydantic import (
 )
 from sqlalchemy.engine import URL, make_url
 
+from act.atlas.panda_settings import PandaSettings
 from act.atlas.queues import QueuesSettings
 from act.common.section import Section
 from act.engine.settings import EngineSettings
@@ -61,10 +62,6 @@ class ConfigError(ValueError):
 def default_root() -> str:
     state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
     return os.path.join(state, "act")
-
-
-# The panda: section's model lives with the PanDA client; it needs Section, defined above.
-from act.atlas.panda_settings import PandaSettings  # noqa: E402
 
 
 class DbSettings(Section):

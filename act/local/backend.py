@@ -170,7 +170,7 @@ class LocalBackend:
             try:
                 self._prepare(jobdir, job, request, options, root.parent / jf.SLOTS)
                 runner = subprocess.Popen(
-                    [sys.executable, "-m", "act.local.runner", str(jobdir)],
+                    [sys.executable, "-S", "-m", "act.local.runner", str(jobdir)],
                     env=self._runner_env(),
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
@@ -248,7 +248,7 @@ class LocalBackend:
     def _runner_env() -> dict[str, str]:
         env = {k: os.environ[k] for k in BASE_ENV if k in os.environ}
         package_root = str(Path(__file__).resolve().parent.parent.parent)
-        env["PYTHONPATH"] = package_root  # the runner imports act.local, wherever act is
+        env["PYTHONPATH"] = package_root  # the runner (python -S: no site) imports act.local
         return env
 
     # -- status and find ----------------------------------------------------------------------

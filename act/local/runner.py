@@ -22,7 +22,6 @@ import contextlib
 import fcntl
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -114,7 +113,7 @@ class Runner:
                 started_at=jf.now_iso(),
                 pid=proc.pid,
                 pgid=proc.pid,
-                node=socket.gethostname(),
+                node=os.uname().nodename,
             )
             status, usage, reason = self.wait(proc.pid, started)
         self.finish(status, usage, reason, time.monotonic() - started)
