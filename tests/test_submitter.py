@@ -209,6 +209,7 @@ def test_transient_failure_sends_the_job_to_another_ce(
     run(db, settings)
     row = jobs(db)[job_id]
     assert (row["state"], row["ce_endpoint"], row["submissions"]) == ("submitted", "ce2", 2)
+    assert row["error_text"] is None
     assert script.submitted_tokens("ce2") == [row["token"]]
     assert script.submitted_tokens("ce1") == []
 
@@ -472,7 +473,11 @@ def test_concurrent_submitters_keep_the_spacing_of_one_ce(
     for thread in threads:
         thread.join(timeout=120)
     calls = script.calls("submit", ce="ce1")
-    assert len(calls) == 1 and len(calls[0]["job_ids"]) == 4
+    assert len(calls) == 1  # each instance has its shard of the jobs, only one got the CE
+    sent = len(calls[0]["job_ids"])
+    assert 1 <= sent <= 4
     rows = jobs(db).values()
-    assert sum(row["state"] == "submitted" for row in rows) == 4
-    assert sum(row["state"] == "tosubmit" and row["lease_owner"] is None for row in rows) == 8
+    assert sum(row["state"] == "submitted" for row in rows) == sent
+    assert (
+        sum(row["state"] == "tosubmit" and row["lease_owner"] is None for row in rows) == 12 - sent
+    )

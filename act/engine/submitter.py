@@ -187,7 +187,11 @@ def _reconcile_ce(ctx: Context, engine: EnginePool, name: str, group: list[dict[
             actor=ME,
             reason="reconciled: the CE has the job",
             owner=ctx.owner,
-            values={"submitted_at": now, "next_check_at": _next_check(ctx, now)},
+            values={
+                "submitted_at": now,
+                "next_check_at": _next_check(ctx, now),
+                "error_text": None,  # an earlier CE's transient error no longer applies
+            },
         )
         _set_each(conn, {job_id: {"ce_job_id": accepted[job_id]} for job_id in moved})
         back = transition(
@@ -711,7 +715,11 @@ def _record(
             actor=ME,
             reason="CE accepted the job",
             owner=ctx.owner,
-            values={"submitted_at": now, "next_check_at": _next_check(ctx, now)},
+            values={
+                "submitted_at": now,
+                "next_check_at": _next_check(ctx, now),
+                "error_text": None,  # an earlier CE's transient error no longer applies
+            },
         )
         _set_each(conn, {job_id: {"ce_job_id": accepted[job_id]} for job_id in done})
         again = transition(
