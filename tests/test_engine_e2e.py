@@ -4,8 +4,14 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
+
+import pytest
+from sqlalchemy.engine import URL
 
 from act.common.config import Settings
 from act.common.daemon import Context
@@ -14,9 +20,19 @@ from act.common.registry import resolve
 from act.common.states import Actor, Layer
 from act.common.transitions import create_jobs, transition
 from act.engine import canceller, cleaner, fetcher, poller, submitter
+from act.engine.backend import CEState
 from act.engine.runtime import pool
-from tests.support.follow import context, history, row_of, set_columns
-from tests.support.procs import wait_for
+from tests.support.follow import (
+    context,
+    history,
+    put_job,
+    row_of,
+    set_columns,
+    submit_at_ce,
+)
+from tests.support.follow import settings as follow_settings
+from tests.support.procs import REPO, env, wait_for, write_config
+from tests.support.scripted_backend import install, job
 
 
 def config(tmp_path: Path) -> Settings:
@@ -141,3 +157,40 @@ def test_the_engine_daemons_are_registered_by_name() -> None:
     ):
         spec = resolve(name)
         assert spec is module.DAEMON and spec.doc
+
+
+def test_the_poller_and_cleaner_run_as_daemons_with_once(
+    db: Database, db_url: URL, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``act-daemon poller --once`` (with the scripted double registered), in a child process."""
+    script = install(monkeypatch, tmp_path / "scripted.json")
+    settings = follow_settings(tmp_path)
+    ce_job_id = submit_at_ce(context(db, settings, "x"), "ce1", "t1")
+    polled = put_job(db, "running", ce_job_id=ce_job_id, token="t1")
+    script.states(job(CEState.FINISHED, exit_code=0), ce_job_id=ce_job_id)
+    gone = put_job(db, "toclean", ce_job_id="ce1/999")  # the CE does not know it: cleaned
+    config = write_config(
+        tmp_path / "act.yaml",
+        {
+            "root": str(tmp_path / "root"),
+            "db": {"url": db_url.render_as_string(hide_password=False)},
+            "daemons": {"poller": {}, "cleaner": {}},
+            "engine": {"ces": {"ce1": {"backend": "scripted"}}},
+        },
+    )
+    command = [sys.executable, "-m", "tests.support.scripted_backend"]
+    for name in ("poller", "cleaner"):
+        done = subprocess.run(
+            [*command, name, "--once", "--config", str(config)],
+            check=False,
+            env=env(tmp_path, ACT_SCRIPTED_BACKEND_STATE=str(script.path)),
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+    assert row_of(db, polled)["state"] == "finished"
+    assert row_of(db, gone)["state"] == "cleaned"
+    pids = {c["pid"] for c in script.calls("status")}
+    assert pids and os.getpid() not in pids  # asked by the child process

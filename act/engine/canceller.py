@@ -28,6 +28,7 @@ from act.engine.work import (
     claim_jobs,
     give_back,
     jittered,
+    keep,
     resolve_ce,
     update_mine,
 )
@@ -64,7 +65,10 @@ def _cancel_at(ctx: Context, ce: CE, backend: Backend, jobs: list[Row[Any]]) -> 
     _cancelled(ctx, never, ce.name, "never reached a CE")
     to_kill = [job for job in jobs if ids[job.id] is not None]
     limits = backend.limits(ce)
-    for batch in batches(to_kill, limits.status_batch):
+    for claimed in batches(to_kill, limits.status_batch):
+        batch = keep(ctx, claimed)
+        if not batch:
+            continue
         outcomes = backend.kill(ce, [str(ids[job.id]) for job in batch])
         ctx.db.run(partial(_apply, ctx=ctx, ce=ce, jobs=batch, ids=ids, outcomes=outcomes))
 

@@ -23,7 +23,7 @@ from act.common.timeutil import seconds, utcnow
 from act.common.transitions import transition
 from act.engine.backend import CE, Backend, CEUnavailable
 from act.engine.runtime import pool
-from act.engine.work import batches, by_ce, claim_jobs, resolve_ce, update_mine
+from act.engine.work import batches, by_ce, claim_jobs, keep, resolve_ce, update_mine
 
 
 def run_once(ctx: Context) -> bool:
@@ -46,24 +46,34 @@ def run_once(ctx: Context) -> bool:
 
 
 def _clean_at(ctx: Context, ce: CE, backend: Backend, jobs: list[Row[Any]]) -> None:
-    try:
-        limits = backend.limits(ce)
-        for batch in batches(jobs, limits.status_batch):
+    limits = backend.limits(ce)
+    for done, claimed in enumerate(batches(jobs, limits.status_batch)):
+        batch = keep(ctx, claimed)
+        if not batch:
+            continue
+        try:
             outcomes = backend.clean(ce, [job.ce_job_id for job in batch])
-            errors: dict[int, str | None] = {}
-            for job in batch:
-                outcome = outcomes.get(job.ce_job_id)
-                if outcome is None:
-                    errors[job.id] = "no answer for this job"
-                elif outcome.ok or outcome.gone:
-                    errors[job.id] = None
-                else:
-                    errors[job.id] = outcome.error or "clean refused"
-            _record(ctx, ce.name, batch, errors, "CE confirmed the clean")
-            jobs = jobs[len(batch) :]
-    except CEUnavailable as error:
-        ctx.log.warning("ce=%s: unavailable (%s); cleans retried later", ce.name, error.cause)
-        _record(ctx, ce.name, jobs, {job.id: f"CE unavailable: {error.cause}" for job in jobs}, "")
+        except CEUnavailable as error:
+            ctx.log.warning("ce=%s: unavailable (%s); cleans retried later", ce.name, error.cause)
+            rest = jobs[done * max(1, limits.status_batch) :]
+            _record(
+                ctx,
+                ce.name,
+                rest,
+                dict.fromkeys((j.id for j in rest), f"CE unavailable: {error.cause}"),
+                "",
+            )
+            return
+        errors: dict[int, str | None] = {}
+        for job in batch:
+            outcome = outcomes.get(job.ce_job_id)
+            if outcome is None:
+                errors[job.id] = "no answer for this job"
+            elif outcome.ok or outcome.gone:
+                errors[job.id] = None
+            else:
+                errors[job.id] = outcome.error or "clean refused"
+        _record(ctx, ce.name, batch, errors, "CE confirmed the clean")
 
 
 def _record(

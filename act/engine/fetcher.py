@@ -31,7 +31,7 @@ from act.common.states import Actor, Layer
 from act.common.transitions import transition
 from act.engine.backend import CE, Backend, CEUnavailable, Fetched
 from act.engine.runtime import pool
-from act.engine.work import by_ce, claim_jobs, give_back, resolve_ce
+from act.engine.work import by_ce, claim_jobs, give_back, keep, resolve_ce
 
 FETCHED = ("finished", "failed")
 LOST_NOTE = "outputs lost at the CE"
@@ -73,6 +73,8 @@ def run_once(ctx: Context) -> bool:
             continue
         ce, backend = found
         for index, job in enumerate(jobs):
+            if not keep(ctx, [job]):
+                continue  # its claim expired and another instance has it
             try:
                 _fetch_one(ctx, backend, ce, job, base)
             except CEUnavailable as error:

@@ -50,6 +50,7 @@ from act.engine.work import (
     by_ce,
     claim_jobs,
     jittered,
+    keep,
     resolve_ce,
     set_each,
     update_mine,
@@ -86,7 +87,8 @@ def run_once(ctx: Context) -> bool:
 def _poll_ce(ctx: Context, ce: CE, backend: Backend, jobs: list[Row[Any]]) -> None:
     limits = backend.limits(ce)
     pending = list(jobs)
-    for batch in batches(jobs, limits.status_batch):
+    for claimed in batches(jobs, limits.status_batch):
+        batch = keep(ctx, claimed)
         asked = [job.ce_job_id for job in batch if job.ce_job_id]
         try:
             statuses = backend.status(ce, asked) if asked else {}
@@ -105,7 +107,7 @@ def _poll_ce(ctx: Context, ce: CE, backend: Backend, jobs: list[Row[Any]]) -> No
             _later(ctx, pending, UNAVAILABLE_RETRY)
             return
         ctx.db.run(partial(_apply, ctx=ctx, ce=ce, limits=limits, jobs=batch, statuses=statuses))
-        pending = pending[len(batch) :]
+        pending = pending[len(claimed) :]
 
 
 def _later(ctx: Context, jobs: list[Row[Any]], delay: float) -> None:

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
-from act.common.claims import claim, release
+from act.common.claims import claim, release, renew
 from act.common.daemon import Context
 from act.common.schema import ce_jobs
 from act.common.states import Layer
@@ -32,19 +32,27 @@ def claim_jobs(
     where: Sequence[sa.ColumnElement[bool]] = (),
     limit: int | None = None,
 ) -> list[Row[Any]]:
-    """Claim up to ``limit`` (default: the daemon's batch) CE jobs in ``states``; their rows."""
+    """Claim up to ``limit`` (default: the daemon's batch) CE jobs in ``states``, taken state by
+    state in the order given, oldest first; their rows."""
 
     def take(conn: Connection) -> list[Row[Any]]:
-        ids = claim(
-            conn,
-            Layer.CE,
-            states,
-            owner=ctx.owner,
-            lease=ctx.daemon.lease,
-            limit=limit or ctx.daemon.batch,
-            shard=ctx.shard,
-            where=where,
-        )
+        # One claim per state: each is then served in id order by the (state, id) index, where
+        # "state IN (...) ORDER BY id" led PostgreSQL to walk the primary key over every row.
+        ids: list[int] = []
+        for state in states:
+            left = (limit or ctx.daemon.batch) - len(ids)
+            if left <= 0:
+                break
+            ids += claim(
+                conn,
+                Layer.CE,
+                [state],
+                owner=ctx.owner,
+                lease=ctx.daemon.lease,
+                limit=left,
+                shard=ctx.shard,
+                where=where,
+            )
         rows: list[Row[Any]] = []
         for chunk in chunked(ids):
             rows.extend(
@@ -128,6 +136,32 @@ def set_each(conn: Connection, ctx: Context, values: Mapping[int, Mapping[str, A
             .values({column: sa.bindparam(f"v_{column}") for column in columns})
         )
         conn.execute(stmt, params_list)
+
+
+def keep(ctx: Context, jobs: Sequence[Row[Any]]) -> list[Row[Any]]:
+    """Renew this daemon's claims on ``jobs`` before a (slow) CE call; the jobs still held.
+
+    A claim that expired meanwhile may have been taken by another instance: that job is skipped.
+    """
+    if not jobs:
+        return []
+
+    def renew_and_read(conn: Connection) -> set[int]:
+        ids = [job.id for job in jobs]
+        renew(conn, Layer.CE, ctx.owner, ctx.daemon.lease, ids)
+        held: set[int] = set()
+        for chunk in chunked(sorted(ids)):
+            held.update(
+                conn.execute(
+                    sa.select(ce_jobs.c.id).where(
+                        ce_jobs.c.id.in_(chunk), ce_jobs.c.lease_owner == ctx.owner
+                    )
+                ).scalars()
+            )
+        return held
+
+    held = ctx.db.run(renew_and_read)
+    return [job for job in jobs if job.id in held]
 
 
 def give_back(ctx: Context, ids: Sequence[int]) -> None:
