@@ -31,6 +31,7 @@ run: venv
 
 test: venv-test
 	tests/harness/ensure-databases
+	tests/harness/arc-ce status >/dev/null || tests/harness/arc-ce start >/dev/null
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 check: venv-test
