@@ -6,8 +6,10 @@ tests/data/arc is one the CE handed out for a delegation.
 
 from __future__ import annotations
 
+import logging
+import os
 from datetime import timedelta
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
@@ -17,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
 from act.arc import xrsl
-from act.arc.backend import job_status
+from act.arc.backend import ArcBackend, FetchError, _open_below, _safe_relative, job_status
 from act.arc.proxy import (
     PROXY_CERT_INFO,
     Credential,
@@ -26,9 +28,11 @@ from act.arc.proxy import (
     parse_csr,
     sign_request,
 )
-from act.arc.rest import as_list, job_result, parse_jobs
+from act.arc.rest import _path, as_list, job_result, parse_jobs
+from act.common.config import Settings
 from act.common.timeutil import utcnow
-from act.engine.backend import CEState
+from act.engine.backend import CE, CEState, CEUnavailable
+from act.engine.settings import CESettings, EngineSettings
 
 DATA = Path(__file__).parent / "data" / "arc"
 CSR = (DATA / "delegation-csr-arc-6.17.pem").read_bytes()
@@ -280,3 +284,61 @@ def test_the_signed_proxy_is_rfc3820_and_never_outlives_the_credential(tmp_path:
         padding.PKCS1v15(),
         proxy.signature_hash_algorithm,
     )
+
+
+# ------------------------------------------------------------- local safety ---
+@pytest.mark.parametrize("name", ["/etc/passwd", "../x", "a/../../x", "", ".", "a\\b"])
+def test_unsafe_file_names_from_the_ce_are_refused(name: str) -> None:
+    with pytest.raises(FetchError):
+        _safe_relative(name)
+
+
+def test_fetch_never_writes_through_a_symlink(tmp_path: Path) -> None:
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (dest / "sub").symlink_to(outside)
+    (dest / "link.txt").symlink_to(outside / "target.txt")
+    with pytest.raises(FetchError, match="not a plain directory"):
+        _open_below(dest, PurePosixPath("sub/file.txt"))
+    with pytest.raises(FetchError, match="symlink"):
+        _open_below(dest, PurePosixPath("link.txt"))
+    assert list(outside.iterdir()) == []
+    fd = _open_below(dest, PurePosixPath("new/dir/ok.txt"))
+    os.close(fd)
+    assert (dest / "new" / "dir" / "ok.txt").is_file()
+
+
+def test_path_segments_are_encoded_and_traversal_refused() -> None:
+    assert _path("a b/c%d?e#f") == "a%20b/c%25d%3Fe%23f"
+    for bad in ("..", ".", "a/../b"):
+        with pytest.raises(ValueError):
+            _path(bad)
+
+
+def _ce(tmp_path: Path, **options: Any) -> tuple[ArcBackend, CE]:
+    cred = tmp_path / "cred.pem"
+    cred.write_text("x")
+    cred.chmod(0o644)
+    ce = CE(
+        "c1",
+        CESettings(backend="arc", url="https://localhost:1/arex", credential=str(cred)),
+    )
+    ce = CE("c1", ce.settings.model_copy(update={"options": options}))
+    settings = Settings(root=str(tmp_path), engine=EngineSettings(ces={"c1": ce.settings}))
+    return ArcBackend(settings=settings, db=None, log=logging.getLogger("t")), ce
+
+
+def test_a_bad_option_is_an_error_naming_the_key(tmp_path: Path) -> None:
+    arc, ce = _ce(tmp_path, submit_batchh=5)
+    with pytest.raises(ValueError, match=r"engine\.ces\.c1\.options: submit_batchh"):
+        arc.limits(ce)
+    arc, ce = _ce(tmp_path, submit_batch=10, can_restart=False)
+    assert arc.limits(ce).submit_batch == 10 and not arc.limits(ce).can_restart
+
+
+def test_a_credential_others_can_read_is_refused(tmp_path: Path) -> None:
+    arc, ce = _ce(tmp_path)
+    with pytest.raises(CEUnavailable, match="readable by group/others"):
+        arc.status(ce, ["x"])

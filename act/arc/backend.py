@@ -29,12 +29,19 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from act.arc import xrsl
 from act.arc.delegation import Delegations
 from act.arc.proxy import ProxyError
-from act.arc.rest import ArcRest, JobResult, RestError, SubmitRejected, as_list
+from act.arc.rest import (
+    ArcRest,
+    JobResult,
+    RestError,
+    SubmitRejected,
+    as_list,
+    ensure_private,
+)
 from act.common.logs import job_log
 from act.common.section import Section
 from act.engine.backend import (
@@ -104,7 +111,13 @@ class ArcBackend:
 
     # ----------------------------------------------------------------- plumbing ---
     def options(self, ce: CE) -> ArcOptions:
-        return ArcOptions.model_validate(ce.settings.options)
+        try:
+            return ArcOptions.model_validate(ce.settings.options)
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
+            )
+            raise ValueError(f"engine.ces.{ce.name}.options: {problems}") from None
 
     def client(self, ce: CE) -> ArcRest:
         s = ce.settings
@@ -117,6 +130,11 @@ class ArcBackend:
             found[1].close()
         if not s.url:
             raise CEUnavailable(ce.name, "no url configured")
+        if s.credential:
+            try:
+                ensure_private(s.credential)
+            except OSError as error:
+                raise CEUnavailable(ce.name, f"credential: {error}") from None
         client = ArcRest(
             s.url,
             name=ce.name,

@@ -28,6 +28,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -370,10 +371,10 @@ class ArcRest:
 
 
 def _seg(value: str) -> str:
-    """One URL path segment; ids and names from outside must not change the path."""
-    if not value or "/" in value or value in (".", "..") or any(c in value for c in "?#%\\"):
+    """One URL path segment, percent-encoded; ids and names from outside never change the path."""
+    if not value or "/" in value or value in (".", "..") or "\x00" in value:
         raise ValueError(f"unsafe path segment {value!r}")
-    return value
+    return quote(value, safe="")
 
 
 def _path(value: str) -> str:
