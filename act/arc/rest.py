@@ -245,7 +245,7 @@ class ArcRest:
         reply = self._request(
             "POST",
             f"{self.base}/jobs?action={action}",
-            data=json.dumps(payload),
+            data=json.dumps(payload).encode(),
             headers={"Content-Type": "application/json"},
             ok=(200, 201, 202),
         )
