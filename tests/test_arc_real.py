@@ -426,3 +426,19 @@ def test_harness_status_reports_the_ce_up(arc_ce: RealArc) -> None:
     out = subprocess.run([str(HARNESS), "status"], capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "up at https://localhost:8443/arex" in out.stdout
+
+
+def test_rest_version_is_discovered_or_configured(arc_ce: RealArc, tmp_path: Path) -> None:
+    client = arc_ce.client()
+    assert client.versions() == ["1.0"]  # ARC 6.17
+    assert client.version == "1.0" and client.base == "/rest/1.0"
+    client.close()
+    # A version the CE does not speak, or a wrong URL, makes the CE unusable, not one job.
+    newer = make_ce(arc_ce, "newer", options={"rest_version": "1.1"})
+    wrong = make_ce(arc_ce, "wrong", url=arc_ce.url.replace("/arex", "/nothere"))
+    arc = ArcBackend(settings=make_settings(tmp_path, newer, wrong), db=None, log=LOG)
+    with pytest.raises(CEUnavailable, match="HTTP"):
+        arc.status(newer, ["abc"])
+    with pytest.raises(CEUnavailable, match="HTTP"):
+        arc.status(wrong, ["abc"])
+    arc.close()

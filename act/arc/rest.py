@@ -142,8 +142,16 @@ class ArcRest:
 
     # ------------------------------------------------------------------ transport ---
     def _request(
-        self, method: str, path: str, *, ok: tuple[int, ...] = (200, 201, 202), **kwargs: Any
+        self,
+        method: str,
+        path: str,
+        *,
+        ok: tuple[int, ...] = (200, 201, 202),
+        whole: bool = False,
+        **kwargs: Any,
     ) -> requests.Response:
+        """One call; ``whole``: the call is about the CE as a whole (bulk, lists), so any error
+        status means the CE cannot be used (wrong URL or version, refused), not one job."""
         url = path if path.startswith("https://") else f"{self.url}{path}"
         kwargs.setdefault("timeout", self.timeout)
         try:
@@ -159,7 +167,7 @@ class ArcRest:
         if reply.status_code in ok:
             return reply
         text = _reply_text(reply)
-        if reply.status_code >= 500 or reply.status_code in (401, 403, 408, 429):
+        if whole or reply.status_code >= 500 or reply.status_code in (401, 403, 408, 429):
             # The whole CE (or our authorisation at it) is at fault, not one job.
             reply.close()
             raise CEUnavailable(self.name, f"HTTP {reply.status_code} on {method} {path}: {text}")
@@ -190,7 +198,7 @@ class ArcRest:
         return f"/rest/{self.version}"
 
     def versions(self) -> list[str]:
-        body = self._json(self._request("GET", "/rest"))
+        body = self._json(self._request("GET", "/rest", whole=True))
         if not isinstance(body, dict):
             raise CEUnavailable(self.name, f"unexpected versions reply {body!r:.200}")
         return [str(v) for v in as_list(body.get("version"))]
@@ -217,6 +225,7 @@ class ArcRest:
             data=body.encode("utf-8"),
             headers={"Content-Type": "application/rsl"},
             ok=(201, 500),
+            whole=True,
         )
         if reply.status_code == 500:
             text = _reply_text(reply)
@@ -248,6 +257,7 @@ class ArcRest:
             data=json.dumps(payload).encode(),
             headers={"Content-Type": "application/json"},
             ok=(200, 201, 202),
+            whole=True,
         )
         try:
             results = parse_jobs(self._json(reply))
@@ -272,7 +282,7 @@ class ArcRest:
 
     def jobs(self) -> list[str]:
         """The ids of every job this credential has at the CE."""
-        body = self._json(self._request("GET", f"{self.base}/jobs"))
+        body = self._json(self._request("GET", f"{self.base}/jobs", whole=True))
         try:
             return [r.id for r in parse_jobs(body) if r.id]
         except ValueError as error:
@@ -335,7 +345,9 @@ class ArcRest:
     # ---------------------------------------------------------------- delegations ---
     def new_delegation(self) -> tuple[str, str]:
         """Ask the CE for a new delegation: its id and the CSR to sign."""
-        reply = self._request("POST", f"{self.base}/delegations?action=new", ok=(200, 201))
+        reply = self._request(
+            "POST", f"{self.base}/delegations?action=new", ok=(200, 201), whole=True
+        )
         location = reply.headers.get("Location", "")
         delegation_id = location.rstrip("/").rsplit("/", 1)[-1]
         if not delegation_id or "?" in delegation_id or "=" in delegation_id:
@@ -364,7 +376,7 @@ class ArcRest:
         )
 
     def delegations(self) -> list[str]:
-        body = self._json(self._request("GET", f"{self.base}/delegations"))
+        body = self._json(self._request("GET", f"{self.base}/delegations", whole=True))
         if not isinstance(body, dict):
             return []
         return [str(d.get("id")) for d in as_list(body.get("delegation")) if isinstance(d, dict)]
