@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
-from act.arc import xrsl
+from act.arc import adl, xrsl
 from act.arc.backend import ArcBackend, FetchError, _open_below, _safe_relative, job_status
 from act.arc.proxy import (
     PROXY_CERT_INFO,
@@ -342,3 +342,26 @@ def test_a_credential_others_can_read_is_refused(tmp_path: Path) -> None:
     arc, ce = _ce(tmp_path)
     with pytest.raises(CEUnavailable, match="readable by group/others"):
         arc.status(ce, ["x"])
+
+
+def test_adl_prepare_sets_name_queue_delegation_and_lists_uploads() -> None:
+    text = (
+        '<?xml version="1.0"?><ActivityDescription xmlns="http://www.eu-emi.eu/es/2010/12/adl">'
+        "<ActivityIdentification><Name>pilot</Name></ActivityIdentification>"
+        "<Application><Executable><Path>run.sh</Path></Executable></Application>"
+        "<Resources><QueueName>old</QueueName></Resources><DataStaging>"
+        "<InputFile><Name>run.sh</Name></InputFile>"
+        "<InputFile><Name>spec.json</Name><Source><URI>/in/spec.json</URI></Source></InputFile>"
+        "<InputFile><Name>data</Name><Source><URI>https://x/y</URI></Source></InputFile>"
+        "<OutputFile><Name>o</Name><Target><URI>https://x/o</URI></Target></OutputFile>"
+        "</DataStaging></ActivityDescription>"
+    )
+    ready = adl.prepare(text, token="tok", queue="fork", delegation_id="d1")
+    assert ready.name == "pilot act:tok"
+    assert ready.uploads == (("run.sh", ""), ("spec.json", "/in/spec.json"))
+    assert "<QueueName>fork</QueueName>" in ready.description
+    assert "old" not in ready.description and "/in/spec.json" not in ready.description
+    assert ready.description.count("<DelegationID>d1</DelegationID>") == 2  # data and o
+    for bad in ("<x/>", "<ActivityDescription", '<!DOCTYPE x [<!ENTITY a "b">]><x/>'):
+        with pytest.raises(adl.AdlError):
+            adl.prepare(bad, token="t")

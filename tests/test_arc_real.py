@@ -442,3 +442,35 @@ def test_rest_version_is_discovered_or_configured(arc_ce: RealArc, tmp_path: Pat
     with pytest.raises(CEUnavailable, match="HTTP"):
         arc.status(wrong, ["abc"])
     arc.close()
+
+
+ADL_JOB = """<?xml version="1.0" encoding="UTF-8"?>
+<ActivityDescription xmlns="http://www.eu-emi.eu/es/2010/12/adl">
+  <ActivityIdentification><Name>adl job</Name></ActivityIdentification>
+  <Application>
+    <Executable><Path>/bin/sh</Path><Argument>-c</Argument>
+      <Argument>cat in.txt > out.txt; echo adl >> out.txt</Argument></Executable>
+  </Application>
+  <DataStaging>
+    <InputFile><Name>in.txt</Name></InputFile>
+    <OutputFile><Name>out.txt</Name></OutputFile>
+  </DataStaging>
+</ActivityDescription>"""
+
+
+def test_adl_and_xrsl_in_one_batch(arc_backend: ArcBackend, ce: CE, tmp_path: Path) -> None:
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    (inputs / "in.txt").write_text("uploaded\n")
+    adl_job = request(ADL_JOB, input_dir=inputs)
+    xrsl_job = request(sh("true"))
+    results = arc_backend.submit(ce, [adl_job, xrsl_job])
+    assert [r.job_id for r in results] == [adl_job.job_id, xrsl_job.job_id]
+    ids = [r.ce_job_id for r in results]
+    assert all(ids), results
+    assert arc_backend.find(ce, [adl_job.token]) == {adl_job.token: ids[0]}
+    done = wait_terminal(arc_backend, ce, ids)  # type: ignore[arg-type]
+    assert all(s.state is CEState.FINISHED for s in done.values()), done
+    arc_backend.fetch(ce, ids[0] or "", tmp_path / "out", failed=False)
+    assert (tmp_path / "out" / "out.txt").read_text() == "uploaded\nadl\n"
+    arc_backend.clean(ce, ids)  # type: ignore[arg-type]

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, ValidationError
 
-from act.arc import xrsl
+from act.arc import adl, xrsl
 from act.arc.delegation import Delegations
 from act.arc.proxy import ProxyError
 from act.arc.rest import (
@@ -220,7 +220,8 @@ class ArcBackend:
         prepared: list[tuple[int, xrsl.Prepared, list[tuple[str, Path]]]] = []
         for i, job in enumerate(jobs):
             try:
-                ready = xrsl.prepare(
+                prepare = adl.prepare if job.description.lstrip().startswith("<") else xrsl.prepare
+                ready = prepare(
                     job.description,
                     token=job.token,
                     queue=ce.settings.queue,
@@ -231,9 +232,13 @@ class ArcBackend:
                 results[i] = Submitted(job.job_id, None, f"bad description: {error}", True)
                 continue
             prepared.append((i, ready, uploads))
-        if prepared:
-            replies = self._create(ce, client, [jobs[i] for i, _, _ in prepared], prepared)
-            for (i, _, uploads), reply in zip(prepared, replies, strict=True):
+        # One call per kind of description (A-REX takes a bulk of xRSL or of ADL, not both).
+        for is_adl in (False, True):
+            group = [p for p in prepared if p[1].description.startswith("<") == is_adl]
+            if not group:
+                continue
+            replies = self._create(ce, client, [jobs[i] for i, _, _ in group], group)
+            for (i, _, uploads), reply in zip(group, replies, strict=True):
                 results[i] = self._after_create(ce, client, jobs[i], reply, uploads)
         return [r for r in results if r is not None]
 
@@ -329,10 +334,25 @@ class ArcBackend:
         ids = client.jobs()
         found: dict[str, str] = {}
         size = self.options(ce).status_batch
+        unnamed: list[str] = []
         for start in range(0, len(ids), size):
             for job_id, reply in client.info(ids[start : start + size]).items():
-                token = xrsl.token_of(_activity(reply).get("Name"))
+                name = _activity(reply).get("Name")
+                token = xrsl.token_of(name if isinstance(name, str) else None)
                 if token in wanted:
+                    found[token] = job_id
+                elif not name and not reply.gone:
+                    unnamed.append(job_id)
+        # A job just accepted may have no name in its info document yet: read its description.
+        for job_id in unnamed:
+            if len(found) == len(wanted):
+                break
+            try:
+                text = client.diagnose(job_id, "description") or ""
+            except RestError:
+                continue
+            for token in wanted - set(found):
+                if re.search(rf"{re.escape(xrsl.TOKEN_MARK + token)}(?![A-Za-z0-9._-])", text):
                     found[token] = job_id
         return found
 

@@ -208,22 +208,32 @@ class ArcRest:
 
     # ----------------------------------------------------------------------- jobs ---
     def submit(self, descriptions: Sequence[str]) -> list[JobResult]:
-        """Create jobs from xRSL descriptions (``&(...)``) in one call; one result each, in order.
+        """Create jobs in one call from xRSL (``&(...)``) or ADL (``<ActivityDescription>``)
+        descriptions, all of one kind; one result each, in order.
 
-        Raises :class:`CEUnavailable` if the reply does not hold one entry per description.
+        Raises :class:`SubmitRejected` when A-REX refuses the call as a whole, and
+        :class:`CEUnavailable` if the reply does not hold one entry per description.
         """
         if not descriptions:
             return []
         texts = [d.strip() for d in descriptions]
-        for text in texts:
-            if not text.startswith("&"):
-                raise ValueError("each xRSL description must start with '&'")
-        body = texts[0] if len(texts) == 1 else "+" + "".join(f"({t})" for t in texts)
+        if all(t.startswith("&") for t in texts):
+            body = texts[0] if len(texts) == 1 else "+" + "".join(f"({t})" for t in texts)
+            content_type = "application/rsl"
+        elif all(t.startswith("<") for t in texts):
+            if len(texts) == 1:
+                body = texts[0]
+            else:
+                inner = "".join(_strip_xml_declaration(t) for t in texts)
+                body = f"<ActivityDescriptions>{inner}</ActivityDescriptions>"
+            content_type = "application/xml"
+        else:
+            raise ValueError("descriptions must all be xRSL ('&...') or all ADL ('<...')")
         reply = self._request(
             "POST",
             f"{self.base}/jobs?action=new",
             data=body.encode("utf-8"),
-            headers={"Content-Type": "application/rsl"},
+            headers={"Content-Type": content_type},
             ok=(201, 500),
             whole=True,
         )
@@ -392,6 +402,10 @@ def _seg(value: str) -> str:
 def _path(value: str) -> str:
     parts = [p for p in value.split("/") if p]
     return "/".join(_seg(p) for p in parts)
+
+
+def _strip_xml_declaration(text: str) -> str:
+    return text.split("?>", 1)[1].strip() if text.startswith("<?xml") else text
 
 
 def _short(error: BaseException) -> str:
