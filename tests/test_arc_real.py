@@ -354,6 +354,24 @@ def test_delegation_is_renewed_when_near_expiry(arc_ce: RealArc, db: Database) -
     client.close()
 
 
+def test_a_delegation_is_not_renewed_beyond_its_credential(
+    arc_ce: RealArc, db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = arc_ce.client()
+    store = Delegations(db, LOG, renew_margin=200 * 3600)  # always "near expiry"
+    first = store.get(client, "arc1", arc_ce.proxy)
+    [row] = _rows(db)
+    assert row.expires_at == load_credential(arc_ce.proxy).not_after  # capped at the credential
+    with caplog.at_level(logging.WARNING, logger=LOG.name):
+        assert store.get(client, "arc1", arc_ce.proxy) == first
+        assert store.get(client, "arc1", arc_ce.proxy) == first
+    [after] = _rows(db)
+    assert after.updated_at == row.updated_at  # no pointless renewal
+    assert sum("renew the credential" in r.getMessage() for r in caplog.records) == 1
+    client.delete_delegation(first)
+    client.close()
+
+
 def test_delegation_is_recreated_when_the_ce_lost_it(arc_ce: RealArc, db: Database) -> None:
     client = arc_ce.client()
     store = Delegations(db, LOG, verify_interval=0.001)
