@@ -31,7 +31,7 @@ from act.common.db import Database
 from act.common.schema import delegations
 from act.common.timeutil import utcnow
 from act.engine.backend import CE, TERMINAL, CEState, CEUnavailable, JobStatus, SubmitRequest
-from act.engine.settings import CESettings, EngineSettings
+from act.engine.settings import CESettings, EngineSettings, FetchSettings
 from tests.support.arc_real import HARNESS, RealArc, arc_ce
 from tests.support.dbs import fresh_database
 
@@ -126,6 +126,17 @@ def test_submit_finish_fetch_clean(arc_backend: ArcBackend, ce: CE, tmp_path: Pa
     assert final.raw_state == "FINISHED"
     assert final.exit_code in (0, None)
     assert final.worker_node
+    # The fetch limits of the config hold: too many bytes or files is an error, not a fetch.
+    limits = (({"max_bytes": 5}, "larger than 5 bytes"), ({"max_files": 1}, "1 files"))
+    for limit, message in limits:
+        small = Settings(
+            root=str(tmp_path / "root"),
+            engine=EngineSettings(ces={ce.name: ce.settings}, fetch=FetchSettings(**limit)),
+        )
+        capped = ArcBackend(settings=small, db=None, log=LOG)
+        refused = capped.fetch(ce, job_id, tmp_path / f"capped-{len(message)}", failed=False)
+        assert refused.error and message in refused.error, refused
+        capped.close()
     dest = tmp_path / "out"
     fetched = arc_backend.fetch(ce, job_id, dest, failed=False)
     assert fetched.error is None, fetched
@@ -135,7 +146,10 @@ def test_submit_finish_fetch_clean(arc_backend: ArcBackend, ce: CE, tmp_path: Pa
     assert fetched.size == len("hello from act\n") + len("nested\n")
     cleaned = arc_backend.clean(ce, [job_id])[job_id]
     assert cleaned.ok and not cleaned.gone
-    assert arc_backend.status(ce, [job_id]) == {job_id: None}  # 404 after clean
+    deadline = time.monotonic() + 30  # clean is queued: the job is gone within seconds
+    while arc_backend.status(ce, [job_id]) != {job_id: None}:  # then: 404, None
+        assert time.monotonic() < deadline, "the CE still knows the job 30s after clean"
+        time.sleep(1)
     again = arc_backend.clean(ce, [job_id])[job_id]
     assert again.gone
     assert arc_backend.fetch(ce, job_id, tmp_path / "again", failed=False).gone
@@ -157,13 +171,19 @@ def test_a_failing_payload_ends_failed_with_the_ces_error(
 
 
 def test_kill(arc_backend: ArcBackend, ce: CE) -> None:
-    [submitted] = arc_backend.submit(ce, [request(sh("sleep 300"))])
+    [submitted] = arc_backend.submit(ce, [request(sh("sleep 317"))])
     assert submitted.ce_job_id
     killed = arc_backend.kill(ce, [submitted.ce_job_id])[submitted.ce_job_id]
     assert killed.ok
     final = wait_terminal(arc_backend, ce, [submitted.ce_job_id])[submitted.ce_job_id]
     assert final.state is CEState.KILLED
     assert final.raw_state == "KILLED"
+    # ... and the payload is gone (the harness's fork cancel fix): no "sleep 317" left.
+    found = subprocess.run(
+        ["pgrep", "-f", "sleep 317"], check=False, capture_output=True, text=True
+    )
+    left = found.stdout
+    assert not left.strip(), f"killed job's payload still runs: {left}"
     arc_backend.clean(ce, [submitted.ce_job_id])
 
 
