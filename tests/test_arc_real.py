@@ -91,7 +91,7 @@ def request(description: str, input_dir: Path | None = None) -> SubmitRequest:
 
 
 def wait_terminal(
-    arc_backend: ArcBackend, ce: CE, ids: Sequence[str], timeout: float = 150.0
+    arc_backend: ArcBackend, ce: CE, ids: Sequence[str], timeout: float = 300.0
 ) -> dict[str, JobStatus]:
     deadline = time.monotonic() + timeout
     while True:
@@ -195,17 +195,13 @@ def test_restart_reruns_a_failed_job(arc_backend: ArcBackend, ce: CE) -> None:
     assert wait_terminal(arc_backend, ce, [job_id])[job_id].state is CEState.FAILED
     outcome = arc_backend.restart(ce, [job_id])[job_id]
     assert outcome.ok, outcome
-    # The CE takes the job back (it leaves FAILED) and runs it again to a terminal state.
-    deadline = time.monotonic() + 60
-    seen = set()
-    while time.monotonic() < deadline:
-        status = arc_backend.status(ce, [job_id])[job_id]
-        assert status is not None
-        seen.add(status.state)
-        if status.state is not CEState.FAILED:
-            break
+    # The CE takes the job back and runs it again. Its REST state may show FAILED throughout
+    # (the rerun can end before the info provider's next run), so read the CE's own job log.
+    client = arc_backend.client(ce)
+    deadline = time.monotonic() + 90
+    while "Request to restart job" not in (client.diagnose(job_id, "errors") or ""):
+        assert time.monotonic() < deadline, "the CE never restarted the job"
         time.sleep(1)
-    assert seen - {CEState.FAILED}, f"the job never left FAILED after restart: {seen}"
     wait_terminal(arc_backend, ce, [job_id])
     assert arc_backend.restart(ce, ["nosuchjob0123"])["nosuchjob0123"].gone
     arc_backend.clean(ce, [job_id])
@@ -421,8 +417,9 @@ def test_a_job_runs_with_the_delegated_proxy(
     """The proxy act signed is what A-REX gives the job: RFC 3820, one more CN, accepted."""
     job = request(
         sh(
-            'openssl x509 -in "$X509_USER_PROXY" -noout -subject -nameopt compat > out.txt; '
-            'openssl x509 -in "$X509_USER_PROXY" -noout -ext proxyCertInfo >> out.txt',
+            'cp "$X509_USER_PROXY" proxy.pem; '
+            "openssl x509 -in proxy.pem -noout -subject -nameopt compat > out.txt; "
+            "openssl x509 -in proxy.pem -noout -ext proxyCertInfo >> out.txt; rm -f proxy.pem",
             outputfiles='("out.txt" "")',
         )
     )
