@@ -48,6 +48,7 @@ from act.atlas.panda_errors import (
     PandaTransportError,
 )
 from act.atlas.panda_settings import PandaServerSettings
+from act.atlas.rawjson import raw_array_items
 from act.common.logs import job_log
 from act.common.timeutil import as_utc, backoff
 
@@ -795,7 +796,7 @@ def _pandaid(call: str, spec: Mapping[str, Any], raw: str) -> int:
 def _jobs_from_json(call: str, text: str, path: Sequence[str]) -> list[AcquiredJob]:
     """The jobs at ``path`` in a JSON reply, each with its exact text."""
     try:
-        slices = _raw_array_items(text, path)
+        slices = raw_array_items(text, path)
     except ValueError as error:
         raise _reply_error(call, f"cannot read the job list ({error})", text) from None
     jobs = []
@@ -826,56 +827,6 @@ def _legacy_jobs(text: str, reply: Mapping[str, Any]) -> list[AcquiredJob]:
     if is_json:
         return [AcquiredJob(pandaid, spec, stripped)]
     return [AcquiredJob(pandaid, spec, stripped, "urlencoded")]
-
-
-_WS = " \t\r\n"
-
-
-def _skip(text: str, pos: int) -> int:
-    while pos < len(text) and text[pos] in _WS:
-        pos += 1
-    return pos
-
-
-def _raw_array_items(text: str, path: Sequence[str]) -> list[str]:
-    """The exact text of each element of the array found by following ``path`` (object keys)
-    from the top of a JSON document. Raises ValueError if the document does not fit."""
-    decoder = json.JSONDecoder()
-    pos = _skip(text, 0)
-    for key in path:
-        if pos >= len(text) or text[pos] != "{":
-            raise ValueError(f"no object around {key!r}")
-        pos = _skip(text, pos + 1)
-        while True:
-            if pos >= len(text) or text[pos] != '"':
-                raise ValueError(f"key {key!r} not found")
-            name, pos = decoder.raw_decode(text, pos)
-            pos = _skip(text, pos)
-            if pos >= len(text) or text[pos] != ":":
-                raise ValueError("malformed object")
-            pos = _skip(text, pos + 1)
-            if name == key:
-                break
-            _, pos = decoder.raw_decode(text, pos)
-            pos = _skip(text, pos)
-            if pos < len(text) and text[pos] == ",":
-                pos = _skip(text, pos + 1)
-    if pos >= len(text) or text[pos] != "[":
-        raise ValueError("not a list")
-    items: list[str] = []
-    pos = _skip(text, pos + 1)
-    if pos < len(text) and text[pos] == "]":
-        return items
-    while True:
-        _, end = decoder.raw_decode(text, pos)
-        items.append(text[pos:end])
-        pos = _skip(text, end)
-        if pos < len(text) and text[pos] == ",":
-            pos = _skip(text, pos + 1)
-            continue
-        if pos < len(text) and text[pos] == "]":
-            return items
-        raise ValueError("malformed list")
 
 
 def _server_timeout(text: str) -> bool:

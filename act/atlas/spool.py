@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl
 
-from act.atlas.panda_client import _raw_array_items
+from act.atlas.rawjson import raw_array_items
 
 EXCERPT = 200
 SUFFIX = ".json"
@@ -142,7 +142,7 @@ def _job_texts(api: str, text: str) -> tuple[list[str], bool]:
 
 def _items(text: str, path: tuple[str, ...]) -> list[str]:
     try:
-        return _raw_array_items(text, path)
+        return raw_array_items(text, path)
     except ValueError as error:
         raise ValueError(f"cannot read the job list ({error})") from None
 
