@@ -215,6 +215,7 @@ def test_a_daemon_in_process_uses_it_through_the_engine_pool(
     assert run_daemon(PROBE, settings, "probe", once=True, db=db) == exitcodes.OK
     assert script.submitted_tokens() == ["probe-ce1"]
     assert [c["ce"] for c in script.calls("submit")] == ["ce1", "ce2"]
+    assert len(script.calls("close")) == 1  # the pool's one back end, closed at stop
 
 
 def test_a_daemon_in_another_process_follows_the_same_script(
