@@ -247,9 +247,7 @@ class PandaClient:
                 **({"nJobs": n_jobs} if n_jobs != 1 else {}),
                 **extra,
             }
-            text = self._post("getJob", params, roles, repeatable=False)
-            if on_reply is not None:
-                on_reply(text)
+            text = self._post_acquire("getJob", params, roles, on_reply)
             reply = _legacy_reply("getJob", text)
             code = _status_code("getJob", reply)
             if code == 20:
@@ -264,9 +262,7 @@ class PandaClient:
             **({"computing_element": computing_element} if computing_element else {}),
             **extra,
         }
-        text = self._post("pilot/acquire_jobs", body, roles, repeatable=False)
-        if on_reply is not None:
-            on_reply(text)
+        text = self._post_acquire("pilot/acquire_jobs", body, roles, on_reply)
         envelope = _envelope("pilot/acquire_jobs", text)
         if not envelope["success"]:
             if "no jobs" in str(envelope.get("message", "")).lower():
@@ -483,6 +479,20 @@ class PandaClient:
         self.close()
 
     # -- transport ---------------------------------------------------------------------------
+
+    def _post_acquire(
+        self,
+        method: str,
+        body: Mapping[str, Any],
+        roles: Sequence[str],
+        on_reply: Callable[[str], None] | None,
+    ) -> str:
+        """Ask for jobs once (never repeated: PanDA may have handed them out) and give the
+        reply text to ``on_reply`` before anything parses it."""
+        text = self._post(method, body, roles, repeatable=False)
+        if on_reply is not None:
+            on_reply(text)
+        return text
 
     def _post(
         self,

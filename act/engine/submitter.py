@@ -178,22 +178,7 @@ def _reconcile_ce(ctx: Context, engine: EnginePool, name: str, group: list[dict[
     missing = [row["id"] for row in group if row["id"] not in accepted]
 
     def record(conn: Connection) -> tuple[list[int], list[int]]:
-        moved = transition(
-            conn,
-            CE_LAYER,
-            accepted,
-            "submitting",
-            "submitted",
-            actor=ME,
-            reason="reconciled: the CE has the job",
-            owner=ctx.owner,
-            values={
-                "submitted_at": now,
-                "next_check_at": _next_check(ctx, now),
-                "error_text": None,  # an earlier CE's transient error no longer applies
-            },
-        )
-        _set_each(conn, {job_id: {"ce_job_id": accepted[job_id]} for job_id in moved})
+        moved = _mark_submitted(conn, ctx, accepted, now, "reconciled: the CE has the job")
         back = transition(
             conn,
             CE_LAYER,
@@ -222,6 +207,30 @@ def _reconcile_ce(ctx: Context, engine: EnginePool, name: str, group: list[dict[
 
 def _next_check(ctx: Context, now: datetime) -> datetime:
     return now + seconds(ctx.settings.engine.poll.submitted)
+
+
+def _mark_submitted(
+    conn: Connection, ctx: Context, accepted: dict[int, str], now: datetime, reason: str
+) -> list[int]:
+    """Move the ``accepted`` jobs (id -> CE job id) this instance claims from submitting to
+    submitted with their CE job ids; returns the ids moved."""
+    moved = transition(
+        conn,
+        CE_LAYER,
+        list(accepted),
+        "submitting",
+        "submitted",
+        actor=ME,
+        reason=reason,
+        owner=ctx.owner,
+        values={
+            "submitted_at": now,
+            "next_check_at": _next_check(ctx, now),
+            "error_text": None,  # an earlier CE's transient error no longer applies
+        },
+    )
+    _set_each(conn, {job_id: {"ce_job_id": accepted[job_id]} for job_id in moved})
+    return moved
 
 
 # ---------------------------------------------------------------------------------------------
@@ -706,22 +715,7 @@ def _record(
             transient[job_id] = _short(result.error)
 
     def record(conn: Connection) -> tuple[list[int], list[int], list[int], str]:
-        done = transition(
-            conn,
-            CE_LAYER,
-            list(accepted),
-            "submitting",
-            "submitted",
-            actor=ME,
-            reason="CE accepted the job",
-            owner=ctx.owner,
-            values={
-                "submitted_at": now,
-                "next_check_at": _next_check(ctx, now),
-                "error_text": None,  # an earlier CE's transient error no longer applies
-            },
-        )
-        _set_each(conn, {job_id: {"ce_job_id": accepted[job_id]} for job_id in done})
+        done = _mark_submitted(conn, ctx, accepted, now, "CE accepted the job")
         again = transition(
             conn,
             CE_LAYER,
