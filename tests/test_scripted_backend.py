@@ -20,16 +20,11 @@ from act.engine.backend import BACKENDS, CE, CEState, CEUnavailable, SubmitReque
 from act.engine.runtime import pool
 from act.engine.settings import CESettings
 from tests.support.procs import REPO, env, write_config
-from tests.support.scripted_backend import UNKNOWN, Script, install, job
+from tests.support.scripted_backend import UNKNOWN, Script, job
 
 LOG = logging.getLogger("act.test")
 CE1 = CE("ce1", CESettings(backend="scripted"))
 CE2 = CE("ce2", CESettings(backend="scripted"))
-
-
-@pytest.fixture
-def script(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Script:
-    return install(monkeypatch, tmp_path / "scripted.json")
 
 
 def backend(tmp_path: Path) -> object:

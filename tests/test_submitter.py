@@ -29,14 +29,9 @@ from act.common.transitions import create_jobs, transition
 from act.engine.backend import CE, SubmitRequest
 from act.engine.settings import CESettings
 from act.engine.submitter import DAEMON
-from tests.support.scripted_backend import Script, ScriptedBackend, install
+from tests.support.scripted_backend import Script, ScriptedBackend
 
 LOG = logging.getLogger("act.test")
-
-
-@pytest.fixture
-def script(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Script:
-    return install(monkeypatch, tmp_path / "scripted.json")
 
 
 def make_settings(
