@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,10 +29,9 @@ from act.common.timeutil import utcnow
 from tests.support.dbs import url_text
 from tests.support.jobs import make_jobs
 from tests.support.panda import settings_for
-from tests.support.procs import REPO, env, write_config
+from tests.support.procs import daemon_once, write_config
 
 QUEUE = "TEST_QUEUE"
-DAEMON = [sys.executable, "-m", "act.common.daemon"]  # act-daemon
 CE = {"flavour": "arc", "endpoint": "https://ce.example.org/arex", "ce_queue": "q"}
 
 
@@ -259,18 +257,8 @@ def test_leftover_spool_is_ingested_once(
 
 
 def _daemon(tmp_path: Path, config: Path, fault: str | None) -> subprocess.CompletedProcess[str]:
-    extra = {"ACT_FAULT": fault} if fault else {}
-    done = subprocess.run(
-        [*DAEMON, "panda_fetcher", "--config", str(config), "--once"],
-        env=env(tmp_path, **extra),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    (tmp_path / f"fetcher-{fault or 'clean'}.log").write_text(done.stderr)
-    return done
+    log = tmp_path / f"fetcher-{fault or 'clean'}.log"
+    return daemon_once("panda_fetcher", config, tmp_path, fault=fault, log=log)
 
 
 @pytest.mark.slow
