@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -398,9 +398,8 @@ def test_drained_ce_gets_no_jobs(db: Database, db_url: URL, tmp_path: Path, scri
     assert script.calls("submit", ce="ce1") == []
 
 
-def test_after_the_cooldown_one_probe_job_goes_and_its_success_closes_the_breaker(
-    db: Database, db_url: URL, tmp_path: Path, script: Script
-) -> None:
+def _breaker_cooled_down(db: Database, db_url: URL, tmp_path: Path) -> tuple[Settings, datetime]:
+    """Settings with one CE, ce1, whose breaker opened (one failure) a cool-down (600 s) ago."""
     from act.engine import breaker
 
     settings = make_settings(
@@ -413,6 +412,13 @@ def test_after_the_cooldown_one_probe_job_goes_and_its_success_closes_the_breake
             c, "ce1", error="down", now=long_ago, settings=settings.engine.breaker
         )
     )
+    return settings, long_ago
+
+
+def test_after_the_cooldown_one_probe_job_goes_and_its_success_closes_the_breaker(
+    db: Database, db_url: URL, tmp_path: Path, script: Script
+) -> None:
+    settings, _ = _breaker_cooled_down(db, db_url, tmp_path)
     ids = add_jobs(db, 4, "ce1")
     run(db, settings)
     rows = jobs(db)
@@ -427,18 +433,7 @@ def test_after_the_cooldown_one_probe_job_goes_and_its_success_closes_the_breake
 def test_a_failed_probe_reopens_the_breaker(
     db: Database, db_url: URL, tmp_path: Path, script: Script
 ) -> None:
-    from act.engine import breaker
-
-    settings = make_settings(
-        db_url, tmp_path, {"ce1": {}}, breaker={"failures": 1, "cooldown": 600}
-    )
-    long_ago = utcnow() - timedelta(seconds=601)
-    db.run(lambda c: breaker.sync_ces(c, settings.engine.ces, now=long_ago))
-    db.run(
-        lambda c: breaker.record_failure(
-            c, "ce1", error="down", now=long_ago, settings=settings.engine.breaker
-        )
-    )
+    settings, long_ago = _breaker_cooled_down(db, db_url, tmp_path)
     script.submit_error("still broken", ce="ce1")
     add_jobs(db, 3, "ce1")
     run(db, settings)
