@@ -471,3 +471,25 @@ def test_concurrent_submitters_keep_the_spacing_of_one_ce(
     assert (
         sum(row["state"] == "tosubmit" and row["lease_owner"] is None for row in rows) == 12 - sent
     )
+
+
+def test_a_ce_whose_back_end_is_not_available_gets_no_jobs_and_blocks_no_other(
+    db: Database, db_url: URL, tmp_path: Path, script: Script, caplog: pytest.LogCaptureFixture
+) -> None:
+    # act.condor.backend is not written yet: ce0 cannot be used, ce1 (after it) still can.
+    settings = make_settings(db_url, tmp_path, {"ce0": {"backend": "condor"}, "ce1": {}})
+    ids = add_jobs(db, 3, "ce0 ce1")
+    with caplog.at_level(logging.INFO, logger="act"):
+        run(db, settings)
+    rows = jobs(db)
+    assert [(rows[i]["state"], rows[i]["ce_endpoint"]) for i in ids] == [("submitted", "ce1")] * 3
+    assert not [r for r in caplog.records if r.getMessage() == "cycle failed"]
+    only_ce0 = add_jobs(db, 1, "ce0")
+    with caplog.at_level(logging.INFO, logger="act"):
+        run(db, settings)
+    assert jobs(db)[only_ce0[0]]["state"] == "tosubmit"
+    assert jobs(db)[only_ce0[0]]["lease_owner"] is None  # handed back, not held until the lease
+    assert any(
+        "stay tosubmit" in r.getMessage() and "'condor' is not available" in r.getMessage()
+        for r in caplog.records
+    )
