@@ -78,6 +78,7 @@ from pydantic import Field
 from sqlalchemy.engine import Connection
 
 from act.atlas import runtime
+from act.atlas.latest_ce import latest_ce_endpoint
 from act.atlas.panda_client import (
     JobUpdate,
     PandaAuthError,
@@ -85,7 +86,6 @@ from act.atlas.panda_client import (
     PandaTransportError,
     UpdateResult,
 )
-from act.atlas.latest_ce import latest_ce_endpoint
 from act.atlas.reporting import report_fields
 from act.common.claims import claim, release
 from act.common.daemon import Context, DaemonSpec
