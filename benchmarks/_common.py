@@ -1,17 +1,13 @@
-"""What the benchmarks share: a scratch database and a daemon context to drive ``run_once``."""
+"""What the benchmarks share: a scratch database and the usual command-line options."""
 
 from __future__ import annotations
 
-import logging
+import argparse
 import tempfile
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
-from act.common.config import DaemonSettings, Settings
-from act.common.daemon import Context
 from act.common.db import Database
 from tests.support.dbs import fresh_database
 
@@ -32,17 +28,10 @@ def scratch_database(backend: str) -> Iterator[tuple[Database, Path]]:
             db.dispose()
 
 
-def cycle_context(
-    name: str, settings: Settings, db: Database, *, batch: int, options: Any = None
-) -> Context:
-    """The context ``run_once`` of daemon ``name`` gets, without the daemon loop around it."""
-    return Context(
-        name=name,
-        instance="bench:1",
-        settings=settings,
-        daemon=DaemonSettings(batch=batch),
-        options=options,
-        db=db,
-        log=logging.getLogger(f"act.{name}"),
-        stop=threading.Event(),
-    )
+def arguments(doc: str | None, argv: list[str] | None) -> argparse.Namespace:
+    """``--backends`` (sqlite,mariadb,postgresql), ``--rows`` (5000), ``--batch`` (500)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0] if doc else None)
+    parser.add_argument("--backends", default="sqlite,mariadb,postgresql")
+    parser.add_argument("--rows", type=int, default=5000)
+    parser.add_argument("--batch", type=int, default=500)
+    return parser.parse_args(argv)

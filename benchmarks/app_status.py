@@ -12,7 +12,6 @@ the move.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from typing import Any
@@ -25,7 +24,8 @@ from act.common.db import Database
 from act.common.schema import panda_jobs, transitions
 from act.common.states import Actor, Layer
 from act.common.transitions import create_jobs, transition
-from benchmarks._common import BenchmarkError, cycle_context, scratch_database
+from benchmarks._common import BenchmarkError, arguments, scratch_database
+from tests.support.contexts import daemon_context
 
 CHUNK = 1000
 
@@ -58,9 +58,8 @@ def run(backend: str, rows: int, batch: int) -> tuple[float, int]:
     with scratch_database(backend) as (db, root):
         _prefill(db, rows)
         settings = Settings.model_validate({"root": str(root)})
-        ctx = cycle_context(
-            "app_status", settings, db, batch=batch, options=app_status.AppStatusOptions()
-        )
+        options = app_status.AppStatusOptions()
+        ctx = daemon_context(db, settings, "app_status", batch=batch, options=options)
         cycles = 0
         started = time.perf_counter()
         while True:
@@ -85,11 +84,7 @@ def run(backend: str, rows: int, batch: int) -> tuple[float, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--backends", default="sqlite,mariadb,postgresql")
-    parser.add_argument("--rows", type=int, default=5000)
-    parser.add_argument("--batch", type=int, default=500)
-    args = parser.parse_args(argv)
+    args = arguments(__doc__, argv)
     print("| backend | jobs | cycles | seconds | jobs/s |\n|---|---:|---:|---:|---:|")
     for backend in args.backends.split(","):
         seconds, cycles = run(backend, args.rows, args.batch)

@@ -12,7 +12,6 @@ move and no lease left.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections.abc import Sequence
@@ -27,7 +26,8 @@ from act.common.states import Actor, Layer
 from act.common.transitions import create_jobs, transition
 from act.engine import poller
 from act.engine.backend import BACKENDS, CE, CEState, JobStatus, Limits
-from benchmarks._common import BenchmarkError, cycle_context, scratch_database
+from benchmarks._common import BenchmarkError, arguments, scratch_database
+from tests.support.contexts import daemon_context
 
 
 class InstantCE:
@@ -94,7 +94,7 @@ def run(backend: str, rows: int, batch: int) -> float:
         settings = Settings.model_validate(
             {"root": str(root), "engine": {"ces": {"ce1": {"backend": "instant"}}}}
         )
-        ctx = cycle_context("poller", settings, db, batch=batch)
+        ctx = daemon_context(db, settings, "poller", batch=batch)
         started = time.perf_counter()
         while poller.run_once(ctx):
             pass
@@ -104,11 +104,7 @@ def run(backend: str, rows: int, batch: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--backends", default="sqlite,mariadb,postgresql")
-    parser.add_argument("--rows", type=int, default=5000)
-    parser.add_argument("--batch", type=int, default=500)
-    args = parser.parse_args(argv)
+    args = arguments(__doc__, argv)
     for backend in args.backends.split(","):
         rate = run(backend, args.rows, args.batch)
         print(f"{backend:10s} {args.rows} jobs, batch {args.batch}: {rate:8.0f} jobs/s polled")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from act.atlas import spool
 from act.atlas.fetcher import FetcherOptions, jobs_wanted, run_once
 from act.atlas.panda_testserver import PandaTestServer, make_job_spec
 from act.atlas.served import served_queues
-from act.common.config import DaemonSettings, Settings
+from act.common.config import Settings
 from act.common.daemon import Context
 from act.common.db import Database
 from act.common.faults import EXIT_CODE
@@ -26,6 +25,7 @@ from act.common.schema import panda_jobs
 from act.common.schema import queues as queues_table
 from act.common.states import Layer
 from act.common.timeutil import utcnow
+from tests.support.contexts import daemon_context
 from tests.support.dbs import url_text
 from tests.support.jobs import make_jobs
 from tests.support.panda import settings_for
@@ -52,16 +52,7 @@ def make_settings(
 
 
 def context(db: Database, settings: Settings) -> Context:
-    return Context(
-        name="panda_fetcher",
-        instance="test:1:abc",
-        settings=settings,
-        daemon=DaemonSettings(),
-        options=FetcherOptions(),
-        db=db,
-        log=logging.getLogger("act.panda_fetcher"),
-        stop=threading.Event(),
-    )
+    return daemon_context(db, settings, "panda_fetcher", options=FetcherOptions())
 
 
 @pytest.fixture

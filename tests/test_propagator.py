@@ -25,6 +25,7 @@ from act.common.schema import panda_jobs
 from act.common.states import Actor, Layer
 from act.common.timeutil import utcnow
 from act.common.transitions import create_jobs, transition
+from tests.support.contexts import daemon_context
 from tests.support.jobs import ce_row, make_jobs
 from tests.support.panda import settings_for
 
@@ -68,15 +69,9 @@ def context(db: Database, server: PandaTestServer, *, api: str = "new", **option
     """A propagator context like run_daemon makes, with the client pointed at ``server``."""
     panda = settings_for(server, api=api)  # panda.retries as configured: 3
     settings = Settings().model_copy(update={"panda": panda})
-    return Context(
-        name="propagator",
-        instance="test:1:abc",
-        settings=settings,
-        daemon=DaemonSettings(),
-        options=PropagatorOptions.model_validate({"outage_backoff": 0.0, **options}),
-        db=db,
-        log=logging.getLogger("act.propagator"),
-        stop=threading.Event(),
+    values = {"outage_backoff": 0.0, **options}
+    return daemon_context(
+        db, settings, "propagator", options=PropagatorOptions.model_validate(values)
     )
 
 
