@@ -61,9 +61,7 @@ move to done*.
 from __future__ import annotations
 
 import json
-import os
 import random
-import tempfile
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -87,6 +85,7 @@ from act.atlas.panda_client import (
     UpdateResult,
 )
 from act.atlas.reporting import report_fields
+from act.common.atomic import atomic_write
 from act.common.claims import claim, release
 from act.common.daemon import Context, DaemonSpec
 from act.common.logs import job_log
@@ -346,17 +345,8 @@ def write_report_file(job: _Job, opts: PropagatorOptions) -> Path:
     if job.attempt > 0:
         report["attemptNr"] = job.attempt
     target = directory / REPORT_FILE
-    handle, temp = tempfile.mkstemp(dir=directory, prefix=f".{REPORT_FILE}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(report, out, sort_keys=True)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temp, 0o644)
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    text = json.dumps(report, sort_keys=True)
+    atomic_write(target, text.encode("utf-8"), mode=0o644, durable=True)
     return target
 
 
