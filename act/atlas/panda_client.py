@@ -48,6 +48,7 @@ from act.atlas.panda_errors import (
     PandaTransportError,
 )
 from act.atlas.panda_settings import PandaServerSettings
+from act.atlas.pandaid import pandaid_of
 from act.atlas.rawjson import raw_array_items
 from act.common.logs import job_log
 from act.common.timeutil import as_utc, backoff
@@ -793,14 +794,10 @@ def _status_code(call: str, reply: Mapping[str, Any], *, pandaid: int | None = N
 
 
 def _pandaid(call: str, spec: Mapping[str, Any], raw: str) -> int:
-    value = spec.get("PandaID")
-    if isinstance(value, bool):
-        value = None
-    if isinstance(value, str) and value.isdigit():
-        value = int(value)
-    if not isinstance(value, int) or value <= 0:
-        raise _reply_error(call, f"a job has no valid PandaID ({value!r})", raw)
-    return value
+    pandaid = pandaid_of(spec)
+    if pandaid is None:
+        raise _reply_error(call, f"a job has no valid PandaID ({spec.get('PandaID')!r})", raw)
+    return pandaid
 
 
 def _jobs_from_json(call: str, text: str, path: Sequence[str]) -> list[AcquiredJob]:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl
 
+from act.atlas.pandaid import pandaid_of
 from act.atlas.rawjson import raw_array_items
 from act.common.atomic import atomic_write, fsync_dir
 
@@ -148,12 +149,10 @@ def _items(text: str, path: tuple[str, ...]) -> list[str]:
 
 
 def _pandaid(spec: Mapping[str, Any]) -> int:
-    value = spec.get("PandaID")
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"no valid PandaID ({value!r})")
-    return value
+    pandaid = pandaid_of(spec)
+    if pandaid is None:
+        raise ValueError(f"no valid PandaID ({spec.get('PandaID')!r})")
+    return pandaid
 
 
 def _reject(path: Path, data: bytes, reason: str, *, index: int | None = None) -> Path:
