@@ -191,7 +191,8 @@ def _finished(ctx: Context, limit: int) -> int:
     for row in rows:
         state = events.load(row.event_ranges) if row.event_ranges else None
         if state is not None and not state.settled:
-            state = events.report(panda_client(ctx), state, int(row.panda_id), row.output_dir)
+            client, pandaid, ce = panda_client(ctx), int(row.panda_id), row.ce_endpoint
+            state = events.report(client, state, pandaid, row.output_dir, log=ctx.log, ce=ce)
             updates.append((row.pid, state.dump()))
             log = job_log(ctx.log, pandaid=row.panda_id, ce=row.ce_endpoint)
             if state.reported_at is not None:
