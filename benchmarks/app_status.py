@@ -12,31 +12,22 @@ the move.
 
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
-import tempfile
-import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
 from act.atlas import app_status
-from act.common.config import DaemonSettings, Settings
-from act.common.daemon import Context
+from act.common.config import Settings
 from act.common.db import Database
 from act.common.schema import panda_jobs, transitions
 from act.common.states import Actor, Layer
 from act.common.transitions import create_jobs, transition
-from tests.support.dbs import fresh_database
+from benchmarks._common import BenchmarkError, arguments, scratch_database
+from tests.support.contexts import daemon_context
 
 CHUNK = 1000
-
-
-class BenchmarkError(RuntimeError):
-    pass
 
 
 def _prefill(db: Database, rows: int) -> None:
@@ -64,52 +55,36 @@ def _prefill(db: Database, rows: int) -> None:
 
 
 def run(backend: str, rows: int, batch: int) -> tuple[float, int]:
-    with tempfile.TemporaryDirectory() as tmp, fresh_database(backend, Path(tmp)) as url:
-        db = Database(url)
-        try:
-            _prefill(db, rows)
-            settings = Settings.model_validate({"root": tmp})
-            ctx = Context(
-                name="app_status",
-                instance="bench:1",
-                settings=settings,
-                daemon=DaemonSettings(batch=batch),
-                options=app_status.AppStatusOptions(),
-                db=db,
-                log=logging.getLogger("act.app_status"),
-                stop=threading.Event(),
-            )
-            cycles = 0
-            started = time.perf_counter()
-            while True:
-                cycles += 1
-                if not app_status.run_once(ctx):
-                    break
-            seconds = time.perf_counter() - started
-            with db.read() as conn:
-                left = conn.execute(
-                    sa.select(sa.func.count())
-                    .select_from(panda_jobs)
-                    .where(panda_jobs.c.state != "running")
-                ).scalar()
-                moves = conn.execute(
-                    sa.select(sa.func.count())
-                    .select_from(transitions)
-                    .where(transitions.c.layer == "panda", transitions.c.to_state == "running")
-                ).scalar()
-            if left or moves != rows:
-                raise BenchmarkError(f"{backend}: {left} jobs not running, {moves} moves")
-            return seconds, cycles
-        finally:
-            db.dispose()
+    with scratch_database(backend) as (db, root):
+        _prefill(db, rows)
+        settings = Settings.model_validate({"root": str(root)})
+        options = app_status.AppStatusOptions()
+        ctx = daemon_context(db, settings, "app_status", batch=batch, options=options)
+        cycles = 0
+        started = time.perf_counter()
+        while True:
+            cycles += 1
+            if not app_status.run_once(ctx):
+                break
+        seconds = time.perf_counter() - started
+        with db.read() as conn:
+            left = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(panda_jobs)
+                .where(panda_jobs.c.state != "running")
+            ).scalar()
+            moves = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(transitions)
+                .where(transitions.c.layer == "panda", transitions.c.to_state == "running")
+            ).scalar()
+        if left or moves != rows:
+            raise BenchmarkError(f"{backend}: {left} jobs not running, {moves} moves")
+        return seconds, cycles
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--backends", default="sqlite,mariadb,postgresql")
-    parser.add_argument("--rows", type=int, default=5000)
-    parser.add_argument("--batch", type=int, default=500)
-    args = parser.parse_args(argv)
+    args = arguments(__doc__, argv)
     print("| backend | jobs | cycles | seconds | jobs/s |\n|---|---:|---:|---:|---:|")
     for backend in args.backends.split(","):
         seconds, cycles = run(backend, args.rows, args.batch)

@@ -12,31 +12,22 @@ move and no lease left.
 
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
-import tempfile
-import threading
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
-from act.common.config import DaemonSettings, Settings
-from act.common.daemon import Context
+from act.common.config import Settings
 from act.common.db import Database
 from act.common.schema import ce_jobs, transitions
 from act.common.states import Actor, Layer
 from act.common.transitions import create_jobs, transition
 from act.engine import poller
 from act.engine.backend import BACKENDS, CE, CEState, JobStatus, Limits
-from tests.support.dbs import fresh_database
-
-
-class BenchmarkError(RuntimeError):
-    pass
+from benchmarks._common import BenchmarkError, arguments, scratch_database
+from tests.support.contexts import daemon_context
 
 
 class InstantCE:
@@ -98,39 +89,22 @@ def _check(db: Database, rows: int) -> None:
 
 def run(backend: str, rows: int, batch: int) -> float:
     BACKENDS["instant"] = "benchmarks.poller_throughput:InstantCE"
-    with tempfile.TemporaryDirectory() as tmp, fresh_database(backend, Path(tmp)) as url:
-        db = Database(url)
-        try:
-            _prefill(db, rows)
-            settings = Settings.model_validate(
-                {"root": tmp, "engine": {"ces": {"ce1": {"backend": "instant"}}}}
-            )
-            ctx = Context(
-                name="poller",
-                instance="bench",
-                settings=settings,
-                daemon=DaemonSettings(batch=batch),
-                options=None,
-                db=db,
-                log=logging.getLogger("act.poller"),
-                stop=threading.Event(),
-            )
-            started = time.perf_counter()
-            while poller.run_once(ctx):
-                pass
-            elapsed = time.perf_counter() - started
-            _check(db, rows)
-            return rows / elapsed
-        finally:
-            db.dispose()
+    with scratch_database(backend) as (db, root):
+        _prefill(db, rows)
+        settings = Settings.model_validate(
+            {"root": str(root), "engine": {"ces": {"ce1": {"backend": "instant"}}}}
+        )
+        ctx = daemon_context(db, settings, "poller", batch=batch)
+        started = time.perf_counter()
+        while poller.run_once(ctx):
+            pass
+        elapsed = time.perf_counter() - started
+        _check(db, rows)
+        return rows / elapsed
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--backends", default="sqlite,mariadb,postgresql")
-    parser.add_argument("--rows", type=int, default=5000)
-    parser.add_argument("--batch", type=int, default=500)
-    args = parser.parse_args(argv)
+    args = arguments(__doc__, argv)
     for backend in args.backends.split(","):
         rate = run(backend, args.rows, args.batch)
         print(f"{backend:10s} {args.rows} jobs, batch {args.batch}: {rate:8.0f} jobs/s polled")

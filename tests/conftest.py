@@ -12,7 +12,8 @@ from tests.support.dbs import BACKENDS, BackendUnavailable, fresh_database
 REPO = Path(__file__).resolve().parent.parent
 
 # panda_server, panda_queue: the real PanDA server of tests/harness/panda-server
-pytest_plugins = ["tests.support.panda_real"]
+# script: the scripted CE back end (a test double), tests/support/scripted_fixture.py
+pytest_plugins = ["tests.support.panda_real", "tests.support.scripted_fixture"]
 
 
 def _fresh(backend: str, tmp_path: Path, migrated: bool) -> Iterator[URL]:

@@ -4,8 +4,6 @@ the engine's actors), kills, cleaning, and event ranges reported to the PanDA TE
 from __future__ import annotations
 
 import json
-import logging
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,13 +15,14 @@ from act.atlas import events
 from act.atlas.app_status import AppStatusOptions, run_once
 from act.atlas.panda_testserver import PandaTestServer
 from act.atlas.reporting import report_fields
-from act.common.config import DaemonSettings, Settings
+from act.common.config import Settings
 from act.common.daemon import Context
 from act.common.db import Database
 from act.common.schema import ce_jobs, panda_jobs
 from act.common.schema import transitions as history
 from act.common.states import Actor, Layer
 from act.common.transitions import transition
+from tests.support.contexts import daemon_context
 from tests.support.jobs import make_jobs
 from tests.support.panda import settings_for
 
@@ -46,16 +45,7 @@ def make_settings(root: Path, server: PandaTestServer | None = None) -> Settings
 
 
 def context(db: Database, settings: Settings, *, batch: int = 100) -> Context:
-    return Context(
-        name="app_status",
-        instance="test:1:abc",
-        settings=settings,
-        daemon=DaemonSettings(batch=batch),
-        options=AppStatusOptions(),
-        db=db,
-        log=logging.getLogger("act.app_status"),
-        stop=threading.Event(),
-    )
+    return daemon_context(db, settings, "app_status", options=AppStatusOptions(), batch=batch)
 
 
 def pair(

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from act.common.db import Database
 from act.engine.canceller import run_once
 from act.engine.poller import run_once as poll
@@ -18,12 +16,7 @@ from tests.support.follow import (
     settings,
     submit_at_ce,
 )
-from tests.support.scripted_backend import Script, install
-
-
-@pytest.fixture
-def script(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Script:
-    return install(monkeypatch, tmp_path / "scripted.json")
+from tests.support.scripted_backend import Script
 
 
 def test_a_job_that_never_reached_a_ce_is_cancelled_at_once(

@@ -10,12 +10,7 @@ import pytest
 from act.common.db import Database
 from act.engine.fetcher import LOST_NOTE, job_dir, measure, run_once
 from tests.support.follow import context, history, put_job, row_of, settings, submit_at_ce
-from tests.support.scripted_backend import Script, install
-
-
-@pytest.fixture
-def script(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Script:
-    return install(monkeypatch, tmp_path / "scripted.json")
+from tests.support.scripted_backend import Script
 
 
 def ended(db: Database, ctx: object, state: str, token: str, **values: object) -> tuple[int, str]:

@@ -19,12 +19,7 @@ from tests.support.follow import (
     settings,
     submit_at_ce,
 )
-from tests.support.scripted_backend import Script, install
-
-
-@pytest.fixture
-def script(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Script:
-    return install(monkeypatch, tmp_path / "scripted.json")
+from tests.support.scripted_backend import Script
 
 
 def test_cleaned_when_the_ce_confirms_or_no_longer_knows_the_job(

@@ -154,3 +154,61 @@ def test_heartbeats_split_work_between_live_instances(db: Database) -> None:
 
 def test_default_daemon_settings_are_usable() -> None:
     assert DaemonSettings().interval > 0
+
+
+class _Closeable:
+    def __init__(self, error: Exception | None = None) -> None:
+        self.closed = 0
+        self.error = error
+
+    def close(self) -> None:
+        self.closed += 1
+        if self.error is not None:
+            raise self.error
+
+
+def test_what_the_daemon_keeps_in_its_cache_is_closed_at_stop(
+    db: Database, db_url: URL, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    kept = {"first": _Closeable(OSError("disk gone")), "second": _Closeable(), "plain": object()}
+    seen: list[Context] = []
+
+    def keep(ctx: Context) -> bool:
+        ctx.cache.update(kept)
+        seen.append(ctx)
+        return False
+
+    settings = _settings(db_url, tmp_path)
+    with caplog.at_level(logging.ERROR, logger="act"):
+        assert run_daemon(DaemonSpec(run_once=keep), settings, "mover", once=True, db=db) == 0
+    assert kept["first"].closed == 1 and kept["second"].closed == 1  # type: ignore[attr-defined]
+    assert seen[0].cache == {}
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "cannot close first at stop" in line and "disk gone" in line
+    (row,) = _process_rows(db)
+    assert row["stopped_at"] is not None  # a failing close() does not keep the stop from ending
+
+
+def test_the_panda_client_of_a_daemon_is_closed_at_stop(
+    db: Database, db_url: URL, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from act.atlas import runtime
+    from act.atlas.panda_client import PandaClient
+
+    closed: list[PandaClient] = []
+    original = PandaClient.close
+
+    def spy(self: PandaClient) -> None:
+        closed.append(self)
+        original(self)
+
+    monkeypatch.setattr(PandaClient, "close", spy)
+    made: list[PandaClient] = []
+
+    def use_client(ctx: Context) -> bool:
+        made.append(runtime.panda_client(ctx))
+        return False
+
+    settings = _settings(db_url, tmp_path)
+    assert run_daemon(DaemonSpec(run_once=use_client), settings, "mover", once=True, db=db) == 0
+    assert len(made) == 1 and closed == made

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +29,7 @@ from tests.support.follow import (
     submit_at_ce,
 )
 from tests.support.follow import settings as follow_settings
-from tests.support.procs import REPO, env, wait_for, write_config
+from tests.support.procs import SCRIPTED_DAEMON, daemon_once, wait_for, write_config
 from tests.support.scripted_backend import install, job
 
 
@@ -178,16 +176,10 @@ def test_the_poller_and_cleaner_run_as_daemons_with_once(
             "engine": {"ces": {"ce1": {"backend": "scripted"}}},
         },
     )
-    command = [sys.executable, "-m", "tests.support.scripted_backend"]
     for name in ("poller", "cleaner"):
-        done = subprocess.run(
-            [*command, name, "--once", "--config", str(config)],
-            check=False,
-            env=env(tmp_path, ACT_SCRIPTED_BACKEND_STATE=str(script.path)),
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=120,
+        state = str(script.path)
+        done = daemon_once(
+            name, config, tmp_path, command=SCRIPTED_DAEMON, ACT_SCRIPTED_BACKEND_STATE=state
         )
         assert done.returncode == 0, done.stderr
     assert row_of(db, polled)["state"] == "finished"

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,7 @@ from act.atlas import spool
 from act.atlas.fetcher import FetcherOptions, jobs_wanted, run_once
 from act.atlas.panda_testserver import PandaTestServer, make_job_spec
 from act.atlas.served import served_queues
-from act.common.config import DaemonSettings, Settings
+from act.common.config import Settings
 from act.common.daemon import Context
 from act.common.db import Database
 from act.common.faults import EXIT_CODE
@@ -27,13 +25,13 @@ from act.common.schema import panda_jobs
 from act.common.schema import queues as queues_table
 from act.common.states import Layer
 from act.common.timeutil import utcnow
+from tests.support.contexts import daemon_context
 from tests.support.dbs import url_text
 from tests.support.jobs import make_jobs
 from tests.support.panda import settings_for
-from tests.support.procs import REPO, env, write_config
+from tests.support.procs import daemon_once, write_config
 
 QUEUE = "TEST_QUEUE"
-DAEMON = [sys.executable, "-m", "act.common.daemon"]  # act-daemon
 CE = {"flavour": "arc", "endpoint": "https://ce.example.org/arex", "ce_queue": "q"}
 
 
@@ -54,16 +52,7 @@ def make_settings(
 
 
 def context(db: Database, settings: Settings) -> Context:
-    return Context(
-        name="panda_fetcher",
-        instance="test:1:abc",
-        settings=settings,
-        daemon=DaemonSettings(),
-        options=FetcherOptions(),
-        db=db,
-        log=logging.getLogger("act.panda_fetcher"),
-        stop=threading.Event(),
-    )
+    return daemon_context(db, settings, "panda_fetcher", options=FetcherOptions())
 
 
 @pytest.fixture
@@ -259,18 +248,8 @@ def test_leftover_spool_is_ingested_once(
 
 
 def _daemon(tmp_path: Path, config: Path, fault: str | None) -> subprocess.CompletedProcess[str]:
-    extra = {"ACT_FAULT": fault} if fault else {}
-    done = subprocess.run(
-        [*DAEMON, "panda_fetcher", "--config", str(config), "--once"],
-        env=env(tmp_path, **extra),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    (tmp_path / f"fetcher-{fault or 'clean'}.log").write_text(done.stderr)
-    return done
+    log = tmp_path / f"fetcher-{fault or 'clean'}.log"
+    return daemon_once("panda_fetcher", config, tmp_path, fault=fault, log=log)
 
 
 @pytest.mark.slow

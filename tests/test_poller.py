@@ -16,12 +16,7 @@ from act.common.timeutil import utcnow
 from act.engine.backend import CEState
 from act.engine.poller import UNAVAILABLE_RETRY, run_once
 from tests.support.follow import ago, context, history, put_job, row_of, settings, submit_at_ce
-from tests.support.scripted_backend import UNKNOWN, Script, install, job
-
-
-@pytest.fixture
-def script(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Script:
-    return install(monkeypatch, tmp_path / "scripted.json")
+from tests.support.scripted_backend import UNKNOWN, Script, job
 
 
 def at_ce(

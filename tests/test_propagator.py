@@ -24,8 +24,9 @@ from act.common.registry import resolve
 from act.common.schema import panda_jobs
 from act.common.states import Actor, Layer
 from act.common.timeutil import utcnow
-from act.common.transitions import transition
-from tests.support.jobs import make_jobs
+from act.common.transitions import create_jobs, transition
+from tests.support.contexts import daemon_context
+from tests.support.jobs import ce_row, make_jobs
 from tests.support.panda import settings_for
 
 DONE = {"finished": "done", "failed": "donefailed", "cancelled": "donecancelled"}
@@ -68,15 +69,9 @@ def context(db: Database, server: PandaTestServer, *, api: str = "new", **option
     """A propagator context like run_daemon makes, with the client pointed at ``server``."""
     panda = settings_for(server, api=api)  # panda.retries as configured: 3
     settings = Settings().model_copy(update={"panda": panda})
-    return Context(
-        name="propagator",
-        instance="test:1:abc",
-        settings=settings,
-        daemon=DaemonSettings(),
-        options=PropagatorOptions.model_validate({"outage_backoff": 0.0, **options}),
-        db=db,
-        log=logging.getLogger("act.propagator"),
-        stop=threading.Event(),
+    values = {"outage_backoff": 0.0, **options}
+    return daemon_context(
+        db, settings, "propagator", options=PropagatorOptions.model_validate(values)
     )
 
 
@@ -442,6 +437,17 @@ def test_a_job_panda_refuses_is_retried_with_backoff(
 
     monkeypatch.setattr(panda_testserver._NewApi, "_one_update", refuse_bad)
     ctx = context(db, server, retry_backoff=60.0)
+    panda_job_id = row(db, bad).id
+    for endpoint in ("old-ce.example", "new-ce.example"):  # the log lines name the newest CE job's
+        db.run(
+            lambda c, e=endpoint: create_jobs(
+                c,
+                Layer.CE,
+                [{**ce_row(e), "panda_job_id": panda_job_id, "pandaid": bad}],
+                "tosubmit",
+                actor=Actor.TRANSLATOR,
+            )
+        )
     for failures in (1, 2):
         db.run(
             lambda c: c.execute(
@@ -458,7 +464,7 @@ def test_a_job_panda_refuses_is_retried_with_backoff(
         delay = 60.0 * 2 ** (failures - 1)
         assert start + timedelta(seconds=delay) <= job.next_report_at
         assert job.next_report_at <= utcnow() + timedelta(seconds=delay)
-    assert any(f"pandaid={bad}:" in r.getMessage() for r in caplog.records)
+    assert any(f"pandaid={bad} ce=new-ce.example:" in r.getMessage() for r in caplog.records)
     assert row(db, good).panda_status == "running" and row(db, good).report_failures == 0
 
 

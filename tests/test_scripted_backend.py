@@ -19,17 +19,12 @@ from act.common.db import Database
 from act.engine.backend import BACKENDS, CE, CEState, CEUnavailable, SubmitRequest, make_backend
 from act.engine.runtime import pool
 from act.engine.settings import CESettings
-from tests.support.procs import REPO, env, write_config
-from tests.support.scripted_backend import UNKNOWN, Script, install, job
+from tests.support.procs import REPO, SCRIPTED_DAEMON, daemon_once, env, write_config
+from tests.support.scripted_backend import UNKNOWN, Script, job
 
 LOG = logging.getLogger("act.test")
 CE1 = CE("ce1", CESettings(backend="scripted"))
 CE2 = CE("ce2", CESettings(backend="scripted"))
-
-
-@pytest.fixture
-def script(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Script:
-    return install(monkeypatch, tmp_path / "scripted.json")
 
 
 def backend(tmp_path: Path) -> object:
@@ -215,6 +210,7 @@ def test_a_daemon_in_process_uses_it_through_the_engine_pool(
     assert run_daemon(PROBE, settings, "probe", once=True, db=db) == exitcodes.OK
     assert script.submitted_tokens() == ["probe-ce1"]
     assert [c["ce"] for c in script.calls("submit")] == ["ce1", "ce2"]
+    assert len(script.calls("close")) == 1  # the pool's one back end, closed at stop
 
 
 def test_a_daemon_in_another_process_follows_the_same_script(
@@ -222,15 +218,9 @@ def test_a_daemon_in_another_process_follows_the_same_script(
 ) -> None:
     script.submit_error("rejected", permanent=True, ce="ce1")
     config = write_config(tmp_path / "act.yaml", _daemon_config(db_url, tmp_path))
-    command = [sys.executable, "-m", "tests.support.scripted_backend", "probe", "--once"]
-    done = subprocess.run(
-        [*command, "--config", str(config)],
-        check=False,
-        env=env(tmp_path, ACT_SCRIPTED_BACKEND_STATE=str(script.path)),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    state = str(script.path)
+    done = daemon_once(
+        "probe", config, tmp_path, command=SCRIPTED_DAEMON, ACT_SCRIPTED_BACKEND_STATE=state
     )
     assert done.returncode == 0, done.stderr
     assert script.submitted_tokens() == ["probe-ce2"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +29,9 @@ from act.common.transitions import create_jobs, transition
 from act.engine.backend import CE, SubmitRequest
 from act.engine.settings import CESettings
 from act.engine.submitter import DAEMON
-from tests.support.scripted_backend import Script, ScriptedBackend, install
+from tests.support.scripted_backend import Script, ScriptedBackend
 
 LOG = logging.getLogger("act.test")
-
-
-@pytest.fixture
-def script(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Script:
-    return install(monkeypatch, tmp_path / "scripted.json")
 
 
 def make_settings(
@@ -403,9 +398,8 @@ def test_drained_ce_gets_no_jobs(db: Database, db_url: URL, tmp_path: Path, scri
     assert script.calls("submit", ce="ce1") == []
 
 
-def test_after_the_cooldown_one_probe_job_goes_and_its_success_closes_the_breaker(
-    db: Database, db_url: URL, tmp_path: Path, script: Script
-) -> None:
+def _breaker_cooled_down(db: Database, db_url: URL, tmp_path: Path) -> tuple[Settings, datetime]:
+    """Settings with one CE, ce1, whose breaker opened (one failure) a cool-down (600 s) ago."""
     from act.engine import breaker
 
     settings = make_settings(
@@ -418,6 +412,13 @@ def test_after_the_cooldown_one_probe_job_goes_and_its_success_closes_the_breake
             c, "ce1", error="down", now=long_ago, settings=settings.engine.breaker
         )
     )
+    return settings, long_ago
+
+
+def test_after_the_cooldown_one_probe_job_goes_and_its_success_closes_the_breaker(
+    db: Database, db_url: URL, tmp_path: Path, script: Script
+) -> None:
+    settings, _ = _breaker_cooled_down(db, db_url, tmp_path)
     ids = add_jobs(db, 4, "ce1")
     run(db, settings)
     rows = jobs(db)
@@ -432,18 +433,7 @@ def test_after_the_cooldown_one_probe_job_goes_and_its_success_closes_the_breake
 def test_a_failed_probe_reopens_the_breaker(
     db: Database, db_url: URL, tmp_path: Path, script: Script
 ) -> None:
-    from act.engine import breaker
-
-    settings = make_settings(
-        db_url, tmp_path, {"ce1": {}}, breaker={"failures": 1, "cooldown": 600}
-    )
-    long_ago = utcnow() - timedelta(seconds=601)
-    db.run(lambda c: breaker.sync_ces(c, settings.engine.ces, now=long_ago))
-    db.run(
-        lambda c: breaker.record_failure(
-            c, "ce1", error="down", now=long_ago, settings=settings.engine.breaker
-        )
-    )
+    settings, long_ago = _breaker_cooled_down(db, db_url, tmp_path)
     script.submit_error("still broken", ce="ce1")
     add_jobs(db, 3, "ce1")
     run(db, settings)
@@ -480,4 +470,26 @@ def test_concurrent_submitters_keep_the_spacing_of_one_ce(
     assert sum(row["state"] == "submitted" for row in rows) == sent
     assert (
         sum(row["state"] == "tosubmit" and row["lease_owner"] is None for row in rows) == 12 - sent
+    )
+
+
+def test_a_ce_whose_back_end_is_not_available_gets_no_jobs_and_blocks_no_other(
+    db: Database, db_url: URL, tmp_path: Path, script: Script, caplog: pytest.LogCaptureFixture
+) -> None:
+    # act.condor.backend is not written yet: ce0 cannot be used, ce1 (after it) still can.
+    settings = make_settings(db_url, tmp_path, {"ce0": {"backend": "condor"}, "ce1": {}})
+    ids = add_jobs(db, 3, "ce0 ce1")
+    with caplog.at_level(logging.INFO, logger="act"):
+        run(db, settings)
+    rows = jobs(db)
+    assert [(rows[i]["state"], rows[i]["ce_endpoint"]) for i in ids] == [("submitted", "ce1")] * 3
+    assert not [r for r in caplog.records if r.getMessage() == "cycle failed"]
+    only_ce0 = add_jobs(db, 1, "ce0")
+    with caplog.at_level(logging.INFO, logger="act"):
+        run(db, settings)
+    assert jobs(db)[only_ce0[0]]["state"] == "tosubmit"
+    assert jobs(db)[only_ce0[0]]["lease_owner"] is None  # handed back, not held until the lease
+    assert any(
+        "stay tosubmit" in r.getMessage() and "'condor' is not available" in r.getMessage()
+        for r in caplog.records
     )

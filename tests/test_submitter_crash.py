@@ -10,8 +10,6 @@ sent twice.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
@@ -27,13 +25,11 @@ from act.common.states import Actor, Layer
 from act.common.timeutil import utcnow
 from act.common.transitions import create_jobs
 from tests.support.dbs import url_text
-from tests.support.procs import REPO, env, wait_for, write_config
+from tests.support.procs import SCRIPTED_DAEMON, daemon_once, wait_for, write_config
 from tests.support.scripted_backend import Script, install
 
 JOBS = 6
 #: act-daemon, and act-daemon with the scripted double registered.
-ACT_DAEMON = [sys.executable, "-m", "act.common.daemon"]
-DAEMON = [sys.executable, "-m", "tests.support.scripted_backend"]
 
 pytestmark = pytest.mark.slow
 
@@ -58,19 +54,17 @@ def _config(tmp_path: Path, url: URL) -> Path:
 
 
 def _submitter(tmp_path: Path, config: Path, script: Script, fault: str | None) -> int:
-    extra = {"ACT_SCRIPTED_BACKEND_STATE": str(script.path)}
-    if fault:
-        extra["ACT_FAULT"] = fault
-    done = subprocess.run(
-        [*DAEMON, "submitter", "--config", str(config), "--once"],
-        env=env(tmp_path, **extra),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    log = tmp_path / f"submitter-{fault or 'clean'}.log"
+    state = str(script.path)
+    done = daemon_once(
+        "submitter",
+        config,
+        tmp_path,
+        command=SCRIPTED_DAEMON,
+        fault=fault,
+        log=log,
+        ACT_SCRIPTED_BACKEND_STATE=state,
     )
-    (tmp_path / f"submitter-{fault or 'clean'}.log").write_text(done.stderr)
     return done.returncode
 
 
@@ -158,18 +152,8 @@ def test_local_backend_killed_after_submit_runs_each_job_once(
     db.run(lambda c: create_jobs(c, Layer.CE, rows, "tosubmit", actor=Actor.TRANSLATOR))
 
     def act_daemon(fault: str | None) -> int:
-        extra = {"ACT_FAULT": fault} if fault else {}
-        done = subprocess.run(
-            [*ACT_DAEMON, "submitter", "--config", str(config), "--once"],
-            env=env(tmp_path, **extra),
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        (tmp_path / f"local-{fault or 'clean'}.log").write_text(done.stderr)
-        return done.returncode
+        log = tmp_path / f"local-{fault or 'clean'}.log"
+        return daemon_once("submitter", config, tmp_path, fault=fault, log=log).returncode
 
     assert act_daemon("submitter:after-submit") == EXIT_CODE
     assert {r["state"] for r in _rows(db)} == {"submitting"}

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import stat
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import sqlalchemy as sa
 from act.atlas.panda_testserver import PandaTestServer, make_job_spec
 from act.atlas.reporting import report_fields
 from act.atlas.translator import TranslatorOptions, run_once
-from act.common.config import DaemonSettings, Settings
+from act.common.config import Settings
 from act.common.daemon import Context
 from act.common.db import Database
 from act.common.schema import ce_jobs, panda_jobs
@@ -25,6 +24,7 @@ from act.common.states import Actor, Layer
 from act.common.timeutil import utcnow
 from act.common.transitions import create_jobs, transition
 from act.local.description import LocalJob
+from tests.support.contexts import daemon_context
 from tests.support.panda import settings_for
 
 ARC_CE = {"flavour": "arc", "endpoint": "arc1", "ce_queue": "grid"}
@@ -66,15 +66,8 @@ def make_settings(root: Path, server: PandaTestServer | None = None) -> Settings
 
 
 def context(db: Database, settings: Settings, **options: Any) -> Context:
-    return Context(
-        name="translator",
-        instance="test:1:abc",
-        settings=settings,
-        daemon=DaemonSettings(),
-        options=TranslatorOptions.model_validate(options),
-        db=db,
-        log=logging.getLogger("act.translator"),
-        stop=threading.Event(),
+    return daemon_context(
+        db, settings, "translator", options=TranslatorOptions.model_validate(options)
     )
 
 

@@ -36,6 +36,7 @@ from pydantic import Field
 from sqlalchemy.engine import Connection
 
 from act.atlas import events
+from act.atlas.latest_ce import latest_ce_endpoint
 from act.atlas.reporting import due_now, with_report
 from act.atlas.runtime import panda_client
 from act.atlas.served import served_queues
@@ -190,7 +191,8 @@ def _finished(ctx: Context, limit: int) -> int:
     for row in rows:
         state = events.load(row.event_ranges) if row.event_ranges else None
         if state is not None and not state.settled:
-            state = events.report(panda_client(ctx), state, int(row.panda_id), row.output_dir)
+            client, pandaid, ce = panda_client(ctx), int(row.panda_id), row.ce_endpoint
+            state = events.report(client, state, pandaid, row.output_dir, log=ctx.log, ce=ce)
             updates.append((row.pid, state.dump()))
             log = job_log(ctx.log, pandaid=row.panda_id, ce=row.ce_endpoint)
             if state.reported_at is not None:
@@ -273,7 +275,7 @@ def _cancelled(ctx: Context, limit: int) -> int:
         conditions.append(panda_jobs.c.id % ctx.shard.count == ctx.shard.index)
     with ctx.db.read() as conn:
         rows = conn.execute(
-            sa.select(panda_jobs.c.id, panda_jobs.c.panda_id)
+            sa.select(panda_jobs.c.id, panda_jobs.c.panda_id, latest_ce_endpoint().label("ce"))
             .where(*conditions)
             .order_by(panda_jobs.c.id)
             .limit(limit)
@@ -298,7 +300,7 @@ def _cancelled(ctx: Context, limit: int) -> int:
     )
     for row in rows:
         if row.id in moved:
-            job_log(ctx.log, pandaid=row.panda_id).info("PanDA job cancelled")
+            job_log(ctx.log, pandaid=row.panda_id, ce=row.ce).info("PanDA job cancelled")
     return len(rows)
 
 

@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from typing import Any
 from act.atlas.panda_client import PandaClient
 from act.atlas.panda_errors import PandaError
 from act.atlas.translate.common import EVENT_STATUS_FILE
+from act.common.logs import job_log
 from act.common.timeutil import utcnow
 
 MAX_ATTEMPTS = 3
@@ -92,15 +94,27 @@ def fetch(
     return EventState([dict(r) for r in ranges])
 
 
-def processed(output_dir: str | Path | None, pandaid: int) -> list[dict[str, Any]]:
-    """The ranges the pilot reports in ``event_status.dump.json`` (``[]`` if none or unreadable);
-    each as ``{"eventRangeID", "eventStatus", ...}``."""
+def processed(
+    output_dir: str | Path | None,
+    pandaid: int,
+    *,
+    log: logging.Logger | None = None,
+    ce: str | None = None,
+) -> list[dict[str, Any]]:
+    """The ranges the pilot reports in ``event_status.dump.json`` (``[]`` if none or unreadable,
+    the latter logged to ``log``); each as ``{"eventRangeID", "eventStatus", ...}``."""
     if not output_dir:
         return []
     path = Path(output_dir) / EVENT_STATUS_FILE
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as error:
+        if log is not None:
+            job_log(log, pandaid=pandaid, ce=ce).warning(
+                "cannot read %s (%s): no processed event ranges to report", path, error
+            )
         return []
     if not isinstance(data, dict):
         return []
@@ -117,12 +131,19 @@ def processed(output_dir: str | Path | None, pandaid: int) -> list[dict[str, Any
 
 
 def report(
-    client: PandaClient, state: EventState, pandaid: int, output_dir: str | Path | None
+    client: PandaClient,
+    state: EventState,
+    pandaid: int,
+    output_dir: str | Path | None,
+    *,
+    log: logging.Logger | None = None,
+    ce: str | None = None,
 ) -> EventState:
-    """Send the processed ranges once; returns the updated document (store it)."""
+    """Send the processed ranges once; returns the updated document (store it). A dump file
+    that cannot be read is logged to ``log`` with the job's ``pandaid`` and ``ce``."""
     if state.settled:
         return state
-    ranges = processed(output_dir, pandaid)
+    ranges = processed(output_dir, pandaid, log=log, ce=ce)
     state.attempts += 1
     try:
         client.update_event_ranges(ranges)

@@ -48,6 +48,8 @@ from act.atlas.panda_errors import (
     PandaTransportError,
 )
 from act.atlas.panda_settings import PandaServerSettings
+from act.atlas.pandaid import pandaid_of
+from act.atlas.rawjson import raw_array_items
 from act.common.logs import job_log
 from act.common.timeutil import as_utc, backoff
 
@@ -246,9 +248,7 @@ class PandaClient:
                 **({"nJobs": n_jobs} if n_jobs != 1 else {}),
                 **extra,
             }
-            text = self._post("getJob", params, roles, repeatable=False)
-            if on_reply is not None:
-                on_reply(text)
+            text = self._post_acquire("getJob", params, roles, on_reply)
             reply = _legacy_reply("getJob", text)
             code = _status_code("getJob", reply)
             if code == 20:
@@ -263,9 +263,7 @@ class PandaClient:
             **({"computing_element": computing_element} if computing_element else {}),
             **extra,
         }
-        text = self._post("pilot/acquire_jobs", body, roles, repeatable=False)
-        if on_reply is not None:
-            on_reply(text)
+        text = self._post_acquire("pilot/acquire_jobs", body, roles, on_reply)
         envelope = _envelope("pilot/acquire_jobs", text)
         if not envelope["success"]:
             if "no jobs" in str(envelope.get("message", "")).lower():
@@ -482,6 +480,20 @@ class PandaClient:
         self.close()
 
     # -- transport ---------------------------------------------------------------------------
+
+    def _post_acquire(
+        self,
+        method: str,
+        body: Mapping[str, Any],
+        roles: Sequence[str],
+        on_reply: Callable[[str], None] | None,
+    ) -> str:
+        """Ask for jobs once (never repeated: PanDA may have handed them out) and give the
+        reply text to ``on_reply`` before anything parses it."""
+        text = self._post(method, body, roles, repeatable=False)
+        if on_reply is not None:
+            on_reply(text)
+        return text
 
     def _post(
         self,
@@ -782,20 +794,16 @@ def _status_code(call: str, reply: Mapping[str, Any], *, pandaid: int | None = N
 
 
 def _pandaid(call: str, spec: Mapping[str, Any], raw: str) -> int:
-    value = spec.get("PandaID")
-    if isinstance(value, bool):
-        value = None
-    if isinstance(value, str) and value.isdigit():
-        value = int(value)
-    if not isinstance(value, int) or value <= 0:
-        raise _reply_error(call, f"a job has no valid PandaID ({value!r})", raw)
-    return value
+    pandaid = pandaid_of(spec)
+    if pandaid is None:
+        raise _reply_error(call, f"a job has no valid PandaID ({spec.get('PandaID')!r})", raw)
+    return pandaid
 
 
 def _jobs_from_json(call: str, text: str, path: Sequence[str]) -> list[AcquiredJob]:
     """The jobs at ``path`` in a JSON reply, each with its exact text."""
     try:
-        slices = _raw_array_items(text, path)
+        slices = raw_array_items(text, path)
     except ValueError as error:
         raise _reply_error(call, f"cannot read the job list ({error})", text) from None
     jobs = []
@@ -826,56 +834,6 @@ def _legacy_jobs(text: str, reply: Mapping[str, Any]) -> list[AcquiredJob]:
     if is_json:
         return [AcquiredJob(pandaid, spec, stripped)]
     return [AcquiredJob(pandaid, spec, stripped, "urlencoded")]
-
-
-_WS = " \t\r\n"
-
-
-def _skip(text: str, pos: int) -> int:
-    while pos < len(text) and text[pos] in _WS:
-        pos += 1
-    return pos
-
-
-def _raw_array_items(text: str, path: Sequence[str]) -> list[str]:
-    """The exact text of each element of the array found by following ``path`` (object keys)
-    from the top of a JSON document. Raises ValueError if the document does not fit."""
-    decoder = json.JSONDecoder()
-    pos = _skip(text, 0)
-    for key in path:
-        if pos >= len(text) or text[pos] != "{":
-            raise ValueError(f"no object around {key!r}")
-        pos = _skip(text, pos + 1)
-        while True:
-            if pos >= len(text) or text[pos] != '"':
-                raise ValueError(f"key {key!r} not found")
-            name, pos = decoder.raw_decode(text, pos)
-            pos = _skip(text, pos)
-            if pos >= len(text) or text[pos] != ":":
-                raise ValueError("malformed object")
-            pos = _skip(text, pos + 1)
-            if name == key:
-                break
-            _, pos = decoder.raw_decode(text, pos)
-            pos = _skip(text, pos)
-            if pos < len(text) and text[pos] == ",":
-                pos = _skip(text, pos + 1)
-    if pos >= len(text) or text[pos] != "[":
-        raise ValueError("not a list")
-    items: list[str] = []
-    pos = _skip(text, pos + 1)
-    if pos < len(text) and text[pos] == "]":
-        return items
-    while True:
-        _, end = decoder.raw_decode(text, pos)
-        items.append(text[pos:end])
-        pos = _skip(text, end)
-        if pos < len(text) and text[pos] == ",":
-            pos = _skip(text, pos + 1)
-            continue
-        if pos < len(text) and text[pos] == "]":
-            return items
-        raise ValueError("malformed list")
 
 
 def _server_timeout(text: str) -> bool:

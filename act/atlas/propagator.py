@@ -61,9 +61,7 @@ move to done*.
 from __future__ import annotations
 
 import json
-import os
 import random
-import tempfile
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -78,6 +76,7 @@ from pydantic import Field
 from sqlalchemy.engine import Connection
 
 from act.atlas import runtime
+from act.atlas.latest_ce import latest_ce_endpoint
 from act.atlas.panda_client import (
     JobUpdate,
     PandaAuthError,
@@ -86,6 +85,7 @@ from act.atlas.panda_client import (
     UpdateResult,
 )
 from act.atlas.reporting import report_fields
+from act.common.atomic import atomic_write
 from act.common.claims import claim, release
 from act.common.daemon import Context, DaemonSpec
 from act.common.logs import job_log
@@ -158,6 +158,7 @@ class _Job:
     report_failures: int
     heartbeat_less: bool
     access_point: str | None
+    ce: str | None = None  # the newest CE job's CE, for log lines
 
 
 @dataclass
@@ -200,7 +201,9 @@ def run_once(ctx: Context) -> bool:
         try:
             fields = report_of(job, opts)
         except ValueError as error:
-            job_log(ctx.log, pandaid=job.pandaid).error("cannot build the report: %s", error)
+            job_log(ctx.log, pandaid=job.pandaid, ce=job.ce).error(
+                "cannot build the report: %s", error
+            )
             unreportable.append(job)
             continue
         attempt = job.attempt if job.attempt > 0 else None
@@ -252,6 +255,7 @@ def _claim(conn: Connection, ctx: Context, limit: int) -> list[_Job]:
             t.c.report_failures,
             t.c.heartbeat_less,
             t.c.access_point,
+            latest_ce_endpoint().label("ce"),
         )
         .where(t.c.id.in_(ids))
         .order_by(t.c.next_report_at, t.c.id)
@@ -269,6 +273,7 @@ def _claim(conn: Connection, ctx: Context, limit: int) -> list[_Job]:
             report_failures=row.report_failures,
             heartbeat_less=bool(row.heartbeat_less),
             access_point=row.access_point,
+            ce=row.ce,
         )
         for row in rows
     ]
@@ -309,7 +314,7 @@ def report_of(job: _Job, opts: PropagatorOptions) -> dict[str, Any]:
 
 def _settle_locally(conn: Connection, ctx: Context, jobs: list[_Job], outcome: _Outcome) -> None:
     for job in jobs:
-        log = job_log(ctx.log, pandaid=job.pandaid)
+        log = job_log(ctx.log, pandaid=job.pandaid, ce=job.ce)
         if job.state not in FINAL:
             # Nothing to say now: a heartbeat-less job, or one PanDA no longer wants to hear of.
             _set(conn, ctx, job, next_report_at=None)
@@ -340,17 +345,8 @@ def write_report_file(job: _Job, opts: PropagatorOptions) -> Path:
     if job.attempt > 0:
         report["attemptNr"] = job.attempt
     target = directory / REPORT_FILE
-    handle, temp = tempfile.mkstemp(dir=directory, prefix=f".{REPORT_FILE}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(report, out, sort_keys=True)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temp, 0o644)
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    text = json.dumps(report, sort_keys=True)
+    atomic_write(target, text.encode("utf-8"), mode=0o644, durable=True)
     return target
 
 
@@ -406,7 +402,7 @@ def _record(
     failures: list[_Job] = []
     for send, result in zip(batch, results, strict=True):
         job = send.job
-        log = job_log(ctx.log, pandaid=job.pandaid)
+        log = job_log(ctx.log, pandaid=job.pandaid, ce=job.ce)
         if not result.ok:
             log.warning("PanDA refused the %s report: %s", send.update.state, result.error)
             failures.append(job)
@@ -504,7 +500,7 @@ def _stop(
     conn: Connection, ctx: Context, job: _Job, status: str, *, command: str, outcome: _Outcome
 ) -> None:
     """PanDA answered tobekilled, badattemptnr or alreadydone: stop reporting, kill the CE job."""
-    log = job_log(ctx.log, pandaid=job.pandaid)
+    log = job_log(ctx.log, pandaid=job.pandaid, ce=job.ce)
     now = utcnow()
     values = {
         "panda_status": status,

@@ -20,7 +20,6 @@ import logging
 import os
 import shlex
 import ssl
-import tempfile
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from act.common.atomic import atomic_write
 from act.common.section import Section
 
 log = logging.getLogger(__name__)
@@ -263,14 +263,7 @@ def _https_fetcher(settings: QueuesSettings) -> Callable[[str], bytes]:
 
 def _write_atomically(path: Path, body: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(body)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    atomic_write(path, body)
 
 
 def _build(

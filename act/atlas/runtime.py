@@ -1,4 +1,8 @@
-"""What PanDA-side daemons keep between cycles: one PanDA client per daemon process."""
+"""What PanDA-side daemons keep between cycles: one PanDA client per daemon process.
+
+It lives in ``ctx.cache``; the daemon loop closes it when the daemon stops
+(:func:`act.common.daemon.close_cache`).
+"""
 
 from __future__ import annotations
 
@@ -25,10 +29,3 @@ def panda_client(ctx: Context, *, retries: int | None = None) -> PandaClient:
         found = PandaClient(settings, credentials, log=ctx.log)
         ctx.cache[CACHE_KEY] = found
     return found
-
-
-def close(ctx: Context) -> None:
-    """Close the daemon's PanDA client, if it made one."""
-    found = ctx.cache.pop(CACHE_KEY, None)
-    if isinstance(found, PandaClient):
-        found.close()

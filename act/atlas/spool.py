@@ -11,7 +11,6 @@ put aside whole. Nothing PanDA handed out is ever deleted unseen.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import time
 from collections.abc import Mapping
@@ -20,7 +19,9 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl
 
-from act.atlas.panda_client import _raw_array_items
+from act.atlas.pandaid import pandaid_of
+from act.atlas.rawjson import raw_array_items
+from act.common.atomic import atomic_write, fsync_dir
 
 EXCERPT = 200
 SUFFIX = ".json"
@@ -64,7 +65,7 @@ def write_reply(directory: Path, *, queue: str, api: str, label: str, reply: str
     safe_queue = "".join(c if c.isalnum() or c in "-_." else "_" for c in queue)[:64]
     name = f"{time.time_ns():020d}-{safe_queue}-{secrets.token_hex(4)}{SUFFIX}"
     document = {"queue": queue, "api": api, "prod_source_label": label, "reply": reply}
-    _durable_write(directory / name, json.dumps(document).encode("utf-8"))
+    atomic_write(directory / name, json.dumps(document).encode("utf-8"), durable=True)
     return directory / name
 
 
@@ -142,18 +143,16 @@ def _job_texts(api: str, text: str) -> tuple[list[str], bool]:
 
 def _items(text: str, path: tuple[str, ...]) -> list[str]:
     try:
-        return _raw_array_items(text, path)
+        return raw_array_items(text, path)
     except ValueError as error:
         raise ValueError(f"cannot read the job list ({error})") from None
 
 
 def _pandaid(spec: Mapping[str, Any]) -> int:
-    value = spec.get("PandaID")
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"no valid PandaID ({value!r})")
-    return value
+    pandaid = pandaid_of(spec)
+    if pandaid is None:
+        raise ValueError(f"no valid PandaID ({spec.get('PandaID')!r})")
+    return pandaid
 
 
 def _reject(path: Path, data: bytes, reason: str, *, index: int | None = None) -> Path:
@@ -162,34 +161,12 @@ def _reject(path: Path, data: bytes, reason: str, *, index: int | None = None) -
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     stem = path.name.removesuffix(SUFFIX) + ("" if index is None else f".job{index}")
     target = directory / f"{stem}.txt"
-    _durable_write(target, data)
-    _durable_write(directory / f"{stem}.reason", (reason + "\n").encode("utf-8"))
+    atomic_write(target, data, durable=True)
+    atomic_write(directory / f"{stem}.reason", (reason + "\n").encode("utf-8"), durable=True)
     return target
-
-
-def _durable_write(target: Path, data: bytes) -> None:
-    temporary = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temporary, target)
-    _fsync_dir(target.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def remove(path: Path) -> None:
     """Delete an ingested spool file (after the commit of its jobs)."""
     path.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)

@@ -42,6 +42,7 @@ from act.atlas.runtime import panda_client
 from act.atlas.served import served_queues
 from act.atlas.translate import JobInput, Translation, TranslationError, to_condor, to_xrsl
 from act.atlas.translate.local import to_local
+from act.common.atomic import atomic_write
 from act.common.claims import claim, release
 from act.common.daemon import Context, DaemonSpec
 from act.common.logs import job_log
@@ -251,10 +252,7 @@ def write_files(directory: Path, files: Mapping[str, bytes]) -> None:
         target = directory / name
         if target.parent != directory:
             raise ValueError(f"{name!r} is not a plain file name")
-        temporary = directory / f".{name}.tmp"
-        temporary.write_bytes(data)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, target)
+        atomic_write(target, data, mode=0o644)
 
 
 def _commit(

@@ -13,7 +13,9 @@ the model of its ``options``. :func:`run_daemon` owns everything else:
 * graceful stop: SIGTERM (and SIGINT when not supervised) only set the stop event; the current
   cycle ends, the claims this instance holds are released and its liveness row is marked stopped,
   so the other instances take its share at once;
-* ``--once``: one cycle, then the same clean stop (this is how tests drive daemons).
+* ``--once``: one cycle, then the same clean stop (this is how tests drive daemons);
+* at stop, what the daemon kept in ``ctx.cache`` that has a ``close()`` (a PanDA client, the
+  engine's back ends) is closed (:func:`close_cache`).
 
 Supervised by actd, a daemon also stops when its supervisor has gone away.
 """
@@ -86,6 +88,7 @@ class Context:
     shard: Shard = field(default_factory=lambda: Shard(0, 1))
     last_beat: float = field(default=0.0)
     #: What a daemon keeps between cycles (clients, back ends); see e.g. act.engine.runtime.
+    #: Values with a ``close()`` are closed when the daemon stops (:func:`close_cache`).
     cache: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -185,6 +188,7 @@ def run_daemon(
     try:
         _loop(spec, ctx, once)
     finally:
+        close_cache(ctx)
         _clean_stop(ctx)
         if own_db:
             database.dispose()
@@ -256,6 +260,25 @@ def _orphaned(ctx: Context, supervisor: str | None) -> bool:
         ctx.stop.set()
         return True
     return False
+
+
+def close_cache(ctx: Context) -> None:
+    """Close what the daemon kept in ``ctx.cache`` (objects with a ``close()``) and empty it.
+
+    Called at every stop, clean or after a failed cycle: clients and back ends release their
+    connections and files here. One failing ``close()`` is logged and does not keep the others
+    from being closed.
+    """
+    kept = list(ctx.cache.items())
+    ctx.cache.clear()
+    for key, value in kept:
+        close = getattr(value, "close", None)
+        if not callable(close):
+            continue
+        try:
+            close()
+        except Exception as exc:
+            ctx.log.error("cannot close %s at stop: %s", key, short_error(exc))
 
 
 def _clean_stop(ctx: Context) -> None:

@@ -156,6 +156,11 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+class BackendNotAvailable(LookupError):
+    """A CE back end act knows by name whose code is missing here (not written or installed yet,
+    or a library it needs is not installed)."""
+
+
 class BackendFactory(Protocol):
     def __call__(
         self, *, settings: Settings, db: Database | None, log: logging.Logger
@@ -178,5 +183,22 @@ def make_backend(
     if target is None:
         raise LookupError(f"unknown CE back end {name!r} (known: {', '.join(sorted(BACKENDS))})")
     module_name, _, attribute = target.partition(":")
-    factory: BackendFactory = getattr(importlib.import_module(module_name), attribute)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        missing = error.name or "?"
+        if module_name == missing or module_name.startswith(missing + "."):
+            raise BackendNotAvailable(
+                f"CE back end {name!r} is not available in this installation "
+                f"(module {module_name} is missing)"
+            ) from error
+        raise BackendNotAvailable(
+            f"CE back end {name!r} is not available: its module {module_name} needs "
+            f"{missing}, which is not installed"
+        ) from error
+    factory: BackendFactory | None = getattr(module, attribute, None)
+    if factory is None:
+        raise BackendNotAvailable(
+            f"CE back end {name!r} is not available: {module_name} has no {attribute}"
+        )
     return factory(settings=settings, db=db, log=log)

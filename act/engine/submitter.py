@@ -133,12 +133,18 @@ def _by_ce(rows: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     return dict(sorted(groups.items()))
 
 
-def _ce_and_backend(engine: EnginePool, name: str) -> tuple[CE, Backend] | None:
+def _ce_and_backend(ctx: Context, engine: EnginePool, name: str) -> tuple[CE, Backend] | None:
+    """The CE called ``name`` and its back end; None if it is not configured or its back end
+    cannot be made (logged here: e.g. a back end that is not available in this installation)."""
     try:
         ce = engine.ce(name)
     except UnknownCE:
         return None
-    return ce, engine.backend(ce)
+    try:
+        return ce, engine.backend(ce)
+    except Exception as error:
+        ctx.log.error("ce=%s: cannot make its back end: %s", name, error)
+        return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,10 +160,11 @@ def reconcile(ctx: Context, engine: EnginePool) -> None:
 
 def _reconcile_ce(ctx: Context, engine: EnginePool, name: str, group: list[dict[str, Any]]) -> None:
     ids = [row["id"] for row in group]
-    found = _ce_and_backend(engine, name)
+    found = _ce_and_backend(ctx, engine, name)
     if found is None:
         ctx.log.error(
-            "ce=%s: %d job(s) in submitting at a CE that is not configured: left as they are",
+            "ce=%s: %d job(s) in submitting at a CE not configured or without a usable back end: "
+            "left as they are",
             name or "(none)",
             len(ids),
         )
@@ -178,22 +185,7 @@ def _reconcile_ce(ctx: Context, engine: EnginePool, name: str, group: list[dict[
     missing = [row["id"] for row in group if row["id"] not in accepted]
 
     def record(conn: Connection) -> tuple[list[int], list[int]]:
-        moved = transition(
-            conn,
-            CE_LAYER,
-            accepted,
-            "submitting",
-            "submitted",
-            actor=ME,
-            reason="reconciled: the CE has the job",
-            owner=ctx.owner,
-            values={
-                "submitted_at": now,
-                "next_check_at": _next_check(ctx, now),
-                "error_text": None,  # an earlier CE's transient error no longer applies
-            },
-        )
-        _set_each(conn, {job_id: {"ce_job_id": accepted[job_id]} for job_id in moved})
+        moved = _mark_submitted(conn, ctx, accepted, now, "reconciled: the CE has the job")
         back = transition(
             conn,
             CE_LAYER,
@@ -224,6 +216,30 @@ def _next_check(ctx: Context, now: datetime) -> datetime:
     return now + seconds(ctx.settings.engine.poll.submitted)
 
 
+def _mark_submitted(
+    conn: Connection, ctx: Context, accepted: dict[int, str], now: datetime, reason: str
+) -> list[int]:
+    """Move the ``accepted`` jobs (id -> CE job id) this instance claims from submitting to
+    submitted with their CE job ids; returns the ids moved."""
+    moved = transition(
+        conn,
+        CE_LAYER,
+        list(accepted),
+        "submitting",
+        "submitted",
+        actor=ME,
+        reason=reason,
+        owner=ctx.owner,
+        values={
+            "submitted_at": now,
+            "next_check_at": _next_check(ctx, now),
+            "error_text": None,  # an earlier CE's transient error no longer applies
+        },
+    )
+    _set_each(conn, {job_id: {"ce_job_id": accepted[job_id]} for job_id in moved})
+    return moved
+
+
 # ---------------------------------------------------------------------------------------------
 # 2. Resubmission and 3. rerun
 
@@ -235,10 +251,12 @@ def resubmit(ctx: Context, engine: EnginePool) -> None:
         cleaned: list[dict[str, Any]] = []
         with_id = [row for row in group if row["ce_job_id"]]
         cleaned.extend(row for row in group if not row["ce_job_id"])
-        found = _ce_and_backend(engine, name) if with_id else None
+        found = _ce_and_backend(ctx, engine, name) if with_id else None
         if with_id and found is None:
             ctx.log.warning(
-                "ce=%s: not configured: %d old CE job(s) cannot be cleaned", name, len(with_id)
+                "ce=%s: not configured or no usable back end: %d old CE job(s) cannot be cleaned",
+                name,
+                len(with_id),
             )
             cleaned.extend(with_id)
         elif with_id and found is not None:
@@ -322,7 +340,7 @@ def rerun(ctx: Context, engine: EnginePool) -> None:
 
 
 def _rerun_ce(ctx: Context, engine: EnginePool, name: str, group: list[dict[str, Any]]) -> None:
-    found = _ce_and_backend(engine, name)
+    found = _ce_and_backend(ctx, engine, name)
     outcomes: dict[str, Any] = {}
     if found is not None:
         ce, backend = found
@@ -345,7 +363,7 @@ def _rerun_ce(ctx: Context, engine: EnginePool, name: str, group: list[dict[str,
         if not row["ce_job_id"]:
             refused[row["id"]] = "no CE job to restart"
         elif found is None:
-            refused[row["id"]] = f"CE {name!r} is not configured"
+            refused[row["id"]] = f"CE {name!r} is not configured or has no usable back end"
         elif outcome is None:
             refused[row["id"]] = "the CE gave no answer for this job"
         elif outcome.gone:
@@ -445,6 +463,11 @@ def budgets(
         admission = breaker.admits(row, now=now, settings=settings.breaker)
         if not admission.ok:
             closed[name] = admission.reason
+            continue
+        try:
+            engine.backend(ce)  # made once and kept; a CE whose back end cannot be made gets none
+        except Exception as error:
+            closed[name] = f"its back end cannot be made ({error})"
             continue
         queued = sum(counts[name][state] for state in QUEUED_STATES)
         running = sum(counts[name][state] for state in RUNNING_STATES)
@@ -706,22 +729,7 @@ def _record(
             transient[job_id] = _short(result.error)
 
     def record(conn: Connection) -> tuple[list[int], list[int], list[int], str]:
-        done = transition(
-            conn,
-            CE_LAYER,
-            list(accepted),
-            "submitting",
-            "submitted",
-            actor=ME,
-            reason="CE accepted the job",
-            owner=ctx.owner,
-            values={
-                "submitted_at": now,
-                "next_check_at": _next_check(ctx, now),
-                "error_text": None,  # an earlier CE's transient error no longer applies
-            },
-        )
-        _set_each(conn, {job_id: {"ce_job_id": accepted[job_id]} for job_id in done})
+        done = _mark_submitted(conn, ctx, accepted, now, "CE accepted the job")
         again = transition(
             conn,
             CE_LAYER,

@@ -362,7 +362,7 @@ class LocalBackend:
                 state = jf.read_json(jobdir / jf.STATE) or {}
                 if state.get("state") not in jf.ENDED:
                     jf.write_json(jobdir / jf.STATE, jf.ended(state, jf.KILLED, ["killed by act"]))
-            job_log(self.log, ce=ce.name).info("killed %s", ce_job_id)
+            job_log(self.log, pandaid=_pandaid_of(jobdir), ce=ce.name).info("killed %s", ce_job_id)
             results[ce_job_id] = Outcome(ce_job_id, ok=True)
         return {ce_job_id: results[ce_job_id] for ce_job_id in ce_job_ids}
 
@@ -469,6 +469,12 @@ def _running(jobdir: Path) -> bool:
     return jf.alive(state.get("runner_pid"), state.get("runner_start")) or bool(
         jf.group_members(state.get("pgid"))
     )
+
+
+def _pandaid_of(jobdir: Path) -> int | None:
+    """The PanDA ID the job was submitted for (its job file), for log lines."""
+    value = (jf.read_json(jobdir / jf.JOB) or {}).get("pandaid")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _tail(path: Path, limit: int) -> str:

@@ -4,6 +4,8 @@ Reads a JSON list of xRSL strings on stdin; writes a JSON list with, per text, e
 {"error": ...} or the fields tests check. Used by tests/test_translate.py in one subprocess.
 """
 
+from __future__ import annotations
+
 import json
 import os
 import sys

@@ -3,15 +3,13 @@ stuck janitor): settings with scripted CEs, a daemon context, and CE jobs put in
 
 from __future__ import annotations
 
-import logging
-import threading
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
-from act.common.config import DaemonSettings, Settings
+from act.common.config import Settings
 from act.common.daemon import Context
 from act.common.db import Database
 from act.common.schema import ce_jobs, transitions
@@ -20,6 +18,7 @@ from act.common.timeutil import utcnow
 from act.common.transitions import create_jobs, transition
 from act.engine.backend import SubmitRequest
 from act.engine.runtime import pool
+from tests.support.contexts import daemon_context
 from tests.support.jobs import path_to
 from tests.support.scripted_backend import NAME
 
@@ -36,16 +35,7 @@ def settings(tmp_path: Path, *, ces: tuple[str, ...] = ("ce1", "ce2"), **engine:
 
 def context(db: Database, config: Settings, name: str, *, batch: int = 100) -> Context:
     """A daemon's context, as run_daemon makes it, for calling ``run_once`` directly."""
-    return Context(
-        name=name,
-        instance=f"test:{name}",
-        settings=config,
-        daemon=DaemonSettings(batch=batch),
-        options=None,
-        db=db,
-        log=logging.getLogger(f"act.{name}"),
-        stop=threading.Event(),
-    )
+    return daemon_context(db, config, name, batch=batch)
 
 
 def submit_at_ce(ctx: Context, ce: str, token: str, job_id: int = 0) -> str:

@@ -41,6 +41,39 @@ def env(root: Path, **extra: str) -> dict[str, str]:
     return result
 
 
+#: ``act-daemon``, and act-daemon with the scripted CE back end (a test double) registered.
+ACT_DAEMON = [sys.executable, "-m", "act.common.daemon"]
+SCRIPTED_DAEMON = [sys.executable, "-m", "tests.support.scripted_backend"]
+
+
+def daemon_once(
+    name: str,
+    config: Path,
+    root: Path,
+    *,
+    command: list[str] = ACT_DAEMON,
+    fault: str | None = None,
+    log: Path | None = None,
+    **extra_env: str,
+) -> subprocess.CompletedProcess[str]:
+    """Run daemon ``name`` for one cycle in a child process (``act-daemon NAME --config CONFIG
+    --once``) with ``$ACT_FAULT`` set to ``fault`` if given; its stderr is kept in ``log``."""
+    if fault:
+        extra_env["ACT_FAULT"] = fault
+    done = subprocess.run(
+        [*command, name, "--config", str(config), "--once"],
+        env=env(root, **extra_env),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if log is not None:
+        log.write_text(done.stderr)
+    return done
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

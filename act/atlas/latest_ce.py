@@ -1,0 +1,21 @@
+"""The CE a PanDA job was last sent to, for the ``ce=`` of its log lines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from act.common.schema import ce_jobs, panda_jobs
+
+
+def latest_ce_endpoint() -> sa.ScalarSelect[Any]:
+    """A column for a query on ``panda_jobs``: the ``ce_endpoint`` of the job's newest CE job
+    (NULL if it has none or none was assigned a CE). Uses the index on ``ce_jobs.panda_job_id``."""
+    return (
+        sa.select(ce_jobs.c.ce_endpoint)
+        .where(ce_jobs.c.panda_job_id == panda_jobs.c.id)
+        .order_by(ce_jobs.c.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
