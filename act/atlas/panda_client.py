@@ -29,7 +29,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -228,9 +228,14 @@ class PandaClient:
         node: str,
         computing_element: str | None = None,
         role: str | None = None,
+        on_reply: Callable[[str], None] | None = None,
         **extra: Any,
     ) -> list[AcquiredJob]:
-        """Ask for up to ``n_jobs`` jobs of ``queue``; [] when PanDA has none."""
+        """Ask for up to ``n_jobs`` jobs of ``queue``; [] when PanDA has none.
+
+        ``on_reply`` is called with the reply text as received, before it is parsed (the PanDA
+        fetcher spools it to disk there, so that no job handed out is lost to a crash or to a
+        reply the parser refuses)."""
         roles = [role] if role else _roles_for_label(prod_source_label)
         if self._legacy:
             params: dict[str, Any] = {
@@ -242,6 +247,8 @@ class PandaClient:
                 **extra,
             }
             text = self._post("getJob", params, roles, repeatable=False)
+            if on_reply is not None:
+                on_reply(text)
             reply = _legacy_reply("getJob", text)
             code = _status_code("getJob", reply)
             if code == 20:
@@ -257,6 +264,8 @@ class PandaClient:
             **extra,
         }
         text = self._post("pilot/acquire_jobs", body, roles, repeatable=False)
+        if on_reply is not None:
+            on_reply(text)
         envelope = _envelope("pilot/acquire_jobs", text)
         if not envelope["success"]:
             if "no jobs" in str(envelope.get("message", "")).lower():

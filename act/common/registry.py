@@ -9,6 +9,14 @@ from act.common.daemon import DaemonSpec
 #: Daemons shipped with act, by the name used under ``daemons:`` in the config.
 BUILTIN: dict[str, str] = {
     "janitor": "act.common.janitor:DAEMON",
+    "propagator": "act.atlas.propagator:DAEMON",
+    "panda_fetcher": "act.atlas.fetcher:DAEMON",
+    "translator": "act.atlas.translator:DAEMON",
+    "app_status": "act.atlas.app_status:DAEMON",
+    "poller": "act.engine.poller:DAEMON",
+    "ce_fetcher": "act.engine.fetcher:DAEMON",
+    "canceller": "act.engine.canceller:DAEMON",
+    "cleaner": "act.engine.cleaner:DAEMON",
     "submitter": "act.engine.submitter:DAEMON",
 }
 

@@ -282,6 +282,26 @@ def states(layer: str | None, markdown: bool, as_json: bool) -> None:
         click.echo(output.states_text(layers, markdown=markdown))
 
 
+@cli.command()
+@json_option
+@pass_app
+def panda(app: App, as_json: bool) -> None:
+    """PanDA reporting: backlog and heartbeat lag, what PanDA was told, credentials.
+
+    The heartbeat lag is how late the most overdue report is (PanDA declares a job lost after
+    hours without one). Credential lifetimes are those of the roles under panda.roles.
+    """
+    from act.ctl import panda as reporting
+
+    with app.checked().read() as conn:
+        found = reporting.backlog(conn)
+    credentials = reporting.credential_rows(app.settings().panda)
+    if as_json:
+        click.echo(output.to_json(reporting.to_json(found, credentials)))
+    else:
+        click.echo(reporting.to_text(found, credentials))
+
+
 from act.ctl import ces as _ces  # noqa: E402  (needs the definitions above)
 
 _ces.register(cli, pass_app, Failure)

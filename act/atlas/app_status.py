@@ -1,0 +1,318 @@
+"""app_status (daemon ``app_status``): follows CE jobs on behalf of their PanDA job.
+
+Each cycle runs one query joining ``panda_jobs`` and their latest CE job per kind of change, at
+most ``batch`` rows each, and moves the matches in bulk:
+
+=================================  ==========================================================
+CE job (latest of the PanDA job)   PanDA job
+=================================  ==========================================================
+running                            queued → running
+submitted (requeued at the CE)     running → queued
+finishing                          queued, running → transferring
+done                               native: → tovalidate; truepilot: → done (the pilot reported)
+donefailed (failed for good)       → failed, the CE's exit code and errors in the report
+lost / cancelled outside act       → failed ("lost at the CE" / "cancelled at the CE")
+any not yet ended                  tobekilled: CE job → tocancel
+ended (or none)                    tobekilled → cancelled
+=================================  ==========================================================
+
+A CE job goes to ``toclean`` once its PanDA job no longer needs its files: at once for failed,
+cancelled, lost and truepilot jobs, after the validator's decision for native ones, and always
+for a CE job that is no longer its PanDA job's latest. Event-service jobs report their processed
+ranges (:func:`act.atlas.events.report`) before leaving ``queued/running/transferring`` for done.
+Every PanDA-layer change sets ``next_report_at = now``. Writes are compare-and-set transitions
+that keep other daemons' claims (``release=False``).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import Field
+from sqlalchemy.engine import Connection
+
+from act.atlas import events
+from act.atlas.reporting import due_now, with_report
+from act.atlas.runtime import panda_client
+from act.atlas.served import served_queues
+from act.common.daemon import Context, DaemonSpec
+from act.common.logs import job_log
+from act.common.schema import ce_jobs, panda_jobs
+from act.common.section import Section
+from act.common.states import Actor, Layer
+from act.common.transitions import transition
+
+P_LIVE = ("queued", "running", "transferring")
+#: CE states from which a kill can be requested.
+CE_KILLABLE = ("tosubmit", "submitting", "torerun", "toresubmit", "submitted", "running")
+CE_KILLABLE_ALL = (*CE_KILLABLE, "finishing")
+#: CE states that will still change by themselves (a kill waits for them).
+CE_UNSETTLED = (*CE_KILLABLE_ALL, "tocancel", "cancelling", "finished", "failed")
+CE_ENDED = ("done", "donefailed", "cancelled", "lost")
+#: PanDA states in which the latest CE job's files may still be needed.
+P_NEEDS_FILES = ("received", "queued", "running", "transferring", "tovalidate", "tobekilled")
+
+
+class AppStatusOptions(Section):
+    failed_error_code: int = Field(9000, ge=0)  # pilotErrorCode of a job failed at the CE
+    lost_error_code: int = Field(9002, ge=0)  # ... lost or cancelled at the CE
+
+
+def run_once(ctx: Context) -> bool:
+    limit = ctx.daemon.batch
+    full = False
+    for step in (_progress, _finished, _failed, _kill, _cancelled, _clean):
+        full = step(ctx, limit) >= limit or full
+    return full
+
+
+# -- the queries ---------------------------------------------------------------------------------
+
+
+def _latest() -> sa.ColumnElement[bool]:
+    newer = sa.alias(ce_jobs, "newer")
+    return ~sa.exists().where(
+        newer.c.panda_job_id == ce_jobs.c.panda_job_id, newer.c.id > ce_jobs.c.id
+    )
+
+
+def _pairs(
+    ctx: Context,
+    panda_states: Sequence[str] | None,
+    ce_states: Sequence[str],
+    limit: int,
+    *,
+    latest: bool = True,
+    extra: Sequence[sa.ColumnElement[bool]] = (),
+) -> list[Any]:
+    """(PanDA job, CE job) pairs in these states; one query."""
+    conditions: list[sa.ColumnElement[bool]] = [ce_jobs.c.state.in_(list(ce_states)), *extra]
+    if panda_states is not None:
+        conditions.append(panda_jobs.c.state.in_(list(panda_states)))
+    if latest:
+        conditions.append(_latest())
+    shard = ctx.shard
+    if shard.count > 1:
+        conditions.append(panda_jobs.c.id % shard.count == shard.index)
+    stmt = (
+        sa.select(
+            panda_jobs.c.id.label("pid"),
+            panda_jobs.c.panda_id,
+            panda_jobs.c.state.label("pstate"),
+            panda_jobs.c.queue,
+            panda_jobs.c.event_ranges,
+            ce_jobs.c.id.label("cid"),
+            ce_jobs.c.state.label("cstate"),
+            ce_jobs.c.exit_code,
+            ce_jobs.c.error_text,
+            ce_jobs.c.output_dir,
+            ce_jobs.c.ce_endpoint,
+        )
+        .select_from(panda_jobs.join(ce_jobs, ce_jobs.c.panda_job_id == panda_jobs.c.id))
+        .where(*conditions)
+        .order_by(panda_jobs.c.id)
+        .limit(limit)
+    )
+    with ctx.db.read() as conn:
+        return list(conn.execute(stmt).all())
+
+
+def _move_panda(
+    conn: Connection,
+    rows: Sequence[Any],
+    to_state: str,
+    reason: str,
+    values: dict[str, Any] | None = None,
+) -> list[int]:
+    """Move each row's PanDA job to ``to_state``: one transition per source state."""
+    by_state: dict[str, list[int]] = defaultdict(list)
+    for row in rows:
+        by_state[row.pstate].append(row.pid)
+    moved: list[int] = []
+    for from_state, ids in by_state.items():
+        moved += transition(
+            conn, Layer.PANDA, ids, from_state, to_state, actor=Actor.APP_STATUS,
+            reason=reason, values=due_now() if values is None else values, release=False,
+        )  # fmt: skip
+    return moved
+
+
+def _move_ce(conn: Connection, rows: Sequence[Any], to_state: str, reason: str) -> list[int]:
+    by_state: dict[str, list[int]] = defaultdict(list)
+    for row in rows:
+        by_state[row.cstate].append(row.cid)
+    moved: list[int] = []
+    for from_state, ids in by_state.items():
+        moved += transition(
+            conn, Layer.CE, ids, from_state, to_state, actor=Actor.APP_STATUS, reason=reason,
+            release=False,
+        )  # fmt: skip
+    return moved
+
+
+def _log(ctx: Context, rows: Sequence[Any], moved: Sequence[int], what: str) -> None:
+    done = set(moved)
+    for row in rows:
+        if row.pid in done:
+            job_log(ctx.log, pandaid=row.panda_id, ce=row.ce_endpoint).info("%s", what)
+
+
+# -- the steps -----------------------------------------------------------------------------------
+
+
+def _progress(ctx: Context, limit: int) -> int:
+    """CE running/requeued/finishing onto the PanDA job."""
+    total = 0
+    for panda_states, ce_states, to_state, reason in (
+        (("queued",), ("running",), "running", "CE job running"),
+        (("running",), ("submitted",), "queued", "CE job requeued"),
+        (("queued", "running"), ("finishing",), "transferring", "CE job finishing"),
+    ):
+        rows = _pairs(ctx, panda_states, ce_states, limit)
+        if rows:
+            moved = ctx.db.run(partial(_move_panda, rows=rows, to_state=to_state, reason=reason))
+            _log(ctx, rows, moved, f"PanDA job {to_state}")
+            total += len(rows)
+    return total
+
+
+def _finished(ctx: Context, limit: int) -> int:
+    """CE done: native → tovalidate, truepilot → done (and its CE job cleaned)."""
+    rows = _pairs(ctx, P_LIVE, ("done",), limit)
+    if not rows:
+        return 0
+    queues = served_queues(ctx)
+    ready, updates = [], []
+    for row in rows:
+        state = events.load(row.event_ranges) if row.event_ranges else None
+        if state is not None and not state.settled:
+            state = events.report(panda_client(ctx), state, int(row.panda_id), row.output_dir)
+            updates.append((row.pid, state.dump()))
+            log = job_log(ctx.log, pandaid=row.panda_id, ce=row.ce_endpoint)
+            if state.reported_at is not None:
+                log.info("event ranges reported")
+            elif state.settled:
+                log.error("event ranges not reported, given up: %s", state.error)
+            else:
+                log.warning("event ranges not reported, will retry: %s", state.error)
+                continue
+        ready.append(row)
+    truepilot = [r for r in ready if (q := queues.get(r.queue)) is not None and q.truepilot]
+    native = [r for r in ready if r not in truepilot]
+
+    def write(conn: Connection) -> tuple[list[int], list[int]]:
+        for pid, text in updates:
+            conn.execute(
+                sa.update(panda_jobs).where(panda_jobs.c.id == pid).values(event_ranges=text)
+            )
+        validating = _move_panda(conn, native, "tovalidate", "CE job done", due_now())
+        done = _move_panda(conn, truepilot, "done", "truepilot: pilot reported", due_now())
+        _move_ce(conn, [r for r in truepilot if r.pid in set(done)], "toclean", "job over")
+        return validating, done
+
+    validating, done = ctx.db.run(write)
+    _log(ctx, native, validating, "CE job done: to validate")
+    _log(ctx, truepilot, done, "CE job done: PanDA job done (truepilot)")
+    return len(rows)
+
+
+def _failed(ctx: Context, limit: int) -> int:
+    """CE donefailed, lost, cancelled outside act → PanDA failed; the CE job cleaned."""
+    opts: AppStatusOptions = ctx.options
+    rows = _pairs(ctx, P_LIVE, ("donefailed", "lost", "cancelled"), limit)
+    if not rows:
+        return 0
+
+    def write(conn: Connection) -> list[int]:
+        moved = []
+        for row in rows:
+            if row.cstate == "donefailed":
+                code = opts.failed_error_code
+                diag = f"CE job failed (exit code {row.exit_code}): {row.error_text or 'no error'}"
+            else:
+                code = opts.lost_error_code
+                diag = "lost at the CE" if row.cstate == "lost" else "cancelled at the CE"
+            diag = diag[:500]
+            values = with_report(
+                {"pilotErrorCode": code, "pilotErrorDiag": diag},
+                {"error_code": code, "error_text": diag},
+            )
+            if _move_panda(conn, [row], "failed", diag[:200], values):
+                moved.append(row.pid)
+        _move_ce(conn, [r for r in rows if r.pid in set(moved)], "toclean", "job over")
+        return moved
+
+    moved = ctx.db.run(write)
+    _log(ctx, rows, moved, "PanDA job failed at the CE")
+    return len(rows)
+
+
+def _kill(ctx: Context, limit: int) -> int:
+    """PanDA tobekilled: its CE jobs that still run are asked to stop."""
+    rows = _pairs(ctx, ("tobekilled",), CE_KILLABLE_ALL, limit, latest=False)
+    if not rows:
+        return 0
+    moved = ctx.db.run(lambda conn: _move_ce(conn, rows, "tocancel", "PanDA job to be killed"))
+    for row in rows:
+        if row.cid in set(moved):
+            job_log(ctx.log, pandaid=row.panda_id, ce=row.ce_endpoint).info("CE job to cancel")
+    return len(rows)
+
+
+def _cancelled(ctx: Context, limit: int) -> int:
+    """PanDA tobekilled with no CE job left that may still change → cancelled."""
+    unsettled = sa.exists().where(
+        ce_jobs.c.panda_job_id == panda_jobs.c.id, ce_jobs.c.state.in_(CE_UNSETTLED)
+    )
+    conditions: list[sa.ColumnElement[bool]] = [panda_jobs.c.state == "tobekilled", ~unsettled]
+    if ctx.shard.count > 1:
+        conditions.append(panda_jobs.c.id % ctx.shard.count == ctx.shard.index)
+    with ctx.db.read() as conn:
+        rows = conn.execute(
+            sa.select(panda_jobs.c.id, panda_jobs.c.panda_id)
+            .where(*conditions)
+            .order_by(panda_jobs.c.id)
+            .limit(limit)
+        ).all()
+    if not rows:
+        return 0
+    ids = [row.id for row in rows]
+    moved = set(
+        ctx.db.run(
+            lambda conn: transition(
+                conn,
+                Layer.PANDA,
+                ids,
+                "tobekilled",
+                "cancelled",
+                actor=Actor.APP_STATUS,
+                reason="CE job cancelled or never submitted",
+                values=due_now(),
+                release=False,
+            )
+        )
+    )
+    for row in rows:
+        if row.id in moved:
+            job_log(ctx.log, pandaid=row.panda_id).info("PanDA job cancelled")
+    return len(rows)
+
+
+def _clean(ctx: Context, limit: int) -> int:
+    """Ended CE jobs whose files the PanDA side no longer needs → toclean."""
+    no_longer_needed = sa.or_(~_latest(), panda_jobs.c.state.not_in(P_NEEDS_FILES))
+    rows = _pairs(ctx, None, CE_ENDED, limit, latest=False, extra=[no_longer_needed])
+    if not rows:
+        return 0
+    moved = set(ctx.db.run(lambda conn: _move_ce(conn, rows, "toclean", "job over")))
+    for row in rows:
+        if row.cid in moved:
+            job_log(ctx.log, pandaid=row.panda_id, ce=row.ce_endpoint).info("CE job to clean")
+    return len(rows)
+
+
+DAEMON = DaemonSpec(run_once=run_once, options=AppStatusOptions, doc=__doc__ or "")

@@ -1,0 +1,34 @@
+"""What PanDA-side daemons keep between cycles: one PanDA client per daemon process."""
+
+from __future__ import annotations
+
+from act.atlas.credentials import credentials_from_settings
+from act.atlas.panda_client import PandaClient
+from act.common.daemon import Context
+
+CACHE_KEY = "panda_client"
+
+
+def panda_client(ctx: Context, *, retries: int | None = None) -> PandaClient:
+    """The daemon's PanDA client (``panda:`` settings, role credentials), made on first use.
+
+    It keeps its connections alive between cycles and is thread-safe, so one per process is
+    shared by every thread of the daemon. ``retries`` overrides ``panda.retries`` for a daemon
+    that retries by itself (the propagator: its jobs simply stay due).
+    """
+    found = ctx.cache.get(CACHE_KEY)
+    if not isinstance(found, PandaClient):
+        settings = ctx.settings.panda
+        if retries is not None:
+            settings = settings.model_copy(update={"retries": retries})
+        credentials = credentials_from_settings(settings, log=ctx.log)
+        found = PandaClient(settings, credentials, log=ctx.log)
+        ctx.cache[CACHE_KEY] = found
+    return found
+
+
+def close(ctx: Context) -> None:
+    """Close the daemon's PanDA client, if it made one."""
+    found = ctx.cache.pop(CACHE_KEY, None)
+    if isinstance(found, PandaClient):
+        found.close()

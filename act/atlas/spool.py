@@ -1,0 +1,195 @@
+"""The PanDA reply spool: ``acquire_jobs`` replies on disk until their jobs are committed.
+
+A reply is written as one JSON file (``<root>/spool/panda/<time>-<queue>-<random>.json``:
+``{"queue", "api", "prod_source_label", "reply"}``, the reply text verbatim) with write + fsync +
+rename + fsync of the directory, so that a file either is complete or does not exist. Reading
+it back (:func:`read_reply`) is tolerant: a job without a valid PandaID is put aside in
+``rejected/`` with the reason, the others are returned; a reply that cannot be read at all is
+put aside whole. Nothing PanDA handed out is ever deleted unseen.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import parse_qsl
+
+from act.atlas.panda_client import _raw_array_items
+
+EXCERPT = 200
+SUFFIX = ".json"
+
+
+@dataclass(frozen=True)
+class SpooledJob:
+    pandaid: int
+    spec: dict[str, Any]
+    #: The job's text exactly as PanDA sent it (the whole reply for a legacy single-job reply).
+    raw: str
+    spec_format: Literal["json", "form"]
+
+
+@dataclass
+class SpooledReply:
+    path: Path
+    queue: str
+    api: str
+    prod_source_label: str
+    call: str
+    jobs: list[SpooledJob] = field(default_factory=list)
+    #: Jobs put aside (reason, raw text); logged by the caller.
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+    #: Set when the reply as a whole could not be read (it is put aside in ``rejected/``).
+    error: str | None = None
+
+
+def excerpt(text: str, limit: int = EXCERPT) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[:limit] + "..."
+
+
+def spool_dir(root: str | Path) -> Path:
+    return Path(root) / "spool" / "panda"
+
+
+def write_reply(directory: Path, *, queue: str, api: str, label: str, reply: str) -> Path:
+    """Store one reply durably; returns its path."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    safe_queue = "".join(c if c.isalnum() or c in "-_." else "_" for c in queue)[:64]
+    name = f"{time.time_ns():020d}-{safe_queue}-{secrets.token_hex(4)}{SUFFIX}"
+    document = {"queue": queue, "api": api, "prod_source_label": label, "reply": reply}
+    _durable_write(directory / name, json.dumps(document).encode("utf-8"))
+    return directory / name
+
+
+def pending(directory: Path) -> list[Path]:
+    """Spooled replies not yet ingested, oldest first."""
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if p.is_file() and p.name.endswith(SUFFIX))
+
+
+def read_reply(path: Path) -> SpooledReply:
+    """Parse a spool file; bad jobs (and an unreadable reply) are moved to ``rejected/``."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        queue, api = str(document["queue"]), str(document["api"])
+        label, text = str(document["prod_source_label"]), document["reply"]
+        if not isinstance(text, str):
+            raise TypeError("reply is not text")
+    except (ValueError, KeyError, TypeError, OSError) as error:
+        reply = SpooledReply(path, "?", "?", "?", "acquire_jobs", error=f"spool file: {error}")
+        _reject(path, path.read_bytes() if path.exists() else b"", reply.error or "")
+        return reply
+    call = "getJob" if api == "legacy" else "pilot/acquire_jobs"
+    reply = SpooledReply(path, queue, api, label, call)
+    try:
+        raws, form = _job_texts(api, text)
+    except ValueError as error:
+        reply.error = f"{error}; reply: {excerpt(text)!r}"
+        _reject(path, text.encode("utf-8"), reply.error)
+        return reply
+    for index, raw in enumerate(raws):
+        try:
+            spec = dict(parse_qsl(raw, keep_blank_values=True)) if form else json.loads(raw)
+            if not isinstance(spec, dict):
+                raise ValueError("a job is not an object")
+            pandaid = _pandaid(spec)
+        except ValueError as error:
+            reason = f"{error}; job: {excerpt(raw)!r}"
+            reply.rejected.append((reason, raw))
+            _reject(path, raw.encode("utf-8"), reason, index=index)
+            continue
+        reply.jobs.append(SpooledJob(pandaid, spec, raw, "form" if form else "json"))
+    return reply
+
+
+def _job_texts(api: str, text: str) -> tuple[list[str], bool]:
+    """The exact text of each job in a reply, and whether they are URL-encoded."""
+    stripped = text.strip()
+    if api != "legacy":
+        try:
+            envelope = json.loads(stripped)
+        except ValueError:
+            raise ValueError("not JSON") from None
+        if not isinstance(envelope, dict) or not isinstance(envelope.get("success"), bool):
+            raise ValueError("no {success, message, data} envelope")
+        data = envelope.get("data")
+        if not envelope["success"] or not isinstance(data, dict) or "jobs" not in data:
+            return [], False  # no jobs, or a refusal (the client reports it)
+        return _items(stripped, ("data", "jobs")), False
+    if stripped.startswith("{"):
+        try:
+            reply = json.loads(stripped)
+        except ValueError:
+            raise ValueError("not JSON") from None
+        if not isinstance(reply, dict):
+            raise ValueError("not an object")
+        if "jobs" in reply:
+            return _items(stripped, ("jobs",)), False
+        return ([stripped], False) if "PandaID" in reply else ([], False)
+    fields = dict(parse_qsl(stripped, keep_blank_values=True))
+    if "jobs" in fields:
+        return _items(fields["jobs"], ()), False
+    return ([stripped], True) if "PandaID" in fields else ([], False)
+
+
+def _items(text: str, path: tuple[str, ...]) -> list[str]:
+    try:
+        return _raw_array_items(text, path)
+    except ValueError as error:
+        raise ValueError(f"cannot read the job list ({error})") from None
+
+
+def _pandaid(spec: Mapping[str, Any]) -> int:
+    value = spec.get("PandaID")
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"no valid PandaID ({value!r})")
+    return value
+
+
+def _reject(path: Path, data: bytes, reason: str, *, index: int | None = None) -> Path:
+    """Keep ``data`` in ``rejected/`` next to a ``.reason`` file; returns its path."""
+    directory = path.parent / "rejected"
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    stem = path.name.removesuffix(SUFFIX) + ("" if index is None else f".job{index}")
+    target = directory / f"{stem}.txt"
+    _durable_write(target, data)
+    _durable_write(directory / f"{stem}.reason", (reason + "\n").encode("utf-8"))
+    return target
+
+
+def _durable_write(target: Path, data: bytes) -> None:
+    temporary = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temporary, target)
+    _fsync_dir(target.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove(path: Path) -> None:
+    """Delete an ingested spool file (after the commit of its jobs)."""
+    path.unlink(missing_ok=True)
+    _fsync_dir(path.parent)

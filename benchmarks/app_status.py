@@ -1,0 +1,123 @@
+"""How many PanDA jobs per second app_status moves (CE running -> PanDA queued -> running).
+
+A benchmark, not a test (see README.md). N PanDA jobs in ``queued`` each have a CE job in
+``running``; app_status cycles (``batch`` rows per query) until none is left. The figure is act's
+own cost: the joined query, one transition per batch and source state (with history rows and
+``next_report_at``). Checks: every PanDA job ends ``running`` with exactly one history row for
+the move.
+
+    PYTHONPATH=. python -m benchmarks.app_status [--backends sqlite,mariadb,postgresql]
+        [--rows N (5000)] [--batch B (500)]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from act.atlas import app_status
+from act.common.config import DaemonSettings, Settings
+from act.common.daemon import Context
+from act.common.db import Database
+from act.common.schema import panda_jobs, transitions
+from act.common.states import Actor, Layer
+from act.common.transitions import create_jobs, transition
+from tests.support.dbs import fresh_database
+
+CHUNK = 1000
+
+
+class BenchmarkError(RuntimeError):
+    pass
+
+
+def _prefill(db: Database, rows: int) -> None:
+    def make(conn: Any, start: int, count: int) -> None:
+        panda = [
+            {"panda_id": start + i, "queue": "Q", "spec": "{}", "spec_format": "json"}
+            for i in range(count)
+        ]
+        pids = create_jobs(conn, Layer.PANDA, panda, "received", actor=Actor.PANDA_FETCHER)
+        transition(conn, Layer.PANDA, pids, "received", "queued", actor=Actor.TRANSLATOR)
+        ce = [
+            {"backend": "local", "panda_job_id": pid, "pandaid": start + i, "attempts_left": 1}
+            for i, pid in enumerate(pids)
+        ]
+        cids = create_jobs(conn, Layer.CE, ce, "tosubmit", actor=Actor.TRANSLATOR)
+        for a, b, actor in (
+            ("tosubmit", "submitting", Actor.SUBMITTER),
+            ("submitting", "submitted", Actor.SUBMITTER),
+            ("submitted", "running", Actor.POLLER),
+        ):
+            transition(conn, Layer.CE, cids, a, b, actor=actor)
+
+    for start in range(1, rows + 1, CHUNK):
+        db.run(lambda conn, s=start: make(conn, s, min(CHUNK, rows + 1 - s)))
+
+
+def run(backend: str, rows: int, batch: int) -> tuple[float, int]:
+    with tempfile.TemporaryDirectory() as tmp, fresh_database(backend, Path(tmp)) as url:
+        db = Database(url)
+        try:
+            _prefill(db, rows)
+            settings = Settings.model_validate({"root": tmp})
+            ctx = Context(
+                name="app_status",
+                instance="bench:1",
+                settings=settings,
+                daemon=DaemonSettings(batch=batch),
+                options=app_status.AppStatusOptions(),
+                db=db,
+                log=logging.getLogger("act.app_status"),
+                stop=threading.Event(),
+            )
+            cycles = 0
+            started = time.perf_counter()
+            while True:
+                cycles += 1
+                if not app_status.run_once(ctx):
+                    break
+            seconds = time.perf_counter() - started
+            with db.read() as conn:
+                left = conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(panda_jobs)
+                    .where(panda_jobs.c.state != "running")
+                ).scalar()
+                moves = conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(transitions)
+                    .where(transitions.c.layer == "panda", transitions.c.to_state == "running")
+                ).scalar()
+            if left or moves != rows:
+                raise BenchmarkError(f"{backend}: {left} jobs not running, {moves} moves")
+            return seconds, cycles
+        finally:
+            db.dispose()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--backends", default="sqlite,mariadb,postgresql")
+    parser.add_argument("--rows", type=int, default=5000)
+    parser.add_argument("--batch", type=int, default=500)
+    args = parser.parse_args(argv)
+    print("| backend | jobs | cycles | seconds | jobs/s |\n|---|---:|---:|---:|---:|")
+    for backend in args.backends.split(","):
+        seconds, cycles = run(backend, args.rows, args.batch)
+        print(
+            f"| {backend} | {args.rows} | {cycles} | {seconds:.2f} | {args.rows / seconds:,.0f} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

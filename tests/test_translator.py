@@ -1,0 +1,243 @@
+"""The translator on every backend: CE jobs for arc/condor/local queues, failures, event ranges
+(against the PanDA TEST DOUBLE for the event-service ranges)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import stat
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from act.atlas.panda_testserver import PandaTestServer, make_job_spec
+from act.atlas.reporting import report_fields
+from act.atlas.translator import TranslatorOptions, run_once
+from act.common.config import DaemonSettings, Settings
+from act.common.daemon import Context
+from act.common.db import Database
+from act.common.schema import ce_jobs, panda_jobs
+from act.common.states import Actor, Layer
+from act.common.timeutil import utcnow
+from act.common.transitions import create_jobs, transition
+from act.local.description import LocalJob
+from tests.support.panda import settings_for
+
+ARC_CE = {"flavour": "arc", "endpoint": "arc1", "ce_queue": "grid"}
+CONDOR_CE = {"flavour": "condor", "endpoint": "htc.example.org:9619", "ce_queue": "long"}
+ENGINE_CES = {
+    "arc1": {"backend": "arc", "url": "https://arc1.example.org/arex", "queue": "grid"},
+    "htc": {"backend": "condor", "url": "htc.example.org:9619", "queue": "long"},
+    "local1": {"backend": "local"},
+}
+
+
+def make_settings(root: Path, server: PandaTestServer | None = None) -> Settings:
+    data: dict[str, Any] = {
+        "root": str(root),
+        "engine": {"ces": ENGINE_CES, "attempts": 4},
+        "queues": {
+            "serve": {
+                "ARCQ": {"ces": [ARC_CE], "truepilot": True},
+                "CONDORQ": {
+                    "ces": [CONDOR_CE, {"flavour": "condor", "endpoint": "nowhere:9619"}],
+                    "truepilot": True,
+                },
+                "LOCALQ": {
+                    "ces": [{"flavour": "arc", "endpoint": "local1"}],
+                    "truepilot": True,
+                    "pilot_wrapper": "/bin/echo",
+                },
+                "NATIVEQ": {
+                    "ces": [ARC_CE],
+                    "truepilot": False,
+                    "pilot_tarball": "https://example.org/pilot3.tar.gz",
+                },
+            }
+        },
+    }
+    if server is not None:
+        data["panda"] = settings_for(server).model_dump(mode="json")
+    return Settings.model_validate(data)
+
+
+def context(db: Database, settings: Settings, **options: Any) -> Context:
+    return Context(
+        name="translator",
+        instance="test:1:abc",
+        settings=settings,
+        daemon=DaemonSettings(),
+        options=TranslatorOptions.model_validate(options),
+        db=db,
+        log=logging.getLogger("act.translator"),
+        stop=threading.Event(),
+    )
+
+
+def received(db: Database, queue: str, *specs: dict[str, Any]) -> list[int]:
+    rows = [
+        {
+            "panda_id": spec["PandaID"],
+            "queue": queue,
+            "attempt": 1,
+            "spec": json.dumps(spec),
+            "spec_format": "json",
+            "log_url": f"https://logs/{spec['PandaID']}.out",
+        }
+        for spec in specs
+    ]
+    return db.run(
+        lambda c: create_jobs(c, Layer.PANDA, rows, "received", actor=Actor.PANDA_FETCHER)
+    )
+
+
+def panda_row(db: Database, pandaid: int) -> Any:
+    with db.read() as conn:
+        return conn.execute(sa.select(panda_jobs).where(panda_jobs.c.panda_id == pandaid)).one()
+
+
+def ce_rows(db: Database, pandaid: int) -> list[Any]:
+    with db.read() as conn:
+        return list(conn.execute(sa.select(ce_jobs).where(ce_jobs.c.pandaid == pandaid)).all())
+
+
+def test_arc_queue(db: Database, tmp_path: Path) -> None:
+    spec = make_job_spec(11)
+    received(db, "ARCQ", spec)
+    run_once(context(db, make_settings(tmp_path)))
+    job = panda_row(db, 11)
+    assert job.state == "queued" and job.next_report_at <= utcnow()
+    (ce,) = ce_rows(db, 11)
+    assert ce.state == "tosubmit" and ce.backend == "arc" and ce.candidates == "arc1"
+    assert ce.attempts_left == 4 and ce.queue == "ARCQ" and ce.panda_job_id == job.id
+    assert ce.description.startswith('&(executable = "runpilot2-wrapper.sh")')
+    assert '(queue = "grid")' in ce.description
+    input_dir = tmp_path / "jobs" / "11" / "input"
+    assert ce.input_dir == str(input_dir)
+    assert stat.S_IMODE(input_dir.stat().st_mode) == 0o755
+    shipped = input_dir / "pandaJobData.out"
+    assert shipped.read_text() == job.spec  # the spec as stored, byte for byte
+    assert stat.S_IMODE(shipped.stat().st_mode) == 0o644
+    assert "GTAG" in ce.description and "https://logs/11.out" in ce.description
+
+
+def test_condor_queue_matched_by_url_and_unconfigured_ce_warned_once(
+    db: Database, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    received(db, "CONDORQ", make_job_spec(21), make_job_spec(22))
+    with caplog.at_level(logging.WARNING):
+        run_once(context(db, make_settings(tmp_path)))
+    for pandaid in (21, 22):
+        (ce,) = ce_rows(db, pandaid)
+        assert ce.backend == "condor" and ce.candidates == "htc"
+        assert "grid_resource = condor htc.example.org htc.example.org:9619" in ce.description
+        assert '+remote_queue = "long"' in ce.description
+        assert panda_row(db, pandaid).state == "queued"
+    warnings = [r.getMessage() for r in caplog.records if "nowhere:9619" in r.getMessage()]
+    assert len(warnings) == 1 and "CONDORQ" in warnings[0]
+
+
+def test_local_queue(db: Database, tmp_path: Path) -> None:
+    received(db, "LOCALQ", make_job_spec(31))
+    run_once(context(db, make_settings(tmp_path)))
+    (ce,) = ce_rows(db, 31)
+    assert ce.backend == "local" and ce.candidates == "local1"
+    local = LocalJob.parse(ce.description)
+    assert local.executable == "/bin/echo"
+    assert local.arguments[:2] == ["-q", "LOCALQ"]
+    assert local.environment["GTAG"] == "https://logs/31.out"
+    assert "pandaJobData.out" in local.inputs
+    assert (Path(ce.input_dir) / "pandaJobData.out").is_file()
+
+
+def test_untranslatable_job_fails_with_a_diagnosis(db: Database, tmp_path: Path) -> None:
+    bad = {**make_job_spec(41), "coreCount": "eight"}
+    received(db, "ARCQ", bad, make_job_spec(42))
+    run_once(context(db, make_settings(tmp_path), error_code=1234))
+    job = panda_row(db, 41)
+    assert job.state == "failed"
+    assert job.error_code == 1234 and "coreCount" in job.error_text
+    report = report_fields(job.report)
+    assert report["pilotErrorCode"] == 1234 and "coreCount" in report["pilotErrorDiag"]
+    assert job.next_report_at is not None
+    assert ce_rows(db, 41) == []
+    assert panda_row(db, 42).state == "queued"  # the batch goes on
+
+
+def test_unknown_queue_and_bad_spec_fail(db: Database, tmp_path: Path) -> None:
+    received(db, "NOSUCHQ", make_job_spec(51))
+    rows = [{"panda_id": 52, "queue": "ARCQ", "spec": "{not json", "spec_format": "json"}]
+    db.run(lambda c: create_jobs(c, Layer.PANDA, rows, "received", actor=Actor.PANDA_FETCHER))
+    run_once(context(db, make_settings(tmp_path)))
+    assert "NOSUCHQ" in panda_row(db, 51).error_text
+    assert panda_row(db, 52).error_text.startswith("spec: not JSON")
+
+
+def test_resubmission_and_no_attempts_left(db: Database, tmp_path: Path) -> None:
+    (pid,) = received(db, "ARCQ", make_job_spec(61))
+    ctx = context(db, make_settings(tmp_path), max_ce_jobs=2)
+    for expected in (1, 2):
+        run_once(ctx)
+        assert len(ce_rows(db, 61)) == expected
+        db.run(
+            lambda c: transition(
+                c, Layer.PANDA, [pid], "queued", "toresubmit", actor=Actor.OPERATOR
+            )
+        )
+    run_once(ctx)
+    job = panda_row(db, 61)
+    assert job.state == "failed" and "no attempts left" in job.error_text
+    assert len(ce_rows(db, 61)) == 2
+
+
+def test_native_queue_has_inputs_and_queuedata(db: Database, tmp_path: Path) -> None:
+    received(db, "NATIVEQ", make_job_spec(71))
+    run_once(context(db, make_settings(tmp_path)))
+    (ce,) = ce_rows(db, 71)
+    assert "rucio://" in ce.description and "pilot3.tar.gz" in ce.description
+    assert (Path(ce.input_dir) / "queuedata.json").is_file()
+
+
+@pytest.fixture
+def server() -> Iterator[PandaTestServer]:
+    with PandaTestServer() as test_server:
+        yield test_server
+
+
+def test_event_ranges_fetched_before_submission(
+    db: Database, server: PandaTestServer, tmp_path: Path
+) -> None:
+    (pandaid,) = server.seed(1, queue="NATIVEQ", event_service=True)
+    received(db, "NATIVEQ", server.jobs[pandaid].spec)
+    run_once(context(db, make_settings(tmp_path, server), n_event_ranges=5))
+    calls = server.received("event/acquire_event_ranges")
+    assert len(calls) == 1 and calls[0].params["job_id"] == pandaid
+    assert calls[0].params["n_ranges"] == 5
+    job = panda_row(db, pandaid)
+    stored = json.loads(job.event_ranges)
+    assert len(stored["ranges"]) == 5 and stored["reported_at"] is None
+    (ce,) = ce_rows(db, pandaid)
+    shipped = json.loads((Path(ce.input_dir) / "eventranges.json").read_text())
+    assert shipped == stored["ranges"]
+    assert "eventranges.json" in ce.description and "event_status.dump.json" in ce.description
+    # a resubmission reuses the stored ranges: PanDA is not asked again
+    db.run(
+        lambda c: transition(c, Layer.PANDA, [job.id], "queued", "toresubmit", actor=Actor.OPERATOR)
+    )
+    run_once(context(db, make_settings(tmp_path, server)))
+    assert len(server.received("event/acquire_event_ranges")) == 1
+    assert len(ce_rows(db, pandaid)) == 2
+
+
+def test_event_service_job_without_ranges_fails(
+    db: Database, server: PandaTestServer, tmp_path: Path
+) -> None:
+    spec = {**make_job_spec(81), "eventService": "True"}  # PanDA holds no ranges for it
+    received(db, "ARCQ", spec)
+    run_once(context(db, make_settings(tmp_path, server)))
+    job = panda_row(db, 81)
+    assert job.state == "failed" and "no event ranges" in job.error_text
