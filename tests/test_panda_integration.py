@@ -307,9 +307,15 @@ SLEEPING_PILOT = "#!/bin/sh\nexec sleep 300\n"
 
 
 def bridge_config(
-    tmp_path: Path, server: PandaServer, queue: str, *, pilot: str = FINISHING_PILOT
+    tmp_path: Path,
+    server: PandaServer,
+    queue: str,
+    *,
+    pilot: str = FINISHING_PILOT,
+    truepilot: bool = False,
 ) -> dict[str, Any]:
-    """act's configuration serving ``queue`` of the real server with one local CE."""
+    """act's configuration serving ``queue`` of the real server with one local CE (native
+    jobs unless ``truepilot``)."""
     wrapper = tmp_path / "pilot.sh"
     wrapper.write_text(pilot)
     wrapper.chmod(0o755)
@@ -321,6 +327,7 @@ def bridge_config(
                 queue: {
                     "ces": [{"flavour": "arc", "endpoint": LOCAL_CE}],
                     "pilot_wrapper": str(wrapper),
+                    "truepilot": truepilot,
                     "jobs_per_cycle": 10,
                 }
             }
@@ -617,3 +624,73 @@ def test_a_wrong_attempt_or_an_unknown_job_is_stopped_and_changes_nothing_at_pan
     assert (row.status, row.attempt_nr, row.command, row.pilot_error_code) == ("sent", 1, None, 0)
     assert panda_server.job(unknown) is None
     assert api_log_updates(pandaid) == ["starting", "failed"]  # both ignored by the server
+
+
+@pytest.mark.slow
+def test_full_pipeline_from_real_panda_to_a_local_ce_and_back(
+    bridge_for: Any, panda_server: PandaServer, panda_queue: str, tmp_path: Path
+) -> None:
+    """fetcher → translator → submitter → local back end → poller → CE fetcher → app_status →
+    propagator, with the real server at both ends. The validator is a later issue: its
+    ``tovalidate → finished`` is made here by hand, with its actor and the report it would build.
+    """
+    (pandaid,) = panda_server.add_jobs(panda_queue, parameters="-c 'echo pipeline'")
+    bridge = bridge_for(bridge_config(tmp_path, panda_server, panda_queue))
+    bridge.run("panda_fetcher", "propagator", "translator", "submitter")
+
+    def validating() -> bool:
+        bridge.follow_ce()
+        bridge.run("propagator")
+        return bool(bridge.job(pandaid).state == "tovalidate")
+
+    wait_for(validating, 90, "the PanDA job to validate after its local CE job")
+    job = bridge.job(pandaid)
+    assert job.panda_status == "transferring"
+    row = panda_server.job(pandaid)
+    assert row is not None and row.status == "transferring"
+    with bridge.db.read() as conn:
+        ce = conn.execute(sa.select(ce_jobs).where(ce_jobs.c.pandaid == pandaid)).one()
+    assert (ce.state, ce.ce_endpoint) == ("done", LOCAL_CE)
+    # the pilot got the job spec exactly as PanDA sent it, and its arguments name the queue
+    assert (Path(ce.output_dir) / "heartbeat.json").read_text() == job.spec
+    log_file = json.loads(job.spec)["logFile"]
+    assert f"-q {panda_queue}" in (Path(ce.output_dir) / log_file).read_text()
+
+    bridge.move(
+        pandaid,
+        "finished",
+        Actor.VALIDATOR,
+        with_report({"xml": panda_server.output_report(pandaid), "transExitCode": 0}),
+    )
+    bridge.run("propagator", "app_status")
+    assert bridge.job(pandaid).state == "done"
+    assert bridge.ce_states(pandaid) == ["toclean"]
+    bridge.run("cleaner", "propagator")
+    assert bridge.ce_states(pandaid) == ["cleaned"]
+
+    assert panda_server.run_adder([pandaid]) == {pandaid: "finished"}
+    updates = api_log_updates(pandaid)
+    assert updates[0] == "starting" and updates[-1] == "finished"
+    assert updates.count("finished") == 1
+
+
+@pytest.mark.slow
+def test_a_truepilot_job_is_done_when_its_ce_job_is_and_act_sends_no_final_report(
+    bridge_for: Any, panda_server: PandaServer, panda_queue: str, tmp_path: Path
+) -> None:
+    (pandaid,) = panda_server.add_jobs(panda_queue)
+    bridge = bridge_for(bridge_config(tmp_path, panda_server, panda_queue, truepilot=True))
+    bridge.run("panda_fetcher", "propagator", "translator", "submitter")
+
+    def done() -> bool:
+        bridge.follow_ce()
+        bridge.run("propagator")
+        return bool(bridge.job(pandaid).state == "done")
+
+    wait_for(done, 90, "the truepilot PanDA job done after its local CE job")
+    assert bridge.ce_states(pandaid) == ["toclean"]
+    bridge.run("propagator")
+    # the pilot reports the final state itself (this stand-in does not): act said only starting
+    row = panda_server.job(pandaid)
+    assert row is not None and row.status == "starting"
+    assert set(api_log_updates(pandaid)) == {"starting"}
