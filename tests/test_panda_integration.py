@@ -24,7 +24,6 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
-from act.atlas import app_status, fetcher, propagator, translator
 from act.atlas.credentials import FileCredentials
 from act.atlas.panda_client import (
     JobUpdate,
@@ -42,8 +41,6 @@ from act.common.registry import resolve
 from act.common.schema import ce_jobs, panda_jobs
 from act.common.states import Actor, Layer
 from act.common.transitions import create_jobs, transition
-from act.engine import canceller, poller, submitter
-from act.engine import fetcher as ce_fetcher
 from act.engine.runtime import pool
 from tests.support.dbs import url_text
 from tests.support.follow import context
@@ -525,8 +522,12 @@ def test_the_propagator_reports_every_state_and_the_adder_ends_the_jobs(
     row = panda_server.job(bad)
     assert row is not None and (row.pilot_error_code, row.trans_exit_code) == (1305, "65")
     # what the server received, from its own log: every state once per report, one final each
-    assert api_log_updates(good) == ["starting", "starting", "running", "transferring"] + [
+    assert api_log_updates(good) == [
+        "starting",  # received
+        "starting",  # queued
+        "running",
         "transferring",
+        "transferring",  # tovalidate
         "finished",
     ]
     assert api_log_updates(bad)[-1] == "failed" and api_log_updates(bad).count("failed") == 1
@@ -690,7 +691,9 @@ def test_a_truepilot_job_is_done_when_its_ce_job_is_and_act_sends_no_final_repor
     wait_for(done, 90, "the truepilot PanDA job done after its local CE job")
     assert bridge.ce_states(pandaid) == ["toclean"]
     bridge.run("propagator")
-    # the pilot reports the final state itself (this stand-in does not): act said only starting
+    # the pilot reports the final state itself (this stand-in does not): act sent heartbeats
+    # only (running too if a poll saw the CE job running), never a final report
     row = panda_server.job(pandaid)
-    assert row is not None and row.status == "starting"
-    assert set(api_log_updates(pandaid)) == {"starting"}
+    assert row is not None and row.status in ("starting", "running")
+    updates = api_log_updates(pandaid)
+    assert updates[0] == "starting" and set(updates) <= {"starting", "running"}
