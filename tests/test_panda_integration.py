@@ -91,17 +91,17 @@ def acquire(panda: PandaClient, queue: str, n: int) -> list[int]:
     return [job.pandaid for job in jobs]
 
 
-def api_log_updates(pandaid: int) -> list[str]:
-    """The states of every update of ``pandaid`` the server logged (panda-api_pilot.log)."""
-    log = Path("/tmp/act-panda/log/panda-api_pilot.log")
-    pattern = re.compile(rf"update_job\({pandaid}, (\w+),")
-    return [m.group(1) for line in log.read_text().splitlines() if (m := pattern.search(line))]
+def api_log_updates(server: PandaServer, pandaid: int) -> list[str]:
+    """The state of every update of ``pandaid`` the server received, in order, from its own
+    record of the calls (``panda-api_pilot.log``: one line per job of a bulk call)."""
+    log = server.home / "log" / "panda-api_pilot.log"
+    return re.findall(rf"update_job\({pandaid}, (\w+),", log.read_text())
 
 
 # -- the client ---------------------------------------------------------------------------------
 
 
-def test_is_alive(client: PandaClient, panda_server: PandaServer, tmp_path: Path) -> None:
+def test_is_alive(client: PandaClient, panda_server: PandaServer) -> None:
     assert client.is_alive() is True
     settings = panda_settings(panda_server, url="https://127.0.0.1:1")  # nothing listens there
     with client_for(settings) as nowhere:
@@ -522,7 +522,7 @@ def test_the_propagator_reports_every_state_and_the_adder_ends_the_jobs(
     row = panda_server.job(bad)
     assert row is not None and (row.pilot_error_code, row.trans_exit_code) == (1305, "65")
     # what the server received, from its own log: every state once per report, one final each
-    assert api_log_updates(good) == [
+    assert api_log_updates(panda_server, good) == [
         "starting",  # received
         "starting",  # queued
         "running",
@@ -530,7 +530,10 @@ def test_the_propagator_reports_every_state_and_the_adder_ends_the_jobs(
         "transferring",  # tovalidate
         "finished",
     ]
-    assert api_log_updates(bad)[-1] == "failed" and api_log_updates(bad).count("failed") == 1
+    assert (
+        api_log_updates(panda_server, bad)[-1] == "failed"
+        and api_log_updates(panda_server, bad).count("failed") == 1
+    )
 
 
 def test_a_panda_kill_reaches_the_ce_job_and_panda_gets_one_final_report(
@@ -576,7 +579,7 @@ def test_a_panda_kill_reaches_the_ce_job_and_panda_gets_one_final_report(
     row = panda_server.job(pandaid)
     assert row is not None and (row.status, row.pilot_error_code) == ("holding", 1144)
     bridge.run("propagator")
-    assert api_log_updates(pandaid).count("failed") == 1
+    assert api_log_updates(panda_server, pandaid).count("failed") == 1
     # the Adder ends a killed job (pilot error 1144 after a kill) as cancelled
     assert panda_server.run_adder([pandaid]) == {pandaid: "cancelled"}
 
@@ -624,7 +627,10 @@ def test_a_wrong_attempt_or_an_unknown_job_is_stopped_and_changes_nothing_at_pan
     assert row is not None
     assert (row.status, row.attempt_nr, row.command, row.pilot_error_code) == ("sent", 1, None, 0)
     assert panda_server.job(unknown) is None
-    assert api_log_updates(pandaid) == ["starting", "failed"]  # both ignored by the server
+    assert api_log_updates(panda_server, pandaid) == [
+        "starting",
+        "failed",
+    ]  # both ignored by the server
 
 
 @pytest.mark.slow
@@ -670,7 +676,7 @@ def test_full_pipeline_from_real_panda_to_a_local_ce_and_back(
     assert bridge.ce_states(pandaid) == ["cleaned"]
 
     assert panda_server.run_adder([pandaid]) == {pandaid: "finished"}
-    updates = api_log_updates(pandaid)
+    updates = api_log_updates(panda_server, pandaid)
     assert updates[0] == "starting" and updates[-1] == "finished"
     assert updates.count("finished") == 1
 
@@ -695,5 +701,5 @@ def test_a_truepilot_job_is_done_when_its_ce_job_is_and_act_sends_no_final_repor
     # only (running too if a poll saw the CE job running), never a final report
     row = panda_server.job(pandaid)
     assert row is not None and row.status in ("starting", "running")
-    updates = api_log_updates(pandaid)
+    updates = api_log_updates(panda_server, pandaid)
     assert updates[0] == "starting" and set(updates) <= {"starting", "running"}
