@@ -16,6 +16,7 @@ import logging
 import re
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,12 +34,13 @@ from act.atlas.panda_client import (
 )
 from act.atlas.panda_settings import PandaServerSettings
 from act.atlas.panda_testserver import TestCA
+from act.atlas.propagator import PropagatorOptions
 from act.atlas.reporting import due_now, with_report
 from act.common.config import Settings
 from act.common.daemon import Context
 from act.common.db import Database
 from act.common.registry import resolve
-from act.common.schema import ce_jobs, panda_jobs
+from act.common.schema import ce_jobs, panda_jobs, transitions
 from act.common.states import Actor, Layer
 from act.common.transitions import create_jobs, transition
 from act.engine.runtime import pool
@@ -703,3 +705,53 @@ def test_a_truepilot_job_is_done_when_its_ce_job_is_and_act_sends_no_final_repor
     assert row is not None and row.status in ("starting", "running")
     updates = api_log_updates(panda_server, pandaid)
     assert updates[0] == "starting" and set(updates) <= {"starting", "running"}
+
+
+def test_two_propagators_at_once_send_each_final_report_once(
+    bridge_for: Any, panda_server: PandaServer, panda_queue: str, tmp_path: Path
+) -> None:
+    ids = panda_server.add_jobs(panda_queue, 6)
+    bridge = bridge_for(bridge_config(tmp_path, panda_server, panda_queue))
+    bridge.run("panda_fetcher")
+    for pandaid in ids:
+        for to_state, actor in (
+            ("queued", Actor.TRANSLATOR),
+            ("running", Actor.APP_STATUS),
+            ("tovalidate", Actor.APP_STATUS),
+        ):
+            bridge.move(pandaid, to_state, actor, {})
+        report = {"xml": panda_server.output_report(pandaid), "transExitCode": 0}
+        bridge.move(pandaid, "finished", Actor.VALIDATOR, with_report(report))
+    base = bridge.ctx("propagator")
+    instances = [
+        dataclasses.replace(
+            base,
+            instance=f"test:propagator:{n}",
+            options=PropagatorOptions(batch_size=1, in_flight=1),
+            cache={},
+        )
+        for n in (1, 2)
+    ]
+
+    def work(ctx: Context) -> None:
+        for _ in range(20):
+            resolve("propagator").run_once(ctx)
+
+    threads = [threading.Thread(target=work, args=(ctx,)) for ctx in instances]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+
+    assert [bridge.job(i).state for i in ids] == ["done"] * 6
+    for pandaid in ids:
+        assert api_log_updates(panda_server, pandaid) == ["finished"]  # from the server's log
+        row = panda_server.job(pandaid)
+        assert row is not None and row.status == "holding"
+    with bridge.db.read() as conn:
+        moved = conn.execute(
+            sa.select(transitions.c.job_id).where(
+                transitions.c.layer == "panda", transitions.c.to_state == "done"
+            )
+        ).scalars()
+        assert sorted(moved) == sorted(bridge.job(i).id for i in ids)  # once each
