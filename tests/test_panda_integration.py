@@ -30,6 +30,7 @@ from act.atlas.panda_client import (
     JobUpdate,
     PandaAuthError,
     PandaClient,
+    PandaRefused,
     PandaTransportError,
 )
 from act.atlas.panda_settings import PandaServerSettings
@@ -275,6 +276,18 @@ def test_tls_with_a_wrong_ca_fails_naming_the_cause(
     assert "CERTIFICATE_VERIFY_FAILED" in str(error.value)
     assert error.value.call == "pilot/acquire_jobs"
     assert error.value.unsent is True  # the handshake failed: PanDA handed out nothing
+    row = panda_server.job(pandaid)
+    assert row is not None and row.status == "activated"
+
+
+def test_the_legacy_api_is_refused_by_a_1_0_server_with_the_cause_named(
+    panda_server: PandaServer, panda_queue: str
+) -> None:
+    (pandaid,) = panda_server.add_jobs(panda_queue)
+    legacy = client_for(panda_settings(panda_server, api="legacy"))
+    with legacy, pytest.raises(PandaRefused) as error:
+        acquire(legacy, panda_queue, 1)
+    assert str(error.value) == "PanDA getJob: HTTP 403: ERROR : method getJob is forbidden"
     row = panda_server.job(pandaid)
     assert row is not None and row.status == "activated"
 
