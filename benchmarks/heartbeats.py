@@ -21,8 +21,15 @@ shared/research/panda.md) give ``--url`` (or ``$PANDA_URL_SSL``), ``--ca`` (``$P
 ``--proxy`` (``$PANDA_CLIENT_PROXY``) and ``--queue`` (``$PANDA_QUEUE``): the N jobs are acquired
 from that queue first, so it must hold at least N activated jobs.
 
-Run: ``PYTHONPATH=. python -m benchmarks.heartbeats [--jobs N] [--batch B] [--in-flight F]
-[--repeat R] [--backend sqlite|mariadb|postgresql] [--api new|legacy] [--json PATH]``.
+``--real`` measures against the REAL PanDA server of ``tests/harness/panda-server`` (found with
+its ``env`` command; it must be running): a fresh queue is seeded with N jobs straight into the
+server's database and acquired, the patterns run, and the jobs are deleted from the server's
+tables afterwards. The same patterns then run against the test double, and one table shows both,
+with the machine's details (CPUs, memory, load average before and after).
+
+Run: ``PYTHONPATH=. python -m benchmarks.heartbeats [--real] [--jobs N] [--batch B]
+[--in-flight F[,F...]] [--repeat R] [--backend sqlite|mariadb|postgresql] [--api new|legacy]
+[--json PATH]``.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import multiprocessing as mp
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -73,6 +81,7 @@ class BenchmarkError(RuntimeError):
 
 @dataclass
 class Figure:
+    server: str
     pattern: str
     jobs: int
     calls: int
@@ -252,25 +261,77 @@ class PropagatorRun:
         return seconds
 
 
+# -- the real server -----------------------------------------------------------------------------
+
+
+@contextmanager
+def real_server(jobs: int) -> Iterator[tuple[PandaServerSettings, str, str]]:
+    """The REAL PanDA server of tests/harness/panda-server: settings, a queue seeded with
+    ``jobs`` activated jobs, and the server's version. The queue's jobs are deleted after."""
+    from psycopg import sql  # the test extras, as tests.support.panda_real
+
+    from tests.support.panda_real import read_env
+
+    server = read_env()
+    version = subprocess.run(
+        [
+            str(server.python),
+            "-c",
+            "import importlib.metadata as m; print(m.version('panda-server'))",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    queue = server.add_queue()
+    start = time.perf_counter()
+    pandaids = server.add_jobs(queue, jobs)
+    log.info("seeded %d jobs into %s in %.1f s", len(pandaids), queue, time.perf_counter() - start)
+    settings = PandaServerSettings.model_validate(
+        {
+            "url": server.url,
+            "ca": str(server.ca),
+            "retries": 0,
+            "roles": {"production": {"proxy": str(server.pilot_proxy)}},
+        }
+    )
+    try:
+        yield settings, queue, f"panda-server {version or '?'} at {server.url}"
+    finally:
+        with server.connect() as conn:
+            for table in ("filestable4", "jobparamstable", *JOB_TABLES):
+                statement = sql.SQL("DELETE FROM {} WHERE pandaid = ANY(%s)")
+                conn.execute(statement.format(sql.Identifier(table)), (pandaids,))
+            conn.execute("DELETE FROM schedconfig_json WHERE panda_queue = %s", (queue,))
+
+
+JOB_TABLES = ("jobsactive4", "jobsdefined4", "jobswaiting4", "jobsarchived4")
+
+
 # -- main -----------------------------------------------------------------------------------------
 
 
-def measure(name: str, jobs: int, calls: int, repeat: int, fn: Callable[[], float]) -> Figure:
+def measure(
+    server: str, name: str, jobs: int, calls: int, *, repeat: int, fn: Callable[[], float]
+) -> Figure:
     seconds = []
     for n in range(repeat):
         seconds.append(fn())
-        log.info("%s: repetition %d: %.0f jobs/s", name, n + 1, jobs / seconds[-1])
-    return Figure(name, jobs, calls, seconds)
+        log.info("%s: %s: repetition %d: %.1f jobs/s", server, name, n + 1, jobs / seconds[-1])
+    return Figure(server, name, jobs, calls, seconds)
 
 
 def render(figures: Sequence[Figure]) -> str:
-    base = next((f for f in figures if f.pattern.startswith("per-job")), None)
     rows = []
     for f in figures:
+        base = next(
+            (b for b in figures if b.server == f.server and b.pattern.startswith("per-job")), None
+        )
         rates = f.rates
         ratio = statistics.median(rates) / statistics.median(base.rates) if base else None
         rows.append(
             [
+                f.server,
                 f.pattern,
                 f.jobs,
                 f.calls,
@@ -279,91 +340,156 @@ def render(figures: Sequence[Figure]) -> str:
             ]
         )
     return tabulate(
-        rows, headers=["pattern", "jobs/rep", "calls/rep", "jobs/s median (min-max)", "vs per-job"]
+        rows,
+        headers=[
+            "server",
+            "pattern",
+            "jobs/rep",
+            "calls/rep",
+            "jobs/s median (min-max)",
+            "vs per-job",
+        ],
     )
+
+
+def machine() -> str:
+    """CPUs, memory, load: the figures depend on them (and on what else runs)."""
+    model = "?"
+    memory = "?"
+    with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo", encoding="utf-8") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemTotal"):
+                memory = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+                break
+    return (
+        f"{platform.node()}: {os.cpu_count()} CPUs ({model}), {memory}, "
+        f"{platform.system()} {platform.release()}, Python {platform.python_version()}"
+    )
+
+
+def load() -> str:
+    return "/".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def run_patterns(
+    args: argparse.Namespace,
+    server: str,
+    settings: PandaServerSettings,
+    queue: str,
+    workdir: Path,
+) -> list[Figure]:
+    """Every pattern against one server (its jobs acquired from ``queue`` first)."""
+    pandaids = acquire(settings, queue, args.jobs)
+    single = pandaids[: min(args.single_jobs, len(pandaids))]
+    calls = -(-len(pandaids) // args.batch)
+    figures = []
+    with fresh_database(args.backend, workdir / server.replace(" ", "-")) as url:
+        db = Database(url)
+        try:
+            for in_flight in args.in_flight:
+                run = PropagatorRun(db, settings, pandaids, args.batch, in_flight)
+                figures.append(
+                    measure(
+                        server,
+                        f"propagator ({args.backend}), {args.batch} x {in_flight} in flight",
+                        len(pandaids),
+                        calls,
+                        repeat=args.repeat,
+                        fn=run.run,
+                    )
+                )
+                db.run(lambda c: c.execute(sa.delete(panda_jobs)))
+        finally:
+            db.dispose()
+    figures.append(
+        measure(
+            server,
+            "per-job update_job, new connection each (aCT)",
+            len(single),
+            len(single),
+            repeat=args.repeat,
+            fn=lambda: per_job_new_connection(settings, single),
+        )
+    )
+    for in_flight in args.in_flight:
+        figures.append(
+            measure(
+                server,
+                f"bare bulk client, {args.batch} x {in_flight} in flight",
+                len(pandaids),
+                calls,
+                repeat=args.repeat,
+                fn=partial(bare_bulk, settings, pandaids, args.batch, in_flight),
+            )
+        )
+    return figures
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.heartbeats", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--jobs", type=int, default=3000)
     parser.add_argument(
-        "--single-jobs", type=int, default=1000, help="jobs for the per-job pattern"
+        "--real", action="store_true", help="the real server of tests/harness/panda-server too"
     )
+    parser.add_argument("--jobs", type=int, help="default: 3000, with --real 1000")
+    parser.add_argument("--single-jobs", type=int, help="per-job pattern (default 1000/300)")
     parser.add_argument("--batch", type=int, default=100)
-    parser.add_argument("--in-flight", type=int, default=4)
+    parser.add_argument(
+        "--in-flight",
+        type=lambda text: [int(x) for x in text.split(",")],
+        help="bulk calls at once, a comma list (default: 4, with --real 1,4)",
+    )
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--backend", default="sqlite", choices=["sqlite", "mariadb", "postgresql"])
     parser.add_argument("--api", default="new", choices=["new", "legacy"])
-    parser.add_argument("--url", default=os.environ.get("PANDA_URL_SSL"), help="a real server")
+    parser.add_argument("--url", default=os.environ.get("PANDA_URL_SSL"), help="another server")
     parser.add_argument("--ca", default=os.environ.get("PANDA_CA_CERT"))
     parser.add_argument("--proxy", default=os.environ.get("PANDA_CLIENT_PROXY"))
     parser.add_argument("--queue", default=os.environ.get("PANDA_QUEUE", "TEST_QUEUE"))
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
+    args.jobs = args.jobs or (1000 if args.real else 3000)
+    args.single_jobs = args.single_jobs or (300 if args.real else 1000)
+    args.in_flight = args.in_flight or ([1, 4] if args.real else [4])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("act.propagator").setLevel(logging.WARNING)
     logging.getLogger("act.atlas").setLevel(logging.WARNING)
 
+    load_before = load()
+    figures: list[Figure] = []
+    servers: list[str] = []
     with tempfile.TemporaryDirectory(prefix="act-bench-") as tmp:
         workdir = Path(tmp)
-        with _server(args, workdir) as settings:
-            pandaids = acquire(settings, args.queue, args.jobs)
-            single = pandaids[: min(args.single_jobs, len(pandaids))]
-            calls = -(-len(pandaids) // args.batch)
-            figures = []
-            with fresh_database(args.backend, workdir) as url:
-                db = Database(url)
-                try:
-                    run = PropagatorRun(db, settings, pandaids, args.batch, args.in_flight)
-                    figures.append(
-                        measure(
-                            f"propagator ({args.backend}), {args.batch} x {args.in_flight}",
-                            len(pandaids),
-                            calls,
-                            args.repeat,
-                            run.run,
-                        )
-                    )
-                finally:
-                    db.dispose()
-            figures.append(
-                measure(
-                    "per-job update_job, new connection each (aCT)",
-                    len(single),
-                    len(single),
-                    args.repeat,
-                    lambda: per_job_new_connection(settings, single),
+        if args.real:
+            with real_server(max(args.jobs, args.single_jobs)) as (settings, queue, name):
+                servers.append(name)
+                figures += run_patterns(args, "real PanDA", settings, queue, workdir)
+        if args.url and not args.real:
+            servers.append(f"{args.url} (api {args.api})")
+            figures += run_patterns(args, "external", external(args), args.queue, workdir)
+        else:
+            with test_double(max(args.jobs, args.single_jobs), args.queue, workdir) as settings:
+                servers.append("PanDA TEST DOUBLE (forked process, HTTPS, client proxy)")
+                figures += run_patterns(
+                    args,
+                    "test double",
+                    settings.model_copy(update={"api": args.api}),
+                    args.queue,
+                    workdir,
                 )
-            )
-            figures.append(
-                measure(
-                    f"bare bulk client, {args.batch} x {args.in_flight}",
-                    len(pandaids),
-                    calls,
-                    args.repeat,
-                    lambda: bare_bulk(settings, pandaids, args.batch, args.in_flight),
-                )
-            )
-    server = args.url or "PanDA TEST DOUBLE (forked process, HTTPS, client proxy)"
-    print(
-        f"\nserver: {server}, api {args.api}; {os.cpu_count()} CPUs, "
-        f"Python {platform.python_version()}"
-    )
+    print(f"\nmachine: {machine()}")
+    print(f"load average (1/5/15 min): {load_before} before, {load()} after")
+    print(f"servers: {'; '.join(servers)}; api {args.api}; DB {args.backend}")
     print(render(figures))
     if args.json:
         args.json.write_text(json.dumps([asdict(f) for f in figures], indent=2))
     return 0
-
-
-@contextmanager
-def _server(args: argparse.Namespace, workdir: Path) -> Iterator[PandaServerSettings]:
-    if args.url:
-        yield external(args)
-        return
-    with test_double(max(args.jobs, args.single_jobs), args.queue, workdir) as settings:
-        yield settings.model_copy(update={"api": args.api})
 
 
 if __name__ == "__main__":

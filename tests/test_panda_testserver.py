@@ -151,12 +151,13 @@ def test_updates_are_recorded_with_commands(server: PandaTestServer) -> None:
     bad_attempt = _post(
         server, "pilot/update_job", {"job_id": pid, "job_status": "running", "attempt_nr": 3}
     )
-    assert bad_attempt["data"]["command"] == "debug"  # a set command wins
+    # as panda-server 1.0.4: a wrong attempt number is answered tobekilled, even over a command
+    assert bad_attempt["data"]["command"] == "tobekilled"
     server.set_command(pid, None)
     bad_attempt = _post(
         server, "pilot/update_job", {"job_id": pid, "job_status": "running", "attempt_nr": 3}
     )
-    assert bad_attempt["data"]["command"] == "badattemptnr"
+    assert bad_attempt["data"]["command"] == "tobekilled"
 
 
 def test_legacy_replies_are_url_encoded_unless_json_is_asked_for(

@@ -724,12 +724,22 @@ class PandaTestServer:
         return out
 
     def _update(
-        self, pandaid: int, state: str, attempt: int | None, fields: Mapping[str, Any]
+        self,
+        pandaid: int,
+        state: str,
+        attempt: int | None,
+        fields: Mapping[str, Any],
+        *,
+        legacy: bool = False,
     ) -> str:
         """Record one heartbeat; the command to answer with ("NULL" for none)."""
         with self._lock:
             job = self.jobs.get(pandaid)
             if job is None:
+                return "tobekilled"
+            if not legacy and attempt is not None and attempt != job.attempt:
+                # as panda-server 1.0.4: its UPDATE is conditional on the attempt number, so a
+                # wrong one records nothing and is answered like an unknown job
                 return "tobekilled"
             already_final = job.final_state is not None
             job.states.append(state)
@@ -1063,7 +1073,7 @@ class _LegacyApi:
         state = str(params.get("state", ""))
         if state not in NEW_JOB_STATES:
             return {"StatusCode": 0, "command": "NULL"}  # 0.8.1 silently ignores a bad state
-        command = self.server._update(pandaid, state, attempt, params)
+        command = self.server._update(pandaid, state, attempt, params, legacy=True)
         return {"StatusCode": 0, "command": command}
 
     def m_updateJob(self, params: Mapping[str, str]) -> tuple[int, str, str]:
