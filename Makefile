@@ -34,6 +34,7 @@ test: venv-test
 	tests/harness/ensure-databases
 	tests/harness/ensure-arc-python
 	tests/harness/ensure-panda
+	tests/harness/arc-ce status >/dev/null || tests/harness/arc-ce start >/dev/null
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 check: venv-test
