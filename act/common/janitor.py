@@ -1,8 +1,9 @@
 """The janitor: housekeeping no other daemon owns.
 
-Today it prunes the liveness rows of processes that stopped or went silent longer ago than
-``options.process_retention`` seconds (``actctl processes`` shows them until then). The "stuck in
-state X for longer than T" policies of the CE engine will be applied here as well.
+Each cycle it prunes the liveness rows of processes that stopped or went silent longer ago than
+``options.process_retention`` seconds (``actctl processes`` shows them until then), and applies the
+"stuck in state X for longer than T" policy of both layers (``engine.stuck``, see
+:mod:`act.engine.stuck`), moving at most the daemon's ``batch`` jobs per cycle.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pydantic import Field
 from act.common import liveness
 from act.common.config import Section
 from act.common.daemon import Context, DaemonSpec
+from act.engine import stuck
 
 
 class JanitorOptions(Section):
@@ -25,7 +27,17 @@ def run_once(ctx: Context) -> bool:
         ctx.log.info(
             "pruned %d liveness row(s) of processes gone for over %.0fs", pruned, retention
         )
-    return False
+    applied = stuck.apply(
+        ctx.db,
+        ctx.settings.engine.stuck,
+        owner=ctx.owner,
+        limit=ctx.daemon.batch,
+        lease=ctx.daemon.lease,
+    )
+    for result in applied:
+        if result.moved:
+            ctx.log.warning("%s: %d job(s) moved", result.label, result.moved)
+    return sum(result.moved for result in applied) >= ctx.daemon.batch
 
 
 DAEMON = DaemonSpec(run_once=run_once, options=JanitorOptions, doc=__doc__ or "")

@@ -9,6 +9,10 @@ from act.common.daemon import DaemonSpec
 #: Daemons shipped with act, by the name used under ``daemons:`` in the config.
 BUILTIN: dict[str, str] = {
     "janitor": "act.common.janitor:DAEMON",
+    "poller": "act.engine.poller:DAEMON",
+    "ce_fetcher": "act.engine.fetcher:DAEMON",
+    "canceller": "act.engine.canceller:DAEMON",
+    "cleaner": "act.engine.cleaner:DAEMON",
     "submitter": "act.engine.submitter:DAEMON",
 }
 

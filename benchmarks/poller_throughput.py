@@ -1,0 +1,141 @@
+"""How many CE jobs per second the poller moves, CE answers excluded.
+
+A benchmark, not a test (see README.md). The back end is ``InstantCE``, a stand-in answering every
+status call at once with RUNNING, so the figure is act's own cost per polled job: the claim, the
+row read, one ``transition`` (submitted → running, with the CE's values and a history row) per
+job, and the release. Checks: every job ends ``running`` with exactly one history row for the
+move and no lease left.
+
+    PYTHONPATH=. python -m benchmarks.poller_throughput [--backends sqlite,mariadb,postgresql]
+        [--rows N (5000)] [--batch B (500)]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from act.common.config import DaemonSettings, Settings
+from act.common.daemon import Context
+from act.common.db import Database
+from act.common.schema import ce_jobs, transitions
+from act.common.states import Actor, Layer
+from act.common.transitions import create_jobs, transition
+from act.engine import poller
+from act.engine.backend import BACKENDS, CE, CEState, JobStatus, Limits
+from tests.support.dbs import fresh_database
+
+
+class BenchmarkError(RuntimeError):
+    pass
+
+
+class InstantCE:
+    """Benchmark stand-in for a CE back end: every job it is asked about is RUNNING."""
+
+    def __init__(self, **_: Any) -> None:
+        pass
+
+    def limits(self, ce: CE) -> Limits:
+        return Limits(status_batch=500)
+
+    def status(self, ce: CE, ce_job_ids: Sequence[str]) -> dict[str, JobStatus | None]:
+        return {i: JobStatus(i, CEState.RUNNING, "RUNNING", worker_node="wn1") for i in ce_job_ids}
+
+    def close(self) -> None:
+        pass
+
+
+def _prefill(db: Database, rows: int) -> None:
+    def make(conn: Any, start: int, count: int) -> None:
+        ids = create_jobs(
+            conn,
+            Layer.CE,
+            [
+                {"backend": "instant", "ce_endpoint": "ce1", "ce_job_id": f"ce1/{start + i}"}
+                for i in range(count)
+            ],
+            "tosubmit",
+            actor=Actor.TRANSLATOR,
+        )
+        for a, b, actor in (
+            ("tosubmit", "submitting", Actor.SUBMITTER),
+            ("submitting", "submitted", Actor.SUBMITTER),
+        ):
+            transition(conn, Layer.CE, ids, a, b, actor=actor)
+
+    for start in range(0, rows, 1000):
+        db.run(lambda conn, s=start: make(conn, s, min(1000, rows - s)))
+
+
+def _check(db: Database, rows: int) -> None:
+    with db.read() as conn:
+        states = dict(
+            conn.execute(
+                sa.select(ce_jobs.c.state, sa.func.count()).group_by(ce_jobs.c.state)
+            ).all()
+        )
+        moved = conn.execute(
+            sa.select(sa.func.count()).where(
+                transitions.c.from_state == "submitted", transitions.c.to_state == "running"
+            )
+        ).scalar_one()
+        leased = conn.execute(
+            sa.select(sa.func.count()).where(ce_jobs.c.lease_owner.is_not(None))
+        ).scalar_one()
+    if states != {"running": rows} or moved != rows or leased:
+        raise BenchmarkError(f"states {states}, {moved} history rows, {leased} leased")
+
+
+def run(backend: str, rows: int, batch: int) -> float:
+    BACKENDS["instant"] = "benchmarks.poller_throughput:InstantCE"
+    with tempfile.TemporaryDirectory() as tmp, fresh_database(backend, Path(tmp)) as url:
+        db = Database(url)
+        try:
+            _prefill(db, rows)
+            settings = Settings.model_validate(
+                {"root": tmp, "engine": {"ces": {"ce1": {"backend": "instant"}}}}
+            )
+            ctx = Context(
+                name="poller",
+                instance="bench",
+                settings=settings,
+                daemon=DaemonSettings(batch=batch),
+                options=None,
+                db=db,
+                log=logging.getLogger("act.poller"),
+                stop=threading.Event(),
+            )
+            started = time.perf_counter()
+            while poller.run_once(ctx):
+                pass
+            elapsed = time.perf_counter() - started
+            _check(db, rows)
+            return rows / elapsed
+        finally:
+            db.dispose()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--backends", default="sqlite,mariadb,postgresql")
+    parser.add_argument("--rows", type=int, default=5000)
+    parser.add_argument("--batch", type=int, default=500)
+    args = parser.parse_args(argv)
+    for backend in args.backends.split(","):
+        rate = run(backend, args.rows, args.batch)
+        print(f"{backend:10s} {args.rows} jobs, batch {args.batch}: {rate:8.0f} jobs/s polled")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
