@@ -19,6 +19,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace as dc_replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ from sqlalchemy.engine import URL
 
 from act.arc import xrsl
 from act.arc.rest import ArcRest
+from act.atlas.queues import QueueCE
+from act.atlas.translate.xrsl import to_xrsl
 from act.common.config import Settings
 from act.common.daemon import Context
 from act.common.db import Database
@@ -43,6 +46,7 @@ from tests.support.arc_real import RealArc, arc_ce
 from tests.support.dbs import fresh_database, url_text
 from tests.support.follow import context, history, row_of, set_columns
 from tests.support.procs import REPO, env, write_config
+from tests.support.translate_cases import TRUEPILOT, cases
 
 __all__ = ["arc_ce"]  # the session fixture, imported for pytest
 pytestmark = pytest.mark.arc
@@ -585,3 +589,52 @@ def _crash_and_reconcile(
     log = (tmp_path / "submitter-clean.log").read_text()
     assert "reconciled: submitted as" in log
     client.close()
+
+
+def test_a_truepilot_job_translated_to_xrsl_runs_through_the_engine(
+    sqlite_db: Database,
+    arc_ce: RealArc,
+    tmp_path: Path,
+    make_run: Callable[[Database, Settings], Run],
+) -> None:
+    """The translator's xRSL (``to_xrsl``) for a truepilot queue whose CE is the test CE: A-REX
+    takes it (RTE ENV/PROXY, environment, the job files uploaded from ``input_dir``) and runs the
+    pilot wrapper, here a stand-in script that records what the job got in a file of the
+    machine's /tmp (a truepilot job declares no output files: its session is emptied)."""
+    db = sqlite_db
+    run = make_run(db, config(tmp_path, {"arc1": ce_config(arc_ce)}))
+    inputs = tmp_path / "inputs" / "1"
+    inputs.mkdir(parents=True)
+    record = Path(f"/tmp/act-test-truepilot-{secrets.token_hex(6)}")
+    wrapper = inputs / "stand-in-wrapper.sh"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f"exec > {record}\n"
+        'echo "args: $*"\n'
+        'echo "GTAG=$GTAG"\n'
+        'test -s "$X509_USER_PROXY" && echo "proxy: yes"\n'
+        'test -s pandaJobData.out && echo "job data: $(head -c 20 pandaJobData.out)"\n'
+    )
+    queue_ce = QueueCE(flavour="arc", endpoint=arc_ce.url, ce_queue="fork", state="ACTIVE")
+    queue = dc_replace(TRUEPILOT, ces=(queue_ce,), pilot_wrapper=str(wrapper))
+    [case] = [c for c in cases() if c.name == "analysis_truepilot"]
+    translated = to_xrsl(dc_replace(case.job, queue=queue), queue_ce, input_dir=inputs)
+    assert '(runtimeenvironment = "ENV/PROXY")' in translated.description
+    for name, content in translated.files.items():
+        (inputs / name).write_bytes(content)
+    job = requested(db, translated.description, pandaid=case.job.pandaid)
+    set_columns(db, job, input_dir=str(inputs))
+    try:
+        submitter.run_once(run.ctx["submitter"])
+        assert row_of(db, job)["state"] == "submitted", history(db, job)
+        final = poll_until(db, run.ctx["poller"], [job], {"finished", "failed"})
+        assert final == {job: "finished"}, row_of(db, job)["error_text"]
+        fetcher.run_once(run.ctx["ce_fetcher"])
+        assert row_of(db, job)["state"] == "done", history(db, job)
+        text = record.read_text()
+        assert "args: -q ANALY_EXAMPLE -j user" in text, text
+        assert f"GTAG={case.job.log_url}" in text
+        assert "proxy: yes" in text  # ENV/PROXY gave the job its delegated proxy
+        assert 'job data: {"PandaID": 7003' in text, text
+    finally:
+        record.unlink(missing_ok=True)
