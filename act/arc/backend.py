@@ -13,7 +13,9 @@ What the back end adds to the REST calls:
 * a bulk submission that A-REX refuses as a whole (it does that when one description is bad)
   is retried one job at a time, after checking by token that none of them was created;
 * a submission that fails for a delegation reason gets a new delegation and is retried once;
-* states come from the ``info`` document (``arcrest:`` state, exit code, errors, resources).
+* states come from the ``info`` document (``arcrest:`` state, exit code, errors, resources);
+  a job the CE answers 404 for is ``None``; a job whose reply cannot be understood (no state, an
+  unknown state, missing from the reply) is left out of the result and logged as a warning.
 """
 
 from __future__ import annotations

@@ -56,6 +56,7 @@ class Delegations:
         self.verify_interval = verify_interval
         self._memory: dict[tuple[str, str], Delegation] = {}  # without a database
         self._verified: dict[tuple[str, str, str], float] = {}  # (cred, ce, id) -> monotonic
+        self._warned: set[tuple[str, str, str]] = set()
 
     # ------------------------------------------------------------------ storage ---
     def stored(self, credential: str, ce: str) -> Delegation | None:
@@ -143,6 +144,18 @@ class Delegations:
             return self._adopt(client, credential, ce, self._create(client, credential))
         key = (credential, ce, found.delegation_id)
         if found.expires_at - utcnow() < timedelta(seconds=self.renew_margin):
+            if load_credential(credential).not_after <= found.expires_at + timedelta(minutes=1):
+                # A renewal cannot outlive the credential: renewing now would change nothing.
+                if key not in self._warned:
+                    self._warned.add(key)
+                    self.log.warning(
+                        "ce=%s: delegation %s ends %s with its credential %s: renew the credential",
+                        ce,
+                        found.delegation_id,
+                        found.expires_at.isoformat(),
+                        credential,
+                    )
+                return found.delegation_id
             try:
                 renewed = self._renew(client, credential, found.delegation_id)
             except RestError as error:
