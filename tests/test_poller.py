@@ -204,7 +204,7 @@ def test_failed_jobs_follow_the_resubmission_rules(
     staging = job(CEState.FAILED, errors=["Stage-in failed"], restartable=True)
     cases = [
         ("resubmit", lrms, {"attempts_left": 2}, "toresubmit"),
-        ("none-left", lrms, {"attempts_left": 0}, "failed"),
+        ("none-left", lrms, {"attempts_left": 1}, "failed"),  # its last one just failed
         ("restart", staging, {}, "torerun"),
         ("no-restart", job(CEState.FAILED, errors=["Stage-in failed"]), {}, "failed"),
         ("no-match", job(CEState.FAILED, errors=["segfault"]), {}, "failed"),

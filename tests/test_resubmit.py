@@ -20,7 +20,9 @@ def decide(text: str | None, attempts: int = 2, can: bool = True, restartable: b
 
 
 def test_resubmit_while_attempts_are_left() -> None:
-    assert decide("worker node failure", attempts=1) == TORESUBMIT
+    # attempts_left includes the submission that just failed (the submitter's count).
+    assert decide("worker node failure", attempts=2) == TORESUBMIT
+    assert decide("worker node failure", attempts=1) == FAILED
     assert decide("worker node failure", attempts=0) == FAILED
 
 
@@ -44,16 +46,15 @@ def test_the_first_matching_rule_wins_and_is_named_in_the_reason() -> None:
     )
     assert decision.state == FAILED and decision.reason.startswith("resubmit rule 2 (fail")
     decision = classify("node failure", RULES, attempts_left=2, can_restart=True, restartable=True)
-    assert decision.reason.startswith("resubmit rule 1 (resubmit") and "2 attempt(s) left" in (
-        decision.reason
-    )
+    assert decision.reason.startswith("resubmit rule 1 (resubmit")
+    assert "1 attempt(s) left after this one" in decision.reason
 
 
 def test_the_default_rules() -> None:
     rules = EngineSettings().resubmit
 
     def default(text: str) -> str:
-        return classify(text, rules, attempts_left=1, can_restart=True, restartable=True).state
+        return classify(text, rules, attempts_left=2, can_restart=True, restartable=True).state
 
     assert default("Failed in data staging: download failed") == TORERUN
     assert default("Job was lost") == TORESUBMIT

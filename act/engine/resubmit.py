@@ -3,7 +3,12 @@
 ``engine.resubmit`` is a list of rules, each a regular expression searched in the CE's and
 LRMS's error text and an action; the first rule that matches decides:
 
-* ``resubmit``: a new CE job (``toresubmit``) while the job has attempts left, else ``failed``;
+* ``resubmit``: a new CE job (``toresubmit``) while the job has attempts left, else ``failed``.
+  ``attempts_left`` counts the submissions a job may still have *including the one that just
+  failed* (as the submitter keeps it: ``engine.attempts`` at creation, one less per resubmission),
+  so a job resubmits only while it is above 1. A job on its last attempt ends ``failed`` here, with
+  its CE job intact for the fetcher, instead of having that CE job cleaned by the submitter's
+  resubmission step and only then failing with "no submission attempts left";
 * ``restart``: ask the CE to rerun the same job (``torerun``) when the back end can restart jobs
   and the CE says this one is restartable (it failed in a phase such as staging), else ``failed``;
 * ``fail``, or no rule matching: ``failed``.
@@ -53,8 +58,9 @@ def classify(
             continue
         which = f"resubmit rule {index} ({rule.action}: {rule.pattern})"
         if rule.action == "resubmit":
-            if attempts_left > 0:
-                return Decision(TORESUBMIT, f"{which}; {attempts_left} attempt(s) left")
+            if attempts_left > 1:
+                left = attempts_left - 1
+                return Decision(TORESUBMIT, f"{which}; {left} attempt(s) left after this one")
             return Decision(FAILED, f"{which}; no attempts left")
         if rule.action == "restart":
             if can_restart and restartable:
