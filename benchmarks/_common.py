@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,3 +36,10 @@ def arguments(doc: str | None, argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rows", type=int, default=5000)
     parser.add_argument("--batch", type=int, default=500)
     return parser.parse_args(argv)
+
+
+def print_rates(figures: dict[str, list[float]], width: int = 24) -> None:
+    """One line per measurement: the median rate of its repetitions and their range."""
+    for name, values in figures.items():
+        spread = f"{min(values):8.1f} .. {max(values):8.1f}"
+        print(f"  {name:{width}s} {statistics.median(values):8.1f} jobs/s   ({spread})")

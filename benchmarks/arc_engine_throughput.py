@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -42,6 +41,7 @@ from act.common.timeutil import utcnow
 from act.common.transitions import create_jobs
 from act.engine import poller, submitter
 from act.engine.runtime import pool
+from benchmarks._common import print_rates
 from tests.support.arc_real import environment
 from tests.support.dbs import fresh_database
 from tests.support.follow import context
@@ -185,9 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         f"per measurement, bulk batch {args.batch}, {args.repeat} repetitions, "
         f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}"
     )
-    for name, values in figures.items():
-        spread = f"{min(values):8.1f} .. {max(values):8.1f}"
-        print(f"  {name:16s} {statistics.median(values):8.1f} jobs/s   ({spread})")
+    print_rates(figures, 16)
     return 0
 
 

@@ -24,7 +24,6 @@ import argparse
 import logging
 import os
 import secrets
-import statistics
 import sys
 import tempfile
 import time
@@ -34,6 +33,7 @@ from act.arc.backend import ArcBackend
 from act.common.config import Settings
 from act.engine.backend import CE, TERMINAL, SubmitRequest
 from act.engine.settings import CESettings, EngineSettings
+from benchmarks._common import print_rates
 from tests.support.arc_real import environment
 
 log = logging.getLogger("act.bench.arc")
@@ -129,9 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         f"ARC CE {ce.settings.url}, {args.jobs} jobs per measurement, batch {args.batch}, "
         f"{args.repeat} repetitions, {os.cpu_count()} CPUs"
     )
-    for name, values in figures.items():
-        spread = f"{min(values):8.1f} .. {max(values):8.1f}"
-        print(f"  {name:24s} {statistics.median(values):8.1f} jobs/s   ({spread})")
+    print_rates(figures)
     return 0
 
 

@@ -46,3 +46,12 @@ def db(db_url: URL) -> Iterator[Database]:
     database = Database(db_url)
     yield database
     database.dispose()
+
+
+@pytest.fixture
+def sqlite_db(tmp_path: Path) -> Iterator[Database]:
+    """A fresh SQLite database with act's schema, for tests that need one backend only."""
+    with fresh_database("sqlite", tmp_path) as url:
+        database = Database(url)
+        yield database
+        database.dispose()

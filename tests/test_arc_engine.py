@@ -46,7 +46,7 @@ from act.common.transitions import create_jobs, transition
 from act.engine import canceller, cleaner, fetcher, poller, submitter
 from act.engine.runtime import pool
 from tests.support.arc_real import RealArc, arc_ce
-from tests.support.dbs import fresh_database, url_text
+from tests.support.dbs import url_text
 from tests.support.follow import context, history, row_of, set_columns
 from tests.support.procs import REPO, env, write_config
 from tests.support.translate_cases import TRUEPILOT, cases
@@ -196,14 +196,6 @@ class Run:
                 client.clean(ids)
             finally:
                 client.close()
-
-
-@pytest.fixture
-def sqlite_db(tmp_path: Path) -> Iterator[Database]:
-    with fresh_database("sqlite", tmp_path) as url:
-        database = Database(url)
-        yield database
-        database.dispose()
 
 
 @pytest.fixture

@@ -33,7 +33,6 @@ from act.common.timeutil import utcnow
 from act.engine.backend import CE, TERMINAL, CEState, CEUnavailable, JobStatus, SubmitRequest
 from act.engine.settings import CESettings, EngineSettings, FetchSettings
 from tests.support.arc_real import HARNESS, RealArc, arc_ce
-from tests.support.dbs import fresh_database
 
 __all__ = ["arc_ce"]  # the session fixture, imported for pytest
 pytestmark = pytest.mark.arc
@@ -58,14 +57,6 @@ def make_settings(tmp_path: Path, *ces: CE) -> Settings:
         root=str(tmp_path / "root"),
         engine=EngineSettings(ces={ce.name: ce.settings for ce in ces}),
     )
-
-
-@pytest.fixture
-def sqlite_db(tmp_path: Path) -> Iterator[Database]:
-    with fresh_database("sqlite", tmp_path) as url:
-        database = Database(url)
-        yield database
-        database.dispose()
 
 
 @pytest.fixture
