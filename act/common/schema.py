@@ -125,6 +125,12 @@ panda_jobs = sa.Table(
     sa.Column("access_point", sa.Text(), nullable=True),
     sa.Column("log_url", sa.Text(), nullable=True),  # GTAG: where the pilot log is published
     sa.Column("event_ranges", LongText, nullable=True),  # JSON, fetched before submission
+    # Since 0003. The validator: when it looks at the job next (NULL: at once), how often it was
+    # put off (storage unreachable or switched down) and why, and when the logs were published.
+    sa.Column("validate_after", UTCDateTime(), nullable=True),
+    sa.Column("validation_deferrals", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("validation_note", sa.Text(), nullable=True),
+    sa.Column("logs_published_at", UTCDateTime(), nullable=True),
     *_lease_columns(),
     sa.UniqueConstraint("panda_id"),
     # Claims filter on state (and queue) and take the oldest first: these give rows in id order.
@@ -275,5 +281,19 @@ delegations = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
     sa.UniqueConstraint("credential", "ce"),
+    **_MYSQL,
+)
+
+#: Since 0003. Storage endpoints the validator checks outputs on (``root://host:port``, ...): an
+#: operator's down switch (``enabled`` false: the validator defers jobs with files there) and the
+#: last outcome of a check.
+storage_endpoints = sa.Table(
+    "storage_endpoints",
+    metadata,
+    sa.Column("endpoint", sa.String(ENDPOINT_LEN), primary_key=True),
+    *_operator_columns(),
+    sa.Column("last_ok_at", UTCDateTime(), nullable=True),
+    sa.Column("last_error", sa.Text(), nullable=True),
+    sa.Column("last_error_at", UTCDateTime(), nullable=True),
     **_MYSQL,
 )
