@@ -38,6 +38,8 @@ from sqlalchemy.engine import URL, make_url
 
 from act.atlas.panda_settings import PandaSettings
 from act.atlas.queues import QueuesSettings
+from act.atlas.storage.settings import StorageSettings
+from act.atlas.weblog_settings import WebLogSettings
 from act.common.section import Section
 from act.engine.settings import EngineSettings
 
@@ -121,6 +123,8 @@ class Settings(Section):
     engine: EngineSettings = EngineSettings()
     queues: QueuesSettings = QueuesSettings()
     panda: PandaSettings = PandaSettings()
+    storage: StorageSettings = StorageSettings()
+    weblogs: WebLogSettings = WebLogSettings()
 
     _source: str = PrivateAttr(default=BUILTIN)
 

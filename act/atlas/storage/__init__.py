@@ -1,0 +1,1 @@
+"""Checks of output files on storage elements: size and adler32, per URL scheme."""
