@@ -121,17 +121,22 @@ def test_batches_many_jobs_in_few_queries(db: Database, tmp_path: Path) -> None:
     assert all(state(db, Layer.PANDA, pid) == "running" for pid, _ in jobs)
 
 
-def test_truepilot_done_is_done_and_cleaned(db: Database, tmp_path: Path) -> None:
-    pid, cid = pair(db, "running", "done", pandaid=2, queue="TRUE")
+@pytest.mark.parametrize(("queue", "ce_state"), [("TRUE", "done"), ("NATIVE", "donefailed")])
+def test_ended_ce_jobs_go_to_the_validator_with_their_files(
+    db: Database, tmp_path: Path, queue: str, ce_state: str
+) -> None:
+    """Truepilot jobs and failed CE jobs too: the validator publishes their logs and takes the
+    pilot's error report, so their CE job (and its fetched files) stays until it has decided."""
+    pid, cid = pair(db, "running", ce_state, pandaid=2, queue=queue)
     run_once(context(db, make_settings(tmp_path)))
-    assert state(db, Layer.PANDA, pid) == "done"
-    assert state(db, Layer.CE, cid) == "toclean"
+    job = panda(db, pid)
+    assert job.state == "tovalidate" and job.next_report_at is not None
+    assert state(db, Layer.CE, cid) == ce_state
 
 
 @pytest.mark.parametrize(
     ("ce_state", "diag"),
     [
-        ("donefailed", "CE job failed (exit code 3)"),
         ("lost", "lost at the CE"),
         ("cancelled", "cancelled at the CE"),
     ],
@@ -142,7 +147,7 @@ def test_failures(db: Database, tmp_path: Path, ce_state: str, diag: str) -> Non
     job = panda(db, pid)
     assert job.state == "failed" and job.error_text.startswith(diag)
     assert report_fields(job.report)["pilotErrorDiag"].startswith(diag)
-    assert job.error_code == (9000 if ce_state == "donefailed" else 9002)
+    assert job.error_code == 9002
     assert job.next_report_at is not None
     assert state(db, Layer.CE, cid) == "toclean"
 

@@ -9,16 +9,18 @@ CE job (latest of the PanDA job)   PanDA job
 running                            queued → running
 submitted (requeued at the CE)     running → queued
 finishing                          queued, running → transferring
-done                               native: → tovalidate; truepilot: → done (the pilot reported)
-donefailed (failed for good)       → failed, the CE's exit code and errors in the report
+done (outputs fetched)              → tovalidate (the validator reads the pilot's report, checks
+                                   outputs, publishes logs; truepilot jobs: logs only)
+donefailed (failed for good)       → tovalidate (the validator takes the pilot's or the CE's
+                                   error, publishes the logs)
 lost / cancelled outside act       → failed ("lost at the CE" / "cancelled at the CE")
 any not yet ended                  tobekilled: CE job → tocancel
 ended (or none)                    tobekilled → cancelled
 =================================  ==========================================================
 
-A CE job goes to ``toclean`` once its PanDA job no longer needs its files: at once for failed,
-cancelled, lost and truepilot jobs, after the validator's decision for native ones, and always
-for a CE job that is no longer its PanDA job's latest. Event-service jobs report their processed
+A CE job goes to ``toclean`` once its PanDA job no longer needs its files: at once for cancelled
+and lost jobs, after the validator's decision for the others, and always for a CE job that is no
+longer its PanDA job's latest. Event-service jobs report their processed
 ranges (:func:`act.atlas.events.report`) before leaving ``queued/running/transferring`` for done.
 Every PanDA-layer change sets ``next_report_at = now``. Writes are compare-and-set transitions
 that keep other daemons' claims (``release=False``).
@@ -39,7 +41,6 @@ from act.atlas import events
 from act.atlas.latest_ce import latest_ce_endpoint
 from act.atlas.reporting import due_now, with_report
 from act.atlas.runtime import panda_client
-from act.atlas.served import served_queues
 from act.common.daemon import Context, DaemonSpec
 from act.common.logs import job_log
 from act.common.schema import ce_jobs, panda_jobs
@@ -59,7 +60,6 @@ P_NEEDS_FILES = ("received", "queued", "running", "transferring", "tovalidate", 
 
 
 class AppStatusOptions(Section):
-    failed_error_code: int = Field(9000, ge=0)  # pilotErrorCode of a job failed at the CE
     lost_error_code: int = Field(9002, ge=0)  # ... lost or cancelled at the CE
 
 
@@ -182,15 +182,14 @@ def _progress(ctx: Context, limit: int) -> int:
 
 
 def _finished(ctx: Context, limit: int) -> int:
-    """CE done: native → tovalidate, truepilot → done (and its CE job cleaned)."""
-    rows = _pairs(ctx, P_LIVE, ("done",), limit)
+    """CE job done or failed for good, outputs fetched: → tovalidate (the validator decides)."""
+    rows = _pairs(ctx, P_LIVE, ("done", "donefailed"), limit)
     if not rows:
         return 0
-    queues = served_queues(ctx)
     ready, updates = [], []
     for row in rows:
         state = events.load(row.event_ranges) if row.event_ranges else None
-        if state is not None and not state.settled:
+        if row.cstate == "done" and state is not None and not state.settled:
             client, pandaid, ce = panda_client(ctx), int(row.panda_id), row.ce_endpoint
             state = events.report(client, state, pandaid, row.output_dir, log=ctx.log, ce=ce)
             updates.append((row.pid, state.dump()))
@@ -203,42 +202,32 @@ def _finished(ctx: Context, limit: int) -> int:
                 log.warning("event ranges not reported, will retry: %s", state.error)
                 continue
         ready.append(row)
-    truepilot = [r for r in ready if (q := queues.get(r.queue)) is not None and q.truepilot]
-    native = [r for r in ready if r not in truepilot]
 
-    def write(conn: Connection) -> tuple[list[int], list[int]]:
+    def write(conn: Connection) -> list[int]:
         for pid, text in updates:
             conn.execute(
                 sa.update(panda_jobs).where(panda_jobs.c.id == pid).values(event_ranges=text)
             )
-        validating = _move_panda(conn, native, "tovalidate", "CE job done", due_now())
-        done = _move_panda(conn, truepilot, "done", "truepilot: pilot reported", due_now())
-        _move_ce(conn, [r for r in truepilot if r.pid in set(done)], "toclean", "job over")
-        return validating, done
+        values = due_now({"validate_after": None, "validation_deferrals": 0})
+        return _move_panda(conn, ready, "tovalidate", "CE job ended, outputs fetched", values)
 
-    validating, done = ctx.db.run(write)
-    _log(ctx, native, validating, "CE job done: to validate")
-    _log(ctx, truepilot, done, "CE job done: PanDA job done (truepilot)")
+    moved = ctx.db.run(write)
+    _log(ctx, ready, moved, "CE job ended: to validate")
     return len(rows)
 
 
 def _failed(ctx: Context, limit: int) -> int:
-    """CE donefailed, lost, cancelled outside act → PanDA failed; the CE job cleaned."""
+    """CE job lost or cancelled outside act → PanDA failed; the CE job cleaned."""
     opts: AppStatusOptions = ctx.options
-    rows = _pairs(ctx, P_LIVE, ("donefailed", "lost", "cancelled"), limit)
+    rows = _pairs(ctx, P_LIVE, ("lost", "cancelled"), limit)
     if not rows:
         return 0
 
     def write(conn: Connection) -> list[int]:
         moved = []
         for row in rows:
-            if row.cstate == "donefailed":
-                code = opts.failed_error_code
-                diag = f"CE job failed (exit code {row.exit_code}): {row.error_text or 'no error'}"
-            else:
-                code = opts.lost_error_code
-                diag = "lost at the CE" if row.cstate == "lost" else "cancelled at the CE"
-            diag = diag[:500]
+            code = opts.lost_error_code
+            diag = "lost at the CE" if row.cstate == "lost" else "cancelled at the CE"
             values = with_report(
                 {"pilotErrorCode": code, "pilotErrorDiag": diag},
                 {"error_code": code, "error_text": diag},

@@ -73,7 +73,7 @@ STATES: dict[Layer, dict[str, State]] = {
         ("queued", W, "CE job made, not yet running (PanDA is told starting)"),
         ("running", W, "the CE job runs (PanDA is told running)"),
         ("transferring", W, "payload ended, outputs being staged out (PanDA: transferring)"),
-        ("tovalidate", R, "CE job done and fetched: validator checks the outputs"),
+        ("tovalidate", R, "CE job ended, outputs fetched: the validator decides the outcome"),
         ("toresubmit", R, "CE job failed in a retryable way: a new CE job is to be made"),
         ("tobekilled", R, "kill requested (PanDA command or operator): CE job being cancelled"),
         ("finished", W, "outputs valid: final report due"),
@@ -130,8 +130,8 @@ _allow(P, "transferring", "tovalidate", (A.APP_STATUS,), "CE job done and fetche
 _allow(P, "queued running transferring", "failed", (A.APP_STATUS,), "CE job failed for good")
 _allow(P, "queued running transferring", "toresubmit", (A.APP_STATUS,), "CE job failed, retryable")
 _allow(P, "queued running transferring", "toresubmit", (A.OPERATOR,), "operator resubmits")
-_allow(P, "queued running transferring", "done", (A.APP_STATUS,), "truepilot: pilot reported")
 _allow(P, "tovalidate", "finished", (A.VALIDATOR,), "all outputs valid")
+_allow(P, "tovalidate", "done", (A.VALIDATOR,), "truepilot: logs published")
 _allow(P, "tovalidate", "failed", (A.VALIDATOR,), "outputs invalid or payload failed")
 _allow(P, "tovalidate", "toresubmit", (A.VALIDATOR, A.OPERATOR), "output check failed, retryable")
 _allow(P, P_ACTIVE, "tobekilled", (A.PROPAGATOR,), "PanDA command (tobekilled, ...)")

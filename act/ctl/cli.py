@@ -306,6 +306,10 @@ from act.ctl import ces as _ces  # noqa: E402  (needs the definitions above)
 
 _ces.register(cli, pass_app, Failure)
 
+from act.ctl import storage as _storage  # noqa: E402
+
+_storage.register(cli, pass_app, Failure)
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``actctl`` console script; returns the exit code."""

@@ -4,12 +4,17 @@ A job is ``cleaned`` only once its CE confirms the clean (or no longer knows the
 never reached a CE). An error, or a CE that does not answer, leaves the job to be tried again in a
 later cycle, until it has waited ``engine.clean.give_up_after`` seconds since it entered
 ``toclean``: then it is ``cleaned`` with the reason "gave up: <last error>" and a WARNING naming
-the job and its CE (the CE may still hold its files). Local files (``output_dir``) are left
-alone: the application layer decides what to keep.
+the job and its CE (the CE may still hold its files). Once a job is ``cleaned``, its local copy
+of the outputs (``output_dir``, made by the CE fetcher under ``engine.fetch.dir``) is removed too:
+the application layer only moves a CE job to ``toclean`` when it no longer needs those files (the
+validator has decided, and published the logs). A directory outside ``engine.fetch.dir`` is never
+touched.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -22,6 +27,7 @@ from act.common.states import Actor, Layer
 from act.common.timeutil import seconds, utcnow
 from act.common.transitions import transition
 from act.engine.backend import CE, Backend, CEUnavailable
+from act.engine.fetcher import base_dir
 from act.engine.runtime import pool
 from act.engine.work import batches, by_ce, claim_jobs, keep, resolve_ce, update_mine
 
@@ -84,9 +90,25 @@ def _record(
     reason: str,
 ) -> None:
     """``cleaned`` for jobs without an error; the others stay unless waited for too long."""
-    ctx.db.run(
+    cleaned = ctx.db.run(
         partial(_apply, ctx=ctx, ce=ce, jobs=jobs, errors=errors, reason=reason, now=utcnow())
     )
+    _remove_local(ctx, [job for job in jobs if job.id in set(cleaned)])
+
+
+def _remove_local(ctx: Context, jobs: list[Row[Any]]) -> None:
+    """Remove the local output copies of cleaned jobs (only below the fetch directory)."""
+    base = os.path.realpath(base_dir(ctx))
+    for job in jobs:
+        if not job.output_dir:
+            continue
+        path = os.path.realpath(job.output_dir)
+        if os.path.commonpath([base, path]) != base or path == base:
+            job_log(ctx.log, pandaid=job.pandaid, ce=job.ce_endpoint).warning(
+                "output_dir %s is outside %s: left alone", job.output_dir, base
+            )
+            continue
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _apply(
@@ -98,11 +120,11 @@ def _apply(
     errors: dict[int, str | None],
     reason: str,
     now: datetime,
-) -> None:
+) -> list[int]:
+    """Record the outcomes; the ids moved to ``cleaned``."""
     give_up = seconds(ctx.settings.engine.clean.give_up_after)
     done = [job.id for job in jobs if errors.get(job.id) is None]
-    if done:
-        _cleaned(conn, ctx, done, reason)
+    cleaned = _cleaned(conn, ctx, done, reason) if done else []
     for job in jobs:
         error = errors.get(job.id)
         if error is None:
@@ -113,7 +135,8 @@ def _apply(
             log.warning("clean failed, retried later: %s", error)
             update_mine(conn, ctx, [job.id], {})
             continue
-        if _cleaned(conn, ctx, [job.id], f"gave up: {error}"):
+        if moved := _cleaned(conn, ctx, [job.id], f"gave up: {error}"):
+            cleaned += moved
             log.warning(
                 "job %d (ce_job_id %s) marked cleaned without the CE's confirmation after %.0fs "
                 "in toclean: gave up: %s",
@@ -122,6 +145,7 @@ def _apply(
                 (now - entered).total_seconds(),
                 error,
             )
+    return cleaned
 
 
 def _cleaned(conn: Connection, ctx: Context, ids: list[int], reason: str) -> list[int]:

@@ -1,0 +1,417 @@
+"""validator (daemon ``validator``): decides how a PanDA job whose CE job ended came out.
+
+app_status moves a PanDA job to ``tovalidate`` when its latest CE job is ``done`` (outputs fetched)
+or ``donefailed``. Each cycle the validator claims such jobs (those whose ``validate_after`` has
+come), reads what came back in the CE job's ``output_dir`` — all of it untrusted
+(:mod:`act.atlas.pilot_files`) — and decides:
+
+================================  ===========================================================
+job                               outcome
+================================  ===========================================================
+truepilot, CE job done            logs published → ``done`` (the pilot reported itself)
+CE job failed (donefailed)        → ``failed``: the pilot's error code and diagnosis from its
+                                  ``heartbeat.json`` if it left one, else the CE's
+native, pilot reports failure     → ``failed`` with the pilot's report
+native, no or bad heartbeat.json  → ``failed``, ``no_report_code`` and the file's problem
+native, pilot reports success     every output file checked on storage (size, adler32), all the
+                                  job's files of a cycle in one concurrent round grouped per
+                                  endpoint (:class:`~act.atlas.storage.checker.StorageChecker`);
+                                  the outcome as :func:`act.atlas.validation.judge` decides:
+                                  ``finished``, ``failed``, ``toresubmit``, or put off
+================================  ===========================================================
+
+Put off (storage unreachable or switched down by an operator): ``validate_after`` is set
+``retry_after`` seconds ahead, doubled per deferral up to ``retry_max``; the reason is kept in
+``validation_note`` (``actctl`` shows it). After ``give_up_after`` in ``tovalidate`` the job fails.
+
+For every decided job the pilot's log and the CE's diagnostics are published to the web area
+(:mod:`act.atlas.weblogs`); a failed job's report carries a short excerpt (``pilotLog``). The
+final report (:mod:`act.atlas.final_report`) is stored with the state change
+(:func:`~act.atlas.reporting.with_report`); the propagator sends it, or writes it as
+``jobReport.json`` for heartbeat-less jobs. A job whose files cannot be read never stops the
+cycle: it fails with a diagnosis naming the file and the cause.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from act.atlas import final_report, pilot_files, storage_endpoints, weblogs
+from act.atlas.pilot_files import BadPilotFile, Heartbeat
+from act.atlas.reporting import with_report
+from act.atlas.served import served_queues
+from act.atlas.storage.checker import StorageChecker
+from act.atlas.storage.model import Expected, FileCheck, Verdict
+from act.atlas.translator import parse_spec
+from act.atlas.validation import Decision, ValidatorOptions, judge
+from act.common.claims import claim, release
+from act.common.daemon import Context, DaemonSpec
+from act.common.logs import job_log
+from act.common.schema import ce_jobs, panda_jobs
+from act.common.states import Actor, Layer
+from act.common.timeutil import backoff, seconds, utcnow
+from act.common.transitions import transition
+
+CHECKER_KEY = "storage_checker"
+#: Pilot log names tried for the web area's ``.out`` and the excerpt, after the pilot's stdout.
+PILOT_LOGS = ("pilotlog.txt", "stdout")
+
+
+@dataclass
+class _Job:
+    pid: int
+    pandaid: int
+    queue: str
+    spec: dict[str, Any]
+    created_at: datetime
+    state_changed_at: datetime
+    log_url: str | None
+    deferrals: int
+    ce: str | None
+    ce_job_id: str | None
+    ce_state: str | None
+    output_dir: Path | None
+    exit_code: int | None
+    error_text: str | None
+    worker_node: str | None
+    started_at: datetime | None
+    ended_at: datetime | None
+    truepilot: bool = False
+    heartbeat: Heartbeat | None = None
+    expected: list[Expected] = field(default_factory=list)
+    checks: list[FileCheck] = field(default_factory=list)
+    decision: Decision | None = None
+
+
+def run_once(ctx: Context) -> bool:
+    opts: ValidatorOptions = ctx.options
+    jobs = ctx.db.run(lambda conn: _claim(conn, ctx))
+    if not jobs:
+        return False
+    try:
+        queues = served_queues(ctx)
+        for job in jobs:
+            queue = queues.get(job.queue)
+            job.truepilot = bool(queue is not None and queue.truepilot)
+            job.decision = _read(ctx, job, opts)
+        _check(ctx, [job for job in jobs if job.decision is None])
+        now = utcnow()
+        for job in jobs:
+            if job.decision is None:
+                overdue = now - job.state_changed_at > seconds(opts.give_up_after)
+                job.decision = judge(job.checks, opts, overdue=overdue)
+            _settle(ctx, job, opts)
+    finally:
+        ctx.db.run(lambda conn: release(conn, Layer.PANDA, ctx.owner, [j.pid for j in jobs]))
+    return len(jobs) >= ctx.daemon.batch
+
+
+# -- claiming ----------------------------------------------------------------------------------
+
+
+def _claim(conn: Connection, ctx: Context) -> list[_Job]:
+    t, c = panda_jobs, ce_jobs
+    now = utcnow()
+    ids = claim(
+        conn,
+        Layer.PANDA,
+        ["tovalidate"],
+        owner=ctx.owner,
+        lease=ctx.daemon.lease,
+        limit=ctx.daemon.batch,
+        shard=ctx.shard,
+        where=[sa.or_(t.c.validate_after.is_(None), t.c.validate_after <= now)],
+    )
+    if not ids:
+        return []
+    newer = sa.alias(c, "newer")
+    latest = ~sa.exists().where(newer.c.panda_job_id == c.c.panda_job_id, newer.c.id > c.c.id)
+    rows = conn.execute(
+        sa.select(
+            t.c.id,
+            t.c.panda_id,
+            t.c.queue,
+            t.c.spec,
+            t.c.spec_format,
+            t.c.created_at,
+            t.c.state_changed_at,
+            t.c.log_url,
+            t.c.validation_deferrals,
+            c.c.ce_endpoint,
+            c.c.ce_job_id,
+            c.c.state.label("ce_state"),
+            c.c.output_dir,
+            c.c.exit_code,
+            c.c.error_text,
+            c.c.worker_node,
+            c.c.started_at,
+            c.c.ended_at,
+        )
+        .select_from(t.outerjoin(c, sa.and_(c.c.panda_job_id == t.c.id, latest)))
+        .where(t.c.id.in_(ids))
+        .order_by(t.c.id)
+    ).all()
+    jobs = []
+    for row in rows:
+        try:
+            spec = parse_spec(row.spec, row.spec_format)
+        except ValueError:
+            spec = {}
+        jobs.append(
+            _Job(
+                pid=row.id,
+                pandaid=int(row.panda_id),
+                queue=row.queue,
+                spec=spec,
+                created_at=row.created_at,
+                state_changed_at=row.state_changed_at,
+                log_url=row.log_url,
+                deferrals=row.validation_deferrals,
+                ce=row.ce_endpoint,
+                ce_job_id=row.ce_job_id,
+                ce_state=row.ce_state,
+                output_dir=Path(row.output_dir) if row.output_dir else None,
+                exit_code=row.exit_code,
+                error_text=row.error_text,
+                worker_node=row.worker_node,
+                started_at=row.started_at,
+                ended_at=row.ended_at,
+            )
+        )
+    return jobs
+
+
+# -- reading what came back --------------------------------------------------------------------
+
+
+def _read(ctx: Context, job: _Job, opts: ValidatorOptions) -> Decision | None:
+    """A decision made from the files alone, or None: the outputs are to be checked."""
+    if job.ce_state not in ("done", "donefailed"):
+        why = f"latest CE job is {job.ce_state or 'missing'}, not done"
+        return Decision("failed", opts.ce_failed_code, why)
+    if job.truepilot and job.ce_state == "done":
+        return Decision("finished")  # truepilot: done once the logs are published
+    directory = job.output_dir
+    try:
+        job.heartbeat = (
+            pilot_files.read_heartbeat(directory, max_bytes=opts.max_file_bytes)
+            if directory is not None and directory.is_dir()
+            else None
+        )
+    except BadPilotFile as error:
+        return Decision("failed", opts.no_report_code, f"unusable pilot report: {error}")
+    heartbeat = job.heartbeat
+    if job.ce_state == "donefailed":
+        if heartbeat is not None and _pilot_failed(heartbeat):
+            return Decision("failed")  # the pilot's own codes stand
+        diag = f"CE job failed (exit code {job.exit_code}): {job.error_text or 'no error given'}"
+        return Decision("failed", opts.ce_failed_code, diag)
+    if job.truepilot:
+        return Decision("finished")
+    if heartbeat is None:
+        return Decision("failed", opts.no_report_code, "no heartbeat.json in the job's outputs")
+    if _pilot_failed(heartbeat):
+        return Decision("failed")
+    outputs: tuple[pilot_files.OutputFile, ...] | None = heartbeat.outputs
+    if "xml" not in heartbeat.fields and directory is not None:
+        try:
+            found = pilot_files.read_metadata_xml(directory, max_bytes=opts.max_file_bytes)
+        except BadPilotFile as error:
+            return Decision("failed", opts.no_report_code, f"unusable pilot report: {error}")
+        outputs = tuple(found) if found is not None else None
+    elif "xml" not in heartbeat.fields:
+        outputs = None
+    if outputs is None:
+        why = "heartbeat.json has no output report (xml) and there is no metadata.xml"
+        return Decision("failed", opts.no_report_code, why)
+    job.expected = [Expected(f.lfn, f.surl, f.fsize, f.adler32) for f in outputs]
+    return None
+
+
+def _pilot_failed(heartbeat: Heartbeat) -> bool:
+    code = heartbeat.fields.get("pilotErrorCode")
+    failed_code = isinstance(code, int) and not isinstance(code, bool) and code != 0
+    return heartbeat.state == "failed" or failed_code
+
+
+# -- storage -----------------------------------------------------------------------------------
+
+
+def checker(ctx: Context) -> StorageChecker:
+    """The daemon's storage checker (kept between cycles; closed when the daemon stops)."""
+    found = ctx.cache.get(CHECKER_KEY)
+    if not isinstance(found, StorageChecker):
+        found = StorageChecker(ctx.settings.storage, ctx.log)
+        ctx.cache[CHECKER_KEY] = found
+    return found
+
+
+def _check(ctx: Context, jobs: Sequence[_Job]) -> None:
+    """One round of checks for every file of these jobs; results onto each job."""
+    files = [expected for job in jobs for expected in job.expected]
+    if not files:
+        return
+    with ctx.db.read() as conn:
+        down = storage_endpoints.down(conn)
+    results = checker(ctx).check(files, down=down)
+    start = 0
+    for job in jobs:
+        job.checks = results[start : start + len(job.expected)]
+        start += len(job.expected)
+    answered: set[str] = set()
+    errors: dict[str, str] = {}
+    for result in results:
+        if result.verdict is Verdict.UNREACHABLE:
+            if result.endpoint not in down:
+                errors.setdefault(result.endpoint, result.detail)
+        elif result.verdict is not Verdict.INVALID:
+            answered.add(result.endpoint)
+    if answered or errors:
+        ctx.db.run(lambda conn: storage_endpoints.record(conn, answered, errors))
+
+
+# -- settling ----------------------------------------------------------------------------------
+
+
+def _stdout_names(job: _Job) -> list[str]:
+    log_file = job.spec.get("logFile")
+    names = []
+    if isinstance(log_file, str) and log_file not in ("", "NULL"):
+        stem = log_file.replace(".tgz", "")
+        names.append(stem if stem != log_file else f"{log_file}.stdout")
+    return [*names, f"{job.pandaid}.out", *PILOT_LOGS]
+
+
+def _publish(ctx: Context, job: _Job) -> bool:
+    """The job's logs to the web area; False (logged) if the web area failed."""
+    log = job_log(ctx.log, pandaid=job.pandaid, ce=job.ce)
+    try:
+        weblogs.publish(
+            ctx.settings,
+            pandaid=job.pandaid,
+            queue=job.queue,
+            log_url=job.log_url,
+            created_at=job.created_at,
+            output_dir=job.output_dir if job.output_dir and job.output_dir.is_dir() else None,
+            stdout_names=_stdout_names(job),
+            diagnostics=job.error_text,
+        )
+    except (OSError, ValueError) as error:
+        log.warning("logs not published to the web area: %s", error)
+        return False
+    return True
+
+
+def _report(ctx: Context, job: _Job, decision: Decision) -> dict[str, Any]:
+    fixes = final_report.Corrections(
+        ce=job.ce,
+        ce_job_id=job.ce_job_id,
+        worker_node=job.worker_node,
+        started_at=job.started_at,
+        ended_at=job.ended_at,
+        cores=_int(job.spec.get("coreCount")),
+    )
+    excerpt = None
+    if decision.action == "failed" and job.output_dir is not None and job.output_dir.is_dir():
+        excerpt = pilot_files.log_excerpt(
+            job.output_dir, _stdout_names(job), max_lines=ctx.settings.weblogs.excerpt_lines
+        )
+    built = final_report.build(
+        job.heartbeat.fields if job.heartbeat is not None else None,
+        fixes,
+        error_code=decision.code,
+        error_diag=decision.diag or None,
+        pilot_log=excerpt or None,
+    )
+    if built.dropped:
+        job_log(ctx.log, pandaid=job.pandaid, ce=job.ce).warning(
+            "heartbeat.json fields not forwarded (not scalars or too large): %s",
+            ", ".join(sorted(built.dropped)),
+        )
+    return built.fields
+
+
+def _settle(ctx: Context, job: _Job, opts: ValidatorOptions) -> None:
+    decision = job.decision
+    assert decision is not None
+    log = job_log(ctx.log, pandaid=job.pandaid, ce=job.ce)
+    if decision.action == "defer":
+        delay = backoff(opts.retry_after, opts.retry_max, job.deferrals + 1)
+        values = {
+            "validate_after": utcnow() + seconds(delay),
+            "validation_deferrals": job.deferrals + 1,
+            "validation_note": decision.diag[:2000],
+        }
+        ctx.db.run(
+            lambda conn: conn.execute(
+                sa.update(panda_jobs)
+                .where(panda_jobs.c.id == job.pid, panda_jobs.c.lease_owner == ctx.owner)
+                .values(**values)
+            )
+        )
+        log.warning("validation put off %.0f s: %s", delay, decision.diag)
+        return
+    published = _publish(ctx, job)
+    target = decision.action
+    if job.truepilot and job.ce_state == "done":
+        target = "done"
+    values: dict[str, Any] = {"validation_note": decision.diag[:2000] or None}
+    if published:
+        values["logs_published_at"] = utcnow()
+    if target == "done":
+        values["next_report_at"] = None
+    elif target == "toresubmit":
+        values.update(report=None, next_report_at=utcnow(), validate_after=None)
+        values["validation_deferrals"] = 0
+    else:
+        fields = _report(ctx, job, decision)
+        extra: dict[str, Any] = {**values}
+        if target == "failed":
+            code = fields.get("pilotErrorCode")
+            extra["error_code"] = code if isinstance(code, int) else decision.code
+            extra["error_text"] = str(fields.get("pilotErrorDiag") or decision.diag)[:2000]
+        values = with_report(fields, extra)
+    reason = (decision.diag or _reasons[target])[:200]
+    moved = ctx.db.run(
+        lambda conn: transition(
+            conn,
+            Layer.PANDA,
+            [job.pid],
+            "tovalidate",
+            target,
+            actor=Actor.VALIDATOR,
+            reason=reason,
+            owner=ctx.owner,
+            values=values,
+        )
+    )
+    if moved:
+        log.info("validated: %s%s", target, f" ({decision.diag})" if decision.diag else "")
+
+
+_reasons = {
+    "done": "truepilot: logs published",
+    "finished": "all outputs valid",
+    "failed": "failed",
+    "toresubmit": "outputs invalid: resubmit",
+}
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None
+
+
+DAEMON = DaemonSpec(run_once=run_once, options=ValidatorOptions, doc=__doc__ or "")

@@ -1,0 +1,364 @@
+"""The validator on every backend, with outputs on local storage (file:// URLs, checked for real)
+and unreachable storage (a closed port). The real XRootD server's cases are in
+tests/test_validator_xrootd.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import zlib
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from act.atlas import storage_endpoints
+from act.atlas.propagator import PropagatorOptions
+from act.atlas.propagator import run_once as propagate
+from act.atlas.reporting import report_fields
+from act.atlas.validation import ValidatorOptions
+from act.atlas.validator import run_once
+from act.common.config import Settings
+from act.common.daemon import Context
+from act.common.db import Database
+from act.common.schema import ce_jobs, panda_jobs
+from act.common.schema import transitions as history
+from act.common.states import Layer
+from act.common.timeutil import utcnow
+from tests.support.contexts import daemon_context
+from tests.support.jobs import make_jobs
+
+CE = {"flavour": "arc", "endpoint": "arc1"}
+PREFIX = "https://logs.example.org/act"
+
+
+def make_settings(root: Path, **queue: Any) -> Settings:
+    return Settings.model_validate(
+        {
+            "root": str(root),
+            "weblogs": {"dir": str(root / "web")},
+            "storage": {"timeout": 5},
+            "queues": {
+                "defaults": {"log_url_prefix": PREFIX},
+                "serve": {
+                    "NATIVE": {"ces": [CE], "truepilot": False, **queue},
+                    "TRUE": {"ces": [CE], "truepilot": True},
+                },
+            },
+        }
+    )
+
+
+def context(db: Database, settings: Settings, **options: Any) -> Context:
+    opts = ValidatorOptions.model_validate(options)
+    return daemon_context(db, settings, "validator", options=opts)
+
+
+def adler32(data: bytes) -> str:
+    return f"{zlib.adler32(data) & 0xFFFFFFFF:08x}"
+
+
+class Job:
+    """A PanDA job in tovalidate whose latest CE job ended with ``output_dir`` filled by a test."""
+
+    def __init__(
+        self, db: Database, root: Path, pandaid: int, *, queue: str = "NATIVE", ce: str = "done"
+    ) -> None:
+        self.db, self.pandaid = db, pandaid
+        (self.pid,) = db.run(
+            lambda c: make_jobs(c, Layer.PANDA, "tovalidate", first_panda_id=pandaid)
+        )
+        (self.cid,) = db.run(lambda c: make_jobs(c, Layer.CE, ce))
+        self.output_dir = root / "ce-jobs" / "arc1" / str(self.cid)
+        self.output_dir.mkdir(parents=True)
+        spec = {"PandaID": pandaid, "logFile": f"{pandaid}.log.tgz", "coreCount": 8}
+        log_url = f"{PREFIX}/2026-11-20/{queue}/{pandaid}.out"
+        db.run(
+            lambda c: c.execute(
+                sa.update(panda_jobs)
+                .where(panda_jobs.c.id == self.pid)
+                .values(queue=queue, spec=json.dumps(spec), log_url=log_url, next_report_at=None)
+            )
+        )
+        db.run(
+            lambda c: c.execute(
+                sa.update(ce_jobs)
+                .where(ce_jobs.c.id == self.cid)
+                .values(
+                    panda_job_id=self.pid, pandaid=pandaid, queue=queue, ce_endpoint="arc1",
+                    ce_job_id=f"arcid{pandaid}", output_dir=str(self.output_dir), exit_code=1,
+                    error_text="LRMS error: (1) job failed", worker_node="wn042.example.org",
+                    started_at=utcnow() - timedelta(hours=2), ended_at=utcnow(),
+                )
+            )
+        )  # fmt: skip
+
+    def heartbeat(self, outputs: dict[str, dict[str, Any]] | None = None, **fields: Any) -> None:
+        body: dict[str, Any] = {
+            "jobId": self.pandaid, "state": "finished", "transExitCode": 0, "pilotErrorCode": 0,
+            "cpuConsumptionTime": 3600, "node": "pilot-node", **fields,
+        }  # fmt: skip
+        if outputs is not None:
+            body["xml"] = json.dumps(outputs)
+        (self.output_dir / "heartbeat.json").write_text(json.dumps(body))
+        (self.output_dir / f"{self.pandaid}.log").write_text("pilot says hello\nERROR: boom\n")
+        (self.output_dir / "gmlog").mkdir(exist_ok=True)
+        (self.output_dir / "gmlog" / "errors").write_text("A-REX: job submitted to LRMS\n")
+
+    def row(self) -> Any:
+        with self.db.read() as conn:
+            return conn.execute(sa.select(panda_jobs).where(panda_jobs.c.id == self.pid)).one()
+
+    def report(self) -> dict[str, Any]:
+        return report_fields(self.row().report)
+
+
+def store(directory: Path, name: str, data: bytes) -> dict[str, Any]:
+    """Write an output file on "storage" (a local directory); its entry in the output report."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    path.write_bytes(data)
+    return {"surl": path.as_uri(), "fsize": len(data), "adler32": adler32(data), "guid": "g-1"}
+
+
+def test_all_outputs_valid_make_the_job_finished_with_the_corrected_report(
+    db: Database, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path)
+    job = Job(db, tmp_path, 1001)
+    outputs = {
+        "EVNT.01.pool.root": store(tmp_path / "se", "EVNT.01.pool.root", b"x" * 5000),
+        "1001.log.tgz": store(tmp_path / "se", "1001.log.tgz", b""),
+    }
+    job.heartbeat(outputs, node="")
+    assert run_once(context(db, settings)) is False
+
+    row = job.row()
+    assert row.state == "finished" and row.next_report_at is not None
+    report = job.report()
+    assert json.loads(report["xml"]) == outputs
+    assert report["computingElement"] == "arc1" and report["batchID"] == "arcid1001"
+    assert report["node"] == "wn042.example.org"  # the pilot's was empty: the CE's
+    assert report["coreCount"] == 8 and report["transExitCode"] == 0
+    assert {"startTime", "endTime"} <= set(report) and "jobId" not in report
+    # the logs are in the web area, where the GTAG URL points, and world-readable
+    web = tmp_path / "web" / "2026-11-20" / "NATIVE"
+    assert (web / "1001.out").read_text().startswith("pilot says hello")
+    assert "A-REX" in (web / "1001.log").read_text()
+    assert stat.S_IMODE(os.stat(web / "1001.out").st_mode) == 0o644
+    assert row.logs_published_at is not None
+
+
+@pytest.mark.parametrize(
+    ("damage", "code", "words"),
+    [
+        ("size", 1137, ["EVNT.01.pool.root", "5000", "4999"]),
+        ("checksum", 1172, ["EVNT.01.pool.root", "adler32"]),
+        ("missing", 1165, ["EVNT.01.pool.root", "missing"]),
+    ],
+)
+def test_a_bad_output_fails_the_job_naming_file_expected_and_found(
+    db: Database, tmp_path: Path, damage: str, code: int, words: list[str]
+) -> None:
+    settings = make_settings(tmp_path)
+    job = Job(db, tmp_path, 1002)
+    entry = store(tmp_path / "se", "EVNT.01.pool.root", b"y" * 5000)
+    path = tmp_path / "se" / "EVNT.01.pool.root"
+    if damage == "size":
+        path.write_bytes(b"y" * 4999)
+    elif damage == "checksum":
+        path.write_bytes(b"z" * 5000)
+    else:
+        path.unlink()
+    job.heartbeat({"EVNT.01.pool.root": entry})
+    run_once(context(db, settings, invalid_outputs="fail"))
+
+    row = job.row()
+    assert row.state == "failed" and row.error_code == code
+    diag = job.report()["pilotErrorDiag"]
+    for word in words:
+        assert word in diag
+    assert job.report()["pilotErrorCode"] == code
+    assert "ERROR: boom" in job.report()["pilotLog"]  # the excerpt of the pilot's log
+
+
+def test_a_bad_output_resubmits_by_default(db: Database, tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    job = Job(db, tmp_path, 1003)
+    entry = store(tmp_path / "se", "AOD.pool.root", b"a" * 10)
+    entry["adler32"] = "00000001"
+    job.heartbeat({"AOD.pool.root": entry})
+    run_once(context(db, settings))
+    row = job.row()
+    assert row.state == "toresubmit" and row.report is None
+    assert "AOD.pool.root" in row.validation_note
+
+
+def test_unreachable_storage_puts_the_job_off_then_gives_up(db: Database, tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    job = Job(db, tmp_path, 1004)
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    url = f"root://127.0.0.1:{port}//atlas/AOD.pool.root"
+    job.heartbeat({"AOD.pool.root": {"surl": url, "fsize": 1, "adler32": "00000001"}})
+    ctx = context(db, settings, retry_after=60)
+    run_once(ctx)
+    row = job.row()
+    assert row.state == "tovalidate" and row.validation_deferrals == 1
+    assert row.validate_after > utcnow() + timedelta(seconds=50)
+    assert f"127.0.0.1:{port}" in row.validation_note
+    assert run_once(ctx) is False and job.row().validation_deferrals == 1  # not due yet
+    with db.read() as conn:
+        known = {r["endpoint"]: r for r in storage_endpoints.rows(conn)}
+    assert known[f"root://127.0.0.1:{port}"]["last_error"]
+
+    # due again, and in tovalidate for longer than give_up_after: failed for good
+    db.run(
+        lambda c: c.execute(
+            sa.update(panda_jobs)
+            .where(panda_jobs.c.id == job.pid)
+            .values(validate_after=None, state_changed_at=utcnow() - timedelta(days=3))
+        )
+    )
+    run_once(ctx)
+    row = job.row()
+    assert row.state == "failed" and row.error_code == 1137
+    assert "gave up" in job.report()["pilotErrorDiag"]
+
+
+def test_an_endpoint_switched_down_is_not_contacted_and_its_jobs_wait(
+    db: Database, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path)
+    job = Job(db, tmp_path, 1005)
+    entry = store(tmp_path / "se", "AOD.pool.root", b"ok")
+    job.heartbeat({"AOD.pool.root": entry})
+    db.run(lambda c: storage_endpoints.switch(c, "file://", up=False, reason="SE down", by="op"))
+    run_once(context(db, settings))
+    row = job.row()
+    assert row.state == "tovalidate" and "switched down" in row.validation_note
+    db.run(lambda c: storage_endpoints.switch(c, "file://", up=True, reason="back", by="op"))
+    db.run(
+        lambda c: c.execute(
+            sa.update(panda_jobs).where(panda_jobs.c.id == job.pid).values(validate_after=None)
+        )
+    )
+    run_once(context(db, settings))
+    assert job.row().state == "finished"
+
+
+def test_a_truepilot_job_is_done_with_its_logs_published_and_no_report(
+    db: Database, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path)
+    job = Job(db, tmp_path, 1006, queue="TRUE")
+    (job.output_dir / "1006.log").write_text("truepilot stdout\n")
+    run_once(context(db, settings))
+    row = job.row()
+    assert row.state == "done" and row.next_report_at is None and row.report is None
+    out = tmp_path / "web" / "2026-11-20" / "TRUE" / "1006.out"
+    assert out.read_text() == "truepilot stdout\n"
+
+
+def test_a_failed_ce_job_takes_the_pilots_error_report(db: Database, tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    job = Job(db, tmp_path, 1007, ce="donefailed")
+    job.heartbeat(None, state="failed", pilotErrorCode=1305, pilotErrorDiag="payload crashed")
+    run_once(context(db, settings))
+    row = job.row()
+    assert row.state == "failed" and row.error_code == 1305
+    report = job.report()
+    assert (report["pilotErrorCode"], report["pilotErrorDiag"]) == (1305, "payload crashed")
+    assert "ERROR: boom" in report["pilotLog"]
+
+
+def test_a_failed_ce_job_without_a_pilot_report_takes_the_ces_error(
+    db: Database, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path)
+    job = Job(db, tmp_path, 1008, ce="donefailed")
+    run_once(context(db, settings))
+    row = job.row()
+    assert row.state == "failed" and row.error_code == 9000
+    assert "LRMS error: (1) job failed" in job.report()["pilotErrorDiag"]
+    assert "exit code 1" in job.report()["pilotErrorDiag"]
+
+
+@pytest.mark.parametrize(
+    ("write", "words"),
+    [
+        (lambda d: None, ["no heartbeat.json"]),
+        (lambda d: (d / "heartbeat.json").write_text("{not json"), ["heartbeat.json", "JSON"]),
+        (lambda d: (d / "heartbeat.json").write_text("[1, 2]"), ["heartbeat.json"]),
+        (
+            lambda d: (d / "heartbeat.json").write_text(json.dumps({"state": "finished"})),
+            ["no output report"],
+        ),
+        (
+            lambda d: (d / "heartbeat.json").symlink_to("/etc/passwd"),
+            ["heartbeat.json"],
+        ),
+    ],
+)
+def test_a_missing_or_unusable_pilot_report_fails_the_job_with_a_clear_diagnosis(
+    db: Database, tmp_path: Path, write: Callable[[Path], Any], words: list[str]
+) -> None:
+    settings = make_settings(tmp_path)
+    good = Job(db, tmp_path, 1010)
+    good.heartbeat({"f": store(tmp_path / "se", "f", b"fine")})
+    bad = Job(db, tmp_path, 1009)
+    write(bad.output_dir)
+    run_once(context(db, settings))
+    assert good.row().state == "finished"  # one bad job does not stop the others
+    row = bad.row()
+    assert row.state == "failed" and row.error_code == 1187
+    diag = bad.report()["pilotErrorDiag"]
+    for word in words:
+        assert word.lower() in diag.lower()
+
+
+def test_each_decision_is_recorded_with_the_validator_as_actor(
+    db: Database, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path)
+    job = Job(db, tmp_path, 1011)
+    job.heartbeat({"f": store(tmp_path / "se", "f", b"x")})
+    run_once(context(db, settings))
+    with db.read() as conn:
+        last = conn.execute(
+            sa.select(history)
+            .where(history.c.layer == "panda", history.c.job_id == job.pid)
+            .order_by(history.c.id.desc())
+            .limit(1)
+        ).one()
+    assert (last.from_state, last.to_state, last.actor) == ("tovalidate", "finished", "validator")
+
+
+def test_heartbeat_less_jobs_get_the_final_report_as_job_report_json(
+    db: Database, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path)
+    job = Job(db, tmp_path, 1012)
+    access = tmp_path / "access" / "1012"
+    access.mkdir(parents=True)
+    db.run(
+        lambda c: c.execute(
+            sa.update(panda_jobs)
+            .where(panda_jobs.c.id == job.pid)
+            .values(heartbeat_less=True, access_point=str(access))
+        )
+    )
+    outputs = {"f": store(tmp_path / "se", "f", b"data")}
+    job.heartbeat(outputs)
+    run_once(context(db, settings))
+    propagate(daemon_context(db, settings, "propagator", options=PropagatorOptions()))
+    assert job.row().state == "done"
+    written = json.loads((access / "jobReport.json").read_text())
+    assert written["state"] == "finished" and json.loads(written["xml"]) == outputs
+    assert written["computingElement"] == "arc1"
