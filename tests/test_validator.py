@@ -8,6 +8,7 @@ import json
 import os
 import socket
 import stat
+import time
 import zlib
 from collections.abc import Callable
 from datetime import timedelta
@@ -16,22 +17,26 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.engine import URL
 
 from act.atlas import storage_endpoints
 from act.atlas.propagator import PropagatorOptions
 from act.atlas.propagator import run_once as propagate
 from act.atlas.reporting import report_fields
 from act.atlas.validation import ValidatorOptions
-from act.atlas.validator import run_once
+from act.atlas.validator import CRASH_POINT, run_once
 from act.common.config import Settings
 from act.common.daemon import Context
 from act.common.db import Database
+from act.common.faults import EXIT_CODE
 from act.common.schema import ce_jobs, panda_jobs
 from act.common.schema import transitions as history
 from act.common.states import Layer
 from act.common.timeutil import utcnow
 from tests.support.contexts import daemon_context
+from tests.support.dbs import url_text
 from tests.support.jobs import make_jobs
+from tests.support.procs import daemon_once, write_config
 
 CE = {"flavour": "arc", "endpoint": "arc1"}
 PREFIX = "https://logs.example.org/act"
@@ -362,3 +367,34 @@ def test_heartbeat_less_jobs_get_the_final_report_as_job_report_json(
     written = json.loads((access / "jobReport.json").read_text())
     assert written["state"] == "finished" and json.loads(written["xml"]) == outputs
     assert written["computingElement"] == "arc1"
+
+
+@pytest.mark.slow
+def test_a_validator_killed_after_publishing_decides_once_on_its_next_run(
+    db: Database, db_url: URL, tmp_path: Path
+) -> None:
+    """A real act-daemon process dies between publishing the logs and committing its decision;
+    the next run (after the dead one's lease) decides the job exactly once."""
+    settings = make_settings(tmp_path)
+    job = Job(db, tmp_path, 1013)
+    job.heartbeat({"f": store(tmp_path / "se", "f", b"payload")})
+    data = settings.model_dump(mode="json", include={"root", "weblogs", "storage", "queues"})
+    config = write_config(
+        tmp_path / "act.yaml",
+        {**data, "db": {"url": url_text(db_url)}, "daemons": {"validator": {"lease": 1}}},
+    )
+    crashed = daemon_once("validator", config, tmp_path, fault=CRASH_POINT)
+    assert crashed.returncode == EXIT_CODE, crashed.stderr
+    assert job.row().state == "tovalidate"
+    assert (tmp_path / "web" / "2026-11-20" / "NATIVE" / "1013.out").exists()
+    time.sleep(1.2)  # the dead process's lease expires
+    clean = daemon_once("validator", config, tmp_path)
+    assert clean.returncode == 0, clean.stderr
+    assert job.row().state == "finished"
+    with db.read() as conn:
+        moves = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(history)
+            .where(history.c.job_id == job.pid, history.c.from_state == "tovalidate")
+        ).scalar()
+    assert moves == 1

@@ -53,6 +53,7 @@ from act.atlas.translator import parse_spec
 from act.atlas.validation import Decision, ValidatorOptions, judge
 from act.common.claims import claim, release
 from act.common.daemon import Context, DaemonSpec
+from act.common.faults import maybe_crash
 from act.common.logs import job_log
 from act.common.schema import ce_jobs, panda_jobs
 from act.common.states import Actor, Layer
@@ -60,6 +61,8 @@ from act.common.timeutil import backoff, seconds, utcnow
 from act.common.transitions import transition
 
 CHECKER_KEY = "storage_checker"
+#: ``ACT_FAULT`` point: the logs are published, the decision not yet committed.
+CRASH_POINT = "validator:after-publish"
 #: Pilot log names tried for the web area's ``.out`` and the excerpt, after the pilot's stdout.
 PILOT_LOGS = ("pilotlog.txt", "stdout")
 
@@ -359,6 +362,7 @@ def _settle(ctx: Context, job: _Job, opts: ValidatorOptions) -> None:
         log.warning("validation put off %.0f s: %s", delay, decision.diag)
         return
     published = _publish(ctx, job)
+    maybe_crash(CRASH_POINT)
     target = decision.action
     if job.truepilot and job.ce_state == "done":
         target = "done"
