@@ -13,6 +13,7 @@ BUILTIN: dict[str, str] = {
     "panda_fetcher": "act.atlas.fetcher:DAEMON",
     "translator": "act.atlas.translator:DAEMON",
     "app_status": "act.atlas.app_status:DAEMON",
+    "weblogs": "act.atlas.weblog_cleaner:DAEMON",
     "poller": "act.engine.poller:DAEMON",
     "ce_fetcher": "act.engine.fetcher:DAEMON",
     "canceller": "act.engine.canceller:DAEMON",
