@@ -74,7 +74,12 @@ def relative_stem(
 ) -> PurePosixPath:
     """'<YYYY-MM-DD>/<queue>/<pandaid>': from log_url's last three path components when they are
     <date>/<queue>/<pandaid>.out for this queue and job (so the file lands where the URL points),
-    else from created_at's UTC date. ValueError for a queue name unusable as a directory."""
+    else from created_at's UTC date. ValueError for a queue name unusable as a directory.
+
+    Also ValueError for a PandaID that is not positive and a naive ``created_at`` (act's times
+    are aware UTC). A usable queue name: letters, digits and ``._@+-``, not starting with ``.``,
+    at most 200 characters.
+    """
     check_queue_name(queue)
     if pandaid <= 0:
         raise ValueError(f"PandaID {pandaid} is not positive")
