@@ -163,6 +163,19 @@ def test_condor_output_goes_to_the_day_directory_of_the_web_area(
         assert stat.S_IMODE(directory.stat().st_mode) == 0o755, directory
 
 
+def test_a_condor_queue_named_unusably_for_the_web_area_fails_its_jobs(
+    db: Database, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path)
+    settings.queues.serve["../CONDORQ"] = settings.queues.serve["CONDORQ"]
+    received(db, "../CONDORQ", make_job_spec(25))
+    run_once(context(db, settings))
+    job = panda_row(db, 25)
+    assert job.state == "failed" and ce_rows(db, 25) == []
+    assert "not usable as a directory name" in report_fields(job.report)["pilotErrorDiag"]
+    assert not (tmp_path / "weblogs").exists()
+
+
 def test_local_queue(db: Database, tmp_path: Path) -> None:
     received(db, "LOCALQ", make_job_spec(31))
     run_once(context(db, make_settings(tmp_path)))
