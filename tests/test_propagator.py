@@ -540,6 +540,32 @@ def test_heartbeat_less_jobs_get_a_report_file_and_no_call(
     assert (row(db, nowhere).state, row(db, nowhere).report_failures) == ("failed", 1)
 
 
+def test_jobs_with_a_log_url_send_it_as_pilot_id(
+    db: Database, server: CountingPandaTestServer, api: str
+) -> None:
+    url = "https://act.example.org/jobs/2026-03-01/TEST_QUEUE/{}.out"
+    (running,) = jobs_in(db, server, "running")
+    db.run(
+        lambda c: c.execute(
+            sa.update(panda_jobs)
+            .where(panda_jobs.c.panda_id == running)
+            .values(log_url=url.format(running))
+        )
+    )
+    own = with_report({"pilotID": "set-by-the-validator|x"})
+    (finished,) = jobs_in(db, server, "finished", log_url=url.format(0), report=own["report"])
+    (no_url,) = jobs_in(db, server, "running")
+
+    run_once(context(db, server, api=api))
+
+    sent_id = field(server.last_fields(running), "pilotID", "pilot_id")
+    assert sent_id == url.format(running) + "|Unknown|Unknown|Unknown|Unknown"
+    assert sent_id.split("|")[0] == url.format(running)  # what the monitor links
+    assert field(server.last_fields(finished), "pilotID", "pilot_id") == "set-by-the-validator|x"
+    assert field(server.last_fields(no_url), "pilotID", "pilot_id") is None
+    assert server.states(running) == ["running"] and server.final_state(finished) == "finished"
+
+
 # -- the daemon and the helpers -------------------------------------------------------------------
 
 

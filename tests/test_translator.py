@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -132,6 +133,47 @@ def test_condor_queue_matched_by_url_and_unconfigured_ce_warned_once(
         assert panda_row(db, pandaid).state == "queued"
     warnings = [r.getMessage() for r in caplog.records if "nowhere:9619" in r.getMessage()]
     assert len(warnings) == 1 and "CONDORQ" in warnings[0]
+
+
+def test_condor_output_goes_to_the_day_directory_of_the_web_area(
+    db: Database, tmp_path: Path
+) -> None:
+    received(db, "CONDORQ", make_job_spec(23), make_job_spec(24))
+    url = "https://act.example.org/jobs/2026-03-01/CONDORQ/23.out"
+    db.run(
+        lambda c: c.execute(
+            sa.update(panda_jobs).where(panda_jobs.c.panda_id == 23).values(log_url=url)
+        )
+    )
+    old = os.umask(0o077)  # the web area's modes do not depend on the umask
+    try:
+        run_once(context(db, make_settings(tmp_path)))
+    finally:
+        os.umask(old)
+    web = tmp_path / "weblogs"  # weblogs.dir not set: under the state root
+    day = web / "2026-03-01" / "CONDORQ"  # the date of the GTAG URL
+    (ce,) = ce_rows(db, 23)
+    assert f"output = {day / '23.out'}\n" in ce.description  # where GTAG points
+    assert f"error = {day / '23.err'}\n" in ce.description
+    assert f"log = {day / '23.log'}\n" in ce.description
+    created = f"{panda_row(db, 24).created_at:%Y-%m-%d}"  # no usable URL: the creation day
+    (other,) = ce_rows(db, 24)
+    assert f"output = {web / created / 'CONDORQ' / '24.out'}\n" in other.description
+    for directory in (web, web / "2026-03-01", day, web / created / "CONDORQ"):
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o755, directory
+
+
+def test_a_condor_queue_named_unusably_for_the_web_area_fails_its_jobs(
+    db: Database, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path)
+    settings.queues.serve["../CONDORQ"] = settings.queues.serve["CONDORQ"]
+    received(db, "../CONDORQ", make_job_spec(25))
+    run_once(context(db, settings))
+    job = panda_row(db, 25)
+    assert job.state == "failed" and ce_rows(db, 25) == []
+    assert "not usable as a directory name" in report_fields(job.report)["pilotErrorDiag"]
+    assert not (tmp_path / "weblogs").exists()
 
 
 def test_local_queue(db: Database, tmp_path: Path) -> None:

@@ -31,7 +31,10 @@ cancelled after ``badattemptnr`` or         nothing → ``donecancelled`` (PanDA
 
 The fields of ``panda_jobs.report`` (JSON, legacy camelCase: ``xml``, ``pilotErrorCode``,
 ``pilotErrorDiag``, ``startTime``, ...; built by other daemons, see :mod:`act.atlas.reporting`)
-are merged into every report, over ``siteName`` and ``schedulerID``.
+are merged into every report, over ``siteName``, ``schedulerID`` and, for a job with a
+``log_url`` (its pilot log in the web area, :mod:`act.atlas.weblogs`), ``pilotID`` =
+``<log_url>|Unknown|Unknown|Unknown|Unknown`` (aCT's format; the PanDA monitor's "pilot stdout"
+link is the part before the first ``|``).
 
 PanDA's answer per job:
 
@@ -159,6 +162,7 @@ class _Job:
     heartbeat_less: bool
     access_point: str | None
     ce: str | None = None  # the newest CE job's CE, for log lines
+    log_url: str | None = None  # GTAG: the pilot log's URL in the web area
 
 
 @dataclass
@@ -255,6 +259,7 @@ def _claim(conn: Connection, ctx: Context, limit: int) -> list[_Job]:
             t.c.report_failures,
             t.c.heartbeat_less,
             t.c.access_point,
+            t.c.log_url,
             latest_ce_endpoint().label("ce"),
         )
         .where(t.c.id.in_(ids))
@@ -274,6 +279,7 @@ def _claim(conn: Connection, ctx: Context, limit: int) -> list[_Job]:
             heartbeat_less=bool(row.heartbeat_less),
             access_point=row.access_point,
             ce=row.ce,
+            log_url=row.log_url,
         )
         for row in rows
     ]
@@ -301,12 +307,19 @@ def told(job: _Job) -> str:
 def report_of(job: _Job, opts: PropagatorOptions) -> dict[str, Any]:
     """The job's extra heartbeat fields (legacy camelCase); ValueError for a bad ``report``."""
     fields: dict[str, Any] = {"siteName": job.queue, "schedulerID": opts.scheduler_id}
+    if job.log_url:
+        fields["pilotID"] = pilot_id(job.log_url)
     if job.state == "cancelled" and job.panda_command == "tobekilled":
         fields.update(pilotErrorCode=opts.kill_error_code, pilotErrorDiag=opts.kill_error_diag)
     elif job.state == "cancelled":
         fields.update(pilotErrorCode=opts.cancel_error_code, pilotErrorDiag=opts.cancel_error_diag)
     fields.update(report_fields(job.report))
     return fields
+
+
+def pilot_id(log_url: str) -> str:
+    """aCT's ``pilotID``: the monitor links the part before the first ``|`` as "pilot stdout"."""
+    return f"{log_url}|Unknown|Unknown|Unknown|Unknown"
 
 
 # -- jobs that get no PanDA call -------------------------------------------------------------------

@@ -11,7 +11,10 @@ and for each:
 3. writes the description for the engine CE's back end (``arc``: xRSL, ``condor``: HTCondor
    submit description, ``local``: the local back end's JSON) and its files into
    ``<root>/jobs/<pandaid>/input/`` (files 0644, directory 0755). One CE job goes to every
-   candidate CE whose description is identical (same back end, same text);
+   candidate CE whose description is identical (same back end, same text). A ``condor`` job's
+   stdout, stderr and event log go to its day directory in the web area
+   (``<web root>/<date>/<queue>/<pandaid>.out|.err|.log``, :mod:`act.atlas.weblogs`; made here,
+   0755), so the GTAG link works as soon as HTCondor writes the file;
 4. creates the ``ce_jobs`` row (``tosubmit``, candidates, ``attempts_left = engine.attempts``)
    and moves the PanDA job to ``queued`` in the same transaction, its report due now.
 
@@ -34,7 +37,7 @@ import sqlalchemy as sa
 from pydantic import Field
 from sqlalchemy.engine import Connection
 
-from act.atlas import events
+from act.atlas import events, weblogs
 from act.atlas.panda_errors import PandaError
 from act.atlas.queues import Queue, QueueCE
 from act.atlas.reporting import due_now, with_report
@@ -164,6 +167,19 @@ def _translate(
             )
     if not matched:
         return fail(f"queue.ces: none of queue {queue.name}'s CEs is configured in engine.ces")
+    web_dir: Path | None = None
+    if any(ce.backend == "condor" for _, _, ce in matched):
+        try:
+            stem = weblogs.relative_stem(
+                log_url=row.log_url, queue=queue.name, pandaid=pandaid, created_at=row.created_at
+            )
+        except ValueError as error:
+            return fail(f"queue: {error}")
+        try:
+            web_dir = weblogs.day_dir(ctx.settings, stem)
+        except OSError as error:
+            log.error("the web area is not usable, will try again: %s", error)
+            return None
     input_dir = Path(ctx.settings.root) / "jobs" / str(pandaid) / "input"
     job = JobInput(
         pandaid=pandaid,
@@ -178,7 +194,7 @@ def _translate(
     first: Translation | None = None
     try:
         for name, qce, ce in matched:
-            translation = describe(job, qce, ce, input_dir=input_dir)
+            translation = describe(job, qce, ce, input_dir=input_dir, web_dir=web_dir)
             key = (ce.backend, translation.description)
             groups.setdefault(key, []).append(name)
             first = first or translation
@@ -233,12 +249,19 @@ def match_ces(
     return found
 
 
-def describe(job: JobInput, qce: QueueCE, ce: CESettings, *, input_dir: Path) -> Translation:
-    """The description for the engine CE's back end."""
+def describe(
+    job: JobInput, qce: QueueCE, ce: CESettings, *, input_dir: Path, web_dir: Path | None = None
+) -> Translation:
+    """The description for the engine CE's back end.
+
+    ``web_dir``: the job's day directory in the web area (``<web root>/<date>/<queue>``), where
+    HTCondor writes the pilot's stdout as ``<pandaid>.out`` (the GTAG file), its stderr as
+    ``.err`` and the job's event log as ``.log``; without it they go to ``input_dir``.
+    """
     if ce.backend == "local":
         return to_local(job, input_dir=input_dir)
     if ce.backend == "condor":
-        return to_condor(job, qce, input_dir=input_dir, web_dir=None)
+        return to_condor(job, qce, input_dir=input_dir, web_dir=web_dir)
     if ce.backend == "arc":
         return to_xrsl(job, qce, input_dir=input_dir)
     raise TranslationError(job.pandaid, "engine.ces.backend", f"{ce.backend}: no translator")

@@ -78,6 +78,7 @@ class _Job:
     log_url: str | None
     deferrals: int
     ce: str | None
+    backend: str | None
     ce_job_id: str | None
     ce_state: str | None
     output_dir: Path | None
@@ -148,6 +149,7 @@ def _claim(conn: Connection, ctx: Context) -> list[_Job]:
             t.c.log_url,
             t.c.validation_deferrals,
             c.c.ce_endpoint,
+            c.c.backend,
             c.c.ce_job_id,
             c.c.state.label("ce_state"),
             c.c.output_dir,
@@ -178,6 +180,7 @@ def _claim(conn: Connection, ctx: Context) -> list[_Job]:
                 log_url=row.log_url,
                 deferrals=row.validation_deferrals,
                 ce=row.ce_endpoint,
+                backend=row.backend,
                 ce_job_id=row.ce_job_id,
                 ce_state=row.ce_state,
                 output_dir=Path(row.output_dir) if row.output_dir else None,
@@ -304,7 +307,9 @@ def _publish(ctx: Context, job: _Job) -> bool:
             created_at=job.created_at,
             output_dir=job.output_dir if job.output_dir and job.output_dir.is_dir() else None,
             stdout_names=_stdout_names(job),
-            diagnostics=job.error_text,
+            # HTCondor writes the job's own .out/.err/.log into the web area at submission
+            # (its user log is the .log): nothing of ours may replace it.
+            diagnostics=None if job.backend == "condor" else job.error_text,
         )
     except (OSError, ValueError) as error:
         log.warning("logs not published to the web area: %s", error)

@@ -18,6 +18,10 @@ the model of its ``options``. :func:`run_daemon` owns everything else:
   engine's back ends) is closed (:func:`close_cache`).
 
 Supervised by actd, a daemon also stops when its supervisor has gone away.
+
+``act-daemon`` (and actd, whose children inherit it) run with umask :data:`PROCESS_UMASK`
+(027): what act creates under its root (the database, logs, spool, CE job files) is not
+world-readable. The web area (:mod:`act.atlas.weblogs`) sets its modes explicitly.
 """
 
 from __future__ import annotations
@@ -58,6 +62,8 @@ from act.common.states import Layer
 from act.common.timeutil import backoff, utcnow
 
 ENV_SUPERVISOR_PID = "ACT_SUPERVISOR_PID"
+#: The umask of act's processes: nothing they create is readable by other users unless made so.
+PROCESS_UMASK = 0o027
 
 
 class NoOptions(Section):
@@ -308,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--once", action="store_true", help="run one cycle, then stop")
     parser.add_argument("--log-file", type=Path, help="log here instead of stderr")
     args = parser.parse_args(argv)
+    os.umask(PROCESS_UMASK)
 
     try:
         if args.snapshot:

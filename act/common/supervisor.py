@@ -12,6 +12,7 @@
   the log and everything keeps running on the old settings. A valid one is applied: daemons
   added or removed, instance counts changed, and the processes of a daemon whose settings (or
   the shared db/logging/liveness settings) changed are restarted one by one as they stop.
+* actd and its daemons run with umask 027 (:data:`act.common.daemon.PROCESS_UMASK`).
 * With ``NOTIFY_SOCKET`` set it speaks the systemd notify protocol: READY once the daemons are
   started, RELOADING/READY around a reload, STOPPING, STATUS lines, and WATCHDOG pings from the
   main loop at half of ``WATCHDOG_USEC``.
@@ -40,7 +41,7 @@ from typing import IO
 from act import __version__
 from act.common import exitcodes, migrate
 from act.common.config import ConfigError, DaemonSettings, Settings, load_settings
-from act.common.daemon import ENV_SUPERVISOR_PID
+from act.common.daemon import ENV_SUPERVISOR_PID, PROCESS_UMASK
 from act.common.db import Database, DatabaseError
 from act.common.logs import setup as setup_logging
 from act.common.sdnotify import Notifier
@@ -404,6 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="config file (default: $ACT_CONFIG, /etc/act/act.yaml)")
     parser.add_argument("--version", action="version", version=f"actd {__version__}")
     args = parser.parse_args(argv)
+    os.umask(PROCESS_UMASK)  # inherited by the daemons: nothing act makes is world-readable
     try:
         settings = load_settings(args.config)
     except ConfigError as error:
