@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import re
 import subprocess
 import sys
 import threading
@@ -37,39 +36,28 @@ from act.atlas.panda_settings import PandaServerSettings
 from act.atlas.panda_testserver import TestCA
 from act.atlas.propagator import PropagatorOptions
 from act.atlas.reporting import due_now, with_report
-from act.common.config import Settings
 from act.common.daemon import Context
 from act.common.db import Database
 from act.common.registry import resolve
 from act.common.schema import ce_jobs, panda_jobs, transitions
 from act.common.states import Actor, Layer
-from act.common.transitions import create_jobs, transition
-from act.engine.runtime import pool
+from act.common.transitions import create_jobs
+from tests.support.bridge import (
+    LOCAL_CE,
+    NODE,
+    SLEEPING_PILOT,
+    api_log_updates,
+    bridge_config,
+    panda_settings,
+)
 from tests.support.dbs import url_text
-from tests.support.follow import context
 from tests.support.panda_real import PandaServer
 from tests.support.procs import REPO, env, wait_for, write_config
 
 pytestmark = pytest.mark.panda
 
-NODE = "act-integration.test"
-LOCAL_CE = "local1"
-
 
 # -- settings and helpers ------------------------------------------------------------------------
-
-
-def panda_settings(server: PandaServer, **values: Any) -> PandaServerSettings:
-    """act's ``panda:`` section for the real server: its CA, the pilot proxy as production."""
-    data: dict[str, Any] = {
-        "url": server.url,
-        "ca": str(server.ca),
-        "backoff": 0.0,
-        "retries": 0,
-        "roles": {"production": {"proxy": str(server.pilot_proxy)}},
-    }
-    data.update(values)
-    return PandaServerSettings.model_validate(data)
 
 
 def client_for(settings: PandaServerSettings) -> PandaClient:
@@ -92,13 +80,6 @@ def private_copy(path: Path, *parts: Path) -> Path:
 def acquire(panda: PandaClient, queue: str, n: int) -> list[int]:
     jobs = panda.acquire_jobs(queue=queue, prod_source_label="managed", n_jobs=n, node=NODE)
     return [job.pandaid for job in jobs]
-
-
-def api_log_updates(server: PandaServer, pandaid: int) -> list[str]:
-    """The state of every update of ``pandaid`` the server received, in order, from its own
-    record of the calls (``panda-api_pilot.log``: one line per job of a bulk call)."""
-    log = server.home / "log" / "panda-api_pilot.log"
-    return re.findall(rf"update_job\({pandaid}, (\w+),", log.read_text())
 
 
 # -- the client ---------------------------------------------------------------------------------
@@ -309,114 +290,6 @@ def test_event_ranges_of_a_job_that_is_not_event_service(
 
 
 # -- the daemons ----------------------------------------------------------------------------------
-
-FINISHING_PILOT = """#!/bin/sh
-# a stand-in pilot: returns the job spec as its heartbeat and its arguments as the log file
-cp pandaJobData.out heartbeat.json
-echo "$@" > "$(sed -n 's/.*"logFile": "\\([^"]*\\)".*/\\1/p' pandaJobData.out)"
-"""
-SLEEPING_PILOT = "#!/bin/sh\nexec sleep 300\n"
-
-
-def bridge_config(
-    tmp_path: Path,
-    server: PandaServer,
-    queue: str,
-    *,
-    pilot: str = FINISHING_PILOT,
-    truepilot: bool = False,
-) -> dict[str, Any]:
-    """act's configuration serving ``queue`` of the real server with one local CE (native
-    jobs unless ``truepilot``)."""
-    wrapper = tmp_path / "pilot.sh"
-    wrapper.write_text(pilot)
-    wrapper.chmod(0o755)
-    return {
-        "root": str(tmp_path / "root"),
-        "panda": panda_settings(server).model_dump(mode="json", exclude_defaults=True),
-        "queues": {
-            "serve": {
-                queue: {
-                    "ces": [{"flavour": "arc", "endpoint": LOCAL_CE}],
-                    "pilot_wrapper": str(wrapper),
-                    "truepilot": truepilot,
-                    "jobs_per_cycle": 10,
-                }
-            }
-        },
-        "engine": {
-            "ces": {LOCAL_CE: {"backend": "local", "options": {"slots": 2}, "min_spacing": 0}},
-            "poll": {"submitted": 0.2, "running": 0.2, "finishing": 0.2, "cancelling": 0.2},
-        },
-    }
-
-
-class Bridge:
-    """act's daemons on one database, each called once per ``run(name)`` as ``--once`` would."""
-
-    def __init__(self, db: Database, config: dict[str, Any]) -> None:
-        self.db = db
-        self.settings = Settings.model_validate(config)
-        self.contexts: dict[str, Context] = {}
-
-    def ctx(self, name: str) -> Context:
-        if name not in self.contexts:
-            options = {"node": NODE} if name == "panda_fetcher" else {}
-            base = context(self.db, self.settings, name)
-            self.contexts[name] = dataclasses.replace(
-                base, options=resolve(name).options.model_validate(options)
-            )
-        return self.contexts[name]
-
-    def run(self, *names: str) -> None:
-        for name in names:
-            resolve(name).run_once(self.ctx(name))
-
-    def follow_ce(self) -> None:
-        """One round of the engine daemons, every CE job due for a poll now."""
-        self.db.run(lambda c: c.execute(sa.update(ce_jobs).values(next_check_at=None)))
-        self.run("poller", "ce_fetcher", "canceller", "app_status")
-
-    def close(self) -> None:
-        for ctx in self.contexts.values():
-            pool(ctx).close()
-
-    def job(self, pandaid: int) -> Any:
-        with self.db.read() as conn:
-            return conn.execute(sa.select(panda_jobs).where(panda_jobs.c.panda_id == pandaid)).one()
-
-    def ce_states(self, pandaid: int) -> list[str]:
-        with self.db.read() as conn:
-            return list(
-                conn.execute(
-                    sa.select(ce_jobs.c.state)
-                    .where(ce_jobs.c.pandaid == pandaid)
-                    .order_by(ce_jobs.c.id)
-                ).scalars()
-            )
-
-    def move(self, pandaid: int, to_state: str, actor: Actor, values: dict[str, Any]) -> None:
-        """What another daemon (validator, translator...) would do: one PanDA-layer edge."""
-        job = self.job(pandaid)
-        moved = self.db.run(
-            lambda conn: transition(
-                conn, Layer.PANDA, [job.id], job.state, to_state, actor=actor, values=values
-            )
-        )
-        assert moved == [job.id]
-
-
-@pytest.fixture
-def bridge_for(db: Database) -> Iterator[Any]:
-    made: list[Bridge] = []
-
-    def make(config: dict[str, Any]) -> Bridge:
-        made.append(Bridge(db, config))
-        return made[-1]
-
-    yield make
-    for bridge in made:
-        bridge.close()
 
 
 def test_the_fetcher_stores_the_seeded_jobs(
