@@ -86,6 +86,7 @@ class CondorOptions(Section):
     history_match: int = Field(1000, ge=1, le=100000)  # ads one history call returns at most
     refresh_seconds: float = Field(60.0, gt=0)  # how often the gridmanager updates states
     unavailable_after: float = Field(1800.0, gt=0)  # idle with the CE unreachable: FAILED
+    max_holds: int = Field(3, ge=1)  # a job held more often than this is not released again
     can_restart: bool = True  # held jobs may be released (engine.resubmit "restart")
 
 
@@ -118,6 +119,7 @@ PROJECTION = [
     "HoldReason",
     "HoldReasonCode",
     "HoldReasonSubCode",
+    "NumHolds",
     "RemoveReason",
     "GridJobStatus",
     "GridJobId",
@@ -329,7 +331,7 @@ class CondorBackend:
 
     def status(self, ce: CE, ce_job_ids: Sequence[str]) -> dict[str, JobStatus | None]:
         ads = self._lookup(ce, ce_job_ids)
-        unavailable_after = self.options(ce).unavailable_after
+        opts = self.options(ce)
         out: dict[str, JobStatus | None] = {}
         for job_id in dict.fromkeys(ce_job_ids):
             if not _JOB_ID.fullmatch(job_id):
@@ -340,7 +342,13 @@ class CondorBackend:
                 out[job_id] = None
                 continue
             try:
-                out[job_id] = job_status(job_id, ad, now=self.clock(), stale=unavailable_after)
+                out[job_id] = job_status(
+                    job_id,
+                    ad,
+                    now=self.clock(),
+                    stale=opts.unavailable_after,
+                    max_holds=opts.max_holds,
+                )
             except ValueError as error:
                 self.log.warning("ce=%s: job %s: %s", ce.name, job_id, error)
         return out
@@ -574,7 +582,9 @@ def hold_error(ad: Any) -> str:
     return f"held: {reason} (code {code if code is not None else '?'}, subcode {subcode or 0})"
 
 
-def job_status(job_id: str, ad: Any, *, now: datetime, stale: float) -> JobStatus:
+def job_status(
+    job_id: str, ad: Any, *, now: datetime, stale: float, max_holds: int = 3
+) -> JobStatus:
     """A job's status from its ad (queue or history); ValueError if the ad makes no sense."""
     code = _int(_value(ad, "JobStatus"))
     if code not in STATUS_NAMES:
@@ -607,7 +617,7 @@ def job_status(job_id: str, ad: Any, *, now: datetime, stale: float) -> JobStatu
         errors = (f"removed: {reason}",) if reason else ()
     elif code == HELD:
         state = CEState.FAILED
-        restartable = True
+        restartable = (_int(_value(ad, "NumHolds")) or 1) <= max_holds
         errors = (hold_error(ad),)
     else:  # COMPLETED
         signal = _int(_value(ad, "ExitSignal")) if _value(ad, "ExitBySignal") is True else None
