@@ -73,8 +73,8 @@ def prepare(
         qargs = submit.getQArgs().strip()
     except Exception as error:  # the bindings raise several kinds for a bad text
         raise DescriptionError(f"not a valid submit description: {error}") from None
-    if qargs not in ("", "1"):
-        raise DescriptionError(f"one job per description: queue {qargs!r} is not")
+    if qargs not in ("", "1") or _after_queue(description):
+        raise DescriptionError(f"one job per description: queue {qargs!r} ... is not")
     lower = {key.lower(): key for key in keys}
     for owned in OWNED:
         if owned in lower:
@@ -97,6 +97,20 @@ def prepare(
         if "\n" in value or "\r" in value:
             raise DescriptionError(f"{key}: a value holds a line break")
     return keys
+
+
+_QUEUE = re.compile(r"(?i)\s*queue\b")
+
+
+def _after_queue(description: str) -> bool:
+    """Whether anything but blanks and comments follows the first queue statement (the
+    bindings ignore it silently: a second queue statement would be lost)."""
+    lines = description.splitlines()
+    for n, line in enumerate(lines):
+        if _QUEUE.match(line):
+            rest = [x.strip() for x in lines[n + 1 :]]
+            return any(x and not x.startswith("#") for x in rest)
+    return False
 
 
 def _combinable(keys: dict[str, str]) -> bool:
