@@ -58,12 +58,18 @@ class Bench:
     tmp_path: Path
 
 
-def install_fake(monkeypatch: pytest.MonkeyPatch, fake: FakeSchedd | None = None) -> FakeSchedd:
-    """Make every CondorBackend of this test use ``fake`` as its schedd."""
+def install_fake(
+    monkeypatch: pytest.MonkeyPatch,
+    fake: FakeSchedd | None = None,
+    others: dict[str, FakeSchedd] | None = None,
+) -> FakeSchedd:
+    """Make every CondorBackend of this test use ``fake`` as its schedd, or ``others[name]`` for
+    a CE whose ``options.schedd`` is ``name``."""
     fake = fake or FakeSchedd()
+    named = others or {}
 
     def opener(options: CondorOptions) -> ScheddLike:
-        return fake
+        return named.get(options.schedd or "", fake)
 
     monkeypatch.setattr(condor_backend.schedd_access, "open_schedd", opener)
     return fake
