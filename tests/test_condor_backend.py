@@ -20,7 +20,7 @@ import pytest
 from act.condor.backend import CondorOptions, ids_constraint, job_status, tokens_constraint
 from act.condor.fake_schedd import FakeSchedd
 from act.condor.schedd import ScheddUnavailable, open_schedd
-from act.condor.submission import combine, prepare
+from act.condor.submission import combine, env_names, prepare
 from act.engine.backend import CEState, CEUnavailable, SubmitRequest
 from tests.support.condor import Bench, bench, descriptions, make_ce, sh
 
@@ -84,7 +84,9 @@ def test_a_batch_is_one_transaction_and_each_job_keeps_its_description(
     fake_bench: Bench, flavour: str
 ) -> None:
     fake = _fake(fake_bench)
-    pairs = descriptions(flavour)
+    # The same environment variable names (see test_only_jobs_with_the_same_environment_...).
+    pairs = [(pandaid, text) for pandaid, text in descriptions(flavour) if "HARVESTER" not in text]
+    assert len(pairs) > 1
     requests = _requests(pairs)
     results = fake_bench.backend.submit(fake_bench.ce, requests)
     assert [r.ce_job_id for r in results] == [f"1.{n}" for n in range(len(pairs))]
@@ -118,12 +120,35 @@ def test_every_produced_description_parses_with_the_real_submit(tmp_path: Path) 
         for n, (_, text) in enumerate(descriptions("condor") + descriptions("arc"))
     ]
     batches = combine(prepared)
-    assert len(batches) == 2  # one per CE flavour (their key sets differ)
+    # Per CE flavour (their key sets differ), one cluster with and one without HARVESTER_*.
+    assert sorted(len(b.indices) for b in batches) == [1, 1, 3, 3]
     for batch in batches:
         submit = htcondor2.Submit(batch.text)
         assert submit["universe"] == "grid"
         assert submit["scitokens_file"] == "/tmp/bt" and submit["x509userproxy"] == "/tmp/x509up"
-        assert len(batch.items) == len(batch.indices) > 1
+        assert len(batch.items) == (len(batch.indices) if len(batch.indices) > 1 else 0)
+
+
+def test_only_jobs_with_the_same_environment_names_share_a_cluster() -> None:
+    """HTCondor merges ``environment`` from one proc into the next (tests/test_condor_classad)."""
+
+    def keys(environment: str) -> dict[str, str]:
+        return {"universe": "grid", "environment": environment}
+
+    batches = combine(
+        [
+            keys("\"A=1 B='x y'\""),
+            keys('"B=2 A=3"'),
+            keys('"A=1"'),
+            keys("A=1;B=2"),  # old syntax: only with the very same value
+            keys("A=1;B=2"),
+            keys("A=1;B=3"),
+            keys('"A=\'unbalanced"'),
+        ]
+    )
+    assert sorted(b.indices for b in batches) == [(0, 1), (2,), (3, 4), (5,), (6,)]
+    assert env_names("\"A=1 B='x y' C=it''s D\"") == ("A", "B", "C", "D")
+    assert env_names("A=1;B=2") is None
 
 
 def test_proxy_and_token_file_are_added_when_the_description_names_none(

@@ -11,6 +11,8 @@ test moves them (:meth:`FakeSchedd.idle`, :meth:`running`, :meth:`hold`, :meth:`
 schedd would.
 :meth:`FakeSchedd.fail` makes every call raise ``HTCondorException``, as an unreachable schedd;
 ``refuse[token] = message`` makes a submission holding that job fail as a whole (nothing made).
+Not modelled: HTCondor's merging of ``environment`` across the procs of a cluster (checked with
+HTCondor itself in tests/test_condor_classad.py), file transfer, the grid manager.
 """
 
 from __future__ import annotations

@@ -10,6 +10,10 @@ description gives (``output``, ``error``, ``log`` in the web area) are never rew
 transaction (one cluster): keys equal in every description are written once, keys that differ
 become ``key = $(ActItemN)`` with the values as ``itemdata``. A description that cannot be
 combined safely (a ``$`` that would be re-expanded, the item separator) is submitted alone.
+HTCondor *merges* ``environment`` from one proc of a cluster into the next (a variable of proc 0
+that proc 1 does not set is inherited: seen with htcondor 24's ``Submit.jobs``), so only jobs
+setting the same environment variable names share a cluster (each proc then overrides them all);
+an environment that cannot be parsed shares a cluster only with the very same value.
 """
 
 from __future__ import annotations
@@ -117,17 +121,53 @@ def _combinable(keys: dict[str, str]) -> bool:
     return not any(c in value for value in keys.values() for c in _UNSAFE_ITEM)
 
 
+def env_names(value: str) -> tuple[str, ...] | None:
+    """The variable names of a new-syntax ``environment`` value (``"A=1 B='x y'"``), or None
+    when it is not one (old syntax, unbalanced quotes)."""
+    text = value.strip()
+    if len(text) < 2 or text[0] != '"' or text[-1] != '"':
+        return None
+    inner, words, word, quoted, i = text[1:-1], [], "", False, 0
+    while i < len(inner):
+        c = inner[i]
+        if c == "'" and quoted and inner[i + 1 : i + 2] == "'":
+            word, i = word + "'", i + 2
+            continue
+        if c == "'":
+            quoted = not quoted
+        elif c in " \t" and not quoted:
+            if word:
+                words.append(word)
+            word = ""
+        else:
+            word += c
+        i += 1
+    if quoted:
+        return None
+    if word:
+        words.append(word)
+    return tuple(sorted({w.split("=", 1)[0] for w in words}))
+
+
+def _cluster_key(keys: dict[str, str]) -> tuple[object, ...]:
+    """Jobs with the same cluster key may share one cluster (see the module docstring)."""
+    environment = next((v for k, v in keys.items() if k.lower() == "environment"), None)
+    names = env_names(environment) if environment is not None else ()
+    return (tuple(keys), names if names is not None else ("=", environment))
+
+
 def combine(prepared: Sequence[dict[str, str]]) -> list[Batch]:
     """The submit calls for ``prepared`` (the key sets of one CE's batch)."""
-    groups: dict[tuple[str, ...], list[int]] = {}
+    groups: dict[tuple[object, ...], list[int]] = {}
     alone: list[int] = []
     for index, keys in enumerate(prepared):
         if _combinable(keys):
-            groups.setdefault(tuple(keys), []).append(index)
+            groups.setdefault(_cluster_key(keys), []).append(index)
         else:
             alone.append(index)
     batches: list[Batch] = []
-    for order, indices in groups.items():
+    for indices in groups.values():
+        order = list(prepared[indices[0]])
         if len(indices) == 1:
             alone.append(indices[0])
             continue
