@@ -364,6 +364,7 @@ def test_constraints_are_real_classad_expressions() -> None:
     assert classad2.ExprTree(ids_constraint(["12.5"])).eval(ad) is False
     assert classad2.ExprTree(tokens_constraint(["x", "abc"])).eval(ad) is True
     assert tokens_constraint(['a" || true || "']) == "False"  # never quoted into a constraint
+    assert tokens_constraint(["..", "."]) == "False"  # nor made a directory
     assert ids_constraint(["1.0) || (true"]) == "False"
 
 

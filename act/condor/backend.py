@@ -246,8 +246,11 @@ class CondorBackend:
         schedd = self.schedd(ce)
         for batch in combine(prepared):
             members = [jobs[positions[k]] for k in batch.indices]
-            for job in members:
-                (base / job.token).mkdir(parents=True, mode=0o750, exist_ok=True)
+            try:
+                for job in members:
+                    (base / job.token).mkdir(parents=True, mode=0o750, exist_ok=True)
+            except OSError as error:
+                raise CEUnavailable(ce.name, f"cannot make the initialdir: {error}") from None
             try:
                 result = self._call(ce, "submit", partial(_submit_call, schedd, batch))
             except CEUnavailable as error:

@@ -22,8 +22,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-#: Request tokens the back end puts into ClassAd constraints: nothing to quote.
-TOKEN = re.compile(r"[A-Za-z0-9._-]{1,64}")
+#: Request tokens the back end puts into ClassAd constraints and directory names: nothing to
+#: quote, never "." or "..".
+TOKEN = re.compile(r"(?!\.+$)[A-Za-z0-9._-]{1,64}")
 #: Keys the back end sets itself (lower case: submit keys are case-insensitive).
 OWNED = ("initialdir", "iwd", "my.acttoken", "my.actce")
 ITEM = "ActItem"
