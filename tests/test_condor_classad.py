@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,10 @@ HOST = "ce01.example.org"
 
 @pytest.fixture(scope="module")
 def python24() -> str:
-    done = subprocess.run([str(ENSURE)], capture_output=True, text=True, check=False, timeout=900)
+    env = {**os.environ, "PYTHON": sys.executable}  # the venv is made from the same python
+    done = subprocess.run(
+        [str(ENSURE)], capture_output=True, text=True, check=False, timeout=900, env=env
+    )
     assert done.returncode == 0, f"ensure-htcondor24 failed:\n{done.stderr}"
     return done.stdout.strip().splitlines()[-1]
 
