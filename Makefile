@@ -33,6 +33,7 @@ run: venv
 test: venv-test
 	tests/harness/ensure-databases
 	tests/harness/ensure-arc-python
+	PYTHON=$(BIN)/python tests/harness/ensure-htcondor24 >/dev/null
 	tests/harness/ensure-panda
 	tests/harness/arc-ce status >/dev/null || tests/harness/arc-ce start >/dev/null
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

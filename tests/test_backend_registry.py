@@ -14,14 +14,24 @@ from act.engine.backend import BackendNotAvailable, make_backend
 LOG = logging.getLogger("act.test")
 
 
-def test_a_backend_whose_module_is_missing_is_named_as_not_available(tmp_path: Path) -> None:
-    # act.condor.backend is not written yet; the name is known (engine.ces.*.backend: condor).
+def test_a_backend_whose_module_is_missing_is_named_as_not_available(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A name act knows (engine.ces.*.backend) whose module is not in this installation.
+    monkeypatch.setitem(backend_module.BACKENDS, "ghost", "act.ghost.backend:GhostBackend")
     with pytest.raises(BackendNotAvailable) as raised:
-        make_backend("condor", settings=Settings(root=str(tmp_path)), db=None, log=LOG)
+        make_backend("ghost", settings=Settings(root=str(tmp_path)), db=None, log=LOG)
     message = str(raised.value)
-    assert "'condor'" in message and "not available" in message
-    assert "act.condor.backend" in message
+    assert "'ghost'" in message and "not available" in message
+    assert "act.ghost.backend" in message
     assert isinstance(raised.value, LookupError)
+
+
+def test_the_condor_backend_is_registered(tmp_path: Path) -> None:
+    from act.condor.backend import CondorBackend
+
+    made = make_backend("condor", settings=Settings(root=str(tmp_path)), db=None, log=LOG)
+    assert isinstance(made, CondorBackend)
 
 
 def test_a_missing_dependency_of_the_backend_is_named(

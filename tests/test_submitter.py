@@ -26,7 +26,7 @@ from act.common.schema import transitions as history
 from act.common.states import Actor, Layer
 from act.common.timeutil import utcnow
 from act.common.transitions import create_jobs, transition
-from act.engine.backend import CE, SubmitRequest
+from act.engine.backend import BACKENDS, CE, SubmitRequest
 from act.engine.settings import CESettings
 from act.engine.submitter import DAEMON
 from tests.support.scripted_backend import Script, ScriptedBackend
@@ -474,10 +474,17 @@ def test_concurrent_submitters_keep_the_spacing_of_one_ce(
 
 
 def test_a_ce_whose_back_end_is_not_available_gets_no_jobs_and_blocks_no_other(
-    db: Database, db_url: URL, tmp_path: Path, script: Script, caplog: pytest.LogCaptureFixture
+    db: Database,
+    db_url: URL,
+    tmp_path: Path,
+    script: Script,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # act.condor.backend is not written yet: ce0 cannot be used, ce1 (after it) still can.
-    settings = make_settings(db_url, tmp_path, {"ce0": {"backend": "condor"}, "ce1": {}})
+    # A back end act knows by name whose module is missing here: ce0 cannot be used, ce1 (after
+    # it) still can.
+    monkeypatch.setitem(BACKENDS, "ghost", "act.ghost.backend:GhostBackend")
+    settings = make_settings(db_url, tmp_path, {"ce0": {"backend": "ghost"}, "ce1": {}})
     ids = add_jobs(db, 3, "ce0 ce1")
     with caplog.at_level(logging.INFO, logger="act"):
         run(db, settings)
@@ -490,6 +497,6 @@ def test_a_ce_whose_back_end_is_not_available_gets_no_jobs_and_blocks_no_other(
     assert jobs(db)[only_ce0[0]]["state"] == "tosubmit"
     assert jobs(db)[only_ce0[0]]["lease_owner"] is None  # handed back, not held until the lease
     assert any(
-        "stay tosubmit" in r.getMessage() and "'condor' is not available" in r.getMessage()
+        "stay tosubmit" in r.getMessage() and "'ghost' is not available" in r.getMessage()
         for r in caplog.records
     )

@@ -74,6 +74,16 @@ def _default_resubmit() -> list[ResubmitRule]:
             pattern=r"(?i)node (failure|fail)|job was lost|lost heartbeat", action="resubmit"
         ),
         ResubmitRule(pattern=r"(?i)LRMS error: \((-1|271|143)\)", action="resubmit"),
+        # HTCondor (act.condor): a held job's error is "held: <HoldReason> (code N, subcode M)".
+        # Input/output transfer failures (codes 12, 13) and the grid manager's connection
+        # troubles (code 0) are transient: release the job; a CE unreachable for long: elsewhere.
+        ResubmitRule(pattern=r"^held: .*\(code (12|13), subcode", action="restart"),
+        ResubmitRule(
+            pattern=r"(?i)^held: .*(connect|timed? ?out|temporar|unavailable|refused).*"
+            r"\(code 0, subcode",
+            action="restart",
+        ),
+        ResubmitRule(pattern=r"^grid resource unavailable since ", action="resubmit"),
     ]
 
 
