@@ -13,7 +13,12 @@ REPO = Path(__file__).resolve().parent.parent
 
 # panda_server, panda_queue: the real PanDA server of tests/harness/panda-server
 # script: the scripted CE back end (a test double), tests/support/scripted_fixture.py
-pytest_plugins = ["tests.support.panda_real", "tests.support.scripted_fixture"]
+# xrootd_server: the real XRootD storage element of tests/harness/xrootd-server
+pytest_plugins = [
+    "tests.support.panda_real",
+    "tests.support.scripted_fixture",
+    "tests.support.xrootd_real",
+]
 
 
 def _fresh(backend: str, tmp_path: Path, migrated: bool) -> Iterator[URL]:
