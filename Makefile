@@ -1,7 +1,7 @@
 # The two commands of the README, and the checks CI runs.
 #   make run    set up act in .venv and run it on the embedded default (SQLite, ~/.local/state/act)
-#   make test   set up the test environment, make sure the databases and the PanDA test server
-#               are up, run the tests
+#   make test   set up the test environment, make sure the databases, the PanDA test server, the
+#               ARC CE and the XRootD storage element are up, run the tests
 #   make check  ruff (lint and format) and mypy
 
 VENV ?= .venv
@@ -35,6 +35,7 @@ test: venv-test
 	tests/harness/ensure-arc-python
 	tests/harness/ensure-panda
 	tests/harness/arc-ce status >/dev/null || tests/harness/arc-ce start >/dev/null
+	tests/harness/xrootd-server status >/dev/null || tests/harness/xrootd-server start >/dev/null
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 check: venv-test

@@ -7,8 +7,10 @@ endpoint is kept; XrdCl multiplexes the calls of all threads over its connection
 
 XrdCl's defaults would let a dead endpoint take minutes (connection window 120 s, 5 retries,
 timeouts checked on a 15 s tick), so the constructor tunes the client process-wide: one
-connection attempt, connection window and request timeout the check timeout, a 1 s timeout tick.
-Every call passes ``timeout=`` as well. A configured credential is given to XrdCl's GSI through
+connection attempt, connection window and request timeout the check timeout, a 1 s timeout tick,
+and no stream error window (by default XrdCl fails every request to a host for 30 min after its
+connection broke, so a storage element that restarted would stay "unreachable"). Every call
+passes ``timeout=`` as well. A configured credential is given to XrdCl's GSI through
 ``X509_USER_PROXY`` and a CA directory through ``X509_CERT_DIR`` (process environment).
 """
 
@@ -39,6 +41,7 @@ class XRootDProbe:
         client.EnvPutInt("ConnectionWindow", seconds)
         client.EnvPutInt("RequestTimeout", seconds)
         client.EnvPutInt("TimeoutResolution", 1)
+        client.EnvPutInt("StreamErrorWindow", 0)
         if credential:
             os.environ["X509_USER_PROXY"] = credential
         if ca and os.path.isdir(ca):
