@@ -1,7 +1,7 @@
 # The two commands of the README, and the checks CI runs.
 #   make run    set up act in .venv and run it on the embedded default (SQLite, ~/.local/state/act)
-#   make test   set up the test environment, make sure the databases, the PanDA test server, the
-#               ARC CE and the XRootD storage element are up, run the tests
+#   make test   set up the test environment, make sure the databases and the PanDA test server
+#               are up, run the tests
 #   make check  ruff (lint and format) and mypy
 
 VENV ?= .venv
