@@ -336,6 +336,29 @@ def test_a_closed_port_is_unreachable_and_tried_once_per_worker(
     assert elapsed < made.settings.timeout  # refused connections fail at once, not per file
 
 
+@pytest.mark.parametrize("scheme", ["root", "https"])
+def test_a_server_that_never_answers_costs_one_timeout_per_pass(unique: str, scheme: str) -> None:
+    silent = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)  # the kernel accepts connections; nobody ever reads or answers
+    port = silent.getsockname()[1]
+    made = make_checker(timeout=2, per_endpoint=2)
+    counting = count_all(made)
+    base = f"root://127.0.0.1:{port}//" if scheme == "root" else f"https://127.0.0.1:{port}/"
+    files = [Expected(f"f{i}", f"{base}{unique}/f{i}", 1, "00000001") for i in range(10)]
+    try:
+        started = time.monotonic()
+        results = made.check(files)
+        elapsed = time.monotonic() - started
+    finally:
+        made.close()
+        silent.close()
+    assert verdicts(results) == [Verdict.UNREACHABLE] * 10
+    assert counting.calls[endpoint_of(base)] <= 2
+    # bounded by the timeout of the checks in flight, not by 10 files x 2 s (generous margin)
+    assert elapsed < 3 * made.settings.timeout, elapsed
+
+
 def test_storage_down_then_back(private_xrootd_server: PrivateXRootD, unique: str) -> None:
     server = private_xrootd_server.server
     made = make_checker(server, timeout=5)
