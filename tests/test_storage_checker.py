@@ -261,6 +261,25 @@ def test_rewrite_checks_another_door_and_keeps_the_reported_url(
     assert f"checked as {xrootd_server.https(f'{unique}/f')}" in result.detail
 
 
+def test_a_door_switched_down_under_its_published_name_is_not_contacted(
+    xrootd_server: XRootDServer, unique: str
+) -> None:
+    size, adler = xrootd_server.write(f"{unique}/f", b"published")
+    published = "davs://dav.example.org:443/"
+    made = make_checker(xrootd_server, rewrite={published: xrootd_server.https("")})
+    counting = count_all(made)
+    try:
+        [result] = made.check(
+            [Expected("f", f"{published}{unique}/f", size, adler)],
+            down=["https://dav.example.org:443"],
+        )
+    finally:
+        made.close()
+    assert result.verdict is Verdict.UNREACHABLE
+    assert SWITCHED_DOWN in result.detail
+    assert sum(counting.calls.values()) == 0
+
+
 # ------------------------------------------------------------------------------- load bounds
 def test_concurrency_is_bounded_in_all_and_per_endpoint(
     xrootd_server: XRootDServer, unique: str
