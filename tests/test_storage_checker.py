@@ -4,9 +4,12 @@ davs://), the local file system (file://), and, for doors without checksums, a p
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -20,7 +23,7 @@ from act.atlas.storage.checker import SWITCHED_DOWN, StorageChecker
 from act.atlas.storage.model import Expected, FileCheck, Verdict, endpoint_of
 from act.atlas.storage.probe import Found, Probe
 from act.atlas.storage.settings import StorageSettings
-from tests.support.xrootd_real import PrivateXRootD, XRootDServer
+from tests.support.xrootd_real import REPO, PrivateXRootD, XRootDServer
 
 pytestmark = pytest.mark.storage
 
@@ -480,6 +483,41 @@ def test_a_door_without_checksums(no_digest_door: str) -> None:
     assert results[4].size == 12  # from PROPFIND
     assert busy.verdict is Verdict.UNREACHABLE
     assert "503" in busy.detail
+
+
+ROOTS_CHECK = """
+import json, logging, sys
+from act.atlas.storage.checker import StorageChecker
+from act.atlas.storage.model import Expected
+from act.atlas.storage.settings import StorageSettings
+ca, *urls = sys.argv[1:]
+checker = StorageChecker(StorageSettings(timeout=5, ca=ca), logging.getLogger("roots"))
+files = [Expected("f", url, int(size), adler) for url, size, adler in zip(*[iter(urls)] * 3)]
+print(json.dumps([[r.verdict.value, r.endpoint, r.detail] for r in checker.check(files)]))
+checker.close()
+"""
+
+
+def test_a_ca_directory_serves_roots_and_https(xrootd_server: XRootDServer, unique: str) -> None:
+    """In a process of its own: XrdCl reads X509_CERT_DIR once, at its first connection, and
+    earlier tests of this session have connected already (see act/atlas/storage/xrootd.py)."""
+    size, adler = xrootd_server.write(f"{unique}/f", b"xroot over TLS")
+    arguments = [str(xrootd_server.ca_dir)]
+    for url in (xrootd_server.roots(f"{unique}/f"), xrootd_server.https(f"{unique}/f")):
+        arguments += [url, str(size), adler]
+    done = subprocess.run(
+        [sys.executable, "-c", ROOTS_CHECK, *arguments],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    results = json.loads(done.stdout)
+    assert [verdict for verdict, _, _ in results] == ["ok", "ok"], results
+    assert results[0][1].startswith("roots://127.0.0.1:")
 
 
 def test_https_is_verified_against_the_configured_ca_only(

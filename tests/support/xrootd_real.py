@@ -41,10 +41,14 @@ class XRootDServer:
     https_url: str  # https://localhost:21095 (also serves plain http)
     http_url: str  # http://127.0.0.1:21095
     ca: Path  # CA file of the server's certificate
+    ca_dir: Path  # the same CA as a hashed directory (X509_CERT_DIR for roots://)
     data: Path  # URL path /<p> is the file data/<p>
 
     def root(self, path: str) -> str:
         return f"{self.root_url}//{path.lstrip('/')}"
+
+    def roots(self, path: str) -> str:
+        return "roots" + self.root(path).removeprefix("root")
 
     def https(self, path: str) -> str:
         return f"{self.https_url}/{path.lstrip('/')}"
@@ -113,6 +117,7 @@ def read_env(env: Mapping[str, str] | None = None, *, start: bool = True) -> XRo
         https_url=values["ACT_XROOTD_HTTP_URL"],
         http_url=values["ACT_XROOTD_PLAIN_HTTP_URL"],
         ca=Path(values["ACT_XROOTD_CA"]),
+        ca_dir=Path(values["ACT_XROOTD_CA_DIR"]),
         data=Path(values["ACT_XROOTD_DATA"]),
     )
 

@@ -11,7 +11,9 @@ connection attempt, connection window and request timeout the check timeout, a 1
 and no stream error window (by default XrdCl fails every request to a host for 30 min after its
 connection broke, so a storage element that restarted would stay "unreachable"). Every call
 passes ``timeout=`` as well. A configured credential is given to XrdCl's GSI through
-``X509_USER_PROXY`` and a CA directory through ``X509_CERT_DIR`` (process environment).
+``X509_USER_PROXY`` and a CA directory through ``X509_CERT_DIR`` (process environment). XrdCl
+reads them once, when the process first connects anywhere: a daemon's one checker sets them
+before that, but a later checker with other settings in the same process cannot change them.
 """
 
 from __future__ import annotations
@@ -36,16 +38,16 @@ class XRootDProbe:
     """Checks files over the xroot protocol (PyPI ``xrootd``)."""
 
     def __init__(self, *, timeout: float, ca: str | None = None, credential: str | None = None):
+        if credential:
+            os.environ["X509_USER_PROXY"] = credential
+        if ca and os.path.isdir(ca):
+            os.environ["X509_CERT_DIR"] = ca
         seconds = _seconds(timeout)
         client.EnvPutInt("ConnectionRetry", 1)
         client.EnvPutInt("ConnectionWindow", seconds)
         client.EnvPutInt("RequestTimeout", seconds)
         client.EnvPutInt("TimeoutResolution", 1)
         client.EnvPutInt("StreamErrorWindow", 0)
-        if credential:
-            os.environ["X509_USER_PROXY"] = credential
-        if ca and os.path.isdir(ca):
-            os.environ["X509_CERT_DIR"] = ca
         self._lock = threading.Lock()
         self._filesystems: dict[str, Any] = {}
 
