@@ -83,8 +83,8 @@ class XRootDProbe:
 
 
 def _seconds(timeout: float) -> int:
-    """XrdCl takes whole seconds (at least 1)."""
-    return max(1, math.ceil(timeout))
+    """XrdCl takes whole seconds, 1 to 65535 (an unsigned 16-bit field)."""
+    return min(65535, max(1, math.ceil(timeout)))
 
 
 def _raise(status: Any, what: str) -> None:
