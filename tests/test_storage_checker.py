@@ -410,7 +410,8 @@ def test_storage_down_then_back(private_xrootd_server: PrivateXRootD, unique: st
 class NoDigestDoor(BaseHTTPRequestHandler):
     """A plain HTTP server standing in for a WebDAV door that has no checksums (XrdHttp always
     sends a Digest, so it cannot play that part). Paths: /plain (HEAD with Content-Length, no
-    Digest), /nolength (HEAD without Content-Length; PROPFIND gives the size), /busy (503)."""
+    Digest), /nolength (HEAD without Content-Length; PROPFIND gives the size), /md5 (a Digest of
+    another algorithm), /several (several algorithms, upper case), /busy (503)."""
 
     CONTENT = b"twelve bytes"
 
@@ -420,6 +421,13 @@ class NoDigestDoor(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(self.CONTENT)))
         elif self.path == "/nolength":
             self.send_response(200)
+        elif self.path in ("/md5", "/several"):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(self.CONTENT)))
+            digest = "md5=XrY7u+Ae7tCTyyK7j1rNww=="
+            if self.path == "/several":
+                digest += ", ADLER32=1E720467"
+            self.send_header("Digest", digest)
         elif self.path == "/busy":
             self.send_response(503)
             self.send_header("Content-Length", "0")
@@ -466,6 +474,8 @@ def test_a_door_without_checksums(no_digest_door: str) -> None:
                 Expected("d", f"{no_digest_door}/nolength", 12, "1e720467"),
                 Expected("e", f"{no_digest_door}/nolength", 12, None),
                 Expected("f", f"{no_digest_door}/missing", 12, None),
+                Expected("g", f"{no_digest_door}/md5", 12, "1e720467"),
+                Expected("h", f"{no_digest_door}/several", 12, "1e720467"),
             ]
         )
         [busy] = made.check([Expected("g", f"{no_digest_door}/busy", 12, None)])
@@ -478,8 +488,12 @@ def test_a_door_without_checksums(no_digest_door: str) -> None:
         Verdict.NO_CHECKSUM,
         Verdict.OK,
         Verdict.MISSING,
+        Verdict.NO_CHECKSUM,
+        Verdict.OK,
     ]
     assert "no Digest header" in results[0].detail
+    assert "Digest has no adler32" in results[6].detail
+    assert results[7].adler32 == "1e720467"
     assert results[4].size == 12  # from PROPFIND
     assert busy.verdict is Verdict.UNREACHABLE
     assert "503" in busy.detail
