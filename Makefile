@@ -36,6 +36,7 @@ test: venv-test
 	PYTHON=$(BIN)/python tests/harness/ensure-htcondor24 >/dev/null
 	tests/harness/ensure-panda
 	tests/harness/arc-ce status >/dev/null || tests/harness/arc-ce start >/dev/null
+	tests/harness/xrootd-server status >/dev/null || tests/harness/xrootd-server start >/dev/null
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 check: venv-test

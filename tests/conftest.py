@@ -14,10 +14,12 @@ REPO = Path(__file__).resolve().parent.parent
 # panda_server, panda_queue: the real PanDA server of tests/harness/panda-server
 # script: the scripted CE back end (a test double), tests/support/scripted_fixture.py
 # bridge_for: act's daemons round by round against the real PanDA server, tests/support/bridge.py
+# xrootd_server: the real XRootD storage element of tests/harness/xrootd-server
 pytest_plugins = [
     "tests.support.panda_real",
     "tests.support.scripted_fixture",
     "tests.support.bridge",
+    "tests.support.xrootd_real",
 ]
 
 
