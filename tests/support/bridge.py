@@ -97,10 +97,12 @@ class Bridge:
         self.db = db
         self.settings = Settings.model_validate(config)
         self.contexts: dict[str, Context] = {}
+        #: Daemon options by daemon name, as under ``daemons.<name>.options``.
+        self.options: dict[str, dict[str, Any]] = {"panda_fetcher": {"node": NODE}}
 
     def ctx(self, name: str) -> Context:
         if name not in self.contexts:
-            options = {"node": NODE} if name == "panda_fetcher" else {}
+            options = self.options.get(name, {})
             base = context(self.db, self.settings, name)
             self.contexts[name] = dataclasses.replace(
                 base, options=resolve(name).options.model_validate(options)
@@ -111,10 +113,13 @@ class Bridge:
         for name in names:
             resolve(name).run_once(self.ctx(name))
 
-    def follow_ce(self) -> None:
-        """One round of the engine daemons, every CE job due for a poll now."""
+    def follow_ce(self, *, validate: bool = True) -> None:
+        """One round of the engine daemons, every CE job due for a poll now, then app_status
+        (and, with ``validate``, the validator and app_status again for its decisions)."""
         self.db.run(lambda c: c.execute(sa.update(ce_jobs).values(next_check_at=None)))
-        self.run("poller", "ce_fetcher", "canceller", "app_status", "validator")
+        self.run("poller", "ce_fetcher", "canceller", "app_status")
+        if validate:
+            self.run("validator", "app_status")
 
     def close(self) -> None:
         for ctx in self.contexts.values():
