@@ -491,7 +491,13 @@ _report = st.dictionaries(
     | _json,
     max_size=3,
 )
-_fuzz = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# database=None: no .hypothesis/ directory left in the checkout.
+_fuzz = settings(
+    max_examples=300,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 
 
 def _only_returns_or_bad(directory: Path) -> None:

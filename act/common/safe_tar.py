@@ -254,6 +254,7 @@ class _Extraction:
                 if written > member.size or self.written > self.max_bytes:
                     raise _Refused(f"more than {self.max_bytes} bytes written")
                 out.write(chunk)
+            out.flush()  # before the time stamp, which a later write would change
             os.fchmod(out.fileno(), 0o640 if isinstance(mode, int) and mode & 0o040 else 0o600)
             # a nonsense time stamp is not worth refusing the archive
             with contextlib.suppress(OverflowError, ValueError, OSError):
