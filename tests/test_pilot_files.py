@@ -533,3 +533,20 @@ def test_fuzz_random_json(
         document["xml"] = json.dumps(report) if as_string else report
     (directory / HEARTBEAT).write_text(json.dumps(document))
     _only_returns_or_bad(directory)
+
+
+def test_log_names_that_leave_the_directory_are_skipped(tmp_path: Path) -> None:
+    (tmp_path / "inner").mkdir()
+    (tmp_path / "secret.log").write_text("secret\n")
+    names = ["../secret.log", "/etc/passwd", "", "."]
+    assert log_excerpt(tmp_path / "inner", names, max_lines=5) == ""
+
+
+def test_a_symlinked_output_directory_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / HEARTBEAT).write_text("{}")
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    with pytest.raises(
+        BadPilotFile, match="its directory is unusable: not a directory, or a symbolic link"
+    ):
+        read_heartbeat(tmp_path / "link")

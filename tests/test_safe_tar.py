@@ -346,3 +346,23 @@ def test_not_a_tar_is_refused(tmp_path: Path, dest: Path, content: bytes) -> Non
 def test_gzip_of_not_a_tar_is_refused(tmp_path: Path, dest: Path) -> None:
     (tmp_path / "x.gz").write_bytes(gzip.compress(b"plain text, no tar here\n" * 100))
     _refused(tmp_path / "x.gz", dest, "corrupt or truncated")
+
+
+@pytest.mark.parametrize("field", ["path", "linkpath"])
+def test_a_nul_inside_a_pax_name_is_refused(tmp_path: Path, dest: Path, field: str) -> None:
+    archive = tmp_path / "nul.tar"
+    with tarfile.open(archive, "w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("plain")
+        if field == "linkpath":
+            info.type = tarfile.SYMTYPE
+        info.pax_headers = {field: "a\x00b"}
+        tar.addfile(info, io.BytesIO(b""))
+    _refused(archive, dest, "")
+    assert not dest.exists()
+
+
+def test_a_destination_that_is_a_symlink_is_refused(tmp_path: Path, outside: Path) -> None:
+    (tmp_path / "dest").symlink_to(outside)
+    archive = _tar(tmp_path / "x.tgz", [("file", "a", b"1")])
+    _refused(archive, tmp_path / "dest", "the destination is not a directory")
+    _untouched(outside)

@@ -99,15 +99,18 @@ def _one_line(text: str, limit: int = 300) -> str:
 
 
 def _open(directory: Path, name: str) -> int | None:
-    """A read descriptor of the regular file ``directory/name`` reached without symbolic links;
-    None if it does not exist."""
-    parts = relative_parts(name)
+    """A read descriptor of the regular file ``directory/name`` reached without symbolic links
+    (``directory`` itself included); None if it or ``directory`` does not exist."""
+    try:
+        parts = relative_parts(name)
+    except ValueError as exc:  # names can derive from a job spec (the log file's)
+        raise BadPilotFile(name, f"not a plain relative name ({exc})") from None
     try:
         parent = open_parent(directory, parts)
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise BadPilotFile(name, _os_reason(exc)) from None
+        raise BadPilotFile(name, f"its directory is unusable: {_os_reason(exc)}") from None
     try:
         fd = os.open(parts[-1], _READ_FLAGS, dir_fd=parent)
     except FileNotFoundError:
@@ -131,7 +134,7 @@ def _os_reason(exc: OSError) -> str:
     if exc.errno in (errno.ELOOP, errno.EMLINK):
         return "a symbolic link (refused)"
     if exc.errno == errno.ENOTDIR:
-        return "a path component is not a directory (or is a symbolic link)"
+        return "not a directory, or a symbolic link"
     return f"cannot be opened: {exc.strerror or exc}"
 
 
@@ -406,6 +409,8 @@ def read_text_tail(path: Path, *, max_lines: int, max_bytes: int = 1 << 20) -> s
     """The last ``max_lines`` lines of a text file, read from at most its last ``max_bytes``;
     None if absent, BadPilotFile if not a regular file (a symbolic link included).
 
+    Only ``path`` and its own directory are guarded against symbolic links: for a path below an
+    untrusted tree (``gmlog/errors``) use :func:`log_excerpt`, which guards every component.
     Invalid UTF-8 becomes U+FFFD and control characters other than tab too (a log is text to show,
     not data to refuse); a line cut by the start of the window is dropped; lines are joined with
     ``\\n``, without a final one.

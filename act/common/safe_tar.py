@@ -42,6 +42,9 @@ from typing import IO, Any
 
 from act.common.nofollow import DIR_FLAGS, open_parent, relative_parts
 
+if not hasattr(tarfile, "data_filter"):  # pragma: no cover - python_requires keeps it away
+    raise ImportError("act.common.safe_tar needs tarfile.data_filter (Python >= 3.10.12, 3.11.4)")
+
 _CHUNK = 1 << 20
 _HEADER_ALLOWANCE = 8 << 10  # per member: header block, pax/GNU long-name headers, padding
 _END_ALLOWANCE = 64 << 10  # end-of-archive blocks and record padding
@@ -382,6 +385,8 @@ def extract(archive: Path, dest: Path, *, max_bytes: int, max_files: int) -> lis
             raise BadArchive(name, str(exc)) from None
         except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError) as exc:
             raise BadArchive(name, f"corrupt or truncated: {exc}") from None
+        except ValueError as exc:  # a NUL inside a pax name or link target, ...
+            raise BadArchive(name, f"unusable member: {exc}") from None
         except OSError as exc:
             if isinstance(exc, gzip.BadGzipFile) or exc.errno is None:
                 raise BadArchive(name, f"corrupt or truncated: {exc}") from None
