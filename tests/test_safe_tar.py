@@ -366,3 +366,46 @@ def test_a_destination_that_is_a_symlink_is_refused(tmp_path: Path, outside: Pat
     archive = _tar(tmp_path / "x.tgz", [("file", "a", b"1")])
     _refused(archive, tmp_path / "dest", "the destination is not a directory")
     _untouched(outside)
+
+
+def _long_chain() -> tuple[list[Member], str]:
+    """Directories with 247-character names and one-letter links to them, 16 deep: the path
+    a/b/.../p is short, what it resolves to is longer than PATH_MAX."""
+    comp = "d" * 247
+    members: list[Member] = []
+    path = ""
+    for step in "abcdefghijklmnop":
+        members.append(("dir", os.path.join(path, comp), None))
+        members.append(("symlink", os.path.join(path, step), comp))
+        path = os.path.join(path, comp)
+    return members, path
+
+
+def test_the_realpath_overflow_attack_is_refused(tmp_path: Path, dest: Path, outside: Path) -> None:
+    """The shape of CVE-2025-4517's proof of concept: past PATH_MAX ``os.path.realpath`` (and so
+    ``data_filter``) of Python < 3.11.13 stops resolving; a link then climbs out and a file is
+    written through it. Seen on this venv's Python 3.11.7: ``extractall(filter="data")`` of this
+    archive overwrites outside/keep. Here the write through a link is refused."""
+    members, _ = _long_chain()
+    linkpath = os.path.join(*"abcdefghijklmnop", "l" * 254)
+    members.append(("symlink", linkpath, os.path.join(*[".."] * 16)))
+    climb = os.path.join(linkpath, *[".."] * 4, str(outside).lstrip("/"))
+    members.append(("symlink", "escape", climb))
+    members.append(("file", "escape/keep", b"overwritten"))
+    _refused(_tar(tmp_path / "poc.tar", members, ""), dest, "cannot be written inside")
+    _untouched(outside)
+    assert not dest.exists()
+
+
+def test_a_link_escaping_past_path_max_is_caught_on_the_final_tree(
+    tmp_path: Path, dest: Path, outside: Path
+) -> None:
+    """The same chain without writing through links: only the final check (resolving each link
+    component by component, with no PATH_MAX) sees that 'escape' leads out."""
+    members, deepest = _long_chain()
+    members.append(("symlink", os.path.join(deepest, "l" * 254), os.path.join(*[".."] * 16)))
+    linkpath = os.path.join(*"abcdefghijklmnop", "l" * 254)
+    members.append(("symlink", "escape", os.path.join(linkpath, "..", "outside")))
+    _refused(_tar(tmp_path / "poc.tar", members, ""), dest, "'escape' leads outside")
+    _untouched(outside)
+    assert not dest.exists()
