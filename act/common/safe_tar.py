@@ -377,7 +377,7 @@ def extract(archive: Path, dest: Path, *, max_bytes: int, max_files: int) -> lis
                     _decompressed(raw),
                     max_bytes + _HEADER_ALLOWANCE * (max_files + 1) + _END_ALLOWANCE,
                 )
-                with tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[call-overload]
+                with tarfile.open(fileobj=stream, mode="r|", bufsize=_CHUNK) as tar:  # type: ignore[call-overload]
                     for member in _members(tar):
                         job.member(tar, member)
             job.check_links()
