@@ -550,3 +550,12 @@ def test_a_symlinked_output_directory_is_refused(tmp_path: Path) -> None:
         BadPilotFile, match="its directory is unusable: not a directory, or a symbolic link"
     ):
         read_heartbeat(tmp_path / "link")
+
+
+def test_the_error_text_stays_on_one_line_whatever_the_name(tmp_path: Path) -> None:
+    name = "log.1.job.log\nFAKE: injected"
+    (tmp_path / name).mkdir()
+    with pytest.raises(BadPilotFile) as caught:
+        read_text_tail(tmp_path / name, max_lines=1)
+    assert caught.value.name == name
+    assert str(caught.value) == "log.1.job.log FAKE: injected: not a regular file"

@@ -70,7 +70,7 @@ class BadPilotFile(ValueError):
     def __init__(self, name: str, reason: str) -> None:
         self.name = name
         self.reason = _one_line(reason)
-        super().__init__(f"{name}: {self.reason}")
+        super().__init__(f"{_one_line(name, 200)}: {self.reason}")
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,7 @@ class BadArchive(ValueError):
     def __init__(self, name: str, reason: str) -> None:
         self.name = name
         self.reason = " ".join(reason.split())
-        super().__init__(f"{name}: {self.reason}")
+        super().__init__(f"{' '.join(name.split())}: {self.reason}")
 
 
 class _Refused(Exception):
