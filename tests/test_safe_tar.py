@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from act.common.safe_tar import BadArchive, extract
 
@@ -409,3 +411,65 @@ def test_a_link_escaping_past_path_max_is_caught_on_the_final_tree(
     _refused(_tar(tmp_path / "poc.tar", members, ""), dest, "'escape' leads outside")
     _untouched(outside)
     assert not dest.exists()
+
+
+_SEED_MEMBERS: list[Member] = [
+    ("dir", "d", None),
+    ("file", "d/a.txt", b"alpha\n" * 30),
+    ("symlink", "d/l", "a.txt"),
+    ("hardlink", "d/h", "d/a.txt"),
+    ("file", "b.txt", b"beta"),
+]
+
+
+def _seed_tar() -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for kind, name, payload in _SEED_MEMBERS:
+            info, data = _info(kind, name, payload)
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buffer.getvalue()
+
+
+_SEED = _seed_tar()
+
+
+@settings(
+    max_examples=200,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    edits=st.lists(
+        st.tuples(st.integers(0, len(_SEED) - 1), st.integers(0, 255)), min_size=1, max_size=8
+    ),
+    cut=st.integers(0, len(_SEED)),
+    compress=st.booleans(),
+)
+def test_fuzz_damaged_archives_only_extract_inside_or_are_refused(
+    tmp_path_factory: pytest.TempPathFactory,
+    edits: list[tuple[int, int]],
+    cut: int,
+    compress: bool,
+) -> None:
+    root = tmp_path_factory.mktemp("fuzz")
+    data = bytearray(_SEED)
+    for offset, value in edits:
+        data[offset] = value
+    raw = bytes(data[: max(cut, 512)])
+    (root / "x.tar").write_bytes(gzip.compress(raw) if compress else raw)
+    (root / "outside").mkdir()
+    try:
+        written = extract(root / "x.tar", root / "dest", max_bytes=10_000, max_files=20)
+    except BadArchive as error:
+        assert "\n" not in str(error)
+        assert not (root / "dest").exists()
+    else:
+        for name in written:
+            assert (root / "dest" / name).is_symlink() or (root / "dest" / name).exists()
+    assert sorted(p.name for p in root.iterdir()) in (
+        ["dest", "outside", "x.tar"],
+        ["outside", "x.tar"],
+    )
+    assert list((root / "outside").iterdir()) == []
