@@ -9,6 +9,7 @@ import os
 import socket
 import stat
 import time
+import uuid
 import zlib
 from collections.abc import Callable
 from datetime import timedelta
@@ -128,7 +129,7 @@ def store(directory: Path, name: str, data: bytes) -> dict[str, Any]:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / name
     path.write_bytes(data)
-    return {"surl": path.as_uri(), "fsize": len(data), "adler32": adler32(data), "guid": "g-1"}
+    return {"surl": path.as_uri(), "fsize": len(data), "adler32": adler32(data), "guid": str(uuid.uuid4())}
 
 
 def test_all_outputs_valid_make_the_job_finished_with_the_corrected_report(

@@ -352,7 +352,7 @@ def _settle(ctx: Context, job: _Job, opts: ValidatorOptions) -> None:
     log = job_log(ctx.log, pandaid=job.pandaid, ce=job.ce)
     if decision.action == "defer":
         delay = backoff(opts.retry_after, opts.retry_max, job.deferrals + 1)
-        values = {
+        later = {
             "validate_after": utcnow() + seconds(delay),
             "validation_deferrals": job.deferrals + 1,
             "validation_note": decision.diag[:2000],
@@ -361,14 +361,14 @@ def _settle(ctx: Context, job: _Job, opts: ValidatorOptions) -> None:
             lambda conn: conn.execute(
                 sa.update(panda_jobs)
                 .where(panda_jobs.c.id == job.pid, panda_jobs.c.lease_owner == ctx.owner)
-                .values(**values)
+                .values(**later)
             )
         )
         log.warning("validation put off %.0f s: %s", delay, decision.diag)
         return
     published = _publish(ctx, job)
     maybe_crash(CRASH_POINT)
-    target = decision.action
+    target: str = decision.action
     if job.truepilot and job.ce_state == "done":
         target = "done"
     values: dict[str, Any] = {"validation_note": decision.diag[:2000] or None}
