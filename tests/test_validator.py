@@ -4,10 +4,12 @@ tests/test_validator_xrootd.py."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import socket
 import stat
+import tarfile
 import time
 import uuid
 import zlib
@@ -129,7 +131,12 @@ def store(directory: Path, name: str, data: bytes) -> dict[str, Any]:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / name
     path.write_bytes(data)
-    return {"surl": path.as_uri(), "fsize": len(data), "adler32": adler32(data), "guid": str(uuid.uuid4())}
+    return {
+        "surl": path.as_uri(),
+        "fsize": len(data),
+        "adler32": adler32(data),
+        "guid": str(uuid.uuid4()),
+    }
 
 
 def test_all_outputs_valid_make_the_job_finished_with_the_corrected_report(
@@ -399,3 +406,40 @@ def test_a_validator_killed_after_publishing_decides_once_on_its_next_run(
             .where(history.c.job_id == job.pid, history.c.from_state == "tovalidate")
         ).scalar()
     assert moves == 1
+
+
+def _tarball(path: Path, members: dict[str, bytes]) -> None:
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def test_a_failed_jobs_excerpt_comes_from_the_pilot_log_in_its_log_tarball(
+    db: Database, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path)
+    job = Job(db, tmp_path, 1014, ce="donefailed")
+    job.heartbeat(None, state="failed", pilotErrorCode=1305, pilotErrorDiag="payload crashed")
+    log = b"pilot starting\nERROR: payload segfaulted at line 42\npilot ends\n"
+    _tarball(job.output_dir / "1014.log.tgz", {"tarball_PandaJob_1014/pilotlog.txt": log})
+    run_once(context(db, settings))
+    excerpt = job.report()["pilotLog"]
+    assert "pilotlog.txt" in excerpt and "segfaulted at line 42" in excerpt
+
+
+def test_a_hostile_log_tarball_is_refused_and_the_job_still_ends(
+    db: Database, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = make_settings(tmp_path)
+    job = Job(db, tmp_path, 1015, ce="donefailed")
+    job.heartbeat(None, state="failed", pilotErrorCode=1305, pilotErrorDiag="payload crashed")
+    _tarball(job.output_dir / "1015.log.tgz", {"../../escaped.txt": b"owned", "ok.txt": b"x"})
+    run_once(context(db, settings))
+    assert job.row().state == "failed"
+    assert not (tmp_path / "ce-jobs" / "escaped.txt").exists()
+    assert not list(tmp_path.rglob("escaped.txt"))
+    assert "ERROR: boom" in job.report()["pilotLog"]  # the excerpt falls back to the stdout
+    assert any("log tarball not used" in r.getMessage() and "1015.log.tgz" in r.getMessage()
+               for r in caplog.records)  # fmt: skip

@@ -34,6 +34,8 @@ cycle: it fails with a diagnosis naming the file and the cause.
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -51,10 +53,12 @@ from act.atlas.storage.checker import StorageChecker
 from act.atlas.storage.model import Expected, FileCheck, Verdict
 from act.atlas.translator import parse_spec
 from act.atlas.validation import Decision, ValidatorOptions, judge
+from act.common import safe_tar
 from act.common.claims import claim, release
 from act.common.daemon import Context, DaemonSpec
 from act.common.faults import maybe_crash
 from act.common.logs import job_log
+from act.common.safe_tar import BadArchive
 from act.common.schema import ce_jobs, panda_jobs
 from act.common.states import Actor, Layer
 from act.common.timeutil import backoff, seconds, utcnow
@@ -65,6 +69,10 @@ CHECKER_KEY = "storage_checker"
 CRASH_POINT = "validator:after-publish"
 #: Pilot log names tried for the web area's ``.out`` and the excerpt, after the pilot's stdout.
 PILOT_LOGS = ("pilotlog.txt", "stdout")
+#: Logs looked for in the log tarball, best first, and where it is extracted.
+TARBALL_LOGS = ("pilotlog.txt", "payload.stdout", "payload.stderr")
+LOG_TARGET = "log-extracted"
+LOG_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,254}")
 
 
 @dataclass
@@ -295,6 +303,33 @@ def _stdout_names(job: _Job) -> list[str]:
     return [*names, f"{job.pandaid}.out", *PILOT_LOGS]
 
 
+def _tarball_logs(ctx: Context, job: _Job, directory: Path) -> list[str]:
+    """The pilot's logs inside the job's log tarball (``logFile``), extracted for the excerpt of
+    a failed job into ``<output_dir>/log-extracted`` (within engine.fetch's caps, never outside
+    that directory); [] when there is no tarball or it is refused (logged, naming the cause)."""
+    log_file = job.spec.get("logFile")
+    if not isinstance(log_file, str) or not LOG_NAME.fullmatch(log_file):
+        return []
+    archive = directory / log_file
+    if archive.is_symlink() or not archive.is_file():
+        return []
+    target = directory / LOG_TARGET
+    caps = ctx.settings.engine.fetch
+    try:
+        if not target.exists():
+            safe_tar.extract(archive, target, max_bytes=caps.max_bytes, max_files=caps.max_files)
+    except (BadArchive, OSError) as error:
+        job_log(ctx.log, pandaid=job.pandaid, ce=job.ce).warning("log tarball not used: %s", error)
+        return []
+    found = []
+    for here, dirs, files in os.walk(target, followlinks=False):
+        dirs.sort()
+        for name in sorted(files):
+            if name in TARBALL_LOGS:
+                found.append(os.path.relpath(os.path.join(here, name), directory))
+    return sorted(found, key=lambda name: TARBALL_LOGS.index(os.path.basename(name)))[:3]
+
+
 def _publish(ctx: Context, job: _Job) -> bool:
     """The job's logs to the web area; False (logged) if the web area failed."""
     log = job_log(ctx.log, pandaid=job.pandaid, ce=job.ce)
@@ -328,8 +363,9 @@ def _report(ctx: Context, job: _Job, decision: Decision) -> dict[str, Any]:
     )
     excerpt = None
     if decision.action == "failed" and job.output_dir is not None and job.output_dir.is_dir():
+        names = [*_tarball_logs(ctx, job, job.output_dir), *_stdout_names(job)]
         excerpt = pilot_files.log_excerpt(
-            job.output_dir, _stdout_names(job), max_lines=ctx.settings.weblogs.excerpt_lines
+            job.output_dir, names, max_lines=ctx.settings.weblogs.excerpt_lines
         )
     built = final_report.build(
         job.heartbeat.fields if job.heartbeat is not None else None,
