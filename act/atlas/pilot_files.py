@@ -188,14 +188,21 @@ def _loads_object(text: str, name: str, what: str) -> dict[str, Any]:
 
 
 def _read_json_object(directory: Path, name: str, max_bytes: int) -> dict[str, Any] | None:
+    text = _read_text(directory, name, max_bytes)
+    if text is None:
+        return None
+    return _loads_object(text, name, "content")
+
+
+def _read_text(directory: Path, name: str, max_bytes: int) -> str | None:
+    """The file as UTF-8 text (a byte-order mark allowed); None if absent."""
     data = _read_bytes(directory, name, max_bytes)
     if data is None:
         return None
     try:
-        text = data.decode("utf-8-sig")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise BadPilotFile(name, f"not UTF-8 (byte {exc.start})") from None
-    return _loads_object(text, name, "content")
 
 
 def _fsize(value: Any, name: str, lfn: str) -> int | None:
@@ -312,13 +319,9 @@ def read_metadata_xml(directory: Path, *, max_bytes: int = 16 << 20) -> list[Out
     or the network and never expands entities, as a second line of defence.
     """
     name = METADATA_XML
-    data = _read_bytes(directory, name, max_bytes)
-    if data is None:
+    text = _read_text(directory, name, max_bytes)
+    if text is None:
         return None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise BadPilotFile(name, f"not UTF-8 (byte {exc.start})") from None
     if "\x00" in text:
         raise BadPilotFile(name, "contains NUL characters")
     if "<!ENTITY" in text:

@@ -97,16 +97,7 @@ def ces_text(records: list[Row]) -> str:
         ]
         for record in records
     ]
-    lines = [output.table(rows, COLUMNS)]
-    notes = [
-        f"{record['ce']}: {record['reason']} (by {record['updated_by']}, "
-        f"{output.cell(record['updated_at'])})"
-        for record in records
-        if record["reason"]
-    ]
-    if notes:
-        lines += ["", "Operator notes:", *notes]
-    return "\n".join(lines)
+    return "\n".join([output.table(rows, COLUMNS), *output.operator_notes(records, "ce")])
 
 
 def register(cli: click.Group, pass_app: Callable[..., Any], failure: type[Exception]) -> None:

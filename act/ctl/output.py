@@ -7,7 +7,7 @@ Every function here returns text (or JSON-ready data) and prints nothing; times 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from enum import Enum
 from typing import Any
@@ -280,3 +280,14 @@ def states_text(layers: Sequence[Layer], *, markdown: bool) -> str:
 
 def _markdown_cell(text: str) -> str:
     return text.replace("|", "\\|")
+
+
+def operator_notes(records: Sequence[Mapping[str, Any]], key: str) -> list[str]:
+    """Lines "Operator notes:" and one per record with a ``reason`` (who, when), or none."""
+    notes = [
+        f"{record[key]}: {record['reason']} (by {record['updated_by']}, "
+        f"{cell(record['updated_at'])})"
+        for record in records
+        if record["reason"]
+    ]
+    return ["", "Operator notes:", *notes] if notes else []

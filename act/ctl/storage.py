@@ -51,14 +51,7 @@ def text(found: list[Row]) -> str:
         ]
         for r in found
     ]
-    lines = [output.table(rows, COLUMNS)]
-    notes = [
-        f"{r['endpoint']}: {r['reason']} (by {r['updated_by']}, {output.cell(r['updated_at'])})"
-        for r in found
-        if r["reason"]
-    ]
-    if notes:
-        lines += ["", "Operator notes:", *notes]
+    lines = [output.table(rows, COLUMNS), *output.operator_notes(found, "endpoint")]
     lines += ["", f"jobs whose validation is put off: {found[0]['jobs_put_off']}"]
     return "\n".join(lines)
 
