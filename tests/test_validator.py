@@ -339,3 +339,20 @@ def test_a_hostile_log_tarball_is_refused_and_the_job_still_ends(
     assert "ERROR: boom" in job.report()["pilotLog"]  # the excerpt falls back to the stdout
     assert any("log tarball not used" in r.getMessage() and "1015.log.tgz" in r.getMessage()
                for r in caplog.records)  # fmt: skip
+
+
+def test_the_transforms_exit_code_comes_from_job_report_json_and_a_bad_one_is_ignored(
+    db: Database, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path)
+    job = Job(db, tmp_path, 1016, ce="donefailed")
+    job.heartbeat(None, state="failed", pilotErrorCode=1305, pilotErrorDiag="payload crashed")
+    report = {"exitCode": 65, "exitMsg": "Non-zero return code from AODtoDAOD (8)"}
+    (job.output_dir / "jobReport.json").write_text(json.dumps(report))
+    other = Job(db, tmp_path, 1017, ce="donefailed")
+    other.heartbeat(None, state="failed", pilotErrorCode=1305, pilotErrorDiag="payload crashed")
+    (other.output_dir / "jobReport.json").write_text('{"exitCode": 1, "exitCode": 2}')
+    run_once(context(db, settings))
+    fields = job.report()
+    assert (fields["exeErrorCode"], fields["exeErrorDiag"]) == (65, report["exitMsg"])
+    assert other.row().state == "failed" and "exeErrorCode" not in other.report()

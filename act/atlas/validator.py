@@ -97,6 +97,7 @@ class _Job:
     ended_at: datetime | None
     truepilot: bool = False
     heartbeat: Heartbeat | None = None
+    payload: dict[str, Any] = field(default_factory=dict)  # from jobReport.json
     expected: list[Expected] = field(default_factory=list)
     checks: list[FileCheck] = field(default_factory=list)
     decision: Decision | None = None
@@ -222,6 +223,8 @@ def _read(ctx: Context, job: _Job, opts: ValidatorOptions) -> Decision | None:
     except BadPilotFile as error:
         return Decision("failed", opts.no_report_code, f"unusable pilot report: {error}")
     heartbeat = job.heartbeat
+    if directory is not None and directory.is_dir():
+        job.payload = _payload_exit(ctx, job, directory, opts)
     if job.ce_state == "donefailed":
         if heartbeat is not None and _pilot_failed(heartbeat):
             return Decision("failed")  # the pilot's own codes stand
@@ -247,6 +250,31 @@ def _read(ctx: Context, job: _Job, opts: ValidatorOptions) -> Decision | None:
         return Decision("failed", opts.no_report_code, why)
     job.expected = [Expected(f.lfn, f.surl, f.fsize, f.adler32) for f in outputs]
     return None
+
+
+def _payload_exit(
+    ctx: Context, job: _Job, directory: Path, opts: ValidatorOptions
+) -> dict[str, Any]:
+    """``exeErrorCode``/``exeErrorDiag`` from the transform's ``jobReport.json`` (its
+    ``exitCode``/``exitMsg``), used where the pilot's heartbeat does not give them. A missing
+    file gives nothing; an unusable one is logged (naming the job and the cause) and ignored:
+    the pilot's heartbeat, not the transform's report, decides the job."""
+    try:
+        found = pilot_files.read_job_report(directory, max_bytes=opts.max_file_bytes)
+    except BadPilotFile as error:
+        job_log(ctx.log, pandaid=job.pandaid, ce=job.ce).warning(
+            "jobReport.json ignored: %s", error
+        )
+        return {}
+    if found is None:
+        return {}
+    code, message = found.get("exitCode"), found.get("exitMsg")
+    fields: dict[str, Any] = {}
+    if isinstance(code, int) and not isinstance(code, bool):
+        fields["exeErrorCode"] = code
+    if isinstance(message, str):
+        fields["exeErrorDiag"] = message[:500]
+    return fields
 
 
 def _pilot_failed(heartbeat: Heartbeat) -> bool:
@@ -367,8 +395,9 @@ def _report(ctx: Context, job: _Job, decision: Decision) -> dict[str, Any]:
         excerpt = pilot_files.log_excerpt(
             job.output_dir, names, max_lines=ctx.settings.weblogs.excerpt_lines
         )
+    pilot = job.heartbeat.fields if job.heartbeat is not None else {}
     built = final_report.build(
-        job.heartbeat.fields if job.heartbeat is not None else None,
+        {**job.payload, **pilot},
         fixes,
         error_code=decision.code,
         error_diag=decision.diag or None,
