@@ -1,5 +1,6 @@
 """PanDA to a local CE and back, on every backend: panda_fetcher → translator → submitter → poller
-→ ce_fetcher → app_status → cleaner, with the PanDA TEST DOUBLE and real local processes."""
+→ ce_fetcher → app_status → validator → app_status → cleaner, with the PanDA TEST DOUBLE and real
+local processes."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from act.atlas import app_status, fetcher, translator
+from act.atlas import app_status, fetcher, translator, validator
 from act.atlas.panda_testserver import PandaTestServer
 from act.common.config import Settings
 from act.common.daemon import Context
@@ -76,7 +77,10 @@ def test_panda_jobs_run_on_a_local_ce_and_come_back(
 ) -> None:
     ids = server.seed(2, queue="LOCALQ")
     settings = make_settings(tmp_path, server)
-    names = ("panda_fetcher", "translator", "submitter", "poller", "ce_fetcher", "app_status")
+    names = (
+        "panda_fetcher", "translator", "submitter", "poller", "ce_fetcher", "app_status",
+        "validator",
+    )  # fmt: skip
     ctx = {name: daemon(db, settings, name) for name in (*names, "cleaner")}
     try:
         fetcher.run_once(ctx["panda_fetcher"])
@@ -87,6 +91,8 @@ def test_panda_jobs_run_on_a_local_ce_and_come_back(
             db.run(lambda c: c.execute(sa.update(ce_jobs).values(next_check_at=None)))
             poller.run_once(ctx["poller"])
             ce_fetcher.run_once(ctx["ce_fetcher"])
+            app_status.run_once(ctx["app_status"])
+            validator.run_once(ctx["validator"])  # truepilot: logs published, then done
             app_status.run_once(ctx["app_status"])
             with db.read() as conn:
                 states = conn.execute(sa.select(panda_jobs.c.state)).scalars().all()
@@ -106,6 +112,7 @@ def test_panda_jobs_run_on_a_local_ce_and_come_back(
         cleaner.run_once(ctx["cleaner"])
         with db.read() as conn:
             assert conn.execute(sa.select(ce_jobs.c.state)).scalars().all() == ["cleaned"] * 2
+        assert not any(Path(row.output_dir).exists() for row in rows)  # local copies removed
     finally:
         for c in ctx.values():
             pool(c).close()
