@@ -1,6 +1,6 @@
 """The final report of a PanDA job: the pilot's ``heartbeat.json`` with act's own corrections.
 
-In native mode the pilot cannot reach PanDA; it leaves the fields of the update it would have sent
+In native mode the pilot cannot reach PanDA; it leaves the fields of the report it would have sent
 in ``heartbeat.json`` (legacy camelCase). act sends those as the final heartbeat, after checking
 and correcting them (as aCT does):
 
