@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
-from act.atlas import storage_endpoints
+from act.atlas import pilot_files, storage_endpoints
 from act.atlas.propagator import PropagatorOptions
 from act.atlas.propagator import run_once as propagate
 from act.atlas.validator import CRASH_POINT, run_once
@@ -356,3 +356,28 @@ def test_the_transforms_exit_code_comes_from_job_report_json_and_a_bad_one_is_ig
     fields = job.report()
     assert (fields["exeErrorCode"], fields["exeErrorDiag"]) == (65, report["exitMsg"])
     assert other.row().state == "failed" and "exeErrorCode" not in other.report()
+
+
+def test_an_unexpected_error_with_one_job_leaves_it_for_later_and_decides_the_others(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = make_settings(tmp_path)
+    bad, good = Job(db, tmp_path, 1018), Job(db, tmp_path, 1019)
+    for job in (bad, good):
+        job.heartbeat({"f": store(tmp_path / "se" / str(job.pandaid), "f", b"x")})
+    real = pilot_files.read_heartbeat
+
+    def flaky(directory: Path, **kwargs: Any) -> Any:
+        if directory == bad.output_dir:
+            raise RuntimeError("a bug")
+        return real(directory, **kwargs)
+
+    monkeypatch.setattr(pilot_files, "read_heartbeat", flaky)
+    run_once(context(db, settings))
+    assert good.row().state == "finished"
+    row = bad.row()
+    assert row.state == "tovalidate" and row.lease_owner is None  # released, tried next cycle
+    assert any(
+        "validation failed unexpectedly" in r.getMessage() and "pandaid=1018" in r.getMessage()
+        for r in caplog.records
+    )

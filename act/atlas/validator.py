@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -110,20 +110,36 @@ def run_once(ctx: Context) -> bool:
         return False
     try:
         queues = served_queues(ctx)
+        broken: set[int] = set()
         for job in jobs:
             queue = queues.get(job.queue)
             job.truepilot = bool(queue is not None and queue.truepilot)
-            job.decision = _read(ctx, job, opts)
-        _check(ctx, [job for job in jobs if job.decision is None])
+            if not _guarded(ctx, job, lambda j: setattr(j, "decision", _read(ctx, j, opts))):
+                broken.add(job.pid)
+        jobs_ok = [job for job in jobs if job.pid not in broken]
+        _check(ctx, [job for job in jobs_ok if job.decision is None])
         now = utcnow()
-        for job in jobs:
+        for job in jobs_ok:
             if job.decision is None:
                 overdue = now - job.state_changed_at > seconds(opts.give_up_after)
                 job.decision = judge(job.checks, opts, overdue=overdue)
-            _settle(ctx, job, opts)
+            _guarded(ctx, job, lambda j: _settle(ctx, j, opts))
     finally:
         ctx.db.run(lambda conn: release(conn, Layer.PANDA, ctx.owner, [j.pid for j in jobs]))
     return len(jobs) >= ctx.daemon.batch
+
+
+def _guarded(ctx: Context, job: _Job, step: Callable[[_Job], object]) -> bool:
+    """Run one job's step; an unexpected error (a bug) is logged with the job and its CE and
+    leaves the job for the next cycle, without stopping the other jobs of this one."""
+    try:
+        step(job)
+    except Exception:
+        job_log(ctx.log, pandaid=job.pandaid, ce=job.ce).exception(
+            "validation failed unexpectedly; the job is tried again next cycle"
+        )
+        return False
+    return True
 
 
 # -- claiming ----------------------------------------------------------------------------------
