@@ -38,7 +38,7 @@ from pydantic import Field
 from sqlalchemy.engine import Connection
 
 from act.atlas import events
-from act.atlas.latest_ce import latest_ce_endpoint
+from act.atlas.latest_ce import is_latest_ce_job, latest_ce_endpoint
 from act.atlas.reporting import due_now, with_report
 from act.atlas.runtime import panda_client
 from act.common.daemon import Context, DaemonSpec
@@ -74,13 +74,6 @@ def run_once(ctx: Context) -> bool:
 # -- the queries ---------------------------------------------------------------------------------
 
 
-def _latest() -> sa.ColumnElement[bool]:
-    newer = sa.alias(ce_jobs, "newer")
-    return ~sa.exists().where(
-        newer.c.panda_job_id == ce_jobs.c.panda_job_id, newer.c.id > ce_jobs.c.id
-    )
-
-
 def _pairs(
     ctx: Context,
     panda_states: Sequence[str] | None,
@@ -95,7 +88,7 @@ def _pairs(
     if panda_states is not None:
         conditions.append(panda_jobs.c.state.in_(list(panda_states)))
     if latest:
-        conditions.append(_latest())
+        conditions.append(is_latest_ce_job())
     shard = ctx.shard
     if shard.count > 1:
         conditions.append(panda_jobs.c.id % shard.count == shard.index)
@@ -295,7 +288,7 @@ def _cancelled(ctx: Context, limit: int) -> int:
 
 def _clean(ctx: Context, limit: int) -> int:
     """Ended CE jobs whose files the PanDA side no longer needs → toclean."""
-    no_longer_needed = sa.or_(~_latest(), panda_jobs.c.state.not_in(P_NEEDS_FILES))
+    no_longer_needed = sa.or_(~is_latest_ce_job(), panda_jobs.c.state.not_in(P_NEEDS_FILES))
     rows = _pairs(ctx, None, CE_ENDED, limit, latest=False, extra=[no_longer_needed])
     if not rows:
         return 0

@@ -38,6 +38,7 @@ from sqlalchemy.engine import Connection
 
 from act.atlas import spool
 from act.atlas.panda_errors import PandaError, PandaReplyError
+from act.atlas.pandaid import spec_int
 from act.atlas.queues import Queue
 from act.atlas.runtime import panda_client
 from act.atlas.served import served_queues
@@ -217,7 +218,7 @@ def _row(
     return {
         "panda_id": job.pandaid,
         "queue": reply.queue,
-        "attempt": _int(job.spec.get("attemptNr")),
+        "attempt": spec_int(job.spec.get("attemptNr")) or 0,
         "prod_source_label": str(label)[:32] if label else reply.prod_source_label,
         "spec": job.raw,
         "spec_format": job.spec_format,
@@ -225,16 +226,6 @@ def _row(
         "log_url": log_url(queue, job.pandaid, now),
         "next_report_at": now,
     }
-
-
-def _int(value: Any) -> int:
-    if isinstance(value, bool):
-        return 0
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
-    return 0
 
 
 DAEMON = DaemonSpec(run_once=run_once, options=FetcherOptions, doc=__doc__ or "")

@@ -9,6 +9,15 @@ import sqlalchemy as sa
 from act.common.schema import ce_jobs, panda_jobs
 
 
+def is_latest_ce_job() -> sa.ColumnElement[bool]:
+    """A condition on ``ce_jobs``: no newer CE job of the same PanDA job exists (for joins of
+    ``panda_jobs`` with their current CE job)."""
+    newer = sa.alias(ce_jobs, "newer")
+    return ~sa.exists().where(
+        newer.c.panda_job_id == ce_jobs.c.panda_job_id, newer.c.id > ce_jobs.c.id
+    )
+
+
 def latest_ce_endpoint() -> sa.ScalarSelect[Any]:
     """A column for a query on ``panda_jobs``: the ``ce_endpoint`` of the job's newest CE job
     (NULL if it has none or none was assigned a CE). Uses the index on ``ce_jobs.panda_job_id``."""

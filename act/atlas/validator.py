@@ -46,11 +46,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from act.atlas import final_report, pilot_files, storage_endpoints, weblogs
+from act.atlas.latest_ce import is_latest_ce_job
+from act.atlas.pandaid import spec_int
 from act.atlas.pilot_files import BadPilotFile, Heartbeat
 from act.atlas.reporting import with_report
 from act.atlas.served import served_queues
 from act.atlas.storage.checker import StorageChecker
 from act.atlas.storage.model import Expected, FileCheck, Verdict
+from act.atlas.translate.common import stdout_name
 from act.atlas.translator import parse_spec
 from act.atlas.validation import Decision, ValidatorOptions, judge
 from act.common import safe_tar
@@ -160,8 +163,6 @@ def _claim(conn: Connection, ctx: Context) -> list[_Job]:
     )
     if not ids:
         return []
-    newer = sa.alias(c, "newer")
-    latest = ~sa.exists().where(newer.c.panda_job_id == c.c.panda_job_id, newer.c.id > c.c.id)
     rows = conn.execute(
         sa.select(
             t.c.id,
@@ -184,7 +185,7 @@ def _claim(conn: Connection, ctx: Context) -> list[_Job]:
             c.c.started_at,
             c.c.ended_at,
         )
-        .select_from(t.outerjoin(c, sa.and_(c.c.panda_job_id == t.c.id, latest)))
+        .select_from(t.outerjoin(c, sa.and_(c.c.panda_job_id == t.c.id, is_latest_ce_job())))
         .where(t.c.id.in_(ids))
         .order_by(t.c.id)
     ).all()
@@ -342,8 +343,7 @@ def _stdout_names(job: _Job) -> list[str]:
     log_file = job.spec.get("logFile")
     names = []
     if isinstance(log_file, str) and log_file not in ("", "NULL"):
-        stem = log_file.replace(".tgz", "")
-        names.append(stem if stem != log_file else f"{log_file}.stdout")
+        names.append(stdout_name(log_file))
     return [*names, f"{job.pandaid}.out", *PILOT_LOGS]
 
 
@@ -403,7 +403,7 @@ def _report(ctx: Context, job: _Job, decision: Decision) -> dict[str, Any]:
         worker_node=job.worker_node,
         started_at=job.started_at,
         ended_at=job.ended_at,
-        cores=_int(job.spec.get("coreCount")),
+        cores=spec_int(job.spec.get("coreCount")),
     )
     excerpt = None
     if decision.action == "failed" and job.output_dir is not None and job.output_dir.is_dir():
@@ -492,16 +492,6 @@ _reasons = {
     "failed": "failed",
     "toresubmit": "outputs invalid: resubmit",
 }
-
-
-def _int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
-    return None
 
 
 DAEMON = DaemonSpec(run_once=run_once, options=ValidatorOptions, doc=__doc__ or "")

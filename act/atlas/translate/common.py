@@ -125,9 +125,13 @@ class Plan:
 
     @property
     def stdout_name(self) -> str:
-        """The pilot's stdout (aCT: the log file name without ``.tgz``), never the log itself."""
-        name = self.log_file.replace(".tgz", "")
-        return name if name != self.log_file else f"{self.log_file}.stdout"
+        return stdout_name(self.log_file)
+
+
+def stdout_name(log_file: str) -> str:
+    """The pilot's stdout (aCT: the log file name without ``.tgz``), never the log itself."""
+    name = log_file.replace(".tgz", "")
+    return name if name != log_file else f"{log_file}.stdout"
 
 
 class Spec:
