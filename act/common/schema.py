@@ -297,3 +297,22 @@ storage_endpoints = sa.Table(
     sa.Column("last_error_at", UTCDateTime(), nullable=True),
     **_MYSQL,
 )
+
+#: Since 0004. What operators changed through actctl, who, when and why: one row per command
+#: that changes something (jobs killed or resubmitted, a queue or CE switched, storage marked
+#: down...). ``target`` names what was changed (``queue:X``, ``ce:X``, ``job:PANDAID``,
+#: ``storage:X``); ``details`` is JSON (filters used, ids touched, counts).
+operator_actions = sa.Table(
+    "operator_actions",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("who", sa.String(NAME_LEN), nullable=False),
+    sa.Column("command", sa.String(NAME_LEN), nullable=False),
+    sa.Column("target", sa.String(ENDPOINT_LEN), nullable=False),
+    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Column("details", LongText, nullable=True),
+    sa.Index("ix_operator_actions_at", "at"),
+    sa.Index("ix_operator_actions_target", "target"),
+    **_MYSQL,
+)
