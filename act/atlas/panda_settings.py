@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from act.common.section import Section
 
@@ -34,8 +34,14 @@ class TimeoutSettings(Section):
     read: float = Field(120.0, gt=0)
 
 
+#: The PanDA monitor's page of one job; ``{pandaid}`` is replaced by the job's PanDA ID.
+DEFAULT_MONITOR_URL = "https://bigpanda.cern.ch/job?pandaid={pandaid}"
+
+
 class PandaServerSettings(Section):
     url: str = Field("https://pandaserver.cern.ch:25443", pattern=r"^https?://[^/\s]+(/\S*)?$")
+    # Shown by `actctl job`: a format string with the one field {pandaid}.
+    monitor_url: str = Field(DEFAULT_MONITOR_URL, pattern=r"^https?://\S+$")
     api: Literal["new", "legacy"] = "new"
     ca: str | None = None
     insecure: bool = False
@@ -47,6 +53,23 @@ class PandaServerSettings(Section):
     renew_before: float = Field(86400.0, ge=0)
     renew_interval: float = Field(600.0, gt=0)
     roles: dict[Role, RoleCredentials] = Field(default_factory=dict)
+
+    @field_validator("monitor_url")
+    @classmethod
+    def _one_pandaid_field(cls, url: str) -> str:
+        if "{pandaid}" not in url:
+            raise ValueError("must contain {pandaid} (where the job's PanDA ID goes)")
+        try:
+            url.format(pandaid=1)
+        except (KeyError, IndexError, ValueError) as error:
+            raise ValueError(
+                f"{{pandaid}} is the only field allowed (use {{{{ and }}}} for braces): {error}"
+            ) from None
+        return url
+
+    def monitor_link(self, pandaid: int) -> str:
+        """The PanDA monitor's page of job ``pandaid``."""
+        return self.monitor_url.format(pandaid=pandaid)
 
 
 # The top-level ``panda:`` section is the server settings (one name for config.py, one for the

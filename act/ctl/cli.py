@@ -22,7 +22,7 @@ from act.common.config import ConfigError, Settings, load_settings
 from act.common.db import Database, DatabaseError, is_unavailable, short_error
 from act.common.states import STATES, Layer
 from act.common.timeutil import utcnow
-from act.ctl import output, queries
+from act.ctl import links, output, queries
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -233,19 +233,21 @@ def jobs(
 @json_option
 @pass_app
 def job(app: App, pandaid: int, full: bool, as_json: bool) -> None:
-    """One PanDA job in full, with its CE jobs and history.
+    """One PanDA job in full, with its CE jobs, links and history.
 
-    Shows every column of the PanDA job (the spec last), every CE job made for it, and the
-    transitions of the PanDA job and of its CE jobs merged in time order.
+    Shows every column of the PanDA job (the spec last), every CE job made for it, where to look
+    at it (the PanDA monitor, log_url, the published logs in the web area, the CE's own URLs or
+    directories), and the transitions of the PanDA job and of its CE jobs merged in time order.
     """
     with app.checked().read() as conn:
         detail = queries.job_detail(conn, pandaid)
     if detail is None:
         raise Failure(f"no PanDA job {pandaid}", exitcodes.NOT_FOUND)
+    found = links.job_links(app.settings(), detail)
     if as_json:
-        click.echo(output.to_json(output.job_json(detail)))
+        click.echo(output.to_json(output.job_json(detail, found)))
     else:
-        click.echo(output.job_text(detail, full=full))
+        click.echo(output.job_text(detail, full=full, links=links.links_text(found)))
 
 
 @cli.command()
@@ -310,9 +312,20 @@ from act.ctl import storage as _storage  # noqa: E402
 
 _storage.register(cli, pass_app, Failure)
 
+from act.ctl import report as _report  # noqa: E402
+
+_report.register(cli, pass_app)
+
+from act.ctl import completion as _completion  # noqa: E402
+
+_completion.register(cli)
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``actctl`` console script; returns the exit code."""
+    # Here, not at import: every command must be registered before CE and queue names are
+    # attached to their parameters (a shell completion request is answered inside cli.main).
+    _completion.install(cli)
     try:
         code = cli.main(
             args=list(argv) if argv is not None else None,

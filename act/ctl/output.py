@@ -139,16 +139,21 @@ def _error(row: Row) -> str:
 HISTORY_COLUMNS = ("layer", "job_id", "at", "from_state", "to_state", "actor", "reason")
 
 
-def job_json(detail: JobDetail) -> dict[str, Any]:
-    return {"panda_job": detail.panda_job, "ce_jobs": detail.ce_jobs, "history": detail.history}
+def job_json(detail: JobDetail, links: dict[str, Any] | None = None) -> dict[str, Any]:
+    found = {"panda_job": detail.panda_job, "ce_jobs": detail.ce_jobs, "history": detail.history}
+    if links is not None:
+        found["links"] = links
+    return found
 
 
-def job_text(detail: JobDetail, *, full: bool) -> str:
+def job_text(detail: JobDetail, *, full: bool, links: str | None = None) -> str:
     parts = ["PanDA job", _record(detail.panda_job, full)]
     for number, ce_job in enumerate(detail.ce_jobs, 1):
         parts += ["", f"CE job {number} of {len(detail.ce_jobs)}", _record(ce_job, full)]
     if not detail.ce_jobs:
         parts += ["", "CE jobs: none"]
+    if links is not None:
+        parts += ["", "Links and logs", links]
     parts += ["", "History (both layers, oldest first)"]
     rows = [[row[name] for name in HISTORY_COLUMNS] for row in detail.history]
     parts.append(table(rows, HISTORY_COLUMNS) if rows else "(none)")

@@ -1,0 +1,528 @@
+"""``actctl report``: one page on how act is doing, per PanDA queue and per CE.
+
+Per queue (PanDA layer): jobs per state, the oldest job in each state, the jobs that failed in
+the window with their top error codes, and the heartbeat lag (how late the most overdue report
+to PanDA is). Per CE (CE layer): jobs per state, the oldest job in each state, the jobs that
+failed in the window with their top errors, and the CE's breaker and drain state.
+
+Everything is a handful of GROUP BY queries, each served by an index, whatever the number of
+jobs: counts and the oldest job per state come from the ``(queue, state, id)`` and
+``(ce_endpoint, state, id)`` indexes (the oldest job of a state is the one fetched first, i.e.
+the lowest id); failures come from the ``transitions`` history through its ``at`` index (only
+the window's rows are read); the heartbeat lag from the ``next_report_at`` index.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import click
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from act.common.schema import ce_jobs, ces, panda_jobs
+from act.common.schema import transitions as history
+from act.common.states import STATES, Layer
+from act.common.timeutil import utcnow
+from act.ctl import output
+from act.ctl import panda as reporting
+from act.ctl.queries import UNASSIGNED, Row
+from act.engine import breaker
+
+#: The states a job "fails" into: a job counts once however many of them it entered.
+FAILED_STATES = ("failed", "donefailed")
+#: Most error codes (or texts) shown per queue or CE.
+TOP_ERRORS = 5
+#: How much of an error text is compared when CE errors are grouped, and shown.
+ERROR_PREFIX = 200
+#: Most ids in one ``IN (...)`` list.
+CHUNK = 500
+DEFAULT_WINDOW = "1h"
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+
+
+def parse_duration(text: str) -> timedelta:
+    """``90``, ``90s``, ``30m``, ``1h``, ``2d``, ``1w``, or a sum such as ``1h30m``; positive."""
+    value = text.strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", value):
+        seconds = float(value)
+    elif value and _PART.sub("", value) == "":
+        seconds = sum(float(n) * _UNITS[unit] for n, unit in _PART.findall(value))
+    else:
+        raise ValueError(f"{text!r} is not a duration (e.g. 90s, 30m, 1h, 2d, 1h30m)")
+    if seconds <= 0:
+        raise ValueError(f"{text!r}: the duration must be positive")
+    return timedelta(seconds=seconds)
+
+
+class Duration(click.ParamType[timedelta, Any]):
+    name = "DURATION"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> timedelta:
+        if isinstance(value, timedelta):
+            return value
+        try:
+            return parse_duration(str(value))
+        except ValueError as error:
+            self.fail(str(error), param, ctx)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What the report covers: one queue and/or one CE (None: all), failures since ``since``."""
+
+    queue: str | None
+    ce: str | None
+    since: datetime
+    now: datetime
+
+
+# --- the queries ---------------------------------------------------------------------------------
+
+
+def _key(name: Any) -> str:
+    return UNASSIGNED if name is None else str(name)
+
+
+def _in_chunks(ids: list[int]) -> Iterable[list[int]]:
+    for start in range(0, len(ids), CHUNK):
+        yield ids[start : start + CHUNK]
+
+
+def _per_state(
+    conn: Connection,
+    table: sa.Table,
+    group: sa.Column[Any],
+    *,
+    wanted: str | None,
+    describe: Callable[[Row], Row],
+    now: datetime,
+) -> dict[str, dict[str, Any]]:
+    """{name: {"states": {state: n}, "total": n, "oldest": {state: job}}}: one GROUP BY over the
+    (group, state, id) index, then the oldest job (lowest id) of each group by primary key."""
+    stmt = sa.select(group, table.c.state, sa.func.count(), sa.func.min(table.c.id)).group_by(
+        group, table.c.state
+    )
+    if wanted is not None:
+        stmt = stmt.where(group == wanted)
+    found: dict[str, dict[str, Any]] = {}
+    oldest_ids: dict[int, tuple[str, str]] = {}
+    for name, state, number, first in conn.execute(stmt):
+        entry = found.setdefault(_key(name), {"states": {}, "total": 0, "oldest": {}})
+        entry["states"][str(state)] = int(number)
+        entry["total"] += int(number)
+        oldest_ids[int(first)] = (_key(name), str(state))
+    for chunk in _in_chunks(sorted(oldest_ids)):
+        for row in conn.execute(sa.select(table).where(table.c.id.in_(chunk))).mappings():
+            name, state = oldest_ids[int(row["id"])]
+            found[name]["oldest"][state] = {
+                **describe(dict(row)),
+                "created_at": row["created_at"],
+                "state_changed_at": row["state_changed_at"],
+                "age_seconds": _seconds(now - row["created_at"]),
+                "in_state_seconds": _seconds(now - row["state_changed_at"]),
+            }
+    layer = Layer.PANDA if table is panda_jobs else Layer.CE
+    for entry in found.values():
+        entry["states"] = _in_state_order(entry["states"], layer)
+        entry["oldest"] = _in_state_order(entry["oldest"], layer)
+    return found
+
+
+def _seconds(delta: timedelta) -> float:
+    return round(delta.total_seconds(), 3)
+
+
+def _in_state_order(by_state: dict[str, Any], layer: Layer) -> dict[str, Any]:
+    order = list(STATES[layer])
+    return dict(
+        sorted(by_state.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99)
+    )
+
+
+def _failed_ids(layer: Layer, since: datetime) -> sa.Select[Any]:
+    """Ids of the jobs of ``layer`` that entered a failed state at ``since`` or later (read
+    through the index on transitions.at)."""
+    return (
+        sa.select(history.c.job_id)
+        .where(
+            history.c.at >= since,
+            history.c.layer == layer.value,
+            history.c.to_state.in_(FAILED_STATES),
+        )
+        .distinct()
+    )
+
+
+def _failures(
+    conn: Connection,
+    table: sa.Table,
+    group: sa.Column[Any],
+    *,
+    layer: Layer,
+    scope: Scope,
+    wanted: str | None,
+) -> dict[str, int]:
+    """{name: jobs that entered a failed state in the window}."""
+    failed = _failed_ids(layer, scope.since).subquery()
+    stmt = (
+        sa.select(group, sa.func.count())
+        .select_from(table.join(failed, failed.c.job_id == table.c.id))
+        .group_by(group)
+    )
+    if wanted is not None:
+        stmt = stmt.where(group == wanted)
+    return {_key(name): int(number) for name, number in conn.execute(stmt)}
+
+
+def _panda_errors(conn: Connection, scope: Scope) -> dict[str, list[Row]]:
+    """{queue: the most frequent error codes of the jobs failed in the window, with a text}."""
+    t = panda_jobs
+    stmt = (
+        sa.select(
+            t.c.queue,
+            t.c.error_code,
+            sa.func.count(),
+            sa.func.min(_prefix(t.c.error_text)),
+        )
+        .where(t.c.id.in_(_failed_ids(Layer.PANDA, scope.since)))
+        .group_by(t.c.queue, t.c.error_code)
+    )
+    if scope.queue is not None:
+        stmt = stmt.where(t.c.queue == scope.queue)
+    found: dict[str, list[Row]] = {}
+    for queue, code, number, text in conn.execute(stmt):
+        found.setdefault(_key(queue), []).append(
+            {"error_code": code, "jobs": int(number), "error_text": output.one_line(text) or None}
+        )
+    return {name: _top(rows) for name, rows in found.items()}
+
+
+def _ce_errors(conn: Connection, scope: Scope) -> dict[str, list[Row]]:
+    """{CE: the most frequent error texts (their first ERROR_PREFIX characters) in the window}."""
+    t = ce_jobs
+    text = _prefix(t.c.error_text)
+    stmt = (
+        sa.select(t.c.ce_endpoint, text, sa.func.count())
+        .where(t.c.id.in_(_failed_ids(Layer.CE, scope.since)))
+        .group_by(t.c.ce_endpoint, text)
+    )
+    if scope.ce is not None:
+        stmt = stmt.where(t.c.ce_endpoint == scope.ce)
+    found: dict[str, list[Row]] = {}
+    for ce, error, number in conn.execute(stmt):
+        found.setdefault(_key(ce), []).append(
+            {"jobs": int(number), "error_text": output.one_line(error) or None}
+        )
+    return {name: _top(rows) for name, rows in found.items()}
+
+
+def _prefix(column: sa.Column[Any]) -> sa.ColumnElement[Any]:
+    # Literal numbers, not bound parameters: PostgreSQL must see the same expression in the
+    # SELECT list and in GROUP BY.
+    return sa.func.substr(column, sa.literal_column("1"), sa.literal_column(str(ERROR_PREFIX)))
+
+
+def _top(rows: list[Row]) -> list[Row]:
+    return sorted(rows, key=lambda r: (-r["jobs"], str(r.get("error_code")), str(r["error_text"])))[
+        :TOP_ERRORS
+    ]
+
+
+def _heartbeats(conn: Connection, scope: Scope) -> dict[str, Row]:
+    """{queue: overdue reports and the lag of the most overdue}, through next_report_at."""
+    t = panda_jobs
+    stmt = (
+        sa.select(t.c.queue, sa.func.count(), sa.func.min(t.c.next_report_at))
+        .where(t.c.next_report_at <= scope.now)
+        .group_by(t.c.queue)
+    )
+    if scope.queue is not None:
+        stmt = stmt.where(t.c.queue == scope.queue)
+    return {
+        _key(queue): {
+            "overdue": int(number),
+            "oldest_due": oldest,
+            "lag_seconds": _seconds(scope.now - oldest),
+        }
+        for queue, number, oldest in conn.execute(stmt)
+    }
+
+
+def _ce_rows(conn: Connection, wanted: str | None) -> dict[str, Row]:
+    stmt = sa.select(ces)
+    if wanted is not None:
+        stmt = stmt.where(ces.c.endpoint == wanted)
+    return {str(row["endpoint"]): dict(row) for row in conn.execute(stmt).mappings()}
+
+
+# --- the report ----------------------------------------------------------------------------------
+
+
+def _panda_job(row: Row) -> Row:
+    return {"pandaid": row["panda_id"]}
+
+
+def _ce_job(row: Row) -> Row:
+    return {"id": row["id"], "ce_job_id": row["ce_job_id"], "pandaid": row["pandaid"]}
+
+
+def build(
+    conn: Connection,
+    scope: Scope,
+    *,
+    configured_queues: Iterable[str] = (),
+    configured_ces: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The report as one JSON-ready object (see the module docstring)."""
+    configured_ces = configured_ces or {}
+    pj, cj = panda_jobs, ce_jobs
+    queue_states = _per_state(
+        conn, pj, pj.c.queue, wanted=scope.queue, describe=_panda_job, now=scope.now
+    )
+    queue_failures = _failures(
+        conn, pj, pj.c.queue, layer=Layer.PANDA, scope=scope, wanted=scope.queue
+    )
+    queue_errors = _panda_errors(conn, scope)
+    lags = _heartbeats(conn, scope)
+    ce_states = _per_state(
+        conn, cj, cj.c.ce_endpoint, wanted=scope.ce, describe=_ce_job, now=scope.now
+    )
+    ce_failures = _failures(
+        conn, cj, cj.c.ce_endpoint, layer=Layer.CE, scope=scope, wanted=scope.ce
+    )
+    ce_errors = _ce_errors(conn, scope)
+    ce_rows = _ce_rows(conn, scope.ce)
+    overall = reporting.backlog(conn, scope.now)
+
+    queue_names = set(queue_states) | set(queue_failures) | set(lags)
+    queue_names |= {q for q in configured_queues if scope.queue in (None, q)}
+    empty: dict[str, Any] = {"states": {}, "total": 0, "oldest": {}}
+    queues = {
+        name: {
+            **queue_states.get(name, empty),
+            "failed_in_window": queue_failures.get(name, 0),
+            "top_errors": queue_errors.get(name, []),
+            "heartbeat": lags.get(name, {"overdue": 0, "oldest_due": None, "lag_seconds": None}),
+        }
+        for name in sorted(queue_names)
+    }
+    ce_names = set(ce_states) | set(ce_failures) | set(ce_rows)
+    ce_names |= {c for c in configured_ces if scope.ce in (None, c)}
+    ce_report = {}
+    for name in sorted(ce_names):
+        row = ce_rows.get(name, {})
+        settings = configured_ces.get(name)
+        ce_report[name] = {
+            **ce_states.get(name, empty),
+            "failed_in_window": ce_failures.get(name, 0),
+            "top_errors": ce_errors.get(name, []),
+            "configured": settings is not None,
+            "backend": getattr(settings, "backend", None) or row.get("backend"),
+            "enabled": bool(row.get("enabled", True)),
+            "breaker": row.get("breaker", breaker.CLOSED),
+            "breaker_forced": row.get("breaker_forced"),
+            "consecutive_failures": int(row.get("failures") or 0),
+            "reason": row.get("reason"),
+        }
+    lag = overall.lag
+    return {
+        "now": scope.now,
+        "window": {
+            "since": scope.since,
+            "seconds": _seconds(scope.now - scope.since),
+            "failed_states": list(FAILED_STATES),
+        },
+        "filters": {"queue": scope.queue, "ce": scope.ce},
+        "heartbeat": {
+            "all_queues": True,
+            "scheduled": overall.scheduled,
+            "overdue": overall.overdue,
+            "oldest_due": overall.oldest_due,
+            "lag_seconds": _seconds(lag) if lag is not None else None,
+        },
+        "queues": queues,
+        "ces": ce_report,
+    }
+
+
+# --- text ----------------------------------------------------------------------------------------
+
+
+def duration(seconds: float | None) -> str:
+    """``1d 02:03:04`` / ``02:03:04`` (negative with a ``-``); empty for None."""
+    if seconds is None:
+        return ""
+    total = int(seconds)
+    sign, total = ("-", -total) if total < 0 else ("", total)
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    clock = f"{hours:02d}:{minutes:02d}:{secs:02d}"
+    return f"{sign}{days}d {clock}" if days else f"{sign}{clock}"
+
+
+def short_duration(seconds: float) -> str:
+    """``1h``, ``30m``, ``1h30m``, ``2d``: how a window is written on the command line."""
+    total, parts = int(seconds), []
+    for unit in ("d", "h", "m", "s"):
+        number, total = divmod(total, _UNITS[unit])
+        if number:
+            parts.append(f"{number}{unit}")
+    return "".join(parts) or "0s"
+
+
+def _states_in(records: dict[str, Row], layer: Layer) -> list[str]:
+    present = {state for record in records.values() for state in record["states"]}
+    columns = [state for state in STATES[layer] if state in present]
+    return columns + sorted(present.difference(STATES[layer]))
+
+
+def _window_label(report: Row) -> str:
+    return f"failed ({short_duration(report['window']['seconds'])})"
+
+
+def _queue_table(report: Row) -> str:
+    queues = report["queues"]
+    if not queues:
+        return "(no queues)"
+    columns = _states_in(queues, Layer.PANDA)
+    rows = [
+        [
+            name,
+            *(record["states"].get(state, 0) for state in columns),
+            record["total"],
+            record["failed_in_window"],
+            record["heartbeat"]["overdue"],
+            duration(record["heartbeat"]["lag_seconds"]),
+        ]
+        for name, record in queues.items()
+    ]
+    headers = ["queue", *columns, "total", _window_label(report), "overdue", "heartbeat lag"]
+    return output.table(rows, headers)
+
+
+def _ce_table(report: Row) -> str:
+    found = report["ces"]
+    if not found:
+        return "(no CEs)"
+    columns = _states_in(found, Layer.CE)
+    rows = []
+    for name, record in found.items():
+        forced = record["breaker_forced"]
+        rows.append(
+            [
+                name + ("" if record["configured"] else " (not configured)"),
+                "yes" if record["enabled"] else "drained",
+                f"forced {forced}" if forced else record["breaker"],
+                *(record["states"].get(state, 0) for state in columns),
+                record["total"],
+                record["failed_in_window"],
+            ]
+        )
+    headers = ["ce", "enabled", "breaker", *columns, "total", _window_label(report)]
+    return output.table(rows, headers)
+
+
+def _oldest_table(records: dict[str, Row], label: str, ids: list[str]) -> str:
+    rows = [
+        [
+            name,
+            state,
+            *(job[key] for key in ids),
+            duration(job["age_seconds"]),
+            duration(job["in_state_seconds"]),
+        ]
+        for name, record in records.items()
+        for state, job in record["oldest"].items()
+    ]
+    if not rows:
+        return "(no jobs)"
+    return output.table(rows, [label, "state", *ids, "age", "in state"])
+
+
+def _errors_table(records: dict[str, Row], label: str, with_code: bool) -> str:
+    rows = [
+        [name, *([error["error_code"]] if with_code else []), error["jobs"], error["error_text"]]
+        for name, record in records.items()
+        for error in record["top_errors"]
+    ]
+    if not rows:
+        return "(no failures)"
+    return output.table(rows, [label, *(["code"] if with_code else []), "jobs", "error"])
+
+
+def to_text(report: Row) -> str:
+    beat = report["heartbeat"]
+    since = output.cell(report["window"]["since"])
+    return "\n".join(
+        [
+            f"act report at {output.cell(report['now'])}; failures since {since}",
+            "",
+            "PanDA jobs per queue",
+            _queue_table(report),
+            "",
+            "Oldest PanDA job per queue and state (the first fetched)",
+            _oldest_table(report["queues"], "queue", ["pandaid"]),
+            "",
+            f"Top errors of PanDA jobs failed since {since}",
+            _errors_table(report["queues"], "queue", with_code=True),
+            "",
+            "CE jobs per CE",
+            _ce_table(report),
+            "",
+            "Oldest CE job per CE and state (the first made)",
+            _oldest_table(report["ces"], "ce", ["ce_job_id", "pandaid"]),
+            "",
+            f"Top errors of CE jobs failed since {since}",
+            _errors_table(report["ces"], "ce", with_code=False),
+            "",
+            f"Heartbeats to PanDA (all queues): {beat['overdue']} of {beat['scheduled']} overdue, "
+            f"lag {duration(beat['lag_seconds']) or 'none'}",
+        ]
+    )
+
+
+def register(cli: click.Group, pass_app: Callable[..., Any]) -> None:
+    """Add ``report`` to actctl's top-level group."""
+
+    @cli.command("report")
+    @click.option("--queue", help="Only this PanDA queue (narrows the PanDA-layer part).")
+    @click.option("--ce", help="Only this CE (narrows the CE-layer part).")
+    @click.option(
+        "--since",
+        "window",
+        type=Duration(),
+        default=DEFAULT_WINDOW,
+        show_default=True,
+        help="Count failures in this window (90s, 30m, 1h, 2d, 1h30m).",
+    )
+    @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+    @pass_app
+    def report_command(
+        app: Any, queue: str | None, ce: str | None, window: timedelta, as_json: bool
+    ) -> None:
+        """Per queue and CE: jobs per state, oldest job per state, recent failures and their
+        top errors, heartbeat lag, breaker state.
+
+        --queue narrows the PanDA-layer part (queues), --ce the CE-layer part (CEs).
+        """
+        settings = app.settings()
+        now = utcnow()
+        scope = Scope(queue=queue, ce=ce, since=now - window, now=now)
+        with app.checked().read() as conn:
+            found = build(
+                conn,
+                scope,
+                configured_queues=settings.queues.serve,
+                configured_ces=settings.engine.ces,
+            )
+        click.echo(output.to_json(found) if as_json else to_text(found))
