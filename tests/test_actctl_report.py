@@ -19,10 +19,12 @@ from act.common.schema import transitions as history
 from act.common.states import Layer
 from act.common.timeutil import utcnow
 from act.ctl.cli import cli
-from act.ctl.report import parse_duration, short_duration
+from act.ctl.report import Scope, build, parse_duration, short_duration
 from act.engine import breaker
 from act.engine.settings import CESettings
 from tests.support.dbs import url_text
+from tests.support.jobs import make_jobs
+from tests.support.plans import analyze, capture, full_scans
 from tests.support.procs import write_config
 from tests.test_actctl import ce_job_in, panda_jobs_in, table_rows
 
@@ -229,3 +231,29 @@ def test_durations() -> None:
 def _ok(result: Result) -> str:
     assert result.exit_code == 0, (result.output, result.exception)
     return result.stdout
+
+
+@pytest.mark.slow
+def test_report_reads_only_the_window_of_the_history(db: Database) -> None:
+    """Apart from the two GROUP BYs over the (queue|ce_endpoint, state, id) indexes (the same
+    as `actctl status`), no statement of the report reads a whole table or index."""
+    long_ago = utcnow() - timedelta(days=2)
+    db.run(lambda c: make_jobs(c, Layer.PANDA, "donefailed", 3000, first_panda_id=1))
+    db.run(lambda c: make_jobs(c, Layer.CE, "cleaned", 3000))
+    for hour in range(100):  # an old history, spread over 100 hours
+        older = history.update().where(history.c.id % 100 == hour)
+        db.run(lambda c, u=older, h=hour: c.execute(u.values(at=long_ago - timedelta(hours=h))))
+    db.run(lambda c: make_jobs(c, Layer.PANDA, "failed", 20, first_panda_id=10**6))
+    db.run(lambda c: make_jobs(c, Layer.CE, "failed", 20))
+    analyze(db, ["panda_jobs", "ce_jobs", "transitions"])
+    now = utcnow()
+    with capture(db) as statements, db.read() as conn:
+        found = build(conn, Scope(None, None, now - timedelta(hours=1), now))
+    assert found["queues"]["TEST_QUEUE"]["failed_in_window"] == 20
+    grouped = (
+        "GROUP BY panda_jobs.queue, panda_jobs.state",
+        "GROUP BY ce_jobs.ce_endpoint, ce_jobs.state",
+    )
+    rest = [(s, p) for s, p in statements if not any(g in " ".join(s.split()) for g in grouped)]
+    assert len(rest) == len(statements) - 2
+    assert full_scans(db, rest, {"panda_jobs", "ce_jobs", "transitions"}) == []

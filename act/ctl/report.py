@@ -148,14 +148,16 @@ def _in_state_order(by_state: dict[str, Any], layer: Layer) -> dict[str, Any]:
     )
 
 
-def _failed_ids(layer: Layer, since: datetime) -> sa.Select[Any]:
-    """Ids of the jobs of ``layer`` that entered a failed state at ``since`` or later (read
-    through the index on transitions.at)."""
+def _failed_ids(layer: Layer, scope: Scope) -> sa.Select[Any]:
+    """Ids of the jobs of ``layer`` that entered a failed state in the window, read through the
+    index on transitions.at. The layer is compared as ``layer || ''`` so that no planner takes
+    the (layer, job_id) index instead (SQLite does): that would read the layer's whole history,
+    where the window holds only its last hour or so."""
     return (
         sa.select(history.c.job_id)
         .where(
-            history.c.at >= since,
-            history.c.layer == layer.value,
+            history.c.at.between(scope.since, scope.now),
+            history.c.layer.concat("") == layer.value,
             history.c.to_state.in_(FAILED_STATES),
         )
         .distinct()
@@ -172,7 +174,7 @@ def _failures(
     wanted: str | None,
 ) -> dict[str, int]:
     """{name: jobs that entered a failed state in the window}."""
-    failed = _failed_ids(layer, scope.since).subquery()
+    failed = _failed_ids(layer, scope).subquery()
     stmt = (
         sa.select(group, sa.func.count())
         .select_from(table.join(failed, failed.c.job_id == table.c.id))
@@ -193,7 +195,7 @@ def _panda_errors(conn: Connection, scope: Scope) -> dict[str, list[Row]]:
             sa.func.count(),
             sa.func.min(_prefix(t.c.error_text)),
         )
-        .where(t.c.id.in_(_failed_ids(Layer.PANDA, scope.since)))
+        .where(t.c.id.in_(_failed_ids(Layer.PANDA, scope)))
         .group_by(t.c.queue, t.c.error_code)
     )
     if scope.queue is not None:
@@ -212,7 +214,7 @@ def _ce_errors(conn: Connection, scope: Scope) -> dict[str, list[Row]]:
     text = _prefix(t.c.error_text)
     stmt = (
         sa.select(t.c.ce_endpoint, text, sa.func.count())
-        .where(t.c.id.in_(_failed_ids(Layer.CE, scope.since)))
+        .where(t.c.id.in_(_failed_ids(Layer.CE, scope)))
         .group_by(t.c.ce_endpoint, text)
     )
     if scope.ce is not None:
@@ -238,11 +240,12 @@ def _top(rows: list[Row]) -> list[Row]:
 
 
 def _heartbeats(conn: Connection, scope: Scope) -> dict[str, Row]:
-    """{queue: overdue reports and the lag of the most overdue}, through next_report_at."""
+    """{queue: overdue reports and the lag of the most overdue}, through next_report_at (a
+    range with both ends, else SQLite scans the (queue, state, id) index for the GROUP BY)."""
     t = panda_jobs
     stmt = (
         sa.select(t.c.queue, sa.func.count(), sa.func.min(t.c.next_report_at))
-        .where(t.c.next_report_at <= scope.now)
+        .where(t.c.next_report_at.between(reporting.SCHEDULED_SINCE, scope.now))
         .group_by(t.c.queue)
     )
     if scope.queue is not None:
