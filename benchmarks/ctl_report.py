@@ -147,9 +147,11 @@ def run(backend: str, rows: int, repeat: int) -> None:
         analyze(db, ["panda_jobs", "ce_jobs", "transitions"])
         print(f"  (setup {time.perf_counter() - started:.0f}s)")
 
-        def build(queue: str | None = None, ce: str | None = None) -> dict[str, Any]:
+        def build(
+            queue: str | None = None, ce: str | None = None, since: datetime | None = None
+        ) -> dict[str, Any]:
             moment = utcnow()
-            scope = report.Scope(queue, ce, moment - timedelta(hours=1), moment)
+            scope = report.Scope(queue, ce, since or moment - timedelta(hours=1), moment)
             with db.read() as conn:
                 return report.build(conn, scope)
 
@@ -158,7 +160,7 @@ def run(backend: str, rows: int, repeat: int) -> None:
                 queries.panda_counts(conn)
                 queries.ce_counts(conn)
 
-        found = build()
+        found = build(since=now - timedelta(hours=1))  # the window the failures were made in
         failed = sum(q["failed_in_window"] for q in found["queues"].values())
         total = sum(q["total"] for q in found["queues"].values())
         if total != rows or failed != (rows + 699) // 700:
