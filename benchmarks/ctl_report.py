@@ -24,109 +24,16 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-import sqlalchemy as sa
-
-from act.common.db import Database
-from act.common.schema import ce_jobs, panda_jobs
-from act.common.schema import transitions as history
 from act.common.timeutil import utcnow
 from act.ctl import queries, report
 from benchmarks._common import scratch_database
+from tests.support.bulk_store import CES, FAILED_EVERY, QUEUES, fill_store
 from tests.support.plans import analyze
-
-QUEUES = [f"QUEUE_{n:02d}" for n in range(20)]
-CES = [f"ce-{n:02d}" for n in range(20)]
-PANDA_STATES = [
-    ("done", 88),
-    ("donefailed", 4),
-    ("donecancelled", 1),
-    ("running", 4),
-    ("queued", 1),
-    ("received", 1),
-    ("transferring", 1),
-]
-CE_STATES = [("cleaned", 93), ("running", 4), ("submitted", 2), ("tosubmit", 1)]
-LIVE = {"running", "queued", "received", "transferring"}
-CHUNK = 20000
-WEEK = 7 * 86400
-
-
-def _pick(weights: list[tuple[str, int]], rng: random.Random, n: int) -> list[str]:
-    names, shares = zip(*weights, strict=True)
-    return rng.choices(names, weights=shares, k=n)
-
-
-def _fill(db: Database, rows: int, now: datetime, rng: random.Random) -> None:
-    states = _pick(PANDA_STATES, rng, rows)
-    for start in range(0, rows, CHUNK):
-        batch = []
-        for i in range(start, min(rows, start + CHUNK)):
-            created = now - timedelta(seconds=rng.uniform(0, WEEK))
-            live = states[i] in LIVE
-            due = created + timedelta(seconds=rng.uniform(0, 1800)) if live else None
-            if due is not None and rng.random() > 0.05:
-                due = now + timedelta(seconds=rng.uniform(1, 1800))
-            batch.append(
-                {
-                    "panda_id": 10**9 + i,
-                    "queue": QUEUES[i % len(QUEUES)],
-                    "spec": "{}",
-                    "spec_format": "json",
-                    "state": states[i],
-                    "state_changed_at": created + timedelta(seconds=60),
-                    "created_at": created,
-                    "updated_at": created,
-                    "next_report_at": due,
-                    "error_code": rng.choice([1305, 1201, 1137]) if "failed" in states[i] else None,
-                    "error_text": "payload failed" if "failed" in states[i] else None,
-                }
-            )
-        db.run(lambda c, b=batch: c.execute(sa.insert(panda_jobs), b))
-        print(f"  panda_jobs {start + len(batch)}/{rows}", file=sys.stderr, end="\r")
-    ce_states = _pick(CE_STATES, rng, rows)
-    for start in range(0, rows, CHUNK):
-        batch = []
-        for i in range(start, min(rows, start + CHUNK)):
-            created = now - timedelta(seconds=rng.uniform(0, WEEK))
-            batch.append(
-                {
-                    "panda_job_id": i + 1,
-                    "backend": "arc",
-                    "ce_endpoint": CES[i % len(CES)],
-                    "ce_job_id": f"job{i}",
-                    "pandaid": 10**9 + i,
-                    "state": ce_states[i],
-                    "state_changed_at": created + timedelta(seconds=60),
-                    "created_at": created,
-                    "updated_at": created,
-                    "error_text": None,
-                }
-            )
-        db.run(lambda c, b=batch: c.execute(sa.insert(ce_jobs), b))
-        print(f"  ce_jobs {start + len(batch)}/{rows}     ", file=sys.stderr, end="\r")
-    for start in range(0, rows, CHUNK):
-        batch = []
-        for i in range(start, min(rows, start + CHUNK)):
-            for to_state in ("received", "queued", "running"):
-                at = now - timedelta(seconds=rng.uniform(3600, WEEK))
-                batch.append(_step("panda", i + 1, to_state, at))
-            if i % 700 == 0:
-                recent = now - timedelta(seconds=rng.uniform(0, 3500))
-                batch.append(_step("panda", i + 1, "failed", recent))
-                batch.append(_step("ce", i + 1, "failed", recent))
-        db.run(lambda c, b=batch: c.execute(sa.insert(history), b))
-        print(f"  transitions for {start + CHUNK}/{rows} jobs", file=sys.stderr, end="\r")
-    print(file=sys.stderr)
-
-
-def _step(layer: str, job_id: int, to_state: str, at: datetime) -> dict[str, Any]:
-    return {"layer": layer, "job_id": job_id, "to_state": to_state, "actor": "bench", "at": at}
 
 
 def _time(fn: Callable[[], object], repeat: int) -> list[float]:
@@ -143,7 +50,7 @@ def run(backend: str, rows: int, repeat: int) -> None:
     with scratch_database(backend) as (db, _root):
         now = utcnow()
         started = time.perf_counter()
-        _fill(db, rows, now, random.Random(1))
+        fill_store(db, rows, now, random.Random(1))
         analyze(db, ["panda_jobs", "ce_jobs", "transitions"])
         print(f"  (setup {time.perf_counter() - started:.0f}s)")
 
@@ -163,7 +70,7 @@ def run(backend: str, rows: int, repeat: int) -> None:
         found = build(since=now - timedelta(hours=1))  # the window the failures were made in
         failed = sum(q["failed_in_window"] for q in found["queues"].values())
         total = sum(q["total"] for q in found["queues"].values())
-        if total != rows or failed != (rows + 699) // 700:
+        if total != rows or failed != (rows + FAILED_EVERY - 1) // FAILED_EVERY:
             raise RuntimeError(f"report counts {total} jobs, {failed} failed: not what was made")
         figures = {
             "report (all)": _time(build, repeat),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,8 @@ from act.ctl.cli import cli
 from act.ctl.report import Scope, build, parse_duration, short_duration
 from act.engine import breaker
 from act.engine.settings import CESettings
+from tests.support.bulk_store import fill_store
 from tests.support.dbs import url_text
-from tests.support.jobs import make_jobs
 from tests.support.plans import analyze, capture, full_scans
 from tests.support.procs import write_config
 from tests.test_actctl import ce_job_in, panda_jobs_in, table_rows
@@ -237,19 +238,14 @@ def _ok(result: Result) -> str:
 def test_report_reads_only_the_window_of_the_history(db: Database) -> None:
     """Apart from the two GROUP BYs over the (queue|ce_endpoint, state, id) indexes (the same
     as `actctl status`), no statement of the report reads a whole table or index."""
-    long_ago = utcnow() - timedelta(days=2)
-    db.run(lambda c: make_jobs(c, Layer.PANDA, "donefailed", 3000, first_panda_id=1))
-    db.run(lambda c: make_jobs(c, Layer.CE, "cleaned", 3000))
-    for hour in range(100):  # an old history, spread over 100 hours
-        older = history.update().where(history.c.id % 100 == hour)
-        db.run(lambda c, u=older, h=hour: c.execute(u.values(at=long_ago - timedelta(hours=h))))
-    db.run(lambda c: make_jobs(c, Layer.PANDA, "failed", 20, first_panda_id=10**6))
-    db.run(lambda c: make_jobs(c, Layer.CE, "failed", 20))
-    analyze(db, ["panda_jobs", "ce_jobs", "transitions"])
     now = utcnow()
+    fill_store(db, 20000, now, random.Random(2), quiet=True)  # a week of history, 60k rows
+    analyze(db, ["panda_jobs", "ce_jobs", "transitions"])
+    scope = Scope(None, None, now - timedelta(hours=1), utcnow())
     with capture(db) as statements, db.read() as conn:
-        found = build(conn, Scope(None, None, now - timedelta(hours=1), now))
-    assert found["queues"]["TEST_QUEUE"]["failed_in_window"] == 20
+        found = build(conn, scope)
+    failed = sum(queue["failed_in_window"] for queue in found["queues"].values())
+    assert failed == sum(ce["failed_in_window"] for ce in found["ces"].values()) == 29
     grouped = (
         "GROUP BY panda_jobs.queue, panda_jobs.state",
         "GROUP BY ce_jobs.ce_endpoint, ce_jobs.state",

@@ -148,12 +148,12 @@ def _in_state_order(by_state: dict[str, Any], layer: Layer) -> dict[str, Any]:
     )
 
 
-def _failed_ids(layer: Layer, scope: Scope) -> sa.Select[Any]:
+def _failed_ids(conn: Connection, layer: Layer, scope: Scope) -> list[int]:
     """Ids of the jobs of ``layer`` that entered a failed state in the window, read through the
     index on transitions.at. The layer is compared as ``layer || ''`` so that no planner takes
     the (layer, job_id) index instead (SQLite does): that would read the layer's whole history,
     where the window holds only its last hour or so."""
-    return (
+    stmt = (
         sa.select(history.c.job_id)
         .where(
             history.c.at.between(scope.since, scope.now),
@@ -162,6 +162,13 @@ def _failed_ids(layer: Layer, scope: Scope) -> sa.Select[Any]:
         )
         .distinct()
     )
+    return sorted(int(job_id) for job_id in conn.execute(stmt).scalars())
+
+
+@dataclass
+class _Error:
+    jobs: int
+    text: str | None
 
 
 def _failures(
@@ -169,74 +176,53 @@ def _failures(
     table: sa.Table,
     group: sa.Column[Any],
     *,
-    layer: Layer,
-    scope: Scope,
+    kind: sa.ColumnElement[Any],
+    ids: list[int],
     wanted: str | None,
-) -> dict[str, int]:
-    """{name: jobs that entered a failed state in the window}."""
-    failed = _failed_ids(layer, scope).subquery()
-    stmt = (
-        sa.select(group, sa.func.count())
-        .select_from(table.join(failed, failed.c.job_id == table.c.id))
-        .group_by(group)
-    )
-    if wanted is not None:
-        stmt = stmt.where(group == wanted)
-    return {_key(name): int(number) for name, number in conn.execute(stmt)}
+) -> tuple[dict[str, int], dict[str, dict[Any, _Error]]]:
+    """For the failed jobs ``ids``: {name: how many}, and {name: {error kind: jobs, a text}}.
 
-
-def _panda_errors(conn: Connection, scope: Scope) -> dict[str, list[Row]]:
-    """{queue: the most frequent error codes of the jobs failed in the window, with a text}."""
-    t = panda_jobs
-    stmt = (
-        sa.select(
-            t.c.queue,
-            t.c.error_code,
-            sa.func.count(),
-            sa.func.min(_prefix(t.c.error_text)),
+    The ids go in by primary key (in chunks), so the plan is the same on every backend whatever
+    the table's size: handing the database the subquery instead let MariaDB's planner read the
+    whole (group, state, id) index to probe the subquery's result.
+    """
+    text = sa.func.min(_prefix(table.c.error_text))
+    counted: dict[str, int] = {}
+    errors: dict[str, dict[Any, _Error]] = {}
+    for chunk in _in_chunks(ids):
+        stmt = (
+            sa.select(group, kind, sa.func.count(), text)
+            .where(table.c.id.in_(chunk))
+            .group_by(group, kind)
         )
-        .where(t.c.id.in_(_failed_ids(Layer.PANDA, scope)))
-        .group_by(t.c.queue, t.c.error_code)
-    )
-    if scope.queue is not None:
-        stmt = stmt.where(t.c.queue == scope.queue)
-    found: dict[str, list[Row]] = {}
-    for queue, code, number, text in conn.execute(stmt):
-        found.setdefault(_key(queue), []).append(
-            {"error_code": code, "jobs": int(number), "error_text": output.one_line(text) or None}
-        )
-    return {name: _top(rows) for name, rows in found.items()}
+        if wanted is not None:
+            stmt = stmt.where(group == wanted)
+        for name, key, number, example in conn.execute(stmt):
+            counted[_key(name)] = counted.get(_key(name), 0) + int(number)
+            found = errors.setdefault(_key(name), {}).setdefault(key, _Error(0, example))
+            found.jobs += int(number)
+            if example is not None and (found.text is None or example < found.text):
+                found.text = example
+    return counted, errors
 
 
-def _ce_errors(conn: Connection, scope: Scope) -> dict[str, list[Row]]:
-    """{CE: the most frequent error texts (their first ERROR_PREFIX characters) in the window}."""
-    t = ce_jobs
-    text = _prefix(t.c.error_text)
-    stmt = (
-        sa.select(t.c.ce_endpoint, text, sa.func.count())
-        .where(t.c.id.in_(_failed_ids(Layer.CE, scope)))
-        .group_by(t.c.ce_endpoint, text)
-    )
-    if scope.ce is not None:
-        stmt = stmt.where(t.c.ce_endpoint == scope.ce)
-    found: dict[str, list[Row]] = {}
-    for ce, error, number in conn.execute(stmt):
-        found.setdefault(_key(ce), []).append(
-            {"jobs": int(number), "error_text": output.one_line(error) or None}
-        )
-    return {name: _top(rows) for name, rows in found.items()}
+def _top(errors: dict[Any, _Error], label: str | None) -> list[Row]:
+    """The TOP_ERRORS most frequent errors (ties: by kind), each as a JSON-ready row."""
+    ranked = sorted(errors.items(), key=lambda kv: (-kv[1].jobs, str(kv[0]), str(kv[1].text)))
+    return [
+        {
+            **({label: key} if label else {}),
+            "jobs": error.jobs,
+            "error_text": output.one_line(error.text) or None,
+        }
+        for key, error in ranked[:TOP_ERRORS]
+    ]
 
 
 def _prefix(column: sa.Column[Any]) -> sa.ColumnElement[Any]:
     # Literal numbers, not bound parameters: PostgreSQL must see the same expression in the
     # SELECT list and in GROUP BY.
     return sa.func.substr(column, sa.literal_column("1"), sa.literal_column(str(ERROR_PREFIX)))
-
-
-def _top(rows: list[Row]) -> list[Row]:
-    return sorted(rows, key=lambda r: (-r["jobs"], str(r.get("error_code")), str(r["error_text"])))[
-        :TOP_ERRORS
-    ]
 
 
 def _heartbeats(conn: Connection, scope: Scope) -> dict[str, Row]:
@@ -257,6 +243,28 @@ def _heartbeats(conn: Connection, scope: Scope) -> dict[str, Row]:
             "lag_seconds": _seconds(scope.now - oldest),
         }
         for queue, number, oldest in conn.execute(stmt)
+    }
+
+
+def _all_heartbeats(conn: Connection, now: datetime) -> Row:
+    """Reports scheduled and overdue over all queues, and the lag: what ``actctl panda`` shows
+    first (:func:`act.ctl.panda.backlog`), from the next_report_at index alone (backlog() also
+    reads every scheduled job's row for what PanDA was told, which the report does not show)."""
+    t = panda_jobs
+    scheduled = conn.execute(
+        sa.select(sa.func.count()).where(t.c.next_report_at >= reporting.SCHEDULED_SINCE)
+    ).scalar_one()
+    overdue, oldest = conn.execute(
+        sa.select(sa.func.count(), sa.func.min(t.c.next_report_at)).where(
+            t.c.next_report_at.between(reporting.SCHEDULED_SINCE, now)
+        )
+    ).one()
+    return {
+        "all_queues": True,
+        "scheduled": int(scheduled),
+        "overdue": int(overdue),
+        "oldest_due": oldest,
+        "lag_seconds": _seconds(now - oldest) if oldest is not None else None,
     }
 
 
@@ -291,20 +299,28 @@ def build(
     queue_states = _per_state(
         conn, pj, pj.c.queue, wanted=scope.queue, describe=_panda_job, now=scope.now
     )
-    queue_failures = _failures(
-        conn, pj, pj.c.queue, layer=Layer.PANDA, scope=scope, wanted=scope.queue
+    queue_failures, queue_errors = _failures(
+        conn,
+        pj,
+        pj.c.queue,
+        kind=pj.c.error_code,
+        ids=_failed_ids(conn, Layer.PANDA, scope),
+        wanted=scope.queue,
     )
-    queue_errors = _panda_errors(conn, scope)
     lags = _heartbeats(conn, scope)
     ce_states = _per_state(
         conn, cj, cj.c.ce_endpoint, wanted=scope.ce, describe=_ce_job, now=scope.now
     )
-    ce_failures = _failures(
-        conn, cj, cj.c.ce_endpoint, layer=Layer.CE, scope=scope, wanted=scope.ce
+    ce_failures, ce_errors = _failures(
+        conn,
+        cj,
+        cj.c.ce_endpoint,
+        kind=_prefix(cj.c.error_text),
+        ids=_failed_ids(conn, Layer.CE, scope),
+        wanted=scope.ce,
     )
-    ce_errors = _ce_errors(conn, scope)
     ce_rows = _ce_rows(conn, scope.ce)
-    overall = reporting.backlog(conn, scope.now)
+    overall = _all_heartbeats(conn, scope.now)
 
     queue_names = set(queue_states) | set(queue_failures) | set(lags)
     queue_names |= {q for q in configured_queues if scope.queue in (None, q)}
@@ -313,7 +329,7 @@ def build(
         name: {
             **queue_states.get(name, empty),
             "failed_in_window": queue_failures.get(name, 0),
-            "top_errors": queue_errors.get(name, []),
+            "top_errors": _top(queue_errors.get(name, {}), "error_code"),
             "heartbeat": lags.get(name, {"overdue": 0, "oldest_due": None, "lag_seconds": None}),
         }
         for name in sorted(queue_names)
@@ -327,7 +343,7 @@ def build(
         ce_report[name] = {
             **ce_states.get(name, empty),
             "failed_in_window": ce_failures.get(name, 0),
-            "top_errors": ce_errors.get(name, []),
+            "top_errors": _top(ce_errors.get(name, {}), None),
             "configured": settings is not None,
             "backend": getattr(settings, "backend", None) or row.get("backend"),
             "enabled": bool(row.get("enabled", True)),
@@ -336,7 +352,6 @@ def build(
             "consecutive_failures": int(row.get("failures") or 0),
             "reason": row.get("reason"),
         }
-    lag = overall.lag
     return {
         "now": scope.now,
         "window": {
@@ -345,13 +360,7 @@ def build(
             "failed_states": list(FAILED_STATES),
         },
         "filters": {"queue": scope.queue, "ce": scope.ce},
-        "heartbeat": {
-            "all_queues": True,
-            "scheduled": overall.scheduled,
-            "overdue": overall.overdue,
-            "oldest_due": overall.oldest_due,
-            "lag_seconds": _seconds(lag) if lag is not None else None,
-        },
+        "heartbeat": overall,
         "queues": queues,
         "ces": ce_report,
     }
