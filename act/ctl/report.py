@@ -103,11 +103,12 @@ def _per_state(
     group: sa.Column[Any],
     *,
     wanted: str | None,
-    describe: Callable[[Row], Row],
+    shown: dict[str, str],
     now: datetime,
 ) -> dict[str, dict[str, Any]]:
     """{name: {"states": {state: n}, "total": n, "oldest": {state: job}}}: one GROUP BY over the
-    (group, state, id) index, then the oldest job (lowest id) of each group by primary key."""
+    (group, state, id) index, then the oldest job (lowest id) of each group by primary key,
+    with its columns ``shown`` ({column: label})."""
     stmt = sa.select(group, table.c.state, sa.func.count(), sa.func.min(table.c.id)).group_by(
         group, table.c.state
     )
@@ -120,11 +121,14 @@ def _per_state(
         entry["states"][str(state)] = int(number)
         entry["total"] += int(number)
         oldest_ids[int(first)] = (_key(name), str(state))
+    # Not the whole row: a PanDA job's spec can be megabytes.
+    names = dict.fromkeys(("id", *shown, "created_at", "state_changed_at"))
+    columns = [table.c[name] for name in names]
     for chunk in _in_chunks(sorted(oldest_ids)):
-        for row in conn.execute(sa.select(table).where(table.c.id.in_(chunk))).mappings():
+        for row in conn.execute(sa.select(*columns).where(table.c.id.in_(chunk))).mappings():
             name, state = oldest_ids[int(row["id"])]
             found[name]["oldest"][state] = {
-                **describe(dict(row)),
+                **{label: row[name] for name, label in shown.items()},
                 "created_at": row["created_at"],
                 "state_changed_at": row["state_changed_at"],
                 "age_seconds": _seconds(now - row["created_at"]),
@@ -278,12 +282,9 @@ def _ce_rows(conn: Connection, wanted: str | None) -> dict[str, Row]:
 # --- the report ----------------------------------------------------------------------------------
 
 
-def _panda_job(row: Row) -> Row:
-    return {"pandaid": row["panda_id"]}
-
-
-def _ce_job(row: Row) -> Row:
-    return {"id": row["id"], "ce_job_id": row["ce_job_id"], "pandaid": row["pandaid"]}
+#: What the oldest job of a state is shown with: {column: label}.
+PANDA_JOB = {"panda_id": "pandaid"}
+CE_JOB = {"id": "id", "ce_job_id": "ce_job_id", "pandaid": "pandaid"}
 
 
 def build(
@@ -297,7 +298,7 @@ def build(
     configured_ces = configured_ces or {}
     pj, cj = panda_jobs, ce_jobs
     queue_states = _per_state(
-        conn, pj, pj.c.queue, wanted=scope.queue, describe=_panda_job, now=scope.now
+        conn, pj, pj.c.queue, wanted=scope.queue, shown=PANDA_JOB, now=scope.now
     )
     queue_failures, queue_errors = _failures(
         conn,
@@ -308,9 +309,7 @@ def build(
         wanted=scope.queue,
     )
     lags = _heartbeats(conn, scope)
-    ce_states = _per_state(
-        conn, cj, cj.c.ce_endpoint, wanted=scope.ce, describe=_ce_job, now=scope.now
-    )
+    ce_states = _per_state(conn, cj, cj.c.ce_endpoint, wanted=scope.ce, shown=CE_JOB, now=scope.now)
     ce_failures, ce_errors = _failures(
         conn,
         cj,
