@@ -124,9 +124,9 @@ def test_watchdog_pings_every_half_timeout_through_an_abstract_socket(
     pings = _pings(listener.during(4.0))
     gaps = [later - earlier for earlier, later in itertools.pairwise(pings)]
     assert len(pings) >= 5, pings
-    # Half the timeout, checked each 0.2 s tick of the main loop: never late enough for systemd
-    # to act, never a flood either.
-    assert max(gaps) < WATCHDOG_USEC / 1e6 * 0.9, gaps
+    # Half the timeout, checked each 0.2 s tick of the main loop (so about 0.6 s here): never
+    # as late as systemd's deadline, never a flood either.
+    assert max(gaps) < WATCHDOG_USEC / 1e6, gaps
     assert statistics.median(gaps) >= WATCHDOG_USEC / 1e6 / 2 * 0.9, gaps
     actd.signal(signal.SIGTERM)
     listener.until("STOPPING=1")
