@@ -310,6 +310,14 @@ from act.ctl import storage as _storage  # noqa: E402
 
 _storage.register(cli, pass_app, Failure)
 
+from act.ctl import audit as _audit  # noqa: E402
+from act.ctl import jobchange as _jobchange  # noqa: E402
+from act.ctl import queues as _queues  # noqa: E402
+
+_audit.register(cli, pass_app, Failure)
+_jobchange.register(cli, pass_app, Failure)
+_queues.register(cli, pass_app, Failure)
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``actctl`` console script; returns the exit code."""
