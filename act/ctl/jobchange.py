@@ -301,11 +301,11 @@ def _shown(row: Row) -> Row:
     return {k: row[k] for k in ("pandaid", "state", "queue", "ce", "state_changed_at")}
 
 
-def _ineligible(command: Command, found: Found) -> list[Row]:
+def _ineligible(command: Command, found: Found, states: Sequence[str]) -> list[Row]:
     rows = []
+    wanted = ", ".join(states or command.sources)
     for row in found.others:
-        sources = ", ".join(command.sources)
-        why = f"in state {row['state']}: {command.name} only moves {sources}"
+        why = f"in state {row['state']}: {command.name} only moves {wanted} here"
         rows.append({**_shown(row), "result": "skipped", "to_state": None, "why": why})
     for pandaid in found.unknown:
         rows.append(
@@ -403,7 +403,7 @@ def _register_one(
         database = app.checked()
         with database.read() as conn:
             found = select(conn, command, selection)
-        ineligible = _ineligible(command, found)
+        ineligible = _ineligible(command, found, states)
         if not found.movable:
             if as_json:
                 click.echo(output.to_json(_report(command, person, why, dry_run, ineligible)))
