@@ -288,7 +288,7 @@ def test_refusals_and_not_found(db: Database, db_url: URL, config_file: Path) ->
     assert "no job matches" in err
     result = actctl(db_url, config_file, "kill", "500", "--reason", "r")
     assert "no job matches" in fails(result, exitcodes.NOT_FOUND)
-    assert "in state donefailed" in result.stdout
+    assert "donefailed is not a state kill moves" in result.stdout
     result = actctl(db_url, config_file, "resubmit", "--queue", "NOPE", "--reason", "r")
     fails(result, exitcodes.NOT_FOUND)
     result = actctl(db_url, config_file, "kill", "501", "999", "--reason", "r", "--json")

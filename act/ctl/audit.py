@@ -152,9 +152,8 @@ def _moved(record_: Row, pandaid: int) -> bool:
 def _details_cell(details: Any) -> str:
     if not isinstance(details, dict):
         return ""
-    shown = {k: v for k, v in details.items() if k not in ("pandaids", "jobs")}
-    if "pandaids" in details:
-        shown["jobs"] = len(details["pandaids"])
+    # The filter is in the target already; the ids are too many for a cell (see --json).
+    shown = {k: v for k, v in details.items() if k not in ("pandaids", "filter")}
     return output.one_line(" ".join(f"{k}={v}" for k, v in sorted(shown.items())), 60)
 
 

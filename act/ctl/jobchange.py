@@ -13,6 +13,9 @@ Each selects jobs by PanDA id and/or a filter (``--queue``, ``--ce``, ``--state`
 * ``retry``: a ``failed`` job whose final report PanDA has not accepted yet → ``toresubmit``
   (its stored report and error are cleared: the next attempt reports afresh).
 
+Resubmitted and retried jobs count against the translator's ``max_ce_jobs``: a job that already
+had that many CE jobs fails again at once ("no attempts left").
+
 A job another daemon holds a claim on right now (the propagator sending its report, the
 validator checking it, ...) is skipped, as is one that changed state since it was selected; the
 output says so per job and the command can simply be run again. ``--dry-run`` shows what would
@@ -303,9 +306,9 @@ def _shown(row: Row) -> Row:
 
 def _ineligible(command: Command, found: Found, states: Sequence[str]) -> list[Row]:
     rows = []
-    wanted = ", ".join(states or command.sources)
+    wanted = " ".join(states or command.sources)
     for row in found.others:
-        why = f"in state {row['state']}: {command.name} only moves {wanted} here"
+        why = f"{row['state']} is not a state {command.name} moves here ({wanted})"
         rows.append({**_shown(row), "result": "skipped", "to_state": None, "why": why})
     for pandaid in found.unknown:
         rows.append(
@@ -475,4 +478,9 @@ def _help(command: Command) -> str:
         f"Moves jobs in {', '.join(command.sources)} to {command.to_state}, chosen by PANDAIDS "
         "and/or filters (all must match; at least one is needed). Several jobs need --yes or a "
         "confirmation. Exit 6 when nothing matches or nothing moved."
+        + (
+            ""
+            if command is KILL
+            else " A job that already had translator max_ce_jobs CE jobs fails again at once."
+        )
     )
