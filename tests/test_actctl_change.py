@@ -584,3 +584,16 @@ def test_parse_duration() -> None:
     for bad in ("", "h", "1x", "1h 2", "-1h"):
         with pytest.raises(ValueError):
             audit.parse_duration(bad)
+
+
+def test_ce_filter_goes_by_the_newest_ce_job(db: Database, db_url: URL, config_file: Path) -> None:
+    at_ce1 = panda_job(db, "running", 1101)
+    ce_job(db, at_ce1, "running", ce="ce1")
+    moved_on = panda_job(db, "running", 1102)
+    ce_job(db, moved_on, "cancelled", ce="ce1")
+    ce_job(db, moved_on, "running", ce="arc1")  # its newest CE job is elsewhere
+    ok(actctl(db_url, config_file, "kill", "--ce", "ce1", "--reason", "ce1 broken"))
+    assert state_of(db, Layer.PANDA, at_ce1) == "tobekilled"
+    assert state_of(db, Layer.PANDA, moved_on) == "running"
+    (action,) = actions(db)
+    assert action["target"] == "job:1101"
