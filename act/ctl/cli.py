@@ -313,6 +313,13 @@ _storage.register(cli, pass_app, Failure)
 from act.ctl import config_check as _config_check  # noqa: E402
 
 _config_check.register(cli, pass_app, Failure)
+from act.ctl import audit as _audit  # noqa: E402
+from act.ctl import jobchange as _jobchange  # noqa: E402
+from act.ctl import queues as _queues  # noqa: E402
+
+_audit.register(cli, pass_app, Failure)
+_jobchange.register(cli, pass_app, Failure)
+_queues.register(cli, pass_app, Failure)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
