@@ -39,7 +39,7 @@ from types import FrameType
 from typing import IO
 
 from act import __version__
-from act.common import exitcodes, migrate
+from act.common import exitcodes, metrics, migrate
 from act.common.config import ConfigError, DaemonSettings, Settings, load_settings
 from act.common.daemon import ENV_SUPERVISOR_PID, PROCESS_UMASK
 from act.common.db import Database, DatabaseError
@@ -92,6 +92,7 @@ class Supervisor:
             return code
         self._install_signals()
         self._write_snapshot(self.settings)
+        metrics.reset_multiproc_dir(self._metrics_dir())
         for name, daemon in self._enabled(self.settings).items():
             self._add(name, range(daemon.instances))
         log.info(
@@ -167,6 +168,7 @@ class Supervisor:
             if child.proc is None or child.proc.poll() is None:
                 continue
             code, ran = child.proc.returncode, now - child.started
+            metrics.process_gone(child.proc.pid, self._metrics_dir())
             child.proc, child.term_sent = None, None
             if child.retire:
                 log.info("%s stopped (exit code %s)", child.label, code)
@@ -214,7 +216,11 @@ class Supervisor:
             "--log-file",
             str(path),
         ]
-        env = {**os.environ, ENV_SUPERVISOR_PID: str(os.getpid())}
+        env = {
+            **os.environ,
+            ENV_SUPERVISOR_PID: str(os.getpid()),
+            metrics.ENV_MULTIPROC_DIR: str(self._metrics_dir()),
+        }
         with open(path, "ab") as output:
             try:
                 child.proc = subprocess.Popen(
@@ -355,6 +361,9 @@ class Supervisor:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(settings.snapshot())
         os.replace(scratch, path)
+
+    def _metrics_dir(self) -> Path:
+        return metrics.multiproc_dir(self.settings.run_dir)
 
     def _log_path(self, name: str) -> Path:
         return self.settings.log_dir / f"{name}.log"
