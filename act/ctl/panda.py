@@ -104,10 +104,17 @@ class QueueLag:
 def overdue_by_queue(conn: Connection, now: datetime) -> dict[str, QueueLag]:
     """The backlog's overdue reports per queue (queues with none are absent)."""
     t = panda_jobs
-    rows = conn.execute(
-        sa.select(t.c.queue, sa.func.count(), sa.func.min(t.c.next_report_at))
+    # The overdue rows through the next_report_at index, then grouped. Grouping the table
+    # directly made SQLite walk the (queue, state, id) index over every row instead (0.9 s
+    # rather than 0.06 s with 100k jobs); the ORDER BY keeps it from merging the two queries.
+    due = (
+        sa.select(t.c.queue.label("queue"), t.c.next_report_at.label("due"))
         .where(_overdue(now))
-        .group_by(t.c.queue)
+        .order_by(t.c.next_report_at)
+        .subquery()
+    )
+    rows = conn.execute(
+        sa.select(due.c.queue, sa.func.count(), sa.func.min(due.c.due)).group_by(due.c.queue)
     )
     return {
         str(queue): QueueLag(int(count), max(now - oldest, timedelta(0)))
