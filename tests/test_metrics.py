@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection
 
 from act.atlas.panda_client import PandaReplyError, PandaTransportError
 from act.atlas.panda_testserver import PandaTestServer
-from act.common import liveness, migrate
+from act.common import liveness, metrics, migrate
 from act.common.config import Settings
 from act.common.daemon import run_daemon
 from act.common.db import Database
@@ -481,6 +481,26 @@ def test_a_port_in_use_is_logged_and_retried_without_stopping_the_daemon(
 
 
 # -- several processes under actd ---------------------------------------------------------------
+
+
+def test_a_dead_process_keeps_its_counters_and_loses_its_live_gauges(tmp_path: Path) -> None:
+    directory = metrics.multiproc_dir(tmp_path)
+    (directory / "old").mkdir(parents=True)
+    metrics.reset_multiproc_dir(directory)
+    assert list(directory.iterdir()) == []
+    for name in (
+        "counter_123.db",
+        "histogram_123.db",
+        "gauge_livesum_123.db",
+        "gauge_liveall_9.db",
+    ):
+        (directory / name).write_bytes(b"")
+    metrics.process_gone(123, directory)
+    assert sorted(p.name for p in directory.iterdir()) == [
+        "counter_123.db",
+        "gauge_liveall_9.db",
+        "histogram_123.db",
+    ]
 
 
 @pytest.mark.slow

@@ -13,6 +13,8 @@
   added or removed, instance counts changed, and the processes of a daemon whose settings (or
   the shared db/logging/liveness settings) changed are restarted one by one as they stop.
 * actd and its daemons run with umask 027 (:data:`act.common.daemon.PROCESS_UMASK`).
+* Its daemons keep their metrics in ``<root>/run/metrics`` (``PROMETHEUS_MULTIPROC_DIR``, emptied
+  when actd starts), where the ``metrics`` daemon adds them up (:mod:`act.common.metrics`).
 * With ``NOTIFY_SOCKET`` set it speaks the systemd notify protocol: READY once the daemons are
   started, RELOADING/READY around a reload, STOPPING, STATUS lines, and WATCHDOG pings from the
   main loop at half of ``WATCHDOG_USEC``.
