@@ -51,7 +51,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from act.common import exitcodes, liveness, logs, migrate
+from act.common import exitcodes, liveness, logs, metrics, migrate
 from act.common.claims import release
 from act.common.config import (
     ConfigError,
@@ -213,6 +213,7 @@ def _loop(spec: DaemonSpec, ctx: Context, once: bool) -> None:
     supervisor = os.environ.get(ENV_SUPERVISOR_PID)
     while not stop.is_set() and not _orphaned(ctx, supervisor):
         started, error, more = utcnow(), None, False
+        clock, outcome = time.perf_counter(), "ok"
         try:
             ctx.heartbeat()  # rate-limited: back-to-back cycles do not write it every time
             more = bool(spec.run_once(ctx))
@@ -224,12 +225,16 @@ def _loop(spec: DaemonSpec, ctx: Context, once: bool) -> None:
             )
         except Exception as exc:
             if is_unavailable(exc):
+                outcome = "db_unavailable"
                 delay = outage.next()
                 log.error("database unavailable (%s); retrying in %.0fs", short_error(exc), delay)
             else:
+                outcome = "error"
                 delay = daemon.interval
                 error = traceback.format_exc()
                 log.exception("cycle failed")
+        metrics.DAEMON_CYCLE_SECONDS.labels(ctx.name).observe(time.perf_counter() - clock)
+        metrics.DAEMON_CYCLES.labels(ctx.name, outcome).inc()
         try:
             ctx.db.run(
                 partial(

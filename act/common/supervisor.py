@@ -17,6 +17,8 @@
   stdout/stderr at the new file (:mod:`act.common.logs`). Daemons are started with SIGUSR1
   blocked until they have installed their handler, so an early signal is never fatal to them.
 * actd and its daemons run with umask 027 (:data:`act.common.daemon.PROCESS_UMASK`).
+* Its daemons keep their metrics in ``<root>/run/metrics`` (``PROMETHEUS_MULTIPROC_DIR``, emptied
+  when actd starts), where the ``metrics`` daemon adds them up (:mod:`act.common.metrics`).
 * With ``NOTIFY_SOCKET`` set it speaks the systemd notify protocol: READY once the daemons are
   started, RELOADING/READY around a reload, STOPPING, STATUS lines, and WATCHDOG pings from the
   main loop at half of ``WATCHDOG_USEC``.
@@ -43,7 +45,7 @@ from types import FrameType
 from typing import IO
 
 from act import __version__
-from act.common import exitcodes, logs, migrate
+from act.common import exitcodes, logs, metrics, migrate
 from act.common.config import ConfigError, DaemonSettings, Settings, load_settings
 from act.common.daemon import ENV_SUPERVISOR_PID, PROCESS_UMASK
 from act.common.db import Database, DatabaseError
@@ -97,6 +99,7 @@ class Supervisor:
             return code
         self._install_signals()
         self._write_snapshot(self.settings)
+        metrics.reset_multiproc_dir(self._metrics_dir())
         for name, daemon in self._enabled(self.settings).items():
             self._add(name, range(daemon.instances))
         log.info(
@@ -191,6 +194,7 @@ class Supervisor:
             if child.proc is None or child.proc.poll() is None:
                 continue
             code, ran = child.proc.returncode, now - child.started
+            metrics.process_gone(child.proc.pid, self._metrics_dir())
             child.proc, child.term_sent = None, None
             if child.retire:
                 log.info("%s stopped (exit code %s)", child.label, code)
@@ -238,7 +242,11 @@ class Supervisor:
             "--log-file",
             str(path),
         ]
-        env = {**os.environ, ENV_SUPERVISOR_PID: str(os.getpid())}
+        env = {
+            **os.environ,
+            ENV_SUPERVISOR_PID: str(os.getpid()),
+            metrics.ENV_MULTIPROC_DIR: str(self._metrics_dir()),
+        }
         # The child inherits the blocked SIGUSR1 and unblocks it once its handler is installed
         # (act.common.daemon.main): a log reopen forwarded during its start-up waits for it.
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
@@ -384,6 +392,9 @@ class Supervisor:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(settings.snapshot())
         os.replace(scratch, path)
+
+    def _metrics_dir(self) -> Path:
+        return metrics.multiproc_dir(self.settings.run_dir)
 
     def _log_path(self, name: str) -> Path:
         return self.settings.log_dir / f"{name}.log"
