@@ -310,6 +310,10 @@ from act.ctl import storage as _storage  # noqa: E402
 
 _storage.register(cli, pass_app, Failure)
 
+from act.ctl import demo as _demo  # noqa: E402
+
+_demo.register(cli, pass_app, Failure)
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``actctl`` console script; returns the exit code."""
