@@ -41,6 +41,7 @@ def register(cli: click.Group, pass_app: Callable[..., Any], failure: type[Excep
         help="After the summary, keep actd and the PanDA test server running until Ctrl-C.",
     )  # fmt: skip
     def demo(
+        *,
         jobs: int,
         directory: Path | None,
         timeout: float,

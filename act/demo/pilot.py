@@ -176,7 +176,9 @@ def run(
         "adler32": adler32_of(tarball),
         "guid": log_guid,
     }
-    print(f"stage-out {log_file}: {len(tarball)} bytes -> {surl}", file=out, flush=True)
+    stamp = time.strftime(TIME_FORMAT, time.gmtime())
+    print(f"{stamp} | demo-pilot | stage-out {log_file}: {len(tarball)} bytes -> {surl}", file=out)
+    out.flush()
     ended = time.time()
     heartbeat: dict[str, Any] = {
         "jobId": pandaid,
@@ -201,7 +203,9 @@ def run(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="act-demo-pilot", description="act's demo pilot (a native pilot stand-in)."
+        prog="act-demo-pilot",
+        description="act's demo pilot (a native pilot stand-in).",
+        allow_abbrev=False,
     )
     parser.add_argument("--storage-dir", required=True, type=Path, help="file:// storage root")
     parser.add_argument("--sleep", type=parse_sleep, default=(0.5, 3.0), metavar="MIN-MAX")

@@ -22,6 +22,9 @@ Where the template is found: ``etc/act-demo.yaml`` of the source tree (an editab
 
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
 import os
 import re
 import shlex
@@ -33,9 +36,10 @@ import sysconfig
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import unquote, urlsplit
 
 import sqlalchemy as sa
 from tabulate import tabulate
@@ -46,10 +50,14 @@ from act.common import exitcodes, migrate
 from act.common.config import ENV_CONFIG, ENV_DB_URL, ENV_ROOT, Settings, load_settings
 from act.common.db import Database
 from act.common.schema import ce_jobs, panda_jobs
+from act.engine.backend import CE
+from act.local import jobfiles as jf
+from act.local.backend import LocalBackend
 
 QUEUE = "DEMO_QUEUE"
 TEMPLATE = "act-demo.yaml"
 MARKER = ".act-demo"
+RECORD = "summary.json"
 PLACEHOLDERS = ("@DEMO_DIR@", "@PANDA_URL@", "@DEMO_PILOT@")
 FINAL_STATES = ("done", "donefailed", "donecancelled")
 #: act's PanDA-layer states in pipeline order (for the progress line).
@@ -84,8 +92,6 @@ class Outcome:
     ok: bool
     wall: float
     pandaids: list[int]
-    states: dict[int, str] = field(default_factory=dict)
-    reported: dict[int, str | None] = field(default_factory=dict)
 
 
 def default_dir() -> Path:
@@ -218,6 +224,29 @@ def stop_actd(proc: subprocess.Popen[bytes], settings: Settings) -> int | None:
     return proc.returncode
 
 
+def stop_local_jobs(settings: Settings) -> int:
+    """Kill the local CE jobs still running once actd stopped (after a timeout or Ctrl-C): the
+    demo leaves no process behind. How many were killed."""
+    backend = LocalBackend(settings=settings, db=None, log=logging.getLogger("act.demo"))
+    killed = 0
+    for name, ce_settings in settings.engine.ces.items():
+        if ce_settings.backend != "local":
+            continue
+        ce = CE(name, ce_settings)
+        jobs = backend.workdir(ce) / jf.JOBS
+        ids = sorted(p.name for p in jobs.iterdir()) if jobs.is_dir() else []
+        running = [
+            job_id
+            for job_id in ids
+            if jf.JOB_ID.fullmatch(job_id)
+            and (jf.read_json(jobs / job_id / jf.STATE) or {}).get("state") not in jf.ENDED
+        ]
+        if running:
+            backend.kill(ce, running)
+            killed += len(running)
+    return killed
+
+
 # -- progress ----------------------------------------------------------------------------------
 
 
@@ -301,14 +330,17 @@ def job_rows(db: Database) -> list[Any]:
 def url_path(url: str | None) -> Path | None:
     if not url or not url.startswith("file://"):
         return None
-    from urllib.parse import unquote, urlsplit
-
     return Path(unquote(urlsplit(url).path))
+
+
+def _told(server: PandaTestServer, pandaid: int) -> str:
+    return server.final_state(pandaid) or "no final report"
 
 
 def summary(
     outcome: Outcome,
     rows: Sequence[Any],
+    *,
     settings: Settings,
     directory: Path,
     config: Path,
@@ -320,7 +352,7 @@ def summary(
         by_state.setdefault(row.state, []).append(row)
     table = []
     for state in sorted(by_state, key=lambda s: PANDA_ORDER.index(s) if s in PANDA_ORDER else 99):
-        told = Counter(str(server.final_state(r.panda_id) or "no final report") for r in by_state[state])
+        told = Counter(_told(server, r.panda_id) for r in by_state[state])
         codes = Counter(r.error_code for r in by_state[state] if r.error_code)
         told_text = ", ".join(f"{k} {n}" for k, n in sorted(told.items()))
         code_text = ", ".join(f"{k} x{n}" for k, n in sorted(codes.items())) or "-"
@@ -363,20 +395,46 @@ def summary(
     if rows:
         lines.append(f"          actctl --config {config} job {rows[0].panda_id}")
     if not outcome.ok:
-        stuck = [r for r in rows if r.state not in FINAL_STATES or not server.final_state(r.panda_id)]
+        stuck = [
+            r for r in rows if r.state not in FINAL_STATES or not server.final_state(r.panda_id)
+        ]
         lines += ["", "stuck jobs (PandaID: act state, PanDA's record):"]
         for row in stuck[:20]:
-            lines.append(f"  {row.panda_id}: {row.state}, {server.final_state(row.panda_id) or 'no final report'}")
+            lines.append(f"  {row.panda_id}: {row.state}, {_told(server, row.panda_id)}")
         if len(stuck) > 20:
             lines.append(f"  ... and {len(stuck) - 20} more")
         lines.append(f"look at the daemon logs in {settings.log_dir}")
     return "\n".join(lines)
 
 
+def write_record(
+    path: Path, outcome: Outcome, rows: Sequence[Any], server: PandaTestServer
+) -> None:
+    """``<dir>/summary.json``: the run, and per job act's final state next to what the PanDA
+    test server recorded (final state, number of final reports, pilot error code)."""
+    act_rows = {row.panda_id: row for row in rows}
+    jobs = {}
+    for pandaid in outcome.pandaids:
+        row = act_rows.get(pandaid)
+        told = server.last_fields(pandaid)
+        jobs[str(pandaid)] = {
+            "act_state": row.state if row else None,
+            "error_code": row.error_code if row else None,
+            "log_url": row.log_url if row else None,
+            "panda_final_state": server.final_state(pandaid),
+            "panda_final_reports": server.final_reports(pandaid),
+            "panda_pilot_error_code": told.get("pilot_error_code", told.get("pilotErrorCode")),
+        }
+    record = {"ok": outcome.ok, "wall_seconds": round(outcome.wall, 3), "jobs": jobs}
+    path.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+
+
 # -- the command -------------------------------------------------------------------------------
 
 
-def run(options: Options, out: IO[str] | None = None, clock: Callable[[], float] = time.monotonic) -> int:
+def run(
+    options: Options, out: IO[str] | None = None, *, clock: Callable[[], float] = time.monotonic
+) -> int:
     """Run the demo; the exit code (0: every job reported, 1: timeout or actd failed)."""
     out = out if out is not None else sys.stdout
     directory = prepare_dir(options.directory or default_dir())
@@ -418,7 +476,14 @@ def run(options: Options, out: IO[str] | None = None, clock: Callable[[], float]
         display.end()
         outcome = Outcome(ok, wall, ids)
         print("", file=out)
-        print(summary(outcome, job_rows(db), settings, directory, config, server), file=out)
+        rows = job_rows(db)
+        write_record(directory / RECORD, outcome, rows, server)
+        print(
+            summary(
+                outcome, rows, settings=settings, directory=directory, config=config, server=server
+            ),
+            file=out,
+        )
         db.dispose()
         if options.keep:
             print(
@@ -434,9 +499,15 @@ def run(options: Options, out: IO[str] | None = None, clock: Callable[[], float]
         print("interrupted: stopping actd and the PanDA test server", file=out, flush=True)
         return 130
     finally:
+        with contextlib.suppress(ValueError):  # not the main thread: no signal handling
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C: still stop cleanly
         if proc is not None and settings is not None:
             code = stop_actd(proc, settings)
             if code not in (0, None):
                 print(f"actd exited with code {code}", file=out)
+        if settings is not None:
+            killed = stop_local_jobs(settings)
+            if killed:
+                print(f"killed {killed} demo job(s) still running on the local CE", file=out)
         if server is not None:
             server.stop()
