@@ -7,8 +7,10 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -259,11 +261,15 @@ def test_the_demo_with_failures_reports_them_failed_with_the_pilots_code(tmp_pat
 @pytest.mark.slow
 def test_the_demo_times_out_naming_the_stuck_jobs(tmp_path: Path) -> None:
     directory = tmp_path / "demo"
-    # pilots that sleep far longer than the timeout: nothing can be reported in time
-    result = _demo(directory, "--jobs", "2", "--sleep", "600", "--timeout", "3")
+    # pilots that run far longer than the timeout: fetched and started, never reported
+    result = _demo(directory, "--jobs", "2", "--sleep", "600", "--timeout", "45")
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "NOT all jobs reported (timeout)" in result.stdout
-    assert "stuck jobs" in result.stdout or "(not fetched)" in result.stdout
+    out = result.stdout
+    assert "NOT all jobs reported (timeout)" in out
+    assert "stuck jobs (PandaID: act state, PanDA's record):" in out
+    assert "  1: running, no final report" in out and "  2: running, no final report" in out
+    assert f"look at the daemon logs in {directory}/log" in out
+    assert "killed 2 demo job(s) still running on the local CE" in out
     assert _record(directory)["ok"] is False
     assert "actd stopped" in (directory / "log" / "actd.log").read_text()
 
@@ -274,3 +280,64 @@ def test_the_demo_refuses_a_directory_it_did_not_make(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "not a demo directory" in result.stderr
     assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_actd_the_local_ce_jobs_and_the_test_server(tmp_path: Path) -> None:
+    directory = tmp_path / "demo"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACT_")}
+    command = [sys.executable, "-m", "act.ctl.cli", "demo", "--dir", str(directory)]
+    command += ["--jobs", "3", "--sleep", "600"]
+    proc = subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not _local_jobs_running(directory, 3):
+            assert proc.poll() is None, proc.communicate()[0]
+            time.sleep(0.2)
+        assert _local_jobs_running(directory, 3), "the demo pilots never started"
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out
+    assert "interrupted: stopping actd and the PanDA test server" in out
+    assert "killed 3 demo job(s) still running on the local CE" in out
+    assert "actd stopped" in (directory / "log" / "actd.log").read_text()
+    states = [
+        json.loads(path.read_text())["state"]
+        for path in (directory / "state" / "local-ce").glob("*/jobs/*/state.json")
+    ]
+    assert states == ["killed"] * 3
+
+
+def _local_jobs_running(directory: Path, n: int) -> bool:
+    found = list((directory / "state" / "local-ce").glob("*/jobs/*/state.json"))
+    running = [p for p in found if json.loads(p.read_text() or "{}").get("state") == "running"]
+    return len(running) == n
+
+
+class _Stream(io.StringIO):
+    def __init__(self, tty: bool) -> None:
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+def test_progress_is_redrawn_in_place_on_a_terminal_and_throttled_otherwise() -> None:
+    tty = run.Display(_Stream(True))
+    tty.show("one", 0.0)
+    tty.show("two", 0.5)
+    tty.end()
+    assert tty.stream.getvalue() == "\r\x1b[Kone\r\x1b[Ktwo\n"  # type: ignore[attr-defined]
+
+    plain = run.Display(_Stream(False))
+    for step in range(21):  # 10 s in half seconds
+        plain.show(f"at {step / 2}", step / 2)
+    plain.show("last", 10.2, force=True)
+    plain.end()
+    assert plain.stream.getvalue().splitlines() == ["at 0.0", "at 5.0", "at 10.0", "last"]  # type: ignore[attr-defined]
