@@ -9,7 +9,7 @@ What a native pilot does, in miniature, and nothing else:
 3. write a log tarball named the spec's ``logFile`` holding ``pilotlog.txt``, and each output
    file of ``outFiles`` (the log first, as PanDA lists it), to the ``file://`` storage directory
    given by ``--storage-dir``, as ``<storage>/<scope>/<lfn>``;
-4. leave ``heartbeat.json`` with the fields of the final update it would have sent to PanDA:
+4. leave ``heartbeat.json`` with the fields of the final report it would have sent to PanDA:
    jobId, state, transExitCode, pilotErrorCode, node, cpuConsumptionTime, startTime/endTime and
    ``xml``, the output report ``{lfn: {surl, fsize, adler32, guid}}`` as a JSON text, which act's
    validator checks against storage.
