@@ -341,3 +341,35 @@ def test_progress_is_redrawn_in_place_on_a_terminal_and_throttled_otherwise() ->
     plain.show("last", 10.2, force=True)
     plain.end()
     assert plain.stream.getvalue().splitlines() == ["at 0.0", "at 5.0", "at 10.0", "last"]  # type: ignore[attr-defined]
+
+
+@pytest.mark.slow
+def test_keep_leaves_act_running_after_the_summary_until_ctrl_c(tmp_path: Path) -> None:
+    directory = tmp_path / "demo"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACT_")}
+    command = [sys.executable, "-m", "act.ctl.cli", "demo", "--dir", str(directory)]
+    command += ["--jobs", "2", "--sleep", "0", "--keep"]
+    proc = subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("--keep:"):
+                break
+        assert lines and lines[-1].startswith("--keep:"), "".join(lines)
+        inspect = [sys.executable, "-m", "act.ctl.cli", "--config", str(directory / "act.yaml")]
+        status = subprocess.run(
+            [*inspect, "processes"],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        assert "validator" in status.stdout and "propagator" in status.stdout  # still running
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0
+    assert "actd stopped" in (directory / "log" / "actd.log").read_text()

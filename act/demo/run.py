@@ -49,7 +49,7 @@ from act.atlas.panda_testserver import PandaTestServer, TestCA
 from act.common import exitcodes, migrate
 from act.common.config import ENV_CONFIG, ENV_DB_URL, ENV_ROOT, Settings, load_settings
 from act.common.db import Database
-from act.common.schema import ce_jobs, panda_jobs
+from act.common.schema import ce_jobs, panda_jobs, processes
 from act.engine.backend import CE
 from act.local import jobfiles as jf
 from act.local.backend import LocalBackend
@@ -256,6 +256,8 @@ class Snapshot:
     ce: Counter[str]
     reported: int
     jobs: int
+    daemons_up: int = 0
+    daemons: int = 0
 
     def finished(self) -> bool:
         in_final = sum(self.panda[state] for state in FINAL_STATES)
@@ -264,8 +266,13 @@ class Snapshot:
     def line(self, elapsed: float) -> str:
         act_part = " ".join(f"{s} {self.panda[s]}" for s in PANDA_ORDER if self.panda[s])
         ce_part = " ".join(f"{s} {n}" for s, n in sorted(self.ce.items()))
+        starting = (
+            f"daemons up {self.daemons_up}/{self.daemons} | "
+            if self.daemons_up < self.daemons
+            else ""
+        )
         return (
-            f"[{elapsed:5.1f}s] reported to PanDA: {self.reported}/{self.jobs} | "
+            f"[{elapsed:5.1f}s] {starting}reported to PanDA: {self.reported}/{self.jobs} | "
             f"act: {act_part or '-'} | CE: {ce_part or '-'}"
         )
 
@@ -275,12 +282,19 @@ def _counts(conn: sa.Connection, column: sa.Column[Any]) -> Counter[str]:
     return Counter({str(state): int(count) for state, count in rows})
 
 
-def snapshot(db: Database, server: PandaTestServer, ids: Sequence[int]) -> Snapshot:
+def snapshot(
+    db: Database, server: PandaTestServer, ids: Sequence[int], daemons: int = 0
+) -> Snapshot:
+    """Jobs per state in the job store, final reports at the test server, daemons running (a
+    liveness row, not stopped)."""
     with db.read() as conn:
         panda = _counts(conn, panda_jobs.c.state)
         ce = _counts(conn, ce_jobs.c.state)
+        up = conn.execute(
+            sa.select(sa.func.count()).where(processes.c.stopped_at.is_(None))
+        ).scalar_one()
     reported = sum(1 for pandaid in ids if server.final_state(pandaid) is not None)
-    return Snapshot(panda, ce, reported, len(ids))
+    return Snapshot(panda, ce, reported, len(ids), int(up), daemons)
 
 
 class Display:
@@ -451,12 +465,13 @@ def run(
         print(f"act demo in {directory}", file=out)
         print(f"PanDA TEST DOUBLE at {server.url}: {len(ids)} jobs for {QUEUE}", file=out)
         print(f"starting actd --config {config}", file=out, flush=True)
+        expected_daemons = sum(d.instances for d in settings.daemons.values() if d.enabled)
         start = clock()
         proc = start_actd(config, directory)
         ok = False
         while True:
             elapsed = clock() - start
-            now = snapshot(db, server, ids)
+            now = snapshot(db, server, ids, expected_daemons)
             if now.finished():
                 display.show(now.line(elapsed), elapsed, force=True)
                 ok = True
@@ -491,8 +506,9 @@ def run(
                 file=out,
                 flush=True,
             )
-            while proc.poll() is None:
-                time.sleep(1)
+            with contextlib.suppress(KeyboardInterrupt):
+                while proc.poll() is None:
+                    time.sleep(1)
         return exitcodes.OK if ok else exitcodes.FAILURE
     except KeyboardInterrupt:
         display.end()
