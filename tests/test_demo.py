@@ -4,6 +4,7 @@ storage, the web area)."""
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import os
@@ -175,6 +176,19 @@ def test_only_an_empty_or_earlier_demo_directory_is_wiped(tmp_path: Path) -> Non
     assert not (demo / "storage" / "old-output").exists() and (demo / run.MARKER).is_file()
     with pytest.raises(run.DemoError, match="directory path"):
         run.prepare_dir(tmp_path / "with space")
+
+
+def test_a_demo_directory_whose_actd_still_runs_is_not_wiped(tmp_path: Path) -> None:
+    demo = run.prepare_dir(tmp_path / "demo")
+    (demo / "state" / "run").mkdir(parents=True)
+    with open(demo / "state" / "run" / "actd.lock", "w") as held:  # as a running actd holds it
+        held.write("4242\n")
+        held.flush()
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(run.DemoError, match=r"an actd \(pid 4242\) still runs"):
+            run.prepare_dir(demo)
+    assert (demo / run.MARKER).is_file()
+    assert run.prepare_dir(demo) == demo  # once actd is gone
 
 
 # -- the whole demo, through the real command ---------------------------------------------------

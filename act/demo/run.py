@@ -23,6 +23,7 @@ Where the template is found: ``etc/act-demo.yaml`` of the source tree (an editab
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -143,12 +144,30 @@ def prepare_dir(directory: Path) -> Path:
                 f"{directory} is not empty and not a demo directory (no {MARKER} in it): "
                 "refusing to wipe it; choose another --dir"
             )
+        _refuse_if_running(directory)
         shutil.rmtree(directory)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / MARKER).write_text("made by actctl demo; wiped by the next run\n")
     for sub in ("panda", "bin", "storage", "weblogs", "log", "state"):
         (directory / sub).mkdir(mode=0o755, exist_ok=True)
     return directory
+
+
+def _refuse_if_running(directory: Path) -> None:
+    """DemoError if an actd still runs on this demo directory (it holds its lock)."""
+    lock = directory / "state" / "run" / "actd.lock"
+    if not lock.is_file():
+        return
+    with open(lock, "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "?"
+            raise DemoError(
+                f"an actd (pid {holder}) still runs on {directory}: stop that demo first "
+                "(Ctrl-C), or choose another --dir"
+            ) from None
 
 
 def pilot_module() -> Path:
@@ -159,7 +178,7 @@ def write_pilot_wrapper(directory: Path, failures: float, sleep: str) -> Path:
     """``<dir>/bin/demo-pilot``: runs the demo pilot with this Python (the local CE runs the
     queue's pilot_wrapper as a command with the pilot's arguments)."""
     wrapper = directory / "bin" / "demo-pilot"
-    command = [sys.executable, str(pilot_module()), "--fail-fraction", str(failures)]
+    command = [sys.executable, "-I", str(pilot_module()), "--fail-fraction", str(failures)]
     command += ["--sleep", sleep]
     wrapper.write_text(
         "#!/bin/sh\n# act's demo pilot (act/demo/pilot.py), written by actctl demo\n"
@@ -384,7 +403,7 @@ def summary(
     lines.append(
         tabulate(
             table,
-            headers=["act state", "jobs", "PanDA test server recorded", "pilot error codes"],
+            headers=["act state", "jobs", "PanDA test server recorded", "error codes"],
             tablefmt="simple",
         )
     )
