@@ -162,6 +162,24 @@ def test_the_rendered_demo_config_validates_and_runs_the_whole_pipeline(tmp_path
         run.render(text, {"@DEMO_DIR@": "/x", "@DEMO_PILOT@": "/y"})
 
 
+def test_without_a_source_tree_the_template_comes_from_share_act_etc(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a wheel install: act/ in site-packages (no etc/ beside it), the config under the prefix
+    site = tmp_path / "lib" / "site-packages"
+    (site / "act").mkdir(parents=True)
+    installed = tmp_path / "share" / "act" / "etc" / "act-demo.yaml"
+    installed.parent.mkdir(parents=True)
+    installed.write_text((REPO / "etc" / "act-demo.yaml").read_text())
+    monkeypatch.setattr(run.act, "__file__", str(site / "act" / "__init__.py"))
+    monkeypatch.setattr(run.sys, "prefix", str(tmp_path))
+    monkeypatch.setattr(run.sysconfig, "get_path", lambda *_: str(tmp_path / "user"))
+    assert run.template_path() == installed
+    installed.unlink()
+    with pytest.raises(run.DemoError, match="demo config not found"):
+        run.template_path()
+
+
 def test_only_an_empty_or_earlier_demo_directory_is_wiped(tmp_path: Path) -> None:
     precious = tmp_path / "precious"
     precious.mkdir()

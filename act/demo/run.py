@@ -17,7 +17,7 @@
 
 Where the template is found: ``etc/act-demo.yaml`` of the source tree (an editable install), else
 ``<sys.prefix>/share/act/etc/act-demo.yaml`` (installed there from the wheel by setup.cfg's
-``data_files``).
+``data_files``), else the same under the user's data directory (``pip install --user``).
 """
 
 from __future__ import annotations
@@ -105,10 +105,12 @@ def default_dir() -> Path:
 
 def template_path() -> Path:
     """etc/act-demo.yaml of the source tree, else the copy installed under share/act/etc."""
+    installed = Path("share", "act", "etc", TEMPLATE)
+    user_data = sysconfig.get_path("data", sysconfig.get_preferred_scheme("user"))
     candidates = [
         Path(act.__file__).resolve().parents[1] / "etc" / TEMPLATE,
-        Path(sys.prefix) / "share" / "act" / "etc" / TEMPLATE,
-        Path(sysconfig.get_path("data")) / "share" / "act" / "etc" / TEMPLATE,
+        Path(sys.prefix) / installed,
+        Path(user_data) / installed,  # pip install --user: ~/.local/share/act/etc
     ]
     for candidate in candidates:
         if candidate.is_file():
