@@ -476,6 +476,7 @@ def run(
     server: PandaTestServer | None = None
     proc: subprocess.Popen[bytes] | None = None
     settings: Settings | None = None
+    db: Database | None = None
     display = Display(out)
     try:
         server, ids = start_panda(directory, options.jobs)
@@ -520,7 +521,6 @@ def run(
             ),
             file=out,
         )
-        db.dispose()
         if options.keep:
             print(
                 "\n--keep: actd and the PanDA test server keep running; Ctrl-C stops both",
@@ -536,8 +536,11 @@ def run(
         print("interrupted: stopping actd and the PanDA test server", file=out, flush=True)
         return 130
     finally:
+        previous = None
         with contextlib.suppress(ValueError):  # not the main thread: no signal handling
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C: still stop cleanly
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a 2nd Ctrl-C: stop anyway
+        if db is not None:
+            db.dispose()
         if proc is not None and settings is not None:
             code = stop_actd(proc, settings)
             if code not in (0, None):
@@ -548,3 +551,5 @@ def run(
                 print(f"killed {killed} demo job(s) still running on the local CE", file=out)
         if server is not None:
             server.stop()
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
