@@ -12,6 +12,10 @@
   the log and everything keeps running on the old settings. A valid one is applied: daemons
   added or removed, instance counts changed, and the processes of a daemon whose settings (or
   the shared db/logging/liveness settings) changed are restarted one by one as they stop.
+* SIGUSR1 (sent by logrotate's postrotate, ``etc/logrotate.d/act``): actd reopens ``actd.log``
+  and forwards SIGUSR1 to every daemon process, which reopens its log file and points its
+  stdout/stderr at the new file (:mod:`act.common.logs`). Daemons are started with SIGUSR1
+  blocked until they have installed their handler, so an early signal is never fatal to them.
 * actd and its daemons run with umask 027 (:data:`act.common.daemon.PROCESS_UMASK`).
 * With ``NOTIFY_SOCKET`` set it speaks the systemd notify protocol: READY once the daemons are
   started, RELOADING/READY around a reload, STOPPING, STATUS lines, and WATCHDOG pings from the
@@ -39,7 +43,7 @@ from types import FrameType
 from typing import IO
 
 from act import __version__
-from act.common import exitcodes, migrate
+from act.common import exitcodes, logs, migrate
 from act.common.config import ConfigError, DaemonSettings, Settings, load_settings
 from act.common.daemon import ENV_SUPERVISOR_PID, PROCESS_UMASK
 from act.common.db import Database, DatabaseError
@@ -80,6 +84,7 @@ class Supervisor:
         self.wake = threading.Event()
         self.term_requested = False
         self.reload_requested = False
+        self.reopen_requested = False
         self.last_watchdog = 0.0
         self.last_status = ""
         self.lock_file: IO[str] | None = None
@@ -143,9 +148,15 @@ class Supervisor:
             self.reload_requested = True
             self.wake.set()
 
+        def on_usr1(_signum: int, _frame: FrameType | None) -> None:
+            logs.request_reopen()  # a counter and a flag: the reopen happens in the main loop
+            self.reopen_requested = True
+            self.wake.set()
+
         signal.signal(signal.SIGTERM, on_term)
         signal.signal(signal.SIGINT, on_term)
         signal.signal(signal.SIGHUP, on_hup)
+        signal.signal(signal.SIGUSR1, on_usr1)
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -154,12 +165,25 @@ class Supervisor:
             if self.reload_requested:
                 self.reload_requested = False
                 self.reload()
+            if self.reopen_requested:
+                self.reopen_requested = False
+                self._reopen_logs()
             self._reap()
             self._start_due()
             self._escalate()
             self._ping_watchdog()
             self.wake.wait(TICK)
             self.wake.clear()
+
+    def _reopen_logs(self) -> None:
+        """Reopen actd.log, then ask every running daemon process to reopen its own log."""
+        logs.reopen()
+        told = 0
+        for child in self.children:
+            if child.proc is not None and child.proc.poll() is None:
+                child.proc.send_signal(signal.SIGUSR1)
+                told += 1
+        log.info("log files reopened; SIGUSR1 forwarded to %d daemon process(es)", told)
 
     def _reap(self) -> None:
         now = time.monotonic()
@@ -215,8 +239,11 @@ class Supervisor:
             str(path),
         ]
         env = {**os.environ, ENV_SUPERVISOR_PID: str(os.getpid())}
-        with open(path, "ab") as output:
-            try:
+        # The child inherits the blocked SIGUSR1 and unblocks it once its handler is installed
+        # (act.common.daemon.main): a log reopen forwarded during its start-up waits for it.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+        try:
+            with open(path, "ab") as output:
                 child.proc = subprocess.Popen(
                     command,
                     stdin=subprocess.DEVNULL,
@@ -225,10 +252,12 @@ class Supervisor:
                     env=env,
                     close_fds=True,
                 )
-            except OSError as error:
-                log.error("cannot start %s: %s", child.label, error)
-                self._schedule_restart(child, -1, 0.0, time.monotonic())
-                return
+        except OSError as error:
+            log.error("cannot start %s: %s", child.label, error)
+            self._schedule_restart(child, -1, 0.0, time.monotonic())
+            return
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         child.started = time.monotonic()
         log.info("started %s (pid %d)", child.label, child.proc.pid)
 
