@@ -321,6 +321,10 @@ _audit.register(cli, pass_app, Failure)
 _jobchange.register(cli, pass_app, Failure)
 _queues.register(cli, pass_app, Failure)
 
+from act.ctl import demo as _demo  # noqa: E402
+
+_demo.register(cli, pass_app, Failure)
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``actctl`` console script; returns the exit code."""
