@@ -1,5 +1,8 @@
 # The two commands of the README, and the checks CI runs.
-#   make run    set up act in .venv and run it on the embedded default (SQLite, ~/.local/state/act)
+#   make run    set up act in .venv and run the demo on the embedded default: the PanDA test
+#               server with 100 jobs, SQLite, actd and its daemons, a local CE, file:// storage
+#               and a web area, all under ~/.local/state/act/demo (etc/act-demo.yaml;
+#               DEMO_ARGS="--jobs 20 --failures 0.1" passes options to `actctl demo`)
 #   make test   set up the test environment, make sure the databases and the PanDA test server
 #               are up, run the tests
 #   make check  ruff (lint and format) and mypy
@@ -27,8 +30,7 @@ venv: $(VENV)/.act-run
 venv-test: $(VENV)/.act-test
 
 run: venv
-	$(BIN)/actctl db upgrade
-	exec $(BIN)/actd
+	exec $(BIN)/actctl demo $(DEMO_ARGS)
 
 test: venv-test
 	tests/harness/ensure-databases

@@ -25,6 +25,7 @@ from tests.support.procs import write_config
 from tests.test_actctl import _scenario
 
 Path_ = tuple[str, ...]
+ARC_URL = "https://arc1.example.org/arex"
 
 #: Commands that list nothing: they change the schema, print a script or a version.
 NOT_LISTINGS: set[Path_] = {("db", "upgrade"), ("db", "current"), ("completion",), ("demo",)}
@@ -40,6 +41,9 @@ LISTINGS: dict[Path_, list[str]] = {
     ("ces",): ["ces"],
     ("storage",): ["storage"],
     ("report",): ["report"],
+    ("queues",): ["queues"],
+    ("history",): ["history"],
+    ("config", "check"): ["config", "check"],
 }
 
 
@@ -102,9 +106,14 @@ def test_every_listing_prints_json(db: Database, db_url: URL, tmp_path: Path) ->
         tmp_path / "act.yaml",
         {
             "root": str(tmp_path),
-            "engine": {"ces": {"arc1": {"backend": "arc", "url": "https://a"}}},
+            "engine": {"ces": {"arc1": {"backend": "arc", "url": ARC_URL}}},
+            # A complete config, or `config check` exits 3 (its JSON lists the problems).
+            "queues": {"serve": {"Q1": {"ces": [{"flavour": "arc", "endpoint": ARC_URL}]}}},
         },
     )
+    drain = ["--config", str(settings), "--db-url", url_text(db_url), "ce", "drain", "arc1"]
+    changed = CliRunner().invoke(cli, [*drain, "--reason", "for the history"])
+    assert changed.exit_code == 0, changed.output
     for path, argv in LISTINGS.items():
         args = ["--config", str(settings), "--db-url", url_text(db_url), *argv, "--json"]
         result = CliRunner().invoke(cli, args)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
@@ -42,7 +46,7 @@ def test_an_older_schema_is_refused_with_the_command_to_run(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     found = migrate.head_revision()
-    monkeypatch.setattr(migrate, "head_revision", lambda: "9999_future")
+    monkeypatch.setattr(migrate, "HEAD", "9999_future")
     with pytest.raises(migrate.SchemaError) as error:
         migrate.check(db)
     assert f"is at schema {found}, this act needs 9999_future: run `actctl db upgrade`" in str(
@@ -59,3 +63,27 @@ def test_a_newer_schema_is_refused(db: Database) -> None:
 def test_the_message_never_shows_the_password() -> None:
     db = Database("postgresql://act:hunter2@127.0.0.1:1/act", connect_timeout=1)
     assert "hunter2" not in db.safe_url and "***" in db.safe_url
+
+
+def test_the_head_the_start_up_check_expects_is_the_newest_migration() -> None:
+    assert migrate.head_revision() == migrate.HEAD
+
+
+def test_a_daemon_start_up_check_does_not_import_alembic(tmp_path: Path) -> None:
+    """The check every daemon makes at start reads the version row without Alembic (0.45 s of
+    CPU per process)."""
+    db_url = f"sqlite:///{tmp_path / 'act.db'}"
+    code = (
+        "import sys\n"
+        "from act.common.db import Database\n"
+        "from act.common import migrate\n"
+        f"db = Database({db_url!r})\n"
+        "assert 'alembic' not in sys.modules\n"
+        "print(migrate.readiness_problem(db))\n"
+        "assert 'alembic' not in sys.modules, 'alembic imported by the check'\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert "has no act schema" in result.stdout

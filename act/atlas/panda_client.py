@@ -24,6 +24,7 @@ Roles: calls for managed jobs use the ``production`` role's credential, ``prod_s
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -32,7 +33,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, ParamSpec, TypeVar
 from urllib.parse import parse_qsl
 
 import requests
@@ -46,10 +47,12 @@ from act.atlas.panda_errors import (
     PandaRefused,
     PandaReplyError,
     PandaTransportError,
+    error_kind,
 )
 from act.atlas.panda_settings import PandaServerSettings
 from act.atlas.pandaid import pandaid_of
 from act.atlas.rawjson import raw_array_items
+from act.common import metrics
 from act.common.logs import job_log
 from act.common.timeutil import as_utc, backoff
 
@@ -186,6 +189,31 @@ class UpdateResult:
     error: str | None
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _measured(method: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Time and count each call of a public API method (``act_panda_requests_total``,
+    ``act_panda_request_seconds``), retries included; the outcome is ok or the error's kind."""
+
+    def wrap(function: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(function)
+        def call(*args: P.args, **kwargs: P.kwargs) -> R:
+            with metrics.measured(
+                metrics.PANDA_REQUESTS, metrics.PANDA_SECONDS, (method,), (method,)
+            ) as measured:
+                try:
+                    return function(*args, **kwargs)
+                except PandaError as error:
+                    measured.outcome = error_kind(error)
+                    raise
+
+        return call
+
+    return wrap
+
+
 class PandaClient:
     """A PanDA server connection (see the module docstring). Threads may share one client: calls
     run in parallel on up to 16 kept-alive connections (tested with 4 threads)."""
@@ -221,6 +249,7 @@ class PandaClient:
 
     # -- jobs --------------------------------------------------------------------------------
 
+    @_measured("acquire_jobs")
     def acquire_jobs(
         self,
         *,
@@ -279,6 +308,7 @@ class PandaClient:
             self._check_legacy_code("pilot/acquire_jobs", code, data)
         return _jobs_from_json("pilot/acquire_jobs", text, ("data", "jobs"))
 
+    @_measured("update_job")
     def update_job(self, update: JobUpdate, *, role: str | None = None) -> UpdateResult:
         """Send one heartbeat; a per-job refusal is a result with ``ok=False``, not an error."""
         roles = [role] if role else _roles_for_label(None)
@@ -294,6 +324,7 @@ class PandaClient:
             )
         return _new_update_result("pilot/update_job", update.pandaid, envelope)
 
+    @_measured("update_jobs_bulk")
     def update_jobs_bulk(
         self, updates: Sequence[JobUpdate], *, role: str | None = None
     ) -> list[UpdateResult]:
@@ -323,6 +354,7 @@ class PandaClient:
             results.append(_new_update_result("pilot/update_jobs_bulk", update.pandaid, item))
         return results
 
+    @_measured("get_job_status")
     def get_job_status(self, pandaids: Sequence[int], *, role: str | None = None) -> dict[int, str]:
         """PanDA's status of each job (``notfound`` for an unknown one)."""
         if not pandaids:
@@ -358,6 +390,7 @@ class PandaClient:
 
     # -- event service -----------------------------------------------------------------------
 
+    @_measured("acquire_event_ranges")
     def acquire_event_ranges(
         self,
         pandaid: int,
@@ -413,6 +446,7 @@ class PandaClient:
             )
         return ranges
 
+    @_measured("update_event_ranges")
     def update_event_ranges(
         self, ranges: Sequence[Mapping[str, Any]], *, role: str | None = None
     ) -> None:
@@ -593,14 +627,22 @@ class PandaClient:
             )
         except requests.RequestException as error:
             raise PandaTransportError(
-                method, _short(error), pandaid=pandaid, unsent=_unsent(error)
+                method,
+                _short(error),
+                pandaid=pandaid,
+                unsent=_unsent(error),
+                kind=_transport_kind(error),
             ) from None
         status = response.status_code
         text = response.text
         if status == 200:
             if _server_timeout(text):
                 raise PandaTransportError(
-                    method, f"server-side timeout: {_excerpt(text)}", pandaid=pandaid, unsent=True
+                    method,
+                    f"server-side timeout: {_excerpt(text)}",
+                    pandaid=pandaid,
+                    unsent=True,
+                    kind="server_timeout",
                 )
             return text
         if bug_500 is not None and status == 500 and bug_500 in text.lower():
@@ -615,7 +657,9 @@ class PandaClient:
             return _BUG_SEEN
         cause = f"HTTP {status}: {_excerpt(text)}"
         if status >= 500:
-            raise PandaTransportError(method, cause, pandaid=pandaid, unsent=status in (502, 503))
+            raise PandaTransportError(
+                method, cause, pandaid=pandaid, unsent=status in (502, 503), kind="http_5xx"
+            )
         if status in (401, 403) and (status == 401 or _is_auth_text(text)):
             raise PandaAuthError(method, cause, pandaid=pandaid)
         raise PandaRefused(method, cause, pandaid=pandaid)
@@ -690,7 +734,9 @@ class PandaClient:
         if code in (60, 70, 90):
             raise PandaAuthError(call, cause, pandaid=pandaid)
         if code == 10:
-            raise PandaTransportError(call, cause + " (server-side timeout)", pandaid=pandaid)
+            raise PandaTransportError(
+                call, cause + " (server-side timeout)", pandaid=pandaid, kind="server_timeout"
+            )
         raise PandaRefused(call, cause, pandaid=pandaid)
 
     def _refuse(
@@ -702,7 +748,7 @@ class PandaClient:
         if _is_auth(envelope) or code in (60, 70, 90):
             raise PandaAuthError(call, message, pandaid=pandaid)
         if code == 10 or message.lower().startswith("timed out"):
-            raise PandaTransportError(call, message, pandaid=pandaid)
+            raise PandaTransportError(call, message, pandaid=pandaid, kind="server_timeout")
         raise PandaRefused(
             call, f"{message} (StatusCode {code})" if code else message, pandaid=pandaid
         )
@@ -731,6 +777,17 @@ def _unsent(error: requests.RequestException) -> bool:
         inner = getattr(reason, "reason", reason)
         return isinstance(inner, urllib3.exceptions.NewConnectionError)
     return False
+
+
+def _transport_kind(error: requests.RequestException) -> str:
+    """The ``kind`` of a PandaTransportError for a requests error."""
+    if isinstance(error, requests.exceptions.SSLError):
+        return "tls"
+    if isinstance(error, requests.exceptions.Timeout):
+        return "timeout"
+    if isinstance(error, requests.exceptions.ConnectionError):
+        return "connection"
+    return "transport"
 
 
 def _short(error: BaseException) -> str:
@@ -949,7 +1006,9 @@ def _legacy_update_result(call: str, pandaid: int, text: str) -> UpdateResult:
     if code in (60, 70, 90):
         raise PandaAuthError(call, f"StatusCode {code}", pandaid=pandaid)
     if code == 10:
-        raise PandaTransportError(call, "StatusCode 10 (server-side timeout)", pandaid=pandaid)
+        raise PandaTransportError(
+            call, "StatusCode 10 (server-side timeout)", pandaid=pandaid, kind="server_timeout"
+        )
     command = _command(reply.get("command"))
     if code == 0:
         return UpdateResult(pandaid, True, command, None)

@@ -21,13 +21,21 @@ class PandaError(Exception):
 class PandaTransportError(PandaError):
     """Connect, TLS, timeout, HTTP 5xx or a server-side timeout: retryable. ``unsent`` is True
     when PanDA certainly did not act on the request (connection refused, TLS handshake failed,
-    connect timeout, HTTP 502/503, server-side timeout)."""
+    connect timeout, HTTP 502/503, server-side timeout). ``kind`` names which (for metrics):
+    connection, tls, timeout, http_5xx, server_timeout, or transport for another."""
 
     def __init__(
-        self, call: str, cause: str, *, pandaid: int | None = None, unsent: bool = False
+        self,
+        call: str,
+        cause: str,
+        *,
+        pandaid: int | None = None,
+        unsent: bool = False,
+        kind: str = "transport",
     ) -> None:
         super().__init__(call, cause, pandaid=pandaid)
         self.unsent = unsent
+        self.kind = kind
 
 
 class PandaAuthError(PandaError):
@@ -40,3 +48,16 @@ class PandaRefused(PandaError):
 
 class PandaReplyError(PandaError):
     """The reply could not be understood (not JSON, wrong types); the cause quotes an excerpt."""
+
+
+def error_kind(error: PandaError) -> str:
+    """A short word for what went wrong (the ``outcome`` label of ``act_panda_requests_total``)."""
+    if isinstance(error, PandaTransportError):
+        return error.kind
+    if isinstance(error, PandaAuthError):
+        return "auth"
+    if isinstance(error, PandaRefused):
+        return "refused"
+    if isinstance(error, PandaReplyError):
+        return "bad_reply"
+    return "error"

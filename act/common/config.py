@@ -216,7 +216,7 @@ def load_settings(explicit: str | os.PathLike[str] | None = None) -> Settings:
     except ValidationError as error:
         raise ConfigError(source, _describe(error, Settings)) from None
     settings._source = source
-    problems = _check_daemons(settings) + _check_credentials(settings, path)
+    problems = daemon_problems(settings) + _check_credentials(settings, path)
     if problems:
         raise ConfigError(source, problems)
     return settings
@@ -307,7 +307,8 @@ def _model_in(annotation: Any) -> tuple[type[BaseModel] | None, bool]:
     return None, False
 
 
-def _check_daemons(settings: Settings) -> list[str]:
+def daemon_problems(settings: Settings) -> list[str]:
+    """Each configured daemon that does not resolve, or whose options are invalid."""
     from act.common.registry import RegistryError, resolve
 
     problems = []

@@ -19,6 +19,12 @@ the model of its ``options``. :func:`run_daemon` owns everything else:
 
 Supervised by actd, a daemon also stops when its supervisor has gone away.
 
+SIGUSR1 reopens the log file (after logrotate renamed it) and, when they pointed at it, fds 1 and
+2 (:mod:`act.common.logs`): the handler only records the request; a small thread does the reopen.
+actd forwards its own SIGUSR1 to every daemon, and starts them with SIGUSR1 blocked, so a
+signal arriving before the handler is installed waits for it instead of killing the process
+(the default action); :func:`main` unblocks it once the handler is in place.
+
 ``act-daemon`` (and actd, whose children inherit it) run with umask :data:`PROCESS_UMASK`
 (027): what act creates under its root (the database, logs, spool, CE job files) is not
 world-readable. The web area (:mod:`act.atlas.weblogs`) sets its modes explicitly.
@@ -45,7 +51,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from act.common import exitcodes, liveness, migrate
+from act.common import exitcodes, liveness, logs, metrics, migrate
 from act.common.claims import release
 from act.common.config import (
     ConfigError,
@@ -207,6 +213,7 @@ def _loop(spec: DaemonSpec, ctx: Context, once: bool) -> None:
     supervisor = os.environ.get(ENV_SUPERVISOR_PID)
     while not stop.is_set() and not _orphaned(ctx, supervisor):
         started, error, more = utcnow(), None, False
+        clock, outcome = time.perf_counter(), "ok"
         try:
             ctx.heartbeat()  # rate-limited: back-to-back cycles do not write it every time
             more = bool(spec.run_once(ctx))
@@ -218,12 +225,16 @@ def _loop(spec: DaemonSpec, ctx: Context, once: bool) -> None:
             )
         except Exception as exc:
             if is_unavailable(exc):
+                outcome = "db_unavailable"
                 delay = outage.next()
                 log.error("database unavailable (%s); retrying in %.0fs", short_error(exc), delay)
             else:
+                outcome = "error"
                 delay = daemon.interval
                 error = traceback.format_exc()
                 log.exception("cycle failed")
+        metrics.DAEMON_CYCLE_SECONDS.labels(ctx.name).observe(time.perf_counter() - clock)
+        metrics.DAEMON_CYCLES.labels(ctx.name, outcome).inc()
         try:
             ctx.db.run(
                 partial(
@@ -304,6 +315,13 @@ def _clean_stop(ctx: Context) -> None:
         )
 
 
+def install_reopen_signal() -> None:
+    """SIGUSR1 reopens the log files; a SIGUSR1 that arrived while blocked (actd starts its
+    daemons so) is delivered now, to this handler."""
+    signal.signal(signal.SIGUSR1, lambda *_: logs.request_reopen())
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
+
+
 def main(argv: list[str] | None = None) -> int:
     """``act-daemon NAME``: run one daemon in the foreground (actd starts daemons this way)."""
     parser = argparse.ArgumentParser(prog="act-daemon", description=main.__doc__)
@@ -315,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-file", type=Path, help="log here instead of stderr")
     args = parser.parse_args(argv)
     os.umask(PROCESS_UMASK)
+    install_reopen_signal()
 
     try:
         if args.snapshot:
@@ -330,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"act-daemon: {error}", file=sys.stderr)
         return exitcodes.CONFIG
     setup_logging(settings.logging.level, args.log_file, stderr=args.log_file is None)
+    logs.start_reopener()
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

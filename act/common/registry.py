@@ -9,6 +9,7 @@ from act.common.daemon import DaemonSpec
 #: Daemons shipped with act, by the name used under ``daemons:`` in the config.
 BUILTIN: dict[str, str] = {
     "janitor": "act.common.janitor:DAEMON",
+    "metrics": "act.common.metrics_daemon:DAEMON",
     "propagator": "act.atlas.propagator:DAEMON",
     "panda_fetcher": "act.atlas.fetcher:DAEMON",
     "translator": "act.atlas.translator:DAEMON",

@@ -12,7 +12,13 @@
   the log and everything keeps running on the old settings. A valid one is applied: daemons
   added or removed, instance counts changed, and the processes of a daemon whose settings (or
   the shared db/logging/liveness settings) changed are restarted one by one as they stop.
+* SIGUSR1 (sent by logrotate's postrotate, ``etc/logrotate.d/act``): actd reopens ``actd.log``
+  and forwards SIGUSR1 to every daemon process, which reopens its log file and points its
+  stdout/stderr at the new file (:mod:`act.common.logs`). Daemons are started with SIGUSR1
+  blocked until they have installed their handler, so an early signal is never fatal to them.
 * actd and its daemons run with umask 027 (:data:`act.common.daemon.PROCESS_UMASK`).
+* Its daemons keep their metrics in ``<root>/run/metrics`` (``PROMETHEUS_MULTIPROC_DIR``, emptied
+  when actd starts), where the ``metrics`` daemon adds them up (:mod:`act.common.metrics`).
 * With ``NOTIFY_SOCKET`` set it speaks the systemd notify protocol: READY once the daemons are
   started, RELOADING/READY around a reload, STOPPING, STATUS lines, and WATCHDOG pings from the
   main loop at half of ``WATCHDOG_USEC``.
@@ -39,7 +45,7 @@ from types import FrameType
 from typing import IO
 
 from act import __version__
-from act.common import exitcodes, migrate
+from act.common import exitcodes, logs, metrics, migrate
 from act.common.config import ConfigError, DaemonSettings, Settings, load_settings
 from act.common.daemon import ENV_SUPERVISOR_PID, PROCESS_UMASK
 from act.common.db import Database, DatabaseError
@@ -80,6 +86,7 @@ class Supervisor:
         self.wake = threading.Event()
         self.term_requested = False
         self.reload_requested = False
+        self.reopen_requested = False
         self.last_watchdog = 0.0
         self.last_status = ""
         self.lock_file: IO[str] | None = None
@@ -92,6 +99,7 @@ class Supervisor:
             return code
         self._install_signals()
         self._write_snapshot(self.settings)
+        metrics.reset_multiproc_dir(self._metrics_dir())
         for name, daemon in self._enabled(self.settings).items():
             self._add(name, range(daemon.instances))
         log.info(
@@ -143,9 +151,15 @@ class Supervisor:
             self.reload_requested = True
             self.wake.set()
 
+        def on_usr1(_signum: int, _frame: FrameType | None) -> None:
+            logs.request_reopen()  # a counter and a flag: the reopen happens in the main loop
+            self.reopen_requested = True
+            self.wake.set()
+
         signal.signal(signal.SIGTERM, on_term)
         signal.signal(signal.SIGINT, on_term)
         signal.signal(signal.SIGHUP, on_hup)
+        signal.signal(signal.SIGUSR1, on_usr1)
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -154,6 +168,9 @@ class Supervisor:
             if self.reload_requested:
                 self.reload_requested = False
                 self.reload()
+            if self.reopen_requested:
+                self.reopen_requested = False
+                self._reopen_logs()
             self._reap()
             self._start_due()
             self._escalate()
@@ -161,12 +178,23 @@ class Supervisor:
             self.wake.wait(TICK)
             self.wake.clear()
 
+    def _reopen_logs(self) -> None:
+        """Reopen actd.log, then ask every running daemon process to reopen its own log."""
+        logs.reopen()
+        told = 0
+        for child in self.children:
+            if child.proc is not None and child.proc.poll() is None:
+                child.proc.send_signal(signal.SIGUSR1)
+                told += 1
+        log.info("log files reopened; SIGUSR1 forwarded to %d daemon process(es)", told)
+
     def _reap(self) -> None:
         now = time.monotonic()
         for child in list(self.children):
             if child.proc is None or child.proc.poll() is None:
                 continue
             code, ran = child.proc.returncode, now - child.started
+            metrics.process_gone(child.proc.pid, self._metrics_dir())
             child.proc, child.term_sent = None, None
             if child.retire:
                 log.info("%s stopped (exit code %s)", child.label, code)
@@ -214,9 +242,16 @@ class Supervisor:
             "--log-file",
             str(path),
         ]
-        env = {**os.environ, ENV_SUPERVISOR_PID: str(os.getpid())}
-        with open(path, "ab") as output:
-            try:
+        env = {
+            **os.environ,
+            ENV_SUPERVISOR_PID: str(os.getpid()),
+            metrics.ENV_MULTIPROC_DIR: str(self._metrics_dir()),
+        }
+        # The child inherits the blocked SIGUSR1 and unblocks it once its handler is installed
+        # (act.common.daemon.main): a log reopen forwarded during its start-up waits for it.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+        try:
+            with open(path, "ab") as output:
                 child.proc = subprocess.Popen(
                     command,
                     stdin=subprocess.DEVNULL,
@@ -225,10 +260,12 @@ class Supervisor:
                     env=env,
                     close_fds=True,
                 )
-            except OSError as error:
-                log.error("cannot start %s: %s", child.label, error)
-                self._schedule_restart(child, -1, 0.0, time.monotonic())
-                return
+        except OSError as error:
+            log.error("cannot start %s: %s", child.label, error)
+            self._schedule_restart(child, -1, 0.0, time.monotonic())
+            return
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         child.started = time.monotonic()
         log.info("started %s (pid %d)", child.label, child.proc.pid)
 
@@ -355,6 +392,9 @@ class Supervisor:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(settings.snapshot())
         os.replace(scratch, path)
+
+    def _metrics_dir(self) -> Path:
+        return metrics.multiproc_dir(self.settings.run_dir)
 
     def _log_path(self, name: str) -> Path:
         return self.settings.log_dir / f"{name}.log"

@@ -18,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from act.common.metrics import count_transition
 from act.common.schema import UTCDateTime, ce_jobs, panda_jobs
 from act.common.schema import transitions as history
 from act.common.states import Actor, Layer, check
@@ -71,6 +72,8 @@ def transition(
         done = _compare_and_set(conn, table, chunk, from_state, owner=owner, changes=changes)
         _record(conn, layer, done, from_state, to_state, actor=actor, reason=reason, at=now)
         moved.extend(done)
+    # Counted when the statements ran: a transaction rolled back later over-counts (fine for rates).
+    count_transition(layer.value, from_state, to_state, actor.value, len(moved))
     return sorted(moved)
 
 
@@ -134,6 +137,7 @@ def create_jobs(
     ids = [row.id for row in conn.execute(stmt, params)]
     for chunk in chunked(sorted(ids)):
         _record(conn, layer, chunk, None, state, actor=actor, reason=reason, at=now)
+    count_transition(layer.value, None, state, actor.value, len(ids))
     return ids
 
 

@@ -1,13 +1,16 @@
 """actctl's CE commands: ``actctl ces`` shows every CE, ``actctl ce ...`` steers one.
 
-``ce open|close`` force the circuit breaker (:mod:`act.engine.breaker`) open or closed until
-``ce auto`` hands it back to the automatic rules; ``ce drain`` stops new jobs going to a CE (its
-jobs go on) and ``ce enable`` ends that. Each records who (the OS user, or ``--who``) and why.
+``ce open|close`` force the circuit breaker (:mod:`act.engine.breaker`) open (no new jobs) or
+closed (jobs go to the CE whatever its failures) until ``ce auto`` hands it back to the automatic
+rules: closed, opened by ``breaker.failures`` consecutive failures, one probe job after
+``breaker.cooldown``, closed again when the probe is accepted. ``ce drain`` stops new jobs going
+to a CE (its jobs go on) and ``ce enable`` ends that. Each records who (the OS user, or
+``--who``) and why, on the CE's row and in ``operator_actions`` (:mod:`act.ctl.audit`), in the
+same transaction.
 """
 
 from __future__ import annotations
 
-import getpass
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +22,7 @@ from act.common import exitcodes
 from act.common.schema import ces
 from act.common.states import STATES, Layer
 from act.common.timeutil import utcnow
-from act.ctl import output, queries
+from act.ctl import audit, output, queries
 from act.ctl.queries import Row
 from act.engine import breaker
 from act.engine.settings import CESettings
@@ -124,7 +127,8 @@ def register(cli: click.Group, pass_app: Callable[..., Any], failure: type[Excep
         @click.option("--who", default=None, help="Who decides (default: the OS user).")
         @pass_app
         def command(app: Any, ce: str, reason: str, who: str | None) -> None:
-            person = who or getpass.getuser()
+            why = audit.check_reason(reason)
+            person = audit.person(who)
             database = app.checked()
             settings = app.settings()
 
@@ -134,18 +138,23 @@ def register(cli: click.Group, pass_app: Callable[..., Any], failure: type[Excep
                 known = conn.execute(sa.select(ces.c.endpoint).where(ces.c.endpoint == ce))
                 if known.first() is None:
                     return False
-                apply(conn, ce, who=person, why=reason, now=now)
+                apply(conn, ce, who=person, why=why, now=now)
+                audit.record(conn, who=person, command=f"ce {name}", target=f"ce:{ce}", reason=why)
                 return True
 
             if not database.run(change):
                 raise failure(f"no CE {ce!r} (see `actctl ces`)", exitcodes.NOT_FOUND)
-            click.echo(f"{ce}: {summary.lower().rstrip('.')} (by {person}: {reason})")
+            click.echo(f"{ce}: {summary.lower().rstrip('.')} (by {person}: {why})")
 
     action("open", "Breaker forced open: no new jobs.", _forcer("open"))
     action(
         "close", "Breaker forced closed: jobs go to it whatever its failures.", _forcer("closed")
     )
-    action("auto", "Breaker back to automatic.", _forcer(None))
+    action(
+        "auto",
+        "Breaker back to automatic: opened by consecutive failures, probed after the cool-down.",
+        _forcer(None),
+    )
     action("drain", "Drained: no new jobs; its jobs go on.", _enabler(False))
     action("enable", "Enabled: new jobs again.", _enabler(True))
 

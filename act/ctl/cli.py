@@ -312,6 +312,21 @@ from act.ctl import storage as _storage  # noqa: E402
 
 _storage.register(cli, pass_app, Failure)
 
+from act.ctl import config_check as _config_check  # noqa: E402
+
+_config_check.register(cli, pass_app, Failure)
+from act.ctl import audit as _audit  # noqa: E402
+from act.ctl import jobchange as _jobchange  # noqa: E402
+from act.ctl import queues as _queues  # noqa: E402
+
+_audit.register(cli, pass_app, Failure)
+_jobchange.register(cli, pass_app, Failure)
+_queues.register(cli, pass_app, Failure)
+
+from act.ctl import demo as _demo  # noqa: E402
+
+_demo.register(cli, pass_app, Failure)
+
 from act.ctl import report as _report  # noqa: E402
 
 _report.register(cli, pass_app)

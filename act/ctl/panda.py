@@ -46,6 +46,11 @@ class Backlog:
         return self.now - self.oldest_due
 
 
+def _overdue(now: datetime) -> sa.ColumnElement[bool]:
+    """Jobs whose report is due at ``now`` or earlier."""
+    return panda_jobs.c.next_report_at <= now
+
+
 def backlog(conn: Connection, now: datetime | None = None) -> Backlog:
     """Read the reporting backlog (every query goes through the next_report_at index)."""
     now = now or utcnow()
@@ -53,7 +58,7 @@ def backlog(conn: Connection, now: datetime | None = None) -> Backlog:
     # "IS NOT NULL" written as a range, which every backend serves from the index.
     scheduled = t.c.next_report_at >= SCHEDULED_SINCE
     overdue, oldest = conn.execute(
-        sa.select(sa.func.count(), sa.func.min(t.c.next_report_at)).where(t.c.next_report_at <= now)
+        sa.select(sa.func.count(), sa.func.min(t.c.next_report_at)).where(_overdue(now))
     ).one()
     total, failing, most = conn.execute(
         sa.select(
@@ -86,6 +91,35 @@ def backlog(conn: Connection, now: datetime | None = None) -> Backlog:
         told=dict(sorted(told.items())),
         stopped=dict(sorted(stopped.items())),
     )
+
+
+@dataclass(frozen=True)
+class QueueLag:
+    """One queue's overdue reports: how many, and how late the oldest is (its heartbeat lag)."""
+
+    overdue: int
+    lag: timedelta
+
+
+def overdue_by_queue(conn: Connection, now: datetime) -> dict[str, QueueLag]:
+    """The backlog's overdue reports per queue (queues with none are absent)."""
+    t = panda_jobs
+    # The overdue rows through the next_report_at index, then grouped. Grouping the table
+    # directly made SQLite walk the (queue, state, id) index over every row instead (0.9 s
+    # rather than 0.06 s with 100k jobs); the ORDER BY keeps it from merging the two queries.
+    due = (
+        sa.select(t.c.queue.label("queue"), t.c.next_report_at.label("due"))
+        .where(_overdue(now))
+        .order_by(t.c.next_report_at)
+        .subquery()
+    )
+    rows = conn.execute(
+        sa.select(due.c.queue, sa.func.count(), sa.func.min(due.c.due)).group_by(due.c.queue)
+    )
+    return {
+        str(queue): QueueLag(int(count), max(now - oldest, timedelta(0)))
+        for queue, count, oldest in rows
+    }
 
 
 def credential_rows(settings: PandaServerSettings) -> list[dict[str, Any]]:

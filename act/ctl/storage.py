@@ -1,14 +1,14 @@
 """actctl's storage commands: ``actctl storage`` lists the storage endpoints the validator knows,
 ``actctl storage down|up ENDPOINT`` switches one off or on (records who and why).
 
-An endpoint switched down is not contacted: jobs with output files there wait in ``tovalidate``
+Each switch records who and why (:mod:`act.ctl.audit`). An endpoint switched down is not
+contacted: jobs with output files there wait in ``tovalidate``
 (``validate_after``, retried with back-off) instead of failing for the storage's fault; the
 validator's ``give_up_after`` still applies.
 """
 
 from __future__ import annotations
 
-import getpass
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +19,7 @@ from act.atlas import storage_endpoints
 from act.atlas.storage.model import endpoint_of
 from act.common import exitcodes
 from act.common.schema import panda_jobs
-from act.ctl import output
+from act.ctl import audit, output
 from act.ctl.queries import Row
 
 COLUMNS = ("endpoint", "state", "last_ok_at", "last_error_at", "last_error")
@@ -71,8 +71,8 @@ def register(cli: click.Group, pass_app: Callable[..., Any], failure: type[Excep
             found = records(conn)
         click.echo(output.to_json(found) if as_json else text(found))
 
-    def action(name: str, up: bool, summary: str) -> None:
-        @storage_group.command(name, help=summary)
+    def action(action_name: str, up: bool, summary: str) -> None:
+        @storage_group.command(action_name, help=summary)
         @click.argument("endpoint")
         @click.option("--reason", required=True, help="Why (shown by `actctl storage`).")
         @click.option("--who", default=None, help="Who decides (default: the OS user).")
@@ -82,11 +82,18 @@ def register(cli: click.Group, pass_app: Callable[..., Any], failure: type[Excep
                 name = endpoint_of(endpoint)
             except ValueError as error:
                 raise failure(f"{endpoint!r}: {error}", exitcodes.USAGE) from None
-            person = who or getpass.getuser()
-            app.checked().run(
-                lambda conn: storage_endpoints.switch(conn, name, up=up, reason=reason, by=person)
-            )
-            click.echo(f"{name}: {summary.lower().rstrip('.')} (by {person}: {reason})")
+            why = audit.check_reason(reason)
+            person = audit.person(who)
+
+            def change(conn: sa.Connection) -> None:
+                storage_endpoints.switch(conn, name, up=up, reason=why, by=person)
+                audit.record(
+                    conn, who=person, command=f"storage {action_name}", target=f"storage:{name}",
+                    reason=why,
+                )  # fmt: skip
+
+            app.checked().run(change)
+            click.echo(f"{name}: {summary.lower().rstrip('.')} (by {person}: {why})")
 
     action("down", False, "Down: not contacted, its jobs' validation put off.")
     action("up", True, "Up: checked again.")

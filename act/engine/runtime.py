@@ -8,6 +8,7 @@ from act.common.config import Settings
 from act.common.daemon import Context
 from act.common.db import Database
 from act.engine.backend import CE, Backend, make_backend
+from act.engine.measured import MeasuredBackend
 
 
 class UnknownCE(LookupError):
@@ -35,9 +36,8 @@ class EnginePool:
     def backend(self, ce: CE) -> Backend:
         kind = ce.settings.backend
         if kind not in self._backends:
-            self._backends[kind] = make_backend(
-                kind, settings=self.settings, db=self.db, log=self.log
-            )
+            made = make_backend(kind, settings=self.settings, db=self.db, log=self.log)
+            self._backends[kind] = MeasuredBackend(made, kind)  # every CE call timed and counted
         return self._backends[kind]
 
     def close(self) -> None:

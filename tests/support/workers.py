@@ -2,7 +2,8 @@
 
 ``MOVER`` claims CE jobs in one state and moves them to another, recording its instance in the
 history's reason, so tests can tell which process moved which job. ``CRASHER`` exits the process
-abruptly, ``STUBBORN`` ignores SIGTERM. None of them is a product daemon.
+abruptly, ``STUBBORN`` ignores SIGTERM, ``CHATTY`` writes a numbered line each cycle through its
+logger, to stdout and straight to fd 2 (log rotation tests). None of them is a product daemon.
 """
 
 from __future__ import annotations
@@ -82,7 +83,16 @@ def idle(ctx: Context) -> bool:
     return False
 
 
+def chatter(ctx: Context) -> bool:
+    count = ctx.cache["ticks"] = ctx.cache.get("ticks", 0) + 1
+    ctx.log.info("log tick %d", count)
+    print(f"stdout tick {count}", flush=True)
+    os.write(2, f"stderr tick {count}\n".encode())
+    return False
+
+
 MOVER = DaemonSpec(run_once=move, options=MoverOptions, doc="test support: moves CE jobs")
 CRASHER = DaemonSpec(run_once=crash, options=CrasherOptions, doc="test support: exits at once")
 STUBBORN = DaemonSpec(run_once=ignore_sigterm, doc="test support: ignores SIGTERM")
 IDLE = DaemonSpec(run_once=idle, doc="test support: does nothing")
+CHATTY = DaemonSpec(run_once=chatter, doc="test support: numbered lines to log, stdout, fd 2")

@@ -1,0 +1,348 @@
+"""The ``metrics`` daemon: act's Prometheus endpoint, ``http://<listen>:<port>/metrics``.
+
+It serves two kinds of numbers:
+
+* what act's processes counted themselves (:mod:`act.common.metrics`: transitions, PanDA and CE
+  calls, daemon cycles). Under actd, every daemon keeps them in files under
+  ``<root>/run/metrics`` and they are added up at each scrape (prometheus_client's
+  multi-process mode); a lone ``act-daemon metrics`` serves its own process's only.
+* what the database says, read once per cycle (``interval``, e.g. 15 s) into a snapshot, so that
+  a scrape never waits for the database: jobs per layer, state, queue and CE
+  (``act_jobs``), overdue PanDA reports and the heartbeat lag per queue, each CE's breaker,
+  drain flag and consecutive failures, and each daemon's live instances, last cycle and errors.
+  ``act_metrics_snapshot_age_seconds`` and ``act_metrics_snapshot_errors_total`` show a snapshot
+  that could not be refreshed (database down) instead of silently serving old numbers.
+
+The server binds ``127.0.0.1`` by default: expose it through a reverse proxy, or set
+``listen`` (e.g. ``0.0.0.0``) where the network is trusted. It answers ``GET /metrics`` only.
+A port already in use is logged at each cycle (the daemon keeps refreshing and retries); it
+does not stop the daemon.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import sqlalchemy as sa
+from prometheus_client import REGISTRY, CollectorRegistry, make_wsgi_app
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+from pydantic import Field
+from sqlalchemy.engine import Connection
+
+from act.common import metrics
+from act.common.config import Section
+from act.common.daemon import Context, DaemonSpec
+from act.common.schema import ce_jobs, ces
+from act.common.timeutil import utcnow
+from act.ctl.panda import overdue_by_queue
+from act.ctl.queries import Counts, panda_counts, process_rows, process_status
+from act.engine.breaker import CLOSED, HALF_OPEN, OPEN
+
+PATH = "/metrics"
+BREAKER_STATES = (CLOSED, OPEN, HALF_OPEN)
+
+
+class MetricsOptions(Section):
+    #: Address to bind; 127.0.0.1 keeps the endpoint local (put a reverse proxy in front).
+    listen: str = Field("127.0.0.1", min_length=1)
+    port: int = Field(9771, ge=1, le=65535)
+
+
+# -- the database snapshot --------------------------------------------------------------------
+
+
+def read_snapshot(
+    conn: Connection, *, now: datetime, dead_after: float, daemons: Iterable[str]
+) -> list[Metric]:
+    """The database-derived metric families at ``now`` (one read transaction)."""
+    panda = panda_counts(conn)
+    return [
+        _jobs(conn, panda),
+        *_reports(conn, now, queues=panda),
+        *_breakers(conn),
+        *_daemons(conn, now=now, dead_after=dead_after, configured=daemons),
+    ]
+
+
+def _jobs(conn: Connection, panda: Counts) -> Metric:
+    family = GaugeMetricFamily(
+        "act_jobs",
+        "Jobs in the database by layer (panda, ce), state, queue and CE (ce is empty for the "
+        "PanDA layer and for CE jobs not yet assigned to a CE).",
+        labels=["layer", "state", "queue", "ce"],
+    )
+    for queue, by_state in sorted(panda.items()):
+        for state, count in sorted(by_state.items()):
+            family.add_metric(["panda", state, queue, ""], count)
+    t = ce_jobs
+    stmt = (
+        sa.select(t.c.queue, t.c.ce_endpoint, t.c.state, sa.func.count())
+        .group_by(t.c.queue, t.c.ce_endpoint, t.c.state)
+        .order_by(t.c.queue, t.c.ce_endpoint, t.c.state)
+    )
+    for queue, ce, state, count in conn.execute(stmt):
+        family.add_metric(["ce", str(state), queue or "", ce or ""], int(count))
+    return family
+
+
+def _reports(conn: Connection, now: datetime, *, queues: Iterable[str]) -> list[Metric]:
+    lag = GaugeMetricFamily(
+        "act_heartbeat_lag_seconds",
+        "How late the most overdue PanDA report (heartbeat or final) of the queue is; 0 when "
+        "none is overdue. PanDA declares a job lost after hours without a heartbeat.",
+        labels=["queue"],
+    )
+    overdue = GaugeMetricFamily(
+        "act_reports_overdue", "PanDA reports due now or earlier, per queue.", labels=["queue"]
+    )
+    by_queue = overdue_by_queue(conn, now)
+    for queue in sorted(set(by_queue) | set(queues)):  # a queue with jobs but none overdue: 0
+        found = by_queue.get(queue)
+        lag.add_metric([queue], found.lag.total_seconds() if found else 0.0)
+        overdue.add_metric([queue], found.overdue if found else 0)
+    return [lag, overdue]
+
+
+def _breakers(conn: Connection) -> list[Metric]:
+    state = GaugeMetricFamily(
+        "act_ce_breaker_state",
+        "1 for the CE's current circuit-breaker state (closed, open, half_open; an operator's "
+        "forced state wins), 0 for the others.",
+        labels=["ce", "state"],
+    )
+    forced = GaugeMetricFamily(
+        "act_ce_breaker_forced", "1 if an operator forced the CE's breaker.", labels=["ce"]
+    )
+    enabled = GaugeMetricFamily(
+        "act_ce_enabled", "1 if the CE takes new jobs, 0 if drained by an operator.", labels=["ce"]
+    )
+    failures = GaugeMetricFamily(
+        "act_ce_consecutive_failures",
+        "The CE's consecutive failures (the breaker opens at engine.breaker.failures).",
+        labels=["ce"],
+    )
+    rows = conn.execute(
+        sa.select(
+            ces.c.endpoint, ces.c.breaker, ces.c.breaker_forced, ces.c.enabled, ces.c.failures
+        ).order_by(ces.c.endpoint)
+    )
+    for ce, breaker, forced_state, is_enabled, count in rows:
+        current = forced_state or breaker
+        for name in BREAKER_STATES:
+            state.add_metric([ce, name], 1.0 if current == name else 0.0)
+        forced.add_metric([ce], 1.0 if forced_state else 0.0)
+        enabled.add_metric([ce], 1.0 if is_enabled else 0.0)
+        failures.add_metric([ce], int(count))
+    return [state, forced, enabled, failures]
+
+
+def _daemons(
+    conn: Connection, *, now: datetime, dead_after: float, configured: Iterable[str]
+) -> list[Metric]:
+    up = GaugeMetricFamily(
+        "act_daemon_up",
+        "Live instances of the daemon (heartbeat within liveness.dead_after); 0 for a "
+        "configured daemon with none.",
+        labels=["daemon"],
+    )
+    age = GaugeMetricFamily(
+        "act_daemon_last_cycle_age_seconds",
+        "Seconds since the daemon's most recent cycle ended (any instance).",
+        labels=["daemon"],
+    )
+    errors = GaugeMetricFamily(
+        "act_daemon_errors",
+        "Failed cycles recorded in the processes table for the daemon's instances still listed "
+        'there (actctl processes); for a rate use act_daemon_cycles_total{outcome="error"}.',
+        labels=["daemon"],
+    )
+    live: dict[str, int] = dict.fromkeys(configured, 0)
+    last: dict[str, datetime] = {}
+    failed: dict[str, int] = {}
+    for row in process_rows(conn, include_stopped=True):
+        role = str(row["role"])
+        live.setdefault(role, 0)
+        if process_status(row, dead_after=dead_after, now=now) == "live":
+            live[role] += 1
+        ended = row["last_cycle_ended_at"]
+        if ended is not None and (role not in last or ended > last[role]):
+            last[role] = ended
+        failed[role] = failed.get(role, 0) + int(row["errors"])
+    for role in sorted(live):
+        up.add_metric([role], live[role])
+        errors.add_metric([role], failed.get(role, 0))
+        if role in last:
+            age.add_metric([role], max((now - last[role]).total_seconds(), 0.0))
+    return [up, age, errors]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    families: list[Metric]
+    taken: float  # time.monotonic()
+
+
+class DatabaseCollector(Collector):
+    """Serves the last snapshot; :meth:`refresh` replaces it (the daemon's cycle)."""
+
+    def __init__(self) -> None:
+        self.snapshot: Snapshot | None = None
+        self.errors = 0
+        self._lock = threading.Lock()
+
+    def refresh(self, read: Callable[[], list[Metric]]) -> None:
+        try:
+            families = read()
+        except Exception:
+            with self._lock:
+                self.errors += 1
+            raise
+        with self._lock:
+            self.snapshot = Snapshot(families, time.monotonic())
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            snapshot, errors = self.snapshot, self.errors
+        age = GaugeMetricFamily(
+            "act_metrics_snapshot_age_seconds",
+            "Seconds since the database-derived metrics were read (absent before the first read).",
+        )
+        if snapshot is not None:
+            age.add_metric([], time.monotonic() - snapshot.taken)
+            yield from snapshot.families
+        yield age
+        yield CounterMetricFamily(
+            "act_metrics_snapshot_errors",
+            "Failed reads of the database-derived metrics (database unreachable, ...).",
+            value=errors,
+        )
+
+
+class _ThisProcess(Collector):
+    """The metrics of this process (without PROMETHEUS_MULTIPROC_DIR: no files to add up)."""
+
+    def collect(self) -> Iterator[Metric]:
+        yield from REGISTRY.collect()
+
+
+def build_registry(database: DatabaseCollector) -> CollectorRegistry:
+    """What the endpoint serves: every process's counters (or this one's) and the snapshot."""
+    registry = CollectorRegistry()
+    directory = metrics.multiproc_dir_of_env()
+    if directory is not None:
+        MultiProcessCollector(registry, str(directory))  # type: ignore[no-untyped-call]
+    else:
+        registry.register(_ThisProcess())
+    registry.register(database)
+    return registry
+
+
+# -- the HTTP server --------------------------------------------------------------------------
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes are not logged (one every 15-60 s)."""
+
+
+class MetricsEndpoint:
+    """The HTTP server (a thread) and the snapshot it serves; kept in ``ctx.cache``."""
+
+    def __init__(self, listen: str, port: int) -> None:
+        self.listen, self.port = listen, port
+        self.database = DatabaseCollector()
+        self.registry = build_registry(self.database)
+        self.server: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def address(self) -> str:
+        host = f"[{self.listen}]" if ":" in self.listen else self.listen
+        return f"http://{host}:{self.port}{PATH}"
+
+    def start(self, log: logging.Logger) -> bool:
+        """Listen if not yet listening; False (logged) when the address cannot be bound."""
+        if self.server is not None:
+            return True
+        app = _only_metrics(make_wsgi_app(self.registry))
+        server_class = _Server6 if ":" in self.listen else _Server
+        try:
+            server = make_server(
+                self.listen, self.port, app, server_class, handler_class=_QuietHandler
+            )
+        except OSError as error:
+            log.error(
+                "cannot serve metrics on %s:%d (%s): is the port in use? Set "
+                "daemons.metrics.options.port (or listen); retrying every cycle",
+                self.listen,
+                self.port,
+                error.strerror or error,
+            )
+            return False
+        self.server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, name="metrics-http", daemon=True
+        )
+        self._thread.start()
+        log.info("serving metrics on %s", self.address)
+        return True
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+
+
+def _only_metrics(app: Callable[..., Any]) -> Callable[..., Any]:
+    def routed(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if environ.get("PATH_INFO") != PATH:
+            start_response("404 Not Found", [("Content-Type", "text/plain")])
+            return [f"act serves its metrics on {PATH}\n".encode()]
+        return app(environ, start_response)
+
+    return routed
+
+
+# -- the daemon -------------------------------------------------------------------------------
+
+
+def run_once(ctx: Context) -> bool:
+    endpoint = ctx.cache.get("metrics_endpoint")
+    if not isinstance(endpoint, MetricsEndpoint):
+        endpoint = MetricsEndpoint(ctx.options.listen, ctx.options.port)
+        ctx.cache["metrics_endpoint"] = endpoint
+    dead_after = ctx.settings.liveness.dead_after
+    configured = [name for name, d in ctx.settings.daemons.items() if d.enabled]
+
+    def read() -> list[Metric]:
+        with ctx.db.read() as conn:
+            return read_snapshot(conn, now=utcnow(), dead_after=dead_after, daemons=configured)
+
+    try:
+        endpoint.database.refresh(read)
+    finally:
+        endpoint.start(ctx.log)  # served even while the database is away: the age shows it
+    return False
+
+
+DAEMON = DaemonSpec(run_once=run_once, options=MetricsOptions, doc=__doc__ or "")
