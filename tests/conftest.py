@@ -62,3 +62,15 @@ def sqlite_db(tmp_path: Path) -> Iterator[Database]:
         database = Database(url)
         yield database
         database.dispose()
+
+
+@pytest.fixture
+def isolated_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No config but the test's own: no $ACT_CONFIG, $ACT_DB_URL or /etc/act/act.yaml, and the
+    state root in the test's directory (actctl tests use it with ``usefixtures``)."""
+    from act.common import config
+
+    monkeypatch.setenv("ACT_ROOT", str(tmp_path))
+    monkeypatch.delenv("ACT_CONFIG", raising=False)
+    monkeypatch.delenv("ACT_DB_URL", raising=False)
+    monkeypatch.setattr(config, "SYSTEM_CONFIG", tmp_path / "no-system-config.yaml")

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner, Result
 from sqlalchemy.engine import URL, Connection
 
-from act.common import config, exitcodes, liveness, migrate
+from act.common import exitcodes, liveness, migrate
 from act.common.db import Database, normalise_url
 from act.common.schema import ce_jobs, panda_jobs, processes
 from act.common.schema import transitions as history
@@ -51,12 +51,7 @@ JOB_KEYS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _no_system_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("ACT_ROOT", str(tmp_path))
-    monkeypatch.delenv("ACT_CONFIG", raising=False)
-    monkeypatch.delenv("ACT_DB_URL", raising=False)
-    monkeypatch.setattr(config, "SYSTEM_CONFIG", tmp_path / "no-system-config.yaml")
+pytestmark = pytest.mark.usefixtures("isolated_config")
 
 
 def actctl(url: URL | str | None, *args: str, config_file: Path | None = None) -> Result:

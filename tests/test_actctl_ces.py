@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner, Result
 from sqlalchemy.engine import URL
 
-from act.common import config, exitcodes
+from act.common import exitcodes
 from act.common.db import Database
 from act.common.schema import ces
 from act.common.states import Actor, Layer
@@ -22,12 +22,7 @@ from act.engine.settings import BreakerSettings
 from tests.support.dbs import url_text
 from tests.support.procs import write_config
 
-
-@pytest.fixture(autouse=True)
-def _no_system_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("ACT_ROOT", str(tmp_path))
-    monkeypatch.delenv("ACT_CONFIG", raising=False)
-    monkeypatch.setattr(config, "SYSTEM_CONFIG", tmp_path / "no-system-config.yaml")
+pytestmark = pytest.mark.usefixtures("isolated_config")
 
 
 @pytest.fixture

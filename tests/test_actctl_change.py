@@ -21,7 +21,7 @@ from sqlalchemy.engine import URL
 from act.atlas import app_status, fetcher, translator
 from act.atlas.panda_testserver import PandaTestServer, make_job_spec
 from act.atlas.reporting import with_report
-from act.common import config, exitcodes
+from act.common import exitcodes
 from act.common.config import Settings
 from act.common.db import Database
 from act.common.schema import ce_jobs, operator_actions, panda_jobs, queues
@@ -44,12 +44,11 @@ OTHER = "OTHERQ"
 ARC_CE = {"flavour": "arc", "endpoint": "arc1", "ce_queue": "grid"}
 
 
+pytestmark = pytest.mark.usefixtures("isolated_config")
+
+
 @pytest.fixture(autouse=True)
-def _no_system_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("ACT_ROOT", str(tmp_path))
-    monkeypatch.delenv("ACT_CONFIG", raising=False)
-    monkeypatch.delenv("ACT_DB_URL", raising=False)
-    monkeypatch.setattr(config, "SYSTEM_CONFIG", tmp_path / "no-system-config.yaml")
+def _no_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(jobchange, "interactive", lambda: False)  # CliRunner has no terminal
 
 

@@ -10,17 +10,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from act.common import config
 from act.ctl.cli import cli
 from tests.conftest import REPO
 from tests.support.procs import write_config
 
-
-@pytest.fixture(autouse=True)
-def _no_system_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("ACT_ROOT", str(tmp_path))
-    monkeypatch.delenv("ACT_CONFIG", raising=False)
-    monkeypatch.setattr(config, "SYSTEM_CONFIG", tmp_path / "no-system-config.yaml")
+pytestmark = pytest.mark.usefixtures("isolated_config")
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from sqlalchemy.engine import URL, Connection
 
 from act.atlas import storage_endpoints
-from act.common import config, liveness
+from act.common import liveness
 from act.common.db import Database
 from act.ctl.cli import cli
 from tests.support.dbs import url_text
@@ -47,12 +47,7 @@ LISTINGS: dict[Path_, list[str]] = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _no_system_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("ACT_ROOT", str(tmp_path))
-    monkeypatch.delenv("ACT_CONFIG", raising=False)
-    monkeypatch.delenv("ACT_DB_URL", raising=False)
-    monkeypatch.setattr(config, "SYSTEM_CONFIG", tmp_path / "no-system-config.yaml")
+pytestmark = pytest.mark.usefixtures("isolated_config")
 
 
 def commands(group: click.Group, prefix: Path_ = ()) -> Iterator[tuple[Path_, click.Command]]:

@@ -12,7 +12,7 @@ from click.testing import CliRunner, Result
 from sqlalchemy.engine import URL, Connection
 
 from act.atlas.panda_settings import DEFAULT_MONITOR_URL, PandaServerSettings
-from act.common import config, exitcodes
+from act.common import exitcodes
 from act.common.db import Database
 from act.common.schema import ce_jobs, panda_jobs
 from act.common.states import Actor, Layer
@@ -26,12 +26,7 @@ LOG_URL = "https://logs.example.org/act/2026-11-20/Q1/5001.out"
 CREATED = datetime(2026, 11, 21, 8, 0, tzinfo=timezone.utc)
 
 
-@pytest.fixture(autouse=True)
-def _no_system_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("ACT_ROOT", str(tmp_path))
-    monkeypatch.delenv("ACT_CONFIG", raising=False)
-    monkeypatch.delenv("ACT_DB_URL", raising=False)
-    monkeypatch.setattr(config, "SYSTEM_CONFIG", tmp_path / "no-system-config.yaml")
+pytestmark = pytest.mark.usefixtures("isolated_config")
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from click.testing import CliRunner
 from sqlalchemy.engine import URL
 
 from act.atlas.panda_testserver import TestCA
-from act.common import config
 from act.common.db import Database
 from act.common.schema import panda_jobs
 from act.common.states import Layer
@@ -21,13 +20,7 @@ from act.ctl.cli import cli
 from tests.support.dbs import url_text
 from tests.support.jobs import make_jobs
 
-
-@pytest.fixture(autouse=True)
-def _no_system_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("ACT_ROOT", str(tmp_path))
-    monkeypatch.delenv("ACT_CONFIG", raising=False)
-    monkeypatch.delenv("ACT_DB_URL", raising=False)
-    monkeypatch.setattr(config, "SYSTEM_CONFIG", tmp_path / "no-system-config.yaml")
+pytestmark = pytest.mark.usefixtures("isolated_config")
 
 
 def _set(db: Database, ids: list[int], **values: object) -> None:

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner, Result
 from sqlalchemy.engine import URL, Connection
 
-from act.common import config, exitcodes
+from act.common import exitcodes
 from act.common.db import Database
 from act.common.schema import ce_jobs, panda_jobs
 from act.common.schema import transitions as history
@@ -34,12 +34,7 @@ ARC_B = "arc-b"
 IDLE = "idle-ce"  # configured, no jobs
 
 
-@pytest.fixture(autouse=True)
-def _no_system_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("ACT_ROOT", str(tmp_path))
-    monkeypatch.delenv("ACT_CONFIG", raising=False)
-    monkeypatch.delenv("ACT_DB_URL", raising=False)
-    monkeypatch.setattr(config, "SYSTEM_CONFIG", tmp_path / "no-system-config.yaml")
+pytestmark = pytest.mark.usefixtures("isolated_config")
 
 
 @pytest.fixture

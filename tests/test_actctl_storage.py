@@ -10,18 +10,13 @@ from click.testing import CliRunner, Result
 from sqlalchemy.engine import URL
 
 from act.atlas import storage_endpoints
-from act.common import config, exitcodes
+from act.common import exitcodes
 from act.common.db import Database
 from act.ctl.cli import cli
 from tests.support.dbs import url_text
 from tests.support.procs import write_config
 
-
-@pytest.fixture(autouse=True)
-def _no_system_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("ACT_ROOT", str(tmp_path))
-    monkeypatch.delenv("ACT_CONFIG", raising=False)
-    monkeypatch.setattr(config, "SYSTEM_CONFIG", tmp_path / "no-system-config.yaml")
+pytestmark = pytest.mark.usefixtures("isolated_config")
 
 
 def actctl(url: URL, tmp_path: Path, *args: str) -> Result:
