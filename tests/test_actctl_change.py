@@ -29,7 +29,7 @@ from act.common.schema import transitions as history
 from act.common.states import Actor, Layer
 from act.common.timeutil import utcnow
 from act.common.transitions import create_jobs, transition
-from act.ctl import audit, jobchange
+from act.ctl import audit, durations, jobchange
 from act.ctl.cli import cli
 from act.engine import canceller
 from tests.support.contexts import daemon_context
@@ -576,13 +576,13 @@ def test_ce_and_storage_commands_are_recorded_and_history_lists_them(
 
 
 def test_parse_duration() -> None:
-    assert audit.parse_duration("90") == timedelta(seconds=90)
-    assert audit.parse_duration("30m") == timedelta(minutes=30)
-    assert audit.parse_duration("1d12h") == timedelta(hours=36)
-    assert audit.parse_duration("2w") == timedelta(weeks=2)
+    assert durations.parse("90") == timedelta(seconds=90)
+    assert durations.parse("30m") == timedelta(minutes=30)
+    assert durations.parse("1d12h") == timedelta(hours=36)
+    assert durations.parse("2w") == timedelta(weeks=2)
     for bad in ("", "h", "1x", "1h 2", "-1h"):
         with pytest.raises(ValueError):
-            audit.parse_duration(bad)
+            durations.parse(bad)
 
 
 def test_ce_filter_goes_by_the_newest_ce_job(db: Database, db_url: URL, config_file: Path) -> None:

@@ -20,7 +20,9 @@ from act.common.schema import transitions as history
 from act.common.states import Layer
 from act.common.timeutil import utcnow
 from act.ctl.cli import cli
-from act.ctl.report import Scope, build, parse_duration, short_duration
+from act.ctl.durations import parse as parse_duration
+from act.ctl.durations import short as short_duration
+from act.ctl.report import Scope, build
 from act.engine import breaker
 from act.engine.settings import CESettings
 from tests.support.bulk_store import fill_store

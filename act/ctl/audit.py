@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import getpass
 import json
-import re
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,12 +22,10 @@ from sqlalchemy.engine import Connection
 
 from act.common.schema import ENDPOINT_LEN, NAME_LEN, operator_actions
 from act.common.timeutil import utcnow
-from act.ctl import output
+from act.ctl import durations, output
 from act.ctl.queries import Row
 
 COLUMNS = ("at", "who", "command", "target", "reason", "details")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 
 
 def person(who: str | None) -> str:
@@ -66,31 +63,6 @@ def record(
             details=None if details is None else json.dumps(dict(details), sort_keys=True),
         )
     )
-
-
-def parse_duration(text: str) -> timedelta:
-    """``90s``, ``15m``, ``2h``, ``1d12h``, ``1w``; a bare number is seconds."""
-    value = text.strip().lower()
-    if re.fullmatch(r"\d+(?:\.\d+)?", value):
-        return timedelta(seconds=float(value))
-    parts = _DURATION.findall(value)
-    if not parts or "".join(n + u for n, u in parts) != value:
-        raise ValueError(f"{text!r} is not a duration (e.g. 30m, 2h, 1d12h)")
-    return timedelta(seconds=sum(float(n) * _UNITS[u] for n, u in parts))
-
-
-class Duration(click.ParamType[timedelta, Any]):
-    """A click parameter holding a :func:`parse_duration` value."""
-
-    name = "duration"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, timedelta):
-            return value
-        try:
-            return parse_duration(str(value))
-        except ValueError as error:
-            self.fail(str(error), param, ctx)
 
 
 def actions(
@@ -180,7 +152,9 @@ def register(cli: click.Group, pass_app: Callable[..., Any], failure: type[Excep
     @cli.command("history")
     @click.option("--target", help="Only actions on this (queue:X, ce:X, job:PANDAID, or a name).")
     @click.option("--who", help="Only actions by this person.")
-    @click.option("--since", type=Duration(), help="Only actions this recent (30m, 2h, 7d).")
+    @click.option(
+        "--since", type=durations.Duration(), help="Only actions this recent (30m, 2h, 7d)."
+    )
     @click.option(
         "--limit",
         type=click.IntRange(min=0),

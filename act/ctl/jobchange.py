@@ -47,7 +47,7 @@ from act.common.schema import ce_jobs, panda_jobs
 from act.common.states import Actor, Layer
 from act.common.timeutil import utcnow
 from act.common.transitions import chunked, transition
-from act.ctl import audit, output
+from act.ctl import audit, durations, output
 from act.ctl.queries import Row
 
 #: How long the command's own claim may live (it is released in the same transaction).
@@ -372,7 +372,7 @@ def _register_one(
     )
     @click.option(
         "--older-than",
-        type=audit.Duration(),
+        type=durations.Duration(),
         help="Only jobs in their state for longer than this (30m, 2h, 1d).",
     )
     @click.option("--reason", required=True, help="Why (recorded, and in the jobs' history).")

@@ -18,7 +18,7 @@ from act.atlas.credentials import credential_lifetimes
 from act.atlas.panda_settings import PandaServerSettings
 from act.common.schema import panda_jobs
 from act.common.timeutil import utcnow
-from act.ctl import output
+from act.ctl import durations, output
 
 NOTHING_YET = "(nothing yet)"
 #: Earlier than any report time act sets.
@@ -139,21 +139,6 @@ def credential_rows(settings: PandaServerSettings) -> list[dict[str, Any]]:
     ]
 
 
-def _duration(value: timedelta | int | None) -> str:
-    if value is None:
-        return ""
-    total = int(value.total_seconds()) if isinstance(value, timedelta) else value
-    sign, total = ("-", -total) if total < 0 else ("", total)
-    days, rest = divmod(total, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    return (
-        f"{sign}{days}d {hours:02d}:{minutes:02d}:{secs:02d}"
-        if days
-        else (f"{sign}{hours:02d}:{minutes:02d}:{secs:02d}")
-    )
-
-
 def to_json(found: Backlog, credentials: list[dict[str, Any]]) -> dict[str, Any]:
     lag = found.lag
     return {
@@ -174,7 +159,7 @@ def to_text(found: Backlog, credentials: list[dict[str, Any]]) -> str:
     summary = [
         ("jobs with a report to send", found.scheduled),
         ("overdue", found.overdue),
-        ("heartbeat lag (oldest overdue)", _duration(found.lag) or "none"),
+        ("heartbeat lag (oldest overdue)", durations.clock(found.lag) or "none"),
         ("failing (last report refused)", found.failing),
         ("most failures of one job", found.most_failures),
     ]
@@ -199,7 +184,7 @@ def to_text(found: Backlog, credentials: list[dict[str, Any]]) -> str:
                 c["kind"],
                 c["path"],
                 c["expires"],
-                _duration(c["remaining_seconds"]),
+                durations.clock(c["remaining_seconds"]),
                 c["problem"],
             ]
             for c in credentials

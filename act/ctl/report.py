@@ -14,7 +14,6 @@ the window's rows are read); the heartbeat lag from the ``next_report_at`` index
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -28,7 +27,7 @@ from act.common.schema import ce_jobs, ces, panda_jobs
 from act.common.schema import transitions as history
 from act.common.states import STATES, Layer
 from act.common.timeutil import utcnow
-from act.ctl import output
+from act.ctl import durations, output
 from act.ctl import panda as reporting
 from act.ctl.queries import UNASSIGNED, Row
 from act.engine import breaker
@@ -42,37 +41,6 @@ ERROR_PREFIX = 200
 #: Most ids in one ``IN (...)`` list.
 CHUNK = 500
 DEFAULT_WINDOW = "1h"
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
-
-
-def parse_duration(text: str) -> timedelta:
-    """``90``, ``90s``, ``30m``, ``1h``, ``2d``, ``1w``, or a sum such as ``1h30m``; positive."""
-    value = text.strip().lower()
-    if re.fullmatch(r"\d+(\.\d+)?", value):
-        seconds = float(value)
-    elif value and _PART.sub("", value) == "":
-        seconds = sum(float(n) * _UNITS[unit] for n, unit in _PART.findall(value))
-    else:
-        raise ValueError(f"{text!r} is not a duration (e.g. 90s, 30m, 1h, 2d, 1h30m)")
-    if seconds <= 0:
-        raise ValueError(f"{text!r}: the duration must be positive")
-    return timedelta(seconds=seconds)
-
-
-class Duration(click.ParamType[timedelta, Any]):
-    name = "DURATION"
-
-    def convert(
-        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-    ) -> timedelta:
-        if isinstance(value, timedelta):
-            return value
-        try:
-            return parse_duration(str(value))
-        except ValueError as error:
-            self.fail(str(error), param, ctx)
 
 
 @dataclass(frozen=True)
@@ -368,29 +336,6 @@ def build(
 # --- text ----------------------------------------------------------------------------------------
 
 
-def duration(seconds: float | None) -> str:
-    """``1d 02:03:04`` / ``02:03:04`` (negative with a ``-``); empty for None."""
-    if seconds is None:
-        return ""
-    total = int(seconds)
-    sign, total = ("-", -total) if total < 0 else ("", total)
-    days, rest = divmod(total, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    clock = f"{hours:02d}:{minutes:02d}:{secs:02d}"
-    return f"{sign}{days}d {clock}" if days else f"{sign}{clock}"
-
-
-def short_duration(seconds: float) -> str:
-    """``1h``, ``30m``, ``1h30m``, ``2d``: how a window is written on the command line."""
-    total, parts = int(seconds), []
-    for unit in ("d", "h", "m", "s"):
-        number, total = divmod(total, _UNITS[unit])
-        if number:
-            parts.append(f"{number}{unit}")
-    return "".join(parts) or "0s"
-
-
 def _states_in(records: dict[str, Row], layer: Layer) -> list[str]:
     present = {state for record in records.values() for state in record["states"]}
     columns = [state for state in STATES[layer] if state in present]
@@ -398,7 +343,7 @@ def _states_in(records: dict[str, Row], layer: Layer) -> list[str]:
 
 
 def _window_label(report: Row) -> str:
-    return f"failed ({short_duration(report['window']['seconds'])})"
+    return f"failed ({durations.short(report['window']['seconds'])})"
 
 
 def _queue_table(report: Row) -> str:
@@ -413,7 +358,7 @@ def _queue_table(report: Row) -> str:
             record["total"],
             record["failed_in_window"],
             record["heartbeat"]["overdue"],
-            duration(record["heartbeat"]["lag_seconds"]),
+            durations.clock(record["heartbeat"]["lag_seconds"]),
         ]
         for name, record in queues.items()
     ]
@@ -449,8 +394,8 @@ def _oldest_table(records: dict[str, Row], label: str, ids: list[str]) -> str:
             name,
             state,
             *(job[key] for key in ids),
-            duration(job["age_seconds"]),
-            duration(job["in_state_seconds"]),
+            durations.clock(job["age_seconds"]),
+            durations.clock(job["in_state_seconds"]),
         ]
         for name, record in records.items()
         for state, job in record["oldest"].items()
@@ -497,7 +442,7 @@ def to_text(report: Row) -> str:
             _errors_table(report["ces"], "ce", with_code=False),
             "",
             f"Heartbeats to PanDA (all queues): {beat['overdue']} of {beat['scheduled']} overdue, "
-            f"lag {duration(beat['lag_seconds']) or 'none'}",
+            f"lag {durations.clock(beat['lag_seconds']) or 'none'}",
         ]
     )
 
@@ -511,7 +456,7 @@ def register(cli: click.Group, pass_app: Callable[..., Any]) -> None:
     @click.option(
         "--since",
         "window",
-        type=Duration(),
+        type=durations.Duration(),
         default=DEFAULT_WINDOW,
         show_default=True,
         help="Count failures in this window (90s, 30m, 1h, 2d, 1h30m).",
