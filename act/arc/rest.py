@@ -102,13 +102,18 @@ def job_result(item: Any) -> JobResult:
     )
 
 
-def parse_jobs(body: Any) -> list[JobResult]:
-    """The per-job entries of a bulk reply (``{"job": obj | [obj, ...]}``, or empty)."""
+def parse_jobs(body: Any, *, skip_garbled: bool = False) -> list[JobResult]:
+    """The per-job entries of a bulk reply (``{"job": obj | [obj, ...]}``, or empty).
+    ``skip_garbled``: an entry that is not an object is left out (it names no job, so the
+    caller sees that job unanswered) instead of making the whole reply unreadable."""
     if body in (None, "", {}):
         return []
     if not isinstance(body, dict):
         raise ValueError(f"a bulk reply is not an object: {body!r:.200}")
-    return [job_result(item) for item in as_list(body.get("job"))]
+    items = as_list(body.get("job"))
+    if skip_garbled:
+        items = [item for item in items if isinstance(item, dict)]
+    return [job_result(item) for item in items]
 
 
 class ArcRest:
@@ -270,7 +275,7 @@ class ArcRest:
             whole=True,
         )
         try:
-            results = parse_jobs(self._json(reply))
+            results = parse_jobs(self._json(reply), skip_garbled=True)
         except ValueError as error:
             raise CEUnavailable(self.name, f"bad {action} reply: {error}") from None
         return {r.id: r for r in results if r.id in set(ids)}

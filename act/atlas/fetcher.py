@@ -215,11 +215,13 @@ def _row(
     job: spool.SpooledJob, reply: spool.SpooledReply, queue: Queue | None, now: datetime
 ) -> dict[str, Any]:
     label = job.spec.get("prodSourceLabel")
+    if not isinstance(label, str) or not label.isprintable():
+        label = None  # PanDA's own value is text; anything else (a NUL: PostgreSQL refuses it)
     return {
         "panda_id": job.pandaid,
         "queue": reply.queue,
         "attempt": spec_int(job.spec.get("attemptNr")) or 0,
-        "prod_source_label": str(label)[:32] if label else reply.prod_source_label,
+        "prod_source_label": label[:32] if label else reply.prod_source_label,
         "spec": job.raw,
         "spec_format": job.spec_format,
         "heartbeat_less": bool(queue and queue.heartbeat_less),
