@@ -1,0 +1,102 @@
+"""Outages at system level: the whole pipeline (tests/support/pipeline.py: the PanDA TEST DOUBLE,
+a real ``actd`` running every daemon, the local CE) while its database, PanDA or one CE stops
+answering for a while. Each test prints its counts ("jobs N, final reports N, duplicates 0, ...")
+and asserts that nothing is lost and nothing is done twice.
+
+The unit-level variants (the propagator against an unreachable PanDA, the breaker's states) are
+in tests/test_propagator.py and tests/test_breaker.py; these are the whole-system ones."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from act.common.schema import panda_jobs
+from act.ctl.panda import backlog
+from tests.support.pipeline import Pipeline
+from tests.support.procs import wait_for
+
+pytestmark = pytest.mark.slow
+
+#: PanDA outage of the normal test, and of its ``long`` variant ("several minutes").
+PANDA_OUTAGE = 40.0
+PANDA_OUTAGE_LONG = 180.0
+
+
+def _fast_reporting(config: dict[str, Any]) -> None:
+    """One bulk call at a time, in small batches (so the order of final updates the test server
+    records is the order the propagator sent them), and a short pause after a failed cycle."""
+    config["daemons"]["propagator"]["options"] = {
+        "batch_size": 10,
+        "in_flight": 1,
+        "outage_backoff": 1,
+        "outage_backoff_max": 3,
+    }
+
+
+def _panda_outage(tmp_path: Path, outage: float, n_jobs: int) -> None:
+    started = time.monotonic()
+    pipe = Pipeline(tmp_path / "demo", tweak=_fast_reporting, sleep="1-3")
+    try:
+        ids = pipe.seed(n_jobs)
+        pipe.start()
+        # every job fetched (the fetcher needs PanDA too), none reported final yet
+        wait_for(
+            lambda: sum(pipe.states().values()) == n_jobs, timeout=120, what="all jobs fetched"
+        )
+        pipe.server.outage()
+        down_at = time.monotonic()
+        # meanwhile the jobs end: their final reports pile up
+        final_now = sum(1 for pandaid in ids if pipe.server.final_state(pandaid))
+        wait_for(
+            lambda: pipe.states()["finished"] + pipe.states()["failed"] == n_jobs - final_now,
+            timeout=outage + 120,
+            what="every unreported job finished or failed, its report pending",
+        )
+        time.sleep(max(0.0, outage - (time.monotonic() - down_at)))
+        assert pipe.actd_alive(), pipe.logs_hint()
+        with pipe.db.read() as conn:
+            pending = backlog(conn)
+            due = conn.execute(
+                sa.select(panda_jobs.c.panda_id)
+                .where(panda_jobs.c.state.in_(("finished", "failed")))
+                .order_by(panda_jobs.c.next_report_at, panda_jobs.c.id)
+            ).all()
+        expected = [int(row.panda_id) for row in due]
+        assert len(expected) == n_jobs - final_now
+        assert pending.scheduled >= len(expected) and pending.overdue >= len(expected)
+        assert "PanDA" in pipe.log("propagator")  # the outage is logged
+        before = len(pipe.server.final_order)
+
+        pipe.server.restore()
+        up_at = time.monotonic()
+        pipe.wait_all_final(timeout=300)
+        drained = time.monotonic() - up_at
+        sent = [pandaid for pandaid, _, _ in pipe.server.final_order[before:]]
+        backlog_sent = [pandaid for pandaid in sent if pandaid in set(expected)]
+        counts = pipe.counts()
+        print(
+            f"PanDA outage {outage:.0f}s: {counts.line()}, backlog {len(expected)} drained "
+            f"in {drained:.1f}s, oldest first: {backlog_sent == expected}, "
+            f"wall {time.monotonic() - started:.1f}s"
+        )
+        assert backlog_sent == expected  # drained oldest due first, each once
+        assert counts.duplicates == 0 and counts.missing_reports == 0
+        assert counts.final_reports == n_jobs and counts.final_in_store == n_jobs
+        assert counts.extra_ce_jobs == 0
+    finally:
+        pipe.stop()
+
+
+def test_a_panda_outage_keeps_the_reports_and_drains_them_oldest_first(tmp_path: Path) -> None:
+    _panda_outage(tmp_path, PANDA_OUTAGE, n_jobs=60)
+
+
+@pytest.mark.long
+@pytest.mark.timeout(600)
+def test_a_panda_outage_of_three_minutes(tmp_path: Path) -> None:
+    _panda_outage(tmp_path, PANDA_OUTAGE_LONG, n_jobs=100)
