@@ -8,7 +8,9 @@ in tests/test_propagator.py and tests/test_breaker.py; these are the whole-syste
 
 from __future__ import annotations
 
+import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ import sqlalchemy as sa
 from act.common.schema import panda_jobs
 from act.ctl.panda import backlog
 from tests.support.pipeline import Pipeline
+from tests.support.private_mariadb import PrivateMariaDB, database_url
 from tests.support.procs import wait_for
 
 pytestmark = pytest.mark.slow
@@ -100,3 +103,85 @@ def test_a_panda_outage_keeps_the_reports_and_drains_them_oldest_first(tmp_path:
 @pytest.mark.timeout(600)
 def test_a_panda_outage_of_three_minutes(tmp_path: Path) -> None:
     _panda_outage(tmp_path, PANDA_OUTAGE_LONG, n_jobs=100)
+
+
+# -- the database ---------------------------------------------------------------------------------
+
+DB_OUTAGE = 30.0
+#: Daemons cycling every half second: each of them meets the outage.
+FAST_DAEMONS = (
+    "panda_fetcher", "translator", "submitter", "poller", "ce_fetcher", "app_status",
+    "validator", "propagator", "canceller",
+)  # fmt: skip
+UNAVAILABLE = re.compile(r"database unavailable \(.*\); retrying in \d+s")
+
+
+@pytest.fixture
+def private_mariadb() -> Iterator[PrivateMariaDB]:
+    """A MariaDB server of this test alone (the shared one on 3306 is never stopped)."""
+    server = PrivateMariaDB()
+    try:
+        seconds = server.start()
+        print(f"private MariaDB: install {server.install_seconds:.1f}s, start {seconds:.1f}s")
+        yield server
+    finally:
+        server.remove()
+
+
+def _keep_ce_job_dirs(config: dict[str, Any]) -> None:
+    """No cleaner: every local CE job directory stays, one per submission, to be counted."""
+    config["daemons"]["cleaner"]["enabled"] = False
+    config["supervisor"]["restart_delay_max"] = 10
+
+
+@pytest.mark.timeout(600)
+def test_a_database_outage_loses_nothing_and_repeats_nothing(
+    tmp_path: Path, private_mariadb: PrivateMariaDB
+) -> None:
+    started = time.monotonic()
+    n_jobs = 200
+    url = database_url(private_mariadb, "act_outage")
+    pipe = Pipeline(tmp_path / "demo", db_url=url, tweak=_keep_ce_job_dirs, sleep="1-4")
+    try:
+        ids = pipe.seed(n_jobs)
+        pipe.start()
+        # mid-run: some jobs reported, most still in flight
+        wait_for(
+            lambda: sum(1 for pandaid in ids if pipe.server.final_state(pandaid)) >= 20,
+            timeout=180,
+            what="20 jobs reported final",
+        )
+        reported_before = sum(1 for pandaid in ids if pipe.server.final_state(pandaid))
+        in_flight = pipe.states()
+        private_mariadb.stop()
+        down_at = time.monotonic()
+        time.sleep(DB_OUTAGE)
+        assert pipe.actd_alive(), f"actd exited during the outage: {pipe.logs_hint()}"
+        restart = private_mariadb.start()
+        print(
+            f"database down {time.monotonic() - down_at:.1f}s (restart {restart:.1f}s) with "
+            f"{reported_before} jobs reported, in the store: {dict(in_flight)}"
+        )
+        pipe.wait_all_final(timeout=420)
+        assert pipe.actd_alive(), pipe.logs_hint()
+
+        counts = pipe.counts()
+        at_ce = pipe.local_ce_jobs()
+        twice_at_ce = {pandaid: n for pandaid, n in at_ce.items() if n > 1}
+        logged = {name for name in FAST_DAEMONS if UNAVAILABLE.search(pipe.log(name))}
+        restarts = len(re.findall(r"exited with code .* restart \d+", pipe.log("actd")))
+        print(
+            f"database outage {DB_OUTAGE:.0f}s: {counts.line()}, local CE job directories "
+            f"{sum(at_ce.values())}, submitted twice {len(twice_at_ce)}, daemons logging the "
+            f"outage {len(logged)}/{len(FAST_DAEMONS)}, daemon restarts by actd {restarts}, "
+            f"wall {time.monotonic() - started:.1f}s"
+        )
+        assert set(FAST_DAEMONS) <= logged, (
+            f"no 'database unavailable' line: {set(FAST_DAEMONS) - logged}"
+        )
+        assert counts.duplicates == 0 and counts.missing_reports == 0
+        assert counts.final_reports == n_jobs and counts.final_in_store == n_jobs
+        assert counts.extra_ce_jobs == 0 and counts.resubmissions == 0
+        assert twice_at_ce == {} and set(at_ce) == set(ids)
+    finally:
+        pipe.stop()

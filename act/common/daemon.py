@@ -211,11 +211,18 @@ def _loop(spec: DaemonSpec, ctx: Context, once: bool) -> None:
     daemon, log, stop = ctx.daemon, ctx.log, ctx.stop
     outage = _Backoff(1.0, max(daemon.interval, 60.0))
     supervisor = os.environ.get(ENV_SUPERVISOR_PID)
+    # Claims a cycle took before the database went away outlive it (the cycle failed): handed
+    # back once the database answers again, as a stop would, instead of waiting out their lease.
+    stale_claims = False
     while not stop.is_set() and not _orphaned(ctx, supervisor):
         started, error, more = utcnow(), None, False
         clock, outcome = time.perf_counter(), "ok"
         try:
             ctx.heartbeat()  # rate-limited: back-to-back cycles do not write it every time
+            if stale_claims:
+                released = ctx.db.run(partial(_release_claims, owner=ctx.owner))
+                stale_claims = False
+                log.info("database back; released %d job(s) claimed before it went", released)
             more = bool(spec.run_once(ctx))
             outage.reset()
             delay = (
@@ -225,7 +232,7 @@ def _loop(spec: DaemonSpec, ctx: Context, once: bool) -> None:
             )
         except Exception as exc:
             if is_unavailable(exc):
-                outcome = "db_unavailable"
+                outcome, stale_claims = "db_unavailable", True
                 delay = outage.next()
                 log.error("database unavailable (%s); retrying in %.0fs", short_error(exc), delay)
             else:
@@ -298,11 +305,16 @@ def close_cache(ctx: Context) -> None:
             ctx.log.error("cannot close %s at stop: %s", key, short_error(exc))
 
 
+def _release_claims(conn: Any, *, owner: str) -> int:
+    """Hand back every claim of ``owner`` (both layers); how many."""
+    return sum(release(conn, layer, owner) for layer in Layer)
+
+
 def _clean_stop(ctx: Context) -> None:
     """Hand back this instance's claims and mark it stopped (best effort: leases expire anyway)."""
 
     def stop_rows(conn: Any) -> int:
-        released = sum(release(conn, layer, ctx.owner) for layer in Layer)
+        released = _release_claims(conn, owner=ctx.owner)
         liveness.unregister(conn, ctx.name, ctx.instance)
         return released
 
