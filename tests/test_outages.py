@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from act.common.schema import panda_jobs
+from act.common.schema import ce_jobs, ces, panda_jobs
 from act.ctl.panda import backlog
 from tests.support.pipeline import Pipeline
 from tests.support.private_mariadb import PrivateMariaDB, database_url
@@ -113,6 +114,8 @@ FAST_DAEMONS = (
     "panda_fetcher", "translator", "submitter", "poller", "ce_fetcher", "app_status",
     "validator", "propagator", "canceller",
 )  # fmt: skip
+#: How long before the outage a final report may have been sent and still not recorded.
+IN_FLIGHT = 10.0
 UNAVAILABLE = re.compile(r"database unavailable \(.*\); retrying in \d+s")
 
 
@@ -158,6 +161,7 @@ def test_a_database_outage_loses_nothing_and_repeats_nothing(
         time.sleep(DB_OUTAGE)
         assert pipe.actd_alive(), f"actd exited during the outage: {pipe.logs_hint()}"
         restart = private_mariadb.start()
+        up_at = time.monotonic()
         print(
             f"database down {time.monotonic() - down_at:.1f}s (restart {restart:.1f}s) with "
             f"{reported_before} jobs reported, in the store: {dict(in_flight)}"
@@ -179,9 +183,135 @@ def test_a_database_outage_loses_nothing_and_repeats_nothing(
         assert set(FAST_DAEMONS) <= logged, (
             f"no 'database unavailable' line: {set(FAST_DAEMONS) - logged}"
         )
-        assert counts.duplicates == 0 and counts.missing_reports == 0
-        assert counts.final_reports == n_jobs and counts.final_in_store == n_jobs
+        # A final report PanDA accepted while the database went away could not be recorded:
+        # it is sent again once the database is back (PanDA answers "alreadydone"). Only such
+        # reports may be repeated, and only once.
+        first_final: dict[int, float] = {}
+        for pandaid, _, at in pipe.server.final_order:
+            first_final.setdefault(pandaid, at)
+        repeated = {
+            p: pipe.server.final_reports(p) for p in ids if pipe.server.final_reports(p) > 1
+        }
+        print(
+            f"final reports repeated after the outage: {len(repeated)} "
+            f"(first sent {sorted(round(first_final[p] - down_at, 1) for p in repeated)} s "
+            "after the database went down)"
+        )
+        assert all(n == 2 for n in repeated.values()), repeated
+        assert all(down_at - IN_FLIGHT <= first_final[p] <= up_at for p in repeated), repeated
+        assert counts.missing_reports == 0 and counts.final_in_store == n_jobs
+        assert counts.final_reports == n_jobs + len(repeated)
         assert counts.extra_ce_jobs == 0 and counts.resubmissions == 0
         assert twice_at_ce == {} and set(at_ce) == set(ids)
+    finally:
+        pipe.stop()
+
+
+# -- one CE ---------------------------------------------------------------------------------------
+
+
+def _two_local_ces(work: Path) -> Callable[[dict[str, Any]], None]:
+    """ce_a and ce_b, both local CEs serving the demo queue; ce_a's work directory is reached
+    through the symlink ``work/ce_a``, so the test can make ce_a stop answering (the symlink then
+    points at a regular file: every call of the back end for ce_a raises CEUnavailable) without
+    any test hook in act."""
+
+    def tweak(config: dict[str, Any]) -> None:
+        base = dict(config["engine"]["ces"].pop("demo-local"))
+        config["engine"]["ces"] = {
+            "ce_a": {**base, "options": {**base["options"], "workdir": str(work / "ce_a")}},
+            "ce_b": {**base, "options": dict(base["options"])},
+        }
+        config["engine"]["strategy"] = "round_robin"
+        config["engine"]["breaker"] = {"failures": 2, "cooldown": 5}
+        config["queues"]["serve"]["DEMO_QUEUE"]["ces"] = [
+            {"flavour": "arc", "endpoint": "ce_a"},
+            {"flavour": "arc", "endpoint": "ce_b"},
+        ]
+
+    return tweak
+
+
+def _point(link: Path, target: Path) -> None:
+    """Repoint the symlink ``link`` at ``target`` atomically."""
+    spare = link.with_name(link.name + ".new")
+    spare.unlink(missing_ok=True)
+    spare.symlink_to(target)
+    spare.replace(link)
+
+
+def _ce_row(pipe: Pipeline, name: str) -> Any:
+    with pipe.db.read() as conn:
+        return conn.execute(sa.select(ces).where(ces.c.endpoint == name)).one_or_none()
+
+
+def _ce_of_jobs(pipe: Pipeline, ids: list[int]) -> Counter[str]:
+    with pipe.db.read() as conn:
+        rows = conn.execute(
+            sa.select(ce_jobs.c.ce_endpoint).where(ce_jobs.c.pandaid.in_(ids))
+        ).all()
+    return Counter(str(row.ce_endpoint) for row in rows)
+
+
+def test_a_ce_outage_opens_its_breaker_the_other_ce_takes_the_jobs_and_a_probe_closes_it(
+    tmp_path: Path,
+) -> None:
+    started = time.monotonic()
+    work = tmp_path / "ces"
+    (work / "ce_a.real").mkdir(parents=True)
+    (work / "blocked").write_text("ce_a does not answer\n")
+    (work / "ce_a").symlink_to(work / "ce_a.real")
+    pipe = Pipeline(tmp_path / "demo", tweak=_two_local_ces(work), sleep="0.5-1.5")
+    try:
+        before = pipe.seed(20)
+        pipe.start()
+        pipe.wait_all_final(timeout=180)
+        shares = _ce_of_jobs(pipe, before)
+        assert shares["ce_a"] > 0 and shares["ce_b"] > 0, shares  # both serve the queue
+
+        _point(work / "ce_a", work / "blocked")  # ce_a stops answering
+        during = pipe.seed(30)
+        wait_for(
+            lambda: (row := _ce_row(pipe, "ce_a")) is not None and row.breaker == "open",
+            timeout=120,
+            what="ce_a's breaker open",
+        )
+        opened = _ce_row(pipe, "ce_a")
+        pipe.wait_all_final(timeout=240, ids=during)
+        on_ce = _ce_of_jobs(pipe, during)
+        with pipe.db.read() as conn:
+            ran_on_a = conn.execute(
+                sa.select(sa.func.count()).where(
+                    ce_jobs.c.pandaid.in_(during),
+                    ce_jobs.c.ce_endpoint == "ce_a",
+                    ce_jobs.c.submitted_at.is_not(None),
+                )
+            ).scalar_one()
+        assert ran_on_a == 0  # nothing reached ce_a while it was down
+        assert _ce_row(pipe, "ce_a").breaker in ("open", "half_open")
+
+        _point(work / "ce_a", work / "ce_a.real")  # ce_a answers again
+        after = pipe.seed(20)
+        wait_for(
+            lambda: _ce_row(pipe, "ce_a").breaker == "closed",
+            timeout=120,
+            what="ce_a's breaker closed again by a probe job",
+        )
+        pipe.wait_all_final(timeout=240)
+        later = _ce_of_jobs(pipe, after)
+        submitter = pipe.log("submitter")
+        probes = re.findall(r"ce=ce_a: breaker open -> half_open \(probe job id=\d+\)", submitter)
+        closed = re.findall(r"ce=ce_a: breaker half_open -> closed", submitter)
+        counts = pipe.counts()
+        print(
+            f"CE outage: {counts.line()}, before {dict(shares)}, during {dict(on_ce)} "
+            f"(breaker opened after {opened.failures} failures: {opened.last_error}), "
+            f"after {dict(later)}, probes {len(probes)}, closed {len(closed)}, "
+            f"wall {time.monotonic() - started:.1f}s"
+        )
+        assert probes and closed
+        assert later["ce_a"] > 0  # ce_a takes jobs again
+        assert counts.duplicates == 0 and counts.missing_reports == 0
+        assert counts.final_reports == len(pipe.ids) and counts.final_in_store == len(pipe.ids)
     finally:
         pipe.stop()
