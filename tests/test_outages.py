@@ -210,6 +210,9 @@ def test_a_database_outage_loses_nothing_and_repeats_nothing(
 # -- one CE ---------------------------------------------------------------------------------------
 
 
+BREAKER_FAILURES = 2
+
+
 def _two_local_ces(work: Path) -> Callable[[dict[str, Any]], None]:
     """ce_a and ce_b, both local CEs serving the demo queue; ce_a's work directory is reached
     through the symlink ``work/ce_a``, so the test can make ce_a stop answering (the symlink then
@@ -223,7 +226,7 @@ def _two_local_ces(work: Path) -> Callable[[dict[str, Any]], None]:
             "ce_b": {**base, "options": dict(base["options"])},
         }
         config["engine"]["strategy"] = "round_robin"
-        config["engine"]["breaker"] = {"failures": 2, "cooldown": 5}
+        config["engine"]["breaker"] = {"failures": BREAKER_FAILURES, "cooldown": 5}
         config["queues"]["serve"]["DEMO_QUEUE"]["ces"] = [
             {"flavour": "arc", "endpoint": "ce_a"},
             {"flavour": "arc", "endpoint": "ce_b"},
@@ -270,12 +273,20 @@ def test_a_ce_outage_opens_its_breaker_the_other_ce_takes_the_jobs_and_a_probe_c
         assert shares["ce_a"] > 0 and shares["ce_b"] > 0, shares  # both serve the queue
 
         _point(work / "ce_a", work / "blocked")  # ce_a stops answering
-        during = pipe.seed(30)
-        wait_for(
-            lambda: (row := _ce_row(pipe, "ce_a")) is not None and row.breaker == "open",
-            timeout=120,
-            what="ce_a's breaker open",
-        )
+        # A failed submission sends its jobs to another CE; each new wave of jobs tries ce_a
+        # again (round robin) until breaker.failures consecutive failures open its breaker.
+        during: list[int] = []
+        for _ in range(BREAKER_FAILURES + 2):
+            failures = _ce_row(pipe, "ce_a").failures
+            during += pipe.seed(10)
+            wait_for(
+                lambda: (row := _ce_row(pipe, "ce_a")).failures > failures or row.breaker == "open",
+                timeout=120,
+                what="another failed submission to ce_a",
+            )
+            if _ce_row(pipe, "ce_a").breaker == "open":
+                break
+        assert _ce_row(pipe, "ce_a").breaker == "open"
         opened = _ce_row(pipe, "ce_a")
         pipe.wait_all_final(timeout=240, ids=during)
         on_ce = _ce_of_jobs(pipe, during)
