@@ -73,7 +73,8 @@ def _panda_outage(tmp_path: Path, outage: float, n_jobs: int) -> None:
         expected = [int(row.panda_id) for row in due]
         assert len(expected) == n_jobs - final_now
         assert pending.scheduled >= len(expected) and pending.overdue >= len(expected)
-        assert "PanDA" in pipe.log("propagator")  # the outage is logged
+        # the outage is logged: "PanDA <error>: N job(s) stay due (...)"
+        assert re.search(r"PanDA .*: \d+ job\(s\) stay due", pipe.log("propagator"))
         before = len(pipe.server.final_order)
 
         pipe.server.restore()
