@@ -135,7 +135,6 @@ def private_mariadb() -> Iterator[PrivateMariaDB]:
 def _keep_ce_job_dirs(config: dict[str, Any]) -> None:
     """No cleaner: every local CE job directory stays, one per submission, to be counted."""
     config["daemons"]["cleaner"]["enabled"] = False
-    config["supervisor"]["restart_delay_max"] = 10
 
 
 @pytest.mark.timeout(600)

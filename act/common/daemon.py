@@ -9,7 +9,8 @@ the model of its ``options``. :func:`run_daemon` owns everything else:
 * sleeping ``interval`` seconds (± ``jitter``) on a stop event between cycles, or not at all when
   ``run_once`` returns True ("more work is waiting");
 * logging each exception with its traceback and counting it in the liveness row; a database
-  outage is logged in one line per attempt and retried with exponential backoff;
+  outage is logged in one line per attempt and retried with exponential backoff; the claims the
+  broken cycle held are handed back once the database answers again (not left to their lease);
 * graceful stop: SIGTERM (and SIGINT when not supervised) only set the stop event; the current
   cycle ends, the claims this instance holds are released and its liveness row is marked stopped,
   so the other instances take its share at once;
