@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from act.common import exitcodes, liveness
+from act.common.claims import claim
 from act.common.config import DaemonSettings, Settings
 from act.common.daemon import Context, DaemonSpec, _Backoff, run_daemon
 from act.common.db import Database
@@ -97,6 +98,37 @@ def test_a_database_outage_is_one_line_per_attempt_with_growing_delays(
     assert "retrying in 1s" in lines[0].getMessage()
     assert "retrying in 2s" in lines[1].getMessage()
     assert "server has gone away" in lines[0].getMessage()
+
+
+def test_claims_of_a_cycle_the_database_outage_broke_are_handed_back_when_it_returns(
+    db: Database, db_url: URL, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    db.run(lambda c: make_jobs(c, Layer.CE, "tosubmit", 4))
+    stop = threading.Event()
+    leased_after_outage: list[int] = []
+
+    def claims_then_loses_the_database(ctx: Context) -> bool:
+        if not leased_after_outage:
+            db.run(
+                lambda c: claim(c, Layer.CE, ["tosubmit"], owner=ctx.owner, lease=600.0, limit=10)
+            )
+            leased_after_outage.append(-1)
+            raise sa.exc.OperationalError("UPDATE", {}, Exception("server has gone away"))
+        with db.read() as conn:
+            leased = conn.execute(
+                sa.select(sa.func.count()).where(ce_jobs.c.lease_owner.is_not(None))
+            ).scalar_one()
+        leased_after_outage.append(int(leased))
+        stop.set()
+        return False
+
+    settings = _settings(db_url, tmp_path, interval=0.01)
+    with caplog.at_level(logging.INFO, logger="act"):
+        run_daemon(
+            DaemonSpec(run_once=claims_then_loses_the_database), settings, "mover", stop=stop, db=db
+        )
+    assert leased_after_outage == [-1, 0]  # the next cycle finds nothing held by the old one
+    assert any("released 4 job(s) claimed before" in r.getMessage() for r in caplog.records)
 
 
 def test_backoff_doubles_up_to_its_maximum_and_resets() -> None:

@@ -9,7 +9,8 @@ the model of its ``options``. :func:`run_daemon` owns everything else:
 * sleeping ``interval`` seconds (± ``jitter``) on a stop event between cycles, or not at all when
   ``run_once`` returns True ("more work is waiting");
 * logging each exception with its traceback and counting it in the liveness row; a database
-  outage is logged in one line per attempt and retried with exponential backoff;
+  outage is logged in one line per attempt and retried with exponential backoff; the claims the
+  broken cycle held are handed back once the database answers again (not left to their lease);
 * graceful stop: SIGTERM (and SIGINT when not supervised) only set the stop event; the current
   cycle ends, the claims this instance holds are released and its liveness row is marked stopped,
   so the other instances take its share at once;
@@ -211,11 +212,18 @@ def _loop(spec: DaemonSpec, ctx: Context, once: bool) -> None:
     daemon, log, stop = ctx.daemon, ctx.log, ctx.stop
     outage = _Backoff(1.0, max(daemon.interval, 60.0))
     supervisor = os.environ.get(ENV_SUPERVISOR_PID)
+    # Claims a cycle took before the database went away outlive it (the cycle failed): handed
+    # back once the database answers again, as a stop would, instead of waiting out their lease.
+    stale_claims = False
     while not stop.is_set() and not _orphaned(ctx, supervisor):
         started, error, more = utcnow(), None, False
         clock, outcome = time.perf_counter(), "ok"
         try:
             ctx.heartbeat()  # rate-limited: back-to-back cycles do not write it every time
+            if stale_claims:
+                released = ctx.db.run(partial(_release_claims, owner=ctx.owner))
+                stale_claims = False
+                log.info("database back; released %d job(s) claimed before it went", released)
             more = bool(spec.run_once(ctx))
             outage.reset()
             delay = (
@@ -225,7 +233,7 @@ def _loop(spec: DaemonSpec, ctx: Context, once: bool) -> None:
             )
         except Exception as exc:
             if is_unavailable(exc):
-                outcome = "db_unavailable"
+                outcome, stale_claims = "db_unavailable", True
                 delay = outage.next()
                 log.error("database unavailable (%s); retrying in %.0fs", short_error(exc), delay)
             else:
@@ -298,11 +306,16 @@ def close_cache(ctx: Context) -> None:
             ctx.log.error("cannot close %s at stop: %s", key, short_error(exc))
 
 
+def _release_claims(conn: Any, *, owner: str) -> int:
+    """Hand back every claim of ``owner`` (both layers); how many."""
+    return sum(release(conn, layer, owner) for layer in Layer)
+
+
 def _clean_stop(ctx: Context) -> None:
     """Hand back this instance's claims and mark it stopped (best effort: leases expire anyway)."""
 
     def stop_rows(conn: Any) -> int:
-        released = sum(release(conn, layer, ctx.owner) for layer in Layer)
+        released = _release_claims(conn, owner=ctx.owner)
         liveness.unregister(conn, ctx.name, ctx.instance)
         return released
 
