@@ -359,11 +359,18 @@ def check(result: Result, min_kills: int) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_300_jobs_survive_a_daemon_killed_every_few_seconds(tmp_path: Path) -> None:
-    check(chaos_run(tmp_path, jobs=300, timeout=150), min_kills=10)
+    # ~80-90 s at a load average of 9 on 2 cores; the 240 s wait is for a machine loaded far
+    # more (at load 30, 267 of 300 were through after 150 s).
+    check(chaos_run(tmp_path, jobs=300, timeout=240), min_kills=10)
 
 
 @pytest.mark.long
 @pytest.mark.timeout(480)
 def test_5000_jobs_survive_a_daemon_killed_every_few_seconds(tmp_path: Path) -> None:
+    # Measured on the 2-core development machine (load average 17-34 from other test runs):
+    # ~135 jobs/min with the kills, i.e. 1,033 of 5,000 through after 458 s. 5,000 jobs need
+    # ~35 min there: this variant does NOT fit its 420 s wait on such a machine and fails with
+    # the counts printed, until the pipeline (chiefly the local CE's submissions) is faster.
     check(chaos_run(tmp_path, jobs=5000, timeout=420), min_kills=60)
