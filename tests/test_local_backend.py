@@ -390,6 +390,33 @@ def test_clean_only_after_the_end_and_restart_is_refused(tmp_path: Path) -> None
     assert be.fetch(ce, job_id, tmp_path / "x", failed=False).gone
 
 
+def test_a_cleaner_killed_while_removing_leaves_no_half_deleted_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by the kill test: a cleaner SIGKILLed inside rmtree left a job directory with its
+    # job.json but without state.json, which reads as "queued" (clean refused for a minute).
+    be, ce = make(tmp_path), local_ce()
+    first, second = submit(be, ce, describe("true")), submit(be, ce, describe("true"))
+    ended(be, ce, first), ended(be, ce, second)
+    jobs = be.workdir(ce) / "jobs"
+
+    class Killed(BaseException):
+        pass
+
+    def dies_half_way(path: Path, **_: Any) -> None:
+        (Path(path) / "state.json").unlink()  # rmtree got this far when the process died
+        raise Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr("act.local.backend.shutil.rmtree", dies_half_way)
+        with pytest.raises(Killed):
+            be.clean(ce, [first])
+    assert be.status(ce, [first]) == {first: None}  # gone, not a half job that looks queued
+    assert be.clean(ce, [first])[first].gone
+    assert be.clean(ce, [second])[second].ok
+    assert sorted(p.name for p in jobs.iterdir()) == []  # the leftover was swept too
+
+
 def test_malformed_ids_are_unknown(tmp_path: Path) -> None:
     be, ce = make(tmp_path), local_ce()
     assert be.status(ce, ["../../etc", "0123456789abcdef-zzzzzz"]) == {

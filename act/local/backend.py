@@ -58,6 +58,10 @@ if TYPE_CHECKING:
 BASE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ", "USER", "LOGNAME", "SHELL")
 #: A job directory without state.json this long after submission had its runner never start.
 NEVER_STARTED = 60.0
+#: A job directory being removed is first renamed to this prefix + its name (no job ID matches
+#: it): a cleaner killed half-way leaves no half-deleted job behind, only a directory that the
+#: next clean sweeps away.
+REMOVING = ".removing-"
 STATES = {
     jf.QUEUED: CEState.QUEUED,
     jf.RUNNING: CEState.RUNNING,
@@ -378,6 +382,9 @@ class LocalBackend:
     def clean(self, ce: CE, ce_job_ids: Sequence[str]) -> dict[str, Outcome]:
         """Remove the directories of jobs that ended (a job still running is an error)."""
         results: dict[str, Outcome] = {}
+        root = self._jobs(ce)
+        for stale in root.glob(f"{REMOVING}*"):  # left by a cleaner killed while removing
+            shutil.rmtree(stale, ignore_errors=True)
         for ce_job_id in ce_job_ids:
             jobdir = self._jobdir(ce, ce_job_id)
             if jobdir is None:
@@ -389,11 +396,15 @@ class LocalBackend:
                     ce_job_id, ok=False, error=f"the job is {state}: kill it before cleaning"
                 )
                 continue
+            # Renamed first (atomic): the CE holds the whole job or nothing of it, even if this
+            # process dies inside rmtree (a job without its state.json would read as queued).
+            removing = jobdir.with_name(REMOVING + jobdir.name)
             try:
-                shutil.rmtree(jobdir)
+                jobdir.rename(removing)
             except OSError as error:
                 results[ce_job_id] = Outcome(ce_job_id, ok=False, error=f"cannot remove: {error}")
                 continue
+            shutil.rmtree(removing, ignore_errors=True)  # what is left, the next clean sweeps
             results[ce_job_id] = Outcome(ce_job_id, ok=True)
         return results
 
