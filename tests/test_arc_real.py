@@ -33,6 +33,7 @@ from act.common.timeutil import utcnow
 from act.engine.backend import CE, TERMINAL, CEState, CEUnavailable, JobStatus, SubmitRequest
 from act.engine.settings import CESettings, EngineSettings, FetchSettings
 from tests.support.arc_real import HARNESS, RealArc, arc_ce
+from tests.support.procs import wait_for
 
 __all__ = ["arc_ce"]  # the session fixture, imported for pytest
 pytestmark = pytest.mark.arc
@@ -233,12 +234,23 @@ def test_an_input_outside_the_input_dir_is_refused(
     assert "outside the input directory" in (result.error or "")
 
 
+def found_soon(
+    backend: ArcBackend, ce: CE, tokens: Sequence[str], expected: dict[str, Any]
+) -> None:
+    """``find`` returns ``expected`` within a minute: A-REX writes a job it has just accepted
+    (its name, its description) in the background, so on a loaded machine a job may not be
+    findable for a moment after its submission. (The submitter asks ``find`` only after a
+    crash, a lease later.)"""
+    wait_for(
+        lambda: backend.find(ce, tokens) == expected, 60, f"find({list(tokens)}) == {expected}"
+    )
+
+
 def test_find_returns_the_job_of_its_token(arc_backend: ArcBackend, ce: CE) -> None:
     job = request(sh("true", jobname='"named"'))
     [submitted] = arc_backend.submit(ce, [job])
     assert submitted.ce_job_id
-    found = arc_backend.find(ce, [job.token, "0123456789abcdef"])
-    assert found == {job.token: submitted.ce_job_id}
+    found_soon(arc_backend, ce, [job.token, "0123456789abcdef"], {job.token: submitted.ce_job_id})
     wait_terminal(arc_backend, ce, [submitted.ce_job_id])
     arc_backend.clean(ce, [submitted.ce_job_id])
 
@@ -494,7 +506,7 @@ def test_adl_and_xrsl_in_one_batch(arc_backend: ArcBackend, ce: CE, tmp_path: Pa
     assert [r.job_id for r in results] == [adl_job.job_id, xrsl_job.job_id]
     ids = [r.ce_job_id for r in results]
     assert all(ids), results
-    assert arc_backend.find(ce, [adl_job.token]) == {adl_job.token: ids[0]}
+    found_soon(arc_backend, ce, [adl_job.token], {adl_job.token: ids[0]})
     done = wait_terminal(arc_backend, ce, ids)  # type: ignore[arg-type]
     assert all(s.state is CEState.FINISHED for s in done.values()), done
     arc_backend.fetch(ce, ids[0] or "", tmp_path / "out", failed=False)
