@@ -14,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from act.common.db import upsert
 from act.common.schema import storage_endpoints as table
 from act.common.timeutil import utcnow
 
@@ -25,14 +26,7 @@ def down(conn: Connection) -> set[str]:
 
 
 def _upsert(conn: Connection, endpoint: str, values: Mapping[str, Any]) -> None:
-    where = table.c.endpoint == endpoint
-    if conn.execute(sa.update(table).where(where).values(**values)).rowcount:
-        return
-    try:
-        with conn.begin_nested():
-            conn.execute(sa.insert(table).values(endpoint=endpoint, **values))
-    except sa.exc.IntegrityError:  # another process inserted it in between
-        conn.execute(sa.update(table).where(where).values(**values))
+    upsert(conn, table, table.c.endpoint, endpoint, dict(values))
 
 
 def switch(conn: Connection, endpoint: str, *, up: bool, reason: str | None, by: str) -> None:

@@ -240,3 +240,18 @@ def _setup_sqlite(engine: Engine) -> None:
     def _on_begin(conn: Connection) -> None:
         readonly = conn.get_execution_options().get("act_readonly", False)
         conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+
+
+def upsert(
+    conn: Connection, table: sa.Table, key: sa.Column[Any], name: Any, values: dict[str, Any]
+) -> None:
+    """Update the row of ``table`` whose ``key`` is ``name`` with ``values``, inserting it when
+    there is none (a concurrent insert of the same row is met by updating it)."""
+    where = key == name
+    if conn.execute(sa.update(table).where(where).values(**values)).rowcount:
+        return
+    try:
+        with conn.begin_nested():
+            conn.execute(sa.insert(table).values({key.name: name, **values}))
+    except exc.IntegrityError:  # another process inserted it in between
+        conn.execute(sa.update(table).where(where).values(**values))

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection
 
 from act.common import exitcodes
 from act.common.schema import ces
-from act.common.states import STATES, Layer
+from act.common.states import Layer
 from act.common.timeutil import utcnow
 from act.ctl import audit, output, queries
 from act.ctl.queries import Row
@@ -48,7 +48,6 @@ def ce_records(conn: Connection, configured: dict[str, CESettings]) -> list[Row]
         row = rows.get(name, {})
         settings = configured.get(name)
         by_state = counts.get(name, {})
-        order = list(STATES[Layer.CE])
         records.append(
             {
                 "ce": name,
@@ -67,14 +66,10 @@ def ce_records(conn: Connection, configured: dict[str, CESettings]) -> list[Row]
                 "reason": row.get("reason"),
                 "updated_by": row.get("updated_by"),
                 "updated_at": row.get("updated_at"),
-                "jobs": dict(sorted(by_state.items(), key=lambda kv: _rank(order, kv[0]))),
+                "jobs": queries.in_state_order(by_state, Layer.CE),
             }
         )
     return records
-
-
-def _rank(order: list[str], state: str) -> int:
-    return order.index(state) if state in order else len(order)
 
 
 def _breaker_cell(record: Row) -> str:

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 
 from act.common.schema import ce_jobs, panda_jobs, processes
 from act.common.schema import transitions as history
-from act.common.states import Layer
+from act.common.states import STATES, Layer
 from act.common.timeutil import utcnow
 
 #: How a CE job without an endpoint is shown.
@@ -55,6 +55,12 @@ class JobFilter:
     ce: str | None = None
     panda_id: int | None = None
     limit: int = 50  # 0: no limit
+
+
+def in_state_order(by_state: dict[str, int], layer: Layer) -> dict[str, int]:
+    """Counts per state in the order of the state table (states it does not know last)."""
+    order = {state: i for i, state in enumerate(STATES[layer])}
+    return dict(sorted(by_state.items(), key=lambda kv: order.get(kv[0], len(order))))
 
 
 def list_jobs(conn: Connection, wanted: JobFilter) -> list[Row]:

@@ -17,8 +17,9 @@ from sqlalchemy.engine import Connection
 
 from act.atlas.queues import _BUILTIN, QueueSettings, QueuesSettings
 from act.common import exitcodes
+from act.common.db import upsert
 from act.common.schema import queues
-from act.common.states import STATES, Layer
+from act.common.states import Layer
 from act.common.timeutil import utcnow
 from act.ctl import audit, output, queries
 from act.ctl.queries import Row
@@ -41,7 +42,6 @@ def queue_records(conn: Connection, settings: QueuesSettings) -> list[Row]:
     """One record per configured or recorded queue, with its jobs per state."""
     rows = {str(row["name"]): dict(row) for row in conn.execute(sa.select(queues)).mappings()}
     counts = queries.panda_counts(conn)
-    order = list(STATES[Layer.PANDA])
     records = []
     for name in sorted(set(rows) | set(settings.serve)):
         row: Mapping[str, Any] = rows.get(name, {})
@@ -59,14 +59,10 @@ def queue_records(conn: Connection, settings: QueuesSettings) -> list[Row]:
                 "reason": row.get("reason"),
                 "updated_by": row.get("updated_by"),
                 "updated_at": row.get("updated_at"),
-                "jobs": {s: by_state[s] for s in sorted(by_state, key=_rank(order))},
+                "jobs": queries.in_state_order(by_state, Layer.PANDA),
             }
         )
     return records
-
-
-def _rank(order: list[str]) -> Callable[[str], int]:
-    return lambda state: order.index(state) if state in order else len(order)
 
 
 def _limit_cell(record: Row, key: str) -> str:
@@ -96,14 +92,7 @@ def queues_text(records: list[Row]) -> str:
 def switch(conn: Connection, name: str, *, enabled: bool, who: str, reason: str) -> None:
     """Set the queue's ``enabled`` flag (inserting its row if it has none)."""
     values = {"enabled": enabled, "reason": reason, "updated_by": who, "updated_at": utcnow()}
-    where = queues.c.name == name
-    if conn.execute(sa.update(queues).where(where).values(**values)).rowcount:
-        return
-    try:
-        with conn.begin_nested():
-            conn.execute(sa.insert(queues).values(name=name, **values))
-    except sa.exc.IntegrityError:  # another process inserted it in between
-        conn.execute(sa.update(queues).where(where).values(**values))
+    upsert(conn, queues, queues.c.name, name, values)
 
 
 def register(cli: click.Group, pass_app: Callable[..., Any], failure: type[Exception]) -> None:
