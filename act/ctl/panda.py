@@ -99,26 +99,28 @@ class QueueLag:
 
     overdue: int
     lag: timedelta
+    oldest_due: datetime
 
 
-def overdue_by_queue(conn: Connection, now: datetime) -> dict[str, QueueLag]:
-    """The backlog's overdue reports per queue (queues with none are absent)."""
+def overdue_by_queue(
+    conn: Connection, now: datetime, *, queue: str | None = None
+) -> dict[str, QueueLag]:
+    """The backlog's overdue reports per queue (queues with none are absent), or of ``queue``.
+
+    Through the next_report_at index: a range with both ends, else SQLite walks the (queue,
+    state, id) index over every row for the GROUP BY (0.9 s rather than 0.06 s with 100k jobs).
+    """
     t = panda_jobs
-    # The overdue rows through the next_report_at index, then grouped. Grouping the table
-    # directly made SQLite walk the (queue, state, id) index over every row instead (0.9 s
-    # rather than 0.06 s with 100k jobs); the ORDER BY keeps it from merging the two queries.
-    due = (
-        sa.select(t.c.queue.label("queue"), t.c.next_report_at.label("due"))
-        .where(_overdue(now))
-        .order_by(t.c.next_report_at)
-        .subquery()
+    stmt = (
+        sa.select(t.c.queue, sa.func.count(), sa.func.min(t.c.next_report_at))
+        .where(t.c.next_report_at.between(SCHEDULED_SINCE, now))
+        .group_by(t.c.queue)
     )
-    rows = conn.execute(
-        sa.select(due.c.queue, sa.func.count(), sa.func.min(due.c.due)).group_by(due.c.queue)
-    )
+    if queue is not None:
+        stmt = stmt.where(t.c.queue == queue)
     return {
-        str(queue): QueueLag(int(count), max(now - oldest, timedelta(0)))
-        for queue, count, oldest in rows
+        str(name): QueueLag(int(count), max(now - oldest, timedelta(0)), oldest)
+        for name, count, oldest in conn.execute(stmt)
     }
 
 

@@ -198,23 +198,15 @@ def _prefix(column: sa.Column[Any]) -> sa.ColumnElement[Any]:
 
 
 def _heartbeats(conn: Connection, scope: Scope) -> dict[str, Row]:
-    """{queue: overdue reports and the lag of the most overdue}, through next_report_at (a
-    range with both ends, else SQLite scans the (queue, state, id) index for the GROUP BY)."""
-    t = panda_jobs
-    stmt = (
-        sa.select(t.c.queue, sa.func.count(), sa.func.min(t.c.next_report_at))
-        .where(t.c.next_report_at.between(reporting.SCHEDULED_SINCE, scope.now))
-        .group_by(t.c.queue)
-    )
-    if scope.queue is not None:
-        stmt = stmt.where(t.c.queue == scope.queue)
+    """{queue: overdue reports and the lag of the most overdue}, as
+    :func:`act.ctl.panda.overdue_by_queue` reads them."""
     return {
         _key(queue): {
-            "overdue": int(number),
-            "oldest_due": oldest,
-            "lag_seconds": _seconds(scope.now - oldest),
+            "overdue": lag.overdue,
+            "oldest_due": lag.oldest_due,
+            "lag_seconds": _seconds(scope.now - lag.oldest_due),
         }
-        for queue, number, oldest in conn.execute(stmt)
+        for queue, lag in reporting.overdue_by_queue(conn, scope.now, queue=scope.queue).items()
     }
 
 
