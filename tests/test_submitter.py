@@ -225,12 +225,9 @@ def test_ce_unavailable_opens_the_breaker_and_jobs_go_to_the_live_ce(
     rows = jobs(db)
     assert {rows[i]["state"] for i in ids} == {"submitted"}
     assert {rows[i]["ce_endpoint"] for i in ids} == {"ce2"}
-    # With the breaker open ce1 was not tried again: one submit (and the find that checked for
-    # a lost reply) in the first cycle, nothing after; still the one failure.
-    assert [c["method"] for c in script.calls(ce="ce1") if c["method"] != "limits"] == [
-        "submit",
-        "find",
-    ]
+    # With the breaker open ce1 was not tried again: one submit in the first cycle (a refused
+    # connection sent nothing, so the CE is not asked about a lost reply), nothing after.
+    assert [c["method"] for c in script.calls(ce="ce1") if c["method"] != "limits"] == ["submit"]
     assert ce_row(db, "ce1")["failures"] == 1
     assert ce_row(db, "ce1")["breaker"] == "open"
 
@@ -257,6 +254,96 @@ def test_lost_submit_reply_is_reconciled_at_once_never_submitted_twice(
     assert {rows[i]["state"] for i in ids} == {"submitted"}
     assert sorted(script.submitted_tokens("ce1")) == sorted(rows[i]["token"] for i in ids)
     assert {rows[i]["ce_job_id"] for i in ids} == set(script.jobs())
+
+
+def test_lost_reply_at_a_lagging_ce_keeps_the_jobs_until_the_ce_lists_them(
+    db: Database, db_url: URL, tmp_path: Path, script: Script
+) -> None:
+    # ARC's case: A-REX took the batch, the reply was lost, and its listing does not show the
+    # jobs yet. Sending them to ce2 now would run each twice.
+    script.limits("ce1", find_lag=300)
+    script.lose_submit_reply("ce1")
+    script.find_blind("ce1", times=2)  # the lost-reply check and the next cycle's reconcile
+    ids = add_jobs(db, 3, "ce1")
+    settings = make_settings(db_url, tmp_path)
+    run(db, settings)
+    rows = jobs(db)
+    assert {rows[i]["state"] for i in ids} == {"submitting"}
+    assert {rows[i]["lease_owner"] for i in ids} == {None}  # handed back to reconciliation
+    script.lose_submit_reply("ce1", None)
+    _expire_leases(db)
+    run(db, settings)  # still not listed, the lag has not passed: they wait
+    rows = jobs(db)
+    assert {rows[i]["state"] for i in ids} == {"submitting"}
+    _expire_leases(db)
+    run(db, settings)  # now listed: reconciled
+    rows = jobs(db)
+    assert {rows[i]["state"] for i in ids} == {"submitted"}
+    assert {rows[i]["ce_endpoint"] for i in ids} == {"ce1"}
+    assert {rows[i]["submissions"] for i in ids} == {1}
+    assert sorted(script.submitted_tokens()) == sorted(rows[i]["token"] for i in ids)
+
+
+def test_jobs_a_lagging_ce_never_lists_go_elsewhere_once_the_lag_has_passed(
+    db: Database, db_url: URL, tmp_path: Path, script: Script
+) -> None:
+    script.limits("ce1", find_lag=300)
+    script.find_blind("ce1", times=None)
+    ids = add_jobs(db, 2, "ce1 ce2")
+    tokens = ["d" * 32, "e" * 32]
+    _submitting(db, ids, tokens)  # a submitter died after its intent; ce1 never got them
+    settings = make_settings(db_url, tmp_path)
+    run(db, settings)
+    assert {row["state"] for row in jobs(db).values()} == {"submitting"}
+    _age_intent(db, ids, seconds=301)
+    _expire_leases(db)
+    run(db, settings)
+    rows = jobs(db)
+    # back to tosubmit with ce1 not excluded (nothing failed there), then submitted at once
+    assert {rows[i]["state"] for i in ids} == {"submitted"}
+    assert {rows[i]["submissions"] for i in ids} == {2}
+    assert not set(tokens) & set(script.submitted_tokens())
+
+
+def test_lost_reply_and_a_ce_that_cannot_be_asked_keep_the_jobs_submitting(
+    db: Database, db_url: URL, tmp_path: Path, script: Script
+) -> None:
+    script.lose_submit_reply("ce1")
+    script.find_unavailable("ce1")
+    ids = add_jobs(db, 2, "ce1")
+    settings = make_settings(db_url, tmp_path)
+    run(db, settings)
+    rows = jobs(db)
+    assert {rows[i]["state"] for i in ids} == {"submitting"}
+    assert ce_row(db, "ce1")["failures"] == 1
+    script.lose_submit_reply("ce1", None)
+    script.find_unavailable("ce1", None)
+    _expire_leases(db)
+    run(db, settings)  # find_lag 0: the CE's answer is final, and it has them
+    rows = jobs(db)
+    assert {rows[i]["state"] for i in ids} == {"submitted"}
+    assert {rows[i]["submissions"] for i in ids} == {1}
+    assert sorted(script.submitted_tokens()) == sorted(rows[i]["token"] for i in ids)
+
+
+def _expire_leases(db: Database) -> None:
+    db.run(
+        lambda c: c.execute(
+            sa.update(ce_jobs)
+            .where(ce_jobs.c.lease_owner.is_not(None))
+            .values(lease_expires=utcnow() - timedelta(seconds=1))
+        )
+    )
+
+
+def _age_intent(db: Database, ids: list[int], *, seconds: float) -> None:
+    db.run(
+        lambda c: c.execute(
+            sa.update(ce_jobs)
+            .where(ce_jobs.c.id.in_(ids))
+            .values(state_changed_at=utcnow() - timedelta(seconds=seconds))
+        )
+    )
 
 
 def _submitting(db: Database, ids: list[int], tokens: list[str], ce: str = "ce1") -> None:

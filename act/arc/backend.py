@@ -74,6 +74,9 @@ class ArcOptions(Section):
     status_batch: int = Field(500, ge=1, le=10000)
     refresh_seconds: float = Field(60.0, gt=0)  # the CE's info provider period
     can_restart: bool = True
+    # How long A-REX may take to list a job it accepted (see Limits.find_lag): a job whose
+    # submission reply was lost is not sent again before this.
+    find_lag: float = Field(300.0, ge=0)
 
 
 #: ARC REST states (A-REX 6 and 7) and what they mean to the engine.
@@ -131,12 +134,12 @@ class ArcBackend:
         if found is not None:
             found[1].close()
         if not s.url:
-            raise CEUnavailable(ce.name, "no url configured")
+            raise CEUnavailable(ce.name, "no url configured", maybe_sent=False)
         if s.credential:
             try:
                 ensure_private(s.credential)
             except OSError as error:
-                raise CEUnavailable(ce.name, f"credential: {error}") from None
+                raise CEUnavailable(ce.name, f"credential: {error}", maybe_sent=False) from None
         client = ArcRest(
             s.url,
             name=ce.name,
@@ -168,14 +171,22 @@ class ArcBackend:
     def delegation(self, ce: CE, *, replace: str | None = None) -> str:
         credential = ce.settings.credential
         if not credential:
-            raise CEUnavailable(ce.name, "no credential configured (engine.ces.<name>.credential)")
+            raise CEUnavailable(
+                ce.name,
+                "no credential configured (engine.ces.<name>.credential)",
+                maybe_sent=False,
+            )
         store = self.delegations(ce)
         try:
             if replace is not None:
                 return store.recreate(self.client(ce), ce.name, credential, replace)
             return store.get(self.client(ce), ce.name, credential)
         except (ProxyError, RestError, OSError) as error:
-            raise CEUnavailable(ce.name, f"delegation failed: {error}") from None
+            raise CEUnavailable(ce.name, f"delegation failed: {error}", maybe_sent=False) from None
+        except CEUnavailable as error:  # no job was sent while delegating
+            raise CEUnavailable(
+                ce.name, f"delegation failed: {error.cause}", maybe_sent=False
+            ) from None
 
     def limits(self, ce: CE) -> Limits:
         opts = self.options(ce)
@@ -184,6 +195,7 @@ class ArcBackend:
             status_batch=opts.status_batch,
             refresh_seconds=opts.refresh_seconds,
             can_restart=opts.can_restart,
+            find_lag=opts.find_lag,
         )
 
     def close(self) -> None:
@@ -196,6 +208,19 @@ class ArcBackend:
         if not jobs:
             return []
         client = self.client(ce)
+        accepted_before = client.created_calls
+        try:
+            return self._submit_with_delegation(ce, client, jobs)
+        except CEUnavailable as error:
+            if error.maybe_sent or client.created_calls == accepted_before:
+                raise
+            # A later call failed before it was sent, but an earlier one of this batch created
+            # jobs: the caller must ask the CE which exist before sending any elsewhere.
+            raise CEUnavailable(ce.name, error.cause) from None
+
+    def _submit_with_delegation(
+        self, ce: CE, client: ArcRest, jobs: Sequence[SubmitRequest]
+    ) -> list[Submitted]:
         delegation_id = self.delegation(ce)
         results = self._submit(ce, client, list(jobs), delegation_id)
         retry = [

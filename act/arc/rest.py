@@ -31,6 +31,7 @@ from typing import Any
 from urllib.parse import quote
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 
 from act.engine.backend import CEUnavailable
@@ -38,6 +39,8 @@ from act.engine.backend import CEUnavailable
 #: REST versions this client speaks, oldest first.
 SUPPORTED = ("1.0", "1.1")
 ACTIONS = ("status", "info", "kill", "clean", "restart", "delegations")
+#: HTTP statuses with which A-REX refuses a request before acting on it.
+NOT_TAKEN = (401, 403, 408, 429)
 
 
 class RestError(RuntimeError):
@@ -52,6 +55,9 @@ class RestError(RuntimeError):
 class SubmitRejected(CEUnavailable):
     """A-REX answered a whole submission with HTTP 500 (it does so when one of a bulk's
     descriptions is bad; nothing of the batch was created)."""
+
+    def __init__(self, ce: str, cause: str) -> None:
+        super().__init__(ce, cause, maybe_sent=False)
 
 
 @dataclass(frozen=True)
@@ -132,6 +138,7 @@ class ArcRest:
         self.url = url.rstrip("/")
         self.name = name or self.url
         self.timeout = timeout
+        self.created_calls = 0  # submit calls A-REX accepted (201), over this client's life
         self.session = requests.Session()
         self.session.trust_env = False  # REQUESTS_CA_BUNDLE must not replace our CA
         self.session.verify = ca if ca else True
@@ -162,20 +169,33 @@ class ArcRest:
         try:
             reply = self.session.request(method, url, **kwargs)
         except requests.exceptions.SSLError as error:
-            raise CEUnavailable(self.name, f"TLS failure: {_short(error)}") from None
-        except requests.exceptions.Timeout:
-            raise CEUnavailable(self.name, f"timeout after {self.timeout:g}s") from None
+            # the handshake failed: nothing was sent
+            raise CEUnavailable(
+                self.name, f"TLS failure: {_short(error)}", maybe_sent=False
+            ) from None
+        except requests.exceptions.Timeout as error:
+            raise CEUnavailable(
+                self.name, f"timeout after {self.timeout:g}s", maybe_sent=_maybe_sent(error)
+            ) from None
         except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError) as e:
-            raise CEUnavailable(self.name, f"connection failed: {_short(e)}") from None
+            raise CEUnavailable(
+                self.name, f"connection failed: {_short(e)}", maybe_sent=_maybe_sent(e)
+            ) from None
         except requests.exceptions.RequestException as error:
             raise CEUnavailable(self.name, f"request failed: {_short(error)}") from None
         if reply.status_code in ok:
             return reply
         text = _reply_text(reply)
-        if whole or reply.status_code >= 500 or reply.status_code in (401, 403, 408, 429):
-            # The whole CE (or our authorisation at it) is at fault, not one job.
+        if whole or reply.status_code >= 500 or reply.status_code in NOT_TAKEN:
+            # The whole CE (or our authorisation at it) is at fault, not one job. A 5xx may
+            # come after A-REX took part of a batch; the statuses of NOT_TAKEN refuse a request
+            # before it is processed.
             reply.close()
-            raise CEUnavailable(self.name, f"HTTP {reply.status_code} on {method} {path}: {text}")
+            raise CEUnavailable(
+                self.name,
+                f"HTTP {reply.status_code} on {method} {path}: {text}",
+                maybe_sent=reply.status_code not in NOT_TAKEN,
+            )
         reply.close()
         raise RestError(reply.status_code, text)
 
@@ -246,6 +266,7 @@ class ArcRest:
             text = _reply_text(reply)
             reply.close()
             raise SubmitRejected(self.name, f"HTTP 500 on submit: {text or '(no reason given)'}")
+        self.created_calls += 1  # A-REX took the call: jobs may exist from here on
         try:
             results = parse_jobs(self._json(reply))
         except ValueError as error:
@@ -411,6 +432,16 @@ def _path(value: str) -> str:
 
 def _strip_xml_declaration(text: str) -> str:
     return text.split("?>", 1)[1].strip() if text.startswith("<?xml") else text
+
+
+def _maybe_sent(error: requests.exceptions.RequestException) -> bool:
+    """False when the connection itself could not be made (refused, unresolved, connect
+    timeout): the request never left. A timeout or a broken connection after it was made may
+    come after the CE acted on it."""
+    if isinstance(error, requests.exceptions.ConnectTimeout):
+        return False
+    reason = getattr(error.args[0], "reason", None) if error.args else None
+    return not isinstance(reason, urllib3.exceptions.NewConnectionError)
 
 
 def _short(error: BaseException) -> str:

@@ -90,6 +90,9 @@ class CondorOptions(Section):
     can_restart: bool = True  # held jobs may be released (engine.resubmit "restart")
 
 
+#: Words of the bindings' errors when the schedd could not be reached at all: nothing was sent.
+NOT_CONNECTED = ("Failed to connect to schedd", "Unable to locate", "cannot locate")
+
 #: HTCondor JobStatus values.
 IDLE, RUNNING, REMOVED, COMPLETED, HELD, TRANSFERRING, SUSPENDED = 1, 2, 3, 4, 5, 6, 7
 STATUS_NAMES = {
@@ -166,7 +169,7 @@ class CondorBackend:
         try:
             handle = schedd_access.open_schedd(opts)
         except ScheddUnavailable as error:
-            raise CEUnavailable(ce.name, str(error)) from None
+            raise CEUnavailable(ce.name, str(error), maybe_sent=False) from None
         self._schedds[ce.name] = (opts, handle)
         return handle
 
@@ -197,7 +200,12 @@ class CondorBackend:
             raise
         except Exception as error:  # HTCondorException, HTCondorIOError, OSError, ...
             self._schedds.pop(ce.name, None)  # reconnect next time
-            raise CEUnavailable(ce.name, f"schedd {what} failed: {error}") from None
+            text = str(error)
+            raise CEUnavailable(
+                ce.name,
+                f"schedd {what} failed: {text}",
+                maybe_sent=not any(marker in text for marker in NOT_CONNECTED),
+            ) from None
 
     # -------------------------------------------------------------------- submit ---
     def _credential(self, ce: CE) -> str | None:
@@ -207,10 +215,12 @@ class CondorBackend:
         try:
             mode = os.stat(proxy).st_mode
         except OSError as error:
-            raise CEUnavailable(ce.name, f"credential: {error}") from None
+            raise CEUnavailable(ce.name, f"credential: {error}", maybe_sent=False) from None
         if mode & 0o077:
             raise CEUnavailable(
-                ce.name, f"credential {proxy} is readable by group/others: chmod 600 it"
+                ce.name,
+                f"credential {proxy} is readable by group/others: chmod 600 it",
+                maybe_sent=False,
             )
         return proxy
 
@@ -244,13 +254,37 @@ class CondorBackend:
             prepared.append(keys)
             positions.append(i)
         schedd = self.schedd(ce)
+        try:
+            self._submit_batches(
+                ce, jobs, prepared=prepared, positions=positions, results=results, schedd=schedd
+            )
+        except CEUnavailable as error:
+            if error.maybe_sent or not any(r is not None and r.ce_job_id for r in results):
+                raise
+            # an earlier transaction of this call made jobs: the caller must ask for them
+            raise CEUnavailable(ce.name, error.cause) from None
+        return [r for r in results if r is not None]
+
+    def _submit_batches(
+        self,
+        ce: CE,
+        jobs: Sequence[SubmitRequest],
+        *,
+        prepared: list[dict[str, str]],
+        positions: list[int],
+        results: list[Submitted | None],
+        schedd: ScheddLike,
+    ) -> None:
+        base = self.iwd_base(ce)
         for batch in combine(prepared):
             members = [jobs[positions[k]] for k in batch.indices]
             try:
                 for job in members:
                     (base / job.token).mkdir(parents=True, mode=0o750, exist_ok=True)
             except OSError as error:
-                raise CEUnavailable(ce.name, f"cannot make the initialdir: {error}") from None
+                raise CEUnavailable(
+                    ce.name, f"cannot make the initialdir: {error}", maybe_sent=False
+                ) from None
             try:
                 result = self._call(ce, "submit", partial(_submit_call, schedd, batch))
             except CEUnavailable as error:
@@ -287,7 +321,6 @@ class CondorBackend:
                 ce_job_id = f"{cluster}.{first + n}"
                 log.info("submitted as %s", ce_job_id)
                 results[positions[k]] = Submitted(job.job_id, ce_job_id)
-        return [r for r in results if r is not None]
 
     def _down(self, ce: CE, members: Sequence[SubmitRequest]) -> bool:
         """After a failed multi-job submit: is the schedd down (True), or did it refuse the

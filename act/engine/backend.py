@@ -114,16 +114,29 @@ class Limits:
     status_batch: int = 500  # ids per status call
     refresh_seconds: float = 60.0  # how stale the CE's states may be (ARC: its info provider)
     can_restart: bool = False
+    #: How long after accepting a job the CE's ``find`` may still miss it (ARC: A-REX lists a
+    #: job only once it has written it). A ``submitting`` job the CE does not show is sent
+    #: again only after this long; 0 means ``find`` is authoritative at once.
+    find_lag: float = 0.0
     extras: Mapping[str, Any] = field(default_factory=dict)
 
 
 class CEUnavailable(RuntimeError):
-    """The CE did not answer as a whole (transport, TLS, timeout, overload); retry later."""
+    """The CE did not answer as a whole (transport, TLS, timeout, overload); retry later.
 
-    def __init__(self, ce: str, cause: str) -> None:
+    ``maybe_sent`` says whether the request may have reached the CE. It is False only when the
+    call certainly failed before anything was sent (connection refused, name not resolved, TLS
+    handshake, a local check): then a submission can go to another CE at once. Otherwise (a
+    timeout or a broken connection while waiting for the reply, a server error, a reply that
+    cannot be read) the CE may have taken the jobs, and they must not be sent anywhere else until
+    the CE has been asked.
+    """
+
+    def __init__(self, ce: str, cause: str, *, maybe_sent: bool = True) -> None:
         super().__init__(f"ce={ce}: {cause}")
         self.ce = ce
         self.cause = cause
+        self.maybe_sent = maybe_sent
 
 
 class Backend(Protocol):

@@ -4,8 +4,10 @@ Each cycle, in order:
 
 1. **Reconcile** ``submitting`` jobs whose claim expired: their submitter died between stating its
    intent and recording the CE's answer. The CE is asked which of their tokens it has
-   (:meth:`Backend.find`): those go to ``submitted``, the others back to ``tosubmit``. A CE that
-   does not answer keeps them ``submitting`` until the next cycle. Nothing is submitted twice.
+   (:meth:`Backend.find`): those go to ``submitted``, the others back to ``tosubmit`` once
+   ``Limits.find_lag`` has passed since the intent (a CE such as ARC lists a job it accepted
+   only after a while; until then they stay). A CE that does not answer keeps them
+   ``submitting`` until the next cycle. Nothing is submitted twice.
 2. **Resubmit**: ``toresubmit`` jobs have their old CE job cleaned, then go back to ``tosubmit``
    with one attempt less and that CE excluded (or to ``failed`` when no attempt is left).
 3. **Rerun**: ``torerun`` jobs are restarted at their CE (``submitted``, or ``failed`` if refused).
@@ -20,7 +22,13 @@ Each cycle, in order:
    (3) one transaction: ``submitting -> submitted`` with ``ce_job_id``, ``submitted_at`` and
        ``next_check_at``; per-job transient errors ``-> tosubmit`` with the CE excluded (the job
        goes elsewhere next), permanent rejections ``-> failed`` with the CE's message;
-       :class:`CEUnavailable`: all ``-> tosubmit`` with the CE excluded, and a breaker failure.
+       :class:`CEUnavailable` raised before anything was sent (``maybe_sent`` False: refused,
+       unresolved, TLS handshake): all ``-> tosubmit`` with the CE excluded, and a breaker
+       failure. Raised after the request may have reached the CE (a timeout or broken
+       connection while waiting for the reply, an unreadable reply, a 5xx): the CE is asked
+       which tokens it has; those are ``submitted``, the others go to ``tosubmit`` only where
+       ``find`` is authoritative at once (``find_lag`` 0) and otherwise stay ``submitting``
+       for step 1; if the CE cannot be asked, all stay ``submitting``.
 
    Jobs no CE can take now stay ``tosubmit`` (their claim is released), with one line per cycle
    and reason, not per job.
@@ -182,7 +190,15 @@ def _reconcile_ce(ctx: Context, engine: EnginePool, name: str, group: list[dict[
         return
     now = utcnow()
     accepted = {row["id"]: known[row["token"]] for row in group if row["token"] in known}
-    missing = [row["id"] for row in group if row["id"] not in accepted]
+    # A job the CE does not list may still be on its way into the CE's listing (find_lag):
+    # it waits until it shows or the lag has passed since the intent was recorded.
+    settled = now - seconds(backend.limits(ce).find_lag)
+    missing = [
+        row["id"]
+        for row in group
+        if row["id"] not in accepted and row["state_changed_at"] <= settled
+    ]
+    waiting = [row["id"] for row in group if row["id"] not in accepted and row["id"] not in missing]
 
     def record(conn: Connection) -> tuple[list[int], list[int]]:
         moved = _mark_submitted(conn, ctx, accepted, now, "reconciled: the CE has the job")
@@ -210,6 +226,13 @@ def _reconcile_ce(ctx: Context, engine: EnginePool, name: str, group: list[dict[
         job_log(ctx.log, pandaid=by_id[job_id]["pandaid"], ce=name).info(
             "reconciled: not at the CE, back to tosubmit"
         )
+    if waiting:
+        ctx.log.info(
+            "ce=%s: %d job(s) in submitting not listed by the CE yet: asked again next cycle",
+            name,
+            len(waiting),
+        )
+        _release(ctx, waiting)
 
 
 def _next_check(ctx: Context, now: datetime) -> datetime:
@@ -645,26 +668,13 @@ def _submit_batch(
     try:
         results = backend.submit(ce, requests)
     except CEUnavailable as error:
-        # The contract says nothing changed, but a reply lost after the CE took the jobs looks
-        # the same: ask once which tokens the CE has. If it answers, its answer decides.
-        try:
-            known = backend.find(ce, [tokens[row["id"]] for row in batch])
-        except CEUnavailable:
+        if not error.maybe_sent:
             _unavailable(ctx, ce, batch, error)
             return False
-        ctx.log.warning(
-            "ce=%s: submission reply lost (%s); the CE has %d of %d job(s)",
-            name,
-            error.cause,
-            len(known),
-            len(batch),
-        )
-        results = [
-            Submitted(row["id"], known[tokens[row["id"]]])
-            if tokens[row["id"]] in known
-            else Submitted(row["id"], None, f"submission reply lost: {error.cause}")
-            for row in batch
-        ]
+        found = _after_lost_reply(ctx, backend, ce, batch, tokens=tokens, error=error)
+        if found is None:
+            return False
+        batch, results = found
     except Exception:
         # Nothing is known about what the CE did: leave the jobs in submitting and hand back
         # their claims; the next cycle's reconciliation asks the CE for their tokens.
@@ -673,6 +683,67 @@ def _submit_batch(
         return False
     maybe_crash("submitter:after-submit")
     return _record(ctx, ce, batch, results)
+
+
+def _after_lost_reply(
+    ctx: Context,
+    backend: Backend,
+    ce: CE,
+    batch: list[dict[str, Any]],
+    *,
+    tokens: Mapping[int, str],
+    error: CEUnavailable,
+) -> tuple[list[dict[str, Any]], list[Submitted]] | None:
+    """The submit call failed in a way that may come after the CE took the jobs (a reply lost):
+    ask the CE which tokens it has. Returns the part of the batch whose outcome is known, with
+    the outcomes; the rest stays in ``submitting`` (claims handed back) for reconciliation, so
+    that no job is sent twice. None when nothing is known."""
+    name = ce.name
+    lag = backend.limits(ce).find_lag
+    try:
+        known = backend.find(ce, [tokens[row["id"]] for row in batch])
+    except CEUnavailable as find_error:
+        now = utcnow()
+        ctx.db.run(
+            lambda conn: breaker.record_failure(
+                conn, name, error=error.cause, now=now, settings=ctx.settings.engine.breaker
+            )
+        )
+        ctx.log.warning(
+            "ce=%s: submission reply lost (%s) and the CE cannot be asked (%s): %d job(s) left "
+            "in submitting for reconciliation",
+            name,
+            error.cause,
+            find_error.cause,
+            len(batch),
+        )
+        _release(ctx, [row["id"] for row in batch])
+        return None
+    waiting = [] if lag <= 0 else [row for row in batch if tokens[row["id"]] not in known]
+    ctx.log.warning(
+        "ce=%s: submission reply lost (%s); the CE has %d of %d job(s)%s",
+        name,
+        error.cause,
+        len(known),
+        len(batch),
+        f", {len(waiting)} left in submitting until the CE lists them or {lag:g}s pass"
+        if waiting
+        else "",
+    )
+    for row in waiting:
+        job_log(ctx.log, pandaid=row["pandaid"], ce=name).info(
+            "not yet listed by the CE after a lost submission reply: left in submitting"
+        )
+    _release(ctx, [row["id"] for row in waiting])
+    left = {row["id"] for row in waiting}
+    decided = [row for row in batch if row["id"] not in left]
+    results = [
+        Submitted(row["id"], known[tokens[row["id"]]])
+        if tokens[row["id"]] in known
+        else Submitted(row["id"], None, f"submission reply lost: {error.cause}")
+        for row in decided
+    ]
+    return decided, results
 
 
 def _unavailable(ctx: Context, ce: CE, batch: list[dict[str, Any]], error: CEUnavailable) -> None:

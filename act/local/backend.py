@@ -134,7 +134,9 @@ class LocalBackend:
             jobs.mkdir(parents=True, exist_ok=True, mode=0o700)
             (self.workdir(ce) / jf.SLOTS).mkdir(exist_ok=True, mode=0o700)
         except OSError as error:
-            raise CEUnavailable(ce.name, f"work directory {jobs}: {error.strerror}") from None
+            raise CEUnavailable(
+                ce.name, f"work directory {jobs}: {error.strerror}", maybe_sent=False
+            ) from None
         return jobs
 
     def _jobdir(self, ce: CE, ce_job_id: str) -> Path | None:

@@ -14,6 +14,8 @@ A test scripts it through :class:`Script`::
     script.submit_error("bad xrsl", permanent=True, token="t1")
     script.submit_error("busy", times=2)           # the next two submissions fail, transiently
     script.lose_submit_reply("ce1")                # the CE takes the jobs, then the reply is lost
+    script.find_blind("ce1", times=1)              # the next find lists nothing (a lagging CE)
+    script.find_unavailable("ce1")                 # find raises CEUnavailable (the rest works)
     script.states(job(CEState.RUNNING), job(CEState.FAILED, errors=["LRMS error: (271)"]),
                   job_id=7)                        # one step per status call, the last repeats
     script.outcome("kill", "error", error="denied", ce_job_id="ce1/1")
@@ -72,6 +74,8 @@ def _empty() -> dict[str, Any]:
         "next_id": 1,
         "unavailable": {},  # ce -> cause
         "lose_reply": {},  # ce -> cause
+        "find_blind": {},  # ce -> how many more find calls list nothing (-1: all)
+        "find_down": {},  # ce -> cause
         "limits": {},  # ce -> Limits fields
         "rules": {"submit": {}, "states": {}, "kill": {}, "clean": {}, "restart": {}, "fetch": {}},
         "jobs": {},  # ce_job_id -> record
@@ -198,6 +202,20 @@ class Script:
                 state["lose_reply"].pop(ce, None)
             else:
                 state["lose_reply"][ce] = cause
+
+    def find_blind(self, ce: str, times: int | None = 1) -> None:
+        """The next ``times`` find calls for ``ce`` list nothing, as a CE that has not yet
+        written the jobs it accepted (``None``: every call; 0 heals)."""
+        with self.file.edit() as state:
+            state["find_blind"][ce] = -1 if times is None else times
+
+    def find_unavailable(self, ce: str, cause: str | None = "read timed out") -> None:
+        """find for ``ce`` raises CEUnavailable; ``cause=None`` heals."""
+        with self.file.edit() as state:
+            if cause is None:
+                state["find_down"].pop(ce, None)
+            else:
+                state["find_down"][ce] = cause
 
     def limits(self, ce: str, **fields: Any) -> None:
         """What ``limits(ce)`` returns (``Limits`` fields; default ``can_restart=True``)."""
@@ -337,8 +355,8 @@ class ScriptedBackend:
     @staticmethod
     def _check(state: Mapping[str, Any], ce: CE) -> None:
         cause = state["unavailable"].get(ce.name)
-        if cause is not None:
-            raise CEUnavailable(ce.name, cause)
+        if cause is not None:  # refused: nothing reaches the CE
+            raise CEUnavailable(ce.name, cause, maybe_sent=False)
 
     def limits(self, ce: CE) -> Limits:
         with self.file.edit() as state:
@@ -431,6 +449,13 @@ class ScriptedBackend:
         with self.file.edit() as state:
             self._record(state, "find", ce.name, tokens=tokens)
             self._check(state, ce)
+            down = state["find_down"].get(ce.name)
+            if down is not None:
+                raise CEUnavailable(ce.name, down)
+            blind = state["find_blind"].get(ce.name, 0)
+            if blind:
+                state["find_blind"][ce.name] = blind - 1 if blind > 0 else blind
+                return {}
             wanted = set(tokens)
             return {
                 record["token"]: ce_job_id
