@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import socket
+import subprocess
 import threading
 from pathlib import Path
 
@@ -182,6 +184,46 @@ def test_heartbeats_split_work_between_live_instances(db: Database) -> None:
     db.run(lambda c: liveness.unregister(c, "mover", "b"))
     assert db.run(lambda c: liveness.beat(c, "mover", "c", dead_after=60)).index == 1
     assert db.run(lambda c: liveness.beat(c, "mover", "c", dead_after=60)).count == 2
+
+
+def _gone_pid() -> int:
+    """The pid of a process that has exited and been reaped."""
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def test_a_restarted_daemon_retires_its_killed_predecessor_and_frees_its_jobs_at_once(
+    db: Database, db_url: URL, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A mover SIGKILLed mid-cycle: its row says live (fresh heartbeat), it holds 4 claims with a
+    # long lease. Without retiring it, its successor would work on half the ids (shard 1 of 2)
+    # and the 4 claimed jobs would wait for the lease.
+    ids = db.run(lambda c: make_jobs(c, Layer.CE, "tosubmit", 8))
+    host = socket.gethostname()
+    dead = f"{host}:{_gone_pid()}:dead00"
+    db.run(lambda c: liveness.register(c, "mover", dead, host, int(dead.split(":")[1])))
+    held = db.run(
+        lambda c: claim(c, Layer.CE, ["tosubmit"], owner=f"mover@{dead}", lease=3600, limit=4)
+    )
+    # a live instance of the same role on another host is left alone
+    db.run(lambda c: liveness.register(c, "mover", "elsewhere:1:aaaaaa", "elsewhere", 1))
+    settings = _settings(db_url, tmp_path, batch=100)
+    settings = settings.model_copy(
+        update={"liveness": settings.liveness.model_copy(update={"dead_after": 3600})}
+    )
+    with caplog.at_level(logging.INFO, logger="act"):
+        assert run_daemon(MOVER, settings, "mover", once=True, db=db) == exitcodes.OK
+    rows = {row["instance"]: row for row in _process_rows(db)}
+    assert rows[dead]["stopped_at"] is not None
+    assert rows["elsewhere:1:aaaaaa"]["stopped_at"] is None
+    assert "no longer running: marked stopped, 4 claimed job(s) handed back" in caplog.text
+    with db.read() as conn:
+        states = dict(conn.execute(sa.select(ce_jobs.c.id, ce_jobs.c.state)).all())
+    # shard of 2 (itself and the other host's live instance), the freed jobs among its own
+    moved = sorted(i for i, state in states.items() if state == "submitting")
+    assert moved and set(held) & set(moved)
+    assert all(i % 2 == moved[0] % 2 for i in moved) and len(moved) == len(ids) // 2
 
 
 def test_default_daemon_settings_are_usable() -> None:

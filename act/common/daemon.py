@@ -11,6 +11,9 @@ the model of its ``options``. :func:`run_daemon` owns everything else:
 * logging each exception with its traceback and counting it in the liveness row; a database
   outage is logged in one line per attempt and retried with exponential backoff; the claims the
   broken cycle held are handed back once the database answers again (not left to their lease);
+* at start, instances of the same daemon on this host whose process has gone (SIGKILLed,
+  crashed) are marked stopped and their claims handed back, so their share and their jobs do
+  not wait for ``liveness.dead_after`` and the leases;
 * graceful stop: SIGTERM (and SIGINT when not supervised) only set the stop event; the current
   cycle ends, the claims this instance holds are released and its liveness row is marked stopped,
   so the other instances take its share at once;
@@ -198,6 +201,7 @@ def run_daemon(
         settings.source,
         database.safe_url,
     )
+    _retire_dead_instances(ctx)
     try:
         _loop(spec, ctx, once)
     finally:
@@ -304,6 +308,28 @@ def close_cache(ctx: Context) -> None:
             close()
         except Exception as exc:
             ctx.log.error("cannot close %s at stop: %s", key, short_error(exc))
+
+
+def _retire_dead_instances(ctx: Context) -> None:
+    """Instances of this daemon on this host that died without stopping (SIGKILL, a crash):
+    mark them stopped and hand back their claims now, instead of after ``dead_after`` and
+    their leases. Their processes are gone, so nothing of theirs still works on those jobs."""
+
+    def retire(conn: Any) -> dict[str, int]:
+        dead = liveness.retire_dead(conn, ctx.name, socket.gethostname(), keep=ctx.instance)
+        return {i: _release_claims(conn, owner=f"{ctx.name}@{i}") for i in dead}
+
+    try:
+        retired = ctx.db.run(retire)
+    except Exception as exc:  # their leases and dead_after still free the work
+        ctx.log.warning("cannot retire dead instances: %s", short_error(exc))
+        return
+    for instance, released in retired.items():
+        ctx.log.info(
+            "instance %s is no longer running: marked stopped, %d claimed job(s) handed back",
+            instance,
+            released,
+        )
 
 
 def _release_claims(conn: Any, *, owner: str) -> int:

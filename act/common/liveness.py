@@ -2,13 +2,17 @@
 
 Every daemon process owns one ``processes`` row, keyed by (role, instance). It refreshes
 ``heartbeat_at`` regularly; an instance whose heartbeat is older than ``dead_after`` seconds, or
-that has stopped, is not live. The live instances of a role, sorted by instance name, define each
+that has stopped, is not live. A daemon starting (after actd restarted it, say) marks the
+instances of its role on its host whose process is gone as stopped (:func:`retire_dead`). The
+live instances of a role, sorted by instance name, define each
 one's :class:`Shard`: instance *i* of *n* takes the rows whose ``id % n == i``. When an instance
 dies, the others' next heartbeat gives them a new split that covers its share.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -112,6 +116,47 @@ def unregister(conn: Connection, role: str, instance: str) -> None:
         .where(processes.c.role == role, processes.c.instance == instance)
         .values(stopped_at=utcnow())
     )
+
+
+def pid_running(pid: int) -> bool:
+    """Whether a process with ``pid`` exists on this host (signal 0; another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def retire_dead(
+    conn: Connection,
+    role: str,
+    host: str,
+    *,
+    keep: str,
+    running: Callable[[int], bool] = pid_running,
+) -> list[str]:
+    """Mark stopped the instances of ``role`` on ``host`` (this host) whose process is gone —
+    killed or crashed, so they never unregistered — and return them. Without this their share
+    of the work would wait ``dead_after`` seconds. ``keep`` is the caller's own instance. A pid
+    reused by another process counts as running: that instance then waits ``dead_after``."""
+    rows = conn.execute(
+        sa.select(processes.c.instance, processes.c.pid).where(
+            processes.c.role == role,
+            processes.c.host == host,
+            processes.c.stopped_at.is_(None),
+            processes.c.instance != keep,
+        )
+    ).all()
+    dead = sorted(row.instance for row in rows if not running(int(row.pid)))
+    if dead:
+        conn.execute(
+            sa.update(processes)
+            .where(processes.c.role == role, processes.c.instance.in_(dead))
+            .values(stopped_at=utcnow())
+        )
+    return dead
 
 
 def prune(conn: Connection, *, older_than: float) -> int:
