@@ -115,8 +115,6 @@ FAST_DAEMONS = (
     "panda_fetcher", "translator", "submitter", "poller", "ce_fetcher", "app_status",
     "validator", "propagator", "canceller",
 )  # fmt: skip
-#: How long before the outage a final report may have been sent and still not recorded.
-IN_FLIGHT = 10.0
 UNAVAILABLE = re.compile(r"database unavailable \(.*\); retrying in \d+s")
 
 
@@ -161,7 +159,6 @@ def test_a_database_outage_loses_nothing_and_repeats_only_reports_in_flight(
         time.sleep(DB_OUTAGE)
         assert pipe.actd_alive(), f"actd exited during the outage: {pipe.logs_hint()}"
         restart = private_mariadb.start()
-        up_at = time.monotonic()
         print(
             f"database down {time.monotonic() - down_at:.1f}s (restart {restart:.1f}s) with "
             f"{reported_before} jobs reported, in the store: {dict(in_flight)}"
@@ -183,24 +180,20 @@ def test_a_database_outage_loses_nothing_and_repeats_only_reports_in_flight(
         assert set(FAST_DAEMONS) <= logged, (
             f"no 'database unavailable' line: {set(FAST_DAEMONS) - logged}"
         )
-        # A final report PanDA accepted while the database went away could not be recorded:
-        # it is sent again once the database is back (PanDA answers "alreadydone"). Only such
-        # reports may be repeated, and only once.
-        first_final: dict[int, float] = {}
-        for pandaid, _, at in pipe.server.final_order:
-            first_final.setdefault(pandaid, at)
+        # A final report PanDA accepted while the database went away could not be recorded;
+        # its final_sent_at (written before the call) makes the propagator ask PanDA, which
+        # shows the job ended: no report is sent twice.
         repeated = {
             p: pipe.server.final_reports(p) for p in ids if pipe.server.final_reports(p) > 1
         }
+        in_doubt = len(re.findall(r"answer lost: PanDA shows", pipe.log("propagator")))
         print(
-            f"final reports repeated after the outage: {len(repeated)} "
-            f"(first sent {sorted(round(first_final[p] - down_at, 1) for p in repeated)} s "
-            "after the database went down)"
+            f"final reports repeated after the outage: {len(repeated)}; final reports whose "
+            f"answer the outage lost, checked with PanDA instead: {in_doubt}"
         )
-        assert all(n == 2 for n in repeated.values()), repeated
-        assert all(down_at - IN_FLIGHT <= first_final[p] <= up_at for p in repeated), repeated
+        assert repeated == {}
         assert counts.missing_reports == 0 and counts.final_in_store == n_jobs
-        assert counts.final_reports == n_jobs + len(repeated)
+        assert counts.final_reports == n_jobs
         assert counts.extra_ce_jobs == 0 and counts.resubmissions == 0
         assert twice_at_ce == {} and set(at_ce) == set(ids)
     finally:

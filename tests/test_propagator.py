@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -12,22 +13,27 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.engine import URL
 
 from act.atlas import panda_testserver
 from act.atlas.panda_testserver import PandaTestServer, Received
-from act.atlas.propagator import DAEMON, TOLD, PropagatorOptions, run_once
+from act.atlas.propagator import CRASH_POINT, DAEMON, TOLD, PropagatorOptions, run_once
 from act.atlas.reporting import due_now, report_fields, with_report
 from act.common.config import DaemonSettings, Settings
 from act.common.daemon import Context, run_daemon
 from act.common.db import Database
+from act.common.faults import EXIT_CODE
 from act.common.registry import resolve
 from act.common.schema import panda_jobs
+from act.common.schema import transitions as history
 from act.common.states import Actor, Layer
 from act.common.timeutil import utcnow
 from act.common.transitions import create_jobs, transition
 from tests.support.contexts import daemon_context
+from tests.support.dbs import url_text
 from tests.support.jobs import ce_row, make_jobs
 from tests.support.panda import settings_for
+from tests.support.procs import daemon_once, write_config
 
 DONE = {"finished": "done", "failed": "donefailed", "cancelled": "donecancelled"}
 
@@ -418,6 +424,95 @@ def test_a_command_answering_a_final_report_ends_the_job(
         "donefailed",
         "tobekilled",
     )
+
+
+# -- final reports whose answer was lost ----------------------------------------------------------
+
+
+def final_reasons(db: Database, pandaid: int) -> list[str]:
+    with db.read() as conn:
+        job_id = conn.execute(
+            sa.select(panda_jobs.c.id).where(panda_jobs.c.panda_id == pandaid)
+        ).scalar_one()
+        return list(
+            conn.execute(
+                sa.select(history.c.reason).where(
+                    history.c.layer == Layer.PANDA.value,
+                    history.c.job_id == job_id,
+                    history.c.to_state.in_(DONE.values()),
+                )
+            ).scalars()
+        )
+
+
+def test_a_final_report_whose_answer_was_lost_is_checked_not_sent_again(
+    db: Database, server: CountingPandaTestServer, api: str
+) -> None:
+    finished, failed = jobs_in(db, server, "finished"), jobs_in(db, server, "failed")
+    (running,) = jobs_in(db, server, "running")
+    ctx = context(db, server, api=api)
+    server.inject("lose_reply")  # PanDA takes the bulk update, its answer never arrives
+    assert run_once(ctx) is False
+    for pandaid in (*finished, *failed):
+        assert server.final_reports(pandaid) == 1
+        assert row(db, pandaid).state in DONE and row(db, pandaid).final_sent_at is not None
+    assert row(db, running).final_sent_at is None  # only final reports are marked
+    ctx.cache["propagator_pause"].until = 0.0
+    drain(ctx)
+    for pandaid, done in ((*finished, "done"), (*failed, "donefailed")):
+        assert (row(db, pandaid).state, server.final_reports(pandaid)) == (done, 1)
+        [reason] = final_reasons(db, pandaid)
+        assert "in doubt: PanDA shows" in reason
+    assert server.states(running) == ["running", "running"]  # the heartbeat simply went again
+
+
+def test_a_final_report_in_doubt_that_panda_never_got_is_sent(
+    db: Database, server: CountingPandaTestServer, api: str
+) -> None:
+    (pandaid,) = jobs_in(db, server, "finished", final_sent_at=utcnow() - timedelta(minutes=5))
+    ctx = context(db, server, api=api)
+    drain(ctx)
+    assert (row(db, pandaid).state, server.final_reports(pandaid)) == ("done", 1)
+    assert final_reasons(db, pandaid) == ["final report (finished) accepted"]
+
+
+def test_final_reports_in_doubt_stay_due_while_panda_cannot_be_asked(
+    db: Database, server: CountingPandaTestServer
+) -> None:
+    (pandaid,) = jobs_in(db, server, "failed", final_sent_at=utcnow())
+    ctx = context(db, server)
+    server.outage()
+    assert run_once(ctx) is False
+    assert row(db, pandaid).state == "failed" and row(db, pandaid).lease_owner is None
+    server.restore()
+    ctx.cache["propagator_pause"].until = 0.0
+    drain(ctx)
+    assert (row(db, pandaid).state, server.final_reports(pandaid)) == ("donefailed", 1)
+
+
+@pytest.mark.slow
+def test_a_propagator_killed_after_panda_took_the_final_reports_never_sends_them_twice(
+    db: Database, db_url: URL, server: CountingPandaTestServer, tmp_path: Path
+) -> None:
+    pandaids = jobs_in(db, server, "finished", 3)
+    config = write_config(
+        tmp_path / "act.yaml",
+        {
+            "root": str(tmp_path),
+            "db": {"url": url_text(db_url)},
+            "panda": settings_for(server, retries=0).model_dump(mode="json", exclude_unset=True),
+            "daemons": {"propagator": {"lease": 1}},
+        },
+    )
+    crashed = daemon_once("propagator", config, tmp_path, fault=CRASH_POINT)
+    assert crashed.returncode == EXIT_CODE, crashed.stderr
+    assert [server.final_reports(p) for p in pandaids] == [1, 1, 1]
+    assert {row(db, p).state for p in pandaids} == {"finished"}
+    time.sleep(1.2)  # the dead process's lease expires
+    clean = daemon_once("propagator", config, tmp_path)
+    assert clean.returncode == 0, clean.stderr
+    assert {row(db, p).state for p in pandaids} == {"done"}
+    assert [server.final_reports(p) for p in pandaids] == [1, 1, 1]
 
 
 # -- errors ---------------------------------------------------------------------------------------

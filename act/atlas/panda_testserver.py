@@ -15,8 +15,8 @@ It serves plain HTTP or HTTPS with a throw-away CA (``TestCA``, which also issue
 for clients), is threaded with HTTP/1.1 keep-alive, holds jobs (``make_job_spec``,
 ``add_jobs``/``seed``), records every update (``states``, ``final_state``, ``final_reports``,
 ``requests``), counts TCP connections and can inject: ``delay``, HTTP errors, malformed replies,
-dropped connections (``inject``), an outage (``outage``/``restore``: connection refused),
-per-job commands (``set_command``), role refusal (``refuse_role``), token checks
+dropped connections or lost replies (``inject``), an outage (``outage``/``restore``: connection
+refused), per-job commands (``set_command``), role refusal (``refuse_role``), token checks
 (``accepted_tokens``). Run it with ``python -m act.atlas.panda_testserver --port N --jobs N``.
 """
 
@@ -428,7 +428,7 @@ class Received:
 
 @dataclass
 class _Fault:
-    kind: Literal["http", "malformed", "drop"]
+    kind: Literal["http", "malformed", "drop", "lose_reply"]
     status: int = 500
     body: str = ""
     method: str | None = None
@@ -633,7 +633,7 @@ class PandaTestServer:
 
     def inject(
         self,
-        kind: Literal["http", "malformed", "drop"],
+        kind: Literal["http", "malformed", "drop", "lose_reply"],
         *,
         count: int = 1,
         status: int = 500,
@@ -641,7 +641,9 @@ class PandaTestServer:
         method: str | None = None,
     ) -> None:
         """Answer the next ``count`` requests (of ``method`` if given, e.g. "pilot/update_job")
-        with an HTTP error ``status``, a malformed body, or by closing the connection."""
+        with an HTTP error ``status``, a malformed body, or by closing the connection (``drop``:
+        before doing anything; ``lose_reply``: after doing what was asked, as when the answer
+        is lost on its way back)."""
         text = body if body is not None else _fault_body(kind, status)
         with self._lock:
             for _ in range(count):
@@ -672,6 +674,7 @@ class PandaTestServer:
         if fault is not None:
             with self._lock:
                 self.faults_served += 1
+        if fault is not None and fault.kind != "lose_reply":
             if fault.kind == "drop":
                 return None
             if fault.kind == "malformed":
@@ -694,9 +697,9 @@ class PandaTestServer:
             token = request.headers["authorization"].removeprefix("Bearer ").strip()
             if token not in self.accepted_tokens:
                 return 403, "text/plain", "ERROR : Token authentication failed. invalid token"
-        if request.api == "new":
-            return _NewApi(self, request).answer()
-        return _LegacyApi(self, request).answer()
+        api = _NewApi(self, request) if request.api == "new" else _LegacyApi(self, request)
+        answer = api.answer()
+        return None if fault is not None else answer  # lose_reply: done, the answer is lost
 
     # shared job logic (under the lock)
 

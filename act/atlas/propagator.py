@@ -47,6 +47,11 @@ PanDA's answer per job:
   job moves to ``tobekilled`` as well, so nothing keeps running for a job PanDA gave up; when it
   ends ``cancelled`` it goes to ``donecancelled`` without a call.
   Any command in answer to a final report means PanDA is done with the job: it moves to done*.
+* no answer to a final report (the reply lost, the process killed or the database gone before
+  the answer was recorded): the job stays due, with ``final_sent_at`` (set just before each
+  final report goes) telling that PanDA may have it. Before sending it again the propagator
+  asks PanDA for the job's status: if PanDA shows it ended (``PANDA_ENDED``), the job moves to
+  done* without a second report; otherwise the report goes again.
 * a per-job error: logged with the PanDA id, ``report_failures + 1``, retried after
   ``retry_backoff`` doubled per failure, at most ``interval``.
 * PanDA unreachable (transport error of a bulk call) or refusing the credential: nothing changes
@@ -91,6 +96,7 @@ from act.atlas.reporting import report_fields
 from act.common.atomic import atomic_write
 from act.common.claims import claim, release
 from act.common.daemon import Context, DaemonSpec
+from act.common.faults import maybe_crash
 from act.common.logs import job_log
 from act.common.schema import panda_jobs
 from act.common.section import Section
@@ -120,6 +126,10 @@ REPORTED = sorted({*TOLD, "tobekilled"})
 STOP_COMMANDS = frozenset({"tobekilled", "badattemptnr", "alreadydone"})
 #: Of those, the ones after which PanDA wants no final report either.
 NO_REPORT_COMMANDS = frozenset({"badattemptnr", "alreadydone"})
+#: PanDA statuses of a job that has had its final report (or that PanDA ended by itself): a
+#: final report whose answer was lost is not sent again when PanDA shows one of these.
+PANDA_ENDED = frozenset({"holding", "merging", "finished", "failed", "cancelled", "closed"})
+CRASH_POINT = "propagator:after-send"  # act.common.faults: between PanDA's answer and its record
 REPORT_FILE = "jobReport.json"
 
 
@@ -163,6 +173,7 @@ class _Job:
     access_point: str | None
     ce: str | None = None  # the newest CE job's CE, for log lines
     log_url: str | None = None  # GTAG: the pilot log's URL in the web area
+    final_sent_at: datetime | None = None  # set: a final report went, its answer not recorded
 
 
 @dataclass
@@ -216,7 +227,9 @@ def run_once(ctx: Context) -> bool:
         ctx.db.run(lambda conn: _failed(conn, ctx, unreportable, outcome))
     if local:
         ctx.db.run(lambda conn: _settle_locally(conn, ctx, local, outcome))
+    sends = _settle_in_doubt(ctx, sends, outcome)
     if sends:
+        _mark_final_sent(ctx, sends)
         _send(ctx, sends, outcome)
     # Jobs not moved or rescheduled (e.g. PanDA unreachable) stay due; give them back.
     ctx.db.run(lambda conn: release(conn, Layer.PANDA, ctx.owner, [job.id for job in jobs]))
@@ -260,6 +273,7 @@ def _claim(conn: Connection, ctx: Context, limit: int) -> list[_Job]:
             t.c.heartbeat_less,
             t.c.access_point,
             t.c.log_url,
+            t.c.final_sent_at,
             latest_ce_endpoint().label("ce"),
         )
         .where(t.c.id.in_(ids))
@@ -280,6 +294,7 @@ def _claim(conn: Connection, ctx: Context, limit: int) -> list[_Job]:
             access_point=row.access_point,
             ce=row.ce,
             log_url=row.log_url,
+            final_sent_at=row.final_sent_at,
         )
         for row in rows
     ]
@@ -366,6 +381,66 @@ def write_report_file(job: _Job, opts: PropagatorOptions) -> Path:
 # -- jobs sent to PanDA ----------------------------------------------------------------------------
 
 
+def _settle_in_doubt(ctx: Context, sends: list[_Send], outcome: _Outcome) -> list[_Send]:
+    """Final reports sent before whose answer was never recorded (the process was killed, the
+    database went away, the reply was lost): ask PanDA for those jobs' status. Where PanDA has
+    ended the job, record it as reported instead of sending the report again. Returns what is
+    still to send; jobs PanDA cannot be asked about now stay due."""
+    doubtful = [send for send in sends if send.job.state in FINAL and send.job.final_sent_at]
+    if not doubtful:
+        return sends
+    client = runtime.panda_client(ctx, retries=0)
+    try:
+        status = client.get_job_status([send.job.pandaid for send in doubtful])
+    except PandaError as error:
+        outcome.unreachable += len(doubtful)
+        if str(error) not in outcome.problems:
+            outcome.problems.append(f"status of final reports in doubt: {error}")
+        asked = {send.job.id for send in doubtful}
+        return [send for send in sends if send.job.id not in asked]
+    ended = [send for send in doubtful if status.get(send.job.pandaid) in PANDA_ENDED]
+    for send in ended:
+        job_log(ctx.log, pandaid=send.job.pandaid, ce=send.job.ce).info(
+            "final report (%s) sent at %s with its answer lost: PanDA shows %s, not sent again",
+            send.update.state,
+            send.job.final_sent_at,
+            status[send.job.pandaid],
+        )
+
+    def record(conn: Connection) -> None:
+        for send in ended:
+            reason = f"final report ({send.update.state}) in doubt: PanDA shows "
+            _final(
+                conn,
+                ctx,
+                [send.job],
+                send.update.state,
+                outcome,
+                reason=reason + status[send.job.pandaid],
+            )
+
+    if ended:
+        ctx.db.run(record)
+    settled = {send.job.id for send in ended}
+    return [send for send in sends if send.job.id not in settled]
+
+
+def _mark_final_sent(ctx: Context, sends: list[_Send]) -> None:
+    """Note, before the call, which final reports are about to go (see _settle_in_doubt)."""
+    ids = [send.job.id for send in sends if send.job.state in FINAL]
+    if not ids:
+        return
+    t = panda_jobs
+    now = utcnow()
+    ctx.db.run(
+        lambda conn: conn.execute(
+            sa.update(t)
+            .where(t.c.id.in_(ids), t.c.lease_owner == ctx.owner)
+            .values(final_sent_at=now)
+        )
+    )
+
+
 def _send(ctx: Context, sends: list[_Send], outcome: _Outcome) -> None:
     opts: PropagatorOptions = ctx.options
     # No retries inside a call: a job PanDA did not get stays due and goes in a later cycle,
@@ -401,6 +476,7 @@ def _send(ctx: Context, sends: list[_Send], outcome: _Outcome) -> None:
                 ctx.db.run(partial(_failed, ctx=ctx, jobs=refused, outcome=outcome))
                 continue
             outcome.sent += len(batch)
+            maybe_crash(CRASH_POINT)
             ctx.db.run(partial(_record, ctx=ctx, batch=batch, results=results, outcome=outcome))
 
 
@@ -480,6 +556,7 @@ def _final(
     outcome: _Outcome,
     *,
     command: str | None = None,
+    reason: str | None = None,
 ) -> None:
     """Move final jobs to done*: PanDA has the final report (``status``), or wants none."""
     now = utcnow()
@@ -496,7 +573,7 @@ def _final(
             job.state,
             FINAL[job.state],
             actor=Actor.PROPAGATOR,
-            reason=_final_reason(status, command),
+            reason=reason or _final_reason(status, command),
             owner=ctx.owner,
             values=values,
         )
