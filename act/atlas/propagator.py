@@ -389,9 +389,13 @@ def _settle_in_doubt(ctx: Context, sends: list[_Send], outcome: _Outcome) -> lis
     doubtful = [send for send in sends if send.job.state in FINAL and send.job.final_sent_at]
     if not doubtful:
         return sends
+    opts: PropagatorOptions = ctx.options
     client = runtime.panda_client(ctx, retries=0)
+    status: dict[int, str] = {}
     try:
-        status = client.get_job_status([send.job.pandaid for send in doubtful])
+        for start in range(0, len(doubtful), opts.batch_size):  # ids travel in the URL
+            chunk = doubtful[start : start + opts.batch_size]
+            status.update(client.get_job_status([send.job.pandaid for send in chunk]))
     except PandaError as error:
         outcome.unreachable += len(doubtful)
         if str(error) not in outcome.problems:
