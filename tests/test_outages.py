@@ -136,7 +136,7 @@ def _keep_ce_job_dirs(config: dict[str, Any]) -> None:
 
 
 @pytest.mark.timeout(600)
-def test_a_database_outage_loses_nothing_and_repeats_only_reports_in_flight(
+def test_a_database_outage_loses_nothing_and_repeats_no_final_report(
     tmp_path: Path, private_mariadb: PrivateMariaDB
 ) -> None:
     started = time.monotonic()
