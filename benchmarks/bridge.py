@@ -37,7 +37,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from act.common.db import Database
 from act.ctl import queries
 from benchmarks._common import BenchmarkError
 from benchmarks.daemon_queries import fill
@@ -151,9 +150,10 @@ class Rss:
 
 
 def rss(active: int, seconds: float) -> Rss:
-    with tempfile.TemporaryDirectory(prefix="act-bench-rss-") as tmp, pipeline(
-        Path(tmp), "0.1-0.3"
-    ) as pipe:
+    with (
+        tempfile.TemporaryDirectory(prefix="act-bench-rss-") as tmp,
+        pipeline(Path(tmp), "0.1-0.3") as pipe,
+    ):
         started = time.perf_counter()
         fill(
             pipe.db,
@@ -187,7 +187,9 @@ def rss(active: int, seconds: float) -> Rss:
             if elapsed >= seconds and not behind:
                 break
             if elapsed > seconds + RSS_GRACE:
-                raise BenchmarkError(f"daemons short of {CYCLES} cycles after {elapsed:.0f} s: {behind}")
+                raise BenchmarkError(
+                    f"daemons short of {CYCLES} cycles after {elapsed:.0f} s: {behind}"
+                )
             time.sleep(1.0)
         found = {}
         for pid, name in daemons(actd).items():
@@ -225,9 +227,10 @@ class EndToEnd:
 
 
 def end_to_end(jobs: int, timeout: float) -> EndToEnd:
-    with tempfile.TemporaryDirectory(prefix="act-bench-e2e-") as tmp, pipeline(
-        Path(tmp), "0.1-0.5"
-    ) as pipe:
+    with (
+        tempfile.TemporaryDirectory(prefix="act-bench-e2e-") as tmp,
+        pipeline(Path(tmp), "0.1-0.5") as pipe,
+    ):
         pipe.seed(jobs)
         start = time.perf_counter()
         pipe.start()
@@ -256,10 +259,14 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     found = rss(args.active, args.seconds)
     for name, (now, peak, cycles) in found.daemons.items():
-        print(f"{name:16s} VmRSS {now / 1024:7.1f} MiB  VmHWM {peak / 1024:7.1f} MiB  {cycles} cycles")
+        print(
+            f"{name:16s} VmRSS {now / 1024:7.1f} MiB  VmHWM {peak / 1024:7.1f} MiB  {cycles} cycles"
+        )
     e2e = end_to_end(args.jobs, timeout=1800)
-    print(f"{e2e.jobs} jobs in {e2e.seconds:.1f} s: {e2e.per_minute:.0f} jobs/min, "
-          f"bridge CPU {e2e.cpu_per_job_ms:.1f} ms/job; {e2e.counts}")
+    print(
+        f"{e2e.jobs} jobs in {e2e.seconds:.1f} s: {e2e.per_minute:.0f} jobs/min, "
+        f"bridge CPU {e2e.cpu_per_job_ms:.1f} ms/job; {e2e.counts}"
+    )
     print(", ".join(f"{n} {s:.1f} s" for n, s in sorted(e2e.cpu.items())))
 
 

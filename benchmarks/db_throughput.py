@@ -65,7 +65,13 @@ QUIET = 0.15
 #: Seconds the parent and the workers wait for each other at the start line before giving up.
 START_TIMEOUT = 300.0
 
-MEASUREMENTS = ("raw_update", "transition", "claim_transition", "claim_transition_parallel", "single_row")
+MEASUREMENTS = (
+    "raw_update",
+    "transition",
+    "claim_transition",
+    "claim_transition_parallel",
+    "single_row",
+)
 
 
 class BenchmarkError(RuntimeError):
@@ -308,8 +314,9 @@ def raw_update(db: Database, ids: Sequence[int], batch: int) -> list[int]:
         cursor = raw.cursor()
         for start in range(0, len(ids), batch):
             chunk = list(ids[start : start + batch])
+            # only placeholders are formatted in: every value is bound
             statement = (
-                f"UPDATE ce_jobs SET state = {mark}, updated_at = {mark} "
+                f"UPDATE ce_jobs SET state = {mark}, updated_at = {mark} "  # noqa: S608
                 f"WHERE id IN ({', '.join([mark] * len(chunk))}) AND state = {mark}"
             )
             now = datetime.now(timezone.utc).replace(tzinfo=None)

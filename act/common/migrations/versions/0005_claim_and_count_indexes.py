@@ -25,9 +25,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_index(
-        "ix_panda_jobs_state_next_report_at", "panda_jobs", ["state", "next_report_at"]
-    )
+    op.create_index("ix_panda_jobs_state_next_report_at", "panda_jobs", ["state", "next_report_at"])
     op.create_index(
         "ix_ce_jobs_queue_ce_endpoint_state", "ce_jobs", ["queue", "ce_endpoint", "state"]
     )
