@@ -81,8 +81,9 @@ def _load() -> str:
 
 def machine(backends: tuple[str, ...]) -> list[str]:
     """The machine, the software and the database servers, one ``key: value`` a line."""
-    from benchmarks._common import scratch_database
+    from act.common.db import Database
     from benchmarks.db_throughput import machine_info, server_info
+    from tests.support.dbs import fresh_database
 
     info = machine_info()
     lines = [
@@ -91,9 +92,15 @@ def machine(backends: tuple[str, ...]) -> list[str]:
         f"cpu: {info['cpu']}, {info['nproc']} cores; memory {info['ram']}",
         f"kernel: {info['kernel']}; Python {info['python']}; {info['libraries']}",
     ]
-    for backend in backends:
-        with scratch_database(backend) as (db, _root):
-            lines.append(f"{backend}: {server_info(db)}")
+    with tempfile.TemporaryDirectory(prefix="act-bench-") as tmp:
+        for backend in backends:
+            # an empty database is enough to ask the server (no schema: faster)
+            with fresh_database(backend, Path(tmp), migrated=False) as url:
+                db = Database(url)
+                try:
+                    lines.append(f"{backend}: {server_info(db)}")
+                finally:
+                    db.dispose()
     return lines
 
 
@@ -288,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         f"whole run {(time.monotonic() - started) / 60:.1f} min",
     ]
     text = "\n".join(parts) + "\n"
-    print(text)
+    print(text, end="")
     if args.markdown:
         args.markdown.write_text(text, encoding="utf-8")
     return 0
