@@ -179,6 +179,7 @@ def _share(result: dict[str, Any], name: str, ceiling: str) -> float:
 
 
 def queries(size: SimpleNamespace) -> str:
+    from act.common.config import DaemonSettings
     from benchmarks import daemon_queries as dq
 
     results = {backend: dq.measure(backend, size.q_rows, size.q_repeat) for backend in BACKENDS}
@@ -188,7 +189,7 @@ def queries(size: SimpleNamespace) -> str:
             f"{size.q_rows:,} PanDA jobs + {size.q_rows:,} CE jobs + {size.q_rows:,} history rows "
             f"(~91% final); each query {size.q_repeat} times (fewer, at least 5, once it took "
             f"{dq.BUDGET:.0f} s), in a rolled-back transaction; "
-            f"claims take a full batch of {dq.DaemonSettings().batch}. Fill (not timed): {fills}.",
+            f"claims take a full batch of {DaemonSettings().batch}. Fill (not timed): {fills}.",
             "",
             tabulate(
                 dq.table(results),

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
@@ -147,8 +148,8 @@ def fill(
         select = (
             sa.select(panda_jobs.c.panda_id + count, *copied).order_by(panda_jobs.c.id).limit(take)
         )
-        names = ["panda_id", *(c.name for c in copied)]
-        db.run(lambda c, s=select, n=names: c.execute(sa.insert(panda_jobs).from_select(n, s)))
+        copy = sa.insert(panda_jobs).from_select(["panda_id", *(c.name for c in copied)], select)
+        db.run(partial(_execute, statement=copy))
         count += take
     slot = panda_jobs.c.id % 1000
     ce_state = sa.case(*_bands(ce_mix, slot), else_=ce_mix[0][0])
@@ -195,6 +196,10 @@ def fill(
         ]
     if got != [rows, rows, rows]:
         raise BenchmarkError(f"filled {got} rows (panda, ce, history), wanted {rows} each")
+
+
+def _execute(conn: Connection, *, statement: sa.Executable) -> None:
+    conn.execute(statement)
 
 
 def _bands(
