@@ -6,12 +6,15 @@
 #   make test   set up the test environment, make sure the databases and the PanDA test server
 #               are up, run the tests
 #   make check  ruff (lint and format) and mypy
+#   make bench  set up what the benchmarks need (test environment, databases, the real PanDA
+#               server) and run them all: one report (benchmarks/README.md; about 15 minutes on
+#               2 cores). BENCH_ARGS="--quick --only db,queries --markdown out.md" passes options.
 
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: run test check docs venv venv-test
+.PHONY: run test check docs venv venv-test bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +43,12 @@ test: venv-test
 	tests/harness/arc-ce status >/dev/null || tests/harness/arc-ce start >/dev/null
 	tests/harness/xrootd-server status >/dev/null || tests/harness/xrootd-server start >/dev/null
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: venv-test
+	tests/harness/ensure-databases
+	ACT_PANDA_SCHEMA=$${ACT_PANDA_SCHEMA:-$$( [ -d /work/shared/panda-database ] && echo /work/shared/panda-database)} \
+		tests/harness/ensure-panda
+	PYTHONPATH=$(CURDIR) $(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 check: venv-test
 	$(BIN)/ruff check act tests benchmarks

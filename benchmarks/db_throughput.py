@@ -65,7 +65,13 @@ QUIET = 0.15
 #: Seconds the parent and the workers wait for each other at the start line before giving up.
 START_TIMEOUT = 300.0
 
-MEASUREMENTS = ("transition", "claim_transition", "claim_transition_parallel", "single_row")
+MEASUREMENTS = (
+    "raw_update",
+    "transition",
+    "claim_transition",
+    "claim_transition_parallel",
+    "single_row",
+)
 
 
 class BenchmarkError(RuntimeError):
@@ -216,8 +222,11 @@ def warm_up(db: Database, owner: str) -> None:
         pass
 
 
-def verify(db: Database, ids: Sequence[int], moved: Sequence[int]) -> dict[str, Any]:
-    """Every prefilled row moved exactly once: by the ids act returned and by the database."""
+def verify(
+    db: Database, ids: Sequence[int], moved: Sequence[int], *, with_history: bool = True
+) -> dict[str, Any]:
+    """Every prefilled row moved exactly once: by the ids act returned and by the database
+    (``with_history``: one history row each; without it, the raw UPDATE: none)."""
     expected = len(ids)
     duplicates = len(moved) - len(set(moved))
     with db.read() as conn:
@@ -260,7 +269,7 @@ def verify(db: Database, ids: Sequence[int], moved: Sequence[int]) -> dict[str, 
     check["ok"] = (
         duplicates == 0
         and check["moved_equals_prefilled"]
-        and history_rows == expected
+        and history_rows == (expected if with_history else 0)
         and twice == 0
         and check["rows_submitting"] == expected
         and check["rows_tosubmit"] == 0
@@ -290,6 +299,35 @@ def batched_transitions(db: Database, ids: Sequence[int], batch: int) -> list[in
         if len(got) != len(chunk):
             raise BenchmarkError(f"transition moved {len(got)} of {len(chunk)} rows")
         moved.extend(got)
+    return moved
+
+
+def raw_update(db: Database, ids: Sequence[int], batch: int) -> list[int]:
+    """The physical ceiling of measurement 1, on the same table, rows and database: a plain
+    ``UPDATE ce_jobs SET state, updated_at WHERE id IN (<batch>) AND state = ?`` through the
+    driver, one commit per batch; no SQLAlchemy, no history row, no retry. Returns the ids whose
+    UPDATE counted them (each batch must count all of its rows)."""
+    raw = db.engine.raw_connection()
+    mark = "?" if db.backend == "sqlite" else "%s"
+    moved: list[int] = []
+    try:
+        cursor = raw.cursor()
+        for start in range(0, len(ids), batch):
+            chunk = list(ids[start : start + batch])
+            # only placeholders are formatted in: every value is bound
+            statement = (
+                f"UPDATE ce_jobs SET state = {mark}, updated_at = {mark} "  # noqa: S608
+                f"WHERE id IN ({', '.join([mark] * len(chunk))}) AND state = {mark}"
+            )
+            now = datetime.now(timezone.utc).replace(tzinfo=None)
+            cursor.execute(statement, (TO, now, *chunk, FROM))
+            if cursor.rowcount != len(chunk):
+                raise BenchmarkError(f"raw UPDATE counted {cursor.rowcount} of {len(chunk)} rows")
+            raw.commit()
+            moved.extend(chunk)
+        cursor.close()
+    finally:
+        raw.close()
     return moved
 
 
@@ -444,6 +482,7 @@ def measure(
         retries, busy = extra.pop("retries"), extra.pop("busy")
     else:
         loops: dict[str, Callable[[], list[int]]] = {
+            "raw_update": partial(raw_update, db, ids, args.batch),
             "transition": partial(batched_transitions, db, ids, args.batch),
             "claim_transition": partial(claim_loop, db, f"bench-r{rep}-single", args.batch),
             "single_row": partial(batched_transitions, db, ids, 1),
@@ -451,7 +490,7 @@ def measure(
         before = cpu_times()
         moved, secs, retries = timed(loops[name], counter)
         busy = cpu_busy(before)
-    check = {**verify(db, ids, moved), **extra}
+    check = {**verify(db, ids, moved, with_history=name != "raw_update"), **extra}
     return Run(len(moved), secs, retries, check, quiet_before=quiet, machine_busy=busy)
 
 
@@ -524,6 +563,7 @@ def summary(runs: Sequence[Run]) -> dict[str, float]:
 def labels(args: argparse.Namespace) -> dict[str, str]:
     single = min(args.rows, SINGLE_ROW_MAX)
     return {
+        "raw_update": f"0. raw UPDATE, {args.batch} ids/tx, 1 process (ceiling of 1)",
         "transition": f"1. transition, {args.batch} ids/tx, 1 process",
         "claim_transition": f"2. claim {args.batch} + transition, 1 process",
         "claim_transition_parallel": (
@@ -570,7 +610,7 @@ def report(results: dict[str, dict[str, Any]], machine: dict[str, str], args: An
         f"{noisy} of {len(every)} started busy after --max-wait)"
     )
     lines += ["", table(results, args), "", "machine CPU busy while measuring (median, all CPUs):"]
-    for number, name in enumerate(MEASUREMENTS, 1):
+    for number, name in enumerate(MEASUREMENTS):
         shares = ", ".join(
             f"{backend} {statistics.median(r.machine_busy for r in result['runs'][name]):.0%}"
             for backend, result in results.items()

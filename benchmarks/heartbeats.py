@@ -321,7 +321,7 @@ def measure(
     return Figure(server, name, jobs, calls, seconds)
 
 
-def render(figures: Sequence[Figure]) -> str:
+def render(figures: Sequence[Figure], tablefmt: str = "simple") -> str:
     rows = []
     for f in figures:
         base = next(
@@ -349,6 +349,7 @@ def render(figures: Sequence[Figure]) -> str:
             "jobs/s median (min-max)",
             "vs per-job",
         ],
+        tablefmt=tablefmt,
     )
 
 
@@ -430,7 +431,7 @@ def run_patterns(
     return figures
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.heartbeats", description=__doc__.split("\n")[0]
     )
@@ -457,11 +458,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.jobs = args.jobs or (1000 if args.real else 3000)
     args.single_jobs = args.single_jobs or (300 if args.real else 1000)
     args.in_flight = args.in_flight or ([1, 4] if args.real else [4])
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    logging.getLogger("act.propagator").setLevel(logging.WARNING)
-    logging.getLogger("act.atlas").setLevel(logging.WARNING)
+    return args
 
-    load_before = load()
+
+def collect(args: argparse.Namespace) -> tuple[list[str], list[Figure]]:
+    """Every pattern against the servers ``args`` name: (the servers, the figures)."""
     figures: list[Figure] = []
     servers: list[str] = []
     with tempfile.TemporaryDirectory(prefix="act-bench-") as tmp:
@@ -483,6 +484,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                     args.queue,
                     workdir,
                 )
+    return servers, figures
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.getLogger("act.propagator").setLevel(logging.WARNING)
+    logging.getLogger("act.atlas").setLevel(logging.WARNING)
+    load_before = load()
+    servers, figures = collect(args)
     print(f"\nmachine: {machine()}")
     print(f"load average (1/5/15 min): {load_before} before, {load()} after")
     print(f"servers: {'; '.join(servers)}; api {args.api}; DB {args.backend}")

@@ -140,6 +140,7 @@ panda_jobs = sa.Table(
     sa.Index(None, "state", "id"),
     sa.Index(None, "queue", "state", "id"),
     sa.Index(None, "next_report_at"),
+    sa.Index(None, "state", "next_report_at"),  # the propagator's due reports (0006)
     sa.Index(None, "lease_owner"),
     **_MYSQL,
 )
@@ -189,6 +190,7 @@ ce_jobs = sa.Table(
     sa.UniqueConstraint("token"),
     sa.Index(None, "state", "id"),
     sa.Index(None, "ce_endpoint", "state", "id"),
+    sa.Index(None, "queue", "ce_endpoint", "state"),  # the metrics daemon's counts (0006)
     sa.Index(None, "next_check_at"),
     sa.Index(None, "panda_job_id"),
     sa.Index(None, "backend", "ce_endpoint", "ce_job_id"),
