@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -68,3 +69,70 @@ def test_shards_split_rows_by_id_modulo_the_live_count(db: Database) -> None:
     assert zero == [i for i in ids if i % 3 == 0]
     assert one == [i for i in ids if i % 3 == 1]
     assert _claim(db, "c", shard=Shard(0, 1)) == [i for i in ids if i % 3 == 2]
+
+
+def _interleaved(db: Database, count: int) -> dict[int, str]:
+    """``count`` CE jobs whose states alternate tosubmit/submitted by id; id -> state."""
+    made: dict[int, str] = {}
+    for n in range(count):
+        state = "tosubmit" if n % 2 else "submitted"
+        (job,) = db.run(lambda c, s=state: make_jobs(c, Layer.CE, s, 1))
+        made[job] = state
+    return made
+
+
+def test_a_claim_over_several_states_takes_the_oldest_of_all(db: Database) -> None:
+    # On MariaDB this takes the per-state path (an unlocked UNION ALL of per-state ranges, then
+    # a locking read by primary key): the order must still be global.
+    made = _interleaved(db, 10)
+    both = ("tosubmit", "submitted")
+    assert _claim(db, "a", limit=3, states=both) == sorted(made)[:3]
+    # ordered by another column: the earliest next_check_at first, whatever the state
+    ids = sorted(made)[3:]
+    at = utcnow()
+    for rank, job in enumerate(reversed(ids)):
+        db.run(
+            lambda c, j=job, r=rank: c.execute(
+                sa.update(ce_jobs)
+                .where(ce_jobs.c.id == j)
+                .values(next_check_at=at + timedelta(seconds=r))
+            )
+        )
+    taken = db.run(
+        lambda c: claim(
+            c,
+            Layer.CE,
+            both,
+            owner="b",
+            lease=60,
+            limit=4,
+            order_by=[ce_jobs.c.next_check_at, ce_jobs.c.id],
+        )
+    )
+    assert taken == sorted(list(reversed(ids))[:4])
+    assert _claim(db, "c", states=both) == sorted(set(ids) - set(taken))
+
+
+def test_concurrent_claims_over_several_states_never_share_a_row(db: Database) -> None:
+    made = _interleaved(db, 60)
+    both = ("tosubmit", "submitted")
+    taken: dict[str, list[int]] = {}
+    errors: list[BaseException] = []
+
+    def claimer(owner: str) -> None:
+        try:
+            mine: list[int] = []
+            while batch := _claim(db, owner, limit=7, states=both):
+                mine.extend(batch)
+            taken[owner] = mine
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=claimer, args=(f"w{n}",)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    every = [job for mine in taken.values() for job in mine]
+    assert sorted(every) == sorted(made)  # each row claimed exactly once
