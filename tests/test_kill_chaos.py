@@ -124,11 +124,13 @@ def write_ledger_pilot(directory: Path) -> tuple[Path, Path]:
     runs the demo pilot."""
     ledger = directory / LEDGER
     wrapper = directory / "bin" / "ledger-pilot"
-    command = [sys.executable, "-I", str(run.pilot_module()), "--fail-fraction", "0"]
+    command = [sys.executable, "-I", "-S", str(run.pilot_module()), "--fail-fraction", "0"]
     command += ["--sleep", PILOT_SLEEP]
     wrapper.write_text(
         "#!/bin/sh\n"
-        f'echo "$(basename "$(dirname "$PWD")")" >> {shlex.quote(str(ledger))}\n'
+        # the job directory's name (PWD is its work/), without forking basename and dirname
+        'jobdir="${PWD%/*}"\n'
+        f'echo "${{jobdir##*/}}" >> {shlex.quote(str(ledger))}\n'
         f'exec {shlex.join(command)} "$@"\n'
     )
     wrapper.chmod(0o755)
