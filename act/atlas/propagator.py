@@ -47,6 +47,10 @@ PanDA's answer per job:
   job moves to ``tobekilled`` as well, so nothing keeps running for a job PanDA gave up; when it
   ends ``cancelled`` it goes to ``donecancelled`` without a call.
   Any command in answer to a final report means PanDA is done with the job: it moves to done*.
+* no answer recorded (the propagator was killed during the call, or before writing the answer):
+  a final report is noted before the call (``final_sent_at``), so the next cycle asks PanDA for
+  the job's status first and moves it to done* without a second final report when PanDA has
+  it (holding, finished, ...); jobs of heartbeats are simply reported again.
 * a per-job error: logged with the PanDA id, ``report_failures + 1``, retried after
   ``retry_backoff`` doubled per failure, at most ``interval``.
 * PanDA unreachable (transport error of a bulk call) or refusing the credential: nothing changes
@@ -121,6 +125,10 @@ STOP_COMMANDS = frozenset({"tobekilled", "badattemptnr", "alreadydone"})
 #: Of those, the ones after which PanDA wants no final report either.
 NO_REPORT_COMMANDS = frozenset({"badattemptnr", "alreadydone"})
 REPORT_FILE = "jobReport.json"
+#: PanDA job statuses that follow a final report (the pilot's, or ours): a final report that may
+#: have reached PanDA before a restart is not sent again when PanDA shows one of these.
+#: ("transferring" is not one: act reports it as a heartbeat too.)
+PANDA_AFTER_FINAL = frozenset({"holding", "merging", "finished", "failed", "cancelled", "closed"})
 
 
 class PropagatorOptions(Section):
@@ -163,6 +171,7 @@ class _Job:
     access_point: str | None
     ce: str | None = None  # the newest CE job's CE, for log lines
     log_url: str | None = None  # GTAG: the pilot log's URL in the web area
+    final_sent_at: datetime | None = None  # a final report sent, its answer not recorded
 
 
 @dataclass
@@ -217,6 +226,9 @@ def run_once(ctx: Context) -> bool:
     if local:
         ctx.db.run(lambda conn: _settle_locally(conn, ctx, local, outcome))
     if sends:
+        sends = _settle_unsure(ctx, sends, outcome)
+    if sends:
+        _note_finals(ctx, sends)
         _send(ctx, sends, outcome)
     # Jobs not moved or rescheduled (e.g. PanDA unreachable) stay due; give them back.
     ctx.db.run(lambda conn: release(conn, Layer.PANDA, ctx.owner, [job.id for job in jobs]))
@@ -260,6 +272,7 @@ def _claim(conn: Connection, ctx: Context, limit: int) -> list[_Job]:
             t.c.heartbeat_less,
             t.c.access_point,
             t.c.log_url,
+            t.c.final_sent_at,
             latest_ce_endpoint().label("ce"),
         )
         .where(t.c.id.in_(ids))
@@ -280,6 +293,7 @@ def _claim(conn: Connection, ctx: Context, limit: int) -> list[_Job]:
             access_point=row.access_point,
             ce=row.ce,
             log_url=row.log_url,
+            final_sent_at=row.final_sent_at,
         )
         for row in rows
     ]
@@ -364,6 +378,82 @@ def write_report_file(job: _Job, opts: PropagatorOptions) -> Path:
 
 
 # -- jobs sent to PanDA ----------------------------------------------------------------------------
+
+
+def _note_finals(ctx: Context, sends: list[_Send]) -> None:
+    """Note, before the call, which final reports go out (``final_sent_at``, kept until the job
+    is done*): a propagator killed after PanDA got them but before their answer was recorded
+    leaves the note, and the next one asks PanDA (:func:`_settle_unsure`) instead of sending a
+    second final report."""
+    ids = [send.job.id for send in sends if send.job.state in FINAL]
+    if not ids:
+        return
+    t = panda_jobs
+    now = utcnow()
+    ctx.db.run(
+        lambda conn: conn.execute(
+            sa.update(t)
+            .where(t.c.id.in_(ids), t.c.lease_owner == ctx.owner)
+            .values(final_sent_at=now)
+        )
+    )
+
+
+def _settle_unsure(ctx: Context, sends: list[_Send], outcome: _Outcome) -> list[_Send]:
+    """The sends left after asking PanDA about the final reports that may have reached it.
+
+    A job whose final report was sent without its answer being recorded (``final_sent_at``) is
+    looked up first (``get_job_status``): if PanDA has it in a state after a final report
+    (:data:`PANDA_AFTER_FINAL`), the job moves to done* as if the answer had been recorded,
+    without a second final report; otherwise the report is sent again. If PanDA cannot be asked,
+    these jobs wait for the next cycle (they stay due).
+    """
+    unsure = [send for send in sends if send.job.final_sent_at is not None]
+    if not unsure:
+        return sends
+    opts: PropagatorOptions = ctx.options
+    client = runtime.panda_client(ctx, retries=0)
+    statuses: dict[int, str] = {}
+    try:
+        for start in range(0, len(unsure), opts.batch_size):
+            chunk = unsure[start : start + opts.batch_size]
+            statuses.update(client.get_job_status([send.job.pandaid for send in chunk]))
+    except PandaError as error:
+        ctx.log.warning(
+            "cannot ask PanDA about %d job(s) whose final report may have reached it (%s): "
+            "asked again next cycle",
+            len(unsure),
+            error,
+        )
+        waiting = {send.job.id for send in unsure}
+        return [send for send in sends if send.job.id not in waiting]
+    settled: list[_Send] = []
+    for send in unsure:
+        status = statuses.get(send.job.pandaid)
+        log = job_log(ctx.log, pandaid=send.job.pandaid, ce=send.job.ce)
+        if status in PANDA_AFTER_FINAL:
+            log.info(
+                "PanDA has the final report (%s) sent before a restart (its status: %s): "
+                "not sent again",
+                send.update.state,
+                status,
+            )
+            settled.append(send)
+        else:
+            log.info(
+                "the final report sent before a restart did not reach PanDA (its status: %s): "
+                "sending it again",
+                status,
+            )
+
+    def record(conn: Connection) -> None:
+        for send in settled:
+            _final(conn, ctx, [send.job], send.update.state, outcome)
+
+    if settled:
+        ctx.db.run(record)
+    done = {send.job.id for send in settled}
+    return [send for send in sends if send.job.id not in done]
 
 
 def _send(ctx: Context, sends: list[_Send], outcome: _Outcome) -> None:

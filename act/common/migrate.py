@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 SCRIPT_LOCATION = "act.common:migrations"
 #: The revision this version of act needs: the newest file in act/common/migrations/versions.
-HEAD = "0004"
+HEAD = "0005"
 
 
 class SchemaError(RuntimeError):

@@ -131,6 +131,9 @@ panda_jobs = sa.Table(
     sa.Column("validation_deferrals", sa.Integer(), nullable=False, server_default="0"),
     sa.Column("validation_note", sa.Text(), nullable=True),
     sa.Column("logs_published_at", UTCDateTime(), nullable=True),
+    # Since 0005. When the propagator sent a final report whose answer it had not recorded yet:
+    # if it was killed in between, the next one asks PanDA before sending it again.
+    sa.Column("final_sent_at", UTCDateTime(), nullable=True),
     *_lease_columns(),
     sa.UniqueConstraint("panda_id"),
     # Claims filter on state (and queue) and take the oldest first: these give rows in id order.
