@@ -368,6 +368,9 @@ def test_300_jobs_survive_a_daemon_killed_every_few_seconds(tmp_path: Path) -> N
     check(chaos_run(tmp_path, jobs=300, timeout=240), min_kills=10)
 
 
-# The issue's 5,000-job variant is not here yet: measured at ~135 jobs/min with the kills on the
-# loaded 2-core development machine (1,033 of 5,000 through after 458 s), it needs the pipeline
-# (chiefly the local CE's submissions) to be faster before it fits a CI run (issue 8, open).
+@pytest.mark.long
+@pytest.mark.timeout(960)
+def test_5000_jobs_survive_a_daemon_killed_every_few_seconds(tmp_path: Path) -> None:
+    # The issue's own size. About 7-8 min on the loaded 2-core development machine (see the
+    # figures in the report of branch speed); the 840 s wait leaves room for a slower run.
+    check(chaos_run(tmp_path, jobs=5000, timeout=840), min_kills=80)
