@@ -261,6 +261,33 @@ def test_jobs_outlive_their_submitter_and_another_instance_sees_them(tmp_path: P
     assert (tmp_path / "out" / "stdout").read_text() == "done\n"
 
 
+def _spawner_of(be: LocalBackend, ce: CE, job_id: str) -> int:
+    """The pid of the spawner that forked the job's runner (the runner's parent)."""
+    runner = state_file(be, ce, job_id)["runner_pid"]
+    parent = int(Path(f"/proc/{runner}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    assert b"act.local.spawner" in Path(f"/proc/{parent}/cmdline").read_bytes()
+    return parent
+
+
+def test_runners_are_forked_by_a_spawner_that_jobs_outlive(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a work directory deeper than a socket address may be long (108 bytes): still served
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    be, ce = make(deep), local_ce()
+    first = submit(be, ce, describe("sh", "-c", "sleep 1; echo first"))
+    server = _spawner_of(be, ce, first)
+    os.kill(server, signal.SIGKILL)  # the CE's service dies: its jobs go on
+    wait_for(lambda: not alive(server), what="spawner gone")
+    second = submit(be, ce, describe("sh", "-c", "sleep 0.5; echo second"))  # a new spawner
+    assert _spawner_of(be, ce, second) != server
+    for job_id, text in ((first, "first\n"), (second, "second\n")):
+        assert ended(be, ce, job_id).state is CEState.FINISHED
+        be.fetch(ce, job_id, tmp_path / job_id, failed=False)
+        assert (tmp_path / job_id / "stdout").read_text() == text
+    assert "one runner process per job" not in caplog.text
+
+
 def test_find_by_token(tmp_path: Path) -> None:
     be, ce = make(tmp_path), local_ce()
     a = submit(be, ce, describe("true"), token="alpha")

@@ -29,7 +29,7 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from act.local import jobfiles as jf
@@ -44,8 +44,28 @@ REQUEST_TIMEOUT = 5.0
 MAX_REQUEST = 4096
 
 
+#: Longest socket path bind() and connect() take (sun_path is 108 bytes with its NUL).
+MAX_ADDRESS = 100
+
+
 class SpawnerError(OSError):
     """No spawner could be reached or started."""
+
+
+@contextlib.contextmanager
+def _address(path: Path) -> Iterator[str]:
+    """An address for the socket file ``path``: the path itself, or when it is too long for a
+    socket address (deep work directories, e.g. pytest's), the same file reached through an
+    ``O_PATH`` descriptor of its directory (``/proc/self/fd/N/<name>``)."""
+    text = str(path)
+    if len(text.encode()) <= MAX_ADDRESS:
+        yield text
+        return
+    fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY)
+    try:
+        yield f"/proc/self/fd/{fd}/{path.name}"
+    finally:
+        os.close(fd)
 
 
 # -- the server -------------------------------------------------------------------------------
@@ -175,7 +195,8 @@ def daemonize(workdir: Path) -> int:
     temporary = workdir / f".{SOCKET}.{os.getpid()}"
     with contextlib.suppress(FileNotFoundError):
         temporary.unlink()
-    listener.bind(str(temporary))
+    with _address(temporary) as address:
+        listener.bind(address)
     listener.listen(256)
     os.replace(temporary, workdir / SOCKET)  # a stale socket of a dead spawner is replaced
     read_end, write_end = os.pipe()
@@ -209,7 +230,8 @@ def connect(workdir: Path, timeout: float) -> socket.socket:
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     conn.settimeout(timeout)
     try:
-        conn.connect(str(workdir / SOCKET))
+        with _address(workdir / SOCKET) as address:
+            conn.connect(address)
     except OSError:
         conn.close()
         raise
