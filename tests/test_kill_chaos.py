@@ -189,6 +189,7 @@ class Result:
 
     def text(self) -> str:
         runs_over_1 = sorted(p for p, n in self.pilot_runs.items() if n > 1)
+        never_ran = sorted(set(range(1, self.seeded + 1)) - set(self.pilot_runs))
         return "\n".join(
             [
                 f"kill test: {self.seeded} jobs seeded, all final and reported: {self.finished} "
@@ -206,6 +207,7 @@ class Result:
                 f"{dict(list(self.pandaid_submitted_twice.items())[:20])}",
                 f"  PanDA jobs whose pilot ran more than once: {len(runs_over_1)} "
                 f"{runs_over_1[:20]}",
+                f"  PanDA jobs whose pilot never ran: {len(never_ran)} {never_ran[:20]}",
                 f"  ce_jobs.submissions (intents, incl. ones a kill stopped before the CE call): "
                 f"{dict(sorted(self.submissions_column.items()))}",
                 f"  PanDA jobs stuck in a non-final state: {len(self.stuck)} "

@@ -18,7 +18,7 @@ import pytest
 from act.common.config import ConfigError, Settings
 from act.engine.backend import CE, TERMINAL, CEState, JobStatus, SubmitRequest, make_backend
 from act.engine.settings import CESettings
-from act.local.backend import LocalBackend
+from act.local.backend import LocalBackend, token_prefix
 from act.local.description import DescriptionError, LocalJob
 from tests.support.procs import REPO, alive, env, wait_for
 
@@ -286,6 +286,36 @@ def test_runners_are_forked_by_a_spawner_that_jobs_outlive(
         be.fetch(ce, job_id, tmp_path / job_id, failed=False)
         assert (tmp_path / job_id / "stdout").read_text() == text
     assert "one runner process per job" not in caplog.text
+
+
+def test_a_job_whose_submitter_died_before_its_runner_started_runs_once_found(
+    tmp_path: Path,
+) -> None:
+    # the submitter wrote job.json and was killed before asking for the runner: the CE has the
+    # job (find says so, reconciliation marks it submitted), so find starts its runner
+    be, ce = make(tmp_path), local_ce()
+    request = SubmitRequest(
+        job_id=1, token="tok-orphan", description=describe("sh", "-c", "echo ran >> ../ran")
+    )
+    root = be.workdir(ce) / "jobs"
+    root.mkdir(parents=True)
+    (be.workdir(ce) / "slots").mkdir()
+    jobdir = root / f"{token_prefix('tok-orphan')}-orphan1"
+    job = LocalJob.parse(request.description)
+    be._prepare(jobdir, job, request, be.options(ce), root.parent / "slots")
+    assert not (jobdir / "state.json").exists()
+    assert be.find(ce, ["tok-orphan"]) == {"tok-orphan": jobdir.name}
+    assert ended(be, ce, jobdir.name).state is CEState.FINISHED
+    # a runner arriving late (the dead submitter's request) finds the job taken: no second run
+    assert be.find(ce, ["tok-orphan"]) == {"tok-orphan": jobdir.name}
+    late = subprocess.run(
+        [sys.executable, "-S", "-m", "act.local.runner", str(jobdir)],
+        env=env(tmp_path),
+        cwd=REPO,
+        check=False,
+    )
+    assert late.returncode == 0
+    assert (jobdir / "ran").read_text() == "ran\n"
 
 
 def test_find_by_token(tmp_path: Path) -> None:

@@ -351,7 +351,40 @@ class LocalBackend:
             return state
 
     def find(self, ce: CE, tokens: Sequence[str]) -> dict[str, str]:
-        """Scan the work directory for jobs carrying ``tokens`` (the newest one per token)."""
+        """Scan the work directory for jobs carrying ``tokens`` (the newest one per token).
+
+        The CE has a job once its job.json is written; a job found without a runner (its
+        submitter was killed between writing job.json and starting the runner) gets its runner
+        now, so every job the CE has runs (a runner that was on its way after all finds the
+        job taken and exits: one runner per job).
+        """
+        found = self._find(ce, tokens)
+        options = self.options(ce)
+        root = self._jobs(ce)
+        for ce_job_id in found.values():
+            jobdir = root / ce_job_id
+            if (jobdir / jf.STATE).exists():
+                continue
+            log = job_log(self.log, pandaid=_pandaid_of(jobdir), ce=ce.name)
+            try:
+                starting = self._start_runner(root.parent, jobdir, options)
+            except OSError as error:
+                log.warning("found %s without a runner, cannot start one: %s", ce_job_id, error)
+                continue
+            if isinstance(starting, socket.socket):
+                ok = spawner.started(starting, options.start_timeout)
+            else:
+                try:
+                    ok = starting.wait(timeout=options.start_timeout) == 0
+                except subprocess.TimeoutExpired:
+                    ok = False
+            if ok:
+                log.info("found %s without a runner (its submitter died): started now", ce_job_id)
+            else:
+                log.warning("found %s without a runner; its runner did not start", ce_job_id)
+        return found
+
+    def _find(self, ce: CE, tokens: Sequence[str]) -> dict[str, str]:
         root = self._jobs(ce)
         found: dict[str, tuple[str, str]] = {}
         for token in tokens:

@@ -229,13 +229,18 @@ def detach(jobdir: Path) -> int:
 
 
 def _say_ready(fd: int) -> None:
-    os.write(fd, b"1")
+    with contextlib.suppress(OSError):  # the submitter died: the job runs all the same
+        os.write(fd, b"1")
     os.close(fd)
 
 
 def become_runner(jobdir: Path, ready: Callable[[], None]) -> NoReturn:
     """In a freshly forked process: leave the parent's session, record the job as queued with
     this process as its runner, call ``ready`` (tells the submitter), run the job, exit.
+
+    A job has one runner: one that finds ``state.json`` already written (another runner took
+    the job, e.g. the one :meth:`LocalBackend.find` started for a job whose submitter died
+    while its first runner was already being forked) only says ready and exits.
 
     Used by :func:`detach` (one ``python -m act.local.runner`` per job) and by the spawner
     (:mod:`act.local.spawner`, a long-lived process forking one runner per job).
@@ -255,15 +260,19 @@ def become_runner(jobdir: Path, ready: Callable[[], None]) -> NoReturn:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         me = os.getpid()
-        jf.update_state(
-            jobdir,
-            state=jf.QUEUED,
-            queued_at=jf.now_iso(),
-            runner_pid=me,
-            runner_start=jf.start_time(me),
-        )
+        with jf.locked(jobdir):
+            mine = jf.read_json(jobdir / jf.STATE) is None
+            if mine:
+                state = {
+                    "state": jf.QUEUED,
+                    "queued_at": jf.now_iso(),
+                    "runner_pid": me,
+                    "runner_start": jf.start_time(me),
+                }
+                jf.write_json(jobdir / jf.STATE, state)
         ready()
-        runner.run()
+        if mine:
+            runner.run()
     except BaseException:
         traceback.print_exc()
         os._exit(1)

@@ -123,9 +123,10 @@ def _answer(conn: socket.socket, jobs: Path, keep: Sequence[int]) -> None:
 
 
 def _say_ready(conn: socket.socket) -> None:
-    """Tell the submitter the runner has recorded itself. If the submitter gave up meanwhile
-    (it then removes the job), this raises and the runner exits without running the job."""
-    conn.sendall(b"1")
+    """Tell the submitter the runner has recorded itself. A submitter killed meanwhile does not
+    hear it: the job runs all the same (the CE has it; the submitter's successor finds it)."""
+    with contextlib.suppress(OSError):
+        conn.sendall(b"1")
     conn.close()
 
 
