@@ -48,6 +48,8 @@ KILL_EVERY = (2.0, 5.0)
 #: The pilot's sleep (seconds, a range drawn per job).
 PILOT_SLEEP = "0.1-0.5"
 SLOTS = 64
+#: Seconds after which the PanDA test double hands out again a job it never heard of.
+SENT_TIMEOUT = 60.0
 LEDGER = "pilot-starts.ledger"
 
 
@@ -180,6 +182,7 @@ class Result:
     submitted_twice: dict[str, int]  # token prefix -> job directories (CE submissions)
     pandaid_submitted_twice: dict[int, int]  # PanDA job -> job directories, all its tokens
     pilot_runs: Counter[int]
+    sent_again: list[int]  # handed out more than once by PanDA (a reply lost in a kill)
     submissions_column: Counter[int]  # the ce_jobs.submissions values (submission intents)
     stuck: dict[int, str]
     ce_not_cleaned: Counter[str]
@@ -208,6 +211,8 @@ class Result:
                 f"  PanDA jobs whose pilot ran more than once: {len(runs_over_1)} "
                 f"{runs_over_1[:20]}",
                 f"  PanDA jobs whose pilot never ran: {len(never_ran)} {never_ran[:20]}",
+                f"  PanDA jobs handed out again (reply lost in a fetcher kill, re-sent after "
+                f"{SENT_TIMEOUT:.0f} s): {len(self.sent_again)} {self.sent_again[:20]}",
                 f"  ce_jobs.submissions (intents, incl. ones a kill stopped before the CE call): "
                 f"{dict(sorted(self.submissions_column.items()))}",
                 f"  PanDA jobs stuck in a non-final state: {len(self.stuck)} "
@@ -232,6 +237,9 @@ def chaos_run(tmp_path: Path, jobs: int, timeout: float) -> Result:
     rng = random.Random(seed)
     with mariadb_url(tmp_path) as db_url:
         server, ids = run.start_panda(directory, jobs)
+        # A fetcher killed while PanDA's reply is still in its socket loses those jobs (before
+        # the spool; act/atlas/fetcher.py): PanDA sends such jobs again after a timeout.
+        server.sent_timeout = SENT_TIMEOUT
         proc = None
         settings = None
         killer: Killer | None = None
@@ -327,6 +335,7 @@ def _result(
         submitted_twice={t: n for t, n in per_token.items() if n > 1},
         pandaid_submitted_twice={p: n for p, n in per_pandaid.items() if n > 1},
         pilot_runs=pilot_runs,
+        sent_again=sorted(p for p in ids if int(server.jobs[p].spec.get("nSent", 0)) > 1),
         submissions_column=Counter(int(r.submissions) for r in ce_rows),
         stuck=stuck,
         ce_not_cleaned=Counter(r.state for r in ce_rows if r.state != "cleaned"),
