@@ -382,6 +382,8 @@ def test_300_jobs_survive_a_daemon_killed_every_few_seconds(tmp_path: Path) -> N
 @pytest.mark.long
 @pytest.mark.timeout(960)
 def test_5000_jobs_survive_a_daemon_killed_every_few_seconds(tmp_path: Path) -> None:
-    # The issue's own size. About 7-8 min on the loaded 2-core development machine (see the
-    # figures in the report of branch speed); the 840 s wait leaves room for a slower run.
-    check(chaos_run(tmp_path, jobs=5000, timeout=840), min_kills=80)
+    # The issue's own size. On the 2-core development machine, shared with other test runs:
+    # 308 s and 355 s at a load average of 9-20 (974 and 845 jobs/min, 83 and 98 kills), 524 s
+    # at 15-27 (573 jobs/min); the 840 s wait leaves room for a machine loaded more, and a fast
+    # run still sees more than 50 kills.
+    check(chaos_run(tmp_path, jobs=5000, timeout=840), min_kills=50)
