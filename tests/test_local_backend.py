@@ -18,7 +18,7 @@ import pytest
 from act.common.config import ConfigError, Settings
 from act.engine.backend import CE, TERMINAL, CEState, JobStatus, SubmitRequest, make_backend
 from act.engine.settings import CESettings
-from act.local.backend import LocalBackend
+from act.local.backend import LocalBackend, token_prefix
 from act.local.description import DescriptionError, LocalJob
 from tests.support.procs import REPO, alive, env, wait_for
 
@@ -259,6 +259,63 @@ def test_jobs_outlive_their_submitter_and_another_instance_sees_them(tmp_path: P
     assert result.state is CEState.FINISHED
     be.fetch(ce, job_id, tmp_path / "out", failed=False)
     assert (tmp_path / "out" / "stdout").read_text() == "done\n"
+
+
+def _spawner_of(be: LocalBackend, ce: CE, job_id: str) -> int:
+    """The pid of the spawner that forked the job's runner (the runner's parent)."""
+    runner = state_file(be, ce, job_id)["runner_pid"]
+    parent = int(Path(f"/proc/{runner}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    assert b"act.local.spawner" in Path(f"/proc/{parent}/cmdline").read_bytes()
+    return parent
+
+
+def test_runners_are_forked_by_a_spawner_that_jobs_outlive(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a work directory deeper than a socket address may be long (108 bytes): still served
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    be, ce = make(deep), local_ce()
+    first = submit(be, ce, describe("sh", "-c", "sleep 1; echo first"))
+    server = _spawner_of(be, ce, first)
+    os.kill(server, signal.SIGKILL)  # the CE's service dies: its jobs go on
+    wait_for(lambda: not alive(server), what="spawner gone")
+    second = submit(be, ce, describe("sh", "-c", "sleep 0.5; echo second"))  # a new spawner
+    assert _spawner_of(be, ce, second) != server
+    for job_id, text in ((first, "first\n"), (second, "second\n")):
+        assert ended(be, ce, job_id).state is CEState.FINISHED
+        be.fetch(ce, job_id, tmp_path / job_id, failed=False)
+        assert (tmp_path / job_id / "stdout").read_text() == text
+    assert "one runner process per job" not in caplog.text
+
+
+def test_a_job_whose_submitter_died_before_its_runner_started_runs_once_found(
+    tmp_path: Path,
+) -> None:
+    # the submitter wrote job.json and was killed before asking for the runner: the CE has the
+    # job (find says so, reconciliation marks it submitted), so find starts its runner
+    be, ce = make(tmp_path), local_ce()
+    request = SubmitRequest(
+        job_id=1, token="tok-orphan", description=describe("sh", "-c", "echo ran >> ../ran")
+    )
+    root = be.workdir(ce) / "jobs"
+    root.mkdir(parents=True)
+    (be.workdir(ce) / "slots").mkdir()
+    jobdir = root / f"{token_prefix('tok-orphan')}-orphan1"
+    job = LocalJob.parse(request.description)
+    be._prepare(jobdir, job, request, be.options(ce), root.parent / "slots")
+    assert not (jobdir / "state.json").exists()
+    assert be.find(ce, ["tok-orphan"]) == {"tok-orphan": jobdir.name}
+    assert ended(be, ce, jobdir.name).state is CEState.FINISHED
+    # a runner arriving late (the dead submitter's request) finds the job taken: no second run
+    assert be.find(ce, ["tok-orphan"]) == {"tok-orphan": jobdir.name}
+    late = subprocess.run(
+        [sys.executable, "-S", "-m", "act.local.runner", str(jobdir)],
+        env=env(tmp_path),
+        cwd=REPO,
+        check=False,
+    )
+    assert late.returncode == 0
+    assert (jobdir / "ran").read_text() == "ran\n"
 
 
 def test_find_by_token(tmp_path: Path) -> None:

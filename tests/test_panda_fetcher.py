@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -241,6 +243,37 @@ def test_leftover_spool_is_ingested_once(
     rows = stored(db)
     assert sorted(rows) == [1, 2]
     assert rows[1].state == "received" and rows[2].spec == before.spec  # job 2 kept as it was
+    assert spool.pending(directory) == []
+
+
+def test_a_spool_write_cut_short_by_a_kill_is_finished_or_put_aside(
+    db: Database, server: PandaTestServer, tmp_path: Path
+) -> None:
+    # A fetcher SIGKILLed inside spool.write_reply leaves its temporary file: complete (killed in
+    # the fsync, before the rename) or cut short (killed inside the write).
+    directory = spool.spool_dir(tmp_path)
+    directory.mkdir(parents=True)
+    body = json.dumps({"success": True, "data": {"jobs": [make_job_spec(1), make_job_spec(2)]}})
+    document = json.dumps(
+        {"queue": QUEUE, "api": "new", "prod_source_label": "managed", "reply": body}
+    )
+    whole = directory / ".00000000000000000001-TEST_QUEUE-aa.json.k2j4h_x9.tmp"
+    whole.write_text(document)
+    cut = directory / ".00000000000000000002-TEST_QUEUE-bb.json.q8z0w1e3.tmp"
+    cut.write_text(document[: len(document) // 2])
+    young = directory / ".00000000000000000003-TEST_QUEUE-cc.json.m5n6b7v8.tmp"
+    young.write_text(document[:10])
+    old = time.time() - spool.PARTIAL_AGE - 5
+    os.utime(cut, (old, old))
+    run_once(context(db, make_settings(tmp_path, server, Q=queue_config(status="offline"))))
+    assert sorted(stored(db)) == [1, 2]  # the complete reply's jobs, from the recovered file
+    assert not whole.exists() and not cut.exists()
+    assert young.exists()  # maybe still being written: left alone for now
+    rejected = directory / "rejected"
+    kept = rejected / "00000000000000000002-TEST_QUEUE-bb.txt"
+    assert kept.read_text() == document[: len(document) // 2]
+    reason = (rejected / "00000000000000000002-TEST_QUEUE-bb.reason").read_text()
+    assert "the fetcher died while writing it" in reason
     assert spool.pending(directory) == []
 
 

@@ -82,6 +82,16 @@ def test_acquire_jobs_reply_shape(server: PandaTestServer) -> None:
     assert [job["PandaID"] for job in user["data"]["jobs"]] == [3]
 
 
+def test_a_job_never_heard_of_after_its_hand_out_is_sent_again(server: PandaTestServer) -> None:
+    server.seed(2, queue="Q1")
+    first = _post(server, "pilot/acquire_jobs", {"site_name": "Q1", "n_jobs": 5})
+    assert [job["PandaID"] for job in first["data"]["jobs"]] == [1, 2]
+    server._update(2, "starting", None, {})  # job 2's pilot reported; job 1's reply was lost
+    server.sent_timeout = 0.0
+    again = _post(server, "pilot/acquire_jobs", {"site_name": "Q1", "n_jobs": 5})
+    assert [(job["PandaID"], job["nSent"]) for job in again["data"]["jobs"]] == [(1, 2)]
+
+
 def test_new_api_negative_cases_match_the_real_server(server: PandaTestServer) -> None:
     base = f"{server.url}/api/v1"
     get = requests.get(f"{base}/pilot/acquire_jobs", headers=JSON, timeout=10)

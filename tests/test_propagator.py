@@ -515,6 +515,39 @@ def test_a_propagator_killed_after_panda_took_the_final_reports_never_sends_them
     assert [server.final_reports(p) for p in pandaids] == [1, 1, 1]
 
 
+def test_a_final_report_sent_by_a_killed_propagator_is_not_sent_twice(
+    db: Database, server: CountingPandaTestServer, api: str
+) -> None:
+    # A propagator killed after sending final reports, before recording PanDA's answers, left
+    # final_sent_at: the next one asks PanDA and sends again only what PanDA did not get.
+    sent_at = utcnow() - timedelta(seconds=30)
+    arrived, lost = jobs_in(db, server, "finished", 2, final_sent_at=sent_at)
+    server._update(arrived, "finished", 1, {})  # what the killed propagator's call did
+    (fresh,) = jobs_in(db, server, "failed")  # an ordinary final report, nothing noted
+    run_once(context(db, server, api=api))
+    assert [server.final_reports(p) for p in (arrived, lost, fresh)] == [1, 1, 1]
+    assert [row(db, p).state for p in (arrived, lost, fresh)] == ["done", "done", "donefailed"]
+    assert row(db, arrived).panda_status == "finished"
+    assert sorted(sent(server)) == sorted([lost, fresh])  # `arrived` was only looked up
+
+
+def test_final_reports_are_noted_before_the_call(
+    db: Database, server: CountingPandaTestServer
+) -> None:
+    (pandaid,) = jobs_in(db, server, "finished")
+    noted: list[Any] = []
+    original = server._update
+
+    def spy(pandaid: int, *args: Any, **kwargs: Any) -> str:
+        noted.append(row(db, pandaid).final_sent_at)  # what the database says during the call
+        return original(pandaid, *args, **kwargs)
+
+    server._update = spy  # type: ignore[method-assign]
+    run_once(context(db, server))
+    assert noted and noted[0] is not None
+    assert server.final_reports(pandaid) == 1 and row(db, pandaid).state == "done"
+
+
 # -- errors ---------------------------------------------------------------------------------------
 
 

@@ -18,10 +18,14 @@ is skipped), so a crash at any point after the spool write loses nothing and sto
 twice. A malformed reply, or a job without a valid PandaID, is logged as one error naming the
 queue, the call and an excerpt, and kept in ``spool/panda/rejected/`` (never silently dropped).
 
-What remains uncovered: a reply lost before it reached the spool (in the socket, or a crash
-between the last byte received and the fsync). The client never repeats ``acquire_jobs`` when
-PanDA may have acted, so such jobs are not taken twice; they stay "sent" at PanDA, which
-re-brokers them after its own timeout. Run one instance of this daemon per spool directory.
+A fetcher killed while it wrote the spool file (between the last byte received and the rename,
+e.g. in a long fsync) leaves a temporary file: the next cycle makes a complete one the spool file
+it should have become, and puts an incomplete one aside in ``rejected/``
+(:func:`act.atlas.spool.recover`). What remains uncovered: a reply lost before it reached the
+spool (in the socket, or a machine crash before the fsync). The client never repeats
+``acquire_jobs`` when PanDA may have acted, so such jobs are not taken twice; they stay "sent" at
+PanDA, which re-brokers them after its own timeout. Run one instance of this daemon per spool
+directory.
 """
 
 from __future__ import annotations

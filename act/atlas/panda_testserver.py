@@ -17,7 +17,9 @@ for clients), is threaded with HTTP/1.1 keep-alive, holds jobs (``make_job_spec`
 ``requests``), counts TCP connections and can inject: ``delay``, HTTP errors, malformed replies,
 dropped connections or lost replies (``inject``), an outage (``outage``/``restore``: connection
 refused), per-job commands (``set_command``), role refusal (``refuse_role``), token checks
-(``accepted_tokens``). Run it with ``python -m act.atlas.panda_testserver --port N --jobs N``.
+(``accepted_tokens``). With ``sent_timeout`` it hands a job out again when no update followed
+its hand-out for that long, as PanDA does with jobs stuck in "sent" (``nSent`` counts them).
+Run it with ``python -m act.atlas.panda_testserver --port N --jobs N``.
 """
 
 from __future__ import annotations
@@ -399,6 +401,7 @@ class TestJob:
     last_fields: dict[str, Any] = field(default_factory=dict)
     event_ranges: list[dict[str, Any]] = field(default_factory=list)
     event_status: dict[str, str] = field(default_factory=dict)
+    sent_at: float | None = None  # time.monotonic() of the last hand-out
 
     @property
     def pandaid(self) -> int:
@@ -486,6 +489,9 @@ class PandaTestServer:
         # legacy replies honour Accept: application/json (as 0.8.1 does) unless this is False,
         # then they are always URL-encoded, as aCT saw them
         self.legacy_accept_json = True
+        # As PanDA does: a job handed out ("sent") that no update followed for this many seconds
+        # is handed out again (nSent + 1). None: never (the default).
+        self.sent_timeout: float | None = None
         self._port = port
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -710,6 +716,11 @@ class PandaTestServer:
         accepted = _labels(label)
         out = []
         with self._lock:
+            if self.sent_timeout is not None:
+                expired = time.monotonic() - self.sent_timeout
+                for job in self.jobs.values():
+                    if job.status == "sent" and job.sent_at is not None and job.sent_at < expired:
+                        job.status = "activated"  # never heard of: PanDA sends it again
             candidates = sorted(
                 (
                     j
@@ -722,6 +733,7 @@ class PandaTestServer:
             )
             for job in candidates[: max(n_jobs, 0)]:
                 job.status = "sent"
+                job.sent_at = time.monotonic()
                 job.spec["nSent"] = int(job.spec.get("nSent", 0)) + 1
                 out.append(dict(job.spec))
         return out

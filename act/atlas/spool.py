@@ -2,7 +2,8 @@
 
 A reply is written as one JSON file (``<root>/spool/panda/<time>-<queue>-<random>.json``:
 ``{"queue", "api", "prod_source_label", "reply"}``, the reply text verbatim) with write + fsync +
-rename + fsync of the directory, so that a file either is complete or does not exist. Reading
+rename + fsync of the directory, so that a file either is complete or does not exist (a writer
+killed before its rename leaves a temporary that :func:`recover` finishes or puts aside). Reading
 it back (:func:`read_reply`) is tolerant: a job without a valid PandaID is put aside in
 ``rejected/`` with the reason, the others are returned; a reply that cannot be read at all is
 put aside whole. Nothing PanDA handed out is ever deleted unseen.
@@ -11,6 +12,7 @@ put aside whole. Nothing PanDA handed out is ever deleted unseen.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import time
 from collections.abc import Mapping
@@ -25,6 +27,8 @@ from act.common.atomic import atomic_write, fsync_dir
 
 EXCERPT = 200
 SUFFIX = ".json"
+#: Seconds after which a temporary spool file that is not a whole document is put aside.
+PARTIAL_AGE = 60.0
 
 
 @dataclass(frozen=True)
@@ -70,10 +74,54 @@ def write_reply(directory: Path, *, queue: str, api: str, label: str, reply: str
 
 
 def pending(directory: Path) -> list[Path]:
-    """Spooled replies not yet ingested, oldest first."""
+    """Spooled replies not yet ingested, oldest first (after :func:`recover`)."""
     if not directory.is_dir():
         return []
+    recover(directory)
     return sorted(p for p in directory.iterdir() if p.is_file() and p.name.endswith(SUFFIX))
+
+
+def recover(directory: Path, *, now: float | None = None) -> list[Path]:
+    """Finish the writes of a fetcher killed inside :func:`write_reply`; the spool files made.
+
+    A fetcher killed after writing a reply's temporary file but before its rename (e.g. during
+    the fsync, which can take long on a loaded disk) leaves ``.<name>.<random>.tmp``: PanDA
+    handed those jobs out, so they must not be lost. A temporary that holds a whole spool
+    document (it parses, with every key) was written completely (``write()`` returned: the
+    data is in the page cache) and is made durable and renamed to its spool name now. One that
+    does not parse was cut short while written: once older than :data:`PARTIAL_AGE` (so never
+    a file another process still writes), it is put aside in ``rejected/`` (what PanDA sent of
+    it stays readable there), never deleted unseen.
+    """
+    now = time.time() if now is None else now
+    made = []
+    for path in sorted(directory.glob(f".*{SUFFIX}.*.tmp")):
+        final = directory / path.name[1:].rsplit(".", 2)[0]
+        try:
+            data = path.read_bytes()
+            age = now - path.stat().st_mtime
+        except OSError:
+            continue
+        if _complete(data):
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+            os.chmod(path, 0o600)
+            os.replace(path, final)
+            fsync_dir(directory)
+            made.append(final)
+        elif age > PARTIAL_AGE:
+            _reject(final, data, "incomplete spool file: the fetcher died while writing it")
+            path.unlink(missing_ok=True)
+    return made
+
+
+def _complete(data: bytes) -> bool:
+    try:
+        document = json.loads(data)
+    except ValueError:
+        return False
+    keys = ("queue", "api", "prod_source_label", "reply")
+    return isinstance(document, dict) and all(key in document for key in keys)
 
 
 def read_reply(path: Path) -> SpooledReply:

@@ -180,7 +180,7 @@ def write_pilot_wrapper(directory: Path, failures: float, sleep: str) -> Path:
     """``<dir>/bin/demo-pilot``: runs the demo pilot with this Python (the local CE runs the
     queue's pilot_wrapper as a command with the pilot's arguments)."""
     wrapper = directory / "bin" / "demo-pilot"
-    command = [sys.executable, "-I", str(pilot_module()), "--fail-fraction", str(failures)]
+    command = [sys.executable, "-I", "-S", str(pilot_module()), "--fail-fraction", str(failures)]
     command += ["--sleep", sleep]
     wrapper.write_text(
         "#!/bin/sh\n# act's demo pilot (act/demo/pilot.py), written by actctl demo\n"

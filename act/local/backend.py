@@ -8,9 +8,11 @@ A CE of this back end (``engine.ces.<name>.backend: local``) takes these ``optio
 * ``start_timeout``: seconds a submission waits for its runner to start (default 30).
 
 Jobs are described in the JSON format of :mod:`act.local.description`. Each runs under its own
-detached runner (:mod:`act.local.runner`), so it outlives the daemon that submitted it, and all
-state is in files (:mod:`act.local.jobfiles`): any process can ask for its status later. What a job
-writes (its state file, its outputs) is treated as untrusted.
+detached runner (:mod:`act.local.runner`), forked by the CE's spawner (:mod:`act.local.spawner`,
+one long-lived process per work directory, started on demand), so it outlives the daemon that
+submitted it (and the spawner), and all state is in files (:mod:`act.local.jobfiles`): any process
+can ask for its status later. What a job writes (its state file, its outputs) is treated as
+untrusted.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -29,7 +32,7 @@ import time
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from pydantic import Field, ValidationError
 
@@ -48,7 +51,11 @@ from act.engine.backend import (
     Submitted,
 )
 from act.local import jobfiles as jf
+from act.local import spawner
 from act.local.description import DescriptionError, LocalJob, safe_relative
+
+#: A runner being started: the spawner's connection, or a runner process of its own.
+Starting: TypeAlias = socket.socket | subprocess.Popen[bytes]
 
 if TYPE_CHECKING:
     from act.common.config import Settings
@@ -58,6 +65,8 @@ if TYPE_CHECKING:
 BASE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ", "USER", "LOGNAME", "SHELL")
 #: A job directory without state.json this long after submission had its runner never start.
 NEVER_STARTED = 60.0
+#: Seconds without the spawner (one runner process per job) after it could not be reached.
+SPAWNER_RETRY = 60.0
 #: A job directory being removed is first renamed to this prefix + its name (no job ID matches
 #: it): a cleaner killed half-way leaves no half-deleted job behind, only a directory that the
 #: next clean sweeps away.
@@ -107,6 +116,7 @@ class LocalBackend:
         self.settings = settings
         self.log = log
         self._options: dict[str, LocalOptions] = {}
+        self._spawner_retry_at = 0.0
 
     # -- configuration and layout -----------------------------------------------------------
 
@@ -158,9 +168,11 @@ class LocalBackend:
     # -- submit -------------------------------------------------------------------------------
 
     def submit(self, ce: CE, jobs: Sequence[SubmitRequest]) -> list[Submitted]:
+        """Prepare each job's directory and have the CE's spawner fork its runner (all requests
+        are sent first, then the answers read: the runners start in parallel)."""
         options = self.options(ce)
         root = self._jobs(ce)
-        started: list[tuple[SubmitRequest, Path, subprocess.Popen[bytes]] | Submitted] = []
+        started: list[tuple[SubmitRequest, Path, Starting] | Submitted] = []
         for request in jobs:
             log = job_log(self.log, pandaid=request.pandaid, ce=ce.name)
             try:
@@ -175,15 +187,7 @@ class LocalBackend:
             jobdir = root / ce_job_id
             try:
                 self._prepare(jobdir, job, request, options, root.parent / jf.SLOTS)
-                runner = subprocess.Popen(
-                    [sys.executable, "-S", "-m", "act.local.runner", str(jobdir)],
-                    env=self._runner_env(),
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    cwd=jobdir,
-                    close_fds=True,
-                )
+                starting = self._start_runner(root.parent, jobdir, options)
             except _InputError as error:
                 shutil.rmtree(jobdir, ignore_errors=True)
                 log.warning("rejected: %s", error)
@@ -194,26 +198,50 @@ class LocalBackend:
                 log.warning("cannot start the job: %s", error)
                 started.append(Submitted(request.job_id, None, f"cannot start the job: {error}"))
                 continue
-            started.append((request, jobdir, runner))
+            started.append((request, jobdir, starting))
         return [self._started(ce, item, options) for item in started]
+
+    def _start_runner(self, workdir: Path, jobdir: Path, options: LocalOptions) -> Starting:
+        """Ask the CE's spawner for the job's runner; without a spawner (it cannot be started
+        here), one ``python -m act.local.runner`` process per job, as before."""
+        if time.monotonic() >= self._spawner_retry_at:
+            try:
+                return spawner.request(workdir, jobdir, self._runner_env(), options.start_timeout)
+            except spawner.SpawnerError as error:
+                self.log.warning(
+                    "%s; one runner process per job for the next %.0fs", error, SPAWNER_RETRY
+                )
+                self._spawner_retry_at = time.monotonic() + SPAWNER_RETRY
+        return subprocess.Popen(
+            [sys.executable, "-S", "-m", "act.local.runner", str(jobdir)],
+            env=self._runner_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=jobdir,
+            close_fds=True,
+        )
 
     def _started(
         self,
         ce: CE,
-        item: tuple[SubmitRequest, Path, subprocess.Popen[bytes]] | Submitted,
+        item: tuple[SubmitRequest, Path, Starting] | Submitted,
         options: LocalOptions,
     ) -> Submitted:
         """Wait for a runner to have recorded itself; the result of one submission."""
         if isinstance(item, Submitted):
             return item
-        request, jobdir, runner = item
+        request, jobdir, starting = item
         log = job_log(self.log, pandaid=request.pandaid, ce=ce.name)
-        try:
-            code = runner.wait(timeout=options.start_timeout)
-        except subprocess.TimeoutExpired:
-            runner.kill()
-            runner.wait()
-            code = -1
+        if isinstance(starting, socket.socket):
+            code = 0 if spawner.started(starting, options.start_timeout) else -1
+        else:
+            try:
+                code = starting.wait(timeout=options.start_timeout)
+            except subprocess.TimeoutExpired:
+                starting.kill()
+                starting.wait()
+                code = -1
         if code != 0:
             detail = _tail(jobdir / jf.RUNNER_LOG, 500) or f"exit status {code}"
             self._stop(jobdir, signal.SIGKILL)
@@ -325,7 +353,40 @@ class LocalBackend:
             return state
 
     def find(self, ce: CE, tokens: Sequence[str]) -> dict[str, str]:
-        """Scan the work directory for jobs carrying ``tokens`` (the newest one per token)."""
+        """Scan the work directory for jobs carrying ``tokens`` (the newest one per token).
+
+        The CE has a job once its job.json is written; a job found without a runner (its
+        submitter was killed between writing job.json and starting the runner) gets its runner
+        now, so every job the CE has runs (a runner that was on its way after all finds the
+        job taken and exits: one runner per job).
+        """
+        found = self._find(ce, tokens)
+        options = self.options(ce)
+        root = self._jobs(ce)
+        for ce_job_id in found.values():
+            jobdir = root / ce_job_id
+            if (jobdir / jf.STATE).exists():
+                continue
+            log = job_log(self.log, pandaid=_pandaid_of(jobdir), ce=ce.name)
+            try:
+                starting = self._start_runner(root.parent, jobdir, options)
+            except OSError as error:
+                log.warning("found %s without a runner, cannot start one: %s", ce_job_id, error)
+                continue
+            if isinstance(starting, socket.socket):
+                ok = spawner.started(starting, options.start_timeout)
+            else:
+                try:
+                    ok = starting.wait(timeout=options.start_timeout) == 0
+                except subprocess.TimeoutExpired:
+                    ok = False
+            if ok:
+                log.info("found %s without a runner (its submitter died): started now", ce_job_id)
+            else:
+                log.warning("found %s without a runner; its runner did not start", ce_job_id)
+        return found
+
+    def _find(self, ce: CE, tokens: Sequence[str]) -> dict[str, str]:
         root = self._jobs(ce)
         found: dict[str, tuple[str, str]] = {}
         for token in tokens:

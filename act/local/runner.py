@@ -13,7 +13,9 @@ only for that. The runner then
    or ``walltime exceeded``) or ``killed`` (SIGTERM to the runner: act's kill), with CPU time and
    max RSS.
 
-Only the standard library is imported, so that a submission costs one short Python start.
+The runner is forked by the CE's spawner (:mod:`act.local.spawner`: :func:`become_runner`), or
+started as ``python -m act.local.runner JOBDIR`` (:func:`detach`) when there is no spawner. Only
+the standard library is imported, so that either starts fast.
 """
 
 from __future__ import annotations
@@ -26,12 +28,19 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from act.local import jobfiles as jf
 
 POLL = 0.05  # seconds between two checks of the payload or of the slots
+#: The lock of the line of queued jobs (in the slots directory): see Runner.take_slots.
+LINE = "line.lock"
+
+
+class _Killed(Exception):
+    """SIGTERM while waiting in line for the slots."""
 
 
 class Runner:
@@ -45,30 +54,64 @@ class Runner:
         self.grace = float(job.get("grace", 5.0))
         self.killed = False
         self.slot_fds: list[int] = []
+        self.in_line = False
 
     def on_term(self, _signum: int, _frame: Any) -> None:
         self.killed = True
+        if self.in_line:  # asleep in the kernel on the line's lock: wake up
+            raise _Killed
 
     def take_slots(self) -> bool:
-        """Wait until ``cores`` slots are ours; False if killed meanwhile."""
+        """Wait until ``cores`` slots are ours; False if killed meanwhile.
+
+        A job that finds no free slots at once waits in line: only the runner holding the
+        line's lock (``slots/line.lock``) polls the slots, the others sleep in ``flock`` until it
+        has its slots (no CPU spent by hundreds of queued runners polling every slot).
+        """
         slots_dir = Path(self.job["slots_dir"])
         slots, cores = int(self.job["slots"]), int(self.description.get("cores", 1))
-        while not self.killed:
-            fds = []
-            for n in range(slots):
-                fd = os.open(slots_dir / f"{n}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    os.close(fd)
-                    continue
-                fds.append(fd)
-                if len(fds) == cores:
-                    self.slot_fds = fds
+        flags = os.O_RDWR | os.O_CREAT
+        fds = [os.open(slots_dir / f"{n}.lock", flags, 0o600) for n in range(slots)]
+        line = -1
+        try:
+            if self.try_slots(fds, cores):
+                return True
+            line = os.open(slots_dir / LINE, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                self.in_line = True
+                if not self.killed:
+                    fcntl.flock(line, fcntl.LOCK_EX)
+            except _Killed:
+                return False
+            finally:
+                self.in_line = False
+            while not self.killed:
+                if self.try_slots(fds, cores):
                     return True
-            for fd in fds:  # all or none: two multi-core jobs never deadlock
-                os.close(fd)
-            time.sleep(POLL * 4)
+                time.sleep(POLL)
+            return False
+        finally:
+            for fd in fds:
+                if fd not in self.slot_fds:
+                    os.close(fd)
+            if line >= 0:
+                os.close(line)  # the next in line takes over
+
+    def try_slots(self, fds: list[int], cores: int) -> bool:
+        """Lock ``cores`` of the slot files ``fds``, all or none (two multi-core jobs never
+        deadlock); True when they are ours (kept in ``slot_fds``)."""
+        taken = []
+        for fd in fds:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            taken.append(fd)
+            if len(taken) == cores:
+                self.slot_fds = taken
+                return True
+        for fd in taken:
+            fcntl.flock(fd, fcntl.LOCK_UN)
         return False
 
     def payload_env(self) -> dict[str, str]:
@@ -182,6 +225,26 @@ def detach(jobdir: Path) -> int:
         with os.fdopen(read_end, "rb") as pipe:
             return 0 if pipe.read(1) == b"1" else 1
     os.close(read_end)
+    become_runner(jobdir, lambda: _say_ready(write_end))
+
+
+def _say_ready(fd: int) -> None:
+    with contextlib.suppress(OSError):  # the submitter died: the job runs all the same
+        os.write(fd, b"1")
+    os.close(fd)
+
+
+def become_runner(jobdir: Path, ready: Callable[[], None]) -> NoReturn:
+    """In a freshly forked process: leave the parent's session, record the job as queued with
+    this process as its runner, call ``ready`` (tells the submitter), run the job, exit.
+
+    A job has one runner: one that finds ``state.json`` already written (another runner took
+    the job, e.g. the one :meth:`LocalBackend.find` started for a job whose submitter died
+    while its first runner was already being forked) only says ready and exits.
+
+    Used by :func:`detach` (one ``python -m act.local.runner`` per job) and by the spawner
+    (:mod:`act.local.spawner`, a long-lived process forking one runner per job).
+    """
     try:
         os.setsid()
         log = os.open(jobdir / jf.RUNNER_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -191,21 +254,25 @@ def detach(jobdir: Path) -> int:
         os.dup2(log, 2)
         os.close(null)
         os.close(log)
+        os.chdir(jobdir)
         runner = Runner(jobdir)
         signal.signal(signal.SIGTERM, runner.on_term)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         me = os.getpid()
-        jf.update_state(
-            jobdir,
-            state=jf.QUEUED,
-            queued_at=jf.now_iso(),
-            runner_pid=me,
-            runner_start=jf.start_time(me),
-        )
-        os.write(write_end, b"1")
-        os.close(write_end)
-        runner.run()
+        with jf.locked(jobdir):
+            mine = jf.read_json(jobdir / jf.STATE) is None
+            if mine:
+                state = {
+                    "state": jf.QUEUED,
+                    "queued_at": jf.now_iso(),
+                    "runner_pid": me,
+                    "runner_start": jf.start_time(me),
+                }
+                jf.write_json(jobdir / jf.STATE, state)
+        ready()
+        if mine:
+            runner.run()
     except BaseException:
         traceback.print_exc()
         os._exit(1)
