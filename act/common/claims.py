@@ -120,11 +120,12 @@ def _lock_oldest_per_state(
     order: Sequence[sa.ColumnElement[object]],
     limit: int,
 ) -> list[int]:
-    """MariaDB, several states: ``state IN (...) ORDER BY ... LIMIT n FOR UPDATE`` makes InnoDB
-    read, lock and sort every candidate row of those states (0.5-0.9 s at 1M jobs, see
-    benchmarks/RESULTS.md). Instead, read the ``limit`` first of each state along its index
-    without locks (a UNION ALL of per-state ranges), keep the ``limit`` first overall, and lock
-    those by primary key, checking the conditions again: a row claimed meanwhile is skipped."""
+    """MariaDB, several states: one locking ``SELECT`` over all of them (``IN``, ``ORDER BY``,
+    ``LIMIT``) makes InnoDB read, lock and sort every candidate row of those states (0.5-0.9 s
+    at 1M jobs, see benchmarks/RESULTS.md). Instead, read the ``limit`` first of each state
+    along its index without locks (a UNION ALL of per-state ranges), keep the ``limit`` first
+    overall, and lock those by primary key, checking the conditions again: a row claimed
+    meanwhile is skipped."""
     table = TABLES[layer]
     if not all(isinstance(column, sa.Column) for column in order):
         raise ValueError("claim: order_by must name columns of the table")
