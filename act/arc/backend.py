@@ -212,11 +212,11 @@ class ArcBackend:
         try:
             return self._submit_with_delegation(ce, client, jobs)
         except CEUnavailable as error:
-            if error.maybe_sent or client.created_calls == accepted_before:
+            if client.created_calls == accepted_before:
                 raise
-            # A later call failed before it was sent, but an earlier one of this batch created
-            # jobs: the caller must ask the CE which exist before sending any elsewhere.
-            raise CEUnavailable(ce.name, error.cause) from None
+            # An earlier call of this batch created jobs: the caller must ask the CE which
+            # exist before sending any elsewhere, even if this failure sent nothing.
+            raise error.after_jobs_made() from None
 
     def _submit_with_delegation(
         self, ce: CE, client: ArcRest, jobs: Sequence[SubmitRequest]

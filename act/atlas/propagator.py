@@ -398,8 +398,9 @@ def _settle_in_doubt(ctx: Context, sends: list[_Send], outcome: _Outcome) -> lis
             status.update(client.get_job_status([send.job.pandaid for send in chunk]))
     except PandaError as error:
         outcome.unreachable += len(doubtful)
-        if str(error) not in outcome.problems:
-            outcome.problems.append(f"status of final reports in doubt: {error}")
+        problem = f"status of final reports in doubt: {error}"
+        if problem not in outcome.problems:
+            outcome.problems.append(problem)
         asked = {send.job.id for send in doubtful}
         return [send for send in sends if send.job.id not in asked]
     ended = [send for send in doubtful if status.get(send.job.pandaid) in PANDA_ENDED]

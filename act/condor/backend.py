@@ -259,10 +259,10 @@ class CondorBackend:
                 ce, jobs, prepared=prepared, positions=positions, results=results, schedd=schedd
             )
         except CEUnavailable as error:
-            if error.maybe_sent or not any(r is not None and r.ce_job_id for r in results):
+            if not any(r is not None and r.ce_job_id for r in results):
                 raise
             # an earlier transaction of this call made jobs: the caller must ask for them
-            raise CEUnavailable(ce.name, error.cause) from None
+            raise error.after_jobs_made() from None
         return [r for r in results if r is not None]
 
     def _submit_batches(

@@ -138,6 +138,11 @@ class CEUnavailable(RuntimeError):
         self.cause = cause
         self.maybe_sent = maybe_sent
 
+    def after_jobs_made(self) -> CEUnavailable:
+        """This failure as seen by the caller of a submission one of whose earlier calls
+        already created jobs: whatever this call did, the CE may hold jobs of the batch."""
+        return self if self.maybe_sent else CEUnavailable(self.ce, self.cause)
+
 
 class Backend(Protocol):
     """What the engine daemons call. One instance per daemon process, used from one thread."""

@@ -193,12 +193,11 @@ def _reconcile_ce(ctx: Context, engine: EnginePool, name: str, group: list[dict[
     # A job the CE does not list may still be on its way into the CE's listing (find_lag):
     # it waits until it shows or the lag has passed since the intent was recorded.
     settled = now - seconds(backend.limits(ce).find_lag)
-    missing = [
-        row["id"]
-        for row in group
-        if row["id"] not in accepted and row["state_changed_at"] <= settled
-    ]
-    waiting = [row["id"] for row in group if row["id"] not in accepted and row["id"] not in missing]
+    missing: list[int] = []
+    waiting: list[int] = []
+    for row in group:
+        if row["id"] not in accepted:
+            (missing if row["state_changed_at"] <= settled else waiting).append(row["id"])
 
     def record(conn: Connection) -> tuple[list[int], list[int]]:
         moved = _mark_submitted(conn, ctx, accepted, now, "reconciled: the CE has the job")
