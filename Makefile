@@ -39,6 +39,7 @@ test: venv-test
 	tests/harness/ensure-databases
 	tests/harness/ensure-arc-python
 	PYTHON=$(BIN)/python tests/harness/ensure-htcondor24 >/dev/null
+	PYTHON=$(PYTHON) tests/harness/ensure-pilot3 >/dev/null
 	tests/harness/ensure-panda
 	tests/harness/arc-ce status >/dev/null || tests/harness/arc-ce start >/dev/null
 	tests/harness/xrootd-server status >/dev/null || tests/harness/xrootd-server start >/dev/null

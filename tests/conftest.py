@@ -15,11 +15,13 @@ REPO = Path(__file__).resolve().parent.parent
 # script: the scripted CE back end (a test double), tests/support/scripted_fixture.py
 # bridge_for: act's daemons round by round against the real PanDA server, tests/support/bridge.py
 # xrootd_server: the real XRootD storage element of tests/harness/xrootd-server
+# pilot3: the real PanDA pilot of tests/harness/ensure-pilot3
 pytest_plugins = [
     "tests.support.panda_real",
     "tests.support.scripted_fixture",
     "tests.support.bridge",
     "tests.support.xrootd_real",
+    "tests.support.pilot3",
 ]
 
 

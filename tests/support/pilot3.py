@@ -1,0 +1,132 @@
+"""The real PanDA pilot (PyPI ``panda-pilot``, pilot3) for tests: ``tests/harness/ensure-pilot3``.
+
+The pilot lives in a venv of its own (it is not a dependency of act). Tests reach it in two ways:
+
+* :meth:`Pilot3.call` runs a snippet of Python in the pilot's interpreter, with pilot3's package
+  importable, ``ARG`` bound to a JSON value from the test and ``PILOT_HOME`` set to a scratch
+  directory; the snippet sets ``RESULT`` (any JSON value), which comes back to the test. So a
+  test calls pilot3's own readers and writers (``get_job_definition_from_file``, ``JobData``,
+  ``write_heartbeat_to_file``, ...) on the files act writes, instead of a copy of them;
+* :attr:`Pilot3.launcher` is ``pilot.py`` from the same version's sdist, to run as a CE would.
+
+The ``pilot3`` session fixture installs the pilot when it is missing (pip only, no root) and
+fails, never skips, when it cannot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent.parent
+HARNESS = REPO / "tests" / "harness" / "ensure-pilot3"
+
+_PRELUDE = """\
+import json, os, sys
+ARG = json.loads(sys.stdin.read())
+RESULT = None
+"""
+_EPILOGUE = """
+sys.stdout.flush()
+os.write(_RESULT_FD, json.dumps(RESULT, default=str).encode())
+"""
+
+
+class Pilot3Unavailable(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Pilot3:
+    """One installed pilot3 (from ``ensure-pilot3 env``)."""
+
+    python: Path  # the venv's interpreter: `import pilot` works there
+    src: Path  # the unpacked sdist: pilot.py, pilot/, PILOTVERSION
+    version: str
+
+    @property
+    def launcher(self) -> Path:
+        return self.src / "pilot.py"
+
+    def call(
+        self,
+        code: str,
+        arg: Any = None,
+        *,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float = 120,
+    ) -> Any:
+        """Run ``code`` in the pilot's interpreter (see the module docstring); its ``RESULT``.
+
+        ``cwd`` (default a new temporary directory) is also ``PILOT_HOME``. A snippet that
+        raises fails the test with the pilot side's traceback.
+        """
+        with tempfile.TemporaryDirectory(prefix="act-pilot3-") as scratch:
+            home = cwd or Path(scratch)
+            read_fd, write_fd = os.pipe()
+            script = _PRELUDE + f"_RESULT_FD = {write_fd}\n" + textwrap.dedent(code) + _EPILOGUE
+            environment = {
+                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                "HOME": str(home),
+                "PILOT_HOME": str(home),
+                "LC_ALL": "C.UTF-8",
+                **(env or {}),
+            }
+            try:
+                proc = subprocess.Popen(
+                    [str(self.python), "-c", script],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    cwd=home,
+                    env=environment,
+                    pass_fds=(write_fd,),
+                )
+            finally:
+                os.close(write_fd)
+            with os.fdopen(read_fd, "rb") as result_pipe:
+                out, err = proc.communicate(json.dumps(arg).encode(), timeout=timeout)
+                result = result_pipe.read()
+            if proc.returncode != 0 or not result:
+                raise AssertionError(
+                    f"pilot3 snippet failed (exit {proc.returncode}):\n"
+                    f"{err.decode(errors='replace')[-4000:]}\n{out.decode(errors='replace')[-2000:]}"
+                )
+            return json.loads(result)
+
+
+def find_pilot3(*, install: bool = True) -> Pilot3:
+    """The installed pilot3; installs it first when ``install`` (pip only)."""
+    command = [str(HARNESS)] if install else [str(HARNESS), "env"]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
+    if proc.returncode != 0:
+        raise Pilot3Unavailable(
+            f"{' '.join(command)} failed (exit {proc.returncode}): {proc.stderr.strip()[-2000:]}"
+        )
+    values: dict[str, str] = {}
+    for line in proc.stdout.splitlines():
+        key, _, value = line.removeprefix("export ").partition("=")
+        values[key] = value.strip("'\"")
+    return Pilot3(
+        python=Path(values["ACT_PILOT3_PYTHON"]),
+        src=Path(values["ACT_PILOT3_SRC"]),
+        version=values["ACT_PILOT3_VERSION"],
+    )
+
+
+@pytest.fixture(scope="session")
+def pilot3() -> Pilot3:
+    """The real pilot3 (installed on first use); fails the test, never skips, if it cannot be."""
+    try:
+        return find_pilot3()
+    except Pilot3Unavailable as error:
+        pytest.fail(str(error), pytrace=False)
