@@ -200,6 +200,7 @@ def test_a_queue_missing_from_cric_needs_its_ces(tmp_path: Path) -> None:
         (json.dumps({"Q": "text"}), "Q", "(CRIC entry)"),
         (json.dumps({"Q": _cric_entry(corecount="eight")}), "Q", "corecount"),
         (json.dumps({"Q": _cric_entry(maxtime=-1)}), "Q", "maxtime"),
+        (json.dumps({"Q": _cric_entry(mintime="an hour")}), "Q", "mintime"),
         (json.dumps({"Q": {k: v for k, v in _cric_entry().items() if k != "state"}}), "Q", "state"),
         (json.dumps({"Q": _cric_entry(queues={"x": 1})}), "Q", "queues"),
         (json.dumps({"Q": _cric_entry(queues=[{"ce_flavour": "ARC-CE"}])}), "Q",
@@ -219,6 +220,19 @@ def test_malformed_cric_names_queue_and_field(
     assert error.value.queue == queue
     assert error.value.field == (field or str(path))
     assert str(error.value).startswith(f"queue {queue}: ")
+
+
+def test_walltime_minimum_and_margin_from_cric_and_yaml(tmp_path: Path) -> None:
+    entries = {"A": _cric_entry(mintime=7200), "B": _cric_entry(mintime=0), "C": _cric_entry()}
+    serve: dict[str, Any] = {"A": {}, "B": {}, "C": {"min_walltime_minutes": 30}}
+    serve["B"]["walltime_margin"] = 1.2
+    queues = load_queues(_settings(cric_file=str(_cric(tmp_path, entries)), serve=serve))
+    assert (queues["A"].min_walltime_minutes, queues["A"].walltime_margin) == (120, None)
+    assert (queues["B"].min_walltime_minutes, queues["B"].walltime_margin) == (None, 1.2)
+    assert queues["C"].min_walltime_minutes == 30
+    for bad in ({"walltime_margin": 0.5}, {"walltime_margin": 11}, {"min_walltime_minutes": 0}):
+        with pytest.raises(ValueError):
+            _settings(serve={"Q": bad})
 
 
 def test_relative_pilot_paths_are_refused() -> None:

@@ -20,7 +20,7 @@ import pytest
 from act.atlas.queues import QueueCE
 from act.atlas.translate import JobInput, Translation, TranslationError, to_condor, to_xrsl
 from act.atlas.translate.common import RUCIO_REPLICAS, Spec, plan, priority
-from tests.support.translate_cases import ARC_CE, CONDOR_CE, NATIVE, TRUEPILOT, Case, cases
+from tests.support.translate_cases import ARC_CE, CONDOR_CE, NATIVE, Case, cases
 
 REPO = Path(__file__).resolve().parent.parent
 GOLDEN = REPO / "tests" / "golden" / "translate"
@@ -268,46 +268,6 @@ def _spec_job(queue: Any = NATIVE, **spec: Any) -> JobInput:
         attempt=0,
         log_url="https://x.example.org/1.out",
     )
-
-
-@pytest.mark.parametrize(
-    ("cpu_seconds", "cores", "walltime"),
-    [
-        (600, 1, 60),  # 15 min -> at least 60
-        (14400, 1, 360),  # 4 h x 1.5
-        (14400, 16, 720),  # x 2 above 15 cores
-        (10**6, 1, 2880),  # capped at the queue maximum
-        ("NULL", 1, 2880),  # default 2 days x 1.5, capped
-        (0, 1, 2880),
-    ],
-)
-def test_walltime_rule(cpu_seconds: Any, cores: int, walltime: int) -> None:
-    job = _spec_job(maxCpuCount=cpu_seconds, coreCount=cores)
-    assert plan(job).walltime_minutes == walltime
-    assert plan(replace(job, queue=TRUEPILOT)).walltime_minutes == 1440  # truepilot: queue max
-
-
-@pytest.mark.parametrize(
-    ("ram", "cores", "label", "total"),
-    [
-        (3001, 1, "managed", 3500),  # rounded up to 500 MB
-        (500, 1, "managed", 2000),  # single core: at least 2000
-        ("NULL", 1, "managed", 4000),
-        ("NULL", 1, "user", 2000),
-        ("NULL", 8, "managed", 16000),  # multicore default: 2000 per core
-        (16000, 8, "managed", 16000),
-        (1000, 8, "managed", 2000),  # at least 250 per core
-    ],
-)
-def test_memory_rule(ram: Any, cores: int, label: str, total: int) -> None:
-    p = plan(_spec_job(minRamCount=ram, coreCount=cores, prodSourceLabel=label))
-    assert p.memory_mb == total
-    assert p.memory_per_core_mb * p.cores == total
-
-
-def test_memory_is_capped_by_the_queue() -> None:
-    queue = replace(NATIVE, max_memory_mb=3000)
-    assert plan(_spec_job(queue, minRamCount=8000)).memory_mb == 3000
 
 
 @pytest.mark.parametrize(

@@ -69,6 +69,8 @@ class QueueSettings(Section):
     status: str | None = None
     cores: int | None = Field(None, ge=1, le=1024)
     max_walltime_minutes: int | None = Field(None, ge=1)
+    min_walltime_minutes: int | None = Field(None, ge=1)
+    walltime_margin: float | None = Field(None, ge=1.0, le=10.0)
     max_memory_mb: int | None = Field(None, ge=1)
     ces: list[QueueCESettings] | None = None
     truepilot: bool | None = None
@@ -141,6 +143,10 @@ class Queue:
     queuedata: dict[str, Any] = field(default_factory=dict)
     #: The PanDA server truepilot jobs talk to (``--url``/``-p`` of the wrapper).
     panda_server: str = DEFAULT_PANDA_SERVER
+    #: Shortest walltime act asks for (CRIC ``mintime``); never below an hour (sizing.py).
+    min_walltime_minutes: int | None = None
+    #: Factor on the job's expected walltime (default 1.5, see act/atlas/translate/sizing.py).
+    walltime_margin: float | None = None
 
     @property
     def analysis(self) -> bool:
@@ -155,6 +161,8 @@ _BUILTIN: dict[str, Any] = {
     "status": "online",
     "cores": 1,
     "max_walltime_minutes": DEFAULT_MAX_WALLTIME_MINUTES,
+    "min_walltime_minutes": None,
+    "walltime_margin": None,
     "max_memory_mb": None,
     "truepilot": True,
     "heartbeat_less": False,
@@ -325,6 +333,8 @@ def _build(
         log_url_prefix=values["log_url_prefix"],
         queuedata=queuedata,
         panda_server=values["panda_server"],
+        min_walltime_minutes=values["min_walltime_minutes"],
+        walltime_margin=values["walltime_margin"],
     )
 
 
@@ -343,6 +353,9 @@ def _from_cric(name: str, entry: Mapping[str, Any]) -> dict[str, Any]:
     maxtime = get.integer("maxtime", default=0, minimum=0)  # seconds
     if maxtime:
         values["max_walltime_minutes"] = min(maxtime // 60, DEFAULT_MAX_WALLTIME_MINUTES)
+    mintime = get.integer("mintime", default=0, minimum=0)  # seconds
+    if mintime:
+        values["min_walltime_minutes"] = max(mintime // 60, 1)
     maxrss = get.integer("maxrss", default=0, minimum=0)
     if maxrss:
         values["max_memory_mb"] = maxrss

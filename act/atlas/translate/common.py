@@ -1,6 +1,8 @@
-"""What both CE description languages share: reading the job spec and aCT's resource rules.
+"""What both CE description languages share: reading the job spec and planning the job.
 
-The job spec comes from PanDA (new API: typed JSON; legacy: every value a string) and may hold
+How much the job asks for (cores, walltime, memory, resource type) is decided in
+:mod:`act.atlas.translate.sizing`, the one place those rules are written down. The job spec
+comes from PanDA (new API: typed JSON; legacy: every value a string) and may hold
 "NULL", empty strings, missing keys and text in any script. Everything read from it is checked
 here; a value that cannot be used is a :class:`TranslationError` naming the PanDA ID and field.
 """
@@ -15,7 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from act.atlas.queues import DEFAULT_MAX_WALLTIME_MINUTES, Queue
+from act.atlas.queues import Queue
+from act.atlas.translate.sizing import size
 
 #: Where a native job's input files come from: Rucio, through the CE's data staging and cache.
 RUCIO_REPLICAS = (
@@ -42,9 +45,6 @@ RESERVED_NAMES = frozenset(
     }
 )
 
-DEFAULT_CPU_SECONDS = 2 * 24 * 3600
-MIN_WALLTIME_MINUTES = 60
-MEMORY_STEP_MB = 500
 ANALYSIS_LABELS = frozenset({"user", "panda"})
 # A file name or scope that is safe in a URL path, a session directory and both languages.
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=-]*")
@@ -191,7 +191,7 @@ class Spec:
 
 
 def plan(job: JobInput, *, native_allowed: bool = True) -> Plan:
-    """Apply aCT's rules (domain.md, act-reference §7) to one job."""
+    """Apply aCT's rules (domain.md, act-reference §7) to one job; sizing: :mod:`.sizing`."""
     spec = Spec(job.pandaid, job.spec)
     queue = job.queue
     native = not queue.truepilot
@@ -203,21 +203,14 @@ def plan(job: JobInput, *, native_allowed: bool = True) -> Plan:
         )
     label = spec.text("prodSourceLabel", queue.prod_source_label)
     analysis = label in ANALYSIS_LABELS
-    cores = spec.integer("coreCount", queue.cores)
-    if cores < 1:
-        cores = queue.cores
-    walltime = _walltime(spec, queue, cores)
-    memory = _memory(spec, queue, cores, analysis)
-    resource_type = spec.text(
-        "resource_type", spec.text("resourceType", _resource_type(cores, memory))
-    )
+    sizing = size(spec, queue, analysis=analysis)
     log_file = spec.text("logFile", f"{job.pandaid}.log.tgz")
     check_value(job.pandaid, "logFile", log_file)
     if not _SAFE_NAME.fullmatch(log_file) or log_file in RESERVED_NAMES:
         raise TranslationError(job.pandaid, "logFile", f"{log_file!r} is not a safe file name")
     job_name = spec.text("jobName", f"pandajob-{job.pandaid}")
     check_value(job.pandaid, "jobName", job_name)
-    arguments = _arguments(job, label, "user" if analysis else "managed", resource_type)
+    arguments = _arguments(job, label, "user" if analysis else "managed", sizing.resource_type)
     inputs = _inputs(spec) if native else ()
     try:
         files: dict[str, bytes] = {JOB_SPEC_FILE: job.spec_text.encode("utf-8")}
@@ -231,13 +224,13 @@ def plan(job: JobInput, *, native_allowed: bool = True) -> Plan:
         pandaid=job.pandaid,
         queue=queue,
         native=native,
-        cores=cores,
-        walltime_minutes=walltime,
-        memory_mb=memory,
+        cores=sizing.cores,
+        walltime_minutes=sizing.walltime_minutes,
+        memory_mb=sizing.memory_mb,
         priority=priority(spec),
         label=label,
         job_type="user" if analysis else "managed",
-        resource_type=resource_type,
+        resource_type=sizing.resource_type,
         job_name=job_name,
         log_file=log_file,
         arguments=arguments,
@@ -252,38 +245,6 @@ def check_value(pandaid: int, key: str, value: str) -> str:
     if _CONTROL.search(value):
         raise TranslationError(pandaid, key, f"control characters are not allowed: {value!r}")
     return value
-
-
-def _walltime(spec: Spec, queue: Queue, cores: int) -> int:
-    """Minutes: maxCpuCount/60 x 1.5 (x 2 above 15 cores), in [60, queue max]; truepilot: max."""
-    limit = queue.max_walltime_minutes or DEFAULT_MAX_WALLTIME_MINUTES
-    if queue.truepilot:
-        return limit
-    seconds = spec.integer("maxCpuCount", DEFAULT_CPU_SECONDS)
-    if seconds <= 0:
-        seconds = DEFAULT_CPU_SECONDS
-    minutes = math.ceil(seconds / 60 * 1.5)
-    if cores > 15:
-        minutes *= 2
-    return min(max(MIN_WALLTIME_MINUTES, minutes), limit)
-
-
-def _memory(spec: Spec, queue: Queue, cores: int, analysis: bool) -> int:
-    """Total MB: minRamCount, else 2000 (analysis) / 4000 (production) per single-core job and
-    2000 per core for multicore; at least 1000, rounded up to 500 MB; single core at least 2000;
-    never above the queue's maximum."""
-    ram = spec.integer("minRamCount", 0)
-    if ram <= 0:
-        ram = 2000 * cores if cores > 1 else (2000 if analysis else 4000)
-    ram = max(ram, 1000)
-    ram = math.ceil(ram / MEMORY_STEP_MB) * MEMORY_STEP_MB
-    if cores == 1:
-        ram = max(ram, 2000)
-    per_core = max(math.ceil(ram / cores), 250)
-    total = per_core * cores
-    if queue.max_memory_mb and total > queue.max_memory_mb:
-        total = max(queue.max_memory_mb // cores, 1) * cores
-    return total
 
 
 def priority(spec: Spec) -> int:
@@ -301,11 +262,6 @@ def priority(spec: Spec) -> int:
     else:
         mapped = 100
     return min(max(mapped, 1), 100)
-
-
-def _resource_type(cores: int, memory_mb: int) -> str:
-    kind = "MCORE" if cores > 1 else "SCORE"
-    return kind + "_HIMEM" if memory_mb // cores > 2000 else kind
 
 
 def _arguments(job: JobInput, label: str, job_type: str, resource_type: str) -> tuple[str, ...]:
