@@ -12,13 +12,17 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from act.atlas.translate import JobInput, to_condor, to_xrsl
 from act.condor.submission import Batch, combine, prepare
-from tests.support.condor import descriptions
+from tests.support.arc_adl import build_job_adl
+from tests.support.condor import FLAVOURS, descriptions
+from tests.support.translate_cases import cases
 
 pytestmark = pytest.mark.condor_classad
 
@@ -103,10 +107,128 @@ def test_job_ads_of_single_and_batched_submissions(
             assert job["ActCE"] == "condor1"
             assert job["PandaID"] == pandaid
             assert job["Iwd"] == str(tmp_path / f"tok{pandaid}")
-            assert job["RequestCpus"] == int(k["request_cpus"]) == job["xcount"]
-            assert job["RequestMemory"] == int(k["request_memory"]) == job["maxMemory"]
-            assert job["maxWallTime"] == int(k["MY.maxWallTime"])
+            assert job["RequestCpus"] == int(k["request_cpus"])
+            assert job["RequestMemory"] == int(k["request_memory"])
+            if flavour == "condor":  # what an HTCondor-CE's router reads; memory: the whole job
+                assert job["xcount"] == job["RequestCpus"]
+                assert job["maxMemory"] == job["RequestMemory"]
+                assert job["maxWallTime"] == int(k["MY.maxWallTime"])
+            else:  # the ARC grid type: memory per slot, times in ArcResources, BatchQueue
+                assert job["ArcResources"] == k["arc_resources"]
+                assert job["BatchQueue"] == k["batch_queue"] == "mcore"
+                assert not {"xcount", "maxMemory", "maxWallTime", "remote_queue"} & set(job)
             assert job["Out"].endswith(f"/{pandaid}.out") and job["UserLog"].endswith(".log")
         # The batch's item data gives each proc exactly what its description alone gives.
-        for attribute in ("Args", "Arguments", "Environment", "TransferInput", "Out", "Err"):
+        for attribute in (
+            *("Args", "Arguments", "Environment", "TransferInput", "Out", "Err"),
+            *("RequestCpus", "RequestMemory", "ArcResources", "BatchQueue", "maxWallTime"),
+        ):
             assert single.get(attribute) == ad.get(attribute), attribute
+
+
+ARC_PARSE = REPO / "tests" / "support" / "arc_parse.py"
+#: The CE of the translation tests, reached through HTCondor's ARC grid type.
+ARC_VIA_CONDOR = FLAVOURS["arc"]
+
+
+def _arc_parse(items: list[Any]) -> list[dict[str, Any]]:
+    done = subprocess.run(
+        ["/usr/bin/python3", str(ARC_PARSE)],
+        input=json.dumps(items),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, f"ARC parser failed (ensure-arc-python): {done.stderr}"
+    parsed: list[dict[str, Any]] = json.loads(done.stdout)
+    assert len(parsed) == len(items)
+    return parsed
+
+
+def _sized_jobs() -> list[JobInput]:
+    """Every truepilot translation case, and jobs of other sizes on queues of other limits."""
+    base = next(c.job for c in cases() if c.name == "analysis_truepilot")
+    long_queue = replace(base.queue, max_walltime_minutes=4321, max_memory_mb=48000)
+    extra = [
+        ({"coreCount": 8, "minRamCount": 16000, "resource_type": "MCORE"}, base.queue),
+        ({"coreCount": 8, "minRamCount": 30000, "resource_type": "MCORE_VHIMEM"}, long_queue),
+        ({"coreCount": 16, "minRamCount": 64000, "maxWalltime": 3600}, long_queue),  # capped
+        ({"coreCount": 1, "minRamCount": 5000, "resource_type": "SCORE_HIMEM"}, long_queue),
+    ]
+    jobs = [c.job for c in cases() if c.job.queue.truepilot]
+    for n, (changes, queue) in enumerate(extra):
+        pandaid = 9100 + n
+        spec = {**base.spec, "PandaID": pandaid, **changes}
+        jobs.append(replace(base, pandaid=pandaid, spec=spec, queue=queue))
+    return jobs
+
+
+def test_condor_g_gives_an_arc_ce_the_size_direct_xrsl_gives(python24: str, tmp_path: Path) -> None:
+    """act's submit description for an ARC CE -> the full job ad (real htcondor<25) -> the ADL
+    HTCondor's ARC grid type writes from it (tests/support/arc_adl.py, a labelled TEST DOUBLE of
+    arcjob.cpp's ArcJob::buildJobADL) -> ARC's own parser; the direct xRSL of the same job on the
+    same CE -> ARC's own parser. Both must ask for the same cores, memory per slot, wall and CPU
+    time, queue and runtime environment."""
+    jobs = _sized_jobs()
+    xrsl, adl, expected = [], [], []
+    for job in jobs:
+        inputs = tmp_path / "inputs" / str(job.pandaid)
+        direct = to_xrsl(job, ARC_VIA_CONDOR, input_dir=inputs)
+        via = to_condor(job, ARC_VIA_CONDOR, input_dir=inputs, web_dir=tmp_path / "web")
+        (tmp_path / f"tok{job.pandaid}").mkdir()
+        keys = prepare(
+            via.description,
+            token=f"tok{job.pandaid}",
+            ce_name="condor1",
+            iwd=str(tmp_path / f"tok{job.pandaid}"),
+            default_grid_resource=None,
+            proxy=None,
+            token_file=None,
+        )
+        [[ad]] = job_ads(python24, [Batch((0,), "".join(f"{k} = {v}\n" for k, v in keys.items()))])
+        xrsl.append(direct.description)
+        adl.append({"text": build_job_adl(ad, delegation_id="deleg-1"), "language": "emies:adl"})
+        expected.append(direct)
+    parsed = _arc_parse(xrsl + adl)
+    for job, translation, direct, via in zip(
+        jobs, expected, parsed[: len(jobs)], parsed[len(jobs) :], strict=True
+    ):
+        assert "error" not in direct and "error" not in via, (job.pandaid, direct, via)
+        cores = translation.cores
+        seconds = translation.walltime_minutes * 60
+        # What the CE is asked for, read back by ARC from both descriptions.
+        assert via["slots"] == (cores if cores > 1 else -1)  # ADL: no SlotRequirement for 1
+        assert direct["slots"] == cores  # xRSL count; ARC's default of an unset count is 1 too
+        assert via["slots_per_host"] == direct["slots_per_host"]
+        assert via["memory"] == direct["memory"] == translation.memory_mb // cores
+        assert via["walltime_seconds"] == direct["walltime_seconds"] == seconds
+        assert via["cputime_seconds"] == direct["cputime_seconds"] == seconds * cores
+        assert via["queue"] == direct["queue"] == "mcore"
+        assert via["runtime_environments"] == direct["runtime_environments"] == ["ENV/PROXY"]
+        assert via["executable"] in ("runpilot2-wrapper.sh", "/bin/bash")
+    # The extra jobs really differ: 1, 4 (base64 case), 8 and 16 cores, several memory sizes.
+    assert {t.cores for t in expected} >= {1, 4, 8, 16}
+    assert len({t.memory_mb // t.cores for t in expected}) >= 4
+    assert len({t.walltime_minutes for t in expected}) >= 2
+
+
+def test_the_adl_double_reads_only_what_arcjob_cpp_reads() -> None:
+    """The HTCondor-CE attributes mean nothing to the ARC grid type: an ad with only them gets
+    no size at all, so sizing through them (act's old description) never reached an ARC CE."""
+    ad = {
+        "Iwd": "/tmp/x",
+        "Cmd": "/bin/true",
+        "RequestCpus": 8,
+        "RequestMemory": 16000,
+        "xcount": 8,
+        "maxMemory": 16000,
+        "maxWallTime": 120,
+        "remote_queue": "mcore",
+        "BatchRuntime": 7200,
+    }
+    [fields] = _arc_parse([{"text": build_job_adl(ad), "language": "emies:adl"}])
+    assert fields["slots"] == 8
+    assert fields["memory"] == 16000  # RequestMemory is per slot: 8 x 16000 MB on an 8-core job
+    assert fields["walltime_seconds"] == -1 and fields["cputime_seconds"] == -1
+    assert fields["queue"] == ""

@@ -183,12 +183,27 @@ def test_every_submit_description_is_accepted_by_htcondor() -> None:
             keys = set(submit.keys())
             assert {"universe", "grid_resource", "executable", "arguments", "environment"} <= keys
             assert submit["universe"] == "grid"
-            if ce is CONDOR_CE:
+            seconds = translation.walltime_minutes * 60
+            if ce is CONDOR_CE:  # what an HTCondor-CE's job router reads: the whole job
                 assert submit["grid_resource"] == "condor ce01.example.org ce01.example.org:9619"
-            else:
+                assert submit["MY.xcount"] == submit["request_cpus"] == str(translation.cores)
+                assert submit["MY.maxMemory"] == submit["request_memory"]
+                assert submit["request_memory"] == str(translation.memory_mb)
+                assert submit["MY.maxWallTime"] == str(translation.walltime_minutes)
+                assert submit["MY.MaxRuntime"] == str(seconds)
+                assert "arc_resources" not in keys and "batch_queue" not in keys
+            else:  # what HTCondor's ARC grid type reads: memory per slot, times as ADL
                 assert submit["grid_resource"] == "arc https://arc.example.org/arex"
                 assert submit["arc_rte"] == "ENV/PROXY"
-                assert submit["MY.remote_queue"] == '"mcore"'
+                assert submit["batch_queue"] == "mcore"
+                assert submit["request_cpus"] == str(translation.cores)
+                per_slot = translation.memory_mb // translation.cores
+                assert submit["request_memory"] == str(per_slot)
+                assert submit["arc_resources"] == (
+                    f"<WallTime>{seconds}</WallTime>"
+                    f"<TotalCPUTime>{seconds * translation.cores}</TotalCPUTime>"
+                )
+                assert not keys & {"MY.xcount", "MY.maxMemory", "MY.maxWallTime", "MY.remote_queue"}
             p = plan(case.job)
             words = _condor_words(submit.expand("arguments"))
             if submit["executable"] == "/bin/bash":
@@ -199,9 +214,6 @@ def test_every_submit_description_is_accepted_by_htcondor() -> None:
             environment = dict(w.split("=", 1) for w in _condor_words(submit.expand("environment")))
             assert environment["GTAG"] == case.job.log_url
             assert environment["PANDA_JSID"] == "act"
-            assert submit["MY.xcount"] == str(translation.cores)
-            assert submit["MY.maxMemory"] == str(translation.memory_mb)
-            assert submit["MY.maxWallTime"] == str(translation.walltime_minutes)
             assert submit["priority"] == str(translation.priority)
             assert submit["output"] == str(WEB / f"{case.job.pandaid}.out")
             transfers = [t.strip() for t in submit["transfer_input_files"].split(",")]

@@ -1,7 +1,9 @@
-"""Parse xRSL texts with ARC's own parser (run by Debian's /usr/bin/python3, not the venv).
+"""Parse job descriptions with ARC's own parser (run by Debian's /usr/bin/python3, not the venv).
 
-Reads a JSON list of xRSL strings on stdin; writes a JSON list with, per text, either
-{"error": ...} or the fields tests check. Used by tests/test_translate.py in one subprocess.
+Reads a JSON list on stdin, each an xRSL string or ``{"text": ..., "language": ...}`` (e.g.
+``"emies:adl"`` for the ADL HTCondor's ARC grid type writes); writes a JSON list with, per text,
+either {"error": ...} or the fields tests check. Used by tests/test_translate.py and
+tests/test_condor_classad.py in one subprocess each.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ import sys
 import arc  # python3-nordugrid-arc: tests/harness/ensure-arc-python installs it
 
 
-def _fields(text):
+def _fields(text, language="nordugrid:xrsl"):
     descriptions = arc.JobDescriptionList()
-    result = arc.JobDescription.Parse(text, descriptions, "nordugrid:xrsl")
+    result = arc.JobDescription.Parse(text, descriptions, language)
     if not result or len(descriptions) != 1:
         return {"error": "ARC parser refused the description"}
     job = descriptions[0]
@@ -31,6 +33,7 @@ def _fields(text):
         "walltime_seconds": res.TotalWallTime.range.max,
         "cputime_seconds": res.TotalCPUTime.range.max,
         "queue": res.QueueName,
+        "runtime_environments": [str(s) for s in res.RunTimeEnvironment.getSoftwareList()],
         "priority": app.Priority,
         "stdout": app.Output,
         "jobname": job.Identification.JobName,
@@ -43,7 +46,11 @@ def _fields(text):
 
 def main():
     texts = json.load(sys.stdin)
-    json.dump([_fields(text) for text in texts], sys.stdout)
+    out = [
+        _fields(item["text"], item["language"]) if isinstance(item, dict) else _fields(item)
+        for item in texts
+    ]
+    json.dump(out, sys.stdout)
     sys.stdout.flush()
     os._exit(0)  # the ARC library can hang at interpreter exit
 

@@ -9,6 +9,31 @@ Only truepilot queues: the pilot stages its own data, as in aCT (HTCondor cannot
 * ``arguments`` and ``environment`` use the new (double-quoted) syntax: ``"`` doubled, a word
   with blanks or ``'`` in single quotes with ``'`` doubled;
 * ``+Attr`` strings are ClassAd string literals (``\\`` and ``"`` escaped).
+
+The job's size (:mod:`act.atlas.translate.sizing`) reaches each kind of CE through the attributes
+that CE's path really reads:
+
+* **HTCondor-CE** (``grid_resource = condor ...``, Condor-C): the gridmanager copies the job ad to
+  the CE's schedd, a ``remote_X`` attribute arriving as ``X`` (htcondor/htcondor
+  ``src/condor_gridmanager/condorjob.cpp``, ``CondorJob::buildSubmitAd``). The CE's job router
+  (htcondor/htcondor-ce ``config/01-ce-router-defaults.conf``: the ``Cpus``, ``Memory``,
+  ``Queue`` and ``BatchRuntime`` transforms; the old route syntax of
+  ``src/condor_ce_router_defaults`` alike) sets the routed job's cores from ``xcount``, its
+  memory (MB, the whole job) from ``maxMemory``, its batch queue from ``queue`` (our
+  ``+remote_queue``) and its ``BatchRuntime`` from ``maxWallTime`` (minutes). ``+MaxRuntime``
+  (seconds) is the same wall time for CEs configured the CERN way (as aCT sends it).
+* **ARC CE** (``grid_resource = arc <url>``): the gridmanager writes an ADL description itself
+  (htcondor/htcondor ``src/condor_gridmanager/arcjob.cpp``, ``ArcJob::buildJobADL``) from only
+  these attributes: ``RequestCpus`` (when > 1: ``NumberOfSlots`` and ``SlotsPerHost``),
+  ``RequestMemory`` (MB, as ``IndividualPhysicalMemory``: ARC's memory *per slot*, like xRSL's
+  ``memory``), ``BatchQueue`` (``QueueName``), ``ArcRte`` (``RuntimeEnvironment``) and the raw
+  ADL of ``ArcResources``, ``ArcApplication`` and ``ArcDataStaging``. No wall time comes from
+  any attribute (not ``BatchRuntime``, not ``maxWallTime``), so the wall and CPU time go in
+  ``arc_resources`` as ADL ``WallTime`` and ``TotalCPUTime`` (seconds), which ARC reads as
+  xRSL's ``walltime`` and ``cputime``. ``xcount``, ``maxMemory`` and ``remote_queue`` mean nothing
+  there and are not sent. tests/test_condor_classad.py checks that the ADL HTCondor would write
+  for act's description gives ARC's parser the cores, memory per slot, times and queue of the
+  direct xRSL.
 """
 
 from __future__ import annotations
@@ -21,6 +46,7 @@ from urllib.parse import urlsplit
 from act.atlas.queues import QueueCE
 from act.atlas.translate.common import (
     JobInput,
+    Plan,
     Translation,
     TranslationError,
     check_value,
@@ -29,6 +55,8 @@ from act.atlas.translate.common import (
 
 HTCONDOR_CE_PORT = 9619
 _HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?")
+#: A queue name HTCondor's ARC grid type can put into its ADL as is (no markup, no blanks).
+_ADL_TEXT = re.compile(r"[A-Za-z0-9_.+=:/@-]+")
 
 
 def _word(word: str) -> str:
@@ -61,6 +89,41 @@ def grid_resource(pandaid: int, ce: QueueCE) -> str:
     if not _HOST.fullmatch(host) or not port.isdigit():
         raise TranslationError(pandaid, "ce.endpoint", f"{endpoint!r} is not host[:port]")
     return f"condor {host} {host}:{port}"
+
+
+def _condor_ce_sizing(pandaid: int, p: Plan, ce: QueueCE) -> list[tuple[str, str]]:
+    """What an HTCondor-CE's job router reads (module docstring): the whole job's memory."""
+    lines = [
+        ("request_cpus", str(p.cores)),
+        ("request_memory", str(p.memory_mb)),
+        ("+xcount", str(p.cores)),
+        ("+maxMemory", str(p.memory_mb)),
+        ("+maxWallTime", str(p.walltime_minutes)),
+        ("+MaxRuntime", str(p.walltime_minutes * 60)),
+    ]
+    if ce.ce_queue:
+        queue_name = check_value(pandaid, "ce.ce_queue", ce.ce_queue)
+        lines.append(("+remote_queue", classad_string(queue_name)))
+    return lines
+
+
+def _arc_sizing(pandaid: int, p: Plan, ce: QueueCE) -> list[tuple[str, str]]:
+    """What HTCondor's ARC grid type reads (module docstring): the memory per slot, the times as
+    ADL in ``arc_resources``."""
+    seconds = p.walltime_minutes * 60
+    resources = f"<WallTime>{seconds}</WallTime><TotalCPUTime>{seconds * p.cores}</TotalCPUTime>"
+    lines = [
+        ("request_cpus", str(p.cores)),
+        ("request_memory", str(p.memory_per_core_mb)),
+        ("arc_resources", resources),
+        ("arc_rte", "ENV/PROXY"),
+    ]
+    if ce.ce_queue:
+        queue_name = check_value(pandaid, "ce.ce_queue", ce.ce_queue)
+        if not _ADL_TEXT.fullmatch(queue_name):  # buildJobADL writes BatchQueue unescaped
+            raise TranslationError(pandaid, "ce.ce_queue", f"{queue_name!r}: not a queue name")
+        lines.append(("batch_queue", queue_name))
+    return lines
 
 
 def to_condor(
@@ -116,23 +179,15 @@ def to_condor(
     ]
     if x509_proxy is not None:
         lines.append(("x509userproxy", check_value(pandaid, "proxy", str(x509_proxy))))
+    lines.append(("priority", str(p.priority)))
+    lines += (
+        _arc_sizing(pandaid, p, ce) if ce.flavour == "arc" else _condor_ce_sizing(pandaid, p, ce)
+    )
     lines += [
-        ("priority", str(p.priority)),
-        ("request_cpus", str(p.cores)),
-        ("request_memory", str(p.memory_mb)),
-        ("+xcount", str(p.cores)),
-        ("+maxMemory", str(p.memory_mb)),
-        ("+maxWallTime", str(p.walltime_minutes)),
-        ("+MaxRuntime", str(p.walltime_minutes * 60)),
         ("+PandaID", str(pandaid)),
         ("+ActAttempt", str(job.attempt)),
         ("+PandaQueue", classad_string(p.queue.name)),
     ]
-    if ce.ce_queue:
-        queue_name = check_value(pandaid, "ce.ce_queue", ce.ce_queue)
-        lines.append(("+remote_queue", classad_string(queue_name)))
-    if ce.flavour == "arc":
-        lines.append(("arc_rte", "ENV/PROXY"))
     for key, value in lines:
         if "$" in value:
             raise TranslationError(pandaid, key, f"'$' cannot be written safely: {value!r}")
