@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,10 +22,12 @@ import pytest
 from act.atlas.translate import JobInput, to_condor, to_xrsl
 from act.condor.submission import Batch, combine, prepare
 from tests.support.arc_adl import build_job_adl
+from tests.support.arc_real import RealArc, arc_ce
 from tests.support.condor import FLAVOURS, descriptions
 from tests.support.translate_cases import cases
 
 pytestmark = pytest.mark.condor_classad
+__all__ = ["arc_ce"]  # the real ARC CE's session fixture, imported for pytest
 
 REPO = Path(__file__).resolve().parent.parent
 ENSURE = REPO / "tests" / "harness" / "ensure-htcondor24"
@@ -232,3 +235,71 @@ def test_the_adl_double_reads_only_what_arcjob_cpp_reads() -> None:
     assert fields["memory"] == 16000  # RequestMemory is per slot: 8 x 16000 MB on an 8-core job
     assert fields["walltime_seconds"] == -1 and fields["cputime_seconds"] == -1
     assert fields["queue"] == ""
+
+
+def _grami(control: Path, job_id: str) -> dict[str, str]:
+    """The job options A-REX hands its batch system back end (``job.<id>.grami``)."""
+    path = control / f"job.{job_id}.grami"
+    deadline = time.monotonic() + 60
+    while not path.exists():
+        assert time.monotonic() < deadline, f"A-REX wrote no {path}"
+        time.sleep(0.5)
+    options = {}
+    for line in path.read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.startswith("joboption_"):
+            options[key] = value.strip("'")
+    return options
+
+
+@pytest.mark.arc
+def test_the_real_arc_ce_sizes_both_descriptions_alike(
+    python24: str, arc_ce: RealArc, tmp_path: Path
+) -> None:
+    """The real A-REX takes the direct xRSL and the ADL HTCondor would write for the same
+    8-core job and prepares the same batch job from both: the job options it passes its batch
+    back end (count, memory per slot, wall and CPU time, queue, runtime environment)."""
+    control = Path(os.environ.get("ACT_ARC_DIR", "/var/lib/act-arc-ce")) / "control"
+    assert os.access(control, os.R_OK), f"cannot read A-REX's control directory {control}"
+    base = next(c.job for c in cases() if c.name == "analysis_truepilot")
+    spec = {**base.spec, "PandaID": 9200, "coreCount": 8, "minRamCount": 20000}
+    job = replace(base, pandaid=9200, spec=spec)
+    ce = replace(ARC_VIA_CONDOR, endpoint=arc_ce.url, ce_queue="fork")  # the test CE's queue
+    direct = to_xrsl(job, ce, input_dir=tmp_path / "inputs")
+    via = to_condor(job, ce, input_dir=tmp_path / "inputs", web_dir=tmp_path / "web")
+    (tmp_path / "iwd").mkdir()
+    keys = prepare(
+        via.description,
+        token="tok9200",
+        ce_name="condor1",
+        iwd=str(tmp_path / "iwd"),
+        default_grid_resource=None,
+        proxy=None,
+        token_file=None,
+    )
+    [[ad]] = job_ads(python24, [Batch((0,), "".join(f"{k} = {v}\n" for k, v in keys.items()))])
+    client = arc_ce.client()
+    ids: list[str] = []
+    try:
+        for description in (direct.description, build_job_adl(ad)):
+            [created] = client.submit([description])
+            assert created.ok, created
+            ids.append(created.id)
+        from_xrsl, from_adl = (_grami(control, job_id) for job_id in ids)
+    finally:
+        if ids:
+            client.kill(ids)
+            client.clean(ids)
+        client.close()
+    seconds = direct.walltime_minutes * 60
+    expected = {
+        "joboption_count": "8",
+        "joboption_countpernode": "8",
+        "joboption_memory": str(direct.memory_mb // 8),
+        "joboption_walltime": str(seconds),
+        "joboption_cputime": str(seconds * 8),
+        "joboption_queue": "fork",
+        "joboption_runtime_0": "ENV/PROXY",
+    }
+    assert {k: from_xrsl.get(k) for k in expected} == expected
+    assert {k: from_adl.get(k) for k in expected} == expected

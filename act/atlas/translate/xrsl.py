@@ -4,6 +4,13 @@ Every value is a quoted xRSL string (a ``"`` inside is doubled), so quotes, pare
 script in a value are literal text; control characters are refused before they get here.
 Locally shipped files are ``inputfiles`` entries whose source is their absolute path under
 ``input_dir``: ARC clients upload such files into the job's session directory.
+
+The size comes from :mod:`act.atlas.translate.sizing`: ``memory`` is per slot (core), and the
+times carry their unit (``"1440 minutes"``): A-REX parses the xRSL posted to its REST interface
+in its server-side ("GRIDMANAGER") dialect, where a bare ``walltime``/``cputime`` number is
+seconds, while ARC's client library reads the same number as minutes (seen on the test A-REX
+6.17: ``(walltime = "1440")`` became a 1440-second limit; tests/test_condor_classad.py reads what
+the real A-REX hands its batch system).
 """
 
 from __future__ import annotations
@@ -59,8 +66,8 @@ def to_xrsl(job: JobInput, ce: QueueCE, *, input_dir: Path) -> Translation:
         lines.append(_relation("countpernode", str(p.cores)))
     lines += [
         _relation("memory", str(p.memory_per_core_mb)),
-        _relation("walltime", str(p.walltime_minutes)),
-        _relation("cputime", str(p.walltime_minutes * p.cores)),
+        _relation("walltime", f"{p.walltime_minutes} minutes"),
+        _relation("cputime", f"{p.walltime_minutes * p.cores} minutes"),
         _relation("priority", str(p.priority)),
     ]
     if ce.ce_queue:
