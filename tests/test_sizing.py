@@ -3,14 +3,16 @@ pilot3 launcher's own argument parser on every ``--resource-type`` act can write
 
 from __future__ import annotations
 
+import re
 import subprocess
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from act.atlas.queues import DEFAULT_MAX_WALLTIME_MINUTES
-from act.atlas.translate import JobInput, TranslationError
+from act.atlas.translate import JobInput, TranslationError, sizing
 from act.atlas.translate.common import plan
 from act.atlas.translate.sizing import PANDA_RESOURCE_TYPES, PILOT_RESOURCE_TYPES
 from tests.support.pilot3 import Pilot3
@@ -180,6 +182,30 @@ def test_every_panda_resource_type_maps_into_the_pilots_set() -> None:
     assert set(PANDA_RESOURCE_TYPES.values()) == set(PILOT_RESOURCE_TYPES)
     for name in PILOT_RESOURCE_TYPES:
         assert PANDA_RESOURCE_TYPES[name] == name
+
+
+def test_the_readme_states_the_rules_of_the_code() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### How a job is sized", 1)[1].split("\n## ", 1)[0]
+    for panda, pilot in PANDA_RESOURCE_TYPES.items():
+        assert panda in section and (panda == pilot or f"{panda} → {pilot}" in section)
+    numbers = (
+        sizing.PLACEHOLDER_CPU_SECONDS,
+        sizing.DEFAULT_WALLTIME_MARGIN,
+        sizing.LARGE_CORE_COUNT,
+        sizing.MIN_WALLTIME_MINUTES,
+        sizing.MEMORY_STEP_MB,
+        sizing.MIN_MEMORY_MB,
+        sizing.MIN_SINGLE_CORE_MB,
+        sizing.MIN_PER_CORE_MB,
+        sizing.DEFAULT_PER_CORE_MB,
+        sizing.DEFAULT_SINGLE_CORE_PRODUCTION_MB,
+        sizing.HIMEM_THRESHOLD_MB,
+    )
+    for number in numbers:
+        assert re.search(rf"(?<![\d.]){re.escape(str(number))}(?![\d.])", section), number
+    for key in ("min_walltime_minutes", "walltime_margin", "max_walltime_minutes", "max_memory_mb"):
+        assert f"`{key}`" in section
 
 
 # -- the real pilot3 launcher --------------------------------------------------------------
