@@ -185,6 +185,7 @@ def _translate(
         pandaid=pandaid,
         spec=spec,
         spec_text=row.spec,
+        spec_format=row.spec_format,
         queue=queue,
         attempt=int(row.attempt or 0),
         log_url=row.log_url or "",

@@ -75,6 +75,9 @@ class JobInput:
     scheduler_id: str = "act"
     #: Harvester metadata of the job (harvesterid, harvesterworkerid, schedulerid), if any.
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    #: How ``spec_text`` is stored: "json" (an /api/v1 job, or one of a legacy bulk reply) or
+    #: "form" (a legacy URL-encoded getJob reply, shipped to the pilot as it is).
+    spec_format: str = "json"
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,9 @@ class Plan:
     environment: tuple[tuple[str, str], ...]
     inputs: tuple[InputFile, ...]
     files: Mapping[str, bytes]
+    #: Whether pilot3 runs in Harvester mode with these arguments and environment; the job file
+    #: is written for that mode (:mod:`act.atlas.translate.jobfile`).
+    harvester: bool = False
 
     @property
     def memory_per_core_mb(self) -> int:
@@ -218,14 +224,21 @@ def plan(job: JobInput, *, native_allowed: bool = True) -> Plan:
     job_name = spec.text("jobName", f"pandajob-{job.pandaid}")
     check_value(job.pandaid, "jobName", job_name)
     arguments = _arguments(job, label, "user" if analysis else "managed", resource_type)
+    environment = _environment(job)
     inputs = _inputs(spec) if native else ()
-    try:
-        files: dict[str, bytes] = {JOB_SPEC_FILE: job.spec_text.encode("utf-8")}
-    except UnicodeEncodeError as error:
-        raise TranslationError(job.pandaid, "spec_text", f"not encodable: {error}") from None
+    from act.atlas.translate.jobfile import harvester_mode, job_file
+
+    harvester = harvester_mode(arguments, environment)
+    files: dict[str, bytes] = {
+        JOB_SPEC_FILE: job_file(
+            job.pandaid, job.spec, job.spec_text, job.spec_format, harvester=harvester
+        )
+    }
     if native:
         files[QUEUEDATA_FILE] = json.dumps(queue.queuedata, sort_keys=True).encode("utf-8")
     if job.event_ranges is not None:
+        # Shipped as aCT did, although pilot3 (3.5 to 3.11) reads no such file: its event
+        # service asks PanDA for ranges itself (pilot/eventservice/communicationmanager).
         files[EVENT_RANGES_FILE] = json.dumps(list(job.event_ranges), sort_keys=True).encode()
     return Plan(
         pandaid=job.pandaid,
@@ -241,9 +254,10 @@ def plan(job: JobInput, *, native_allowed: bool = True) -> Plan:
         job_name=job_name,
         log_file=log_file,
         arguments=arguments,
-        environment=_environment(job),
+        environment=environment,
         inputs=inputs,
         files=files,
+        harvester=harvester,
     )
 
 
