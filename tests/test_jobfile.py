@@ -27,6 +27,8 @@ from act.atlas.translate.common import JOB_SPEC_FILE, plan
 from act.atlas.translate.jobfile import form_text, harvester_mode, job_file, legacy_value
 from act.atlas.translate.local import to_local
 from act.atlas.translator import parse_spec
+from tests.support.bridge import as_read_by_the_pilot, bridge_config
+from tests.support.panda_real import PandaServer
 from tests.support.pilot3 import OLDER_RELEASE, Pilot3, read_job_files
 from tests.support.translate_cases import ARC_CE, CONDOR_CE, Case, cases
 
@@ -407,3 +409,43 @@ def test_write_the_table_when_asked(
     if target:
         with open(target, "a", encoding="utf-8") as out:
             out.write(text)
+
+
+@pytest.mark.panda
+def test_a_job_from_the_real_panda_server_reaches_pilot3_whole(
+    bridge_for: Any, panda_server: PandaServer, panda_queue: str, tmp_path: Path, pilot3: Pilot3
+) -> None:
+    """The real server's /api/v1 job, fetched and translated by act's daemons, read by pilot3:
+    every field the server sent, and the files as the server's own tables hold them."""
+    parameters = "-c 'echo \"é 測試\" a&b=c%20d+e' --x=\"{'k': [1]}\""
+    (pandaid,) = panda_server.add_jobs(
+        panda_queue, parameters=parameters, inputs=3, core_count=8, ram_mb=16000, walltime_s=7200
+    )
+    bridge = bridge_for(bridge_config(tmp_path, panda_server, panda_queue))
+    bridge.run("panda_fetcher", "translator")
+    job = bridge.job(pandaid)
+    assert (job.state, job.spec_format) == ("queued", "json")
+    shipped = tmp_path / "root" / "jobs" / str(pandaid) / "input" / JOB_SPEC_FILE
+    (found,) = read_job_files(pilot3, [(shipped.read_bytes(), False)])
+    assert found["raw"] == as_read_by_the_pilot(job.spec)
+    assert found["raw"]["ioIntensity"] == "None"  # JSON null, as the legacy reply wrote it
+    assert (found["jobid"], found["taskid"], found["attemptnr"]) == (str(pandaid), "4242", 1)
+    assert (found["corecount"], found["maxwalltime"], found["transformation"]) == (
+        8,
+        7200,
+        "/bin/bash",
+    )
+    assert shlex.split(found["jobparams"]) == shlex.split(parameters)  # pilot3 re-quotes
+    files = panda_server.files(pandaid)
+    inputs = sorted((f for f in files if f["type"] == "input"), key=lambda f: f["lfn"])
+    assert [
+        (f["lfn"], f["scope"], f["guid"], f["filesize"], f["checksum"]) for f in found["in"]
+    ] == [
+        (f["lfn"], f["scope"], f["guid"], int(f["fsize"]), {"adler32": "0a1b2c3d"}) for f in inputs
+    ]
+    (log,) = (f for f in files if f["type"] == "log")
+    (output,) = (f for f in files if f["type"] == "output")
+    assert [(f["lfn"], f["scope"], f["guid"]) for f in found["log"]] == [
+        (log["lfn"], "act_test", log["guid"])
+    ]
+    assert [(f["lfn"], f["scope"]) for f in found["out"]] == [(output["lfn"], "act_test")]
