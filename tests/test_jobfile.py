@@ -29,7 +29,7 @@ from act.atlas.translate.local import to_local
 from act.atlas.translator import parse_spec
 from tests.support.bridge import as_read_by_the_pilot, bridge_config
 from tests.support.panda_real import PandaServer
-from tests.support.pilot3 import OLDER_RELEASE, Pilot3, read_job_files
+from tests.support.pilot3 import OLDER_RELEASE, Pilot3, is_harvester_mode, read_job_files
 from tests.support.translate_cases import ARC_CE, CONDOR_CE, Case, cases
 
 CASES = cases()
@@ -225,26 +225,6 @@ def test_no_job_file_is_json_outside_harvester_mode() -> None:
             )
 
 
-_IS_HARVESTER_MODE = """
-import argparse, importlib.util, sys
-# pilot.py's own parser, tolerating the pilot wrapper's options (--piloturl, --mute, ...).
-argparse.ArgumentParser.parse_args = (
-    lambda self, args=None, namespace=None: self.parse_known_args(args, namespace)[0]
-)
-spec = importlib.util.spec_from_file_location("pilot_launcher", ARG["launcher"])
-launcher = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(launcher)
-from pilot.util.harvester import is_harvester_mode
-RESULT = []
-for arguments, environment in ARG["runs"]:
-    for name in ("HARVESTER_ID", "HARVESTER_WORKER_ID"):
-        os.environ.pop(name, None)
-    os.environ.update(environment)
-    sys.argv = ["pilot.py", *arguments]
-    RESULT.append(is_harvester_mode(launcher.get_args()))
-"""
-
-
 def _harvester_runs() -> Iterator[tuple[list[str], dict[str, str]]]:
     for case in CASES:
         p = plan(case.job)
@@ -271,9 +251,7 @@ def test_the_mode_act_writes_for_is_the_mode_pilot3_runs_in(pilot_release: Pilot
     """act's harvester_mode gives pilot3's own is_harvester_mode (pilot.py's real parser) for
     the arguments and environment of every case and for every option that switches it."""
     runs = list(_harvester_runs())
-    found = pilot_release.call(
-        _IS_HARVESTER_MODE, {"launcher": str(pilot_release.launcher), "runs": runs}
-    )
+    found = is_harvester_mode(pilot_release, runs)
     mine = [harvester_mode(arguments, environment.items()) for arguments, environment in runs]
     assert found == mine
     assert True in mine and False in mine

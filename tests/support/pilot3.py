@@ -216,3 +216,36 @@ def read_job_files(
         _READ_JOB_FILES, items, env={"PILOT_USER": pilot_user}, timeout=300
     )
     return found
+
+
+_IS_HARVESTER_MODE = """
+import argparse, importlib.util, sys
+# pilot.py's own parser, tolerating the pilot wrapper's options (--piloturl, --mute, ...).
+argparse.ArgumentParser.parse_args = (
+    lambda self, args=None, namespace=None: self.parse_known_args(args, namespace)[0]
+)
+spec = importlib.util.spec_from_file_location("pilot_launcher", ARG["launcher"])
+launcher = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(launcher)
+from pilot.util.harvester import is_harvester_mode
+RESULT = []
+for arguments, environment in ARG["runs"]:
+    for name in ("HARVESTER_ID", "HARVESTER_WORKER_ID"):
+        os.environ.pop(name, None)
+    os.environ.update(environment)
+    sys.argv = ["pilot.py", *arguments]
+    RESULT.append(is_harvester_mode(launcher.get_args()))
+"""
+
+
+def is_harvester_mode(
+    pilot: Pilot3, runs: Sequence[tuple[Sequence[str], dict[str, str]]]
+) -> list[bool]:
+    """pilot3's own ``is_harvester_mode`` for each (arguments, environment): the arguments parsed
+    by ``pilot.py``'s own parser (``get_args``), options it does not know (the pilot wrapper's)
+    left aside."""
+    found: list[bool] = pilot.call(
+        _IS_HARVESTER_MODE,
+        {"launcher": str(pilot.launcher), "runs": [[list(a), e] for a, e in runs]},
+    )
+    return found
