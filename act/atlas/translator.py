@@ -10,11 +10,12 @@ and for each:
    engine entry is skipped (one warning per cycle and queue CE);
 3. writes the description for the engine CE's back end (``arc``: xRSL, ``condor``: HTCondor
    submit description, ``local``: the local back end's JSON) and its files into
-   ``<root>/jobs/<pandaid>/input/`` (files 0644, directory 0755). One CE job goes to every
-   candidate CE whose description is identical (same back end, same text). A ``condor`` job's
-   stdout, stderr and event log go to its day directory in the web area
-   (``<web root>/<date>/<queue>/<pandaid>.out|.err|.log``, :mod:`act.atlas.weblogs`; made here,
-   0755), so the GTAG link works as soon as HTCondor writes the file;
+   ``<root>/jobs/<pandaid>/input/`` (files 0644, directory 0755; ``pandaJobData.out`` in the
+   format pilot3 reads in the mode act starts it in: :mod:`act.atlas.translate.jobfile`).
+   One CE job goes to every candidate CE whose description is identical (same back end, same
+   text). A ``condor`` job's stdout, stderr and event log go to its day directory in the web
+   area (``<web root>/<date>/<queue>/<pandaid>.out|.err|.log``, :mod:`act.atlas.weblogs`; made
+   here, 0755), so the GTAG link works as soon as HTCondor writes the file;
 4. creates the ``ce_jobs`` row (``tosubmit``, candidates, ``attempts_left = engine.attempts``)
    and moves the PanDA job to ``queued`` in the same transaction, its report due now.
 
