@@ -272,8 +272,12 @@ def register(cli: click.Group, pass_app: Callable[..., Any], failure: type[Excep
 
     @cli.command("translate")
     @click.argument("spec", type=click.File("r", encoding="utf-8"))
-    @click.option("--queue", help="The served queue (default: the only one, or computingSite).")
-    @click.option("--ce", help="Only this engine CE (default: every CE of the queue act uses).")
+    @click.option(
+        "--queue", metavar="Q", help="The served queue (default: the only one, or computingSite)."
+    )
+    @click.option(
+        "--ce", metavar="CE", help="Only this engine CE (default: every engine CE of the queue)."
+    )
     @click.option(
         "--out",
         type=click.Path(file_okay=False, path_type=Path),
