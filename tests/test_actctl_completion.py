@@ -79,7 +79,7 @@ def test_an_unknown_shell_is_a_usage_error() -> None:
 
 def test_subcommands_complete(config_file: Path) -> None:
     found = complete("actctl ", config_file=config_file)
-    assert {"report", "status", "jobs", "job", "ces", "completion"} <= set(found)
+    assert {"report", "status", "jobs", "job", "ces", "completion", "translate"} <= set(found)
     assert complete("actctl rep", config_file=config_file) == ["report"]
 
 
@@ -92,6 +92,8 @@ def test_ce_and_queue_names_complete_from_the_config(config_file: Path) -> None:
     typed = f"actctl --config {config_file} jobs --queue "
     assert complete(typed) == ["SITE_MCORE", "SITE_SCORE"]
     assert complete("actctl jobs --state run") == ["running"]  # click's own choices
+    assert complete("actctl translate job.json --ce ar", config_file=config_file) == ["arc-one"]
+    assert complete("actctl translate - --queue SITE_S", config_file=config_file) == ["SITE_SCORE"]
 
 
 def test_a_broken_config_gives_no_suggestions_and_no_error(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from sqlalchemy.engine import URL, Connection
 
 from act.atlas import storage_endpoints
+from act.atlas.panda_testserver import make_job_spec
 from act.common import liveness
 from act.common.db import Database
 from act.ctl.cli import cli
@@ -44,6 +45,7 @@ LISTINGS: dict[Path_, list[str]] = {
     ("queues",): ["queues"],
     ("history",): ["history"],
     ("config", "check"): ["config", "check"],
+    ("translate",): ["translate", "SPEC"],  # SPEC: a job spec file the test writes
 }
 
 
@@ -109,7 +111,10 @@ def test_every_listing_prints_json(db: Database, db_url: URL, tmp_path: Path) ->
     drain = ["--config", str(settings), "--db-url", url_text(db_url), "ce", "drain", "arc1"]
     changed = CliRunner().invoke(cli, [*drain, "--reason", "for the history"])
     assert changed.exit_code == 0, changed.output
-    for path, argv in LISTINGS.items():
+    spec = tmp_path / "job.json"
+    spec.write_text(json.dumps(make_job_spec(77)))
+    for path, listed in LISTINGS.items():
+        argv = [str(spec) if arg == "SPEC" else arg for arg in listed]
         args = ["--config", str(settings), "--db-url", url_text(db_url), *argv, "--json"]
         result = CliRunner().invoke(cli, args)
         assert result.exit_code == 0, (path, result.output, result.exception)

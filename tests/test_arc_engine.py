@@ -636,6 +636,6 @@ def test_a_truepilot_job_translated_to_xrsl_runs_through_the_engine(
         assert "args: -q ANALY_EXAMPLE -j user" in text, text
         assert f"GTAG={case.job.log_url}" in text
         assert "proxy: yes" in text  # ENV/PROXY gave the job its delegated proxy
-        assert 'job data: {"PandaID": 7003' in text, text
+        assert 'job data: {"7003": {"PandaID":' in text, text  # Harvester mode: its ids are set
     finally:
         record.unlink(missing_ok=True)

@@ -120,8 +120,9 @@ def test_every_produced_description_parses_with_the_real_submit(tmp_path: Path) 
         for n, (_, text) in enumerate(descriptions("condor") + descriptions("arc"))
     ]
     batches = combine(prepared)
-    # Per CE flavour (their key sets differ), one cluster with and one without HARVESTER_*.
-    assert sorted(len(b.indices) for b in batches) == [1, 1, 3, 3]
+    # Per CE flavour (their key sets differ), one cluster with and one without HARVESTER_*:
+    # the truepilot cases, 2 with Harvester ids and 4 without.
+    assert sorted(len(b.indices) for b in batches) == [2, 2, 4, 4]
     for batch in batches:
         submit = htcondor2.Submit(batch.text)
         assert submit["universe"] == "grid"

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 
 from act.atlas import pilot_files
 from act.atlas.panda_testserver import make_job_spec
+from act.atlas.translate.jobfile import form_text
 from act.common import safe_tar
 from act.common.config import load_settings
 from act.common.db import Database
@@ -47,7 +48,9 @@ def _local(url: str) -> Path:
 def _job_dir(tmp_path: Path, pandaid: int) -> Path:
     work = tmp_path / f"job{pandaid}"
     work.mkdir()
-    (work / pilot.JOB_SPEC).write_text(json.dumps(make_job_spec(pandaid, n_outputs=2)))
+    # the job file as act ships it (tests/test_jobfile.py: as pilot3 reads it)
+    spec = make_job_spec(pandaid, n_outputs=2)
+    (work / pilot.JOB_SPEC).write_text(form_text(pandaid, spec))
     return work
 
 
@@ -58,7 +61,7 @@ def test_the_pilot_leaves_a_heartbeat_act_accepts_and_its_outputs_on_storage(
     tmp_path: Path,
 ) -> None:
     work, storage = _job_dir(tmp_path, 7), tmp_path / "storage"
-    spec = json.loads((work / pilot.JOB_SPEC).read_text())
+    spec = make_job_spec(7, n_outputs=2)
     printed: list[str] = []
 
     class Out:
@@ -72,7 +75,7 @@ def test_the_pilot_leaves_a_heartbeat_act_accepts_and_its_outputs_on_storage(
 
     heartbeat = pilot_files.read_heartbeat(work)  # act's own reader of untrusted pilot files
     assert heartbeat is not None and heartbeat.state == "finished"
-    assert heartbeat.fields["jobId"] == 7 and heartbeat.fields["pilotErrorCode"] == 0
+    assert heartbeat.fields["jobId"] == "7" and heartbeat.fields["pilotErrorCode"] == 0
     lfns = {f.lfn for f in heartbeat.outputs}
     assert lfns == set(spec["outFiles"].split(","))  # two HITS files and the log
     for output in heartbeat.outputs:

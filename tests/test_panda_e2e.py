@@ -22,17 +22,14 @@ from act.common.schema import ce_jobs, panda_jobs
 from act.engine import cleaner, poller, submitter
 from act.engine import fetcher as ce_fetcher
 from act.engine.runtime import pool
+from tests.support.bridge import FINISHING_PILOT, as_read_by_the_pilot
 from tests.support.follow import context
 from tests.support.panda import settings_for
 from tests.support.procs import wait_for
 
 pytestmark = pytest.mark.slow
 
-WRAPPER = """#!/bin/sh
-# a stand-in pilot: proves it got the job spec and its arguments
-cp pandaJobData.out heartbeat.json
-echo "$@" > "$(sed -n 's/.*"logFile": "\\([^"]*\\)".*/\\1/p' pandaJobData.out)"
-"""
+WRAPPER = FINISHING_PILOT  # a stand-in pilot: proves it got the job spec and its arguments
 
 
 @pytest.fixture
@@ -105,8 +102,9 @@ def test_panda_jobs_run_on_a_local_ce_and_come_back(
         assert [r.pandaid for r in rows] == ids
         for row in rows:
             assert row.state == "toclean"
-            # the pilot ran with the job spec exactly as PanDA sent it
-            assert (Path(row.output_dir) / "heartbeat.json").read_text() == specs[row.pandaid]
+            # the pilot read every field of the job spec as PanDA sent it
+            read = json.loads((Path(row.output_dir) / "heartbeat.json").read_text())
+            assert read == as_read_by_the_pilot(specs[row.pandaid])
             log_file = json.loads(specs[row.pandaid])["logFile"]
             assert "-q LOCALQ" in (Path(row.output_dir) / log_file).read_text()
         cleaner.run_once(ctx["cleaner"])

@@ -13,6 +13,7 @@ import subprocess
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import htcondor2
 import pytest
@@ -251,24 +252,36 @@ def test_quotes_stay_literal_and_dollars_are_refused_for_htcondor() -> None:
             _condor(replace(job, log_url=url))
         assert error.value.field == "environment"
     # xRSL has no macros in quoted strings: the ARC parser test reads "$(Cluster)" literally.
-    assert "$(Cluster)" in _xrsl(CASES[-1].job).description
+    non_ascii = next(c for c in CASES if c.name == "non_ascii").job
+    assert "$(Cluster)" in _xrsl(non_ascii).description
 
 
-def test_job_spec_is_shipped_verbatim_with_queuedata_and_event_ranges() -> None:
+def test_job_spec_is_shipped_as_the_pilot_reads_it_with_queuedata_and_event_ranges() -> None:
+    """The job file's format is tests/test_jobfile.py's (with the real pilot); here: which."""
     es = next(c for c in CASES if c.name == "event_service").job
     translation = _xrsl(es)
-    assert translation.files["pandaJobData.out"] == es.spec_text.encode()
+    assert parse_qsl(translation.files["pandaJobData.out"].decode(), keep_blank_values=True) == [
+        (key, str(value)) for key, value in es.spec.items()
+    ]  # a JSON job as the legacy getJob reply
+    legacy = next(c for c in CASES if c.name == "prod_mcore_native").job
+    assert _xrsl(legacy).files["pandaJobData.out"] == legacy.spec_text.encode()  # as stored
+    harvester = next(c for c in CASES if c.name == "analysis_truepilot").job
+    assert json.loads(_condor(harvester).files["pandaJobData.out"]) == {"7003": harvester.spec}
     assert json.loads(translation.files["queuedata.json"]) == es.queue.queuedata
     assert json.loads(translation.files["eventranges.json"]) == es.event_ranges
     truepilot = _condor(CASES[2].job)
     assert set(truepilot.files) == {"pandaJobData.out"}
 
 
-def test_a_spec_text_that_cannot_be_encoded_is_a_translation_error() -> None:
-    job = replace(CASES[0].job, spec_text="bad \udc80 surrogate")
+def test_a_spec_that_cannot_be_encoded_is_a_translation_error() -> None:
+    legacy = next(c for c in CASES if c.name == "prod_mcore_native").job
+    with pytest.raises(TranslationError) as error:
+        _xrsl(replace(legacy, spec_text="bad \udc80 surrogate"))
+    assert error.value.field == "spec_text"
+    job = replace(CASES[0].job, spec={**CASES[0].job.spec, "jobPars": "bad \udc80 surrogate"})
     with pytest.raises(TranslationError) as error:
         _xrsl(job)
-    assert error.value.field == "spec_text"
+    assert error.value.field == "jobPars"
 
 
 def _spec_job(queue: Any = NATIVE, **spec: Any) -> JobInput:

@@ -10,6 +10,7 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 import pytest
 import sqlalchemy as sa
@@ -114,7 +115,10 @@ def test_arc_queue(db: Database, tmp_path: Path) -> None:
     assert ce.input_dir == str(input_dir)
     assert stat.S_IMODE(input_dir.stat().st_mode) == 0o755
     shipped = input_dir / "pandaJobData.out"
-    assert shipped.read_text() == job.spec  # the spec as stored, byte for byte
+    # the /api/v1 JSON job as the legacy getJob reply pilot3 reads (tests/test_jobfile.py)
+    assert parse_qsl(shipped.read_text(), keep_blank_values=True) == [
+        (key, str(value)) for key, value in spec.items()
+    ]
     assert stat.S_IMODE(shipped.stat().st_mode) == 0o644
     assert "GTAG" in ce.description and "https://logs/11.out" in ce.description
 
@@ -187,6 +191,15 @@ def test_local_queue(db: Database, tmp_path: Path) -> None:
     assert local.environment["GTAG"] == "https://logs/31.out"
     assert "pandaJobData.out" in local.inputs
     assert (Path(ce.input_dir) / "pandaJobData.out").is_file()
+
+
+def test_a_legacy_reply_is_shipped_as_stored(db: Database, tmp_path: Path) -> None:
+    text = urlencode({"StatusCode": 0, **make_job_spec(32)})
+    row = {"panda_id": 32, "queue": "LOCALQ", "attempt": 1, "spec": text, "spec_format": "form"}
+    db.run(lambda c: create_jobs(c, Layer.PANDA, [row], "received", actor=Actor.PANDA_FETCHER))
+    run_once(context(db, make_settings(tmp_path)))
+    (ce,) = ce_rows(db, 32)
+    assert (Path(ce.input_dir) / "pandaJobData.out").read_text() == text
 
 
 def test_untranslatable_job_fails_with_a_diagnosis(db: Database, tmp_path: Path) -> None:

@@ -27,9 +27,10 @@ pytestmark = [pytest.mark.panda, pytest.mark.storage, pytest.mark.slow]
 #: directory, as the CE's upload would) and reports them. ``CORRUPT`` names an LFN whose reported
 #: adler32 is wrong (the file on storage is not what the pilot meant to write).
 PILOT = """#!{python}
-import json, os, sys, zlib
+import json, os, sys, urllib.parse, zlib
 SE_DATA, SE_URL, GUIDS = {data!r}, {url!r}, {guids!r}
-spec = json.load(open("pandaJobData.out"))
+# the job file as pilot3 reads it (normal mode: the legacy getJob form)
+spec = dict(urllib.parse.parse_qsl(open("pandaJobData.out").read(), keep_blank_values=True))
 pandaid = str(spec["PandaID"])
 guids = json.load(open(GUIDS)).get(pandaid, {{}})
 lfns = [f for f in spec.get("outFiles", "").split(",") if f and f != "NULL"]

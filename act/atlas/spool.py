@@ -139,24 +139,38 @@ def read_reply(path: Path) -> SpooledReply:
     call = "getJob" if api == "legacy" else "pilot/acquire_jobs"
     reply = SpooledReply(path, queue, api, label, call)
     try:
-        raws, form = _job_texts(api, text)
+        jobs = parse_jobs(api, text)
     except ValueError as error:
         reply.error = f"{error}; reply: {excerpt(text)!r}"
         _reject(path, text.encode("utf-8"), reply.error)
         return reply
-    for index, raw in enumerate(raws):
+    for index, job in enumerate(jobs):
+        if isinstance(job, SpooledJob):
+            reply.jobs.append(job)
+        else:
+            reason, raw = job
+            reply.rejected.append(job)
+            _reject(path, raw.encode("utf-8"), reason, index=index)
+    return reply
+
+
+def parse_jobs(api: str, text: str) -> list[SpooledJob | tuple[str, str]]:
+    """The jobs of a PanDA reply (``api`` "new" or "legacy"), in order: each a SpooledJob, or
+    (reason, raw text) for one without a valid PandaID. ValueError when the reply as a whole
+    cannot be read. ``actctl translate`` reads a job spec file with it too."""
+    raws, form = _job_texts(api, text)
+    found: list[SpooledJob | tuple[str, str]] = []
+    for raw in raws:
         try:
             spec = dict(parse_qsl(raw, keep_blank_values=True)) if form else json.loads(raw)
             if not isinstance(spec, dict):
                 raise ValueError("a job is not an object")
             pandaid = _pandaid(spec)
         except ValueError as error:
-            reason = f"{error}; job: {excerpt(raw)!r}"
-            reply.rejected.append((reason, raw))
-            _reject(path, raw.encode("utf-8"), reason, index=index)
+            found.append((f"{error}; job: {excerpt(raw)!r}", raw))
             continue
-        reply.jobs.append(SpooledJob(pandaid, spec, raw, "form" if form else "json"))
-    return reply
+        found.append(SpooledJob(pandaid, spec, raw, "form" if form else "json"))
+    return found
 
 
 def _job_texts(api: str, text: str) -> tuple[list[str], bool]:

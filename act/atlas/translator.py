@@ -10,11 +10,12 @@ and for each:
    engine entry is skipped (one warning per cycle and queue CE);
 3. writes the description for the engine CE's back end (``arc``: xRSL, ``condor``: HTCondor
    submit description, ``local``: the local back end's JSON) and its files into
-   ``<root>/jobs/<pandaid>/input/`` (files 0644, directory 0755). One CE job goes to every
-   candidate CE whose description is identical (same back end, same text). A ``condor`` job's
-   stdout, stderr and event log go to its day directory in the web area
-   (``<web root>/<date>/<queue>/<pandaid>.out|.err|.log``, :mod:`act.atlas.weblogs`; made here,
-   0755), so the GTAG link works as soon as HTCondor writes the file;
+   ``<root>/jobs/<pandaid>/input/`` (files 0644, directory 0755; ``pandaJobData.out`` in the
+   format pilot3 reads in the mode act starts it in: :mod:`act.atlas.translate.jobfile`).
+   One CE job goes to every candidate CE whose description is identical (same back end, same
+   text). A ``condor`` job's stdout, stderr and event log go to its day directory in the web
+   area (``<web root>/<date>/<queue>/<pandaid>.out|.err|.log``, :mod:`act.atlas.weblogs`; made
+   here, 0755), so the GTAG link works as soon as HTCondor writes the file;
 4. creates the ``ce_jobs`` row (``tosubmit``, candidates, ``attempts_left = engine.attempts``)
    and moves the PanDA job to ``queued`` in the same transaction, its report due now.
 
@@ -185,33 +186,26 @@ def _translate(
         pandaid=pandaid,
         spec=spec,
         spec_text=row.spec,
+        spec_format=row.spec_format,
         queue=queue,
         attempt=int(row.attempt or 0),
         log_url=row.log_url or "",
         event_ranges=state.ranges if state is not None else None,
     )
-    groups: dict[tuple[str, str], list[str]] = {}
-    first: Translation | None = None
     try:
-        for name, qce, ce in matched:
-            translation = describe(job, qce, ce, input_dir=input_dir, web_dir=web_dir)
-            key = (ce.backend, translation.description)
-            groups.setdefault(key, []).append(name)
-            first = first or translation
+        described = describe_for(job, matched, input_dir=input_dir, web_dir=web_dir)
     except TranslationError as error:
         return fail(str(error))
-    assert first is not None
-    (backend, description), names = max(groups.items(), key=lambda item: len(item[1]))
-    write_files(input_dir, first.files)
+    write_files(input_dir, described.files)
     return Outcome(
         row.id,
         pandaid,
         row.state,
         ce_row={
             "panda_job_id": row.id,
-            "backend": backend,
-            "candidates": " ".join(names),
-            "description": description,
+            "backend": described.backend,
+            "candidates": " ".join(described.candidates),
+            "description": described.description,
             "input_dir": str(input_dir),
             "attempts_left": ctx.settings.engine.attempts,
             "pandaid": pandaid,
@@ -265,6 +259,43 @@ def describe(
     if ce.backend == "arc":
         return to_xrsl(job, qce, input_dir=input_dir)
     raise TranslationError(job.pandaid, "engine.ces.backend", f"{ce.backend}: no translator")
+
+
+@dataclass(frozen=True)
+class Described:
+    """One job described for a queue's engine CEs, as the translator makes its CE job."""
+
+    #: (engine CE name, engine CE, its translation), for every matched engine CE in order.
+    translations: list[tuple[str, CESettings, Translation]]
+    #: The CE job's back end and description: the one most of the engine CEs share ...
+    backend: str
+    description: str
+    #: ... and those engine CEs, the CE job's candidates.
+    candidates: list[str]
+    #: The files shipped with the job (the same for every CE: from one plan).
+    files: Mapping[str, bytes]
+
+
+def describe_for(
+    job: JobInput,
+    matched: list[tuple[str, QueueCE, CESettings]],
+    *,
+    input_dir: Path,
+    web_dir: Path | None = None,
+) -> Described:
+    """The description for each of ``matched`` (:func:`match_ces`), and the one the CE job gets:
+    a CE job goes to every candidate CE whose description is identical (same back end, same
+    text), the largest such group. Raises TranslationError (and ValueError without CEs)."""
+    if not matched:
+        raise ValueError("no engine CE to describe the job for")
+    translations = []
+    groups: dict[tuple[str, str], list[str]] = {}
+    for name, qce, ce in matched:
+        translation = describe(job, qce, ce, input_dir=input_dir, web_dir=web_dir)
+        translations.append((name, ce, translation))
+        groups.setdefault((ce.backend, translation.description), []).append(name)
+    (backend, description), names = max(groups.items(), key=lambda item: len(item[1]))
+    return Described(translations, backend, description, names, translations[0][2].files)
 
 
 def write_files(directory: Path, files: Mapping[str, bytes]) -> None:

@@ -129,9 +129,14 @@ def make_dirs(path: Path) -> None:
         os.chmod(directory, DIR_MODE)
 
 
+def day_path(settings: Settings, stem: PurePosixPath) -> Path:
+    """The directory of a job's web files: ``<web root>/<date>/<queue>``."""
+    return web_root(settings) / stem.parent
+
+
 def day_dir(settings: Settings, stem: PurePosixPath) -> Path:
-    """The directory of a job's web files (``<web root>/<date>/<queue>``), made if missing."""
-    directory = web_root(settings) / stem.parent
+    """:func:`day_path`, made if missing."""
+    directory = day_path(settings, stem)
     make_dirs(directory)
     return directory
 

@@ -331,6 +331,10 @@ from act.ctl import report as _report  # noqa: E402
 
 _report.register(cli, pass_app)
 
+from act.ctl import translate as _translate  # noqa: E402
+
+_translate.register(cli, pass_app, Failure)
+
 from act.ctl import completion as _completion  # noqa: E402
 
 _completion.register(cli)

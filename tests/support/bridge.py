@@ -5,7 +5,9 @@ CE back end."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -49,11 +51,31 @@ def api_log_updates(server: PandaServer, pandaid: int) -> list[str]:
     return re.findall(rf"update_job\({pandaid}, (\w+),", log.read_text())
 
 
-FINISHING_PILOT = """#!/bin/sh
-# a stand-in pilot: returns the job spec as its heartbeat and its arguments as the log file
-cp pandaJobData.out heartbeat.json
-echo "$@" > "$(sed -n 's/.*"logFile": "\\([^"]*\\)".*/\\1/p' pandaJobData.out)"
+#: A stand-in pilot (a TEST DOUBLE, not pilot3): reads ``pandaJobData.out`` as pilot3 reads it
+#: (``parse_qsl`` of the legacy getJob form; the Harvester layout ``{PandaID: job}`` when the file
+#: is JSON: tests/test_jobfile.py holds act's files against pilot3's own reader), leaves the job it
+#: read as its heartbeat and its arguments as the log file.
+FINISHING_PILOT = f"""#!{sys.executable} -I
+import json, sys, urllib.parse
+text = open("pandaJobData.out", encoding="utf-8").read()
+if text.lstrip().startswith("{{"):
+    (job,) = json.loads(text).values()
+else:
+    job = dict(urllib.parse.parse_qsl(text, keep_blank_values=True))
+with open("heartbeat.json", "w", encoding="utf-8") as out:
+    json.dump(job, out)
+with open(job["logFile"], "w", encoding="utf-8") as out:
+    out.write(" ".join(sys.argv[1:]) + "\\n")
 """
+
+
+def as_read_by_the_pilot(spec_text: str) -> dict[str, str]:
+    """A stored /api/v1 JSON spec as the pilot reads it from act's job file (normal mode): every
+    value as the legacy getJob reply carries it."""
+    spec = json.loads(spec_text)
+    return {key: value if isinstance(value, str) else str(value) for key, value in spec.items()}
+
+
 SLEEPING_PILOT = "#!/bin/sh\nexec sleep 300\n"
 
 

@@ -10,16 +10,20 @@ The pilot lives in a venv of its own (it is not a dependency of act). Tests reac
 * :attr:`Pilot3.launcher` is ``pilot.py`` from the same version's sdist, to run as a CE would.
 
 The ``pilot3`` session fixture installs the pilot when it is missing (pip only, no root) and
-fails, never skips, when it cannot.
+fails, never skips, when it cannot; ``pilot3_release(version)`` gives another PyPI release, side
+by side (``ensure-pilot3`` with ``ACT_PILOT3_VERSION``), e.g. :data:`OLDER_RELEASE`.
+:func:`read_job_files` reads job files with pilot3's own reader, as the pilot would.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
 import tempfile
 import textwrap
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +32,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent.parent
 HARNESS = REPO / "tests" / "harness" / "ensure-pilot3"
+#: An older PyPI release the job-file tests also read with (3.5's reader has no ``pod``).
+OLDER_RELEASE = "3.5.1.4"
 
 _PRELUDE = """\
 import json, os, sys
@@ -104,10 +110,16 @@ class Pilot3:
             return json.loads(result)
 
 
-def find_pilot3(*, install: bool = True) -> Pilot3:
-    """The installed pilot3; installs it first when ``install`` (pip only)."""
+def find_pilot3(*, install: bool = True, version: str | None = None) -> Pilot3:
+    """The installed pilot3 (the harness's default release, or ``version``); installs it first
+    when ``install`` (pip only)."""
     command = [str(HARNESS)] if install else [str(HARNESS), "env"]
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
+    environment = dict(os.environ)
+    if version is not None:
+        environment["ACT_PILOT3_VERSION"] = version
+    proc = subprocess.run(
+        command, capture_output=True, text=True, timeout=900, check=False, env=environment
+    )
     if proc.returncode != 0:
         raise Pilot3Unavailable(
             f"{' '.join(command)} failed (exit {proc.returncode}): {proc.stderr.strip()[-2000:]}"
@@ -130,3 +142,110 @@ def pilot3() -> Pilot3:
         return find_pilot3()
     except Pilot3Unavailable as error:
         pytest.fail(str(error), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def pilot3_release(pilot3: Pilot3) -> Callable[[str], Pilot3]:
+    """``pilot3_release("3.5.1.4")``: that PyPI release of pilot3, installed beside the default
+    one on first use (fails the test, never skips, if it cannot be)."""
+    found = {pilot3.version: pilot3}
+
+    def release(version: str) -> Pilot3:
+        if version not in found:
+            try:
+                found[version] = find_pilot3(version=version)
+            except Pilot3Unavailable as error:
+                pytest.fail(str(error), pytrace=False)
+        return found[version]
+
+    return release
+
+
+#: Runs in pilot3's interpreter: each ARG item's bytes written as ``pandaJobData.out`` in the
+#: pilot's launch directory, read by ``get_job_definition_from_file`` (the pilot's reader, in
+#: Harvester mode or not; 3.5 takes no ``pod``), then ``JobData(...)`` and ``job.init(None)`` (no
+#: CRIC: the files are built from the job alone) as the pilot builds its job.
+_READ_JOB_FILES = """
+import base64, inspect, logging
+logging.basicConfig(level=logging.ERROR)
+from pilot.control.job import get_job_definition_from_file
+from pilot.info.jobdata import JobData
+
+FILE_KEYS = ("lfn", "scope", "guid", "filesize", "checksum", "ddmendpoint", "dataset")
+JOB_KEYS = ("jobid", "taskid", "attemptnr", "transformation", "jobparams", "corecount",
+            "maxcpucount", "maxwalltime", "is_eventservice", "swrelease", "jobsetid",
+            "produserid", "platform", "processingtype", "jobdefinitionid")
+home = os.environ["PILOT_HOME"]
+reader = inspect.signature(get_job_definition_from_file).parameters
+RESULT = []
+for item in ARG:
+    path = os.path.join(home, "pandaJobData.out")
+    with open(path, "wb") as out:
+        out.write(base64.b64decode(item["data"]))
+    flags = (item["harvester"], False) if "pod" in reader else (item["harvester"],)
+    raw = get_job_definition_from_file(path, *flags)
+    found = {"raw": dict(raw) if isinstance(raw, dict) else raw}
+    if raw:
+        job = JobData(dict(raw))
+        found.update({key: getattr(job, key, None) for key in JOB_KEYS})
+        try:
+            job.init(None)
+        except Exception as error:  # the pilot's own verdict on the job, reported to the test
+            found["init_error"] = f"{type(error).__name__}: {error}"
+        else:
+            for name, files in (("in", job.indata), ("out", job.outdata), ("log", job.logdata)):
+                found[name] = [{key: getattr(f, key, None) for key in FILE_KEYS} for f in files]
+    RESULT.append(found)
+"""
+
+
+def read_job_files(
+    pilot: Pilot3, files: Sequence[tuple[bytes, bool]], *, pilot_user: str = "ATLAS"
+) -> list[dict[str, Any]]:
+    """What pilot3 reads from each ``(file bytes, harvester mode)``: ``raw`` (the dict of
+    ``get_job_definition_from_file``), the ``JobData`` fields (``jobid``, ``taskid``,
+    ``attemptnr``, ``transformation``, ``jobparams``, ``corecount``, ``maxcpucount``,
+    ``maxwalltime`` (None before 3.7), ...) and its ``in``/``out``/``log`` files (``lfn``,
+    ``scope``, ``guid``, ``filesize``, ``checksum``, ``ddmendpoint``, ``dataset``), or
+    ``init_error`` when pilot3's ``job.init`` refuses the job."""
+    items = [
+        {"data": base64.b64encode(data).decode(), "harvester": harvester}
+        for data, harvester in files
+    ]
+    found: list[dict[str, Any]] = pilot.call(
+        _READ_JOB_FILES, items, env={"PILOT_USER": pilot_user}, timeout=300
+    )
+    return found
+
+
+_IS_HARVESTER_MODE = """
+import argparse, importlib.util, sys
+# pilot.py's own parser, tolerating the pilot wrapper's options (--piloturl, --mute, ...).
+argparse.ArgumentParser.parse_args = (
+    lambda self, args=None, namespace=None: self.parse_known_args(args, namespace)[0]
+)
+spec = importlib.util.spec_from_file_location("pilot_launcher", ARG["launcher"])
+launcher = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(launcher)
+from pilot.util.harvester import is_harvester_mode
+RESULT = []
+for arguments, environment in ARG["runs"]:
+    for name in ("HARVESTER_ID", "HARVESTER_WORKER_ID"):
+        os.environ.pop(name, None)
+    os.environ.update(environment)
+    sys.argv = ["pilot.py", *arguments]
+    RESULT.append(is_harvester_mode(launcher.get_args()))
+"""
+
+
+def is_harvester_mode(
+    pilot: Pilot3, runs: Sequence[tuple[Sequence[str], dict[str, str]]]
+) -> list[bool]:
+    """pilot3's own ``is_harvester_mode`` for each (arguments, environment): the arguments parsed
+    by ``pilot.py``'s own parser (``get_args``), options it does not know (the pilot wrapper's)
+    left aside."""
+    found: list[bool] = pilot.call(
+        _IS_HARVESTER_MODE,
+        {"launcher": str(pilot.launcher), "runs": [[list(a), e] for a, e in runs]},
+    )
+    return found

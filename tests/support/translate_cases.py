@@ -1,4 +1,11 @@
-"""Representative PanDA jobs and queues for the translation tests (values invented for tests)."""
+"""Representative PanDA jobs and queues for the translation tests (values invented for tests).
+
+A JSON job is what /api/v1 gives (``spec_format`` "json"); a legacy one is the URL-encoded getJob
+reply (``StatusCode=0&PandaID=...``, every value a string, as ``urlencode`` of the server's Python
+values wrote it), stored and parsed as the fetcher and translator do (``spec_format`` "form").
+``API_V1_JOB`` has the keys, order and value types of a job the real panda-server 1.0.4 handed out
+through ``pilot/acquire_jobs`` (tests/harness/panda-server, December 2026), with values changed.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +13,7 @@ import base64
 import json
 from dataclasses import dataclass, replace
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from act.atlas.queues import Queue, QueueCE
 from act.atlas.translate import JobInput
@@ -73,6 +80,13 @@ _PROD = {
     "checksum": "ad:00000001,ad:00000002",
     "outFiles": "HITS.01._000001.pool.root.1,log.01._000001.job.log.tgz.1",
     "logFile": "log.01._000001.job.log.tgz.1",
+    "logGUID": "c0ffee00-0000-0000-0000-00000000010a",
+    "scopeOut": "mc23_13p6TeV",
+    "scopeLog": "mc23_13p6TeV",
+    "realDatasetsIn": "mc23_13p6TeV.601229.EVNT.e8514,mc23_13p6TeV.601229.EVNT.e8514",
+    "realDatasets": "mc23_13p6TeV.601229.HITS.s4162,mc23_13p6TeV.601229.log.s4162",
+    "ddmEndPointIn": "NDGF-T1_DATADISK,NDGF-T1_DATADISK",
+    "ddmEndPointOut": "NDGF-T1_DATADISK,NDGF-T1_DATADISK",
     "coreCount": 1,
     "minRamCount": 3000,
     "maxCpuCount": 14400,
@@ -82,6 +96,73 @@ _PROD = {
     "jobName": "mc23.simul.01._000001",
     "cmtConfig": "x86_64-el9-gcc13-opt",
     "swRelease": "Atlas-23.0",
+}
+
+
+_DATASET_IN = "user.tester:user.tester.Zürich \"quoted\" 'in'.v1"
+API_V1_JOB: dict[str, Any] = {
+    "StatusCode": 0,
+    "PandaID": 7009,
+    "prodSourceLabel": "managed",
+    "swRelease": "Atlas-23.0.22",
+    "homepackage": "AtlasOffline/23.0.22",
+    "transformation": "Reco_tf.py",
+    "jobName": "data24.reco.7009",
+    "jobDefinitionID": 700,
+    "cloud": "WORLD",
+    "inFiles": "RAW.1._0001.data,RAW.1._0002.data,RAW.1._0003.data",
+    "dispatchDblock": "panda.dis.1,panda.dis.1,panda.dis.1",
+    "dispatchDBlockToken": "NULL,NULL,NULL",
+    "dispatchDBlockTokenForOut": "NULL,NULL",
+    "outFiles": "AOD.1._0001.pool.root.1,log.1._0001.job.log.tgz.1",
+    "destinationDblock": "data24.AOD.r1_sub01,data24.log.r1_sub01",
+    "destinationDBlockToken": "ATLASDATADISK,ATLASDATADISK",
+    "prodDBlocks": f"{_DATASET_IN},{_DATASET_IN},{_DATASET_IN}",
+    "prodDBlockToken": "NULL,NULL,NULL",
+    "realDatasets": 'data24.AOD.r1 «é» "x",data24.log.r1',
+    "realDatasetsIn": f"{_DATASET_IN},{_DATASET_IN},{_DATASET_IN}",
+    "fileDestinationSE": "NDGF-T1,NDGF-T1",
+    "logFile": "log.1._0001.job.log.tgz.1",
+    "logGUID": "0d3a1f2e-0000-4000-8000-000000007009",
+    "jobPars": (
+        "--inputBSFile=RAW.1._0001.data,RAW.1._0002.data,RAW.1._0003.data "
+        "--preExec 'flags.Exec.MaxEvents=10; name=\"é ü 測試\"' "
+        "--outputAODFile=AOD.1._0001.pool.root.1 "
+        "--autoConfiguration=everything --extra=a&b=c%20d+e"
+    ),
+    "attemptNr": 2,
+    "GUID": (
+        "0d3a1f2e-0000-4000-8000-000000000001,0d3a1f2e-0000-4000-8000-000000000002,"
+        "0d3a1f2e-0000-4000-8000-000000000003"
+    ),
+    "checksum": "ad:0a1b2c3d,ad:00ff00ff,md5:0123456789abcdef0123456789abcdef",
+    "fsize": "1073741824,2048,1",
+    "scopeIn": "data24_13p6TeV,data24_13p6TeV,user.tester",
+    "scopeOut": "data24_13p6TeV",
+    "scopeLog": "data24_13p6TeV",
+    "ddmEndPointIn": "NDGF-T1_DATADISK,NDGF-T1_DATADISK,NDGF-T1_SCRATCHDISK",
+    "ddmEndPointOut": "NDGF-T1_DATADISK,NDGF-T1_DATADISK",
+    "destinationSE": "NDGF-T1",
+    "prodUserID": "/DC=ch/DC=cern/OU=Users/CN=tester",
+    "maxCpuCount": 86400,
+    "minRamCount": 16000,
+    "maxDiskCount": 1000,
+    "cmtConfig": "x86_64-el9-gcc13-opt",
+    "processingType": "reprocessing",
+    "transferType": "NULL",
+    "sourceSite": "NULL",
+    "currentPriority": 1000,
+    "taskID": 40001,
+    "coreCount": 8,
+    "jobsetID": 7,
+    "reqID": "NULL",
+    "nucleus": "NDGF-T1",
+    "maxWalltime": 43200,
+    "resource_type": "MCORE",
+    "loopingCheck": False,
+    "ioIntensity": None,
+    "ioIntensityUnit": None,
+    "nSent": 1,
 }
 
 
@@ -100,12 +181,17 @@ def _job(
     metadata: dict[str, Any] | None = None,
     log_url: str | None = None,
 ) -> JobInput:
-    text = urlencode({k: str(v) for k, v in spec.items()}) if legacy else json.dumps(spec)
     pandaid = int(spec["PandaID"])
+    if legacy:
+        text = urlencode({"StatusCode": "0", **{k: str(v) for k, v in spec.items()}})
+        spec = dict(parse_qsl(text, keep_blank_values=True))
+    else:
+        text = json.dumps(spec)
     return JobInput(
         pandaid=pandaid,
         spec=spec,
         spec_text=text,
+        spec_format="form" if legacy else "json",
         queue=queue,
         attempt=1,
         log_url=log_url or f"https://act.example.org/jobs/2026-11-22/{queue.name}/{pandaid}.out",
@@ -178,6 +264,13 @@ def cases() -> list[Case]:
         "jobName": "Zürich \"run\" (β) 測試 $(Cluster) 'q'",
         "prodSourceLabel": "user",
     }
+    api_v1 = {**API_V1_JOB, "PandaID": 7009}
+    legacy_reply = {
+        **API_V1_JOB,
+        "PandaID": 7010,
+        "prodSourceLabel": "user",
+        "jobName": "user.tester.Zürich \"run\" 'q'.7010",
+    }
     return [
         Case("prod_score_native", _job(_PROD, NATIVE)),
         Case("prod_mcore_native", _job(mcore, NATIVE_MCORE, legacy=True)),
@@ -195,6 +288,17 @@ def cases() -> list[Case]:
                 non_ascii,
                 TRUEPILOT_LOCAL_WRAPPER,
                 log_url='https://act.example.org/jobs/2026-11-22/EXAMPLE_(TEST)/7008.out?x="é"&y=(z)',
+            ),
+        ),
+        Case("api_v1_multi_input", _job(api_v1, NATIVE_MCORE)),
+        Case("legacy_reply_truepilot", _job(legacy_reply, TRUEPILOT_LOCAL_WRAPPER, legacy=True)),
+        Case(
+            "legacy_reply_harvester",
+            _job(
+                {**legacy_reply, "PandaID": 7011},
+                TRUEPILOT,
+                legacy=True,
+                metadata={"harvesterid": "h1", "harvesterworkerid": 43},
             ),
         ),
     ]

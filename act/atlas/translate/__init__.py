@@ -6,8 +6,12 @@ local files to ship with it (:class:`Translation`); the caller writes the files 
 
 from __future__ import annotations
 
-from act.atlas.translate.common import JobInput, Translation, TranslationError
+from act.atlas.translate.common import (
+    JobInput,
+    Translation,
+)
 from act.atlas.translate.condor import to_condor
+from act.atlas.translate.errors import TranslationError
 from act.atlas.translate.xrsl import to_xrsl
 
 __all__ = ["JobInput", "Translation", "TranslationError", "to_condor", "to_xrsl"]

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from act.atlas.queues import Queue
+from act.atlas.translate.errors import TranslationError
+from act.atlas.translate.jobfile import harvester_mode, job_file
 from act.atlas.translate.sizing import size
 
 #: Where a native job's input files come from: Rucio, through the CE's data staging and cache.
@@ -51,15 +53,6 @@ _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=-]*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-class TranslationError(ValueError):
-    """A job cannot be described for a CE; the message names the PanDA ID and the field."""
-
-    def __init__(self, pandaid: int, field_name: str, problem: str) -> None:
-        self.pandaid = pandaid
-        self.field = field_name
-        super().__init__(f"pandaid={pandaid}: {field_name}: {problem}")
-
-
 @dataclass(frozen=True)
 class JobInput:
     """What the translators need about one job."""
@@ -75,6 +68,9 @@ class JobInput:
     scheduler_id: str = "act"
     #: Harvester metadata of the job (harvesterid, harvesterworkerid, schedulerid), if any.
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    #: How ``spec_text`` is stored: "json" (an /api/v1 job, or one of a legacy bulk reply) or
+    #: "form" (a legacy URL-encoded getJob reply, shipped to the pilot as it is).
+    spec_format: str = "json"
 
 
 @dataclass(frozen=True)
@@ -118,6 +114,9 @@ class Plan:
     environment: tuple[tuple[str, str], ...]
     inputs: tuple[InputFile, ...]
     files: Mapping[str, bytes]
+    #: Whether pilot3 runs in Harvester mode with these arguments and environment; the job file
+    #: is written for that mode (:mod:`act.atlas.translate.jobfile`).
+    harvester: bool = False
 
     @property
     def memory_per_core_mb(self) -> int:
@@ -211,14 +210,19 @@ def plan(job: JobInput, *, native_allowed: bool = True) -> Plan:
     job_name = spec.text("jobName", f"pandajob-{job.pandaid}")
     check_value(job.pandaid, "jobName", job_name)
     arguments = _arguments(job, label, "user" if analysis else "managed", sizing.resource_type)
+    environment = _environment(job)
     inputs = _inputs(spec) if native else ()
-    try:
-        files: dict[str, bytes] = {JOB_SPEC_FILE: job.spec_text.encode("utf-8")}
-    except UnicodeEncodeError as error:
-        raise TranslationError(job.pandaid, "spec_text", f"not encodable: {error}") from None
+    harvester = harvester_mode(arguments, environment)
+    files: dict[str, bytes] = {
+        JOB_SPEC_FILE: job_file(
+            job.pandaid, job.spec, job.spec_text, job.spec_format, harvester=harvester
+        )
+    }
     if native:
         files[QUEUEDATA_FILE] = json.dumps(queue.queuedata, sort_keys=True).encode("utf-8")
     if job.event_ranges is not None:
+        # Shipped as aCT did, although pilot3 (3.5 to 3.11) reads no such file: its event
+        # service asks PanDA for ranges itself (pilot/eventservice/communicationmanager).
         files[EVENT_RANGES_FILE] = json.dumps(list(job.event_ranges), sort_keys=True).encode()
     return Plan(
         pandaid=job.pandaid,
@@ -234,9 +238,10 @@ def plan(job: JobInput, *, native_allowed: bool = True) -> Plan:
         job_name=job_name,
         log_file=log_file,
         arguments=arguments,
-        environment=_environment(job),
+        environment=environment,
         inputs=inputs,
         files=files,
+        harvester=harvester,
     )
 
 

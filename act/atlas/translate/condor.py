@@ -48,10 +48,10 @@ from act.atlas.translate.common import (
     JobInput,
     Plan,
     Translation,
-    TranslationError,
     check_value,
     plan,
 )
+from act.atlas.translate.errors import TranslationError
 
 HTCONDOR_CE_PORT = 9619
 _HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?")

@@ -15,10 +15,10 @@ from act.atlas.translate.common import (
     HEARTBEAT_FILE,
     JobInput,
     Translation,
-    TranslationError,
     check_value,
     plan,
 )
+from act.atlas.translate.errors import TranslationError
 from act.local.description import LocalJob
 
 

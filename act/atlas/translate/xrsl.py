@@ -27,10 +27,10 @@ from act.atlas.translate.common import (
     WRAPPER_NAME,
     JobInput,
     Translation,
-    TranslationError,
     check_value,
     plan,
 )
+from act.atlas.translate.errors import TranslationError
 
 
 def quote(value: str) -> str:

@@ -1,0 +1,12 @@
+"""The error every translation step raises for a job it cannot describe."""
+
+from __future__ import annotations
+
+
+class TranslationError(ValueError):
+    """A job cannot be described for a CE; the message names the PanDA ID and the field."""
+
+    def __init__(self, pandaid: int, field_name: str, problem: str) -> None:
+        self.pandaid = pandaid
+        self.field = field_name
+        super().__init__(f"pandaid={pandaid}: {field_name}: {problem}")
