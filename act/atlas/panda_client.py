@@ -51,10 +51,12 @@ from act.atlas.panda_errors import (
 )
 from act.atlas.panda_settings import PandaServerSettings
 from act.atlas.pandaid import pandaid_of
+from act.atlas.pilot_times import panda_text
 from act.atlas.rawjson import raw_array_items
+from act.atlas.update_fields import LEGACY_TO_NEW, Fields, for_legacy_api, for_new_api, form_text
 from act.common import metrics
 from act.common.logs import job_log
-from act.common.timeutil import as_utc, backoff
+from act.common.timeutil import backoff
 
 __all__ = [
     "AcquiredJob",
@@ -69,7 +71,6 @@ __all__ = [
     "UpdateResult",
 ]
 
-PANDA_TIME = "%Y-%m-%d %H:%M:%S"  # startTime/endTime, UTC
 NOT_FOUND = "notfound"  # get_job_status's value for a job PanDA does not know
 EXCERPT = 200  # characters of a bad reply quoted in errors
 _COMMANDS_NONE = {"", "NULL", "None"}
@@ -86,73 +87,8 @@ _PILOT_LABELS = {"user", "panda"}
 _CODE_10 = re.compile(r'(^|&)StatusCode=10(&|$)|"StatusCode"\s*:\s*10\b')
 _EVENT_RANGES_BUG = "not serializable"  # panda-server 1.0.4's HTTP 500 after doing the update
 
-# Legacy (camelCase) heartbeat fields and their new-API names; keys not listed here (and not
-# already a new-API name) are dropped for the new API, which refuses unknown arguments.
-LEGACY_TO_NEW: dict[str, str] = {
-    "jobId": "job_id",
-    "state": "job_status",
-    "attemptNr": "attempt_nr",
-    "transExitCode": "trans_exit_code",
-    "pilotErrorCode": "pilot_error_code",
-    "pilotErrorDiag": "pilot_error_diag",
-    "exeErrorCode": "exe_error_code",
-    "exeErrorDiag": "exe_error_diag",
-    "timeout": "timeout",
-    "xml": "job_output_report",
-    "node": "node",
-    "siteName": "site_name",
-    "schedulerID": "scheduler_id",
-    "pilotID": "pilot_id",
-    "batchID": "batch_id",
-    "cpuConsumptionTime": "cpu_consumption_time",
-    "cpuConsumptionUnit": "cpu_consumption_unit",
-    "cpuConversionFactor": "cpu_conversion_factor",
-    "cpu_architecture_level": "cpu_architecture_level",
-    "coreCount": "core_count",
-    "meanCoreCount": "mean_core_count",
-    "nEvents": "n_events",
-    "nInputFiles": "n_input_files",
-    "startTime": "start_time",
-    "endTime": "end_time",
-    "pilotTiming": "pilot_timing",
-    "jobSubStatus": "job_sub_status",
-    "jobMetrics": "job_metrics",
-    "metaData": "meta_data",
-    "pilotLog": "pilot_log",
-    "stdout": "stdout",
-    "corruptedFiles": "corrupted_files",
-    "grid": "grid",
-    "source_site": "source_site",
-    "destination_site": "destination_site",
-    **{
-        f"{kind}{what}": f"{kind}_{what.lower()}"
-        for kind in ("max", "avg")
-        for what in ("RSS", "VMEM", "SWAP", "PSS")
-    },
-    **{
-        f"{kind}{what}": f"{kind}_{what.lower()}"
-        for kind in ("tot", "rate")
-        for what in ("RCHAR", "WCHAR", "RBYTES", "WBYTES")
-    },
-}
+#: New-API argument names (the legacy -> new mapping is in :mod:`act.atlas.update_fields`).
 NEW_NAMES = frozenset(LEGACY_TO_NEW.values())
-_NEW_INTS = frozenset(
-    {
-        "job_id",
-        "attempt_nr",
-        "trans_exit_code",
-        "pilot_error_code",
-        "exe_error_code",
-        "cpu_consumption_time",
-        "core_count",
-        "n_events",
-        "n_input_files",
-        "timeout",
-        *(name for name in NEW_NAMES if name.startswith(("max_", "avg_", "tot_", "rate_"))),
-    }
-)
-_NEW_FLOATS = frozenset({"cpu_conversion_factor", "mean_core_count"})
-_NEW_JSON_STRINGS = frozenset({"job_output_report", "meta_data", "pilot_timing"})
 
 
 @dataclass(frozen=True)
@@ -313,7 +249,9 @@ class PandaClient:
         """Send one heartbeat; a per-job refusal is a result with ``ok=False``, not an error."""
         roles = [role] if role else _roles_for_label(None)
         if self._legacy:
-            text = self._post("updateJob", _legacy_fields(update), roles, pandaid=update.pandaid)
+            text = self._post(
+                "updateJob", self._legacy_fields(update), roles, pandaid=update.pandaid
+            )
             return _legacy_update_result("updateJob", update.pandaid, text)
         body = self._new_fields(update)
         text = self._post("pilot/update_job", body, roles, pandaid=update.pandaid)
@@ -333,7 +271,7 @@ class PandaClient:
             return []
         roles = [role] if role else _roles_for_label(None)
         if self._legacy:
-            job_list = json.dumps([_legacy_fields(update) for update in updates])
+            job_list = json.dumps([self._legacy_fields(update) for update in updates])
             text = self._post("updateJobsInBulk", {"jobList": job_list}, roles)
             return _legacy_bulk_results(text, updates)
         body = {"job_list": [self._new_fields(update) for update in updates]}
@@ -702,25 +640,37 @@ class PandaClient:
     # -- replies ----------------------------------------------------------------------------
 
     def _new_fields(self, update: JobUpdate) -> dict[str, Any]:
-        body: dict[str, Any] = {}
-        dropped = []
-        for key, value in update.fields.items():
-            name = LEGACY_TO_NEW.get(key, key if key in NEW_NAMES else None)
-            if name is None:
-                dropped.append(key)
-                continue
-            if value is None:
-                continue
-            body[name] = _typed(name, value)
-        if dropped:
-            job_log(self.log, pandaid=update.pandaid).debug(
-                "fields the new API does not take, not sent: %s", ", ".join(sorted(dropped))
-            )
+        converted = for_new_api(update.fields)
+        self._log_left_out(update.pandaid, "new", converted)
+        body = converted.values
         body["job_id"] = update.pandaid
         body["job_status"] = update.state
         if update.attempt is not None:
             body["attempt_nr"] = update.attempt
         return body
+
+    def _legacy_fields(self, update: JobUpdate) -> dict[str, Any]:
+        converted = for_legacy_api(update.fields)
+        self._log_left_out(update.pandaid, "legacy", converted)
+        fields: dict[str, Any] = converted.values
+        fields["jobId"] = str(update.pandaid)
+        fields["state"] = update.state
+        if update.attempt is not None:
+            fields["attemptNr"] = str(update.attempt)
+        return fields
+
+    def _log_left_out(self, pandaid: int, api: str, converted: Fields) -> None:
+        """Names the API does not take are expected (debug); values it would refuse are not
+        (warning): either would make PanDA refuse the whole update, so neither is sent."""
+        log = job_log(self.log, pandaid=pandaid)
+        if converted.dropped:
+            log.debug(
+                "fields the %s API does not take, not sent: %s",
+                api,
+                ", ".join(sorted(converted.dropped)),
+            )
+        for problem in converted.refused:
+            log.warning("field not sent (the %s API would refuse it): %s", api, problem)
 
     def _check_legacy_code(
         self, call: str, code: int, reply: Mapping[str, Any], *, pandaid: int | None = None
@@ -914,7 +864,11 @@ def _server_timeout(text: str) -> bool:
 
 def _panda_time(value: datetime) -> str:
     """PanDA's time format, in UTC (a naive datetime is refused, never guessed)."""
-    return as_utc(value).strftime(PANDA_TIME)
+    return panda_text(value)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=_json_default)
 
 
 def _json_default(value: Any) -> Any:
@@ -923,55 +877,8 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, default=_json_default)
-
-
 def _form_value(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "True" if value else "False"
-    if isinstance(value, (int, float)):
-        return str(value)
-    if isinstance(value, datetime):
-        return _panda_time(value)
-    return _dumps(value)
-
-
-def _legacy_fields(update: JobUpdate) -> dict[str, Any]:
-    fields: dict[str, Any] = {
-        key: _form_value(value) for key, value in update.fields.items() if value is not None
-    }
-    fields["jobId"] = str(update.pandaid)
-    fields["state"] = update.state
-    if update.attempt is not None:
-        fields["attemptNr"] = str(update.attempt)
-    return fields
-
-
-def _typed(name: str, value: Any) -> Any:
-    """A heartbeat value with the JSON type the new API expects (it refuses "2" for an int)."""
-    if name in _NEW_INTS:
-        if isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
-            return int(value)
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        return value
-    if name in _NEW_FLOATS:
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                return value
-        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
-    if isinstance(value, datetime):
-        return _panda_time(value)
-    if name in _NEW_JSON_STRINGS and not isinstance(value, str):
-        return _dumps(value)
-    if isinstance(value, (dict, list)):
-        return _dumps(value)
-    return value
+    return form_text(value)
 
 
 def _as_int(value: int | str) -> int | str:
