@@ -1,5 +1,21 @@
 """Reading the files a pilot leaves behind (``heartbeat.json``, ``jobReport.json``,
-``metadata.xml``, logs) from a finished CE job's output directory, none of which is trusted.
+``output.list``, ``metadata.xml``, logs) from a finished CE job's output directory, none of which
+is trusted.
+
+Where pilot3 leaves them, relative to its launch directory (``PILOT_HOME``: the CE job's session
+directory, since act starts the pilot wrapper there with ``--piloturl local``):
+
+* ``heartbeat.json`` at the top (``write_heartbeat_to_file``: the final update it would have
+  sent; read by :func:`read_heartbeat`);
+* ``output.list`` at the top (``pilot/copytool/mv.py``, ``create_output_list``: one line per
+  output and log file, ``<lfn> <turl>:checksumtype=adler32:checksumvalue=<hex>``, the files the
+  ARC CE uploads; read by :func:`read_output_list`);
+* ``jobReport.json`` in the pilot's job directory ``PanDA_Pilot-<PandaID>/`` (the transform
+  writes it in its working directory; older pilots left it at the top: both are looked at, the
+  job directory first, :func:`find_job_report`);
+* the log tarball at the top.
+
+The CE descriptions ask for these by name (:mod:`act.atlas.translate`).
 
 Everything in the directory came from a worker node: any file may be missing, huge, a symbolic link
 (``heartbeat.json -> /etc/passwd``), a FIFO, not UTF-8, malformed, or of the wrong shape. The
@@ -49,12 +65,15 @@ from act.common.nofollow import open_parent, relative_parts
 HEARTBEAT = "heartbeat.json"
 JOB_REPORT = "jobReport.json"
 METADATA_XML = "metadata.xml"
+OUTPUT_LIST = "output.list"
 
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 _LFN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]{0,254}")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\x00-\x1f\x7f]+")
 _DIGITS = re.compile(r"[0-9]{1,20}")
 _ADLER32 = re.compile(r"(?:ad:|adler32:)?([0-9a-f]{1,8})", re.IGNORECASE)
+_CHECKSUM_OPTION = re.compile(r":(checksumtype|checksumvalue)=([^:/]*)$")
+_HEX = re.compile(r"[0-9A-Fa-f]{1,64}")
 _GUID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
 _ERROR_LINE = re.compile(
     r"ERROR|CRITICAL|FATAL|FAILED|FAILURE|Traceback|Exception|[Ee]rror:|\bfailed\b"
@@ -82,6 +101,26 @@ class OutputFile:
     fsize: int | None
     adler32: str | None
     guid: str | None
+
+
+@dataclass(frozen=True)
+class ListedOutput:
+    """One line of ``output.list``: a file the CE is asked to upload, and where."""
+
+    lfn: str
+    url: str  # the upload URL without ARC's checksum options
+    checksum_type: str | None  # lowercase, e.g. adler32
+    checksum: str | None  # lowercase hex; adler32 zero-padded to 8 digits
+
+
+@dataclass(frozen=True)
+class JobReport:
+    """A ``jobReport.json``: where it was found (relative to the output directory), its text
+    as written (what ``metaData`` carries) and its content."""
+
+    name: str
+    text: str
+    content: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -289,10 +328,81 @@ def read_heartbeat(directory: Path, *, max_bytes: int = 16 << 20) -> Heartbeat |
     )
 
 
-def read_job_report(directory: Path, *, max_bytes: int = 64 << 20) -> dict[str, Any] | None:
-    """``directory/jobReport.json`` (the ATLAS transform's report) as a dict; None if absent,
-    BadPilotFile if unusable. Its content is not interpreted here."""
-    return _read_json_object(directory, JOB_REPORT, max_bytes)
+def job_dir(pandaid: int) -> str:
+    """pilot3's job directory below its launch directory (``pilot/control/job.py``)."""
+    return f"PanDA_Pilot-{pandaid}"
+
+
+def job_report_names(pandaid: int | None) -> tuple[str, ...]:
+    """Where a ``jobReport.json`` is looked for, best first (see the module docstring)."""
+    return ((f"{job_dir(pandaid)}/{JOB_REPORT}",) if pandaid is not None else ()) + (JOB_REPORT,)
+
+
+def find_job_report(
+    directory: Path, *, pandaid: int | None, max_bytes: int = 64 << 20
+) -> JobReport | None:
+    """The first ``jobReport.json`` of :func:`job_report_names` present; None if neither is,
+    BadPilotFile (naming the path) if the one found is unusable. Its content must be a JSON
+    object and is not interpreted here."""
+    for name in job_report_names(pandaid):
+        text = _read_text(directory, name, max_bytes)
+        if text is not None:
+            return JobReport(name, text, _loads_object(text, name, "content"))
+    return None
+
+
+def read_job_report(
+    directory: Path, *, pandaid: int | None = None, max_bytes: int = 64 << 20
+) -> dict[str, Any] | None:
+    """The content of :func:`find_job_report` (the ATLAS transform's report) as a dict."""
+    found = find_job_report(directory, pandaid=pandaid, max_bytes=max_bytes)
+    return found.content if found is not None else None
+
+
+def read_output_list(
+    directory: Path, *, max_bytes: int = 16 << 20
+) -> tuple[ListedOutput, ...] | None:
+    """``directory/output.list`` as pilot3 writes it; None if absent, BadPilotFile (naming the
+    line) if a line is not ``<lfn> <url>[:checksumtype=<type>:checksumvalue=<hex>]``, an lfn
+    is unsafe or listed twice, a URL has no scheme or a checksum is not hex. Blank lines are
+    skipped. ARC options other than the checksum stay part of the URL."""
+    text = _read_text(directory, OUTPUT_LIST, max_bytes)
+    if text is None:
+        return None
+    listed: list[ListedOutput] = []
+    seen: set[str] = set()
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{OUTPUT_LIST} line {number}"
+        words = line.split()
+        if len(words) != 2:
+            raise BadPilotFile(where, f"{_short(line)} is not '<lfn> <url>'")
+        lfn = _lfn(words[0], where)
+        if lfn in seen:
+            raise BadPilotFile(where, f"{lfn} listed twice")
+        seen.add(lfn)
+        url, options = words[1], dict[str, str]()
+        while match := _CHECKSUM_OPTION.search(url):
+            options.setdefault(match.group(1), match.group(2))
+            url = url[: match.start()]
+        kind, value = _listed_checksum(options, where)
+        listed.append(ListedOutput(lfn, _surl(url, where, lfn), kind, value))
+    return tuple(listed)
+
+
+def _listed_checksum(options: dict[str, str], where: str) -> tuple[str | None, str | None]:
+    kind, value = options.get("checksumtype"), options.get("checksumvalue")
+    if kind is None and value is None:
+        return None, None
+    if not kind or not value or not _HEX.fullmatch(value):
+        raise BadPilotFile(where, f"checksum {kind!r}:{value!r} is not a type and a hex value")
+    kind = kind.lower()
+    if kind in ("adler32", "ad"):
+        if len(value) > 8:
+            raise BadPilotFile(where, f"adler32 {value!r} has more than 8 hex digits")
+        return "adler32", value.lower().zfill(8)
+    return kind, value.lower()
 
 
 def _xml_parser() -> etree.XMLParser:

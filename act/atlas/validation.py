@@ -20,6 +20,21 @@ otherwise any ``unreachable``               put off (the storage's fault, not th
 
 A definite bad file decides at once, even if other files' storage did not answer: checking those
 later could not make the job valid.
+
+Before any storage check, :func:`cross_check` holds the pilot's two lists of outputs against each
+other where both came back: ``output.list`` (what the CE was asked to upload, and where) and the
+output report (``xml`` of heartbeat.json, or metadata.xml: what PanDA will register). The job
+fails (not resubmitted: the pilot's reports are inconsistent, another attempt of the same pilot
+would not mend them), naming each file, when
+
+* a file of output.list is not in the output report (uploaded, but PanDA would never know it):
+  ``no_report_code`` (1187);
+* a file's checksum differs between the two (the CE checks the upload against output.list's, PanDA
+  registers the report's): ``checksum_code`` (1172).
+
+A file in the report but not in output.list is left to the storage check (it may have been
+uploaded otherwise; if not, it is missing there). URLs are not compared: the storage check looks
+at the report's, which PanDA registers.
 """
 
 from __future__ import annotations
@@ -30,6 +45,8 @@ from typing import Literal
 
 from pydantic import Field
 
+from act.atlas.final_report import MAX_META_DATA
+from act.atlas.pilot_files import ListedOutput, OutputFile
 from act.atlas.storage.model import FileCheck, Verdict
 from act.common.section import Section
 
@@ -54,6 +71,9 @@ class ValidatorOptions(Section):
     no_report_code: int = Field(1187, ge=0)  # NOPAYLOADMETADATA: heartbeat.json missing or bad
     ce_failed_code: int = Field(9000, ge=0)  # the CE job failed and the pilot said nothing
     max_file_bytes: int = Field(16 << 20, gt=0)  # a pilot's JSON/XML file larger than this is bad
+    # metaData (the jobReport) larger than this (bytes, JSON-encoded) is not sent: see
+    # act.atlas.final_report
+    max_meta_data: int = Field(MAX_META_DATA, gt=0)
 
 
 @dataclass(frozen=True)
@@ -98,3 +118,39 @@ def judge(checks: Sequence[FileCheck], opts: ValidatorOptions, *, overdue: bool)
             return Decision("failed", opts.unreachable_code, f"gave up waiting; {diag}")
         return Decision("defer", None, diag)
     return Decision("finished")
+
+
+def cross_check(
+    reported: Sequence[OutputFile], listed: Sequence[ListedOutput], opts: ValidatorOptions
+) -> Decision | None:
+    """A failed decision if output.list and the output report disagree (module docstring)."""
+    by_lfn = {entry.lfn: entry for entry in reported}
+    problems: list[tuple[int, str]] = []
+    for entry in listed:
+        found = by_lfn.get(entry.lfn)
+        if found is None:
+            problems.append(
+                (
+                    opts.no_report_code,
+                    f"{entry.lfn}: in output.list (uploaded to {entry.url}) but not in the "
+                    "pilot's output report",
+                )
+            )
+        elif (
+            entry.checksum_type == "adler32"
+            and found.adler32 is not None
+            and entry.checksum != found.adler32
+        ):
+            problems.append(
+                (
+                    opts.checksum_code,
+                    f"{entry.lfn}: adler32 {entry.checksum} in output.list, {found.adler32} in "
+                    "the output report",
+                )
+            )
+    if not problems:
+        return None
+    details = "; ".join(text for _, text in problems[:3])
+    more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+    diag = f"the pilot's output.list and output report disagree: {details}{more}"
+    return Decision("failed", problems[0][0], diag)

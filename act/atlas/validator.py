@@ -13,12 +13,22 @@ CE job failed (donefailed)        → ``failed``: the pilot's error code and dia
                                   ``heartbeat.json`` if it left one, else the CE's
 native, pilot reports failure     → ``failed`` with the pilot's report
 native, no or bad heartbeat.json  → ``failed``, ``no_report_code`` and the file's problem
+native, output.list and the        → ``failed``, naming each file
+output report disagree            (:func:`act.atlas.validation.cross_check`)
 native, pilot reports success     every output file checked on storage (size, adler32), all the
                                   job's files of a cycle in one concurrent round grouped per
                                   endpoint (:class:`~act.atlas.storage.checker.StorageChecker`);
                                   the outcome as :func:`act.atlas.validation.judge` decides:
                                   ``finished``, ``failed``, ``toresubmit``, or put off
 ================================  ===========================================================
+
+What is read of the CE job's outputs (:mod:`act.atlas.pilot_files`, where pilot3 leaves each):
+``heartbeat.json`` (the pilot's final update), ``output.list`` (what the CE uploaded),
+``PanDA_Pilot-<PandaID>/jobReport.json`` or, from older pilots, ``jobReport.json`` (the
+transform's exit code and message where the heartbeat has none, and ``metaData`` where the
+heartbeat has none), ``metadata.xml`` (older pilots' output report), the log tarball and the
+pilot's stdout (for the excerpt). What the pilot reported but act did not use (a nonsense time,
+a ``metaData`` too large to send) is logged with the PanDA ID and kept in ``validation_note``.
 
 Put off (storage unreachable or switched down by an operator): ``validate_after`` is set
 ``retry_after`` seconds ahead, doubled per deferral up to ``retry_max``; the reason is kept in
@@ -55,7 +65,7 @@ from act.atlas.storage.checker import StorageChecker
 from act.atlas.storage.model import Expected, FileCheck, Verdict
 from act.atlas.translate.common import stdout_name
 from act.atlas.translator import parse_spec
-from act.atlas.validation import Decision, ValidatorOptions, judge
+from act.atlas.validation import Decision, ValidatorOptions, cross_check, judge
 from act.common import safe_tar
 from act.common.claims import claim, release
 from act.common.daemon import Context, DaemonSpec
@@ -101,6 +111,7 @@ class _Job:
     truepilot: bool = False
     heartbeat: Heartbeat | None = None
     payload: dict[str, Any] = field(default_factory=dict)  # from jobReport.json
+    job_report: pilot_files.JobReport | None = None
     expected: list[Expected] = field(default_factory=list)
     checks: list[FileCheck] = field(default_factory=list)
     decision: Decision | None = None
@@ -265,6 +276,14 @@ def _read(ctx: Context, job: _Job, opts: ValidatorOptions) -> Decision | None:
     if outputs is None:
         why = "heartbeat.json has no output report (xml) and there is no metadata.xml"
         return Decision("failed", opts.no_report_code, why)
+    if directory is not None:
+        try:
+            listed = pilot_files.read_output_list(directory, max_bytes=opts.max_file_bytes)
+        except BadPilotFile as error:
+            return Decision("failed", opts.no_report_code, f"unusable pilot report: {error}")
+        disagreement = cross_check(outputs, listed, opts) if listed is not None else None
+        if disagreement is not None:
+            return disagreement
     job.expected = [Expected(f.lfn, f.surl, f.fsize, f.adler32) for f in outputs]
     return None
 
@@ -273,18 +292,22 @@ def _payload_exit(
     ctx: Context, job: _Job, directory: Path, opts: ValidatorOptions
 ) -> dict[str, Any]:
     """``exeErrorCode``/``exeErrorDiag`` from the transform's ``jobReport.json`` (its
-    ``exitCode``/``exitMsg``), used where the pilot's heartbeat does not give them. A missing
-    file gives nothing; an unusable one is logged (naming the job and the cause) and ignored:
-    the pilot's heartbeat, not the transform's report, decides the job."""
+    ``exitCode``/``exitMsg``), used where the pilot's heartbeat does not give them; the report
+    is kept for ``metaData``. A missing file gives nothing; an unusable one is logged (naming
+    the job and the cause) and ignored: the pilot's heartbeat, not the transform's report,
+    decides the job."""
     try:
-        found = pilot_files.read_job_report(directory, max_bytes=opts.max_file_bytes)
+        job.job_report = pilot_files.find_job_report(
+            directory, pandaid=job.pandaid, max_bytes=opts.max_file_bytes
+        )
     except BadPilotFile as error:
         job_log(ctx.log, pandaid=job.pandaid, ce=job.ce).warning(
             "jobReport.json ignored: %s", error
         )
         return {}
-    if found is None:
+    if job.job_report is None:
         return {}
+    found = job.job_report.content
     code, message = found.get("exitCode"), found.get("exitMsg")
     fields: dict[str, Any] = {}
     if isinstance(code, int) and not isinstance(code, bool):
@@ -396,7 +419,10 @@ def _publish(ctx: Context, job: _Job) -> bool:
     return True
 
 
-def _report(ctx: Context, job: _Job, decision: Decision) -> dict[str, Any]:
+def _report(
+    ctx: Context, job: _Job, decision: Decision, opts: ValidatorOptions
+) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """The final report's fields, and what act did not take of the pilot's (logged here)."""
     fixes = final_report.Corrections(
         ce=job.ce,
         ce_job_id=job.ce_job_id,
@@ -418,13 +444,19 @@ def _report(ctx: Context, job: _Job, decision: Decision) -> dict[str, Any]:
         error_code=decision.code,
         error_diag=decision.diag or None,
         pilot_log=excerpt or None,
+        job_report=job.job_report.text if job.job_report is not None else None,
+        max_meta_data=opts.max_meta_data,
     )
+    log = job_log(ctx.log, pandaid=job.pandaid, ce=job.ce)
     if built.dropped:
-        job_log(ctx.log, pandaid=job.pandaid, ce=job.ce).warning(
-            "heartbeat.json fields not forwarded (not scalars or too large): %s",
+        log.warning(
+            "heartbeat.json fields not forwarded (no PanDA update argument, not scalars or "
+            "too large): %s",
             ", ".join(sorted(built.dropped)),
         )
-    return built.fields
+    for note in built.notes:
+        log.warning("final report: %s", note)
+    return built.fields, built.notes
 
 
 def _settle(ctx: Context, job: _Job, opts: ValidatorOptions) -> None:
@@ -461,8 +493,11 @@ def _settle(ctx: Context, job: _Job, opts: ValidatorOptions) -> None:
         values.update(report=None, next_report_at=utcnow(), validate_after=None)
         values["validation_deferrals"] = 0
     else:
-        fields = _report(ctx, job, decision)
+        fields, notes = _report(ctx, job, decision, opts)
         extra: dict[str, Any] = {**values}
+        if notes:
+            note = "; ".join([decision.diag, *notes] if decision.diag else notes)
+            extra["validation_note"] = note[:2000]
         if target == "failed":
             code = fields.get("pilotErrorCode")
             extra["error_code"] = code if isinstance(code, int) else decision.code
