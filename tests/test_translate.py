@@ -127,7 +127,8 @@ def test_every_xrsl_is_accepted_by_the_real_arc_parser() -> None:
             assert set(inputs) == {*translation.files, "runpilot2-wrapper.sh"}
         else:
             es = ["event_status.dump.json"] if job.event_ranges is not None else []
-            assert outputs == ["heartbeat.json", p.log_file, *es, "@output.list"]
+            reports = ["output.list", f"PanDA_Pilot-{job.pandaid}/jobReport.json", "jobReport.json"]
+            assert outputs == ["heartbeat.json", p.log_file, *es, *reports, "@output.list"]
             assert "pilot3.tar.gz" in inputs and "queuedata.json" in inputs
             for lfn in job.spec["inFiles"].split(",") if p.inputs else []:
                 (source,) = inputs[lfn]

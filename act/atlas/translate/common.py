@@ -17,6 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from act.atlas.pilot_files import OUTPUT_LIST as OUTPUT_LIST_FILE
+from act.atlas.pilot_files import job_report_names
 from act.atlas.queues import Queue
 from act.atlas.translate.errors import TranslationError
 from act.atlas.translate.jobfile import harvester_mode, job_file
@@ -34,7 +36,8 @@ QUEUEDATA_FILE = "queuedata.json"
 EVENT_RANGES_FILE = "eventranges.json"
 HEARTBEAT_FILE = "heartbeat.json"
 EVENT_STATUS_FILE = "event_status.dump.json"
-OUTPUT_LIST = "@output.list"
+#: xRSL: the CE uploads every file ``output.list`` names (ARC's dynamic output list).
+OUTPUT_LIST = "@" + OUTPUT_LIST_FILE
 RESERVED_NAMES = frozenset(
     {
         WRAPPER_NAME,
@@ -125,6 +128,14 @@ class Plan:
     @property
     def stdout_name(self) -> str:
         return stdout_name(self.log_file)
+
+
+def pilot_reports(pandaid: int) -> list[str]:
+    """The pilot's reports a native job's CE is asked to keep for act, besides heartbeat.json
+    and the log tarball: ``output.list`` (what the CE uploaded) and ``jobReport.json`` where
+    pilot3 leaves it (``PanDA_Pilot-<PandaID>/``) and where older pilots did (the top). See
+    :mod:`act.atlas.pilot_files`; a file the pilot did not write is simply not there."""
+    return [OUTPUT_LIST_FILE, *job_report_names(pandaid)]
 
 
 def stdout_name(log_file: str) -> str:

@@ -3,7 +3,10 @@
 A queue whose CE is a ``local`` engine CE runs the queue's pilot wrapper (``pilot_wrapper``: a
 command on this machine, not a URL) with the same arguments and environment as on a grid CE, in
 a job directory holding the shipped files (the job spec, queuedata, event ranges). It returns
-the pilot's heartbeat, its log file and, for event-service jobs, ``event_status.dump.json``.
+the pilot's heartbeat, its log file, ``output.list`` and ``jobReport.json`` where the pilot
+leaves them (:func:`~act.atlas.translate.common.pilot_reports`) and, for event-service jobs,
+``event_status.dump.json``; one the pilot did not write is named as missing in the CE's
+diagnostics (shown for a failed job only).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from act.atlas.translate.common import (
     JobInput,
     Translation,
     check_value,
+    pilot_reports,
     plan,
 )
 from act.atlas.translate.errors import TranslationError
@@ -37,6 +41,7 @@ def to_local(job: JobInput, *, input_dir: Path) -> Translation:
     outputs = [HEARTBEAT_FILE, p.log_file]
     if job.event_ranges is not None:
         outputs.append(EVENT_STATUS_FILE)
+    outputs += pilot_reports(job.pandaid)
     description = LocalJob(
         executable=command,
         arguments=list(p.arguments),

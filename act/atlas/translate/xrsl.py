@@ -11,6 +11,13 @@ in its server-side ("GRIDMANAGER") dialect, where a bare ``walltime``/``cputime`
 seconds, while ARC's client library reads the same number as minutes (seen on the test A-REX
 6.17: ``(walltime = "1440")`` became a 1440-second limit; tests/test_condor_classad.py reads what
 the real A-REX hands its batch system).
+
+A native job's ``outputfiles`` keep for act (empty destination: left in the session directory,
+which act downloads) the pilot's ``heartbeat.json``, its log tarball, ``event_status.dump.json``
+for event service, ``output.list`` and ``jobReport.json`` (in pilot3's job directory
+``PanDA_Pilot-<PandaID>/`` and at the top, :func:`~act.atlas.translate.common.pilot_reports`),
+and ask the CE to upload what ``output.list`` names (``@output.list``). A listed file the pilot
+did not write is no error for A-REX.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from act.atlas.translate.common import (
     JobInput,
     Translation,
     check_value,
+    pilot_reports,
     plan,
 )
 from act.atlas.translate.errors import TranslationError
@@ -93,6 +101,7 @@ def to_xrsl(job: JobInput, ce: QueueCE, *, input_dir: Path) -> Translation:
         outputs = [(HEARTBEAT_FILE, ""), (p.log_file, "")]
         if job.event_ranges is not None:
             outputs.append((EVENT_STATUS_FILE, ""))
+        outputs += [(name, "") for name in pilot_reports(job.pandaid)]
         outputs.append((OUTPUT_LIST, ""))
         lines.append(_lists("outputfiles", outputs))
     lines += [
