@@ -248,6 +248,30 @@ def test_reports_go_in_batches_with_a_bounded_number_in_flight(
     assert all(server.states(pandaid) == ["running"] for pandaid in pandaids)
 
 
+def test_big_reports_make_smaller_bulk_calls_and_one_over_the_cap_goes_alone(
+    db: Database, server: CountingPandaTestServer
+) -> None:
+    """A final report's metaData can take megabytes; a web server refuses a request body above
+    its limit (HTTP 413, measured on the real PanDA server: 10 MiB), which would fail every job
+    of the call. Batches are cut by size as well as by count."""
+    pandaids = jobs_in(db, server, "running", 5)
+    sizes = [60_000, 60_000, 60_000, 300_000, 10]
+    for pandaid, size in zip(pandaids, sizes, strict=True):
+        report = with_report({"metaData": json.dumps({"pad": "x" * size})})
+        db.run(
+            lambda c, r=report, p=pandaid: c.execute(
+                sa.update(panda_jobs).where(panda_jobs.c.panda_id == p).values(**r)
+            )
+        )
+    ctx = context(db, server, batch_size=100, in_flight=1, max_request_bytes=150_000)
+    drain(ctx)
+    calls = bulk_calls(server)
+    assert calls == [pandaids[:2], [pandaids[2]], [pandaids[3]], [pandaids[4]]]
+    for pandaid, size in zip(pandaids, sizes, strict=True):
+        sent_meta = server.last_fields(pandaid)["meta_data"]
+        assert json.loads(sent_meta) == {"pad": "x" * size}  # whole, never cut
+
+
 def test_two_instances_never_report_a_job_twice(
     db: Database, server: CountingPandaTestServer
 ) -> None:

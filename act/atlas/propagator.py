@@ -2,7 +2,9 @@
 
 Each cycle claims the PanDA jobs whose ``next_report_at`` has come, **oldest due first** (so a
 backlog after an outage drains in the order it built up), at most ``batch_size * in_flight`` of
-them. It sends them with ``update_jobs_bulk`` in batches of ``batch_size``, at most ``in_flight``
+them. It sends them with ``update_jobs_bulk`` in batches of ``batch_size`` (and at most
+``max_request_bytes`` of report fields: a final report's ``metaData`` can take megabytes, and a
+web server refuses a request body above its limit, 10 MiB by default), at most ``in_flight``
 calls at once (a bounded thread pool; the database is only written from the daemon's thread), and
 writes each job's outcome. Both PanDA wire formats go through :class:`PandaClient`; nothing here
 depends on either.
@@ -138,6 +140,8 @@ class PropagatorOptions(Section):
 
     batch_size: int = Field(100, ge=1, le=10_000)
     in_flight: int = Field(4, ge=1, le=64)
+    # A bulk call's reports add up to at most this many bytes (JSON); a bigger report goes alone.
+    max_request_bytes: int = Field(8 << 20, ge=1 << 16)
     interval: float = Field(1800.0, gt=0)
     jitter: float = Field(0.1, ge=0, le=1)
     retry_backoff: float = Field(60.0, ge=0)
@@ -451,7 +455,7 @@ def _send(ctx: Context, sends: list[_Send], outcome: _Outcome) -> None:
     # No retries inside a call: a job PanDA did not get stays due and goes in a later cycle,
     # so retrying here would only add log lines and hold the cycle up.
     client = runtime.panda_client(ctx, retries=0)
-    batches = [sends[i : i + opts.batch_size] for i in range(0, len(sends), opts.batch_size)]
+    batches = _batches(sends, opts.batch_size, opts.max_request_bytes)
     with ThreadPoolExecutor(
         max_workers=min(opts.in_flight, len(batches)), thread_name_prefix="propagator"
     ) as pool:
@@ -483,6 +487,25 @@ def _send(ctx: Context, sends: list[_Send], outcome: _Outcome) -> None:
             outcome.sent += len(batch)
             maybe_crash(CRASH_POINT)
             ctx.db.run(partial(_record, ctx=ctx, batch=batch, results=results, outcome=outcome))
+
+
+def _batches(sends: Sequence[_Send], size: int, max_bytes: int) -> list[list[_Send]]:
+    """``sends`` in order, in batches of at most ``size`` reports adding up to at most
+    ``max_bytes`` (their fields as JSON; a larger report makes a batch of its own): a request
+    PanDA's web server refuses as too large (HTTP 413) would fail every job in it, each time."""
+    batches: list[list[_Send]] = []
+    current: list[_Send] = []
+    used = 0
+    for send in sends:
+        cost = len(json.dumps(dict(send.update.fields), default=str).encode()) + 100
+        if current and (len(current) >= size or used + cost > max_bytes):
+            batches.append(current)
+            current, used = [], 0
+        current.append(send)
+        used += cost
+    if current:
+        batches.append(current)
+    return batches
 
 
 def _record(
