@@ -24,6 +24,7 @@ import subprocess
 import tempfile
 import textwrap
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,9 +100,12 @@ class Pilot3:
                 )
             finally:
                 os.close(write_fd)
-            with os.fdopen(read_fd, "rb") as result_pipe:
+            # the result is read while the snippet runs: one larger than the pipe's buffer
+            # (64 KiB) would block the snippet's write, and communicate() would wait forever
+            with os.fdopen(read_fd, "rb") as result_pipe, ThreadPoolExecutor(1) as reader:
+                pending = reader.submit(result_pipe.read)
                 out, err = proc.communicate(json.dumps(arg).encode(), timeout=timeout)
-                result = result_pipe.read()
+                result = pending.result()
             if proc.returncode != 0 or not result:
                 raise AssertionError(
                     f"pilot3 snippet failed (exit {proc.returncode}):\n"
