@@ -17,13 +17,17 @@ from act.atlas.pilot_files import (
     HEARTBEAT,
     JOB_REPORT,
     METADATA_XML,
+    OUTPUT_LIST,
     BadPilotFile,
     Heartbeat,
+    ListedOutput,
     OutputFile,
+    find_job_report,
     log_excerpt,
     read_heartbeat,
     read_job_report,
     read_metadata_xml,
+    read_output_list,
     read_text_tail,
 )
 
@@ -279,6 +283,84 @@ def test_a_bad_job_report_names_its_file(tmp_path: Path) -> None:
     (tmp_path / JOB_REPORT).write_text("{}" + " " * 100)
     with pytest.raises(BadPilotFile, match="larger than 64 bytes"):
         read_job_report(tmp_path, max_bytes=64)
+
+
+def test_pilot3s_job_report_is_found_in_its_job_directory_before_the_top(tmp_path: Path) -> None:
+    (tmp_path / JOB_REPORT).write_text('{"exitCode": 1}')  # an older pilot's place
+    assert find_job_report(tmp_path, pandaid=42) == find_job_report(tmp_path, pandaid=None)
+    (tmp_path / "PanDA_Pilot-42").mkdir()
+    text = '{"exitCode": 0,  "exitMsg": "OK"}'
+    (tmp_path / "PanDA_Pilot-42" / JOB_REPORT).write_text(text)
+    found = find_job_report(tmp_path, pandaid=42)
+    assert found is not None
+    assert (found.name, found.text) == ("PanDA_Pilot-42/jobReport.json", text)  # as written
+    assert read_job_report(tmp_path, pandaid=42) == {"exitCode": 0, "exitMsg": "OK"}
+    (tmp_path / "PanDA_Pilot-42" / JOB_REPORT).write_text("[]")
+    with pytest.raises(BadPilotFile, match=r"^PanDA_Pilot-42/jobReport\.json: content"):
+        find_job_report(tmp_path, pandaid=42)
+    shutil.rmtree(tmp_path / "PanDA_Pilot-42")
+    (tmp_path / "PanDA_Pilot-42").symlink_to("/etc")
+    with pytest.raises(BadPilotFile, match=r"PanDA_Pilot-42/jobReport\.json"):
+        find_job_report(tmp_path, pandaid=42)
+
+
+# --- output.list -----------------------------------------------------------------------------
+
+
+def test_output_list_as_pilot3_writes_it(tmp_path: Path) -> None:
+    # pilot/copytool/mv.py create_output_list: "<lfn> <turl>:checksumtype=...:checksumvalue=..."
+    (tmp_path / OUTPUT_LIST).write_text(
+        "EVNT.01.pool.root root://se.example.org:1094//atlas/EVNT.01.pool.root"
+        ":checksumtype=adler32:checksumvalue=8FB4B512\n"
+        "\n"
+        "1.log.tgz davs://dav.example.org:443/atlas/1.log.tgz:checksumtype=adler32"
+        ":checksumvalue=62d7ff4\n"
+        "AOD.pool.root rucio://rucio-lb-prod.cern.ch;failureallowed=yes/objectstores/"
+        "s3+rucio://os.example.org/bucket/AOD.pool.root/OS_ES/write\n"
+    )
+    assert read_output_list(tmp_path) == (
+        ListedOutput(
+            "EVNT.01.pool.root",
+            "root://se.example.org:1094//atlas/EVNT.01.pool.root",
+            "adler32",
+            "8fb4b512",
+        ),
+        ListedOutput(
+            "1.log.tgz", "davs://dav.example.org:443/atlas/1.log.tgz", "adler32", "062d7ff4"
+        ),
+        ListedOutput(
+            "AOD.pool.root",
+            "rucio://rucio-lb-prod.cern.ch;failureallowed=yes/objectstores/"
+            "s3+rucio://os.example.org/bucket/AOD.pool.root/OS_ES/write",
+            None,
+            None,
+        ),
+    )
+    assert read_output_list(tmp_path / "missing") is None
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        ("a.root\n", ["line 1", "is not '<lfn> <url>'"]),
+        ("a.root root://h//a b\n", ["line 1"]),
+        ("../etc root://h//x\n", ["line 1", "unsafe"]),
+        ("a.root /local/path\n", ["line 1", "not a URL"]),
+        ("a.root root://h//a\na.root root://h//b\n", ["line 2", "listed twice"]),
+        ("a.root root://h//a:checksumtype=adler32:checksumvalue=xyz\n", ["line 1", "hex"]),
+        ("a.root root://h//a:checksumvalue=0a0b0c0d\n", ["line 1", "type"]),
+        ("a.root root://h//a:checksumtype=adler32:checksumvalue=123456789\n", ["8 hex"]),
+    ],
+)
+def test_a_bad_output_list_names_the_line_and_cause(
+    tmp_path: Path, content: str, words: list[str]
+) -> None:
+    (tmp_path / OUTPUT_LIST).write_text(content)
+    with pytest.raises(BadPilotFile) as error:
+        read_output_list(tmp_path)
+    assert str(error.value).startswith("output.list line")
+    for word in words:
+        assert word in str(error.value)
 
 
 # --- metadata.xml ----------------------------------------------------------------------------

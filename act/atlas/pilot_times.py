@@ -49,15 +49,15 @@ def read_time(value: object, *, now: datetime | None = None) -> datetime | None:
     """The time ``value`` stands for (see the module docstring); None if not given."""
     if value is None or (isinstance(value, str) and value.strip() in _ABSENT):
         return None
+    latest = (now or utcnow()) + AHEAD
     if isinstance(value, datetime):
         when = as_utc(value)
     elif isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise BadTime(f"{_show(value)} is not a time")
     elif isinstance(value, str):
-        when = _from_text(value.strip())
+        when = _from_text(value.strip(), latest)
     else:
-        when = _from_epoch(value, value)
-    latest = (now or utcnow()) + AHEAD
+        when = _from_epoch(value, value, latest)
     if when < EARLIEST:
         raise BadTime(f"{_show(value)} is before {EARLIEST:%Y-%m-%d} (a broken clock?)")
     if when > latest:
@@ -65,20 +65,22 @@ def read_time(value: object, *, now: datetime | None = None) -> datetime | None:
     return when
 
 
-def _from_epoch(seconds: float, shown: object) -> datetime:
+def _from_epoch(seconds: float, shown: object, latest: datetime) -> datetime:
     if not math.isfinite(seconds):
         raise BadTime(f"{_show(shown)} is not a finite number")
     if seconds < 0:
         raise BadTime(f"{_show(shown)} is negative")
+    if seconds > latest.timestamp():
+        raise BadTime(f"{_show(shown)} is more than a day in the future (milliseconds?)")
     try:
         return datetime.fromtimestamp(seconds, timezone.utc)
     except (OverflowError, OSError, ValueError):
         raise BadTime(f"{_show(shown)} is out of range") from None
 
 
-def _from_text(text: str) -> datetime:
+def _from_text(text: str, latest: datetime) -> datetime:
     if _EPOCH_TEXT.fullmatch(text):
-        return _from_epoch(float(text), text)
+        return _from_epoch(float(text), text, latest)
     try:
         return datetime.strptime(text, PANDA_TIME).replace(tzinfo=timezone.utc)
     except ValueError:
