@@ -29,8 +29,10 @@ A value that cannot be typed (a bool or text for a number, NaN, an unreadable ti
 and named in :attr:`Fields.refused`; a name the API does not take is not sent and named in
 :attr:`Fields.dropped`. **1.0.4 has no** ``computingElement``, ``timestamp``, ``workdir``,
 ``remainingSpace``, ``messageLevel`` **or** ``token`` **argument**: act never sends them to the
-new API (the CE is known to PanDA from the job's ``acquire_jobs``, where it is
-``computing_element``).
+new API. Measured on 1.0.4: the ``computing_element`` given to ``acquire_jobs`` is stored, and the
+next update replaces it with the CE of the job's Harvester worker (``updateJobStatus`` reads
+``harvester_workers``), NULL for a job act fetched; 1.0.4 offers no way for a non-Harvester
+client to report the CE.
 """
 
 from __future__ import annotations
