@@ -14,6 +14,8 @@ import sqlalchemy as sa
 from act.atlas.validator import run_once
 from act.common.db import Database
 from act.common.schema import panda_jobs
+from tests.support.pilot3 import Pilot3
+from tests.support.pilot3_reports import ce_uploads, pilot3_leaves
 from tests.support.validating import Job, context, make_settings
 from tests.support.xrootd_real import PrivateXRootD, XRootDServer
 
@@ -89,3 +91,41 @@ def test_storage_down_then_back_defers_the_job_then_finishes_it(
     )
     run_once(ctx)
     assert job.row().state == "finished"
+
+
+def test_outputs_pilot3_reported_and_the_ce_uploaded_are_valid_on_real_xrootd(
+    db: Database, tmp_path: Path, xrootd_server: XRootDServer, pilot3: Pilot3
+) -> None:
+    """The real pilot3's reports (tests/support/pilot3_reports.py) naming root:// TURLs; the CE's
+    upload of output.list is a TEST DOUBLE writing into the server's export directory (the test
+    SE takes no writes over root://), the checks are the real server's."""
+    settings = make_settings(tmp_path, storage={"ca": str(xrootd_server.ca)})
+    job = Job(db, tmp_path, 2004)
+    base = f"atlas/v/{uuid.uuid4().hex}"
+    outputs = {"EVNT.2004._000001.pool.root": 70_000, "HIST.2004._000001.root": 10}
+    left = pilot3_leaves(pilot3, job.output_dir, 2004, se=xrootd_server.root(base), outputs=outputs)
+
+    def to_xrootd(url: str, content: bytes) -> None:
+        assert url.startswith(xrootd_server.root(base))
+        xrootd_server.write(url.removeprefix(xrootd_server.root_url + "//"), content)
+
+    assert sorted(ce_uploads(job.output_dir, to_xrootd)) == sorted([*outputs, "2004.log.tgz"])
+    run_once(context(db, settings))
+    row = job.row()
+    assert row.state == "finished", row.validation_note
+    assert json.loads(job.report()["xml"]) == left["fileinfo"]
+    # a CE that did not upload one of the files output.list names: that file is missing
+    other = Job(db, tmp_path, 2005)
+    base = f"atlas/v/{uuid.uuid4().hex}"
+    pilot3_leaves(pilot3, other.output_dir, 2005, se=xrootd_server.root(base), outputs=outputs)
+
+    def all_but_the_log(url: str, content: bytes) -> None:
+        if not url.endswith("2005.log.tgz"):
+            to_xrootd(url, content)
+
+    ce_uploads(other.output_dir, all_but_the_log)
+    run_once(context(db, settings, invalid_outputs="fail"))
+    failed = other.row()
+    assert failed.state == "failed" and failed.error_code == 1165
+    diag = other.report()["pilotErrorDiag"]
+    assert "1 of 3 output file(s) invalid" in diag and "2005.log.tgz" in diag
