@@ -15,6 +15,12 @@ steps a native-mode pilot takes at the end of a job, each with the pilot's own f
 * the final update by ``get_data_structure`` (metaData from the user module's ``get_metadata``:
   the job directory's jobReport.json) written by ``write_heartbeat_to_file``.
 
+pilot3's ATLAS clean-up before the log tarball (``remove_redundant_files``) is never run: it
+deletes ``/work``, ``/cores`` and ``/panda_pilot*`` at the filesystem root (its list of
+"redundant" paths joined to the job directory with ``os.path.join``, which an absolute path
+wins), and as root it wiped this project's working tree. ``create_log`` is called with
+``cleanup=False``, and the snippet replaces the clean-up functions with ones that raise.
+
 The launch directory is the CE job's fetched output directory, as if the CE had run the pilot in
 its session directory and act had fetched it. What the CE itself does in between - uploading the
 files ``output.list`` names - is :func:`ce_uploads`, a TEST DOUBLE of ARC's data staging that
@@ -36,6 +42,12 @@ SNIPPET = r"""
 import json, os, time, types
 os.environ.update(PILOT_USER="atlas", PILOT_SITENAME=ARG["queue"], PANDA_JSID="act",
                   GTAG=ARG["gtag"], PILOT_VERSION="3.7.0.36")
+import pilot.user.atlas.common as atlas_common
+
+def _never(*args, **kwargs):  # pilot3's ATLAS cleanup deletes /work at the filesystem root
+    raise RuntimeError("pilot3's ATLAS cleanup must never run in act's tests")
+
+atlas_common.remove_redundant_files = atlas_common.remove_special_files = _never
 from pilot.common.errorcodes import ErrorCodes
 from pilot.control.data import create_log, generate_fileinfo
 from pilot.control.job import get_data_structure, write_heartbeat_to_file
