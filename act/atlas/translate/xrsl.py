@@ -55,6 +55,16 @@ def _lists(name: str, rows: Iterable[tuple[str, ...]]) -> str:
     return f"({name} = {inner})"
 
 
+def native_outputs(pandaid: int, log_file: str, *, event_service: bool) -> list[tuple[str, str]]:
+    """A native job's ``outputfiles`` (see the module docstring)."""
+    outputs = [(HEARTBEAT_FILE, ""), (log_file, "")]
+    if event_service:
+        outputs.append((EVENT_STATUS_FILE, ""))
+    outputs += [(name, "") for name in pilot_reports(pandaid)]
+    outputs.append((OUTPUT_LIST, ""))
+    return outputs
+
+
 def to_xrsl(job: JobInput, ce: QueueCE, *, input_dir: Path) -> Translation:
     """The xRSL for one job on one ARC CE; raises TranslationError."""
     if ce.flavour != "arc":
@@ -98,11 +108,9 @@ def to_xrsl(job: JobInput, ce: QueueCE, *, input_dir: Path) -> Translation:
         inputs += [(f.lfn, f.url) for f in p.inputs]
     lines.append(_lists("inputfiles", inputs))
     if p.native:
-        outputs = [(HEARTBEAT_FILE, ""), (p.log_file, "")]
-        if job.event_ranges is not None:
-            outputs.append((EVENT_STATUS_FILE, ""))
-        outputs += [(name, "") for name in pilot_reports(job.pandaid)]
-        outputs.append((OUTPUT_LIST, ""))
+        outputs = native_outputs(
+            job.pandaid, p.log_file, event_service=job.event_ranges is not None
+        )
         lines.append(_lists("outputfiles", outputs))
     lines += [
         _relation("stdout", p.stdout_name),
