@@ -4,6 +4,9 @@ The initialdir is written by the schedd with what the job's sandbox sent back, s
 only regular files and plain directories are copied, a symlink is neither followed nor copied (on
 either side: every path is opened relative to a directory descriptor with ``O_NOFOLLOW``), and
 the copy stops with :class:`FetchError` beyond the caps of ``engine.fetch``.
+
+Subdirectories are copied as they are (a pilot's ``PanDA_Pilot-<PandaID>/jobReport.json`` keeps
+its place, where :mod:`act.atlas.pilot_files` looks for it).
 """
 
 from __future__ import annotations

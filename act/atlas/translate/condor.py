@@ -34,6 +34,13 @@ that CE's path really reads:
   there and are not sent. tests/test_condor_classad.py checks that the ADL HTCondor would write
   for act's description gives ARC's parser the cores, memory per slot, times and queue of the
   direct xRSL.
+
+No ``transfer_output_files``: a truepilot pilot sends its own reports to PanDA (``metaData``
+included), so act needs none of its files; and a file named there that the pilot did not write
+puts the job on hold. What HTCondor brings back by itself (the files the job left in its working
+directory) lands in the job's ``initialdir`` and is fetched whole (:mod:`act.condor.outputs`); the
+validator reads a ``heartbeat.json`` or ``jobReport.json`` there only for a CE job that failed,
+in the places :mod:`act.atlas.pilot_files` names.
 """
 
 from __future__ import annotations
