@@ -51,6 +51,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from act.atlas.update_fields import NEW_ARGS
+
 FINAL = ("finished", "failed")
 NEW_JOB_STATES = ("running", "starting", "transferring", "holding", "finished", "failed")
 PROXY_CERT_INFO = x509.ObjectIdentifier("1.3.6.1.5.5.7.1.14")
@@ -60,49 +62,13 @@ _INHERIT_ALL = bytes.fromhex("300c300a06082b06010505071501")
 # "Type not serializable for {'Returns', '[false]', 'Commands', '{...}'}")
 EVENT_BUG_TEXT = "Type not serializable for {{'Returns', '{returns}', 'Commands', '{commands}'}}"
 
-# Arguments the new API's update_job accepts (panda.md §3.3), with the int-typed ones.
-UPDATE_ARGS = frozenset(
-    {
-        "job_id",
-        "job_status",
-        "node",
-        "site_name",
-        "scheduler_id",
-        "pilot_id",
-        "batch_id",
-        "attempt_nr",
-        "trans_exit_code",
-        "pilot_error_code",
-        "pilot_error_diag",
-        "exe_error_code",
-        "exe_error_diag",
-        "cpu_consumption_time",
-        "cpu_consumption_unit",
-        "cpu_conversion_factor",
-        "cpu_architecture_level",
-        "core_count",
-        "mean_core_count",
-        "n_events",
-        "n_input_files",
-        "start_time",
-        "end_time",
-        "pilot_timing",
-        "job_sub_status",
-        "job_metrics",
-        "meta_data",
-        "job_output_report",
-        "pilot_log",
-        "stdout",
-        "timeout",
-        "corrupted_files",
-        "grid",
-        "source_site",
-        "destination_site",
-        *(f"{k}_{w}" for k in ("max", "avg") for w in ("rss", "vmem", "swap", "pss")),
-        *(f"{k}_{w}" for k in ("tot", "rate") for w in ("rchar", "wchar", "rbytes", "wbytes")),
-    }
-)
-UPDATE_INTS = frozenset({"job_id", "attempt_nr", "cpu_consumption_time", "n_events", "timeout"})
+# Arguments the new API's update_job accepts and the JSON type of each: panda-server 1.0.4's
+# own table (act.atlas.update_fields.NEW_ARGS, checked against the real function by
+# tests/test_update_fields.py); a wrong type refuses the whole update, as there.
+UPDATE_ARGS = frozenset(NEW_ARGS)
+UPDATE_INTS = frozenset(name for name, kind in NEW_ARGS.items() if kind == "int")
+UPDATE_NUMBERS = frozenset(name for name, kind in NEW_ARGS.items() if kind == "number")
+UPDATE_STRINGS = frozenset(name for name, kind in NEW_ARGS.items() if kind == "str")
 ACQUIRE_ARGS = frozenset(
     {
         "site_name",
@@ -807,6 +773,20 @@ class PandaTestServer:
             return done
 
 
+def _update_types(params: Mapping[str, Any]) -> str | None:
+    """The number and string arguments' types, as 1.0.4's request_validation checks them."""
+    for name, value in params.items():
+        if value is None:
+            continue
+        if name in UPDATE_NUMBERS and (
+            isinstance(value, bool) or not isinstance(value, int | float)
+        ):
+            return f"Type error: '{name}' must be of type int | float, got {type(value).__name__}."
+        if name in UPDATE_STRINGS and not isinstance(value, str):
+            return f"Type error: '{name}' must be of type str, got {type(value).__name__}."
+    return None
+
+
 def _labels(label: str | None) -> set[str] | None:
     if label in (None, "managed"):
         return {"managed", "test", "prod_test", "install"}
@@ -935,7 +915,7 @@ class _NewApi:
         return self.reply(True, "", {"StatusCode": 0, "jobs": jobs})
 
     def _one_update(self, params: Mapping[str, Any]) -> tuple[bool, str, Any]:
-        error = self._types(params, UPDATE_ARGS, UPDATE_INTS)
+        error = self._types(params, UPDATE_ARGS, UPDATE_INTS) or _update_types(params)
         if error:
             return False, error, None
         if "job_id" not in params or "job_status" not in params:
