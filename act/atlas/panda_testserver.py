@@ -778,9 +778,7 @@ def _update_types(params: Mapping[str, Any]) -> str | None:
     for name, value in params.items():
         if value is None:
             continue
-        if name in UPDATE_NUMBERS and (
-            isinstance(value, bool) or not isinstance(value, int | float)
-        ):
+        if name in UPDATE_NUMBERS and not isinstance(value, int | float):
             return f"Type error: '{name}' must be of type int | float, got {type(value).__name__}."
         if name in UPDATE_STRINGS and not isinstance(value, str):
             return f"Type error: '{name}' must be of type str, got {type(value).__name__}."
