@@ -381,3 +381,19 @@ def test_an_unexpected_error_with_one_job_leaves_it_for_later_and_decides_the_ot
         "validation failed unexpectedly" in r.getMessage() and "pandaid=1018" in r.getMessage()
         for r in caplog.records
     )
+
+
+def test_a_meta_data_at_the_limit_is_stored_whole_on_every_database(
+    db: Database, tmp_path: Path
+) -> None:
+    """The default max_meta_data (4 MiB as sent) fits act's own storage of the report on all three
+    databases (MariaDB: MEDIUMTEXT, 16 MiB packets) with an output report beside it."""
+    settings = make_settings(tmp_path)
+    job = Job(db, tmp_path, 1020)
+    head = '{"exitCode": 0, "pad": "'
+    meta = head + "x" * ((4 << 20) - len(head) - 200) + '"}'
+    assert len(json.dumps(meta)) <= 4 << 20
+    job.heartbeat({"f": store(tmp_path / "se", "f", b"x")}, metaData=meta)
+    run_once(context(db, settings))
+    assert job.row().state == "finished"
+    assert job.report()["metaData"] == meta
