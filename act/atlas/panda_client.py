@@ -7,6 +7,8 @@ speaks panda-server <= 0.8.1 (what aCT and pilot3 speak): form-encoded ``POST
 <url>/server/panda/<method>``; replies are URL-encoded (``StatusCode=0&...``) or JSON, both are
 understood. The shapes handled are those measured on a real server (shared/research/panda.md §3);
 the new-API replies and errors were also checked against panda-server 1.0.4 running locally.
+Heartbeat fields are kept in the legacy camelCase names and renamed and typed per API by
+:mod:`act.atlas.update_fields` (never an argument or a type the server would refuse).
 
 One persistent ``requests.Session`` (keep-alive) with ``trust_env = False``, so that the
 configured CA (``panda.ca``) is the one used even when ``REQUESTS_CA_BUNDLE`` is set. TLS is
