@@ -170,3 +170,9 @@ def test_fields_no_update_function_takes_and_non_numbers_are_dropped() -> None:
     assert built.fields == {"nEvents": 10, "workdir": "/x"}  # workdir: a legacy argument
     assert sorted(built.dropped) == ["madeUp", "maxRSS"]
     assert "maxRSS" in built.notes[0]
+
+
+def test_stdout_is_cut_to_what_pandas_column_holds() -> None:
+    built = build({"stdout": "y" * 5000, "pilotErrorDiag": "z" * 20_000}, Corrections(), now=NOW)
+    assert built.fields["stdout"] == "y" * 2048
+    assert built.fields["pilotErrorDiag"] == "z" * MAX_TEXT

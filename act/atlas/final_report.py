@@ -10,7 +10,9 @@ sends (the client then renames and types them per API, :mod:`act.atlas.update_fi
 * ``jobId``, ``state`` and ``attemptNr`` are never taken from the file: the propagator sets them
   from the job act holds (a pilot cannot report for another job);
 * scalar values are forwarded, strings cut to :data:`MAX_TEXT` characters (PanDA cuts the
-  diagnostics to 500 itself); NaN and infinities are dropped (not JSON);
+  diagnostics to 500 itself), ``stdout`` to :data:`MAX_STDOUT` (1.0.4 stores nothing of a longer
+  one); NaN and infinities are dropped (not JSON). ``jobMetrics`` (``key=value`` words) and
+  ``pilotTiming`` (``a|b|c|...``) are text, not JSON;
 * **JSON fields are never cut**: ``xml`` (the output report, pilot3's ``job.fileinfo``) is kept
   whole up to :data:`MAX_XML` characters, else dropped; ``metaData`` (pilot3 puts the whole
   ``jobReport.json`` there; if the heartbeat has none, the ``jobReport.json`` act fetched is
@@ -59,6 +61,8 @@ MAX_XML = 4_000_000
 MAX_META_DATA = 4 << 20
 MAX_NODE = 255
 MAX_DIAG = 500
+#: PanDA's jobsDebug.stdout is 2048 characters: 0.8.x cut to that, 1.0.4 loses a longer one.
+MAX_STDOUT = 2048
 #: PanDA keeps this many characters of ``jobMetrics``.
 MAX_JOB_METRICS = 500
 DROPPED_METADATA = "actMetaDataDropped"
@@ -127,7 +131,7 @@ def build(
         elif isinstance(value, bool) or value is None or isinstance(value, (int, float)):
             fields[key] = value
         elif isinstance(value, str):
-            fields[key] = value[:MAX_TEXT]
+            fields[key] = value[: MAX_STDOUT if key == "stdout" else MAX_TEXT]
         else:
             dropped.append(key)
     meta = pilot.get("metaData")
