@@ -1,6 +1,6 @@
 """Fuzzing what a pilot leaves behind, through the validator's run_once: heartbeat.json,
-jobReport.json, metadata.xml and the log tarball, as bytes mutations of valid files and as
-structured documents with fuzzed values.
+jobReport.json, metadata.xml, output.list and the log tarball, as bytes mutations of valid files
+and as structured documents with fuzzed values.
 
 tests/test_pilot_files.py fuzzes read_heartbeat alone and tests/test_safe_tar.py the extraction
 alone; here the whole daemon step runs. Properties: run_once never raises; the job is decided
@@ -30,7 +30,7 @@ from tests.support.fuzzing import DEFAULT, LONG, examples, json_values, mutate_b
 from tests.support.validating import Job, context, make_settings, store
 
 _ids = itertools.count(300_000)
-FILES = ("heartbeat.json", "jobReport.json", "metadata.xml", "log tarball")
+FILES = ("heartbeat.json", "jobReport.json", "metadata.xml", "log tarball", "output.list")
 UNDECIDED = "tovalidate"
 
 
@@ -90,6 +90,12 @@ def _prepare(db: Database, root: Path, target: str, data: st.DataObject) -> Job:
     elif target == "metadata.xml":
         text = _metadata_xml(outputs).encode()
         (job.output_dir / "metadata.xml").write_bytes(mutate_bytes(text, data.draw))
+    elif target == "output.list":  # as pilot3's mv copytool writes it
+        lines = "".join(
+            f"{lfn} {e['surl']}:checksumtype=adler32:checksumvalue={e['adler32']}\n"
+            for lfn, e in outputs.items()
+        )
+        (job.output_dir / "output.list").write_bytes(mutate_bytes(lines.encode(), data.draw))
     else:
         log = b"pilot starting\nERROR: payload segfaulted\n"
         blob = _tgz({f"tarball_PandaJob_{pandaid}/pilotlog.txt": log})
@@ -111,7 +117,8 @@ def _check(db: Database, root: Path, target: str, data: st.DataObject, caplog: A
         assert f"pandaid={job.pandaid}" in message, message
     if row.error_code == 1187:
         diag = job.report()["pilotErrorDiag"]
-        assert any(name in diag for name in ("heartbeat.json", "metadata.xml", "output report"))
+        names = ("heartbeat.json", "metadata.xml", "output report", "output.list")
+        assert any(name in diag for name in names), diag
     if target == "log tarball":
         assert job.report()["pilotLog"]  # from the tarball, or the stdout fallback
 

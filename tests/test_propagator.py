@@ -626,13 +626,30 @@ def test_a_job_panda_refuses_is_retried_with_backoff(
 def test_a_bulk_call_panda_refuses_counts_as_a_failure_of_each_job(
     db: Database, server: CountingPandaTestServer
 ) -> None:
-    # The new API refuses the whole call when one job's field has the wrong type.
-    pandaids = jobs_in(db, server, "running", 2, report=json.dumps({"nEvents": "many"}))
+    # the real server's web server answers a request body over its limit with HTTP 413
+    pandaids = jobs_in(db, server, "running", 2)
+    server.inject("http", status=413, method="pilot/update_jobs_bulk")
     run_once(context(db, server, interval=100.0, retry_backoff=500.0))
     for pandaid in pandaids:
         job = row(db, pandaid)
         assert job.report_failures == 1 and job.panda_status is None
         assert job.next_report_at > utcnow() + timedelta(seconds=90)  # capped at interval
+
+
+def test_a_field_the_new_api_would_refuse_is_left_out_not_sent(
+    db: Database, server: CountingPandaTestServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The new API refuses the whole call when one job's field has the wrong type: act does not
+    # send such a field (logged with the job), and the report goes through.
+    pandaids = jobs_in(db, server, "running", 2, report=json.dumps({"nEvents": "many"}))
+    with caplog.at_level(logging.WARNING):
+        run_once(context(db, server))
+    for pandaid in pandaids:
+        assert row(db, pandaid).report_failures == 0
+        assert row(db, pandaid).panda_status == "running"
+        assert "n_events" not in server.last_fields(pandaid)
+        assert any(f"pandaid={pandaid}" in r.getMessage() and "nEvents" in r.getMessage()
+                   for r in caplog.records)  # fmt: skip
 
 
 def test_a_report_that_is_not_json_is_an_error_of_that_job(

@@ -7,8 +7,8 @@ sends (the client then renames and types them per API, :mod:`act.atlas.update_fi
 
 * only names one of PanDA's update functions takes (:data:`~act.atlas.update_fields.LEGACY_ARGS`
   and the new API's); others are dropped and named in :attr:`Built.dropped`;
-* ``jobId``, ``state`` and ``attemptNr`` are never taken from the file: the propagator sets them
-  from the job act holds (a pilot cannot report for another job);
+* the job's id, status and attempt (``jobId``, ``attemptNr``, ...) are never taken from the
+  file: the propagator sets them from the job act holds (a pilot cannot report for another job);
 * scalar values are forwarded, strings cut to :data:`MAX_TEXT` characters (PanDA cuts the
   diagnostics to 500 itself), ``stdout`` to :data:`MAX_STDOUT` (1.0.4 stores nothing of a longer
   one); NaN and infinities are dropped (not JSON). ``jobMetrics`` (``key=value`` words) and

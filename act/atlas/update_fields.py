@@ -8,7 +8,7 @@ PanDA server's venv, 0.8.1's ``JobDispatcher.updateJob`` read with ``ast``).
 
 **Legacy** (panda-server <= 0.8.x, ``updateJob`` / ``updateJobsInBulk``): the keyword arguments
 of :data:`LEGACY_ARGS`, every value a string (form fields; the bulk call's JSON list carries the
-same strings). ``updateJobsInBulk`` calls ``updateJob(req, jobId, state, **fields)``, so one
+same strings). ``updateJobsInBulk`` passes each job's fields to ``updateJob`` as keywords, so one
 unknown name makes the whole bulk call fail with a TypeError: names outside the signature are
 never sent. ``computingElement`` and ``timestamp`` are accepted (0.8.x only logs them).
 

@@ -23,7 +23,7 @@ native, pilot reports success     every output file checked on storage (size, ad
 ================================  ===========================================================
 
 What is read of the CE job's outputs (:mod:`act.atlas.pilot_files`, where pilot3 leaves each):
-``heartbeat.json`` (the pilot's final update), ``output.list`` (what the CE uploaded),
+``heartbeat.json`` (the pilot's final report), ``output.list`` (what the CE uploaded),
 ``PanDA_Pilot-<PandaID>/jobReport.json`` or, from older pilots, ``jobReport.json`` (the
 transform's exit code and message where the heartbeat has none, and ``metaData`` where the
 heartbeat has none), ``metadata.xml`` (older pilots' output report), the log tarball and the
