@@ -19,11 +19,11 @@ from typing import Any
 import sqlalchemy as sa
 
 from act.atlas import app_status
-from act.common.config import Settings
 from act.common.db import Database
 from act.common.schema import panda_jobs, transitions
 from act.common.states import Actor, Layer
 from act.common.transitions import create_jobs, transition
+from act.service.settings import Settings
 from benchmarks._common import BenchmarkError, arguments, scratch_database
 from tests.support.contexts import daemon_context
 

@@ -33,7 +33,6 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from act.common.config import Settings
 from act.common.db import Database
 from act.common.schema import ce_jobs
 from act.common.states import Actor, Layer
@@ -41,6 +40,7 @@ from act.common.timeutil import utcnow
 from act.common.transitions import create_jobs
 from act.engine import poller, submitter
 from act.engine.runtime import pool
+from act.service.settings import Settings
 from benchmarks._common import print_rates
 from tests.support.arc_real import environment
 from tests.support.dbs import fresh_database

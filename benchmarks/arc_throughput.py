@@ -30,9 +30,9 @@ import time
 from collections.abc import Callable
 
 from act.arc.backend import ArcBackend
-from act.common.config import Settings
 from act.engine.backend import CE, TERMINAL, SubmitRequest
 from act.engine.settings import CESettings, EngineSettings
+from act.service.settings import Settings
 from benchmarks._common import print_rates
 from tests.support.arc_real import environment
 

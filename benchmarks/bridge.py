@@ -37,7 +37,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from act.ctl import queries
+from act.common import liveness
 from benchmarks._common import BenchmarkError
 from benchmarks.daemon_queries import fill
 from tests.support.pipeline import QUEUE, Pipeline
@@ -84,8 +84,8 @@ def daemons(actd: int) -> dict[int, str]:
     found = {}
     for pid in _children(actd):
         argv = _cmdline(pid)
-        if "act.common.daemon" in argv:
-            found[pid] = argv[argv.index("act.common.daemon") + 1]
+        if "act.service.daemon" in argv:
+            found[pid] = argv[argv.index("act.service.daemon") + 1]
     return found
 
 
@@ -180,7 +180,7 @@ def rss(active: int, seconds: float) -> Rss:
             with pipe.db.read() as conn:
                 cycles = {
                     str(row["role"]): int(row["cycles"])
-                    for row in queries.process_rows(conn, include_stopped=False)
+                    for row in liveness.process_rows(conn, include_stopped=False)
                 }
             behind = sorted(name for name, n in want.items() if cycles.get(name, 0) < n)
             elapsed = time.monotonic() - start

@@ -21,13 +21,13 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from act.common.config import Settings
 from act.condor import backend as condor_backend
 from act.condor.backend import CondorBackend, CondorOptions
 from act.condor.fake_schedd import FakeSchedd
 from act.condor.schedd import ScheddLike
 from act.engine.backend import CE, SubmitRequest
 from act.engine.settings import CESettings
+from act.service.settings import Settings
 from benchmarks._common import BenchmarkError, print_rates
 from tests.support.condor import descriptions
 

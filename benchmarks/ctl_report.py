@@ -29,8 +29,9 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+from act.common import job_counts
 from act.common.timeutil import utcnow
-from act.ctl import queries, report
+from act.ctl import report
 from benchmarks._common import scratch_database
 from tests.support.bulk_store import CES, FAILED_EVERY, QUEUES, fill_store
 from tests.support.plans import analyze
@@ -64,8 +65,8 @@ def run(backend: str, rows: int, repeat: int) -> None:
 
         def status() -> None:
             with db.read() as conn:
-                queries.panda_counts(conn)
-                queries.ce_counts(conn)
+                job_counts.panda_counts(conn)
+                job_counts.ce_counts(conn)
 
         found = build(since=now - timedelta(hours=1))  # the window the failures were made in
         failed = sum(q["failed_in_window"] for q in found["queues"].values())

@@ -38,18 +38,20 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from act.atlas import propagator, translator, validator
+from act.common import job_counts
 from act.common.claims import claim
-from act.common.config import DaemonSettings, Settings
+from act.common.config import DaemonSettings
 from act.common.daemon import Context
 from act.common.db import Database
-from act.common.metrics_daemon import read_snapshot
 from act.common.schema import ce_jobs, panda_jobs
 from act.common.schema import transitions as history
 from act.common.states import Layer
 from act.common.timeutil import utcnow
-from act.ctl import queries, report
+from act.ctl import report
 from act.engine import fetcher, poller, submitter
 from act.engine.work import claim_jobs
+from act.service.metrics_daemon import read_snapshot
+from act.service.settings import Settings
 from benchmarks._common import BenchmarkError, scratch_database
 from tests.support.plans import analyze
 
@@ -299,8 +301,8 @@ def queries_of(db: Database) -> dict[str, Callable[[], None]]:
 
     def status() -> None:
         with db.read() as conn:
-            total = sum(sum(states.values()) for states in queries.panda_counts(conn).values())
-            queries.ce_counts(conn)
+            total = sum(sum(states.values()) for states in job_counts.panda_counts(conn).values())
+            job_counts.ce_counts(conn)
         if total == 0:
             raise BenchmarkError("actctl status counted no jobs")
 

@@ -63,12 +63,13 @@ from act.atlas.panda_client import JobUpdate, PandaClient, UpdateResult
 from act.atlas.panda_settings import PandaServerSettings
 from act.atlas.panda_testserver import PandaTestServer, TestCA
 from act.atlas.propagator import PropagatorOptions, run_once
-from act.common.config import DaemonSettings, Settings
+from act.common.config import DaemonSettings
 from act.common.daemon import Context
 from act.common.db import Database
 from act.common.schema import panda_jobs
 from act.common.states import Layer
 from act.common.timeutil import utcnow
+from act.service.settings import Settings
 from tests.support.dbs import fresh_database
 from tests.support.jobs import make_jobs
 

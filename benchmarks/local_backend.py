@@ -19,10 +19,10 @@ import statistics
 import tempfile
 import time
 
-from act.common.config import Settings
 from act.engine.backend import CE, TERMINAL, SubmitRequest
 from act.engine.settings import CESettings
 from act.local.backend import LocalBackend
+from act.service.settings import Settings
 
 
 def once(jobs: int, slots: int) -> dict[str, float]:

@@ -5,7 +5,7 @@ creates ``--rows`` PanDA jobs over 20 queues and as many CE jobs over 20 CEs, sp
 states per layer, with a report due (a third of them overdue) on every PanDA job, 20 CE rows
 and 20 process rows. Then it times, ``--repeat`` times (median, min-max):
 
-1. ``snapshot``: one cycle's database read (:func:`act.common.metrics_daemon.read_snapshot`),
+1. ``snapshot``: one cycle's database read (:func:`act.service.metrics_daemon.read_snapshot`),
    what the daemon does every ``interval`` seconds, off the scrape path;
 2. ``scrape``: ``GET /metrics`` over HTTP from the running endpoint (what Prometheus waits for;
    it never touches the database).
@@ -28,11 +28,12 @@ from sqlalchemy.engine import Connection
 
 from act.common import liveness
 from act.common.db import Database
-from act.common.metrics_daemon import MetricsEndpoint, read_snapshot
+from act.common.metrics_server import MetricsEndpoint
 from act.common.schema import ces, panda_jobs
 from act.common.states import Actor, Layer
 from act.common.timeutil import utcnow
 from act.common.transitions import create_jobs, transition
+from act.service.metrics_daemon import read_snapshot
 from benchmarks._common import BenchmarkError, scratch_database
 from tests.support.jobs import ce_row, panda_row
 

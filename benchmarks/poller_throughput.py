@@ -19,13 +19,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from act.common.config import Settings
 from act.common.db import Database
 from act.common.schema import ce_jobs, transitions
 from act.common.states import Actor, Layer
 from act.common.transitions import create_jobs, transition
 from act.engine import poller
 from act.engine.backend import BACKENDS, CE, CEState, JobStatus, Limits
+from act.service.settings import Settings
 from benchmarks._common import BenchmarkError, arguments, scratch_database
 from tests.support.contexts import daemon_context
 

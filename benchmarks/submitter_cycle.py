@@ -23,13 +23,13 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from act.common.config import Settings
 from act.common.daemon import run_daemon
 from act.common.db import Database
 from act.common.schema import ce_jobs
 from act.common.states import Actor, Layer
 from act.common.transitions import create_jobs
 from act.engine.submitter import DAEMON
+from act.service.settings import Settings
 from tests.support.dbs import fresh_database, url_text
 from tests.support.scripted_backend import install
 

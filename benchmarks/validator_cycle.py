@@ -27,11 +27,11 @@ import sqlalchemy as sa
 
 from act.atlas import validator
 from act.atlas.validation import ValidatorOptions
-from act.common.config import Settings
 from act.common.db import Database
 from act.common.schema import ce_jobs, panda_jobs, transitions
 from act.common.states import Actor, Layer
 from act.common.transitions import create_jobs, transition
+from act.service.settings import Settings
 from benchmarks._common import BenchmarkError, scratch_database
 from tests.support.contexts import daemon_context
 from tests.support.jobs import path_to

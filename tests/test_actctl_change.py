@@ -22,7 +22,6 @@ from act.atlas import app_status, fetcher, translator
 from act.atlas.panda_testserver import PandaTestServer, make_job_spec
 from act.atlas.reporting import with_report
 from act.common import exitcodes
-from act.common.config import Settings
 from act.common.db import Database
 from act.common.schema import ce_jobs, operator_actions, panda_jobs, queues
 from act.common.schema import transitions as history
@@ -32,6 +31,7 @@ from act.common.transitions import create_jobs, transition
 from act.ctl import audit, durations, jobchange
 from act.ctl.cli import cli
 from act.engine import canceller
+from act.service.settings import Settings
 from tests.support.contexts import daemon_context
 from tests.support.dbs import url_text
 from tests.support.jobs import make_jobs, path_to

@@ -11,9 +11,9 @@ import yaml
 from click.testing import CliRunner
 
 from act.common import exitcodes
-from act.common.config import Settings
 from act.ctl.cli import cli
 from act.ctl.config_check import check
+from act.service.settings import Settings
 from tests.support.readme import README
 
 CRIC: dict[str, Any] = {

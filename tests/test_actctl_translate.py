@@ -18,13 +18,13 @@ from act.atlas.panda_testserver import make_job_spec
 from act.atlas.queues import load_queues
 from act.atlas.translator import TranslatorOptions, run_once
 from act.common import exitcodes
-from act.common.config import Settings
 from act.common.db import Database
 from act.common.schema import ce_jobs
 from act.common.states import Actor, Layer
 from act.common.timeutil import utcnow
 from act.common.transitions import create_jobs
 from act.ctl.cli import cli
+from act.service.settings import Settings
 from tests.support.contexts import daemon_context
 from tests.support.pilot3 import Pilot3, read_job_files
 

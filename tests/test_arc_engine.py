@@ -35,7 +35,6 @@ from act.arc.proxy import load_credential
 from act.arc.rest import ArcRest
 from act.atlas.queues import QueueCE
 from act.atlas.translate.xrsl import to_xrsl
-from act.common.config import Settings
 from act.common.daemon import Context
 from act.common.db import Database
 from act.common.faults import EXIT_CODE
@@ -45,6 +44,7 @@ from act.common.timeutil import utcnow
 from act.common.transitions import create_jobs, transition
 from act.engine import canceller, cleaner, fetcher, poller, submitter
 from act.engine.runtime import pool
+from act.service.settings import Settings
 from tests.support.arc_real import RealArc, arc_ce
 from tests.support.dbs import url_text
 from tests.support.follow import context, history, row_of, set_columns
@@ -58,7 +58,7 @@ pytestmark = pytest.mark.arc
 WAIT = 240.0
 #: Seconds between two poller cycles while waiting.
 POLL_PAUSE = 2.0
-ACT_DAEMON = [sys.executable, "-m", "act.common.daemon"]
+ACT_DAEMON = [sys.executable, "-m", "act.service.daemon"]
 DAEMONS = ("submitter", "poller", "ce_fetcher", "canceller", "cleaner")
 #: The real text A-REX 6.17 gives a payload that exits with 3.
 EXIT3_TEXT = "wrong exit code - 3 != 0"

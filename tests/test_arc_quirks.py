@@ -29,10 +29,10 @@ from act.arc.proxy import (
     sign_request,
 )
 from act.arc.rest import _path, as_list, job_result, parse_jobs
-from act.common.config import Settings
 from act.common.timeutil import utcnow
 from act.engine.backend import CE, CEState, CEUnavailable
 from act.engine.settings import CESettings, EngineSettings
+from act.service.settings import Settings
 
 DATA = Path(__file__).parent / "data" / "arc"
 CSR = (DATA / "delegation-csr-arc-6.17.pem").read_bytes()

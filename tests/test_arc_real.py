@@ -26,12 +26,12 @@ from cryptography.x509.oid import NameOID
 from act.arc.backend import ArcBackend
 from act.arc.delegation import Delegations
 from act.arc.proxy import load_credential
-from act.common.config import Settings
 from act.common.db import Database
 from act.common.schema import delegations
 from act.common.timeutil import utcnow
 from act.engine.backend import CE, TERMINAL, CEState, CEUnavailable, JobStatus, SubmitRequest
 from act.engine.settings import CESettings, EngineSettings, FetchSettings
+from act.service.settings import Settings
 from tests.support.arc_real import HARNESS, RealArc, arc_ce
 from tests.support.procs import wait_for
 

@@ -18,9 +18,9 @@ import pytest
 
 from act.arc.backend import ArcBackend
 from act.arc.rest import ArcRest, JobResult
-from act.common.config import Settings
 from act.engine.backend import CE, CEUnavailable, SubmitRequest
 from act.engine.settings import CESettings, EngineSettings
+from act.service.settings import Settings
 
 Handler = Callable[[socket.socket], None]
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from act.common.config import Settings
 from act.engine import backend as backend_module
 from act.engine.backend import BackendNotAvailable, make_backend
+from act.service.settings import Settings
 
 LOG = logging.getLogger("act.test")
 

@@ -178,7 +178,7 @@ def _start_mover(config: Path, log: Path, root: Path) -> subprocess.Popen[bytes]
         [
             sys.executable,
             "-m",
-            "act.common.daemon",
+            "act.service.daemon",
             "mover",
             "--config",
             str(config),

@@ -6,13 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from act.common.config import (
-    BUILTIN,
-    ConfigError,
-    Settings,
-    from_snapshot,
-    load_settings,
-)
+from act.common.config import BUILTIN, ConfigError
+from act.service.settings import Settings, from_snapshot, load_settings
 
 REPO = Path(__file__).resolve().parent.parent
 

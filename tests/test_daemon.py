@@ -14,11 +14,12 @@ from sqlalchemy.engine import URL
 
 from act.common import exitcodes, liveness
 from act.common.claims import claim
-from act.common.config import DaemonSettings, Settings
+from act.common.config import DaemonSettings
 from act.common.daemon import Context, DaemonSpec, _Backoff, run_daemon
 from act.common.db import Database
 from act.common.schema import ce_jobs, processes
 from act.common.states import Layer
+from act.service.settings import Settings
 from tests.support.jobs import make_jobs
 from tests.support.workers import MOVER, MoverOptions
 

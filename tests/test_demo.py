@@ -24,10 +24,10 @@ from act.atlas import pilot_files
 from act.atlas.panda_testserver import make_job_spec
 from act.atlas.translate.jobfile import form_text
 from act.common import safe_tar
-from act.common.config import load_settings
 from act.common.db import Database
 from act.common.schema import panda_jobs
 from act.demo import pilot, run
+from act.service.settings import load_settings
 from tests.conftest import REPO
 
 PIPELINE = (

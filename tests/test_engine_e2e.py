@@ -11,15 +11,15 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import URL
 
-from act.common.config import Settings
 from act.common.daemon import Context
 from act.common.db import Database
-from act.common.registry import resolve
 from act.common.states import Actor, Layer
 from act.common.transitions import create_jobs, transition
 from act.engine import canceller, cleaner, fetcher, poller, submitter
 from act.engine.backend import CEState
 from act.engine.runtime import pool
+from act.service.daemons import resolve
+from act.service.settings import Settings
 from tests.support.follow import (
     context,
     history,

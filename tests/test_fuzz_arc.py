@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 
 from act.arc.backend import ArcBackend
 from act.arc.rest import ArcRest, RestError
-from act.common.config import Settings
 from act.engine.backend import CE, CEUnavailable
 from act.engine.settings import CESettings, EngineSettings
+from act.service.settings import Settings
 from tests.support.fuzzing import DEFAULT, LONG, Draw, dumps, examples, json_values, mutate_bytes
 
 CE_NAME = "fuzz-ce"

@@ -13,7 +13,8 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from act.common.config import ConfigError, load_settings
+from act.common.config import ConfigError
+from act.service.settings import load_settings
 from tests.support.fuzzing import (
     DEFAULT,
     LONG,

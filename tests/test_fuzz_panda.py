@@ -30,11 +30,11 @@ from act.atlas.panda_settings import PandaServerSettings
 from act.atlas.panda_testserver import PandaTestServer, make_job_spec
 from act.atlas.translator import TranslatorOptions
 from act.atlas.translator import run_once as translate_once
-from act.common.config import Settings
 from act.common.db import Database
 from act.common.schema import panda_jobs
 from act.common.states import Actor, Layer
 from act.common.transitions import create_jobs
+from act.service.settings import Settings
 from tests.support.contexts import daemon_context
 from tests.support.fuzzing import (
     DEFAULT,

@@ -35,12 +35,12 @@ import sqlalchemy as sa
 import yaml
 
 from act.atlas.panda_testserver import FINAL, PandaTestServer
-from act.common.config import load_settings
 from act.common.db import Database
 from act.common.schema import ce_jobs, panda_jobs
 from act.demo import run
 from act.local import jobfiles as jf
 from act.local.backend import token_prefix
+from act.service.settings import load_settings
 from tests.support import dbs
 
 #: Seconds between kills (uniformly drawn).
@@ -115,8 +115,8 @@ def _name_of(pid: int) -> str:
     except (FileNotFoundError, ProcessLookupError):
         return ""
     text = [w.decode(errors="replace") for w in words if w]
-    if "act.common.daemon" in text:
-        after = text[text.index("act.common.daemon") + 1 :]
+    if "act.service.daemon" in text:
+        after = text[text.index("act.service.daemon") + 1 :]
         return after[0] if after else "daemon"
     return " ".join(text[-2:]) or "?"
 

@@ -15,11 +15,12 @@ from typing import Any
 
 import pytest
 
-from act.common.config import ConfigError, Settings
+from act.common.config import ConfigError
 from act.engine.backend import CE, TERMINAL, CEState, JobStatus, SubmitRequest, make_backend
 from act.engine.settings import CESettings
 from act.local.backend import LocalBackend, token_prefix
 from act.local.description import DescriptionError, LocalJob
+from act.service.settings import Settings
 from tests.support.procs import REPO, alive, env, wait_for
 
 LOG = logging.getLogger("act.test.local")
@@ -231,7 +232,7 @@ def test_jobs_outlive_their_submitter_and_another_instance_sees_them(tmp_path: P
     code = textwrap.dedent(
         f"""
         import json, logging
-        from act.common.config import Settings
+        from act.service.settings import Settings
         from act.engine.backend import CE, SubmitRequest
         from act.engine.settings import CESettings
         from act.local.backend import LocalBackend

@@ -26,11 +26,9 @@ from sqlalchemy.engine import Connection
 from act.atlas.panda_client import PandaReplyError, PandaTransportError
 from act.atlas.panda_testserver import PandaTestServer
 from act.common import liveness, metrics, migrate
-from act.common.config import Settings
 from act.common.daemon import run_daemon
 from act.common.db import Database
-from act.common.metrics_daemon import DatabaseCollector, build_registry, read_snapshot
-from act.common.registry import resolve
+from act.common.metrics_server import DatabaseCollector, build_registry
 from act.common.schema import ces, panda_jobs, processes
 from act.common.states import Actor, Layer
 from act.common.timeutil import utcnow
@@ -39,6 +37,9 @@ from act.engine.backend import CE, CEUnavailable, JobStatus
 from act.engine.measured import MeasuredBackend
 from act.engine.runtime import EnginePool
 from act.engine.settings import CESettings
+from act.service.daemons import resolve
+from act.service.metrics_daemon import read_snapshot
+from act.service.settings import Settings
 from tests.support.jobs import ce_row, panda_row, path_to
 from tests.support.panda import client_for
 from tests.support.procs import Actd, wait_for, write_config

@@ -14,14 +14,14 @@ import sqlalchemy as sa
 
 from act.atlas import app_status, fetcher, translator, validator
 from act.atlas.panda_testserver import PandaTestServer
-from act.common.config import Settings
 from act.common.daemon import Context
 from act.common.db import Database
-from act.common.registry import resolve
 from act.common.schema import ce_jobs, panda_jobs
 from act.engine import cleaner, poller, submitter
 from act.engine import fetcher as ce_fetcher
 from act.engine.runtime import pool
+from act.service.daemons import resolve
+from act.service.settings import Settings
 from tests.support.bridge import FINISHING_PILOT, as_read_by_the_pilot
 from tests.support.follow import context
 from tests.support.panda import settings_for

@@ -38,10 +38,10 @@ from act.atlas.propagator import PropagatorOptions
 from act.atlas.reporting import due_now, with_report
 from act.common.daemon import Context
 from act.common.db import Database
-from act.common.registry import resolve
 from act.common.schema import ce_jobs, panda_jobs, transitions
 from act.common.states import Actor, Layer
 from act.common.transitions import create_jobs
+from act.service.daemons import resolve
 from tests.support.bridge import (
     LOCAL_CE,
     NODE,
@@ -332,7 +332,7 @@ def test_act_daemon_panda_fetcher_once_stores_the_seeded_jobs(
         [
             sys.executable,
             "-m",
-            "act.common.daemon",
+            "act.service.daemon",
             "panda_fetcher",
             "--config",
             str(path),

@@ -19,16 +19,17 @@ from act.atlas import panda_testserver
 from act.atlas.panda_testserver import PandaTestServer, Received
 from act.atlas.propagator import CRASH_POINT, DAEMON, TOLD, PropagatorOptions, run_once
 from act.atlas.reporting import due_now, report_fields, with_report
-from act.common.config import DaemonSettings, Settings
+from act.common.config import DaemonSettings
 from act.common.daemon import Context, run_daemon
 from act.common.db import Database
 from act.common.faults import EXIT_CODE
-from act.common.registry import resolve
 from act.common.schema import panda_jobs
 from act.common.schema import transitions as history
 from act.common.states import Actor, Layer
 from act.common.timeutil import utcnow
 from act.common.transitions import create_jobs, transition
+from act.service.daemons import resolve
+from act.service.settings import Settings
 from tests.support.contexts import daemon_context
 from tests.support.dbs import url_text
 from tests.support.jobs import ce_row, make_jobs

@@ -20,7 +20,8 @@ from act.atlas.queues import (
     QueuesSettings,
     load_queues,
 )
-from act.common.config import ConfigError, from_snapshot, load_settings
+from act.common.config import ConfigError
+from act.service.settings import from_snapshot, load_settings
 
 
 def _cric_entry(**changes: Any) -> dict[str, Any]:

@@ -13,12 +13,12 @@ import pytest
 from sqlalchemy.engine import URL
 
 from act.common import exitcodes
-from act.common.config import Settings
 from act.common.daemon import Context, DaemonSpec, run_daemon
 from act.common.db import Database
 from act.engine.backend import BACKENDS, CE, CEState, CEUnavailable, SubmitRequest, make_backend
 from act.engine.runtime import pool
 from act.engine.settings import CESettings
+from act.service.settings import Settings
 from tests.support.procs import REPO, SCRIPTED_DAEMON, daemon_once, env, write_config
 from tests.support.scripted_backend import UNKNOWN, Script, job
 
@@ -156,7 +156,7 @@ def test_state_is_shared_with_another_process(script: Script, tmp_path: Path) ->
     code = textwrap.dedent(
         f"""
         import logging
-        from act.common.config import Settings
+        from act.service.settings import Settings
         from act.engine.backend import CE, make_backend
         from act.engine.settings import CESettings
         from tests.support.scripted_backend import install

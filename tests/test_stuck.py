@@ -11,11 +11,11 @@ import sqlalchemy as sa
 from act.common import exitcodes
 from act.common.daemon import run_daemon
 from act.common.db import Database
-from act.common.janitor import DAEMON
 from act.common.schema import panda_jobs
 from act.common.states import Layer
 from act.common.timeutil import seconds, utcnow
 from act.engine import stuck
+from act.engine.janitor import DAEMON
 from act.engine.settings import EngineSettings, StuckRule
 from tests.support.follow import ago, history, put_job, row_of, set_columns, settings
 from tests.support.jobs import make_jobs

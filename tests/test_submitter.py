@@ -18,7 +18,6 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from act.common import exitcodes
-from act.common.config import Settings
 from act.common.daemon import run_daemon
 from act.common.db import Database
 from act.common.schema import ce_jobs, ces
@@ -29,6 +28,7 @@ from act.common.transitions import create_jobs, transition
 from act.engine.backend import BACKENDS, CE, SubmitRequest
 from act.engine.settings import CESettings
 from act.engine.submitter import DAEMON
+from act.service.settings import Settings
 from tests.support.scripted_backend import Script, ScriptedBackend
 
 LOG = logging.getLogger("act.test")

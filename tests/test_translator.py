@@ -18,7 +18,6 @@ import sqlalchemy as sa
 from act.atlas.panda_testserver import PandaTestServer, make_job_spec
 from act.atlas.reporting import report_fields
 from act.atlas.translator import TranslatorOptions, run_once
-from act.common.config import Settings
 from act.common.daemon import Context
 from act.common.db import Database
 from act.common.schema import ce_jobs, panda_jobs
@@ -26,6 +25,7 @@ from act.common.states import Actor, Layer
 from act.common.timeutil import utcnow
 from act.common.transitions import create_jobs, transition
 from act.local.description import LocalJob
+from act.service.settings import Settings
 from tests.support.contexts import daemon_context
 from tests.support.panda import settings_for
 

@@ -18,12 +18,12 @@ from act.atlas import spool, weblogs
 from act.atlas.fetcher import log_url
 from act.atlas.weblog_cleaner import DAEMON, expired_days, run_once
 from act.atlas.weblogs import Published, publish, relative_stem, web_root
-from act.common.config import Settings
 from act.common.daemon import PROCESS_UMASK
-from act.common.daemon import main as daemon_main
 from act.common.db import Database
-from act.common.registry import resolve
-from act.common.supervisor import main as actd_main
+from act.service.actd import main as actd_main
+from act.service.daemon import main as daemon_main
+from act.service.daemons import resolve
+from act.service.settings import Settings
 from tests.support.contexts import daemon_context
 from tests.support.translate_cases import NATIVE
 

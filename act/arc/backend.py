@@ -59,8 +59,8 @@ from act.engine.backend import (
 )
 
 if TYPE_CHECKING:
-    from act.common.config import Settings
     from act.common.db import Database
+    from act.engine.config import EngineConfig
 
 
 class ArcOptions(Section):
@@ -107,7 +107,7 @@ _DELEGATION_ERROR = re.compile(r"(?i)delegat")
 class ArcBackend:
     """One per daemon process; keeps one REST client (one keep-alive session) per CE."""
 
-    def __init__(self, *, settings: Settings, db: Database | None, log: logging.Logger) -> None:
+    def __init__(self, *, settings: EngineConfig, db: Database | None, log: logging.Logger) -> None:
         self.settings = settings
         self.db = db
         self.log = log

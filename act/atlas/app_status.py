@@ -38,10 +38,11 @@ from pydantic import Field
 from sqlalchemy.engine import Connection
 
 from act.atlas import events
+from act.atlas.config import Context
 from act.atlas.latest_ce import is_latest_ce_job, latest_ce_endpoint
 from act.atlas.reporting import due_now, with_report
 from act.atlas.runtime import panda_client
-from act.common.daemon import Context, DaemonSpec
+from act.common.daemon import DaemonSpec
 from act.common.logs import job_log
 from act.common.schema import ce_jobs, panda_jobs
 from act.common.section import Section

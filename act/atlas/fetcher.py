@@ -41,12 +41,13 @@ from pydantic import Field
 from sqlalchemy.engine import Connection
 
 from act.atlas import spool
+from act.atlas.config import Context
 from act.atlas.panda_errors import PandaError, PandaReplyError
 from act.atlas.pandaid import spec_int
 from act.atlas.queues import Queue
 from act.atlas.runtime import panda_client
 from act.atlas.served import served_queues
-from act.common.daemon import Context, DaemonSpec
+from act.common.daemon import DaemonSpec
 from act.common.faults import maybe_crash
 from act.common.logs import job_log
 from act.common.schema import panda_jobs

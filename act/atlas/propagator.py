@@ -86,6 +86,7 @@ from pydantic import Field
 from sqlalchemy.engine import Connection
 
 from act.atlas import runtime
+from act.atlas.config import Context
 from act.atlas.latest_ce import latest_ce_endpoint
 from act.atlas.panda_client import (
     JobUpdate,
@@ -97,7 +98,7 @@ from act.atlas.panda_client import (
 from act.atlas.reporting import report_fields
 from act.common.atomic import atomic_write
 from act.common.claims import claim, release
-from act.common.daemon import Context, DaemonSpec
+from act.common.daemon import DaemonSpec
 from act.common.faults import maybe_crash
 from act.common.logs import job_log
 from act.common.schema import panda_jobs

@@ -6,9 +6,9 @@ It lives in ``ctx.cache``; the daemon loop closes it when the daemon stops
 
 from __future__ import annotations
 
+from act.atlas.config import Context
 from act.atlas.credentials import credentials_from_settings
 from act.atlas.panda_client import PandaClient
-from act.common.daemon import Context
 
 CACHE_KEY = "panda_client"
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import time
 
+from act.atlas.config import Context
 from act.atlas.queues import Queue, QueueConfigError, load_queues
-from act.common.daemon import Context
 
 CACHE_KEY = "served_queues"
 

@@ -39,6 +39,7 @@ from pydantic import Field
 from sqlalchemy.engine import Connection
 
 from act.atlas import events, weblogs
+from act.atlas.config import Context
 from act.atlas.panda_errors import PandaError
 from act.atlas.queues import Queue, QueueCE
 from act.atlas.reporting import due_now, with_report
@@ -48,7 +49,7 @@ from act.atlas.translate import JobInput, Translation, TranslationError, to_cond
 from act.atlas.translate.local import to_local
 from act.common.atomic import atomic_write
 from act.common.claims import claim, release
-from act.common.daemon import Context, DaemonSpec
+from act.common.daemon import DaemonSpec
 from act.common.logs import job_log
 from act.common.schema import ce_jobs, panda_jobs
 from act.common.section import Section

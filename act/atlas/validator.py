@@ -56,6 +56,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from act.atlas import final_report, pilot_files, storage_endpoints, weblogs
+from act.atlas.config import Context
 from act.atlas.latest_ce import is_latest_ce_job
 from act.atlas.pandaid import spec_int
 from act.atlas.pilot_files import BadPilotFile, Heartbeat
@@ -68,7 +69,7 @@ from act.atlas.translator import parse_spec
 from act.atlas.validation import Decision, ValidatorOptions, cross_check, judge
 from act.common import safe_tar
 from act.common.claims import claim, release
-from act.common.daemon import Context, DaemonSpec
+from act.common.daemon import DaemonSpec
 from act.common.faults import maybe_crash
 from act.common.logs import job_log
 from act.common.safe_tar import BadArchive

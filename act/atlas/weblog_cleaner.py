@@ -18,8 +18,9 @@ import stat
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
+from act.atlas.config import Context
 from act.atlas.weblogs import web_root
-from act.common.daemon import Context, DaemonSpec, NoOptions
+from act.common.daemon import DaemonSpec, NoOptions
 from act.common.timeutil import utcnow
 
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")

@@ -28,7 +28,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
-from act.common.config import Settings
+from act.atlas.config import AtlasConfig
 from act.common.timeutil import as_utc
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ class Published:
     log: Path | None  # the CE diagnostics copy, None if there was nothing
 
 
-def web_root(settings: Settings) -> Path:
+def web_root(settings: AtlasConfig) -> Path:
     """The web area: ``weblogs.dir``, or ``<root>/weblogs``."""
     if settings.weblogs.dir:
         return Path(settings.weblogs.dir)
@@ -129,12 +129,12 @@ def make_dirs(path: Path) -> None:
         os.chmod(directory, DIR_MODE)
 
 
-def day_path(settings: Settings, stem: PurePosixPath) -> Path:
+def day_path(settings: AtlasConfig, stem: PurePosixPath) -> Path:
     """The directory of a job's web files: ``<web root>/<date>/<queue>``."""
     return web_root(settings) / stem.parent
 
 
-def day_dir(settings: Settings, stem: PurePosixPath) -> Path:
+def day_dir(settings: AtlasConfig, stem: PurePosixPath) -> Path:
     """:func:`day_path`, made if missing."""
     directory = day_path(settings, stem)
     make_dirs(directory)
@@ -142,7 +142,7 @@ def day_dir(settings: Settings, stem: PurePosixPath) -> Path:
 
 
 def publish(
-    settings: Settings,
+    settings: AtlasConfig,
     *,
     pandaid: int,
     queue: str,

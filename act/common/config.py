@@ -12,6 +12,14 @@ Where it comes from, first match wins:
 key, a value of the wrong type or an out-of-range value is an error naming the key's path (with a
 suggestion for a likely typo), and so is a key given twice in the file. ``etc/act.yaml`` documents
 every key.
+
+This module is the base layer's part: the keys every process reads (:class:`CommonSettings`)
+and the reading, validating and error reporting, for any model built on it. Each package adds
+its own sections by extending the model of the packages below it (``act.engine.settings.
+EngineConfig`` adds ``engine:``, ``act.atlas.config.AtlasConfig`` the PanDA-side sections), and
+:class:`act.service.settings.Settings`, above every package, composes the whole file. The
+packages see their sections as typed attributes (``settings.engine.ces``) and act/common imports
+none of them.
 """
 
 from __future__ import annotations
@@ -22,8 +30,9 @@ import os
 import re
 import stat
 import typing
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -36,19 +45,21 @@ from pydantic import (
 )
 from sqlalchemy.engine import URL, make_url
 
-from act.atlas.panda_settings import PandaSettings
-from act.atlas.queues import QueuesSettings
-from act.atlas.storage.settings import StorageSettings
-from act.atlas.weblog_settings import WebLogSettings
 from act.common.section import Section
-from act.engine.settings import EngineSettings
 
 ENV_CONFIG = "ACT_CONFIG"
 ENV_DB_URL = "ACT_DB_URL"
 ENV_ROOT = "ACT_ROOT"
 SYSTEM_CONFIG = Path("/etc/act/act.yaml")
 BUILTIN = "built-in defaults"
-__all__ = ["ConfigError", "DaemonSettings", "Section", "Settings", "load_settings"]
+__all__ = [
+    "CommonSettings",
+    "ConfigError",
+    "DaemonSettings",
+    "Section",
+    "read_settings",
+    "settings_from_snapshot",
+]
 DAEMON_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,39}")
 
 
@@ -113,18 +124,15 @@ def _default_daemons() -> dict[str, DaemonSettings]:
     return {"janitor": DaemonSettings()}
 
 
-class Settings(Section):
+class CommonSettings(Section):
+    """The keys every act process reads; the packages' config models extend it (see above)."""
+
     root: str = Field(default_factory=default_root)
     db: DbSettings = DbSettings()
     logging: LoggingSettings = LoggingSettings()
     liveness: LivenessSettings = LivenessSettings()
     supervisor: SupervisorSettings = SupervisorSettings()
     daemons: dict[str, DaemonSettings] = Field(default_factory=_default_daemons)
-    engine: EngineSettings = EngineSettings()
-    queues: QueuesSettings = QueuesSettings()
-    panda: PandaSettings = PandaSettings()
-    storage: StorageSettings = StorageSettings()
-    weblogs: WebLogSettings = WebLogSettings()
 
     _source: str = PrivateAttr(default=BUILTIN)
 
@@ -167,9 +175,13 @@ class Settings(Section):
         return json.dumps({"source": self.source, "settings": self.model_dump(mode="json")})
 
 
-def from_snapshot(text: str) -> Settings:
+S = TypeVar("S", bound=CommonSettings)
+
+
+def settings_from_snapshot(model: type[S], text: str) -> S:
+    """Settings handed over by :meth:`CommonSettings.snapshot` (already validated once)."""
     data = json.loads(text)
-    settings = Settings.model_validate(data["settings"])
+    settings = model.model_validate(data["settings"])
     settings._source = data["source"]
     return settings
 
@@ -201,8 +213,15 @@ def config_path(explicit: str | os.PathLike[str] | None = None) -> Path | None:
     return SYSTEM_CONFIG if SYSTEM_CONFIG.exists() else None
 
 
-def load_settings(explicit: str | os.PathLike[str] | None = None) -> Settings:
-    """Read, override from the environment and validate the configuration; raise ConfigError."""
+def read_settings(
+    model: type[S],
+    explicit: str | os.PathLike[str] | None = None,
+    *,
+    checks: Sequence[Callable[[S], list[str]]] = (),
+) -> S:
+    """Read, override from the environment and validate the configuration as ``model`` (the
+    whole file: :func:`act.service.settings.load_settings`); ``checks`` add problems a model
+    cannot see (daemons that do not resolve). Raises ConfigError listing every problem."""
     path = config_path(explicit)
     source = str(path) if path else BUILTIN
     raw = _read_yaml(path) if path else {}
@@ -212,11 +231,12 @@ def load_settings(explicit: str | os.PathLike[str] | None = None) -> Settings:
         db = raw.get("db")
         raw["db"] = {**(db if isinstance(db, dict) else {}), "url": os.environ[ENV_DB_URL]}
     try:
-        settings = Settings.model_validate(raw)
+        settings = model.model_validate(raw)
     except ValidationError as error:
-        raise ConfigError(source, _describe(error, Settings)) from None
+        raise ConfigError(source, describe(error, model)) from None
     settings._source = source
-    problems = daemon_problems(settings) + _check_credentials(settings, path)
+    problems = [problem for check in checks for problem in check(settings)]
+    problems += _check_credentials(settings, path)
     if problems:
         raise ConfigError(source, problems)
     return settings
@@ -265,7 +285,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _describe(error: ValidationError, root: type[BaseModel]) -> list[str]:
+def describe(error: ValidationError, root: type[BaseModel]) -> list[str]:
+    """Each validation error as 'key.path: what is wrong', with a suggestion for a typo."""
     problems = []
     for item in error.errors():
         loc = [str(part) for part in item["loc"]]
@@ -315,25 +336,7 @@ def _model_in(annotation: Any) -> tuple[type[BaseModel] | None, bool]:
     return None, False
 
 
-def daemon_problems(settings: Settings) -> list[str]:
-    """Each configured daemon that does not resolve, or whose options are invalid."""
-    from act.common.registry import RegistryError, resolve
-
-    problems = []
-    for name, daemon in settings.daemons.items():
-        try:
-            spec = resolve(name, daemon.entry)
-        except RegistryError as error:
-            problems.append(f"daemons.{name}: {error}")
-            continue
-        try:
-            spec.options.model_validate(daemon.options)
-        except ValidationError as error:
-            problems.extend(f"daemons.{name}.options.{p}" for p in _describe(error, spec.options))
-    return problems
-
-
-def _check_credentials(settings: Settings, path: Path | None) -> list[str]:
+def _check_credentials(settings: CommonSettings, path: Path | None) -> list[str]:
     problems = []
     if settings.db.password_file:
         try:

@@ -32,42 +32,34 @@ signal arriving before the handler is installed waits for it instead of killing 
 ``act-daemon`` (and actd, whose children inherit it) run with umask :data:`PROCESS_UMASK`
 (027): what act creates under its root (the database, logs, spool, CE job files) is not
 world-readable. The web area (:mod:`act.atlas.weblogs`) sets its modes explicitly.
+
+The ``act-daemon`` command itself (:mod:`act.service.daemon`) sits above every package: it reads
+the whole configuration and finds the daemon by name; this module knows neither.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import random
 import secrets
 import signal
 import socket
-import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
-from typing import Any
+from typing import Any, Generic
 
 from pydantic import BaseModel
 
 from act.common import exitcodes, liveness, logs, metrics, migrate
 from act.common.claims import release
-from act.common.config import (
-    ConfigError,
-    DaemonSettings,
-    Section,
-    Settings,
-    from_snapshot,
-    load_settings,
-)
+from act.common.config import DaemonSettings, S, Section
 from act.common.db import Database, DatabaseError, is_unavailable, short_error
 from act.common.liveness import Shard
-from act.common.logs import setup as setup_logging
 from act.common.states import Layer
 from act.common.timeutil import backoff, utcnow
 
@@ -81,21 +73,28 @@ class NoOptions(Section):
 
 
 @dataclass(frozen=True)
-class DaemonSpec:
-    """What a daemon is: its cycle function and the model of its ``options`` config mapping."""
+class DaemonSpec(Generic[S]):
+    """What a daemon is: its cycle function and the model of its ``options`` config mapping.
 
-    run_once: Callable[[Context], bool | None]
+    ``S`` is the configuration model the daemon reads (its package's: e.g.
+    :class:`act.engine.config.EngineConfig`); the whole configuration is every package's.
+    """
+
+    run_once: Callable[[Context[S]], bool | None]
     options: type[BaseModel] = NoOptions
     doc: str = ""
 
 
 @dataclass
-class Context:
-    """What ``run_once`` gets: settings, database, logger, stop event and its share of the work."""
+class Context(Generic[S]):
+    """What ``run_once`` gets: settings, database, logger, stop event and its share of the work.
+
+    Each package names its own: ``act.engine.config.Context`` is ``Context[EngineConfig]``.
+    """
 
     name: str
     instance: str
-    settings: Settings
+    settings: S
     daemon: DaemonSettings
     options: Any
     db: Database
@@ -150,8 +149,8 @@ class _Backoff:
 
 
 def run_daemon(
-    spec: DaemonSpec,
-    settings: Settings,
+    spec: DaemonSpec[S],
+    settings: S,
     name: str,
     *,
     once: bool = False,
@@ -212,7 +211,7 @@ def run_daemon(
     return exitcodes.OK
 
 
-def _loop(spec: DaemonSpec, ctx: Context, once: bool) -> None:
+def _loop(spec: DaemonSpec[S], ctx: Context[S], once: bool) -> None:
     daemon, log, stop = ctx.daemon, ctx.log, ctx.stop
     outage = _Backoff(1.0, max(daemon.interval, 60.0))
     supervisor = os.environ.get(ENV_SUPERVISOR_PID)
@@ -266,7 +265,7 @@ def _loop(spec: DaemonSpec, ctx: Context, once: bool) -> None:
         _sleep(ctx, delay, supervisor)
 
 
-def _sleep(ctx: Context, delay: float, supervisor: str | None) -> None:
+def _sleep(ctx: Context[Any], delay: float, supervisor: str | None) -> None:
     """Wait ``delay`` seconds or until stopped, heartbeating meanwhile."""
     deadline = time.monotonic() + delay
     step = ctx.settings.liveness.heartbeat_interval
@@ -282,7 +281,7 @@ def _sleep(ctx: Context, delay: float, supervisor: str | None) -> None:
             ctx.log.error("heartbeat failed: %s", short_error(exc))
 
 
-def _orphaned(ctx: Context, supervisor: str | None) -> bool:
+def _orphaned(ctx: Context[Any], supervisor: str | None) -> bool:
     """Whether this daemon was started by an actd that has gone away (then it stops)."""
     if supervisor and str(os.getppid()) != supervisor:
         ctx.log.error("supervisor (pid %s) has gone away: stopping", supervisor)
@@ -291,7 +290,7 @@ def _orphaned(ctx: Context, supervisor: str | None) -> bool:
     return False
 
 
-def close_cache(ctx: Context) -> None:
+def close_cache(ctx: Context[Any]) -> None:
     """Close what the daemon kept in ``ctx.cache`` (objects with a ``close()``) and empty it.
 
     Called at every stop, clean or after a failed cycle: clients and back ends release their
@@ -310,7 +309,7 @@ def close_cache(ctx: Context) -> None:
             ctx.log.error("cannot close %s at stop: %s", key, short_error(exc))
 
 
-def _retire_dead_instances(ctx: Context) -> None:
+def _retire_dead_instances(ctx: Context[Any]) -> None:
     """Instances of this daemon on this host that died without stopping (SIGKILL, a crash):
     mark them stopped and hand back their claims now, instead of after ``dead_after`` and
     their leases. Their processes are gone, so nothing of theirs still works on those jobs."""
@@ -337,7 +336,7 @@ def _release_claims(conn: Any, *, owner: str) -> int:
     return sum(release(conn, layer, owner) for layer in Layer)
 
 
-def _clean_stop(ctx: Context) -> None:
+def _clean_stop(ctx: Context[Any]) -> None:
     """Hand back this instance's claims and mark it stopped (best effort: leases expire anyway)."""
 
     def stop_rows(conn: Any) -> int:
@@ -359,50 +358,3 @@ def install_reopen_signal() -> None:
     daemons so) is delivered now, to this handler."""
     signal.signal(signal.SIGUSR1, lambda *_: logs.request_reopen())
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``act-daemon NAME``: run one daemon in the foreground (actd starts daemons this way)."""
-    parser = argparse.ArgumentParser(prog="act-daemon", description=main.__doc__)
-    parser.add_argument("name", help="the daemon's name under `daemons:` in the config")
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--config", help="config file (default: $ACT_CONFIG, /etc/act/act.yaml)")
-    source.add_argument("--snapshot", help=argparse.SUPPRESS)  # validated settings from actd
-    parser.add_argument("--once", action="store_true", help="run one cycle, then stop")
-    parser.add_argument("--log-file", type=Path, help="log here instead of stderr")
-    args = parser.parse_args(argv)
-    os.umask(PROCESS_UMASK)
-    install_reopen_signal()
-
-    try:
-        if args.snapshot:
-            settings = from_snapshot(Path(args.snapshot).read_text(encoding="utf-8"))
-        else:
-            settings = load_settings(args.config)
-        if args.name not in settings.daemons:
-            raise ConfigError(settings.source, [f"daemons.{args.name}: not configured"])
-        from act.common.registry import resolve
-
-        spec = resolve(args.name, settings.daemons[args.name].entry)
-    except (ConfigError, LookupError) as error:
-        print(f"act-daemon: {error}", file=sys.stderr)
-        return exitcodes.CONFIG
-    setup_logging(settings.logging.level, args.log_file, stderr=args.log_file is None)
-    logs.start_reopener()
-
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    supervised = bool(os.environ.get(ENV_SUPERVISOR_PID))
-    # Under actd, Ctrl-C in a terminal reaches the whole process group: the supervisor turns it
-    # into an orderly SIGTERM for each child, so the children themselves ignore it.
-    signal.signal(signal.SIGINT, signal.SIG_IGN if supervised else (lambda *_: stop.set()))
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    try:
-        return run_daemon(spec, settings, args.name, once=args.once, stop=stop)
-    except Exception:
-        logging.getLogger(f"act.{args.name}").exception("daemon failed")
-        return exitcodes.FAILURE
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -12,7 +12,7 @@ dies, the others' next heartbeat gives them a new split that covers its share.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -164,3 +164,21 @@ def prune(conn: Connection, *, older_than: float) -> int:
     cutoff = utcnow() - seconds(older_than)
     result = conn.execute(sa.delete(processes).where(processes.c.heartbeat_at < cutoff))
     return int(result.rowcount)
+
+
+def process_rows(conn: Connection, *, include_stopped: bool) -> list[dict[str, Any]]:
+    """Daemon liveness rows by role and instance; stopped ones only if asked for."""
+    stmt = sa.select(processes).order_by(processes.c.role, processes.c.instance)
+    if not include_stopped:
+        stmt = stmt.where(processes.c.stopped_at.is_(None))
+    return [dict(row) for row in conn.execute(stmt).mappings()]
+
+
+def process_status(
+    row: Mapping[str, Any], *, dead_after: float, now: datetime | None = None
+) -> str:
+    """``live``, ``dead`` (silent for more than ``dead_after`` seconds) or ``stopped``."""
+    if row["stopped_at"] is not None:
+        return "stopped"
+    age = ((now or utcnow()) - row["heartbeat_at"]).total_seconds()
+    return "live" if age <= dead_after else "dead"

@@ -5,7 +5,7 @@ process does is counted where it happens: state changes in
 :func:`act.common.transitions.transition`, PanDA calls in :mod:`act.atlas.panda_client`, CE
 back-end calls in :mod:`act.engine.measured`, daemon cycles in :mod:`act.common.daemon`. The
 numbers read from the database (jobs per state, heartbeat lag, breakers, daemon liveness) are
-not here: the ``metrics`` daemon (:mod:`act.common.metrics_daemon`) reads them once per cycle
+not here: the ``metrics`` daemon (:mod:`act.service.metrics_daemon`) reads them once per cycle
 and serves them with these.
 
 Across processes: actd sets ``PROMETHEUS_MULTIPROC_DIR`` (:data:`ENV_MULTIPROC_DIR`) to

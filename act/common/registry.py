@@ -1,38 +1,29 @@
-"""Which code runs a daemon: built-in names, or ``entry: module:attribute`` for a site's own."""
+"""Which code runs a daemon: a name from a table of built-in daemons, or ``entry:
+module:attribute`` for a site's own.
+
+The table itself names modules of every package, so it lives above them
+(:data:`act.service.daemons.BUILTIN`); this module only follows a name to its
+:class:`~act.common.daemon.DaemonSpec`.
+"""
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
+from typing import Any
 
 from act.common.daemon import DaemonSpec
-
-#: Daemons shipped with act, by the name used under ``daemons:`` in the config.
-BUILTIN: dict[str, str] = {
-    "janitor": "act.common.janitor:DAEMON",
-    "metrics": "act.common.metrics_daemon:DAEMON",
-    "propagator": "act.atlas.propagator:DAEMON",
-    "panda_fetcher": "act.atlas.fetcher:DAEMON",
-    "translator": "act.atlas.translator:DAEMON",
-    "app_status": "act.atlas.app_status:DAEMON",
-    "validator": "act.atlas.validator:DAEMON",
-    "weblogs": "act.atlas.weblog_cleaner:DAEMON",
-    "poller": "act.engine.poller:DAEMON",
-    "ce_fetcher": "act.engine.fetcher:DAEMON",
-    "canceller": "act.engine.canceller:DAEMON",
-    "cleaner": "act.engine.cleaner:DAEMON",
-    "submitter": "act.engine.submitter:DAEMON",
-}
 
 
 class RegistryError(LookupError):
     """A daemon name or entry point that does not lead to a DaemonSpec."""
 
 
-def resolve(name: str, entry: str | None = None) -> DaemonSpec:
-    """The DaemonSpec for a configured daemon."""
-    target = entry or BUILTIN.get(name)
+def resolve(name: str, entry: str | None, builtin: Mapping[str, str]) -> DaemonSpec[Any]:
+    """The DaemonSpec of a configured daemon: its ``entry``, else ``builtin[name]``."""
+    target = entry or builtin.get(name)
     if target is None:
-        known = ", ".join(sorted(BUILTIN))
+        known = ", ".join(sorted(builtin))
         raise RegistryError(
             f"unknown daemon (built-in: {known}); give `entry: module:attribute` for your own"
         )

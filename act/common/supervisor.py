@@ -1,5 +1,8 @@
 """actd: the supervisor. Runs in the foreground (systemd runs it) and keeps the daemons running.
 
+(The ``actd`` command is :mod:`act.service.actd`: it hands this supervisor the whole
+configuration, how to read it again and how to start a daemon process.)
+
 * Each configured daemon runs as ``instances`` processes of its own (``act-daemon NAME``), fed
   the validated settings through a 0600 snapshot file under ``<root>/run``, its output and log
   in ``<log dir>/<name>.log``; actd's own log is ``actd.log`` and stderr.
@@ -30,15 +33,14 @@ upgrade``); 5 another actd already runs on this state root.
 
 from __future__ import annotations
 
-import argparse
 import fcntl
 import logging
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -46,8 +48,8 @@ from typing import IO
 
 from act import __version__
 from act.common import exitcodes, logs, metrics, migrate
-from act.common.config import ConfigError, DaemonSettings, Settings, load_settings
-from act.common.daemon import ENV_SUPERVISOR_PID, PROCESS_UMASK
+from act.common.config import CommonSettings, ConfigError, DaemonSettings
+from act.common.daemon import ENV_SUPERVISOR_PID
 from act.common.db import Database, DatabaseError
 from act.common.logs import setup as setup_logging
 from act.common.sdnotify import Notifier
@@ -78,10 +80,24 @@ class Child:
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, config_arg: str | None, notifier: Notifier) -> None:
+    """actd's work: ``load`` reads the configuration again on SIGHUP (raising ConfigError);
+    ``daemon_command`` starts one daemon process (``NAME --snapshot FILE --log-file FILE``
+    follow)."""
+
+    def __init__(
+        self,
+        settings: CommonSettings,
+        config_arg: str | None,
+        notifier: Notifier,
+        *,
+        load: Callable[[str | None], CommonSettings],
+        daemon_command: Sequence[str],
+    ) -> None:
         self.settings = settings
         self.config_arg = config_arg
         self.notifier = notifier
+        self.load = load
+        self.daemon_command = list(daemon_command)
         self.children: list[Child] = []
         self.wake = threading.Event()
         self.term_requested = False
@@ -233,9 +249,7 @@ class Supervisor:
         path = self._log_path(child.name)
         path.parent.mkdir(parents=True, exist_ok=True)
         command = [
-            sys.executable,
-            "-m",
-            "act.common.daemon",
+            *self.daemon_command,
             child.name,
             "--snapshot",
             str(self._snapshot_path()),
@@ -248,7 +262,7 @@ class Supervisor:
             metrics.ENV_MULTIPROC_DIR: str(self._metrics_dir()),
         }
         # The child inherits the blocked SIGUSR1 and unblocks it once its handler is installed
-        # (act.common.daemon.main): a log reopen forwarded during its start-up waits for it.
+        # (act.service.daemon.main): a log reopen forwarded during its start-up waits for it.
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
         try:
             with open(path, "ab") as output:
@@ -296,7 +310,7 @@ class Supervisor:
     def reload(self) -> None:
         self.notifier.reloading()
         try:
-            new = load_settings(self.config_arg)
+            new = self.load(self.config_arg)
             problem = self._reload_problem(new)
         except ConfigError as error:
             problem = str(error)
@@ -311,14 +325,14 @@ class Supervisor:
         log.info("configuration reloaded from %s: %s", new.source, summary)
         self.notifier.ready(self._status())
 
-    def _reload_problem(self, new: Settings) -> str | None:
+    def _reload_problem(self, new: CommonSettings) -> str | None:
         if new.root != self.settings.root:
             return f"root cannot change on reload ({self.settings.root} -> {new.root}): restart"
         if new.db != self.settings.db:
             return check_database(new)
         return None
 
-    def _apply(self, old: Settings, new: Settings) -> str:
+    def _apply(self, old: CommonSettings, new: CommonSettings) -> str:
         shared_changed = (old.db, old.logging, old.liveness) != (new.db, new.logging, new.liveness)
         before, after = self._enabled(old), self._enabled(new)
         started = restarted = stopped = 0
@@ -384,7 +398,7 @@ class Supervisor:
     def _snapshot_path(self) -> Path:
         return self.settings.run_dir / "settings.json"
 
-    def _write_snapshot(self, settings: Settings) -> None:
+    def _write_snapshot(self, settings: CommonSettings) -> None:
         """Write the settings children start with, atomically and readable by us alone."""
         path = self._snapshot_path()
         scratch = path.with_suffix(".tmp")
@@ -411,7 +425,7 @@ class Supervisor:
         return f"{running} of {len(self.children)} daemon processes running"
 
     @staticmethod
-    def _enabled(settings: Settings) -> dict[str, DaemonSettings]:
+    def _enabled(settings: CommonSettings) -> dict[str, DaemonSettings]:
         return {name: d for name, d in settings.daemons.items() if d.enabled}
 
 
@@ -420,7 +434,7 @@ def _differs(old: DaemonSettings, new: DaemonSettings) -> bool:
     return old.model_copy(update={"instances": 1}) != new.model_copy(update={"instances": 1})
 
 
-def check_database(settings: Settings) -> str | None:
+def check_database(settings: CommonSettings) -> str | None:
     """None if the database is reachable and its schema current, else what is wrong."""
     try:
         database = Database(
@@ -432,28 +446,3 @@ def check_database(settings: Settings) -> str | None:
         return migrate.readiness_problem(database)
     finally:
         database.dispose()
-
-
-def main(argv: list[str] | None = None) -> int:
-    """actd: start act's daemons and keep them running (see the module documentation)."""
-    parser = argparse.ArgumentParser(
-        prog="actd",
-        description="Start act's daemons and keep them running.",
-        epilog="Exit codes: 0 stopped on request, 1 unexpected error, 2 usage, 3 invalid "
-        "configuration, 4 database unreachable or schema not current, 5 already running.",
-    )
-    parser.add_argument("--config", help="config file (default: $ACT_CONFIG, /etc/act/act.yaml)")
-    parser.add_argument("--version", action="version", version=f"actd {__version__}")
-    args = parser.parse_args(argv)
-    os.umask(PROCESS_UMASK)  # inherited by the daemons: nothing act makes is world-readable
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as error:
-        print(f"actd: {error}", file=sys.stderr)
-        return exitcodes.CONFIG
-    setup_logging(settings.logging.level, settings.log_dir / "actd.log")
-    return Supervisor(settings, args.config, Notifier()).run()
-
-
-if __name__ == "__main__":
-    sys.exit(main())

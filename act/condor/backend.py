@@ -70,8 +70,8 @@ from act.engine.backend import (
 )
 
 if TYPE_CHECKING:
-    from act.common.config import Settings
     from act.common.db import Database
+    from act.engine.config import EngineConfig
 
 
 class CondorOptions(Section):
@@ -144,7 +144,7 @@ _STATE_LEN = 128
 class CondorBackend:
     """One per daemon process; keeps one schedd handle per CE."""
 
-    def __init__(self, *, settings: Settings, db: Database | None, log: logging.Logger) -> None:
+    def __init__(self, *, settings: EngineConfig, db: Database | None, log: logging.Logger) -> None:
         self.settings = settings
         self.db = db
         self.log = log

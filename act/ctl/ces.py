@@ -18,7 +18,7 @@ import click
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from act.common import exitcodes
+from act.common import exitcodes, job_counts
 from act.common.schema import ces
 from act.common.states import Layer
 from act.common.timeutil import utcnow
@@ -42,7 +42,7 @@ COLUMNS = (
 def ce_records(conn: Connection, configured: dict[str, CESettings]) -> list[Row]:
     """One record per CE in the config or the ``ces`` table, with its jobs per state."""
     rows = {str(row["endpoint"]): dict(row) for row in conn.execute(sa.select(ces)).mappings()}
-    counts = queries.ce_counts(conn)
+    counts = job_counts.ce_counts(conn)
     records = []
     for name in sorted(set(rows) | set(configured)):
         row = rows.get(name, {})

@@ -17,12 +17,13 @@ from typing import Any, TypeVar
 import click
 import sqlalchemy as sa
 
-from act.common import exitcodes, migrate
-from act.common.config import ConfigError, Settings, load_settings
+from act.common import exitcodes, job_counts, liveness, migrate
+from act.common.config import ConfigError
 from act.common.db import Database, DatabaseError, is_unavailable, short_error
 from act.common.states import STATES, Layer
 from act.common.timeutil import utcnow
 from act.ctl import links, output, queries
+from act.service.settings import Settings, load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -183,7 +184,7 @@ def current(app: App) -> None:
 def status(app: App, as_json: bool) -> None:
     """Job counts per state: PanDA jobs per queue, CE jobs per CE."""
     with app.checked().read() as conn:
-        panda, ce = queries.panda_counts(conn), queries.ce_counts(conn)
+        panda, ce = job_counts.panda_counts(conn), job_counts.ce_counts(conn)
     if as_json:
         click.echo(output.to_json(output.status_json(panda, ce)))
     else:
@@ -261,7 +262,7 @@ def processes(app: App, show_all: bool, as_json: bool) -> None:
     has not stopped; stopped processes are only shown with --all.
     """
     with app.checked().read() as conn:
-        rows = queries.process_rows(conn, include_stopped=show_all)
+        rows = liveness.process_rows(conn, include_stopped=show_all)
     dead_after = app.settings().liveness.dead_after
     records = output.process_records(rows, dead_after=dead_after, now=utcnow())
     click.echo(output.to_json(records) if as_json else output.processes_text(records))

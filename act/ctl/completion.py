@@ -16,7 +16,7 @@ from typing import Any
 import click
 from click.shell_completion import CompletionItem, get_completion_class
 
-from act.common.config import Settings, load_settings
+from act.service.settings import Settings, load_settings
 
 PROG = "actctl"
 COMPLETE_VAR = "_ACTCTL_COMPLETE"

@@ -17,9 +17,10 @@ from typing import Any
 import click
 
 from act.common import exitcodes
-from act.common.config import Settings, daemon_problems
 from act.ctl import output
 from act.engine.backend import BACKENDS
+from act.service.daemons import daemon_problems
+from act.service.settings import Settings
 
 
 @dataclass

@@ -20,8 +20,8 @@ from typing import Any
 from urllib.parse import quote
 
 from act.atlas import weblogs
-from act.common.config import Settings
 from act.ctl.queries import JobDetail, Row
+from act.service.settings import Settings
 
 NOT_PUBLISHED = "not yet published"
 #: The ARC REST version every A-REX speaks (ARC 6 and 7); used when rest_version is auto.

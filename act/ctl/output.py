@@ -14,9 +14,11 @@ from typing import Any
 
 from tabulate import tabulate
 
+from act.common.job_counts import Counts
+from act.common.liveness import process_status
 from act.common.states import STATES, Edge, Layer, edges
 from act.common.timeutil import iso
-from act.ctl.queries import Counts, JobDetail, Row, process_status
+from act.ctl.queries import JobDetail, Row
 
 #: How much of a job spec or CE job description the human output shows without --full.
 TRUNCATE = 2000

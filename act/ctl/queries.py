@@ -1,49 +1,25 @@
 """The read queries behind actctl (SQLAlchemy Core, every value a bound parameter).
 
 Each function takes an open connection (``with db.read() as conn``) and returns plain data:
-dicts keyed by column name, ready for :mod:`act.ctl.output`.
+dicts keyed by column name, ready for :mod:`act.ctl.output`. The queries the metrics daemon
+shares are below act.ctl: job counts in :mod:`act.common.job_counts`, daemon processes in
+:mod:`act.common.liveness`, overdue PanDA reports in :mod:`act.atlas.report_backlog`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from act.common.schema import ce_jobs, panda_jobs, processes
+from act.common.schema import ce_jobs, panda_jobs
 from act.common.schema import transitions as history
 from act.common.states import STATES, Layer
-from act.common.timeutil import utcnow
-
-#: How a CE job without an endpoint is shown.
-UNASSIGNED = "(unassigned)"
 
 Row = dict[str, Any]
-#: {queue or CE endpoint: {state: number of jobs}}
-Counts = dict[str, dict[str, int]]
-
-
-def _count(conn: Connection, group: sa.ColumnElement[Any], state: sa.ColumnElement[str]) -> Counts:
-    counts: Counts = {}
-    stmt = sa.select(group, state, sa.func.count()).group_by(group, state)
-    for name, job_state, number in conn.execute(stmt):
-        key = UNASSIGNED if name is None else str(name)
-        counts.setdefault(key, {})[str(job_state)] = int(number)
-    return counts
-
-
-def panda_counts(conn: Connection) -> Counts:
-    """PanDA jobs per queue and state."""
-    return _count(conn, panda_jobs.c.queue, panda_jobs.c.state)
-
-
-def ce_counts(conn: Connection) -> Counts:
-    """CE jobs per endpoint and state; jobs without an endpoint count as ``(unassigned)``."""
-    return _count(conn, ce_jobs.c.ce_endpoint, ce_jobs.c.state)
 
 
 @dataclass(frozen=True)
@@ -149,19 +125,3 @@ def _history(conn: Connection, panda_job_id: int, ce_ids: list[int]) -> list[Row
         .order_by(history.c.at, history.c.id)
     )
     return [dict(row) for row in conn.execute(stmt).mappings()]
-
-
-def process_rows(conn: Connection, *, include_stopped: bool) -> list[Row]:
-    """Daemon liveness rows by role and instance; stopped ones only if asked for."""
-    stmt = sa.select(processes).order_by(processes.c.role, processes.c.instance)
-    if not include_stopped:
-        stmt = stmt.where(processes.c.stopped_at.is_(None))
-    return [dict(row) for row in conn.execute(stmt).mappings()]
-
-
-def process_status(row: Row, *, dead_after: float, now: datetime | None = None) -> str:
-    """``live``, ``dead`` (silent for more than ``dead_after`` seconds) or ``stopped``."""
-    if row["stopped_at"] is not None:
-        return "stopped"
-    age = ((now or utcnow()) - row["heartbeat_at"]).total_seconds()
-    return "live" if age <= dead_after else "dead"

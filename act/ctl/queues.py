@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from act.atlas.queues import _BUILTIN, QueueSettings, QueuesSettings
-from act.common import exitcodes
+from act.common import exitcodes, job_counts
 from act.common.db import upsert
 from act.common.schema import queues
 from act.common.states import Layer
@@ -41,7 +41,7 @@ def _configured_limit(settings: QueuesSettings, name: str, key: str) -> int | No
 def queue_records(conn: Connection, settings: QueuesSettings) -> list[Row]:
     """One record per configured or recorded queue, with its jobs per state."""
     rows = {str(row["name"]): dict(row) for row in conn.execute(sa.select(queues)).mappings()}
-    counts = queries.panda_counts(conn)
+    counts = job_counts.panda_counts(conn)
     records = []
     for name in sorted(set(rows) | set(settings.serve)):
         row: Mapping[str, Any] = rows.get(name, {})

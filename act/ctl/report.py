@@ -23,13 +23,14 @@ import click
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from act.atlas import report_backlog
+from act.common.job_counts import UNASSIGNED
 from act.common.schema import ce_jobs, ces, panda_jobs
 from act.common.schema import transitions as history
 from act.common.states import STATES, Layer
 from act.common.timeutil import utcnow
 from act.ctl import durations, output
-from act.ctl import panda as reporting
-from act.ctl.queries import UNASSIGNED, Row
+from act.ctl.queries import Row
 from act.engine import breaker
 
 #: The states a job "fails" into: a job counts once however many of them it entered.
@@ -199,14 +200,16 @@ def _prefix(column: sa.Column[Any]) -> sa.ColumnElement[Any]:
 
 def _heartbeats(conn: Connection, scope: Scope) -> dict[str, Row]:
     """{queue: overdue reports and the lag of the most overdue}, as
-    :func:`act.ctl.panda.overdue_by_queue` reads them."""
+    :func:`act.atlas.report_backlog.overdue_by_queue` reads them."""
     return {
         _key(queue): {
             "overdue": lag.overdue,
             "oldest_due": lag.oldest_due,
             "lag_seconds": _seconds(scope.now - lag.oldest_due),
         }
-        for queue, lag in reporting.overdue_by_queue(conn, scope.now, queue=scope.queue).items()
+        for queue, lag in report_backlog.overdue_by_queue(
+            conn, scope.now, queue=scope.queue
+        ).items()
     }
 
 
@@ -216,11 +219,11 @@ def _all_heartbeats(conn: Connection, now: datetime) -> Row:
     reads every scheduled job's row for what PanDA was told, which the report does not show)."""
     t = panda_jobs
     scheduled = conn.execute(
-        sa.select(sa.func.count()).where(t.c.next_report_at >= reporting.SCHEDULED_SINCE)
+        sa.select(sa.func.count()).where(t.c.next_report_at >= report_backlog.SCHEDULED_SINCE)
     ).scalar_one()
     overdue, oldest = conn.execute(
         sa.select(sa.func.count(), sa.func.min(t.c.next_report_at)).where(
-            t.c.next_report_at.between(reporting.SCHEDULED_SINCE, now)
+            t.c.next_report_at.between(report_backlog.SCHEDULED_SINCE, now)
         )
     ).one()
     return {

@@ -34,9 +34,9 @@ from act.atlas.translate import JobInput, TranslationError
 from act.atlas.translate.common import plan
 from act.atlas.translator import describe_for, match_ces, write_files
 from act.common import exitcodes
-from act.common.config import Settings
 from act.common.timeutil import utcnow
 from act.ctl import output
+from act.service.settings import Settings
 
 
 class DryRunError(Exception):

@@ -7,7 +7,7 @@
    production credential; it holds ``--jobs`` jobs for the queue DEMO_QUEUE.
 3. ``etc/act-demo.yaml`` is rendered to ``<dir>/act.yaml`` (placeholders filled in) and validated
    like any config; the SQLite schema is created (``actctl db upgrade``).
-4. The real supervisor runs as a subprocess: ``python -m act.common.supervisor --config
+4. The real supervisor runs as a subprocess: ``python -m act.service.actd --config
    <dir>/act.yaml``, i.e. ``actd`` with its daemons, exactly as in production.
 5. Progress (jobs per act state, and how many PanDA has the final report of) is shown until every
    job's final report was accepted by the test server and the job store holds every job in a
@@ -48,12 +48,13 @@ from tabulate import tabulate
 import act
 from act.atlas.panda_testserver import PandaTestServer, TestCA
 from act.common import exitcodes, migrate
-from act.common.config import ENV_CONFIG, ENV_DB_URL, ENV_ROOT, Settings, load_settings
+from act.common.config import ENV_CONFIG, ENV_DB_URL, ENV_ROOT
 from act.common.db import Database
 from act.common.schema import ce_jobs, panda_jobs, processes
 from act.engine.backend import CE
 from act.local import jobfiles as jf
 from act.local.backend import LocalBackend
+from act.service.settings import Settings, load_settings
 
 QUEUE = "DEMO_QUEUE"
 TEMPLATE = "act-demo.yaml"
@@ -224,7 +225,7 @@ def start_actd(config: Path, directory: Path) -> subprocess.Popen[bytes]:
     console = open(directory / "log" / "actd.console", "ab")  # noqa: SIM115 - handed to actd
     with console:
         return subprocess.Popen(
-            [sys.executable, "-m", "act.common.supervisor", "--config", str(config)],
+            [sys.executable, "-m", "act.service.actd", "--config", str(config)],
             stdin=subprocess.DEVNULL,
             stdout=console,
             stderr=subprocess.STDOUT,

@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from act.engine.settings import CESettings
 
 if TYPE_CHECKING:
-    from act.common.config import Settings
     from act.common.db import Database
+    from act.engine.config import EngineConfig
 
 
 @dataclass(frozen=True)
@@ -181,7 +181,7 @@ class BackendNotAvailable(LookupError):
 
 class BackendFactory(Protocol):
     def __call__(
-        self, *, settings: Settings, db: Database | None, log: logging.Logger
+        self, *, settings: EngineConfig, db: Database | None, log: logging.Logger
     ) -> Backend: ...
 
 
@@ -194,7 +194,7 @@ BACKENDS: dict[str, str] = {
 
 
 def make_backend(
-    name: str, *, settings: Settings, db: Database | None, log: logging.Logger
+    name: str, *, settings: EngineConfig, db: Database | None, log: logging.Logger
 ) -> Backend:
     """Instantiate the back end called ``name`` (a key of :data:`BACKENDS`)."""
     target = BACKENDS.get(name)

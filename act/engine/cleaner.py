@@ -21,12 +21,13 @@ from typing import Any
 
 from sqlalchemy.engine import Connection, Row
 
-from act.common.daemon import Context, DaemonSpec
+from act.common.daemon import DaemonSpec
 from act.common.logs import job_log
 from act.common.states import Actor, Layer
 from act.common.timeutil import seconds, utcnow
 from act.common.transitions import transition
 from act.engine.backend import CE, Backend, CEUnavailable
+from act.engine.config import Context
 from act.engine.fetcher import base_dir
 from act.engine.runtime import pool
 from act.engine.work import batches, by_ce, claim_jobs, keep, resolve_ce, update_mine

@@ -25,11 +25,12 @@ from typing import Any
 
 from sqlalchemy.engine import Row
 
-from act.common.daemon import Context, DaemonSpec
+from act.common.daemon import DaemonSpec
 from act.common.logs import job_log
 from act.common.states import Actor, Layer
 from act.common.transitions import transition
 from act.engine.backend import CE, Backend, CEUnavailable, Fetched
+from act.engine.config import Context
 from act.engine.runtime import pool
 from act.engine.work import by_ce, claim_jobs, give_back, keep, resolve_ce
 

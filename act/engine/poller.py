@@ -34,7 +34,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
 from act.common.claims import release
-from act.common.daemon import Context, DaemonSpec
+from act.common.daemon import DaemonSpec
 from act.common.logs import job_log
 from act.common.schema import ce_jobs
 from act.common.states import EDGES, Actor, Layer
@@ -42,6 +42,7 @@ from act.common.timeutil import iso, seconds, utcnow
 from act.common.transitions import transition
 from act.engine import breaker
 from act.engine.backend import CE, Backend, CEState, CEUnavailable, JobStatus, Limits
+from act.engine.config import Context
 from act.engine.resubmit import classify
 from act.engine.runtime import pool
 from act.engine.settings import EngineSettings

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from act.common.config import Settings
-from act.common.daemon import Context
 from act.common.db import Database
 from act.engine.backend import CE, Backend, make_backend
+from act.engine.config import Context, EngineConfig
 from act.engine.measured import MeasuredBackend
 
 
@@ -18,7 +17,7 @@ class UnknownCE(LookupError):
 class EnginePool:
     """The CEs of the config and their back ends, created on first use and kept."""
 
-    def __init__(self, settings: Settings, db: Database | None, log: logging.Logger) -> None:
+    def __init__(self, settings: EngineConfig, db: Database | None, log: logging.Logger) -> None:
         self.settings = settings
         self.db = db
         self.log = log

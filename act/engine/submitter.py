@@ -52,7 +52,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from act.common import claims
-from act.common.daemon import Context, DaemonSpec, NoOptions
+from act.common.daemon import DaemonSpec, NoOptions
 from act.common.faults import maybe_crash
 from act.common.logs import job_log
 from act.common.schema import ce_jobs, ces
@@ -61,6 +61,7 @@ from act.common.timeutil import seconds, utcnow
 from act.common.transitions import chunked, transition
 from act.engine import breaker, strategies
 from act.engine.backend import CE, Backend, CEUnavailable, SubmitRequest, Submitted
+from act.engine.config import Context
 from act.engine.runtime import EnginePool, UnknownCE, pool
 
 CE_LAYER = Layer.CE

@@ -12,11 +12,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
 from act.common.claims import claim, release, renew
-from act.common.daemon import Context
 from act.common.schema import ce_jobs
 from act.common.states import Layer
 from act.common.transitions import chunked
 from act.engine.backend import CE, Backend
+from act.engine.config import Context
 from act.engine.runtime import EnginePool, UnknownCE
 
 T = TypeVar("T")

@@ -58,8 +58,8 @@ from act.local.description import DescriptionError, LocalJob, safe_relative
 Starting: TypeAlias = socket.socket | subprocess.Popen[bytes]
 
 if TYPE_CHECKING:
-    from act.common.config import Settings
     from act.common.db import Database
+    from act.engine.config import EngineConfig as Settings
 
 #: Variables of the submitting process a payload gets (plus its description's ``environment``).
 BASE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ", "USER", "LOGNAME", "SHELL")

@@ -16,14 +16,14 @@ import pytest
 import sqlalchemy as sa
 
 from act.atlas.panda_settings import PandaServerSettings
-from act.common.config import Settings
 from act.common.daemon import Context
 from act.common.db import Database
-from act.common.registry import resolve
 from act.common.schema import ce_jobs, panda_jobs
 from act.common.states import Actor, Layer
 from act.common.transitions import transition
 from act.engine.runtime import pool
+from act.service.daemons import resolve
+from act.service.settings import Settings
 from tests.support.follow import context
 from tests.support.panda_real import PandaServer
 

@@ -14,13 +14,13 @@ import pytest
 
 from act.atlas.queues import QueueCE
 from act.atlas.translate import TranslationError, to_condor
-from act.common.config import Settings
 from act.condor import backend as condor_backend
 from act.condor.backend import CondorBackend, CondorOptions
 from act.condor.fake_schedd import FakeSchedd
 from act.condor.schedd import ScheddLike, open_schedd
 from act.engine.backend import CE
 from act.engine.settings import CESettings
+from act.service.settings import Settings
 from tests.support.translate_cases import ARC_CE, CONDOR_CE, cases
 
 #: ``ACT_TEST_SCHEDD``: "local" for the local schedd, else a schedd name located through the

@@ -6,9 +6,10 @@ import logging
 import threading
 from typing import Any
 
-from act.common.config import DaemonSettings, Settings
+from act.common.config import DaemonSettings
 from act.common.daemon import Context
 from act.common.db import Database
+from act.service.settings import Settings
 
 
 def daemon_context(

@@ -9,7 +9,6 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from act.common.config import Settings
 from act.common.daemon import Context
 from act.common.db import Database
 from act.common.schema import ce_jobs, transitions
@@ -18,6 +17,7 @@ from act.common.timeutil import utcnow
 from act.common.transitions import create_jobs, transition
 from act.engine.backend import SubmitRequest
 from act.engine.runtime import pool
+from act.service.settings import Settings
 from tests.support.contexts import daemon_context
 from tests.support.jobs import path_to
 from tests.support.scripted_backend import NAME

@@ -19,11 +19,11 @@ import yaml
 
 from act.atlas.panda_testserver import FINAL, PandaTestServer, TestCA
 from act.common import migrate
-from act.common.config import Settings, load_settings
 from act.common.db import Database
 from act.common.schema import ce_jobs, panda_jobs
 from act.demo import run as demo
 from act.local import jobfiles as jf
+from act.service.settings import Settings, load_settings
 from tests.support.procs import wait_for
 
 QUEUE = demo.QUEUE

@@ -42,7 +42,7 @@ def env(root: Path, **extra: str) -> dict[str, str]:
 
 
 #: ``act-daemon``, and act-daemon with the scripted CE back end (a test double) registered.
-ACT_DAEMON = [sys.executable, "-m", "act.common.daemon"]
+ACT_DAEMON = [sys.executable, "-m", "act.service.daemon"]
 SCRIPTED_DAEMON = [sys.executable, "-m", "tests.support.scripted_backend"]
 
 
@@ -94,7 +94,7 @@ class Actd:
         self.root, self.config = root, config
         self.log = root / "log" / "actd.log"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "act.common.supervisor", "--config", str(config)],
+            [sys.executable, "-m", "act.service.actd", "--config", str(config)],
             env=env(root, **extra_env),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

@@ -58,8 +58,8 @@ from act.engine.backend import (
 if TYPE_CHECKING:
     import pytest
 
-    from act.common.config import Settings
     from act.common.db import Database
+    from act.service.settings import Settings
 
 ENV_STATE = "ACT_SCRIPTED_BACKEND_STATE"
 NAME = "scripted"
@@ -555,7 +555,7 @@ def install(monkeypatch: pytest.MonkeyPatch | None = None, path: Path | None = N
 if __name__ == "__main__":
     # ``python -m tests.support.scripted_backend NAME [act-daemon options]``: act-daemon with the
     # double registered, for tests that run an engine daemon in a separate process.
-    from act.common.daemon import main
+    from act.service.daemon import main
 
     install()
     sys.exit(main())

@@ -13,12 +13,12 @@ import sqlalchemy as sa
 
 from act.atlas.reporting import report_fields
 from act.atlas.validation import ValidatorOptions
-from act.common.config import Settings
 from act.common.daemon import Context
 from act.common.db import Database
 from act.common.schema import ce_jobs, panda_jobs
 from act.common.states import Layer
 from act.common.timeutil import utcnow
+from act.service.settings import Settings
 from tests.support.contexts import daemon_context
 from tests.support.jobs import make_jobs
 

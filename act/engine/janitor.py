@@ -4,6 +4,10 @@ Each cycle it prunes the liveness rows of processes that stopped or went silent 
 ``options.process_retention`` seconds (``actctl processes`` shows them until then), and applies the
 "stuck in state X for longer than T" policy of both layers (``engine.stuck``, see
 :mod:`act.engine.stuck`), moving at most the daemon's ``batch`` jobs per cycle.
+
+It lives in the engine because its policy table is the engine's (``engine.stuck``, checked against
+the state table of both layers, which is act/common's); the liveness rows it prunes are
+act/common's too, and nothing here needs the PanDA layer.
 """
 
 from __future__ import annotations
@@ -12,8 +16,9 @@ from pydantic import Field
 
 from act.common import liveness
 from act.common.config import Section
-from act.common.daemon import Context, DaemonSpec
+from act.common.daemon import DaemonSpec
 from act.engine import stuck
+from act.engine.config import Context
 
 
 class JanitorOptions(Section):
