@@ -22,8 +22,9 @@ from collections import Counter
 from pathlib import Path
 
 from act.condor import backend as condor_backend
-from act.condor.backend import CondorBackend, CondorOptions
+from act.condor.backend import CondorBackend
 from act.condor.fake_schedd import FakeSchedd
+from act.condor.options import CondorOptions
 from act.condor.schedd import ScheddLike
 from act.engine.backend import CE, SubmitRequest
 from act.engine.settings import CESettings

@@ -20,7 +20,8 @@ import pytest
 
 from act.atlas.queues import QueueCE
 from act.atlas.translate import JobInput, Translation, TranslationError, to_condor, to_xrsl
-from act.atlas.translate.common import RUCIO_REPLICAS, Spec, plan, priority
+from act.atlas.translate.common import RUCIO_REPLICAS, plan, priority
+from act.atlas.translate.spec import Spec
 from tests.support.translate_cases import ARC_CE, CONDOR_CE, NATIVE, Case, cases
 
 REPO = Path(__file__).resolve().parent.parent

@@ -41,11 +41,11 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field, ValidationError
+from pydantic import ValidationError
 
 from act.common.logs import job_log
-from act.common.section import Section
 from act.condor import schedd as schedd_access
+from act.condor.options import CondorOptions
 from act.condor.outputs import FetchError, copy_tree, remove_tree
 from act.condor.schedd import ScheddLike, ScheddUnavailable
 from act.condor.submission import (
@@ -72,22 +72,6 @@ from act.engine.backend import (
 if TYPE_CHECKING:
     from act.common.db import Database
     from act.engine.config import EngineConfig
-
-
-class CondorOptions(Section):
-    """``engine.ces.<name>.options`` of a CE reached through HTCondor (Condor-G)."""
-
-    schedd: str | None = None  # schedd name; none: the local schedd
-    collector: str | None = None  # collector host[:port] that locates ``schedd``
-    token_file: str | None = None  # SciToken/WLCG token for the CE (submit's scitokens_file)
-    iwd_dir: str | None = None  # per-job initialdirs; default <root>/condor-iwd
-    submit_batch: int = Field(100, ge=1, le=1000)  # jobs per submit call (one transaction)
-    status_batch: int = Field(1000, ge=1, le=10000)  # jobs per query
-    history_match: int = Field(1000, ge=1, le=100000)  # ads one history call returns at most
-    refresh_seconds: float = Field(60.0, gt=0)  # how often the gridmanager updates states
-    unavailable_after: float = Field(1800.0, gt=0)  # idle with the CE unreachable: FAILED
-    max_holds: int = Field(3, ge=1)  # a job held more often than this is not released again
-    can_restart: bool = True  # held jobs may be released (engine.resubmit "restart")
 
 
 #: Words of the bindings' errors when the schedd could not be reached at all: nothing was sent.

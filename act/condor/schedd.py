@@ -10,10 +10,9 @@ reached, it refuses the connection, a call times out) becomes :class:`ScheddUnav
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from act.condor.backend import CondorOptions
+from act.condor.options import CondorOptions
 
 
 class ScheddUnavailable(RuntimeError):

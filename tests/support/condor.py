@@ -15,8 +15,9 @@ import pytest
 from act.atlas.queues import QueueCE
 from act.atlas.translate import TranslationError, to_condor
 from act.condor import backend as condor_backend
-from act.condor.backend import CondorBackend, CondorOptions
+from act.condor.backend import CondorBackend
 from act.condor.fake_schedd import FakeSchedd
+from act.condor.options import CondorOptions
 from act.condor.schedd import ScheddLike, open_schedd
 from act.engine.backend import CE
 from act.engine.settings import CESettings

@@ -10,7 +10,6 @@ here; a value that cannot be used is a :class:`TranslationError` naming the PanD
 from __future__ import annotations
 
 import json
-import math
 import re
 import shlex
 from collections.abc import Mapping, Sequence
@@ -23,6 +22,7 @@ from act.atlas.queues import Queue
 from act.atlas.translate.errors import TranslationError
 from act.atlas.translate.jobfile import harvester_mode, job_file
 from act.atlas.translate.sizing import size
+from act.atlas.translate.spec import Spec
 
 #: Where a native job's input files come from: Rucio, through the CE's data staging and cache.
 RUCIO_REPLICAS = (
@@ -142,62 +142,6 @@ def stdout_name(log_file: str) -> str:
     """The pilot's stdout (aCT: the log file name without ``.tgz``), never the log itself."""
     name = log_file.replace(".tgz", "")
     return name if name != log_file else f"{log_file}.stdout"
-
-
-class Spec:
-    """Typed, checked reads of a job spec; "NULL", "", None and a missing key mean "not given"."""
-
-    def __init__(self, pandaid: int, spec: Mapping[str, Any]) -> None:
-        self.pandaid = pandaid
-        self.spec = spec
-
-    def error(self, key: str, problem: str) -> TranslationError:
-        return TranslationError(self.pandaid, key, problem)
-
-    def given(self, key: str) -> bool:
-        value = self.spec.get(key)
-        return value is not None and not (isinstance(value, str) and value in ("", "NULL"))
-
-    def text(self, key: str, default: str) -> str:
-        if not self.given(key):
-            return default
-        value = self.spec[key]
-        if isinstance(value, bool) or not isinstance(value, (str, int)):
-            raise self.error(key, f"must be a string (got {type(value).__name__})")
-        return str(value)
-
-    def integer(self, key: str, default: int) -> int:
-        if not self.given(key):
-            return default
-        value = self.spec[key]
-        if isinstance(value, bool):
-            raise self.error(key, f"must be an integer (got {value!r})")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                number = float(value.strip())
-            except ValueError:
-                pass
-            else:
-                if math.isfinite(number) and number.is_integer():
-                    return int(number)
-        raise self.error(key, f"must be an integer (got {value!r})")
-
-    def listing(self, key: str) -> list[str]:
-        """A PanDA comma list (``inFiles``, ``scopeIn``, ...); empty when not given."""
-        if not self.given(key):
-            return []
-        value = self.spec[key]
-        if isinstance(value, list):
-            items = value
-        elif isinstance(value, str):
-            items = value.split(",")
-        else:
-            raise self.error(key, f"must be a comma list (got {type(value).__name__})")
-        return [str(item).strip() for item in items]
 
 
 def plan(job: JobInput, *, native_allowed: bool = True) -> Plan:

@@ -57,12 +57,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from act.atlas.queues import DEFAULT_MAX_WALLTIME_MINUTES, Queue
-
-if TYPE_CHECKING:
-    from act.atlas.translate.common import Spec
+from act.atlas.translate.spec import Spec
 
 #: maxCpuCount aCT reads as a placeholder, and what it stands for (s).
 PLACEHOLDER_CPU_SECONDS = 600
