@@ -5,7 +5,8 @@
 #               DEMO_ARGS="--jobs 20 --failures 0.1" passes options to `actctl demo`)
 #   make test   set up the test environment, make sure the databases and the PanDA test server
 #               are up, run the tests
-#   make check  ruff (lint and format) and mypy
+#   make check  ruff (lint and format), mypy, and the layer contract (lint-imports: each package
+#               imports only the ones below it, no import cycles; pyproject.toml)
 #   make bench  set up what the benchmarks need (test environment, databases, the real PanDA
 #               server) and run them all: one report (benchmarks/README.md; about 15 minutes on
 #               2 cores). BENCH_ARGS="--quick --only db,queries --markdown out.md" passes options.
@@ -55,6 +56,7 @@ check: venv-test
 	$(BIN)/ruff check act tests benchmarks
 	$(BIN)/ruff format --check act tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache --no-logo
 
 docs: venv-test
 	$(BIN)/python -m tests.support.readme
