@@ -21,7 +21,7 @@ from act.common.schema import ce_jobs, processes
 from act.common.states import Layer
 from act.service.settings import Settings
 from tests.support.jobs import make_jobs
-from tests.support.workers import MOVER, MoverOptions
+from tests.support.workers import FAILER, MOVER, MoverOptions
 
 
 def _settings(url: URL, tmp_path: Path, **daemon: object) -> Settings:
@@ -132,6 +132,41 @@ def test_claims_of_a_cycle_the_database_outage_broke_are_handed_back_when_it_ret
         )
     assert leased_after_outage == [-1, 0]  # the next cycle finds nothing held by the old one
     assert any("released 4 job(s) claimed before" in r.getMessage() for r in caplog.records)
+
+
+def test_once_after_a_failed_cycle_exits_cycle_failed_and_hands_the_claims_back(
+    db: Database, db_url: URL, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    db.run(lambda c: make_jobs(c, Layer.CE, "tosubmit", 3))
+    settings = _settings(db_url, tmp_path)
+    with caplog.at_level(logging.INFO, logger="act"):
+        code = run_daemon(FAILER, settings, "mover", once=True, db=db)
+    assert code == exitcodes.CYCLE_FAILED != exitcodes.OK
+    failures = [r for r in caplog.records if r.getMessage() == "cycle failed"]
+    assert len(failures) == 1 and failures[0].exc_info
+    assert any(r.getMessage() == "stopped; released 3 claimed job(s)" for r in caplog.records)
+    (row,) = _process_rows(db)
+    assert row["cycles"] == 1 and row["errors"] == 1 and row["stopped_at"] is not None
+    assert "a cycle that fails after claiming 3 job(s)" in row["last_error"]
+
+
+def test_once_during_a_database_outage_exits_database(
+    db: Database, db_url: URL, tmp_path: Path
+) -> None:
+    def outage(ctx: Context) -> bool:
+        raise sa.exc.OperationalError("SELECT 1", {}, Exception("server has gone away"))
+
+    settings = _settings(db_url, tmp_path)
+    code = run_daemon(DaemonSpec(run_once=outage), settings, "mover", once=True, db=db)
+    assert code == exitcodes.DATABASE
+
+
+def test_once_after_a_good_cycle_stays_ok_whatever_came_before(
+    db: Database, db_url: URL, tmp_path: Path
+) -> None:
+    """Only the one cycle counts: no work at all is a good cycle too."""
+    settings = _settings(db_url, tmp_path)
+    assert run_daemon(MOVER, settings, "mover", once=True, db=db) == exitcodes.OK
 
 
 def test_backoff_doubles_up_to_its_maximum_and_resets() -> None:

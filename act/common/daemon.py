@@ -17,7 +17,9 @@ the model of its ``options``. :func:`run_daemon` owns everything else:
 * graceful stop: SIGTERM (and SIGINT when not supervised) only set the stop event; the current
   cycle ends, the claims this instance holds are released and its liveness row is marked stopped,
   so the other instances take its share at once;
-* ``--once``: one cycle, then the same clean stop (this is how tests drive daemons);
+* ``--once``: one cycle, then the same clean stop (this is how tests drive daemons); the exit
+  code says how the cycle went (:data:`act.common.exitcodes.CYCLE_FAILED` after an exception,
+  :data:`~act.common.exitcodes.DATABASE` when the database was unreachable);
 * at stop, what the daemon kept in ``ctx.cache`` that has a ``close()`` (a PanDA client, the
   engine's back ends) is closed (:func:`close_cache`).
 
@@ -157,7 +159,12 @@ def run_daemon(
     stop: threading.Event | None = None,
     db: Database | None = None,
 ) -> int:
-    """Run ``spec`` until stopped (or for one cycle); returns an exit code."""
+    """Run ``spec`` until stopped (or for one cycle); returns an exit code.
+
+    Stopped: :data:`~act.common.exitcodes.OK`. With ``once``, the outcome of the cycle: OK, or
+    :data:`~act.common.exitcodes.CYCLE_FAILED` (it raised) or
+    :data:`~act.common.exitcodes.DATABASE` (the database was unreachable).
+    """
     stop = stop or threading.Event()
     log = logging.getLogger(f"act.{name}")
     daemon = settings.daemons.get(name, DaemonSettings())
@@ -202,22 +209,32 @@ def run_daemon(
     )
     _retire_dead_instances(ctx)
     try:
-        _loop(spec, ctx, once)
+        outcome = _loop(spec, ctx, once)
     finally:
         close_cache(ctx)
         _clean_stop(ctx)
         if own_db:
             database.dispose()
-    return exitcodes.OK
+    return ONCE_EXIT_CODES[outcome] if once else exitcodes.OK
 
 
-def _loop(spec: DaemonSpec[S], ctx: Context[S], once: bool) -> None:
+#: ``--once``: the exit code of each outcome of the cycle.
+ONCE_EXIT_CODES = {
+    "ok": exitcodes.OK,
+    "error": exitcodes.CYCLE_FAILED,
+    "db_unavailable": exitcodes.DATABASE,
+}
+
+
+def _loop(spec: DaemonSpec[S], ctx: Context[S], once: bool) -> str:
+    """Cycles until stopped; the outcome of the last one (``ok``, ``error``, ``db_unavailable``)."""
     daemon, log, stop = ctx.daemon, ctx.log, ctx.stop
     outage = _Backoff(1.0, max(daemon.interval, 60.0))
     supervisor = os.environ.get(ENV_SUPERVISOR_PID)
     # Claims a cycle took before the database went away outlive it (the cycle failed): handed
     # back once the database answers again, as a stop would, instead of waiting out their lease.
     stale_claims = False
+    outcome = "ok"
     while not stop.is_set() and not _orphaned(ctx, supervisor):
         started, error, more = utcnow(), None, False
         clock, outcome = time.perf_counter(), "ok"
@@ -261,8 +278,9 @@ def _loop(spec: DaemonSpec[S], ctx: Context[S], once: bool) -> None:
             if not is_unavailable(exc):
                 log.exception("cannot record the cycle")
         if once:
-            return
+            return outcome
         _sleep(ctx, delay, supervisor)
+    return outcome
 
 
 def _sleep(ctx: Context[Any], delay: float, supervisor: str | None) -> None:

@@ -9,3 +9,4 @@ CONFIG = 3  #: the configuration is invalid; the message names each bad key
 DATABASE = 4  #: the database is unreachable, or its schema does not match this act
 LOCKED = 5  #: another actd already runs on this state root
 NOT_FOUND = 6  #: actctl: the job (or other object) asked for does not exist
+CYCLE_FAILED = 7  #: act-daemon --once: the cycle raised; the log has the traceback

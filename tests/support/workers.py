@@ -3,7 +3,8 @@
 ``MOVER`` claims CE jobs in one state and moves them to another, recording its instance in the
 history's reason, so tests can tell which process moved which job. ``CRASHER`` exits the process
 abruptly, ``STUBBORN`` ignores SIGTERM, ``CHATTY`` writes a numbered line each cycle through its
-logger, to stdout and straight to fd 2 (log rotation tests). None of them is a product daemon.
+logger, to stdout and straight to fd 2 (log rotation tests), ``FAILER`` claims jobs and raises (a
+cycle that fails). None of them is a product daemon.
 """
 
 from __future__ import annotations
@@ -79,6 +80,15 @@ def ignore_sigterm(ctx: Context) -> bool:
     return False
 
 
+def claim_and_fail(ctx: Context) -> bool:
+    ids = ctx.db.run(
+        lambda conn: claim(
+            conn, Layer.CE, ["tosubmit"], owner=ctx.owner, lease=ctx.daemon.lease, limit=10
+        )
+    )
+    raise RuntimeError(f"test support: a cycle that fails after claiming {len(ids)} job(s)")
+
+
 def idle(ctx: Context) -> bool:
     return False
 
@@ -95,4 +105,5 @@ MOVER = DaemonSpec(run_once=move, options=MoverOptions, doc="test support: moves
 CRASHER = DaemonSpec(run_once=crash, options=CrasherOptions, doc="test support: exits at once")
 STUBBORN = DaemonSpec(run_once=ignore_sigterm, doc="test support: ignores SIGTERM")
 IDLE = DaemonSpec(run_once=idle, doc="test support: does nothing")
+FAILER = DaemonSpec(run_once=claim_and_fail, doc="test support: claims jobs, then raises")
 CHATTY = DaemonSpec(run_once=chatter, doc="test support: numbered lines to log, stdout, fd 2")
