@@ -169,6 +169,32 @@ def test_once_after_a_good_cycle_stays_ok_whatever_came_before(
     assert run_daemon(MOVER, settings, "mover", once=True, db=db) == exitcodes.OK
 
 
+def test_until_stopped_yields_until_a_stop_is_asked_for_and_says_what_it_left(
+    db: Database, db_url: URL, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ctx = Context(
+        name="mover",
+        instance="test:1:abc",
+        settings=_settings(db_url, tmp_path),
+        daemon=DaemonSettings(),
+        options=None,
+        db=db,
+        log=logging.getLogger("act.mover"),
+        stop=threading.Event(),
+    )
+    done = []
+    with caplog.at_level(logging.INFO, logger="act.mover"):
+        for item in ctx.until_stopped([1, 2, 3, 4], "queue(s)"):
+            done.append(item)
+            if item == 2:
+                ctx.stop.set()  # SIGTERM while the second item is worked on
+    assert done == [1, 2] and ctx.stopping()
+    assert [r.getMessage() for r in caplog.records] == [
+        "stop requested: 2 of 4 queue(s) left to the next instance"
+    ]
+    assert list(ctx.until_stopped([5, 6])) == []
+
+
 def test_backoff_doubles_up_to_its_maximum_and_resets() -> None:
     backoff = _Backoff(1.0, 5.0)
     assert [backoff.next() for _ in range(5)] == [1.0, 2.0, 4.0, 5.0, 5.0]

@@ -67,7 +67,8 @@ class AppStatusOptions(Section):
 def run_once(ctx: Context) -> bool:
     limit = ctx.daemon.batch
     full = False
-    for step in (_progress, _finished, _failed, _kill, _cancelled, _clean):
+    steps = (_progress, _finished, _failed, _kill, _cancelled, _clean)
+    for step in ctx.until_stopped(steps, "step(s)"):
         full = step(ctx, limit) >= limit or full
     return full
 

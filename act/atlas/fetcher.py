@@ -71,11 +71,11 @@ class FetcherOptions(Section):
 def run_once(ctx: Context) -> bool:
     directory = spool.spool_dir(ctx.settings.root)
     queues = served_queues(ctx)
-    for path in spool.pending(directory):
+    for path in ctx.until_stopped(spool.pending(directory), "spooled PanDA replies"):
         ingest(ctx, path, queues)
     wanted = ctx.db.run(lambda conn: jobs_wanted(conn, queues))
     node = ctx.options.node or socket.gethostname()
-    for name, count in wanted.items():
+    for name, count in ctx.until_stopped(list(wanted.items()), "queue(s) to ask PanDA for jobs"):
         if count > 0:
             fetch_queue(ctx, queues[name], count, node=node, directory=directory)
     return False

@@ -101,7 +101,7 @@ def run_once(ctx: Context) -> bool:
     warned: set[tuple[str, str]] = set()
     found = [
         _translate(ctx, opts, row, queues=queues, ce_count=ce_counts.get(row.id, 0), warned=warned)
-        for row in rows
+        for row in ctx.until_stopped(rows)
     ]
     outcomes = [o for o in found if o is not None]
     ctx.db.run(lambda conn: _commit(conn, ctx, opts, outcomes))

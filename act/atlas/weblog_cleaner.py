@@ -59,7 +59,8 @@ def remove_entry(path: Path) -> None:
 def run_once(ctx: Context) -> bool:
     root = web_root(ctx.settings)
     retention = ctx.settings.weblogs.retention_days
-    for path in expired_days(root, retention_days=retention, now=utcnow()):
+    expired = expired_days(root, retention_days=retention, now=utcnow())
+    for path in ctx.until_stopped(expired, "expired day directories"):
         try:
             remove_entry(path)
         except OSError as error:

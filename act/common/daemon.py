@@ -14,9 +14,11 @@ the model of its ``options``. :func:`run_daemon` owns everything else:
 * at start, instances of the same daemon on this host whose process has gone (SIGKILLed,
   crashed) are marked stopped and their claims handed back, so their share and their jobs do
   not wait for ``liveness.dead_after`` and the leases;
-* graceful stop: SIGTERM (and SIGINT when not supervised) only set the stop event; the current
-  cycle ends, the claims this instance holds are released and its liveness row is marked stopped,
-  so the other instances take its share at once;
+* graceful stop: SIGTERM (and SIGINT when not supervised) only set the stop event; a daemon
+  looks at it between the jobs of a batch (:meth:`Context.stopping`, :meth:`Context.until_stopped`)
+  and leaves the rest, the cycle ends, the claims this instance holds (those of the jobs it left
+  too) are released and its liveness row is marked stopped, so the other instances take its
+  share at once;
 * ``--once``: one cycle, then the same clean stop (this is how tests drive daemons); the exit
   code says how the cycle went (:data:`act.common.exitcodes.CYCLE_FAILED` after an exception,
   :data:`~act.common.exitcodes.DATABASE` when the database was unreachable);
@@ -50,10 +52,10 @@ import socket
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Generic
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
@@ -68,6 +70,7 @@ from act.common.timeutil import backoff, utcnow
 ENV_SUPERVISOR_PID = "ACT_SUPERVISOR_PID"
 #: The umask of act's processes: nothing they create is readable by other users unless made so.
 PROCESS_UMASK = 0o027
+T = TypeVar("T")
 
 
 class NoOptions(Section):
@@ -112,6 +115,25 @@ class Context(Generic[S]):
     def owner(self) -> str:
         """The name this instance claims rows under."""
         return f"{self.name}@{self.instance}"
+
+    def stopping(self) -> bool:
+        """Whether this daemon was asked to stop: a cycle looks between its jobs and leaves
+        the rest (their claims are handed back when the daemon stops, before it exits)."""
+        return self.stop.is_set()
+
+    def until_stopped(self, items: Sequence[T], what: str = "job(s)") -> Iterator[T]:
+        """``items`` one by one while no stop is asked for; the ones left are logged and not
+        processed (the clean stop hands back their claims)."""
+        for done, item in enumerate(items):
+            if self.stop.is_set():
+                self.log.info(
+                    "stop requested: %d of %d %s left to the next instance",
+                    len(items) - done,
+                    len(items),
+                    what,
+                )
+                return
+            yield item
 
     def heartbeat(self, *, force: bool = False) -> Shard:
         """Refresh the liveness row if due (long cycles call this too); returns the shard."""

@@ -38,7 +38,7 @@ from act.engine.work import (
 def run_once(ctx: Context) -> bool:
     rows = claim_jobs(ctx, ["tocancel"])
     engines = pool(ctx)
-    for name, jobs in by_ce(rows).items():
+    for name, jobs in ctx.until_stopped(list(by_ce(rows).items()), "CE(s) of claimed jobs"):
         if name is None:  # never sent anywhere
             _cancelled(ctx, jobs, None, "never reached a CE")
             continue
@@ -66,7 +66,7 @@ def _cancel_at(ctx: Context, ce: CE, backend: Backend, jobs: list[Row[Any]]) -> 
     _cancelled(ctx, never, ce.name, "never reached a CE")
     to_kill = [job for job in jobs if ids[job.id] is not None]
     limits = backend.limits(ce)
-    for claimed in batches(to_kill, limits.status_batch):
+    for claimed in ctx.until_stopped(list(batches(to_kill, limits.status_batch)), "batch(es)"):
         batch = keep(ctx, claimed)
         if not batch:
             continue

@@ -36,7 +36,7 @@ from act.engine.work import batches, by_ce, claim_jobs, keep, resolve_ce, update
 def run_once(ctx: Context) -> bool:
     rows = claim_jobs(ctx, ["toclean"])
     engines = pool(ctx)
-    for name, jobs in by_ce(rows).items():
+    for name, jobs in ctx.until_stopped(list(by_ce(rows).items()), "CE(s) of claimed jobs"):
         nothing = [job for job in jobs if job.ce_job_id is None]
         if nothing:
             _record(ctx, name, nothing, {job.id: None for job in nothing}, "nothing at a CE")
@@ -54,7 +54,8 @@ def run_once(ctx: Context) -> bool:
 
 def _clean_at(ctx: Context, ce: CE, backend: Backend, jobs: list[Row[Any]]) -> None:
     limits = backend.limits(ce)
-    for done, claimed in enumerate(batches(jobs, limits.status_batch)):
+    batched = list(batches(jobs, limits.status_batch))
+    for done, claimed in enumerate(ctx.until_stopped(batched, "batch(es)")):
         batch = keep(ctx, claimed)
         if not batch:
             continue

@@ -67,13 +67,13 @@ def run_once(ctx: Context) -> bool:
     rows = claim_jobs(ctx, FETCHED)
     engines = pool(ctx)
     base = base_dir(ctx)
-    for name, jobs in by_ce(rows).items():
+    for name, jobs in ctx.until_stopped(list(by_ce(rows).items()), "CE(s) of claimed jobs"):
         found = resolve_ce(ctx, engines, name)
         if found is None:
             give_back(ctx, [job.id for job in jobs])
             continue
         ce, backend = found
-        for index, job in enumerate(jobs):
+        for index, job in enumerate(ctx.until_stopped(jobs)):
             if not keep(ctx, [job]):
                 continue  # its claim expired and another instance has it
             try:

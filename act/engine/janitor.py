@@ -32,6 +32,8 @@ def run_once(ctx: Context) -> bool:
         ctx.log.info(
             "pruned %d liveness row(s) of processes gone for over %.0fs", pruned, retention
         )
+    if ctx.stopping():
+        return False
     applied = stuck.apply(
         ctx.db,
         ctx.settings.engine.stuck,

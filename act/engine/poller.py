@@ -76,7 +76,7 @@ def run_once(ctx: Context) -> bool:
     due = sa.or_(ce_jobs.c.next_check_at.is_(None), ce_jobs.c.next_check_at <= now)
     rows = claim_jobs(ctx, POLLED, where=[due])
     engines = pool(ctx)
-    for name, jobs in by_ce(rows).items():
+    for name, jobs in ctx.until_stopped(list(by_ce(rows).items()), "CE(s) of claimed jobs"):
         found = resolve_ce(ctx, engines, name)
         if found is None:
             _later(ctx, jobs, ctx.settings.engine.poll.lost_after)
@@ -88,7 +88,7 @@ def run_once(ctx: Context) -> bool:
 def _poll_ce(ctx: Context, ce: CE, backend: Backend, jobs: list[Row[Any]]) -> None:
     limits = backend.limits(ce)
     pending = list(jobs)
-    for claimed in batches(jobs, limits.status_batch):
+    for claimed in ctx.until_stopped(list(batches(jobs, limits.status_batch)), "batch(es)"):
         batch = keep(ctx, claimed)
         asked = [job.ce_job_id for job in batch if job.ce_job_id]
         try:

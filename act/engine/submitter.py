@@ -163,7 +163,7 @@ def _ce_and_backend(ctx: Context, engine: EnginePool, name: str) -> tuple[CE, Ba
 def reconcile(ctx: Context, engine: EnginePool) -> None:
     """Resolve ``submitting`` jobs whose submitter died before recording the CE's answer."""
     rows = _claim(ctx, "submitting")
-    for name, group in _by_ce(rows).items():
+    for name, group in ctx.until_stopped(list(_by_ce(rows).items()), "CE(s) to reconcile"):
         _reconcile_ce(ctx, engine, name, group)
 
 
@@ -270,7 +270,7 @@ def _mark_submitted(
 def resubmit(ctx: Context, engine: EnginePool) -> None:
     """Clean the old CE job of ``toresubmit`` jobs, then submit them again (or fail them)."""
     rows = _claim(ctx, "toresubmit")
-    for name, group in _by_ce(rows).items():
+    for name, group in ctx.until_stopped(list(_by_ce(rows).items()), "CE(s) to resubmit from"):
         cleaned: list[dict[str, Any]] = []
         with_id = [row for row in group if row["ce_job_id"]]
         cleaned.extend(row for row in group if not row["ce_job_id"])
@@ -358,7 +358,7 @@ def _requeue(ctx: Context, name: str, rows: list[dict[str, Any]]) -> None:
 def rerun(ctx: Context, engine: EnginePool) -> None:
     """Ask the CE to restart ``torerun`` jobs: ``submitted`` if it did, ``failed`` if it refused."""
     rows = _claim(ctx, "torerun")
-    for name, group in _by_ce(rows).items():
+    for name, group in ctx.until_stopped(list(_by_ce(rows).items()), "CE(s) to rerun at"):
         _rerun_ce(ctx, engine, name, group)
 
 
@@ -575,7 +575,7 @@ def submit(ctx: Context, engine: EnginePool) -> bool:
     _release(ctx, [row["id"] for row in rows if row["id"] not in assigned])
     for reason, number in sorted(waiting.items()):
         ctx.log.info("%d job(s) stay tosubmit: %s", number, reason)
-    for _name, budget in sorted(room.items()):
+    for _name, budget in ctx.until_stopped(sorted(room.items()), "CE(s) to submit to"):
         if budget.assigned:
             _submit_to(ctx, engine.backend(budget.ce), budget)
     # More may wait, but only worth an immediate cycle if jobs could be placed at all.
@@ -888,10 +888,11 @@ def run_once(ctx: Context) -> bool:
     """One cycle: reconcile, resubmit, rerun, submit; True when more jobs wait to be submitted."""
     _check_lease(ctx)
     engine = pool(ctx)
-    reconcile(ctx, engine)
-    resubmit(ctx, engine)
-    rerun(ctx, engine)
-    return submit(ctx, engine)
+    for step in (reconcile, resubmit, rerun):
+        if ctx.stopping():  # each step claims its own jobs: a stopping daemon takes no more
+            return False
+        step(ctx, engine)
+    return False if ctx.stopping() else submit(ctx, engine)
 
 
 DAEMON = DaemonSpec(run_once=run_once, options=NoOptions, doc=__doc__ or "")

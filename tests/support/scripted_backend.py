@@ -20,6 +20,7 @@ A test scripts it through :class:`Script`::
                   job_id=7)                        # one step per status call, the last repeats
     script.outcome("kill", "error", error="denied", ce_job_id="ce1/1")
     script.fetch({"heartbeat.json": "{}"}, token="t1")
+    script.slow("fetch", 1.0)                      # each fetch takes a second (a slow CE)
     assert len(script.calls("submit", ce="ce1")) == 1
 
 Rules are chosen most specific first: ``ce_job_id``, ``token``, ``job_id`` (``ce_jobs.id``),
@@ -36,6 +37,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -77,6 +79,7 @@ def _empty() -> dict[str, Any]:
         "find_blind": {},  # ce -> how many more find calls list nothing (-1: all)
         "find_down": {},  # ce -> cause
         "limits": {},  # ce -> Limits fields
+        "slow": {},  # method -> seconds each call takes, after it is recorded
         "rules": {"submit": {}, "states": {}, "kill": {}, "clean": {}, "restart": {}, "fetch": {}},
         "jobs": {},  # ce_job_id -> record
         "calls": [],
@@ -216,6 +219,12 @@ class Script:
                 state["find_down"].pop(ce, None)
             else:
                 state["find_down"][ce] = cause
+
+    def slow(self, method: str, seconds: float) -> None:
+        """Each later call of ``method`` (``fetch``) takes ``seconds`` after it is recorded, as a
+        slow CE would: a test can act while the daemon waits in it (0 heals)."""
+        with self.file.edit() as state:
+            state.setdefault("slow", {})[method] = seconds
 
     def limits(self, ce: str, **fields: Any) -> None:
         """What ``limits(ce)`` returns (``Limits`` fields; default ``can_restart=True``)."""
@@ -466,12 +475,14 @@ class ScriptedBackend:
     def fetch(self, ce: CE, ce_job_id: str, dest: Path, *, failed: bool) -> Fetched:
         with self.file.edit() as state:
             self._record(state, "fetch", ce.name, ids=[ce_job_id])
+            delay = float(state.get("slow", {}).get("fetch", 0.0))
             self._check(state, ce)
             record = state["jobs"].get(ce_job_id)
             if record is None or record["ce"] != ce.name or record["cleaned"]:
                 return Fetched(ce_job_id, gone=True, error="the CE does not know the job")
             found = _rule(state["rules"]["fetch"], record)
             rule = found[1] if found else {"files": {}, "error": None, "gone": False}
+        time.sleep(delay)  # outside the lock: the test reads the calls meanwhile
         if rule["gone"]:
             return Fetched(ce_job_id, gone=True, error="the CE does not know the job")
         if rule["error"] is not None:
