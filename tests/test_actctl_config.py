@@ -72,6 +72,7 @@ def test_the_readme_site_walkthrough_is_one_valid_configuration(tmp_path: Path) 
     assert found.queues == {"SITE_MCORE": ["arc1", "htc1"]}
     assert found.ces == {"arc1": "arc", "htc1": "condor"}
     assert "metrics" in found.daemons and "validator" in found.daemons
+    assert not [w for w in found.warnings if "stop_timeout" in w]
 
 
 def test_config_check_reports_the_queue_to_ce_mapping(tmp_path: Path) -> None:
@@ -118,3 +119,19 @@ def test_an_unknown_back_end_and_a_bad_key_are_errors(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["--config", str(_write(tmp_path, config)), "config", "check"])
     assert result.exit_code == exitcodes.CONFIG
     assert "daemons.janitor.intervall" in result.output
+
+
+def test_a_stop_timeout_shorter_than_a_ce_call_is_a_warning(tmp_path: Path) -> None:
+    config = {
+        "root": str(tmp_path / "r"),
+        "supervisor": {"stop_timeout": 200},
+        "engine": {"ces": {"slow": {"backend": "local", "timeout": 240}}},
+    }
+    result = CliRunner().invoke(
+        cli, ["--config", str(_write(tmp_path, config)), "config", "check", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["ok"] is True
+    (warning,) = [w for w in data["warnings"] if "stop_timeout" in w]
+    assert "200s is not longer than engine.ces.slow.timeout (240s)" in warning

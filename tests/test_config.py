@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from act.common.config import BUILTIN, ConfigError
+from act.common.config import BUILTIN, DEFAULT_STOP_TIMEOUT, ConfigError, stop_timeout_warning
 from act.service.settings import Settings, from_snapshot, load_settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -161,3 +161,48 @@ def test_the_documented_example_is_valid_and_complete() -> None:
         for key in fields:
             assert f"  {key}:" in text, f"etc/act.yaml does not document {section}.{key}"
     assert settings.daemons
+
+
+def test_the_default_stop_timeout_outlasts_every_call_a_daemon_may_wait_in() -> None:
+    """With every default timeout, and every kind of call configured (a CE, a renewable
+    credential, CRIC), the default supervisor.stop_timeout is longer than the longest."""
+    settings = Settings.model_validate(
+        {
+            "engine": {"ces": {"ce1": {"backend": "local"}}},
+            "panda": {"roles": {"pilot": {"proxy": "/p", "renew_command": ["true"]}}},
+            "queues": {"cric_url": "https://cric.example.org/queues.json"},
+        }
+    )
+    timeouts = settings.call_timeouts()
+    assert set(timeouts) == {
+        "db.busy_timeout",
+        "engine.ces.ce1.timeout",
+        "panda.timeout (connect + read)",
+        "panda.roles.pilot.renew_timeout",
+        "storage.timeout",
+        "queues.cric_timeout",
+    }
+    assert settings.supervisor.stop_timeout == DEFAULT_STOP_TIMEOUT > max(timeouts.values())
+    assert stop_timeout_warning(settings) is None
+    assert stop_timeout_warning(load_settings(REPO / "etc" / "act.yaml")) is None
+
+
+def test_a_stop_timeout_not_longer_than_a_call_is_a_warning_naming_the_call(
+    tmp_path: Path,
+) -> None:
+    """A warning, not an error: the value is honoured (it may have to fit systemd's
+    TimeoutStopSec), and the operator is told which call it cuts short."""
+    path = _write(
+        tmp_path,
+        "engine:\n  ces:\n    slow:\n      backend: local\n      timeout: 300\n",
+    )
+    settings = load_settings(path)
+    warning = stop_timeout_warning(settings)
+    assert warning is not None
+    assert warning.startswith("supervisor.stop_timeout: 180s is not longer than ")
+    assert "engine.ces.slow.timeout (300s)" in warning and "SIGKILL" in warning
+    path.write_text("supervisor:\n  stop_timeout: 30\n")
+    warning = stop_timeout_warning(load_settings(path))
+    assert warning is not None and "panda.timeout (connect + read) (130s)" in warning
+    path.write_text("supervisor:\n  stop_timeout: 131\n")
+    assert stop_timeout_warning(load_settings(path)) is None

@@ -92,6 +92,31 @@ def test_sigterm_stops_every_daemon_within_the_timeout_with_exit_code_0(
     assert not [pid for pid in pids if alive(pid)]
     assert actd.text("idle").count("stopped; released 0 claimed job(s)") == 3
     assert "actd stopped" in actd.text()
+    # 10 s is shorter than one PanDA call may take with the default timeouts: said at start
+    assert (
+        "supervisor.stop_timeout: 10s is not longer than panda.timeout (connect + read) (130s)"
+    ) in actd.text()
+
+
+def test_a_daemon_in_a_call_shorter_than_stop_timeout_finishes_it_and_is_not_killed(
+    root: Path, running: list[Actd]
+) -> None:
+    """What the default stop_timeout (longer than every configured call timeout) is for: a
+    SIGTERM while a daemon waits for a slow call ends in a clean stop, not in SIGKILL."""
+    slow = {"entry": f"{WORKERS}:SLOW_CALL", "options": {"call": 3.0}, "interval": 0.2}
+    config = _config(root, {"slow": slow}, stop_timeout=8.0)
+    actd = _start(running, root, config)
+    wait_for(lambda: "calling (3.0s)" in actd.text("slow"), what="the slow call")
+    (pid,) = actd.child_pids("slow").values()
+    began = time.monotonic()
+    actd.signal(signal.SIGTERM)
+    assert actd.proc.wait(timeout=20) == exitcodes.OK
+    assert time.monotonic() - began < 8.0  # the call's end, not stop_timeout
+    assert not alive(pid)
+    text = actd.text("slow")
+    assert text.index("call done") < text.index("stopped; released 0 claimed job(s)")
+    assert "slow[0] stopped (exit code 0)" in actd.text()
+    assert "did not stop within" not in actd.text()
 
 
 def test_a_daemon_ignoring_sigterm_is_killed_after_stop_timeout(

@@ -26,6 +26,20 @@ class AtlasConfig(EngineConfig):
     storage: StorageSettings = StorageSettings()
     weblogs: WebLogSettings = WebLogSettings()
 
+    def call_timeouts(self) -> dict[str, float]:
+        """The engine's, and one PanDA call (connect + read), a credential renewal command, one
+        file check on storage and one CRIC download."""
+        found = super().call_timeouts()
+        timeout = self.panda.timeout
+        found["panda.timeout (connect + read)"] = timeout.connect + timeout.read
+        for role, credentials in self.panda.roles.items():
+            if credentials.renew_command:
+                found[f"panda.roles.{role}.renew_timeout"] = credentials.renew_timeout
+        found["storage.timeout"] = self.storage.timeout
+        if self.queues.cric_url:
+            found["queues.cric_timeout"] = self.queues.cric_timeout
+        return found
+
 
 #: What a PanDA-layer daemon's ``run_once`` gets.
 Context: TypeAlias = daemon.Context[AtlasConfig]

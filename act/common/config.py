@@ -102,8 +102,14 @@ class LivenessSettings(Section):
         return self
 
 
+#: The default ``supervisor.stop_timeout``: longer than the longest call a daemon may be waiting
+#: for with the default timeouts (PanDA: connect 10 s + read 120 s), with time left to finish the
+#: job at hand, release the claims and mark the process stopped.
+DEFAULT_STOP_TIMEOUT = 180.0
+
+
 class SupervisorSettings(Section):
-    stop_timeout: float = Field(30.0, gt=0)
+    stop_timeout: float = Field(DEFAULT_STOP_TIMEOUT, gt=0)
     restart_delay: float = Field(1.0, gt=0)
     restart_delay_max: float = Field(300.0, gt=0)
     stable_after: float = Field(60.0, gt=0)
@@ -174,8 +180,37 @@ class CommonSettings(Section):
         """The settings as JSON, for handing validated settings to child processes."""
         return json.dumps({"source": self.source, "settings": self.model_dump(mode="json")})
 
+    def call_timeouts(self) -> dict[str, float]:
+        """The longest single call a daemon may be waiting for, per config key that sets it.
+
+        Each package's model adds the timeouts of its own sections (CE calls, PanDA, storage);
+        :func:`stop_timeout_warning` holds ``supervisor.stop_timeout`` against them.
+        """
+        return {"db.busy_timeout": self.db.busy_timeout}
+
 
 S = TypeVar("S", bound=CommonSettings)
+
+
+def stop_timeout_warning(settings: CommonSettings) -> str | None:
+    """Why ``supervisor.stop_timeout`` is too short for a call a daemon may be in, or None.
+
+    A warning, not an error: the value is honoured (it may have to fit systemd's TimeoutStopSec),
+    but a daemon stopped during a longer call is killed (SIGKILL) before it has handed back its
+    claims, which then wait for their lease.
+    """
+    timeouts = settings.call_timeouts()
+    if not timeouts:
+        return None
+    key = max(timeouts, key=lambda name: timeouts[name])
+    longest, stop = timeouts[key], settings.supervisor.stop_timeout
+    if stop > longest:
+        return None
+    return (
+        f"supervisor.stop_timeout: {stop:g}s is not longer than {key} ({longest:g}s): a daemon "
+        "asked to stop during such a call is killed (SIGKILL) before it releases its claims; "
+        f"raise stop_timeout above {longest:g}s (and systemd's TimeoutStopSec with it)"
+    )
 
 
 def settings_from_snapshot(model: type[S], text: str) -> S:

@@ -9,8 +9,10 @@ configuration, how to read it again and how to start a daemon process.)
 * A daemon that exits is restarted after ``supervisor.restart_delay`` seconds, doubled after
   each exit that follows a run shorter than ``stable_after`` seconds, up to
   ``restart_delay_max``.
-* SIGTERM or SIGINT: every daemon gets SIGTERM and ``stop_timeout`` seconds to finish its cycle
-  and release its claims, then SIGKILL; actd exits 0.
+* SIGTERM or SIGINT: every daemon gets SIGTERM and ``stop_timeout`` seconds to finish the job
+  at hand and release its claims, then SIGKILL; actd exits 0. A ``stop_timeout`` not longer than
+  the longest call a daemon may wait for (a CE, PanDA, storage: ``call_timeouts``) is logged as a
+  warning at start and reload.
 * SIGHUP: the config is read and validated again. An invalid file is refused with the reason in
   the log and everything keeps running on the old settings. A valid one is applied: daemons
   added or removed, instance counts changed, and the processes of a daemon whose settings (or
@@ -48,7 +50,12 @@ from typing import IO
 
 from act import __version__
 from act.common import exitcodes, logs, metrics, migrate
-from act.common.config import CommonSettings, ConfigError, DaemonSettings
+from act.common.config import (
+    CommonSettings,
+    ConfigError,
+    DaemonSettings,
+    stop_timeout_warning,
+)
 from act.common.daemon import ENV_SUPERVISOR_PID
 from act.common.db import Database, DatabaseError
 from act.common.logs import setup as setup_logging
@@ -114,6 +121,7 @@ class Supervisor:
         if code != exitcodes.OK:
             return code
         self._install_signals()
+        _warn_stop_timeout(self.settings)
         self._write_snapshot(self.settings)
         metrics.reset_multiproc_dir(self._metrics_dir())
         for name, daemon in self._enabled(self.settings).items():
@@ -321,6 +329,7 @@ class Supervisor:
         old, self.settings = self.settings, new
         self._write_snapshot(new)
         setup_logging(new.logging.level, new.log_dir / "actd.log")
+        _warn_stop_timeout(new)
         summary = self._apply(old, new)
         log.info("configuration reloaded from %s: %s", new.source, summary)
         self.notifier.ready(self._status())
@@ -427,6 +436,12 @@ class Supervisor:
     @staticmethod
     def _enabled(settings: CommonSettings) -> dict[str, DaemonSettings]:
         return {name: d for name, d in settings.daemons.items() if d.enabled}
+
+
+def _warn_stop_timeout(settings: CommonSettings) -> None:
+    warning = stop_timeout_warning(settings)
+    if warning:
+        log.warning("%s", warning)
 
 
 def _differs(old: DaemonSettings, new: DaemonSettings) -> bool:

@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from act.common import exitcodes
+from act.common.config import stop_timeout_warning
 from act.ctl import output
 from act.engine.backend import BACKENDS
 from act.service.daemons import daemon_problems
@@ -54,6 +55,9 @@ def check(settings: Settings, *, fetch: Callable[[str], bytes] | None = None) ->
     found = Checked(source=settings.source)
     found.daemons = sorted(name for name, d in settings.daemons.items() if d.enabled)
     found.problems.extend(daemon_problems(settings))
+    slow_stop = stop_timeout_warning(settings)
+    if slow_stop:
+        found.warnings.append(slow_stop)
     for name, ce in sorted(settings.engine.ces.items()):
         found.ces[name] = ce.backend
         problem = _backend_problem(ce.backend)

@@ -20,6 +20,13 @@ class EngineConfig(CommonSettings):
 
     engine: EngineSettings = EngineSettings()
 
+    def call_timeouts(self) -> dict[str, float]:
+        """The common ones and each CE's ``timeout`` (every call to that CE)."""
+        found = super().call_timeouts()
+        for name, ce in self.engine.ces.items():
+            found[f"engine.ces.{name}.timeout"] = ce.timeout
+        return found
+
 
 #: What an engine daemon's ``run_once`` gets.
 Context: TypeAlias = daemon.Context[EngineConfig]

@@ -4,7 +4,8 @@
 history's reason, so tests can tell which process moved which job. ``CRASHER`` exits the process
 abruptly, ``STUBBORN`` ignores SIGTERM, ``CHATTY`` writes a numbered line each cycle through its
 logger, to stdout and straight to fd 2 (log rotation tests), ``FAILER`` claims jobs and raises (a
-cycle that fails). None of them is a product daemon.
+cycle that fails), ``SLOW_CALL`` spends ``options.call`` seconds in one call that does not look
+at the stop event (a slow CE). None of them is a product daemon.
 """
 
 from __future__ import annotations
@@ -89,6 +90,17 @@ def claim_and_fail(ctx: Context) -> bool:
     raise RuntimeError(f"test support: a cycle that fails after claiming {len(ids)} job(s)")
 
 
+class SlowCallOptions(Section):
+    call: float = Field(3.0, ge=0)  # seconds the call takes
+
+
+def slow_call(ctx: Context) -> bool:
+    ctx.log.info("calling (%.1fs)", ctx.options.call)
+    time.sleep(ctx.options.call)  # blind to SIGTERM, as a CE call waiting for its reply is
+    ctx.log.info("call done")
+    return False
+
+
 def idle(ctx: Context) -> bool:
     return False
 
@@ -106,4 +118,7 @@ CRASHER = DaemonSpec(run_once=crash, options=CrasherOptions, doc="test support: 
 STUBBORN = DaemonSpec(run_once=ignore_sigterm, doc="test support: ignores SIGTERM")
 IDLE = DaemonSpec(run_once=idle, doc="test support: does nothing")
 FAILER = DaemonSpec(run_once=claim_and_fail, doc="test support: claims jobs, then raises")
+SLOW_CALL = DaemonSpec(
+    run_once=slow_call, options=SlowCallOptions, doc="test support: one slow call per cycle"
+)
 CHATTY = DaemonSpec(run_once=chatter, doc="test support: numbered lines to log, stdout, fd 2")
