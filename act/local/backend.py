@@ -5,7 +5,11 @@ A CE of this back end (``engine.ces.<name>.backend: local``) takes these ``optio
 * ``slots``: jobs (cores) running at once; default: the machine's CPU count;
 * ``workdir``: where the job directories are; default ``<root>/local-ce/<ce name>``;
 * ``grace``: seconds between SIGTERM and SIGKILL when a job is killed (default 5);
-* ``start_timeout``: seconds a submission waits for its runner to start (default 30).
+* ``start_timeout``: seconds a submission waits for its runner to start (default 30);
+* ``upload_timeout``, ``upload_attempts``, ``upload_credential``, ``upload_ca``: how the outputs a
+  job's output list names are uploaded (:mod:`act.local.stageout`): seconds per XRootD call and
+  copy (default 120), tries per file (default 3), an X.509 proxy and a CA directory for
+  ``roots://`` / GSI storage (default none: the process environment's).
 
 Jobs are described in the JSON format of :mod:`act.local.description`. Each runs under its own
 detached runner (:mod:`act.local.runner`), forked by the CE's spawner (:mod:`act.local.spawner`,
@@ -74,6 +78,7 @@ REMOVING = ".removing-"
 STATES = {
     jf.QUEUED: CEState.QUEUED,
     jf.RUNNING: CEState.RUNNING,
+    jf.FINISHING: CEState.FINISHING,
     jf.FINISHED: CEState.FINISHED,
     jf.FAILED: CEState.FAILED,
     jf.KILLED: CEState.KILLED,
@@ -87,6 +92,10 @@ class LocalOptions(Section):
     workdir: str | None = None
     grace: float = Field(5.0, gt=0)
     start_timeout: float = Field(30.0, gt=0)
+    upload_timeout: float = Field(120.0, gt=0)
+    upload_attempts: int = Field(3, ge=1, le=100)
+    upload_credential: str | None = None
+    upload_ca: str | None = None
 
 
 def token_prefix(token: str) -> str:
@@ -274,6 +283,12 @@ class LocalBackend:
                 "slots": options.slots,
                 "slots_dir": str(slots_dir),
                 "grace": options.grace,
+                "upload": {
+                    "timeout": options.upload_timeout,
+                    "attempts": options.upload_attempts,
+                    "credential": options.upload_credential,
+                    "ca": options.upload_ca,
+                },
                 "base_env": {k: os.environ[k] for k in BASE_ENV if k in os.environ},
             },
         )
@@ -349,6 +364,13 @@ class LocalBackend:
                 for pid in jf.group_members(state.get("pgid")):
                     _signal(pid, signal.SIGKILL)
             died = f"runner died (pid {state.get('runner_pid')}) before recording the job's end"
+            if state.get("state") == jf.FINISHING:  # never "finished" with outputs half uploaded
+                for pid in jf.group_members(state.get("stageout_pgid")):
+                    _signal(pid, signal.SIGKILL)
+                died = (
+                    f"runner died (pid {state.get('runner_pid')}) while uploading the outputs,"
+                    " before recording the job's end"
+                )
             jf.write_json(jobdir / jf.STATE, jf.ended(state, jf.FAILED, [died]))
             return state
 
@@ -435,12 +457,14 @@ class LocalBackend:
 
     @staticmethod
     def _stop(jobdir: Path, signum: int) -> None:
-        """Send ``signum`` to a job's runner and to every process of its payload's group."""
+        """Send ``signum`` to a job's runner and to every process of its payload's and its
+        upload's groups."""
         state = jf.read_json(jobdir / jf.STATE) or {}
         if jf.alive(state.get("runner_pid"), state.get("runner_start")):
             _signal(state["runner_pid"], signum)
-        for pid in jf.group_members(state.get("pgid")):
-            _signal(pid, signum)
+        for key in ("pgid", "stageout_pgid"):
+            for pid in jf.group_members(state.get(key)):
+                _signal(pid, signum)
 
     def clean(self, ce: CE, ce_job_ids: Sequence[str]) -> dict[str, Outcome]:
         """Remove the directories of jobs that ended (a job still running is an error)."""
@@ -540,8 +564,8 @@ def _signal(pid: int, signum: int) -> None:
 
 def _running(jobdir: Path) -> bool:
     state = jf.read_json(jobdir / jf.STATE) or {}
-    return jf.alive(state.get("runner_pid"), state.get("runner_start")) or bool(
-        jf.group_members(state.get("pgid"))
+    return jf.alive(state.get("runner_pid"), state.get("runner_start")) or any(
+        jf.group_members(state.get(key)) for key in ("pgid", "stageout_pgid")
     )
 
 

@@ -13,6 +13,10 @@ Example::
 * ``inputs``: files of the request's ``input_dir`` copied into the working directory.
 * ``outputs``: files (or directories) of the working directory that fetch returns, besides
   ``stdout`` and ``stderr`` (reserved names).
+* ``output_list``: a file of the working directory that the payload writes, naming the files the
+  CE uploads once the payload has ended (an ARC CE's dynamic output list, xRSL ``@output.list``):
+  one ``NAME URL`` per line, the URL (``root://``, ``file://``) optionally followed by
+  ``:checksumtype=adler32:checksumvalue=HEX``; see :mod:`act.local.stageout`.
 * ``walltime``: seconds the payload may run (default 86400); then it is killed and the job FAILED.
 * ``cores``: slots the job takes (default 1).
 """
@@ -58,6 +62,7 @@ class LocalJob(Section):
     environment: dict[str, str] = Field(default_factory=dict)
     inputs: list[str] = Field(default_factory=list)
     outputs: list[str] = Field(default_factory=list)
+    output_list: str | None = None
     walltime: float = Field(86400.0, gt=0)
     cores: int = Field(1, ge=1)
 
@@ -84,6 +89,11 @@ class LocalJob(Section):
     def _relative(cls, value: list[str]) -> list[str]:
         return [safe_relative(name) for name in value]
 
+    @field_validator("output_list")
+    @classmethod
+    def _relative_list(cls, value: str | None) -> str | None:
+        return None if value is None else safe_relative(value)
+
     @field_validator("outputs")
     @classmethod
     def _not_reserved(cls, value: list[str]) -> list[str]:
@@ -93,7 +103,10 @@ class LocalJob(Section):
         return value
 
     def to_description(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        data = self.model_dump(mode="json")
+        if data["output_list"] is None:
+            del data["output_list"]
+        return json.dumps(data, sort_keys=True)
 
     @classmethod
     def parse(cls, text: str) -> LocalJob:

@@ -6,12 +6,16 @@ job, ``jobs/<ce_job_id>/``::
 
     job.json     what the back end wrote at submission: the description, token, slots, grace
     state.json   the job's state, written atomically by the runner (and by the back end when it
-                 records a kill or a runner that died): queued -> running -> finished | failed |
-                 killed, with pids, times, exit code and resource use
+                 records a kill or a runner that died): queued -> running [-> finishing] ->
+                 finished | failed | killed, with pids, times, exit code and resource use
+                 (``finishing``: the payload has ended, the outputs are being uploaded)
     state.lock   serialises read-modify-write of state.json between runner and back end
     stdout       the payload's standard output
     stderr       the payload's standard error
     runner.log   the runner's own errors
+    stageout.json, stageout.log
+                 the upload of the files the job's output list names (:mod:`act.local.stageout`):
+                 its result per file, and its own output
     work/        the payload's working directory: inputs are copied here, outputs are read here
 """
 
@@ -33,11 +37,14 @@ STATE_LOCK = "state.lock"
 STDOUT = "stdout"
 STDERR = "stderr"
 RUNNER_LOG = "runner.log"
+STAGEOUT = "stageout.json"
+STAGEOUT_LOG = "stageout.log"
 WORK = "work"
 JOBS = "jobs"
 SLOTS = "slots"
 
-QUEUED, RUNNING, FINISHED, FAILED, KILLED = "queued", "running", "finished", "failed", "killed"
+QUEUED, RUNNING, FINISHING = "queued", "running", "finishing"
+FINISHED, FAILED, KILLED = "finished", "failed", "killed"
 ENDED = frozenset({FINISHED, FAILED, KILLED})
 
 #: What a ce_job_id looks like (it names a directory: nothing else is accepted).

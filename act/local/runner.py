@@ -11,7 +11,13 @@ only for that. The runner then
 3. waits for it with ``os.wait4``, enforcing the walltime (SIGTERM to the payload's group, SIGKILL
    after the grace period), and records ``finished`` (exit 0), ``failed`` (exit code or signal,
    or ``walltime exceeded``) or ``killed`` (SIGTERM to the runner: act's kill), with CPU time and
-   max RSS.
+   max RSS;
+4. for a job with an ``output_list`` that was not killed, first records ``finishing`` and
+   uploads what the list names (``python -m act.local.stageout``, in a process group of its own,
+   as the payload), then records the end: a failed upload fails the job with the file, the URL
+   and the cause. A runner killed meanwhile leaves ``finishing`` behind, never ``finished``: the
+   back end then fails the job (its runner died before recording the end). A job that wrote no
+   such list has nothing uploaded (noted in ``stageout_note``).
 
 The runner is forked by the CE's spawner (:mod:`act.local.spawner`: :func:`become_runner`), or
 started as ``python -m act.local.runner JOBDIR`` (:func:`detach`) when there is no spawner. Only
@@ -213,7 +219,79 @@ class Runner:
             else:
                 outcome, errors = jf.FAILED, [f"payload failed: {what}"]
             current.update(fields)
+            listed = self.description.get("output_list")
+            if listed and not os.path.lexists(self.jobdir / jf.WORK / listed):
+                # A-REX fails such a job; act's stand-in and demo pilots write no list, and
+                # outputs that are not on storage fail the job in act's validator anyway.
+                current["stageout_note"] = f"no {listed}: nothing uploaded"
+                listed = None
+            if outcome == jf.KILLED or not listed:
+                jf.write_json(self.jobdir / jf.STATE, jf.ended(current, outcome, errors))
+                return
+            current.update(state=jf.FINISHING, finishing_at=jf.now_iso())
+            jf.write_json(self.jobdir / jf.STATE, current)
+        upload_errors = self.stage_out()
+        with jf.locked(self.jobdir):
+            current = jf.read_json(self.jobdir / jf.STATE) or {}
+            if current.get("state") in jf.ENDED:
+                return
+            if self.killed or current.get("kill_requested"):
+                outcome, errors = jf.KILLED, ["killed by act (while uploading the outputs)"]
+            elif upload_errors:
+                outcome = jf.FAILED
+                errors = errors + [f"output upload failed: {e}" for e in upload_errors]
             jf.write_json(self.jobdir / jf.STATE, jf.ended(current, outcome, errors))
+
+    def stage_out(self) -> list[str]:
+        """Upload what the output list names (:mod:`act.local.stageout`, a process of its own:
+        it needs the full interpreter); its errors, [] when every file is on storage."""
+        result_file = self.jobdir / jf.STAGEOUT
+        with contextlib.suppress(FileNotFoundError):
+            result_file.unlink()  # a result left by an earlier runner of this job
+        with open(self.jobdir / jf.STAGEOUT_LOG, "ab") as log:
+            try:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "act.local.stageout", str(self.jobdir)],
+                    cwd=self.jobdir,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    start_new_session=True,  # its own group: a kill reaches its whole tree
+                    close_fds=True,
+                )
+            except OSError as error:
+                return [f"cannot start the upload: {error.strerror}"]
+        jf.update_state(self.jobdir, stageout_pid=proc.pid, stageout_pgid=proc.pid)
+        term_at: float | None = None
+        while True:
+            done, status, _ = os.wait4(proc.pid, os.WNOHANG)
+            if done:
+                self.kill_group(proc.pid, signal.SIGKILL)
+                break
+            now = time.monotonic()
+            if self.killed and term_at is None:
+                self.kill_group(proc.pid, signal.SIGTERM)
+                term_at = now
+            elif term_at is not None and now > term_at + self.grace:
+                self.kill_group(proc.pid, signal.SIGKILL)
+                term_at = float("inf")
+            time.sleep(POLL)
+        result = jf.read_json(result_file)
+        if result is None or not isinstance(result.get("errors"), list):
+            code = os.waitstatus_to_exitcode(status)
+            tail = _tail(self.jobdir / jf.STAGEOUT_LOG, 300)
+            return [f"the upload did not complete (exit {code}){': ' + tail if tail else ''}"]
+        return [str(error)[:1000] for error in result["errors"][:50]]
+
+
+def _tail(path: Path, limit: int) -> str:
+    """The end of a log file, on one line."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(0, os.fstat(handle.fileno()).st_size - limit))
+            return " ".join(handle.read(limit).decode("utf-8", "replace").split())
+    except OSError:
+        return ""
 
 
 def detach(jobdir: Path) -> int:

@@ -6,7 +6,9 @@ a job directory holding the shipped files (the job spec, queuedata, event ranges
 the pilot's heartbeat, its log file, ``output.list`` and ``jobReport.json`` where the pilot
 leaves them (:func:`~act.atlas.translate.common.pilot_reports`) and, for event-service jobs,
 ``event_status.dump.json``; one the pilot did not write is named as missing in the CE's
-diagnostics (shown for a failed job only).
+diagnostics (shown for a failed job only). A native job's outputs are uploaded by the CE, as an
+ARC CE's data staging does: the pilot names them in ``output.list`` (its ``mv`` copytool), the
+description's ``output_list`` (:mod:`act.local.stageout`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from act.atlas.translate.common import (
     EVENT_STATUS_FILE,
     HEARTBEAT_FILE,
+    OUTPUT_LIST,
     JobInput,
     Translation,
     check_value,
@@ -48,6 +51,7 @@ def to_local(job: JobInput, *, input_dir: Path) -> Translation:
         environment=dict(p.environment),
         inputs=sorted(p.files),
         outputs=outputs,
+        output_list=OUTPUT_LIST.removeprefix("@") if p.native else None,
         walltime=float(p.walltime_minutes * 60),
         cores=p.cores,
     )
