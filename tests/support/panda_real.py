@@ -258,6 +258,39 @@ class PandaServer:
                     return PandaJob(pandaid, table, *row)
         return None
 
+    def set_parameters(self, pandaid: int, parameters: str) -> None:
+        """Replace a job's ``jobPars`` (e.g. to name its own output file, known after add_jobs)."""
+        with self.connect() as conn:
+            conn.execute(
+                "UPDATE jobparamstable SET jobparameters = %s WHERE pandaid = %s",
+                (parameters, pandaid),
+            )
+
+    def columns(self, pandaid: int, *names: str) -> dict[str, Any]:
+        """Columns of the job's row (from whichever table holds it), by lower-case name; {} if
+        no table holds it. Names are checked against the table's columns, never interpolated
+        unchecked."""
+        wanted = [name.lower() for name in names]
+        with self.connect() as conn, conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+            for table in JOB_TABLES:
+                known = {
+                    row["column_name"]
+                    for row in cur.execute(
+                        "SELECT column_name FROM information_schema.columns "
+                        "WHERE table_schema = 'doma_panda' AND table_name = %s",
+                        (table,),
+                    )
+                }
+                unknown = set(wanted) - known
+                if unknown:
+                    raise ValueError(f"{table} has no column(s) {sorted(unknown)}")
+                row = cur.execute(
+                    f"SELECT {', '.join(wanted)} FROM {table} WHERE pandaid = %s", (pandaid,)
+                ).fetchone()
+                if row is not None:
+                    return dict(row)
+        return {}
+
     def files(self, pandaid: int) -> list[dict[str, Any]]:
         """The job's rows of ``filestable4`` (lfn, type, guid, status, ...), by row_id."""
         with self.connect() as conn, conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
