@@ -42,10 +42,15 @@ once both have landed.
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import secrets
+import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -60,6 +65,7 @@ from tests.support.bridge import panda_settings
 from tests.support.panda_real import PandaServer
 from tests.support.pilot3 import Pilot3
 from tests.support.pilot3_worker import (
+    PILOT_USER,
     TRANSFORMATION,
     Worker,
     cric_entry,
@@ -137,8 +143,11 @@ def _queue_config(
     }
 
 
-def _local_ces() -> dict[str, Any]:
-    return {LOCAL_CE: {"backend": "local", "options": {"slots": 2}, "min_spacing": 0}}
+def _local_ces(worker: Worker) -> dict[str, Any]:
+    """act's local CE, its jobs under the worker directory: the wrapper stand-in runs the pilot
+    as an unprivileged user, who must reach the job's directory."""
+    options = {"slots": 2, "workdir": str(worker.root / "local-ce")}
+    return {LOCAL_CE: {"backend": "local", "options": options, "min_spacing": 0}}
 
 
 def _arc_ces(arc: RealArc) -> dict[str, Any]:
@@ -320,7 +329,7 @@ def test_a_native_job_on_the_local_ce_ends_finished_in_panda_with_the_pilots_rep
             panda_server,
             queue,
             worker,
-            ces=_local_ces(),
+            ces=_local_ces(worker),
             wrapper=str(worker.wrapper),
             tarball=str(worker.tarball),
         )
@@ -352,7 +361,7 @@ def test_a_failing_payload_ends_failed_in_panda_with_the_pilots_codes(
             panda_server,
             queue,
             worker,
-            ces=_local_ces(),
+            ces=_local_ces(worker),
             wrapper=str(worker.wrapper),
             tarball=str(worker.tarball),
         )
@@ -385,25 +394,35 @@ def test_truepilot_the_pilot_stages_out_itself_and_panda_1_0_refuses_its_legacy_
     se_area: str,
     tmp_path: Path,
 ) -> None:
-    """The local CE, the simplest place for a truepilot job: it runs the pilot with the
-    production-role proxy and the PanDA CA the wrapper stand-in exports (an ARC CE would give it
-    the delegated proxy through the ENV/PROXY RTE; the pilot does the same either way)."""
-    ca_dir = tmp_path / "panda-ca"
-    ca_dir.mkdir()
+    """The local CE, the simplest place for a truepilot job: the pilot gets the production-role
+    proxy and the PanDA CA from the wrapper stand-in (an ARC CE gives it the delegated proxy
+    through the ENV/PROXY RTE, and a proxy delegated to the test CE carries no production role;
+    what the pilot does with it is the same)."""
+    secrets_dir = Path(tempfile.mkdtemp(prefix="act-pilot3-credentials-", dir="/tmp"))
+    secrets_dir.chmod(0o755)
+    ca_dir, proxy = secrets_dir / "certificates", secrets_dir / "proxy.pem"
+    ca_dir.mkdir(mode=0o755)
     (ca_dir / "ca.pem").write_bytes(panda_server.ca.read_bytes())
     _rehash(ca_dir)
-    credentials = {"X509_USER_PROXY": str(panda_server.pilot_proxy), "X509_CERT_DIR": str(ca_dir)}
+    proxy.write_bytes(panda_server.pilot_proxy.read_bytes())
+    proxy.chmod(0o600)
+    user = pwd.getpwnam(PILOT_USER)
+    os.chown(proxy, user.pw_uid, user.pw_gid)  # the pilot runs as PILOT_USER
+    credentials = {"X509_USER_PROXY": str(proxy), "X509_CERT_DIR": str(ca_dir)}
     queue = panda_server.add_queue()
-    with worker_node(
-        pilot3, root_url=xrootd_server.root_url, se_path=se_area, credentials=credentials
-    ) as worker:
+    with (
+        _removed(secrets_dir),
+        worker_node(
+            pilot3, root_url=xrootd_server.root_url, se_path=se_area, credentials=credentials
+        ) as worker,
+    ):
         worker.write_cric({queue: cric_entry(queue, worker, ce_endpoint=LOCAL_CE, truepilot=True)})
         config = _queue_config(
             tmp_path,
             panda_server,
             queue,
             worker,
-            ces=_local_ces(),
+            ces=_local_ces(worker),
             wrapper=str(worker.wrapper),
             tarball=str(worker.tarball),
         )
@@ -420,6 +439,14 @@ def test_truepilot_the_pilot_stages_out_itself_and_panda_1_0_refuses_its_legacy_
     assert "server updateJob request completed" not in stdout
     row = panda_server.job(pandaid)
     assert row is not None and row.status in ("starting", "running"), row
+
+
+@contextmanager
+def _removed(directory: Path) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _rehash(directory: Path) -> None:

@@ -12,7 +12,13 @@ A :class:`Worker` is a world-readable directory (the ARC CE's jobs run as anothe
   points the pilot at the test's CRIC queue stand-in (``LOCAL_AGIS_SCHEDCONF``) and at a pilot3
   configuration with short waits (``HARVESTER_PILOT_CONFIG``); for truepilot jobs it gives the
   pilot the production-role proxy and the PanDA server's CA, as a site's CE would. It prints when
-  the pilot started and ended and when it wrote its heartbeat (``act-e2e-timing:`` lines);
+  the pilot started and ended and when it wrote its heartbeat (``act-e2e-timing:`` lines).
+  It never runs the pilot as root (:data:`PILOT_USER` instead, given the job's directory):
+  pilot3's ATLAS clean-up before the log tarball (``remove_redundant_files``) joins ``/work``,
+  ``/cores``, ``/panda_pilot*``, ``/venv`` and ``/pilot3`` to the job directory with
+  ``os.path.join`` (the absolute path wins) and deletes them; as root it deleted this project's
+  working tree (a hand run, December 2026). On the ARC CE jobs run as its unprivileged job user;
+  act's local CE runs them as act's own user, root in these tests;
 * ``cric_pandaqueues.json``: pilot3's CRIC queue description, the same document act reads as
   its CRIC data (``queues.cric_file``): one entry per queue, as :func:`cric_entry` writes it;
 * ``cric_ddmendpoints.json``: pilot3's storage description (CRIC ``ddmendpoints``, given to the
@@ -53,11 +59,22 @@ SHORT_WAITS = {
 #: The DDM endpoint of the test queues' outputs and logs.
 DDM_ENDPOINT = "ACT_TEST_XROOTD"
 TRANSFORMATION = "act-e2e-trf"
+#: Who runs the pilot when the CE would run it as root (act's local CE in these tests).
+PILOT_USER, PILOT_GROUP = "nobody", "nogroup"
 
 WRAPPER = """#!/bin/bash
 # STAND-IN for runpilot2-wrapper.sh, written by act's tests (tests/support/pilot3_worker.py).
 # The real wrapper sets up ATLAS software from CVMFS/ALRB, which this machine does not have.
 # Like the real one, it takes its own options and passes the others to pilot3/pilot.py.
+if [ "$(id -u)" = 0 ]; then
+  # Never the pilot as root: pilot3's ATLAS clean-up (remove_redundant_files) deletes /work,
+  # /cores, /panda_pilot*, /venv and /pilot3 at the filesystem root. act's local CE runs jobs as
+  # act's own user (root in these tests): the job's directory goes to @USER@, and so does the rest.
+  if ! chmod o+x .. ../.. || ! chown -R @USER@: .; then
+    echo "wrapper: cannot hand the job to @USER@"; exit 64
+  fi
+  exec setpriv --reuid=@USER@ --regid=@GROUP@ --init-groups -- "$0" "$@"
+fi
 q=""; i="PR"; j="managed"; args=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -254,7 +271,9 @@ def worker_node(
         exports = "\n".join(f"export {k}={v}" for k, v in sorted((credentials or {}).items()))
         _write(
             worker.wrapper,
-            WRAPPER.replace("@WORKER@", str(root)).replace("@CREDENTIALS@", exports),
+            _fill(
+                WRAPPER, WORKER=str(root), CREDENTIALS=exports, USER=PILOT_USER, GROUP=PILOT_GROUP
+            ),
             0o755,
         )
         _write(worker.software / "scripts" / "asetup.sh", ASETUP.replace("@WORKER@", str(root)))
@@ -271,6 +290,12 @@ def worker_node(
         yield worker
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _fill(template: str, **values: str) -> str:
+    for key, value in values.items():
+        template = template.replace(f"@{key}@", value)
+    return template
 
 
 def _no_cache(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
