@@ -76,7 +76,12 @@ from tests.support.procs import wait_for
 from tests.support.xrootd_real import XRootDServer
 
 __all__ = ["arc_ce"]  # the session fixture, imported for pytest
-pytestmark = [pytest.mark.panda, pytest.mark.storage, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.panda,
+    pytest.mark.storage,
+    pytest.mark.slow,
+    pytest.mark.timeout(600),  # a failing payload's pilot alone takes ~2.5 minutes
+]
 
 LOCAL_CE = "local1"
 #: The longest a job may take from PanDA to act's final report: the pilot's ~2.5 minutes for a
@@ -232,25 +237,34 @@ def _utc(epoch: Any) -> datetime:
     return datetime.fromtimestamp(float(epoch), timezone.utc).replace(tzinfo=None, microsecond=0)
 
 
+#: heartbeat.json field -> PanDA column: what the pilot reports that PanDA keeps as it is.
+PILOT_COLUMNS = {
+    "state": "jobstatus",
+    "pilotErrorCode": "piloterrorcode",
+    "exeErrorCode": "exeerrorcode",
+    "exeErrorDiag": "exeerrordiag",
+    "nEvents": "nevents",
+    "jobMetrics": "jobmetrics",
+    "pilotTiming": "pilottiming",
+    "pilotID": "pilotid",
+    "cpuConsumptionUnit": "cpuconsumptionunit",
+}
+
+
 def _assert_pilots_report_in_panda(panda_server: PandaServer, outcome: Outcome) -> None:
-    """PanDA's row holds what the pilot reported: its codes, times, events, files."""
+    """PanDA's row holds what the pilot reported: its codes, times, events, timing."""
     beat = outcome.heartbeat
+    present = {field: column for field, column in PILOT_COLUMNS.items() if field in beat}
+    assert {"state", "pilotErrorCode", "exeErrorCode"} <= set(present), sorted(beat)
     row = panda_server.columns(
-        outcome.pandaid,
-        "jobstatus", "piloterrorcode", "transexitcode", "exeerrorcode", "starttime", "endtime",
-        "nevents", "cpuconsumptionunit", "pilotid", "jobmetrics",
-    )  # fmt: skip
-    assert row["jobstatus"] == beat["state"]
-    assert row["piloterrorcode"] == beat["pilotErrorCode"]
+        outcome.pandaid, "transexitcode", "starttime", "endtime", *present.values()
+    )
+    assert {field: row[column] for field, column in present.items()} == {
+        field: None if beat[field] == "" else beat[field] for field in present  # '': NULL
+    }
     assert str(row["transexitcode"]) == str(beat["transExitCode"])
-    assert row["exeerrorcode"] == beat["exeErrorCode"]
     # the pilot's own times (epoch floats in its heartbeat), not the CE's
     assert (row["starttime"], row["endtime"]) == (_utc(beat["startTime"]), _utc(beat["endTime"]))
-    assert row["pilotid"] == beat["pilotID"]
-    assert row["cpuconsumptionunit"] == beat["cpuConsumptionUnit"]
-    if "nEvents" in beat:
-        assert row["nevents"] == beat["nEvents"]
-        assert row["jobmetrics"] == beat["jobMetrics"]
 
 
 def _assert_files(panda_server: PandaServer, se: XRootDServer, outcome: Outcome) -> None:
@@ -375,9 +389,8 @@ def test_a_failing_payload_ends_failed_in_panda_with_the_pilots_codes(
     assert beat["pilotErrorCode"] != 0 and beat["exeErrorDiag"] == "act-e2e-trf failed on purpose"
     assert (outcome.state, outcome.panda_status) == ("donefailed", "failed")
     _assert_pilots_report_in_panda(panda_server, outcome)
-    row = panda_server.columns(pandaid, "piloterrordiag", "exeerrordiag")
-    assert row["exeerrordiag"] == beat["exeErrorDiag"]
-    assert beat["pilotErrorDiag"].startswith(row["piloterrordiag"][:100])
+    row = panda_server.columns(pandaid, "piloterrordiag")
+    assert row["piloterrordiag"] and beat["pilotErrorDiag"].startswith(row["piloterrordiag"])
     # the pilot's log reached the SE all the same (the CE uploaded what output.list named)
     _assert_files(panda_server, xrootd_server, outcome)
 
