@@ -192,24 +192,21 @@ def _run(bridge: Any, pandaid: int) -> tuple[str, float]:
     return str(bridge.job(pandaid).state), time.monotonic() - started
 
 
-def _outcome(bridge: Any, panda_server: PandaServer, pandaid: int, *, adder: bool) -> Outcome:
+def _outcome(
+    bridge: Any, panda_server: PandaServer, worker: Worker, pandaid: int, *, adder: bool
+) -> Outcome:
     state, seconds = _run(bridge, pandaid)
     with bridge.db.read() as conn:
         ce = conn.execute(sa.select(ce_jobs).where(ce_jobs.c.pandaid == pandaid)).one()
     output_dir = Path(ce.output_dir)
     heartbeat_file = output_dir / "heartbeat.json"
     heartbeat = json.loads(heartbeat_file.read_text()) if heartbeat_file.exists() else {}
-    stdout = "".join(
-        path.read_text(errors="replace")
-        for path in output_dir.iterdir()
-        if path.is_file() and path.suffix not in (".tgz", ".json")
-    )
     if adder:
         panda_status = panda_server.run_adder([pandaid])[pandaid]
     else:
         found = panda_server.job(pandaid)
         panda_status = found.status if found else "absent"
-    outcome = Outcome(pandaid, state, panda_status, heartbeat, output_dir, seconds, timing(stdout))
+    outcome = Outcome(pandaid, state, panda_status, heartbeat, output_dir, seconds, timing(worker))
     _print_timing(outcome)
     return outcome
 
@@ -260,7 +257,8 @@ def _assert_pilots_report_in_panda(panda_server: PandaServer, outcome: Outcome) 
         outcome.pandaid, "transexitcode", "starttime", "endtime", *present.values()
     )
     assert {field: row[column] for field, column in present.items()} == {
-        field: None if beat[field] == "" else beat[field] for field in present  # '': NULL
+        field: None if beat[field] == "" else beat[field]
+        for field in present  # '': NULL
     }
     assert str(row["transexitcode"]) == str(beat["transExitCode"])
     # the pilot's own times (epoch floats in its heartbeat), not the CE's
@@ -316,7 +314,7 @@ def test_a_native_job_on_the_arc_ce_ends_finished_in_panda_with_the_pilots_repor
             tmp_path, panda_server, queue, worker, ces=_arc_ces(arc_ce), **shipped
         )
         pandaid = _add_job(panda_server, queue)
-        outcome = _outcome(bridge_for(config), panda_server, pandaid, adder=True)
+        outcome = _outcome(bridge_for(config), panda_server, worker, pandaid, adder=True)
     assert outcome.heartbeat, (
         f"no heartbeat.json came back: {sorted(p.name for p in outcome.output_dir.iterdir())}"
     )
@@ -348,7 +346,7 @@ def test_a_native_job_on_the_local_ce_ends_finished_in_panda_with_the_pilots_rep
             tarball=str(worker.tarball),
         )
         pandaid = _add_job(panda_server, queue)
-        outcome = _outcome(bridge_for(config), panda_server, pandaid, adder=True)
+        outcome = _outcome(bridge_for(config), panda_server, worker, pandaid, adder=True)
     assert outcome.heartbeat, (
         f"no heartbeat.json came back: {sorted(p.name for p in outcome.output_dir.iterdir())}"
     )
@@ -380,7 +378,7 @@ def test_a_failing_payload_ends_failed_in_panda_with_the_pilots_codes(
             tarball=str(worker.tarball),
         )
         pandaid = _add_job(panda_server, queue, exit_code=3)
-        outcome = _outcome(bridge_for(config), panda_server, pandaid, adder=True)
+        outcome = _outcome(bridge_for(config), panda_server, worker, pandaid, adder=True)
     beat = outcome.heartbeat
     assert beat, (
         f"no heartbeat.json came back: {sorted(p.name for p in outcome.output_dir.iterdir())}"
@@ -440,7 +438,7 @@ def test_truepilot_the_pilot_stages_out_itself_and_panda_1_0_refuses_its_legacy_
             tarball=str(worker.tarball),
         )
         pandaid = _add_job(panda_server, queue)
-        outcome = _outcome(bridge_for(config), panda_server, pandaid, adder=False)
+        outcome = _outcome(bridge_for(config), panda_server, worker, pandaid, adder=False)
     assert outcome.state == "done"  # truepilot: act is done once the CE job is
     stdout = (outcome.output_dir / "stdout").read_text(errors="replace")
     # the pilot's own copytool put the output and the log on the SE

@@ -12,7 +12,8 @@ A :class:`Worker` is a world-readable directory (the ARC CE's jobs run as anothe
   points the pilot at the test's CRIC queue stand-in (``LOCAL_AGIS_SCHEDCONF``) and at a pilot3
   configuration with short waits (``HARVESTER_PILOT_CONFIG``); for truepilot jobs it gives the
   pilot the production-role proxy and the PanDA server's CA, as a site's CE would. It prints when
-  the pilot started and ended and when it wrote its heartbeat (``act-e2e-timing:`` lines).
+  the pilot started and ended and when it wrote its heartbeat (``act-e2e-timing:`` lines, on its
+  stdout and in ``timing/``: the ARC CE keeps only the outputs the description names).
   It never runs the pilot as root (:data:`PILOT_USER` instead, given the job's directory):
   pilot3's ATLAS clean-up before the log tarball (``remove_redundant_files``) joins ``/work``,
   ``/cores``, ``/panda_pilot*``, ``/venv`` and ``/pilot3`` to the job directory with
@@ -92,13 +93,13 @@ tar -xzf "$tarball" || { echo "wrapper: cannot unpack $tarball"; exit 64; }
 export LOCAL_AGIS_SCHEDCONF=@WORKER@/cric_pandaqueues.json
 export HARVESTER_PILOT_CONFIG=@WORKER@/pilot3.cfg
 @CREDENTIALS@
-start=$(date +%s.%N)
-echo "act-e2e-timing: pilot start $start"
+timing=@WORKER@/timing/pilot-$$.txt
+echo "act-e2e-timing: pilot start $(date +%s.%N)" | tee -a "$timing"
 python3 pilot3/pilot.py -q "$q" -i "$i" -j "$j" "${args[@]}"
 code=$?
-echo "act-e2e-timing: pilot end $(date +%s.%N) exit $code"
+echo "act-e2e-timing: pilot end $(date +%s.%N) exit $code" | tee -a "$timing"
 if [ -f heartbeat.json ]; then
-  echo "act-e2e-timing: heartbeat written $(stat -c %.6Y heartbeat.json)"
+  echo "act-e2e-timing: heartbeat written $(stat -c %.6Y heartbeat.json)" | tee -a "$timing"
 fi
 exit $code
 """
@@ -282,6 +283,8 @@ def worker_node(
             root / "pilot3.cfg",
             short_config((pilot3.src / "pilot" / "util" / "default.cfg").read_text()),
         )
+        (root / "timing").mkdir()
+        (root / "timing").chmod(0o1777)  # the pilot's user writes there
         _write(worker.ddm_endpoints, json.dumps(ddm_endpoint(root_url, se_path), indent=1))
         with tarfile.open(worker.tarball, "w:gz") as tar:
             for name in ("pilot.py", "pilot", "PILOTVERSION"):
@@ -308,8 +311,14 @@ def _write(path: Path, text: str, mode: int = 0o644) -> None:
     path.chmod(mode)
 
 
-def timing(stdout: str) -> dict[str, float]:
-    """The ``act-e2e-timing:`` lines the wrapper printed: pilot start and end, heartbeat."""
+def timing(worker: Worker) -> dict[str, float]:
+    """When the pilot started and ended and wrote its heartbeat, as the wrapper recorded it
+    (one job per worker)."""
+    return parse_timing("".join(p.read_text() for p in (worker.root / "timing").glob("*.txt")))
+
+
+def parse_timing(stdout: str) -> dict[str, float]:
+    """The ``act-e2e-timing:`` lines of a wrapper's output."""
     found: dict[str, float] = {}
     for match in re.finditer(
         r"act-e2e-timing: (pilot start|pilot end|heartbeat written) ([\d.]+)", stdout
