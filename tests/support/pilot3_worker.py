@@ -22,6 +22,9 @@ A :class:`Worker` is a world-readable directory (the ARC CE's jobs run as anothe
   act's local CE runs them as act's own user, root in these tests;
 * ``cric_pandaqueues.json``: pilot3's CRIC queue description, the same document act reads as
   its CRIC data (``queues.cric_file``): one entry per queue, as :func:`cric_entry` writes it;
+  and ``schedconfig/<queue>.all.json``, each entry where pilot3 looks for PanDA's copy of it
+  (its ``--queuedata-url``; PanDA's web cache in production). A native job's pilot reads the
+  ``queuedata.json`` act ships; a truepilot job gets none and reads this one;
 * ``cric_ddmendpoints.json``: pilot3's storage description (CRIC ``ddmendpoints``, given to the
   pilot with its ``--storagedata-url`` option): the endpoint the queue's ``astorages`` name, with
   the real XRootD server's root:// URL for every write and read activity;
@@ -164,13 +167,25 @@ class Worker:
     def software(self) -> Path:
         return self.root / "sw"
 
+    @property
+    def schedconfig(self) -> Path:
+        return self.root / "schedconfig"
+
     def pilot_args(self) -> str:
-        """pilot3 options for act's ``pilot_args``: the storage stand-in, no Rucio traces."""
-        return f"--storagedata-url {self.ddm_endpoints} --use-rucio-traces false"
+        """pilot3 options for act's ``pilot_args``: the storage and PanDA queuedata stand-ins,
+        no Rucio traces."""
+        return (
+            f"--storagedata-url {self.ddm_endpoints}"
+            f" --queuedata-url {self.schedconfig}/{{pandaqueue}}.all.json"
+            " --use-rucio-traces false"
+        )
 
     def write_cric(self, entries: Mapping[str, Mapping[str, Any]]) -> None:
-        """The CRIC queue document act reads (``queues.cric_file``) and the pilot reads."""
+        """The CRIC queue document act reads (``queues.cric_file``) and the pilot reads, and
+        each queue's entry where pilot3 looks for PanDA's copy (``--queuedata-url``)."""
         _write(self.cric_queues, json.dumps(entries, indent=1, sort_keys=True))
+        for name, entry in entries.items():
+            _write(self.schedconfig / f"{name}.all.json", json.dumps(entry, sort_keys=True))
 
 
 def cric_entry(
