@@ -228,7 +228,7 @@ class Runner:
             if outcome == jf.KILLED or not listed:
                 jf.write_json(self.jobdir / jf.STATE, jf.ended(current, outcome, errors))
                 return
-            current.update(state=jf.FINISHING, finishing_at=jf.now_iso())
+            current["state"], current["finishing_at"] = jf.FINISHING, jf.now_iso()
             jf.write_json(self.jobdir / jf.STATE, current)
         upload_errors = self.stage_out()
         with jf.locked(self.jobdir):
