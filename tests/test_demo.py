@@ -27,6 +27,7 @@ from act.common import safe_tar
 from act.common.db import Database
 from act.common.schema import panda_jobs
 from act.demo import pilot, run
+from act.local.stageout import Uploader, stage_out
 from act.service.settings import load_settings
 from tests.conftest import REPO
 
@@ -43,6 +44,16 @@ def _adler32(path: Path) -> str:
 def _local(url: str) -> Path:
     assert url.startswith("file://"), url
     return Path(unquote(urlsplit(url).path))
+
+
+def _upload(work: Path) -> dict[str, Any]:
+    """What the CE does after the pilot: upload what its output.list names (the local CE's
+    stage-out, as an ARC CE's data staging)."""
+    uploader = Uploader(timeout=10, attempts=1)
+    try:
+        return stage_out(work, pilot.OUTPUT_LIST, uploader)
+    finally:
+        uploader.close()
 
 
 def _job_dir(tmp_path: Path, pandaid: int) -> Path:
@@ -78,6 +89,11 @@ def test_the_pilot_leaves_a_heartbeat_act_accepts_and_its_outputs_on_storage(
     assert heartbeat.fields["jobId"] == "7" and heartbeat.fields["pilotErrorCode"] == 0
     lfns = {f.lfn for f in heartbeat.outputs}
     assert lfns == set(spec["outFiles"].split(","))  # two HITS files and the log
+    # left beside the pilot for the CE, named in output.list, then uploaded by the CE
+    for output in heartbeat.outputs:
+        assert _adler32(work / output.lfn) == output.adler32
+    assert not storage.exists()
+    assert _upload(work)["ok"] is True
     for output in heartbeat.outputs:
         path = _local(output.surl)
         assert path.is_relative_to(storage.resolve())
@@ -105,6 +121,7 @@ def test_a_pilot_told_to_fail_reports_1305_and_stores_only_its_log(tmp_path: Pat
     assert heartbeat.fields["pilotErrorCode"] == pilot.FAILED_CODE == 1305
     assert "on purpose" in heartbeat.fields["pilotErrorDiag"]
     assert [f.lfn for f in heartbeat.outputs] == [make_job_spec(4)["logFile"]]
+    assert _upload(work)["ok"] is True
     assert [p.name for p in storage.rglob("*") if p.is_file()] == [make_job_spec(4)["logFile"]]
 
 

@@ -10,10 +10,11 @@ writes). It reads and writes the files pilot3 reads and writes, in pilot3's form
 2. "run the payload" in the job directory ``PanDA_Pilot-<PandaID>/``: sleep a short random time
    (``--sleep MIN-MAX`` seconds, default 0.5-3) so that the demo's progress display shows jobs
    running, write ``payload.stdout`` and, as an ATLAS transform does, ``jobReport.json`` there;
-3. "stage out" each output file of ``outFiles`` (the log last) to the ``file://`` storage
-   directory ``--storage-dir``, as ``<storage>/<scope>/<lfn>`` (what the CE's upload of the
-   pilot's ``output.list`` does for a real native pilot), and write ``output.list`` with one line
-   per file, ``LFN TURL:checksumtype=adler32:checksumvalue=HEX`` (pilot3's mv copytool);
+3. "stage out" each output file of ``outFiles`` (the log last) as pilot3's ``mv`` copytool does
+   in native mode: leave it in the launch directory and write ``output.list`` with one line per
+   file, ``LFN TURL:checksumtype=adler32:checksumvalue=HEX``, the TURL in the ``file://`` storage
+   directory ``--storage-dir`` (``<storage>/<scope>/<lfn>``). The CE uploads them there (the
+   local CE as an ARC CE's data staging does, :mod:`act.local.stageout`);
 4. write the log tarball named the spec's ``logFile`` as pilot3's ``create_log`` lays it out: one
    directory ``tarball_PandaJob_<PandaID>_<queue>`` holding the job directory's files and
    ``pilotlog.txt``;
@@ -161,14 +162,11 @@ def _payload(pandaid: int, lfn: str, rng: random.Random) -> bytes:
     return head + rng.randbytes(rng.randint(1024, 8192))
 
 
-def _store(storage: Path, scope: str, lfn: str, data: bytes) -> str:
-    """Write ``data`` as ``<storage>/<scope>/<lfn>`` (atomically); its file:// URL."""
-    where = storage / scope
-    where.mkdir(parents=True, exist_ok=True)
-    tmp = where / f".{lfn}.{os.getpid()}.part"
-    tmp.write_bytes(data)
-    os.replace(tmp, where / lfn)
-    return (where / lfn).resolve().as_uri()
+def _stage(workdir: Path, storage: Path, scope: str, lfn: str, data: bytes) -> str:
+    """Leave ``data`` as ``workdir/<lfn>`` for the CE to upload; its TURL on the storage,
+    ``<storage>/<scope>/<lfn>`` as a file:// URL."""
+    _write(workdir / lfn, data)
+    return (storage / scope / lfn).resolve().as_uri()
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -268,7 +266,7 @@ def run(
     report: dict[str, dict[str, Any]] = {}
     for lfn in (name for name in lfns if name != log_file):
         data = _payload(pandaid, lfn, rng)
-        surl = _store(storage, scopes[lfn], lfn, data)
+        surl = _stage(workdir, storage, scopes[lfn], lfn, data)
         guid = str(uuid.uuid5(_GUID_NAMESPACE, lfn))
         report[lfn] = {"guid": guid, "fsize": len(data), "adler32": adler32_of(data), "surl": surl}
         say(f"stage-out {lfn}: {len(data)} bytes, adler32 {report[lfn]['adler32']} -> {surl}")
@@ -287,7 +285,7 @@ def run(
         },
     )
     (workdir / log_file).write_bytes(tarball)
-    surl = _store(storage, scopes[log_file], log_file, tarball)
+    surl = (storage / scopes[log_file] / log_file).resolve().as_uri()
     log_guid = str(job.get("logGUID") or uuid.uuid5(_GUID_NAMESPACE, log_file))
     report[log_file] = {
         "guid": log_guid,

@@ -56,7 +56,7 @@ from act.engine.backend import (
 )
 from act.local import jobfiles as jf
 from act.local import spawner
-from act.local.description import DescriptionError, LocalJob, safe_relative
+from act.local.description import DescriptionError, LocalJob
 
 #: A runner being started: the spawner's connection, or a runner process of its own.
 Starting: TypeAlias = socket.socket | subprocess.Popen[bytes]
@@ -606,7 +606,7 @@ def _collect(work: Path, name: str, notes: list[str]) -> list[tuple[Path, str]]:
     of it makes the whole fetch fail (the payload is not trusted).
     """
     base = work.resolve()
-    path = work / safe_relative(name)
+    path = work / jf.safe_relative(name)
     if not os.path.lexists(path):
         notes.append(f"missing output: {name}")
         return []

@@ -30,6 +30,7 @@ from pathlib import PurePosixPath
 from pydantic import Field, ValidationError, field_validator
 
 from act.common.section import Section
+from act.local.jobfiles import safe_relative
 
 RESERVED = frozenset({"stdout", "stderr"})
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -42,16 +43,6 @@ class DescriptionError(ValueError):
         super().__init__(f"job description: {field}: {problem}")
         self.field = field
         self.problem = problem
-
-
-def safe_relative(name: str) -> str:
-    """``name`` if it is a relative path staying below its directory; else ValueError."""
-    path = PurePosixPath(name)
-    if not name or "\x00" in name or path.is_absolute() or ".." in path.parts:
-        raise ValueError(f"{name!r} is not a relative path inside the job directory")
-    if str(path) in (".", ""):
-        raise ValueError(f"{name!r} names the job directory itself")
-    return str(path)
 
 
 class LocalJob(Section):

@@ -45,7 +45,6 @@ from urllib.parse import unquote, urlsplit
 from act.atlas.storage.model import adler32_of_file, endpoint_of, normalise_adler32
 from act.atlas.storage.probe import Missing, Unreachable, one_line
 from act.local import jobfiles as jf
-from act.local.description import safe_relative
 
 #: Longest output list read (a pilot writes one short line per output file).
 MAX_LIST_BYTES = 1 << 20
@@ -94,7 +93,7 @@ def parse_line(number: int, text: str) -> Upload | None:
         raise BadLine(f"line {number}: expected 'NAME URL', got {len(fields)} fields")
     name = fields[0]
     try:
-        safe_relative(name)
+        jf.safe_relative(name)
     except ValueError as error:
         raise BadLine(f"line {number}: {error}") from None
     if len(fields) == 1:
