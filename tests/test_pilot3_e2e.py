@@ -32,11 +32,9 @@ SHORT_WAITS): no memory monitor (60 s of naps otherwise), 2 s between server upd
 (120 s). Options of the pilot's own used: ``--storagedata-url`` (the storage stand-in) and
 ``--use-rucio-traces false`` (no traces to CERN's Rucio).
 
-What act does to the pilot's files is the subject of sibling work: act's job file in the
-URL-encoded form pilot3 reads (without it pilot3 finds no PandaID and never runs the job), and
-the pilot's epoch times and reports read where pilot3 leaves them (without it PanDA gets the
-CE's times, not the pilot's). These tests assert the end state the issue asks for; they pass
-once both have landed.
+What the tests rest on in act besides the CE upload: the job file in the URL-encoded form
+pilot3 reads (without it pilot3 finds no PandaID and never runs the job) and the pilot's epoch
+times and reports read where pilot3 leaves them (without it PanDA gets the CE's times).
 """
 
 from __future__ import annotations
