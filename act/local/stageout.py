@@ -13,7 +13,9 @@ mode (pilot3's ``mv`` copytool), one line per file::
 engine (PyPI ``xrootd``, the client act's storage checks use: ``xrdcp`` in a library), which
 creates the parent directories, replaces a file already there and compares the checksum the
 storage computes with the one the list gives (end to end; the copy is removed when they differ);
-the file is then looked up on storage (size and adler32) as the validator will.
+the file is then looked up on storage (size and adler32) as the validator will. Only the
+standard library and the XRootD client are used (act.local sits below act.atlas, whose storage
+checks tune XrdCl the same way).
 
 What A-REX 6.17 does, and this module therefore does too (seen on the test CE): a list that
 cannot be read fails the job; a name that is not a file of the job's directory fails it; a file
@@ -32,18 +34,18 @@ the runner starts it with the full interpreter, not ``-S``.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import stat
 import sys
 import time
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from act.atlas.storage.model import adler32_of_file, endpoint_of, normalise_adler32
-from act.atlas.storage.probe import Missing, Unreachable, one_line
 from act.local import jobfiles as jf
 
 #: Longest output list read (a pilot writes one short line per output file).
@@ -53,6 +55,8 @@ SCHEMES = frozenset({"root", "roots", "xroot", "xroots", "file"})
 _OPTION = re.compile(r":([A-Za-z]+)=([^:/]*)$")
 CHECKSUM_ERROR = 305  # XrdCl errCheckSumError: the checksums at both ends differ
 RETRY_PAUSE = 2.0  # seconds between two attempts at one file
+CHUNK = 1 << 20  # bytes read at a time for adler32
+_HEX = re.compile(r"[0-9A-Fa-f]{1,8}")
 
 
 class BadLine(ValueError):
@@ -102,21 +106,39 @@ def parse_line(number: int, text: str) -> Upload | None:
     scheme = url.partition("://")[0].lower()
     if scheme not in SCHEMES:
         raise BadLine(f"line {number}: {url!r}: cannot upload to a {scheme or 'scheme-less'} URL")
-    try:
-        endpoint_of(url)
-    except ValueError as error:
-        raise BadLine(f"line {number}: {error}") from None
+    problem = _url_problem(scheme, url)
+    if problem:
+        raise BadLine(f"line {number}: {url!r}: {problem}")
     kind = options.pop("checksumtype", "adler32").lower()
     value = options.pop("checksumvalue", None)
     if options:
         raise BadLine(f"line {number}: unsupported URL option(s) {', '.join(sorted(options))}")
     if kind != "adler32":
         raise BadLine(f"line {number}: checksum type {kind!r}: only adler32 is supported")
+    if value is not None and not _HEX.fullmatch(value):
+        raise BadLine(f"line {number}: checksum value {value!r} is not an adler32 (1-8 hex digits)")
+    return Upload(number, name, url, value.lower().zfill(8) if value is not None else None)
+
+
+def _url_problem(scheme: str, url: str) -> str:
+    """Why ``url`` cannot be uploaded to ("" when it can): root:// needs a host and a path,
+    file:// an absolute path on this host."""
+    parts = urlsplit(url)
     try:
-        adler32 = normalise_adler32(value) if value is not None else None
+        parts.port  # noqa: B018 - raises ValueError for a bad port
     except ValueError as error:
-        raise BadLine(f"line {number}: {error}") from None
-    return Upload(number, name, url, adler32)
+        return f"bad port: {error}"
+    if scheme == "file":
+        if parts.hostname not in (None, "", "localhost") or not parts.path.startswith("/"):
+            return "a file URL names a host or has no absolute path"
+        return ""
+    if not parts.hostname:
+        return "no host"
+    if parts.username is not None or parts.password is not None:
+        return "credentials in the URL"
+    if parts.path.strip("/") == "":
+        return "no path"
+    return ""
 
 
 def _split_options(number: int, url: str) -> tuple[str, dict[str, str]]:
@@ -157,13 +179,27 @@ class Uploader:
         credential: str | None = None,
         ca: str | None = None,
     ) -> None:
-        # The probe's constructor tunes XrdCl process-wide (timeouts, one connection attempt,
-        # credential and CA): the copies below run under the same settings.
-        from act.atlas.storage.xrootd import XRootDProbe
+        # XrdCl is tuned process-wide as act's storage checks tune it
+        # (act/atlas/storage/xrootd.py): one connection attempt, the timeout for connections and
+        # requests, a 1 s timeout tick, no stream error window; a credential and a CA directory
+        # through the environment XrdCl reads when it first connects.
+        from XRootD import client
 
+        if credential:
+            os.environ["X509_USER_PROXY"] = credential
+        if ca and os.path.isdir(ca):
+            os.environ["X509_CERT_DIR"] = ca
         self.timeout = timeout
+        self.seconds = min(65535, max(1, math.ceil(timeout)))
         self.attempts = max(1, attempts)
-        self.xrootd = XRootDProbe(timeout=timeout, ca=ca, credential=credential)
+        for name, value in (
+            ("ConnectionRetry", 1),
+            ("ConnectionWindow", self.seconds),
+            ("RequestTimeout", self.seconds),
+            ("TimeoutResolution", 1),
+            ("StreamErrorWindow", 0),
+        ):
+            client.EnvPutInt(name, value)
 
     def run(self, work: Path, item: Upload) -> Outcome:
         outcome = Outcome(item.line, item.name, item.url)
@@ -196,7 +232,7 @@ class Uploader:
 
         target = _xrootd_target(url)
         process = client.CopyProcess()
-        seconds = max(1, int(self.timeout))
+        seconds = self.seconds
         process.add_job(
             str(source),
             target,
@@ -222,16 +258,14 @@ class Uploader:
 
     def _verify(self, url: str, size: int, adler32: str, outcome: Outcome) -> None:
         """The copy as storage sees it: same size and adler32 as the file uploaded."""
-        found_size: int | None
         found_sum: str | None
         try:
             if url.lower().startswith("file:"):
                 path = unquote(urlsplit(url).path)
                 found_size, found_sum = os.stat(path).st_size, adler32_of_file(path)
             else:
-                found = self.xrootd.probe(url, checksum=True, timeout=self.timeout)
-                found_size, found_sum = found.size, found.adler32
-        except (Missing, Unreachable, OSError) as error:
+                found_size, found_sum = self._stat_root(url)
+        except (OSError, BadLine) as error:
             message = one_line(f"uploaded, but cannot be looked up on storage: {error}")
             raise BadLine(message) from None
         outcome.size, outcome.adler32 = found_size, found_sum
@@ -240,8 +274,43 @@ class Uploader:
         if found_sum is not None and found_sum != adler32:
             raise BadLine(f"storage has adler32 {found_sum}, the file has {adler32}")
 
+    def _stat_root(self, url: str) -> tuple[int, str | None]:
+        """Size and adler32 (None if the server gives none) of a root:// file."""
+        from XRootD import client
+        from XRootD.client.flags import QueryCode
+
+        parts = urlsplit(_xrootd_target(url))
+        filesystem = client.FileSystem(f"{parts.scheme}://{parts.netloc}")
+        path = "/" + parts.path.lstrip("/")
+        status, info = filesystem.stat(path, timeout=self.seconds)
+        if not status.ok:
+            raise BadLine(f"stat: {status.message}")
+        status, raw = filesystem.query(QueryCode.CHECKSUM, path, timeout=self.seconds)
+        if not status.ok:
+            return int(info.size), None
+        algorithm, _, value = (raw or b"").decode("ascii", "replace").rstrip("\x00").partition(" ")
+        value = value.strip()
+        if algorithm.lower() != "adler32" or not _HEX.fullmatch(value):
+            return int(info.size), None
+        return int(info.size), value.lower().zfill(8)
+
     def close(self) -> None:
-        self.xrootd.close()
+        pass
+
+
+def adler32_of_file(path: str | os.PathLike[str]) -> str:
+    """adler32 of a file, 8 lowercase hex digits (as act's storage checks spell it)."""
+    value = 1
+    with open(path, "rb") as stream:
+        while chunk := stream.read(CHUNK):
+            value = zlib.adler32(chunk, value)
+    return f"{value & 0xFFFFFFFF:08x}"
+
+
+def one_line(text: object) -> str:
+    """``text`` on one line, at most 300 characters (XrdCl messages may span several)."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= 300 else line[:297] + "..."
 
 
 def _xrootd_target(url: str) -> str:
