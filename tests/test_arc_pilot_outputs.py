@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from act.arc.backend import ArcBackend
-from act.atlas.translate.xrsl import native_outputs, quote
+from act.atlas.translate.xrsl import kept_outputs, quote
 from act.common.db import Database
 from act.engine.backend import CE, CEState, SubmitRequest
 from tests.support.arc_real import RealArc, arc_ce
@@ -39,9 +39,12 @@ def arc_backend(tmp_path: Path, ce: CE, sqlite_db: Database) -> Iterator[ArcBack
 def test_the_pilots_reports_come_back_from_a_real_arc_ce(
     arc_backend: ArcBackend, ce: CE, tmp_path: Path
 ) -> None:
-    outputs = native_outputs(PANDAID, f"{PANDAID}.log.tgz", event_service=False)
+    outputs = kept_outputs(
+        PANDAID, f"{PANDAID}.log.tgz", f"{PANDAID}.log", native=True, event_service=False
+    )
     names = [name for name, _ in outputs]
     assert names == [
+        f"{PANDAID}.log",
         "heartbeat.json",
         f"{PANDAID}.log.tgz",
         "output.list",
@@ -61,7 +64,7 @@ def test_the_pilots_reports_come_back_from_a_real_arc_ce(
     job = SubmitRequest(
         job_id=secrets.randbelow(1 << 30),
         token=secrets.token_hex(8),
-        description=sh(script, outputfiles=relation),
+        description=sh(script, outputfiles=relation, stdout=f'"{PANDAID}.log"', join='"yes"'),
         input_dir=None,
         pandaid=PANDAID,
     )
@@ -74,6 +77,7 @@ def test_the_pilots_reports_come_back_from_a_real_arc_ce(
     assert fetched.error is None, fetched
     assert sorted(fetched.files) == sorted(
         [
+            f"{PANDAID}.log",  # the pilot's stdout: kept only because outputfiles names it
             "heartbeat.json",
             f"{PANDAID}.log.tgz",
             "output.list",

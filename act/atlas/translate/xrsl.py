@@ -12,8 +12,10 @@ seconds, while ARC's client library reads the same number as minutes (seen on th
 6.17: ``(walltime = "1440")`` became a 1440-second limit; tests/test_condor_classad.py reads what
 the real A-REX hands its batch system).
 
-A native job's ``outputfiles`` keep for act (empty destination: left in the session directory,
-which act downloads) the pilot's ``heartbeat.json``, its log tarball, ``event_status.dump.json``
+``outputfiles`` keep for act (empty destination: left in the session directory, which act
+downloads) the pilot's stdout, which A-REX otherwise discards although ``stdout`` names it (seen
+on the test A-REX 6.17; the web area's pilot log comes from it), and for a native job the pilot's
+``heartbeat.json``, its log tarball, ``event_status.dump.json``
 for event service, ``output.list`` and ``jobReport.json`` (in pilot3's job directory
 ``PanDA_Pilot-<PandaID>/`` and at the top, :func:`~act.atlas.translate.common.pilot_reports`),
 and ask the CE to upload what ``output.list`` names (``@output.list``). A listed file the pilot
@@ -55,13 +57,18 @@ def _lists(name: str, rows: Iterable[tuple[str, ...]]) -> str:
     return f"({name} = {inner})"
 
 
-def native_outputs(pandaid: int, log_file: str, *, event_service: bool) -> list[tuple[str, str]]:
-    """A native job's ``outputfiles`` (see the module docstring)."""
-    outputs = [(HEARTBEAT_FILE, ""), (log_file, "")]
-    if event_service:
-        outputs.append((EVENT_STATUS_FILE, ""))
-    outputs += [(name, "") for name in pilot_reports(pandaid)]
-    outputs.append((OUTPUT_LIST, ""))
+def kept_outputs(
+    pandaid: int, log_file: str, stdout: str, *, native: bool, event_service: bool
+) -> list[tuple[str, str]]:
+    """The job's ``outputfiles`` (see the module docstring): the pilot's stdout always (A-REX
+    keeps only what ``outputfiles`` names, ``stdout`` included), a native job's reports too."""
+    outputs = [(stdout, "")]
+    if native:
+        outputs += [(HEARTBEAT_FILE, ""), (log_file, "")]
+        if event_service:
+            outputs.append((EVENT_STATUS_FILE, ""))
+        outputs += [(name, "") for name in pilot_reports(pandaid)]
+        outputs.append((OUTPUT_LIST, ""))
     return outputs
 
 
@@ -107,11 +114,14 @@ def to_xrsl(job: JobInput, ce: QueueCE, *, input_dir: Path) -> Translation:
         )
         inputs += [(f.lfn, f.url) for f in p.inputs]
     lines.append(_lists("inputfiles", inputs))
-    if p.native:
-        outputs = native_outputs(
-            job.pandaid, p.log_file, event_service=job.event_ranges is not None
-        )
-        lines.append(_lists("outputfiles", outputs))
+    outputs = kept_outputs(
+        job.pandaid,
+        p.log_file,
+        p.stdout_name,
+        native=p.native,
+        event_service=job.event_ranges is not None,
+    )
+    lines.append(_lists("outputfiles", outputs))
     lines += [
         _relation("stdout", p.stdout_name),
         _relation("join", "yes"),
