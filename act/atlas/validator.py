@@ -77,6 +77,7 @@ from act.common.schema import ce_jobs, panda_jobs
 from act.common.states import Actor, Layer
 from act.common.timeutil import backoff, seconds, utcnow
 from act.common.transitions import transition
+from act.engine.resubmit import resubmit_invalid_outputs
 
 CHECKER_KEY = "storage_checker"
 #: ``ACT_FAULT`` point: the logs are published, the decision not yet committed.
@@ -109,6 +110,7 @@ class _Job:
     worker_node: str | None
     started_at: datetime | None
     ended_at: datetime | None
+    attempts_left: int | None = None  # of the CE job: the retry budget (act.engine.resubmit)
     truepilot: bool = False
     heartbeat: Heartbeat | None = None
     payload: dict[str, Any] = field(default_factory=dict)  # from jobReport.json
@@ -137,7 +139,12 @@ def run_once(ctx: Context) -> bool:
         for job in jobs_ok:
             if job.decision is None:
                 overdue = now - job.state_changed_at > seconds(opts.give_up_after)
-                job.decision = judge(job.checks, opts, overdue=overdue)
+                job.decision = judge(
+                    job.checks,
+                    opts,
+                    overdue=overdue,
+                    tries_left=resubmit_invalid_outputs(job.attempts_left),
+                )
             _guarded(ctx, job, lambda j: _settle(ctx, j, opts))
     finally:
         ctx.db.run(lambda conn: release(conn, Layer.PANDA, ctx.owner, [j.pid for j in jobs]))
@@ -196,6 +203,7 @@ def _claim(conn: Connection, ctx: Context) -> list[_Job]:
             c.c.worker_node,
             c.c.started_at,
             c.c.ended_at,
+            c.c.attempts_left,
         )
         .select_from(t.outerjoin(c, sa.and_(c.c.panda_job_id == t.c.id, is_latest_ce_job())))
         .where(t.c.id.in_(ids))
@@ -227,6 +235,7 @@ def _claim(conn: Connection, ctx: Context) -> list[_Job]:
                 worker_node=row.worker_node,
                 started_at=row.started_at,
                 ended_at=row.ended_at,
+                attempts_left=row.attempts_left,
             )
         )
     return jobs
