@@ -6,10 +6,12 @@ import os
 import subprocess
 import sys
 import threading
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 
+from act.arc.backend import FetchError as ArcFetchError
+from act.arc.backend import _open_below
 from act.common import safe_paths
 from act.common.safe_paths import (
     UnsafePath,
@@ -19,6 +21,8 @@ from act.common.safe_paths import (
     relative_parts,
     safe_relative,
 )
+from act.condor.outputs import FetchError as CondorFetchError
+from act.condor.outputs import copy_tree
 
 GOOD = [
     ("a", ["a"], "a"),
@@ -235,3 +239,29 @@ def test_a_tarball_may_go_deeper_than_path_max() -> None:
     assert len(relative_parts(deep, max_path=None)) == 21
     with pytest.raises(UnsafePath, match="component is longer"):
         relative_parts("x" * 256, max_path=None)
+
+
+# -- where the callers were weaker before: a FIFO in the destination blocked their write ----------
+
+
+@pytest.mark.timeout(20)
+def test_a_fifo_in_the_destination_no_longer_blocks_the_fetches(tmp_path: Path) -> None:
+    source = tmp_path / "initialdir"
+    (source / "sub").mkdir(parents=True)
+    (source / "sub" / "out.txt").write_text("data")
+    (source / "top.txt").write_text("top")
+    dest = tmp_path / "dest"
+    (dest / "sub").mkdir(parents=True)
+    os.mkfifo(dest / "sub" / "out.txt")
+    with pytest.raises(CondorFetchError, match="not a regular file in the destination"):
+        copy_tree(source, dest, max_bytes=1 << 20, max_files=10)
+    os.mkfifo(dest / "arc.txt")
+    with pytest.raises(ArcFetchError, match="not a regular file in the destination"):
+        _open_below(dest, PurePosixPath("arc.txt"))
+
+
+def test_an_initialdir_that_is_a_symlink_is_a_fetch_error(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "alias").symlink_to(tmp_path / "real")
+    with pytest.raises(CondorFetchError, match="initialdir"):
+        copy_tree(tmp_path / "alias", tmp_path / "dest", max_bytes=1, max_files=1)
