@@ -19,7 +19,7 @@ dropped connections or lost replies (``inject``), an outage (``outage``/``restor
 refused), per-job commands (``set_command``), role refusal (``refuse_role``), token checks
 (``accepted_tokens``). With ``sent_timeout`` it hands a job out again when no update followed
 its hand-out for that long, as PanDA does with jobs stuck in "sent" (``nSent`` counts them).
-Run it with ``python -m act.atlas.panda_testserver --port N --jobs N``.
+Run it with ``python -m act.testing.panda --port N --jobs N``.
 """
 
 from __future__ import annotations
@@ -1274,7 +1274,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m act.atlas.panda_testserver",
+        prog="python -m act.testing.panda",
         description="A PanDA server TEST DOUBLE for demos and benchmarks (not PanDA).",
     )
     parser.add_argument("--host", default="127.0.0.1")
