@@ -28,8 +28,7 @@ from act.common.timeutil import utcnow
 from act.common.transitions import create_jobs, transition
 from act.service.daemons import resolve
 from act.service.settings import Settings
-from act.testing.panda import PandaTestServer, Received
-from act.testing.panda import server as panda_server
+from act.testing.panda import PandaTestServer, Received, new_api
 from tests.support.contexts import daemon_context
 from tests.support.dbs import url_text
 from tests.support.jobs import ce_row, make_jobs
@@ -583,7 +582,7 @@ def test_a_job_panda_refuses_is_retried_with_backoff(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     bad, good = jobs_in(db, server, "running", 2)
-    original = panda_server._NewApi._one_update
+    original = new_api.NewApi._one_update
 
     def refuse_bad(api: Any, params: Any) -> tuple[bool, str, Any]:
         """The TEST DOUBLE answering a database error for one job (StatusCode 30)."""
@@ -591,7 +590,7 @@ def test_a_job_panda_refuses_is_retried_with_backoff(
             return False, "failed to update the job", {"StatusCode": 30}
         return original(api, params)
 
-    monkeypatch.setattr(panda_server._NewApi, "_one_update", refuse_bad)
+    monkeypatch.setattr(new_api.NewApi, "_one_update", refuse_bad)
     ctx = context(db, server, retry_backoff=60.0)
     panda_job_id = row(db, bad).id
     for endpoint in ("old-ce.example", "new-ce.example"):  # the log lines name the newest CE job's

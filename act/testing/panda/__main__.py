@@ -2,6 +2,6 @@
 
 import sys
 
-from act.testing.panda.server import main
+from act.testing.panda.cli import main
 
 sys.exit(main())
