@@ -48,7 +48,8 @@ from act.common.schema import transitions as history
 from act.common.states import Layer
 from act.common.timeutil import utcnow
 from act.ctl import report
-from act.engine import fetcher, poller, submitter
+from act.engine import fetcher, poller
+from act.engine.submitter import jobs as submitter_jobs
 from act.engine.work import claim_jobs
 from act.service.metrics_daemon import read_snapshot
 from act.service.settings import Settings
@@ -318,7 +319,7 @@ def queries_of(db: Database) -> dict[str, Callable[[], None]]:
     return {
         "translator claim": translator_claim,
         "submitter claim (tosubmit)": lambda: _full(
-            "submitter", submitter._claim(ctx["submitter"], "tosubmit"), batch
+            "submitter", submitter_jobs.claim(ctx["submitter"], "tosubmit"), batch
         ),
         "poller claim (due)": poller_claim,
         "fetcher claim": lambda: _full(
