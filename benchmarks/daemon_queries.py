@@ -37,7 +37,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from act.atlas import propagator, translator, validator
+from act.atlas import translator, validator
+from act.atlas.propagator import jobs as propagator_jobs
 from act.common import job_counts
 from act.common.claims import claim
 from act.common.config import DaemonSettings
@@ -291,7 +292,7 @@ def queries_of(db: Database) -> dict[str, Callable[[], None]]:
 
     def propagator_claim() -> None:
         c = ctx["propagator"]
-        got = c.db.run(lambda conn: propagator._claim(conn, c, batch))
+        got = c.db.run(lambda conn: propagator_jobs.claim_due(conn, c, batch))
         _full("propagator", got, batch)
 
     def metrics_snapshot() -> None:

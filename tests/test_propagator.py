@@ -15,7 +15,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
-from act.atlas.propagator import CRASH_POINT, DAEMON, TOLD, PropagatorOptions, run_once
+from act.atlas.propagator import DAEMON, PropagatorOptions, run_once
+from act.atlas.propagator.jobs import CRASH_POINT, TOLD
 from act.atlas.reporting import due_now, report_fields, with_report
 from act.common.config import DaemonSettings
 from act.common.daemon import Context, run_daemon
