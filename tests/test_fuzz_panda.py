@@ -78,7 +78,7 @@ def _client(api: str) -> tuple[PandaClient, _FixedSession]:
     )
     client = PandaClient(settings, NoCredentials())
     session = _FixedSession()
-    client._session = session  # type: ignore[assignment]
+    client._transport.session = session  # type: ignore[assignment]
     return client, session
 
 

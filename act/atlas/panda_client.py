@@ -22,6 +22,9 @@ The same holds for ``acquire_event_ranges``.
 Roles: calls for managed jobs use the ``production`` role's credential, ``prod_source_label``
 ``user``/``panda`` the ``pilot`` role's; heartbeats, status and event calls use ``production``
 (or ``pilot`` when only that one is configured). A ``role=`` keyword overrides the choice.
+
+The session, credentials and retries are :mod:`act.atlas.panda_transport`'s; reading the
+replies is :mod:`act.atlas.panda_replies`'s.
 """
 
 from __future__ import annotations
@@ -29,15 +32,9 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
-import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
-
-import requests
-import requests.adapters
-import urllib3.exceptions
 
 from act.atlas import panda_replies as replies
 from act.atlas.credentials import CredentialSource
@@ -50,12 +47,12 @@ from act.atlas.panda_errors import (
     error_kind,
 )
 from act.atlas.panda_settings import PandaServerSettings
+from act.atlas.panda_transport import BUG_SEEN, PandaTransport
 from act.atlas.panda_types import AcquiredJob, JobUpdate, UpdateResult
 from act.atlas.pilot_times import panda_text
-from act.atlas.update_fields import LEGACY_TO_NEW, Fields, for_legacy_api, for_new_api, form_text
+from act.atlas.update_fields import LEGACY_TO_NEW, Fields, for_legacy_api, for_new_api
 from act.common import metrics
 from act.common.logs import job_log
-from act.common.timeutil import backoff
 
 __all__ = [
     "AcquiredJob",
@@ -116,24 +113,8 @@ class PandaClient:
         self.settings = settings
         self.credentials = credentials
         self.log = log or logging.getLogger("act.atlas.panda_client")
-        self._base = settings.url.rstrip("/")
         self._legacy = settings.api == "legacy"
-        self._session = requests.Session()
-        self._session.trust_env = False  # REQUESTS_CA_BUNDLE must not replace panda.ca
-        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=16, max_retries=0)
-        self._session.mount("https://", adapter)
-        self._session.mount("http://", adapter)
-        if settings.insecure:
-            self.log.warning(
-                "panda.insecure is set: the PanDA server's TLS certificate is NOT verified"
-            )
-            self._session.verify = False
-        else:
-            self._session.verify = settings.ca if settings.ca else True
-        self._timeout = (settings.timeout.connect, settings.timeout.read)
-        self._origins = {str(role): c.origin for role, c in settings.roles.items() if c.origin}
-        self._event_bug_logged = False
-        self._cert_files: dict[str, tuple[int, int, int]] = {}
+        self._transport = PandaTransport(settings, credentials, self.log)
 
     # -- jobs --------------------------------------------------------------------------------
 
@@ -201,12 +182,12 @@ class PandaClient:
         """Send one heartbeat; a per-job refusal is a result with ``ok=False``, not an error."""
         roles = [role] if role else _roles_for_label(None)
         if self._legacy:
-            text = self._post(
+            text = self._transport.post(
                 "updateJob", self._legacy_fields(update), roles, pandaid=update.pandaid
             )
             return replies.legacy_update_result("updateJob", update.pandaid, text)
         body = self._new_fields(update)
-        text = self._post("pilot/update_job", body, roles, pandaid=update.pandaid)
+        text = self._transport.post("pilot/update_job", body, roles, pandaid=update.pandaid)
         envelope = replies.envelope("pilot/update_job", text, pandaid=update.pandaid)
         if not envelope["success"] and replies.is_auth(envelope):
             raise PandaAuthError(
@@ -224,10 +205,10 @@ class PandaClient:
         roles = [role] if role else _roles_for_label(None)
         if self._legacy:
             job_list = json.dumps([self._legacy_fields(update) for update in updates])
-            text = self._post("updateJobsInBulk", {"jobList": job_list}, roles)
+            text = self._transport.post("updateJobsInBulk", {"jobList": job_list}, roles)
             return replies.legacy_bulk_results(text, updates)
         body = {"job_list": [self._new_fields(update) for update in updates]}
-        text = self._post("pilot/update_jobs_bulk", body, roles)
+        text = self._transport.post("pilot/update_jobs_bulk", body, roles)
         envelope = replies.envelope("pilot/update_jobs_bulk", text)
         if not envelope["success"]:
             replies.refuse("pilot/update_jobs_bulk", envelope)
@@ -253,7 +234,7 @@ class PandaClient:
             return {}
         roles = [role] if role else _roles_for_label(None)
         if self._legacy:
-            text = self._post("getStatus", {"ids": " ".join(map(str, pandaids))}, roles)
+            text = self._transport.post("getStatus", {"ids": " ".join(map(str, pandaids))}, roles)
             reply = replies.legacy_reply("getStatus", text)
             replies.check_legacy_code("getStatus", replies.status_code("getStatus", reply), reply)
             status = reply.get("status")
@@ -262,7 +243,7 @@ class PandaClient:
                 raise replies.reply_error("getStatus", "status list does not match the ids", text)
             pairs = zip(pandaids, values, strict=True)
             return {pid: replies.norm_status(str(value)) for pid, value in pairs}
-        text = self._get("pilot/get_job_status", {"job_ids": list(pandaids)}, roles)
+        text = self._transport.get("pilot/get_job_status", {"job_ids": list(pandaids)}, roles)
         envelope = replies.envelope("pilot/get_job_status", text)
         if not envelope["success"]:
             replies.refuse("pilot/get_job_status", envelope)
@@ -305,7 +286,9 @@ class PandaClient:
                 "nRanges": n_ranges,
                 **extra,
             }
-            text = self._post("getEventRanges", params, roles, pandaid=pandaid, repeatable=False)
+            text = self._transport.post(
+                "getEventRanges", params, roles, pandaid=pandaid, repeatable=False
+            )
             reply = replies.legacy_reply("getEventRanges", text, pandaid=pandaid)
             code = replies.status_code("getEventRanges", reply, pandaid=pandaid)
             replies.check_legacy_code("getEventRanges", code, reply, pandaid=pandaid)
@@ -325,7 +308,7 @@ class PandaClient:
                 "n_ranges": n_ranges,
                 **extra,
             }
-            text = self._post(
+            text = self._transport.post(
                 "event/acquire_event_ranges", body, roles, pandaid=pandaid, repeatable=False
             )
             envelope = replies.envelope("event/acquire_event_ranges", text, pandaid=pandaid)
@@ -351,18 +334,18 @@ class PandaClient:
         roles = [role] if role else _roles_for_label(None)
         payload = _dumps([dict(r) for r in ranges])
         if self._legacy:
-            text = self._post("updateEventRanges", {"eventRanges": payload}, roles)
+            text = self._transport.post("updateEventRanges", {"eventRanges": payload}, roles)
             reply = replies.legacy_reply("updateEventRanges", text)
             code = replies.status_code("updateEventRanges", reply)
             replies.check_legacy_code("updateEventRanges", code, reply)
             return
-        text = self._post(
+        text = self._transport.post(
             "event/update_event_ranges",
             {"event_ranges": payload},
             roles,
             bug_500=_EVENT_RANGES_BUG,
         )
-        if text is _BUG_SEEN:
+        if text is BUG_SEEN:
             return
         envelope = replies.envelope("event/update_event_ranges", text)
         if not envelope["success"]:
@@ -373,33 +356,11 @@ class PandaClient:
     def is_alive(self) -> bool:
         """True if the server answers its liveness call (no retries). The production credential
         is presented if usable (a server may require a client certificate for the handshake)."""
-        path = "/server/panda/isAlive" if self._legacy else "/api/v1/system/is_alive"
-        headers = {"Accept": "application/json"}
-        try:
-            cert = self._auth(_roles_for_label(None), headers, "is_alive")
-        except PandaAuthError:
-            cert, headers = None, {"Accept": "application/json"}
-        try:
-            response = self._session.get(
-                self._base + path, headers=headers, cert=cert, timeout=self._timeout
-            )
-        except requests.RequestException as error:
-            self.log.info("PanDA is_alive: %s", _short(error))
-            return False
-        if response.status_code != 200:
-            return False
-        text = response.text
-        if self._legacy:
-            return "alive=yes" in text or '"alive": "yes"' in text
-        try:
-            reply = json.loads(text)
-        except ValueError:
-            return False
-        return isinstance(reply, dict) and reply.get("success") is True
+        return self._transport.is_alive(_roles_for_label(None))
 
     def close(self) -> None:
         """Close the kept-alive connections."""
-        self._session.close()
+        self._transport.close()
 
     def __enter__(self) -> PandaClient:
         return self
@@ -418,180 +379,10 @@ class PandaClient:
     ) -> str:
         """Ask for jobs once (never repeated: PanDA may have handed them out) and give the
         reply text to ``on_reply`` before anything parses it."""
-        text = self._post(method, body, roles, repeatable=False)
+        text = self._transport.post(method, body, roles, repeatable=False)
         if on_reply is not None:
             on_reply(text)
         return text
-
-    def _post(
-        self,
-        method: str,
-        body: Mapping[str, Any],
-        roles: Sequence[str],
-        *,
-        pandaid: int | None = None,
-        bug_500: str | None = None,
-        repeatable: bool = True,
-    ) -> str:
-        if self._legacy:
-            form = {key: _form_value(value) for key, value in body.items() if value is not None}
-            return self._request(
-                "POST", method, roles, pandaid=pandaid, data=form, repeatable=repeatable
-            )
-        return self._request(
-            "POST",
-            method,
-            roles,
-            pandaid=pandaid,
-            json_body=dict(body),
-            bug_500=bug_500,
-            repeatable=repeatable,
-        )
-
-    def _get(self, method: str, params: Mapping[str, Any], roles: Sequence[str]) -> str:
-        return self._request("GET", method, roles, params=dict(params))
-
-    def _request(
-        self,
-        http_method: str,
-        method: str,
-        roles: Sequence[str],
-        *,
-        pandaid: int | None = None,
-        data: Mapping[str, str] | None = None,
-        json_body: Mapping[str, Any] | None = None,
-        params: Mapping[str, Any] | None = None,
-        bug_500: str | None = None,
-        repeatable: bool = True,
-    ) -> str:
-        """The reply text of a 200 answer; retries transport errors (only those where PanDA
-        certainly did not act unless ``repeatable``)."""
-        prefix = "/server/panda/" if self._legacy else "/api/v1/"
-        url = self._base + prefix + method
-        headers = {"Accept": "application/json"}
-        cert = self._auth(roles, headers, method)
-        attempts = self.settings.retries + 1
-        for attempt in range(1, attempts + 1):
-            try:
-                return self._once(
-                    http_method,
-                    url,
-                    method,
-                    headers,
-                    cert,
-                    pandaid=pandaid,
-                    data=data,
-                    json_body=json_body,
-                    params=params,
-                    bug_500=bug_500,
-                )
-            except PandaTransportError as error:
-                if attempt == attempts or not (repeatable or error.unsent):
-                    raise
-                delay = backoff(self.settings.backoff, self.settings.backoff_max, attempt)
-                log = job_log(self.log, pandaid=pandaid) if pandaid is not None else self.log
-                log.warning("%s; retry %d of %d in %.1fs", error, attempt, attempts - 1, delay)
-                time.sleep(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _once(
-        self,
-        http_method: str,
-        url: str,
-        method: str,
-        headers: Mapping[str, str],
-        cert: tuple[str, str] | None,
-        *,
-        pandaid: int | None,
-        data: Mapping[str, str] | None,
-        json_body: Mapping[str, Any] | None,
-        params: Mapping[str, Any] | None,
-        bug_500: str | None,
-    ) -> str:
-        try:
-            response = self._session.request(
-                http_method,
-                url,
-                headers=headers,
-                data=data,
-                json=json_body,
-                params=params,
-                cert=cert,
-                timeout=self._timeout,
-            )
-        except requests.RequestException as error:
-            raise PandaTransportError(
-                method,
-                _short(error),
-                pandaid=pandaid,
-                unsent=_unsent(error),
-                kind=_transport_kind(error),
-            ) from None
-        status = response.status_code
-        text = response.text
-        if status == 200:
-            if replies.server_timeout(text):
-                raise PandaTransportError(
-                    method,
-                    f"server-side timeout: {replies.excerpt(text)}",
-                    pandaid=pandaid,
-                    unsent=True,
-                    kind="server_timeout",
-                )
-            return text
-        if bug_500 is not None and status == 500 and bug_500 in text.lower():
-            if not self._event_bug_logged:
-                self._event_bug_logged = True
-                self.log.warning(
-                    "PanDA %s answered HTTP 500 (%s) after doing its work, a known server bug "
-                    "(panda-server 1.0.4): treated as done; not logged again",
-                    method,
-                    replies.excerpt(text, 80),
-                )
-            return _BUG_SEEN
-        cause = f"HTTP {status}: {replies.excerpt(text)}"
-        if status >= 500:
-            raise PandaTransportError(
-                method, cause, pandaid=pandaid, unsent=status in (502, 503), kind="http_5xx"
-            )
-        if status in (401, 403) and (status == 401 or replies.is_auth_text(text)):
-            raise PandaAuthError(method, cause, pandaid=pandaid)
-        raise PandaRefused(method, cause, pandaid=pandaid)
-
-    def _auth(
-        self, roles: Sequence[str], headers: dict[str, str], method: str
-    ) -> tuple[str, str] | None:
-        """The client cert for the first role that has a credential, or its token headers."""
-        for role in roles:
-            try:
-                pair = self.credentials.cert_pair(role)
-                token = None if pair else self.credentials.bearer(role)
-            except PandaAuthError as error:
-                raise PandaAuthError(method, error.cause) from None
-            if pair:
-                self._reconnect_if_changed(pair[0])
-                return pair
-            if token:
-                headers["Authorization"] = f"Bearer {token}"
-                origin = self._origins.get(role)
-                if origin:
-                    headers["Origin"] = origin
-                return None
-        return None
-
-    def _reconnect_if_changed(self, path: str) -> None:
-        """Drop kept-alive connections when a certificate file changed (a renewed or replaced
-        proxy): they would go on presenting the old one."""
-        try:
-            info = os.stat(path)
-        except OSError:
-            return
-        key = (info.st_ino, info.st_mtime_ns, info.st_size)
-        known = self._cert_files.get(path)
-        self._cert_files[path] = key
-        if known is not None and known != key:
-            self.log.info("client certificate %s changed: reconnecting", path)
-            self._session.close()
 
     # -- replies ----------------------------------------------------------------------------
 
@@ -629,45 +420,11 @@ class PandaClient:
             log.warning("field not sent (the %s API would refuse it): %s", api, problem)
 
 
-class _BugSeen(str):
-    __slots__ = ()
-
-
-_BUG_SEEN = _BugSeen("")
-
-
 # -- helpers (module level: pure functions) -----------------------------------------------------
 
 
 def _roles_for_label(label: str | None) -> list[str]:
     return ["pilot", "production"] if label in _PILOT_LABELS else ["production", "pilot"]
-
-
-def _unsent(error: requests.RequestException) -> bool:
-    """True if the request certainly never reached PanDA (no connection or no TLS session)."""
-    if isinstance(error, (requests.exceptions.ConnectTimeout, requests.exceptions.SSLError)):
-        return True
-    if isinstance(error, requests.exceptions.ConnectionError):
-        reason = error.args[0] if error.args else None
-        inner = getattr(reason, "reason", reason)
-        return isinstance(inner, urllib3.exceptions.NewConnectionError)
-    return False
-
-
-def _transport_kind(error: requests.RequestException) -> str:
-    """The ``kind`` of a PandaTransportError for a requests error."""
-    if isinstance(error, requests.exceptions.SSLError):
-        return "tls"
-    if isinstance(error, requests.exceptions.Timeout):
-        return "timeout"
-    if isinstance(error, requests.exceptions.ConnectionError):
-        return "connection"
-    return "transport"
-
-
-def _short(error: BaseException) -> str:
-    text = str(error) or type(error).__name__
-    return f"{type(error).__name__}: {replies.excerpt(text)}"
 
 
 def _panda_time(value: datetime) -> str:
@@ -683,10 +440,6 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, datetime):
         return _panda_time(value)
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def _form_value(value: Any) -> str:
-    return form_text(value)
 
 
 def _as_int(value: int | str) -> int | str:
