@@ -37,8 +37,8 @@ The daemon's ``lease`` must be longer than one CE call (``engine.ces.<name>.time
 that expires while its submitter still waits for the CE would be reconciled under its feet. The
 submitter renews its claims before each call and warns at start-up if the lease is too short.
 
-The steps live in :mod:`.reconcile` (1), :mod:`.restarts` (2 and 3), :mod:`.budgets` (which CE
-each job goes to) and :mod:`.submit` (the batches); :mod:`.jobs` has what they share.
+The steps live in :mod:`.reconciliation` (1), :mod:`.restarts` (2 and 3), :mod:`.budgets` (which CE
+each job goes to) and :mod:`.submission` (the batches); :mod:`.jobs` has what they share.
 """
 
 from __future__ import annotations
@@ -46,9 +46,9 @@ from __future__ import annotations
 from act.common.daemon import DaemonSpec, NoOptions
 from act.engine.config import Context
 from act.engine.runtime import pool
-from act.engine.submitter.reconcile import reconcile
+from act.engine.submitter.reconciliation import reconcile
 from act.engine.submitter.restarts import rerun, resubmit
-from act.engine.submitter.submit import submit
+from act.engine.submitter.submission import submit
 
 
 def _check_lease(ctx: Context) -> None:
