@@ -19,7 +19,9 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
 from act.arc import adl, xrsl
-from act.arc.backend import ArcBackend, FetchError, _open_below, _safe_relative, job_status
+from act.arc.backend import ArcBackend
+from act.arc.download import FetchError, _open_below, _safe_relative
+from act.arc.jobstate import job_status
 from act.arc.proxy import (
     PROXY_CERT_INFO,
     Credential,

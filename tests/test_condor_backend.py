@@ -17,7 +17,7 @@ import classad2
 import htcondor2
 import pytest
 
-from act.condor.backend import ids_constraint, job_status, tokens_constraint
+from act.condor.ads import ids_constraint, job_status, tokens_constraint
 from act.condor.fake_schedd import FakeSchedd
 from act.condor.options import CondorOptions
 from act.condor.schedd import ScheddUnavailable, open_schedd

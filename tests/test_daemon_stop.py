@@ -27,8 +27,8 @@ from sqlalchemy.engine import URL
 from act.atlas import propagator, runtime, validator
 from act.atlas.credentials import NoCredentials
 from act.atlas.panda_client import PandaClient, PandaTransportError
-from act.atlas.panda_testserver import PandaTestServer
 from act.atlas.propagator import PropagatorOptions
+from act.atlas.propagator import send as send_module
 from act.common import exitcodes
 from act.common.db import Database
 from act.common.schema import panda_jobs
@@ -36,6 +36,7 @@ from act.common.states import Layer
 from act.common.timeutil import utcnow
 from act.engine.fetcher import run_once
 from act.service.settings import Settings
+from act.testing.panda import PandaTestServer
 from tests.support import validating
 from tests.support.contexts import daemon_context
 from tests.support.follow import context, put_job, row_of, submit_at_ce
@@ -163,7 +164,7 @@ def test_the_propagator_stops_between_batches_and_hands_the_rest_back(
         options = PropagatorOptions(batch_size=5, in_flight=1, outage_backoff=0.0)
         ctx = daemon_context(db, settings, "propagator", options=options)
         client = runtime.panda_client(ctx, retries=0)
-        monkeypatch.setattr(propagator, "_batches", lambda sends, *_: [[s] for s in sends])
+        monkeypatch.setattr(send_module, "in_batches", lambda sends, *_: [[s] for s in sends])
         if when == "building the reports":
             build = propagator.report_of
 

@@ -21,7 +21,6 @@ import pytest
 import sqlalchemy as sa
 
 from act.atlas import pilot_files
-from act.atlas.panda_testserver import make_job_spec
 from act.atlas.translate.jobfile import form_text
 from act.common import safe_tar
 from act.common.db import Database
@@ -29,6 +28,7 @@ from act.common.schema import panda_jobs
 from act.demo import pilot, run
 from act.local.stageout import Uploader, stage_out
 from act.service.settings import load_settings
+from act.testing.panda import make_job_spec
 from tests.conftest import REPO
 
 PIPELINE = (

@@ -27,7 +27,6 @@ from act.atlas.fetcher import FetcherOptions
 from act.atlas.fetcher import run_once as fetch_once
 from act.atlas.panda_client import JobUpdate, PandaClient, PandaError
 from act.atlas.panda_settings import PandaServerSettings
-from act.atlas.panda_testserver import PandaTestServer, make_job_spec
 from act.atlas.translator import TranslatorOptions
 from act.atlas.translator import run_once as translate_once
 from act.common.db import Database
@@ -35,6 +34,7 @@ from act.common.schema import panda_jobs
 from act.common.states import Actor, Layer
 from act.common.transitions import create_jobs
 from act.service.settings import Settings
+from act.testing.panda import PandaTestServer, make_job_spec
 from tests.support.contexts import daemon_context
 from tests.support.fuzzing import (
     DEFAULT,
@@ -78,7 +78,7 @@ def _client(api: str) -> tuple[PandaClient, _FixedSession]:
     )
     client = PandaClient(settings, NoCredentials())
     session = _FixedSession()
-    client._session = session  # type: ignore[assignment]
+    client._transport.session = session  # type: ignore[assignment]
     return client, session
 
 

@@ -13,7 +13,6 @@ import pytest
 import sqlalchemy as sa
 
 from act.atlas import app_status, fetcher, translator, validator
-from act.atlas.panda_testserver import PandaTestServer
 from act.common.daemon import Context
 from act.common.db import Database
 from act.common.schema import ce_jobs, panda_jobs
@@ -22,6 +21,7 @@ from act.engine import fetcher as ce_fetcher
 from act.engine.runtime import pool
 from act.service.daemons import resolve
 from act.service.settings import Settings
+from act.testing.panda import PandaTestServer
 from tests.support.bridge import FINISHING_PILOT, as_read_by_the_pilot
 from tests.support.follow import context
 from tests.support.panda import settings_for

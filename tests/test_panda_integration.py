@@ -33,7 +33,6 @@ from act.atlas.panda_client import (
     PandaTransportError,
 )
 from act.atlas.panda_settings import PandaServerSettings
-from act.atlas.panda_testserver import TestCA
 from act.atlas.propagator import PropagatorOptions
 from act.atlas.reporting import due_now, with_report
 from act.common.daemon import Context
@@ -42,6 +41,7 @@ from act.common.schema import ce_jobs, panda_jobs, transitions
 from act.common.states import Actor, Layer
 from act.common.transitions import create_jobs
 from act.service.daemons import resolve
+from act.testing.panda import TestCA
 from tests.support.bridge import (
     LOCAL_CE,
     NODE,

@@ -1,4 +1,4 @@
-"""The propagator against the PanDA TEST DOUBLE (act.atlas.panda_testserver), on every backend."""
+"""The propagator against the PanDA TEST DOUBLE (act.testing.panda), on every backend."""
 
 from __future__ import annotations
 
@@ -15,9 +15,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
-from act.atlas import panda_testserver
-from act.atlas.panda_testserver import PandaTestServer, Received
-from act.atlas.propagator import CRASH_POINT, DAEMON, TOLD, PropagatorOptions, run_once
+from act.atlas.propagator import DAEMON, PropagatorOptions, run_once
+from act.atlas.propagator.jobs import CRASH_POINT, TOLD
 from act.atlas.reporting import due_now, report_fields, with_report
 from act.common.config import DaemonSettings
 from act.common.daemon import Context, run_daemon
@@ -30,6 +29,7 @@ from act.common.timeutil import utcnow
 from act.common.transitions import create_jobs, transition
 from act.service.daemons import resolve
 from act.service.settings import Settings
+from act.testing.panda import PandaTestServer, Received, new_api
 from tests.support.contexts import daemon_context
 from tests.support.dbs import url_text
 from tests.support.jobs import ce_row, make_jobs
@@ -583,7 +583,7 @@ def test_a_job_panda_refuses_is_retried_with_backoff(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     bad, good = jobs_in(db, server, "running", 2)
-    original = panda_testserver._NewApi._one_update
+    original = new_api.NewApi._one_update
 
     def refuse_bad(api: Any, params: Any) -> tuple[bool, str, Any]:
         """The TEST DOUBLE answering a database error for one job (StatusCode 30)."""
@@ -591,7 +591,7 @@ def test_a_job_panda_refuses_is_retried_with_backoff(
             return False, "failed to update the job", {"StatusCode": 30}
         return original(api, params)
 
-    monkeypatch.setattr(panda_testserver._NewApi, "_one_update", refuse_bad)
+    monkeypatch.setattr(new_api.NewApi, "_one_update", refuse_bad)
     ctx = context(db, server, retry_backoff=60.0)
     panda_job_id = row(db, bad).id
     for endpoint in ("old-ce.example", "new-ce.example"):  # the log lines name the newest CE job's

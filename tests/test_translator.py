@@ -15,7 +15,6 @@ from urllib.parse import parse_qsl, urlencode
 import pytest
 import sqlalchemy as sa
 
-from act.atlas.panda_testserver import PandaTestServer, make_job_spec
 from act.atlas.reporting import report_fields
 from act.atlas.translator import TranslatorOptions, run_once
 from act.common.daemon import Context
@@ -26,6 +25,7 @@ from act.common.timeutil import utcnow
 from act.common.transitions import create_jobs, transition
 from act.local.description import LocalJob
 from act.service.settings import Settings
+from act.testing.panda import PandaTestServer, make_job_spec
 from tests.support.contexts import daemon_context
 from tests.support.panda import settings_for
 
