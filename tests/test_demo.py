@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import sysconfig
 import time
 import zlib
 from pathlib import Path
@@ -20,6 +21,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 import sqlalchemy as sa
 
+import act
 from act.atlas import pilot_files
 from act.atlas.panda_testserver import make_job_spec
 from act.atlas.translate.jobfile import form_text
@@ -191,9 +193,10 @@ def test_without_a_source_tree_the_template_comes_from_share_act_etc(
     installed = tmp_path / "share" / "act" / "etc" / "act-demo.yaml"
     installed.parent.mkdir(parents=True)
     installed.write_text((REPO / "etc" / "act-demo.yaml").read_text())
-    monkeypatch.setattr(run.act, "__file__", str(site / "act" / "__init__.py"))
-    monkeypatch.setattr(run.sys, "prefix", str(tmp_path))
-    monkeypatch.setattr(run.sysconfig, "get_path", lambda *_: str(tmp_path / "user"))
+    # the modules act.demo.run reads these from (its act, sys and sysconfig are these modules)
+    monkeypatch.setattr(act, "__file__", str(site / "act" / "__init__.py"))
+    monkeypatch.setattr(sys, "prefix", str(tmp_path))
+    monkeypatch.setattr(sysconfig, "get_path", lambda *_: str(tmp_path / "user"))
     assert run.template_path() == installed
     installed.unlink()
     with pytest.raises(run.DemoError, match="demo config not found"):

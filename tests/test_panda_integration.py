@@ -24,6 +24,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
+from act.atlas.config import Context
 from act.atlas.credentials import FileCredentials
 from act.atlas.panda_client import (
     JobUpdate,
@@ -36,7 +37,6 @@ from act.atlas.panda_settings import PandaServerSettings
 from act.atlas.panda_testserver import TestCA
 from act.atlas.propagator import PropagatorOptions
 from act.atlas.reporting import due_now, with_report
-from act.common.daemon import Context
 from act.common.db import Database
 from act.common.schema import ce_jobs, panda_jobs, transitions
 from act.common.states import Actor, Layer

@@ -13,9 +13,10 @@ import pytest
 from sqlalchemy.engine import URL
 
 from act.common import exitcodes
-from act.common.daemon import Context, DaemonSpec, run_daemon
+from act.common.daemon import DaemonSpec, run_daemon
 from act.common.db import Database
 from act.engine.backend import BACKENDS, CE, CEState, CEUnavailable, SubmitRequest, make_backend
+from act.engine.config import Context
 from act.engine.runtime import pool
 from act.engine.settings import CESettings
 from act.service.settings import Settings
