@@ -59,6 +59,7 @@ from act.condor.submission import (
 )
 from act.engine.backend import (
     CE,
+    BackendFactory,
     CEState,
     CEUnavailable,
     Fetched,
@@ -509,6 +510,12 @@ class CondorBackend:
 
 
 # ------------------------------------------------------------------------ helpers ---
+#: What make_backend builds this back end with (BACKENDS names CondorBackend), declared so that mypy
+#: checks it (make check): built with the engine's keywords, it is a Backend. A method missing or
+#: of another signature fails the type check, not the first daemon that calls it.
+backend_factory: BackendFactory = CondorBackend
+
+
 def ids_constraint(ids: Iterable[str]) -> str:
     """A constraint matching ``<cluster>.<proc>`` ids, grouped by cluster."""
     procs: dict[int, list[int]] = defaultdict(list)

@@ -45,6 +45,7 @@ from act.common.logs import job_log
 from act.common.section import Section
 from act.engine.backend import (
     CE,
+    BackendFactory,
     CEState,
     CEUnavailable,
     Fetched,
@@ -547,6 +548,12 @@ class LocalBackend:
 
     def close(self) -> None:
         self._options.clear()
+
+
+#: What make_backend builds this back end with (BACKENDS names LocalBackend), declared so that mypy
+#: checks it (make check): built with the engine's keywords, it is a Backend. A method missing or
+#: of another signature fails the type check, not the first daemon that calls it.
+backend_factory: BackendFactory = LocalBackend
 
 
 class _InputError(ValueError):
