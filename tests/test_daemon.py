@@ -307,7 +307,8 @@ class _Closeable:
 def test_what_the_daemon_keeps_in_its_cache_is_closed_at_stop(
     db: Database, db_url: URL, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    kept = {"first": _Closeable(OSError("disk gone")), "second": _Closeable(), "plain": object()}
+    first, second = _Closeable(OSError("disk gone")), _Closeable()
+    kept = {"first": first, "second": second, "plain": object()}
     seen: list[Context[CommonSettings]] = []
 
     def keep(ctx: Context[CommonSettings]) -> bool:
@@ -318,7 +319,7 @@ def test_what_the_daemon_keeps_in_its_cache_is_closed_at_stop(
     settings = _settings(db_url, tmp_path)
     with caplog.at_level(logging.ERROR, logger="act"):
         assert run_daemon(DaemonSpec(run_once=keep), settings, "mover", once=True, db=db) == 0
-    assert kept["first"].closed == 1 and kept["second"].closed == 1  # type: ignore[attr-defined]
+    assert first.closed == 1 and second.closed == 1
     assert seen[0].cache == {}
     (line,) = [r.getMessage() for r in caplog.records]
     assert "cannot close first at stop" in line and "disk gone" in line

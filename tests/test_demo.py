@@ -388,14 +388,16 @@ def test_progress_is_redrawn_in_place_on_a_terminal_and_throttled_otherwise() ->
     tty.show("one", 0.0)
     tty.show("two", 0.5)
     tty.end()
-    assert tty.stream.getvalue() == "\r\x1b[Kone\r\x1b[Ktwo\n"  # type: ignore[attr-defined]
+    assert isinstance(tty.stream, _Stream)
+    assert tty.stream.getvalue() == "\r\x1b[Kone\r\x1b[Ktwo\n"
 
     plain = run.Display(_Stream(False))
     for step in range(21):  # 10 s in half seconds
         plain.show(f"at {step / 2}", step / 2)
     plain.show("last", 10.2, force=True)
     plain.end()
-    assert plain.stream.getvalue().splitlines() == ["at 0.0", "at 5.0", "at 10.0", "last"]  # type: ignore[attr-defined]
+    assert isinstance(plain.stream, _Stream)
+    assert plain.stream.getvalue().splitlines() == ["at 0.0", "at 5.0", "at 10.0", "last"]
 
 
 @pytest.mark.slow
