@@ -207,7 +207,8 @@ def test_failed_jobs_follow_the_resubmission_rules(
     cases: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
         ("resubmit", lrms, {"attempts_left": 2}, "toresubmit"),
         ("none-left", lrms, {"attempts_left": 1}, "failed"),  # its last one just failed
-        ("restart", staging, {}, "torerun"),
+        ("restart", staging, {"attempts_left": 2}, "torerun"),
+        ("restart-none-left", staging, {"attempts_left": 1}, "failed"),  # a restart is a try
         ("no-restart", job(CEState.FAILED, errors=["Stage-in failed"]), {}, "failed"),
         ("no-match", job(CEState.FAILED, errors=["segfault"]), {}, "failed"),
     ]
@@ -221,6 +222,7 @@ def test_failed_jobs_follow_the_resubmission_rules(
         assert row_of(db, job_id)["state"] == expected, token
     assert "resubmit rule 2" in str(history(db, made[0])[-1][3])
     assert "no attempts left" in str(history(db, made[1])[-1][3])
+    assert "no attempts left" in str(history(db, made[3])[-1][3])
 
 
 def test_a_back_end_that_cannot_restart_fails_the_job(

@@ -20,12 +20,9 @@ What the back end adds to the REST calls:
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import logging
 import os
 import re
-import stat
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path, PurePosixPath
@@ -44,6 +41,7 @@ from act.arc.rest import (
     as_list,
     ensure_private,
 )
+from act.common import safe_paths
 from act.common.logs import job_log
 from act.common.section import Section
 from act.engine.backend import (
@@ -537,42 +535,29 @@ def job_status(reply: JobResult) -> JobStatus:
 
 
 def _safe_relative(name: str) -> PurePosixPath:
-    path = PurePosixPath(name)
-    if path.is_absolute() or not path.parts or any(p in ("", ".", "..") for p in path.parts):
-        raise FetchError(f"unsafe file name from the CE: {name!r}")
-    if any("\x00" in p or "\\" in p for p in path.parts):
-        raise FetchError(f"unsafe file name from the CE: {name!r}")
-    return path
+    """A file name from the CE's listing, checked by the common rules (act.common.safe_paths);
+    a backslash is refused too (no CE has one in a session directory's names)."""
+    try:
+        parts = safe_paths.relative_parts(name)
+    except safe_paths.UnsafePath as error:
+        raise FetchError(f"unsafe file name from the CE: {name!r} ({error.reason})") from None
+    if "\\" in name:
+        raise FetchError(f"unsafe file name from the CE: {name!r} (backslash)")
+    return PurePosixPath(*parts)
 
 
 def _open_below(dest: Path, relative: PurePosixPath) -> int:
     """Create ``dest/relative`` for writing without following any symlink on the way."""
-    dirfd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
-        for part in relative.parts[:-1]:
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(part, 0o750, dir_fd=dirfd)
-            try:
-                nextfd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dirfd)
-            except OSError as error:
-                if error.errno in (errno.ELOOP, errno.ENOTDIR):
-                    raise FetchError(f"{relative}: {part} is not a plain directory") from None
-                raise
-            os.close(dirfd)
-            dirfd = nextfd
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
-        try:
-            fd = os.open(relative.parts[-1], flags, 0o640, dir_fd=dirfd)
-        except OSError as error:
-            if error.errno == errno.ELOOP:
-                raise FetchError(f"{relative} is a symlink in the destination") from None
-            raise
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise FetchError(f"{relative} is not a regular file in the destination")
-        return fd
-    finally:
-        os.close(dirfd)
+        return safe_paths.open_file(
+            dest, str(relative), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640, create_dirs=True
+        )
+    except safe_paths.UnsafePath as error:
+        if error.reason == safe_paths.SYMLINK:
+            raise FetchError(f"{relative} is a symlink in the destination") from None
+        if error.reason == safe_paths.NOT_REGULAR:
+            raise FetchError(f"{relative} is not a regular file in the destination") from None
+        raise FetchError(f"{relative}: a directory on the way is not a plain directory") from None
 
 
 def _download_tree(

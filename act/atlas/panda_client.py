@@ -14,7 +14,8 @@ One persistent ``requests.Session`` (keep-alive) with ``trust_env = False``, so 
 configured CA (``panda.ca``) is the one used even when ``REQUESTS_CA_BUNDLE`` is set. TLS is
 always verified unless ``panda.insecure: true`` (logged as a warning). Transport errors (connect,
 TLS, timeout, HTTP 5xx, a server-side timeout) are retried ``panda.retries`` times with doubling
-back-off; a PanDA refusal never is. ``acquire_jobs`` is retried only when PanDA certainly did
+back-off (a wait that the daemon's stop ends at once: the call then gives up with its last
+error); a PanDA refusal never is. ``acquire_jobs`` is retried only when PanDA certainly did
 not act (connection refused, TLS handshake, connect timeout, HTTP 502/503, server-side timeout):
 after a lost reply the jobs may have been handed out already, and asking again would take more.
 The same holds for ``acquire_event_ranges``.
@@ -31,7 +32,7 @@ import json
 import logging
 import os
 import re
-import time
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -162,8 +163,12 @@ class PandaClient:
         credentials: CredentialSource,
         *,
         log: logging.Logger | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
         self.settings = settings
+        #: Set when the daemon is asked to stop: a retry's wait ends at once and the call gives
+        #: up with its last error (what the caller does when PanDA stays unreachable).
+        self._stop = stop if stop is not None else threading.Event()
         self.credentials = credentials
         self.log = log or logging.getLogger("act.atlas.panda_client")
         self._base = settings.url.rstrip("/")
@@ -536,8 +541,12 @@ class PandaClient:
                     raise
                 delay = backoff(self.settings.backoff, self.settings.backoff_max, attempt)
                 log = job_log(self.log, pandaid=pandaid) if pandaid is not None else self.log
+                if self._stop.is_set():
+                    raise
                 log.warning("%s; retry %d of %d in %.1fs", error, attempt, attempts - 1, delay)
-                time.sleep(delay)
+                if self._stop.wait(delay):
+                    log.info("%s: not retried, stopping", error)
+                    raise
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _once(

@@ -61,6 +61,8 @@ PanDA's answer per job:
   the daemon pauses ``outage_backoff`` seconds, doubled per failed cycle up to
   ``outage_backoff_max``. The client does not retry inside a call (``panda.retries`` is not
   used here): the next cycle is the retry.
+* a stop asked for mid-cycle: no report goes once it is seen (before the calls, and between
+  bulk calls not yet begun); those jobs stay due and are released, as after an outage.
 
 Heartbeat-less jobs (``heartbeat_less``: an upstream Harvester talks to PanDA) cause no PanDA call
 at all: their final report — the fields the final update would have had — is written as
@@ -232,8 +234,11 @@ def run_once(ctx: Context) -> bool:
         ctx.db.run(lambda conn: _failed(conn, ctx, unreportable, outcome))
     if local:
         ctx.db.run(lambda conn: _settle_locally(conn, ctx, local, outcome))
-    sends = _settle_in_doubt(ctx, sends, outcome)
-    if sends:
+    if sends and not ctx.stopping():
+        sends = _settle_in_doubt(ctx, sends, outcome)
+    if sends and ctx.stopping():  # the claims are handed back below
+        ctx.log.info("stop requested: %d report(s) left to the next instance", len(sends))
+    elif sends:
         _mark_final_sent(ctx, sends)
         _send(ctx, sends, outcome)
     # Jobs not moved or rescheduled (e.g. PanDA unreachable) stay due; give them back.
@@ -245,7 +250,7 @@ def run_once(ctx: Context) -> bool:
         pause.until = time.monotonic() + delay
         return False
     pause.failures = 0
-    return len(jobs) == limit
+    return len(jobs) == limit and not ctx.stopping()
 
 
 def _claim(conn: Connection, ctx: Context, limit: int) -> list[_Job]:
@@ -464,9 +469,18 @@ def _send(ctx: Context, sends: list[_Send], outcome: _Outcome) -> None:
             pool.submit(client.update_jobs_bulk, [send.update for send in batch])
             for batch in batches
         ]
+        left = 0
         for batch, future in zip(batches, futures, strict=True):
+            if not left and ctx.stopping():
+                # Between batches: the ones not started are left (a final report among them
+                # was noted as sent, so the next instance asks PanDA first, as after a crash);
+                # the ones under way finish and are recorded.
+                left = sum(len(b) for b, f in zip(batches, futures, strict=True) if f.cancel())
+                if left:
+                    ctx.log.info("stop requested: %d report(s) left to the next instance", left)
             if future.cancelled():
-                outcome.unreachable += len(batch)
+                if not left:
+                    outcome.unreachable += len(batch)
                 continue
             try:
                 results = future.result()

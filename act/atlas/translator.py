@@ -16,12 +16,14 @@ and for each:
    text). A ``condor`` job's stdout, stderr and event log go to its day directory in the web
    area (``<web root>/<date>/<queue>/<pandaid>.out|.err|.log``, :mod:`act.atlas.weblogs`; made
    here, 0755), so the GTAG link works as soon as HTCondor writes the file;
-4. creates the ``ce_jobs`` row (``tosubmit``, candidates, ``attempts_left = engine.attempts``)
-   and moves the PanDA job to ``queued`` in the same transaction, its report due now.
+4. creates the ``ce_jobs`` row (``tosubmit``, candidates, ``attempts_left``: ``engine.attempts``
+   for a job's first CE job, one less than its previous CE job had for a resubmitted one, as
+   :mod:`act.engine.resubmit` keeps the one retry budget) and moves the PanDA job to ``queued``
+   in the same transaction, its report due now.
 
 A job that cannot be translated goes to ``failed`` with ``options.error_code`` and a diagnosis
-naming the field (``pilotErrorDiag`` of its final report). A ``toresubmit`` job that already had
-``options.max_ce_jobs`` CE jobs fails ("no attempts left").
+naming the field (``pilotErrorDiag`` of its final report). A ``toresubmit`` job whose budget is
+spent fails ("no attempts left").
 """
 
 from __future__ import annotations
@@ -35,11 +37,12 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import sqlalchemy as sa
-from pydantic import Field
+from pydantic import Field, model_validator
 from sqlalchemy.engine import Connection
 
 from act.atlas import events, weblogs
 from act.atlas.config import Context
+from act.atlas.latest_ce import is_latest_ce_job
 from act.atlas.panda_errors import PandaError
 from act.atlas.queues import Queue, QueueCE
 from act.atlas.reporting import due_now, with_report
@@ -55,6 +58,7 @@ from act.common.schema import ce_jobs, panda_jobs
 from act.common.section import Section
 from act.common.states import Actor, Layer
 from act.common.transitions import create_jobs, transition
+from act.engine.resubmit import attempts_for_new_ce_job
 from act.engine.settings import CESettings
 
 STATES = ("received", "toresubmit")
@@ -62,8 +66,17 @@ STATES = ("received", "toresubmit")
 
 class TranslatorOptions(Section):
     error_code: int = Field(9001, ge=0)  # pilotErrorCode of a job that cannot be translated
-    max_ce_jobs: int = Field(3, ge=1)  # CE jobs a PanDA job gets (first and resubmissions)
     n_event_ranges: int = Field(10, ge=1)  # event ranges asked for per event-service job
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_second_budget(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "max_ce_jobs" in data:
+            raise ValueError(
+                "max_ce_jobs was removed: engine.attempts is the one retry budget of a job "
+                "(restarts, CE-level and PanDA-level resubmissions); delete this key"
+            )
+        return data
 
 
 @dataclass(frozen=True)
@@ -90,17 +103,18 @@ def run_once(ctx: Context) -> bool:
         return False
     with ctx.db.read() as conn:
         rows = conn.execute(sa.select(panda_jobs).where(panda_jobs.c.id.in_(ids))).all()
-        ce_counts: dict[int, int] = dict(
+        # the attempts left on each job's newest CE job (the budget a resubmission inherits)
+        previous: dict[int, int] = dict(
             conn.execute(
-                sa.select(ce_jobs.c.panda_job_id, sa.func.count())
-                .where(ce_jobs.c.panda_job_id.in_(ids))
-                .group_by(ce_jobs.c.panda_job_id)
+                sa.select(ce_jobs.c.panda_job_id, ce_jobs.c.attempts_left).where(
+                    ce_jobs.c.panda_job_id.in_(ids), is_latest_ce_job()
+                )
             ).all()
         )
     queues = served_queues(ctx)
     warned: set[tuple[str, str]] = set()
     found = [
-        _translate(ctx, opts, row, queues=queues, ce_count=ce_counts.get(row.id, 0), warned=warned)
+        _translate(ctx, opts, row, queues=queues, previous=previous.get(row.id), warned=warned)
         for row in ctx.until_stopped(rows)
     ]
     outcomes = [o for o in found if o is not None]
@@ -117,7 +131,7 @@ def _translate(
     row: Any,
     *,
     queues: Mapping[str, Queue],
-    ce_count: int,
+    previous: int | None,
     warned: set[tuple[str, str]],
 ) -> Outcome | None:
     pandaid = int(row.panda_id)
@@ -127,8 +141,9 @@ def _translate(
         log.error("cannot be translated: %s", diag)
         return Outcome(row.id, pandaid, row.state, failure=diag)
 
-    if row.state == "toresubmit" and ce_count >= opts.max_ce_jobs:
-        return fail(f"no attempts left ({ce_count} CE jobs)")
+    attempts = attempts_for_new_ce_job(ctx.settings.engine.attempts, previous)
+    if attempts < 1:
+        return fail(f"no attempts left (engine.attempts: {ctx.settings.engine.attempts})")
     queue = queues.get(row.queue)
     if queue is None:
         return fail(f"queue: {row.queue} is not served (queues.serve)")
@@ -208,7 +223,7 @@ def _translate(
             "candidates": " ".join(described.candidates),
             "description": described.description,
             "input_dir": str(input_dir),
-            "attempts_left": ctx.settings.engine.attempts,
+            "attempts_left": attempts,
             "pandaid": pandaid,
             "queue": queue.name,
         },

@@ -404,7 +404,11 @@ def _rerun_ce(ctx: Context, engine: EnginePool, name: str, group: list[dict[str,
             actor=ME,
             reason="CE restarted the job",
             owner=ctx.owner,
-            values={"next_check_at": _next_check(ctx, now)},
+            # a restart is a try of the job's one budget (act.engine.resubmit)
+            values={
+                "next_check_at": _next_check(ctx, now),
+                "attempts_left": ce_jobs.c.attempts_left - 1,
+            },
         )
         failed = transition(
             conn,

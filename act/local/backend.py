@@ -42,6 +42,7 @@ from pydantic import Field, ValidationError
 
 from act.common.config import ConfigError
 from act.common.logs import job_log
+from act.common.safe_paths import safe_relative
 from act.common.section import Section
 from act.engine.backend import (
     CE,
@@ -613,7 +614,7 @@ def _collect(work: Path, name: str, notes: list[str]) -> list[tuple[Path, str]]:
     of it makes the whole fetch fail (the payload is not trusted).
     """
     base = work.resolve()
-    path = work / jf.safe_relative(name)
+    path = work / safe_relative(name)
     if not os.path.lexists(path):
         notes.append(f"missing output: {name}")
         return []
