@@ -243,7 +243,9 @@ class _RolledBack:
             yield conn
 
 
-def _context(db: Database, name: str, options: Any = None) -> Context:
+def _context(db: Database, name: str, options: Any = None) -> Context[Any]:
+    # one context per daemon, of whichever package (act.engine, act.atlas): by name, as
+    # act.service.daemons.resolve hands out DaemonSpec[Any]
     return Context(
         name=name,
         instance="bench:1:000000",

@@ -58,6 +58,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection as SAConnection
 from tabulate import tabulate
 
+from act.atlas.config import Context as AtlasContext
 from act.atlas.credentials import FileCredentials, NoCredentials
 from act.atlas.panda_client import JobUpdate, PandaClient, UpdateResult
 from act.atlas.panda_settings import PandaServerSettings
@@ -223,7 +224,7 @@ class PropagatorRun:
         self.pandaids = list(pandaids)
         for first, count in _runs(self.pandaids):  # make_jobs numbers PandaIDs in a row
             db.run(partial(_make_running, first=first, count=count))
-        self.ctx = Context(
+        self.ctx: AtlasContext = Context(
             name="propagator",
             instance="bench:1:000000",
             settings=Settings().model_copy(update={"panda": settings}),

@@ -13,8 +13,8 @@ import sqlalchemy as sa
 
 from act.atlas import events
 from act.atlas.app_status import AppStatusOptions, run_once
+from act.atlas.config import Context
 from act.atlas.reporting import report_fields
-from act.common.daemon import Context
 from act.common.db import Database
 from act.common.schema import ce_jobs, panda_jobs
 from act.common.schema import transitions as history

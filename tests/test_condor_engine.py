@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from act.common.daemon import Context
 from act.common.db import Database
 from act.common.schema import ce_jobs, ces
 from act.common.states import Actor, Layer
@@ -23,6 +22,7 @@ from act.common.timeutil import utcnow
 from act.common.transitions import create_jobs, transition
 from act.condor.fake_schedd import FakeSchedd
 from act.engine import canceller, cleaner, fetcher, poller, submitter
+from act.engine.config import Context
 from act.engine.runtime import pool
 from act.engine.submitter import submission as submitter_submission
 from act.service.settings import Settings

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from act.atlas import propagator, runtime, validator
+from act.atlas.config import Context as AtlasContext
 from act.atlas.credentials import NoCredentials
 from act.atlas.panda_client import PandaClient, PandaTransportError
 from act.atlas.propagator import PropagatorOptions
@@ -162,7 +163,7 @@ def test_the_propagator_stops_between_batches_and_hands_the_rest_back(
         ids, pandaids = _due_jobs(db, server, 5)
         settings = Settings().model_copy(update={"panda": settings_for(server)})
         options = PropagatorOptions(batch_size=5, in_flight=1, outage_backoff=0.0)
-        ctx = daemon_context(db, settings, "propagator", options=options)
+        ctx: AtlasContext = daemon_context(db, settings, "propagator", options=options)
         client = runtime.panda_client(ctx, retries=0)
         monkeypatch.setattr(send_module, "in_batches", lambda sends, *_: [[s] for s in sends])
         if when == "building the reports":

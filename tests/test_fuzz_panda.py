@@ -22,6 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from act.atlas import spool
+from act.atlas.config import Context as AtlasContext
 from act.atlas.credentials import NoCredentials
 from act.atlas.fetcher import FetcherOptions
 from act.atlas.fetcher import run_once as fetch_once
@@ -304,7 +305,7 @@ def _check_fetch_and_translate(
 
 
 def _check_translate(db: Database, settings: Settings, ids: set[int]) -> None:
-    ctx = daemon_context(
+    ctx: AtlasContext = daemon_context(
         db, settings, "translator", options=TranslatorOptions.model_validate({}), batch=50
     )
     while translate_once(ctx):

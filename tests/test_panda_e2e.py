@@ -8,6 +8,7 @@ import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -64,7 +65,8 @@ def make_settings(tmp_path: Path, server: PandaTestServer) -> Settings:
     )
 
 
-def daemon(db: Database, settings: Settings, name: str) -> Context:
+def daemon(db: Database, settings: Settings, name: str) -> Context[Any]:
+    """Daemon ``name``'s context, of whichever package (Any, as resolve's DaemonSpec)."""
     ctx = context(db, settings, name)
     return dataclasses.replace(ctx, options=resolve(name).options.model_validate({}))
 

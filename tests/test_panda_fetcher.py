@@ -16,9 +16,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from act.atlas import spool
+from act.atlas.config import Context
 from act.atlas.fetcher import FetcherOptions, jobs_wanted, run_once
 from act.atlas.served import served_queues
-from act.common.daemon import Context
 from act.common.db import Database
 from act.common.faults import EXIT_CODE
 from act.common.schema import panda_jobs

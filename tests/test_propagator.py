@@ -15,11 +15,12 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
+from act.atlas.config import Context
 from act.atlas.propagator import DAEMON, PropagatorOptions, run_once
 from act.atlas.propagator.jobs import CRASH_POINT, TOLD
 from act.atlas.reporting import due_now, report_fields, with_report
 from act.common.config import DaemonSettings
-from act.common.daemon import Context, run_daemon
+from act.common.daemon import run_daemon
 from act.common.db import Database
 from act.common.faults import EXIT_CODE
 from act.common.schema import panda_jobs
@@ -68,7 +69,8 @@ def api(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def server() -> Iterator[CountingPandaTestServer]:
-    with CountingPandaTestServer() as test_server:
+    test_server = CountingPandaTestServer()  # its __enter__ is typed as PandaTestServer's
+    with test_server:
         yield test_server
 
 
@@ -165,7 +167,7 @@ def test_every_state_is_reported_as_panda_expects(
     report = {"xml": {"out.root": {"guid": "g1", "fsize": 10, "adler32": "0a0b0c0d"}}}
     pandaids: dict[str, int] = {}
     for state in TOLD:
-        extra = {"report": json.dumps(report)} if state == "finished" else {}
+        extra: dict[str, Any] = {"report": json.dumps(report)} if state == "finished" else {}
         (pandaids[state],) = jobs_in(db, server, state, **extra)
     (operator_killed,) = jobs_in(db, server, "tobekilled", panda_status="running")
     ctx = context(db, server, api=api)
@@ -260,8 +262,8 @@ def test_big_reports_make_smaller_bulk_calls_and_one_over_the_cap_goes_alone(
     for pandaid, size in zip(pandaids, sizes, strict=True):
         report = with_report({"metaData": json.dumps({"pad": "x" * size})})
         db.run(
-            lambda c, r=report, p=pandaid: c.execute(
-                sa.update(panda_jobs).where(panda_jobs.c.panda_id == p).values(**r)
+            lambda c: c.execute(
+                sa.update(panda_jobs).where(panda_jobs.c.panda_id == pandaid).values(**report)
             )
         )
     ctx = context(db, server, batch_size=100, in_flight=1, max_request_bytes=150_000)
@@ -484,7 +486,8 @@ def test_a_final_report_whose_answer_was_lost_is_checked_not_sent_again(
     assert row(db, running).final_sent_at is None  # only final reports are marked
     ctx.cache["propagator_pause"].until = 0.0
     drain(ctx)
-    for pandaid, done in ((*finished, "done"), (*failed, "donefailed")):
+    [finished_id], [failed_id] = finished, failed
+    for pandaid, done in ((finished_id, "done"), (failed_id, "donefailed")):
         assert (row(db, pandaid).state, server.final_reports(pandaid)) == (done, 1)
         [reason] = final_reasons(db, pandaid)
         assert "in doubt: PanDA shows" in reason
@@ -596,10 +599,10 @@ def test_a_job_panda_refuses_is_retried_with_backoff(
     panda_job_id = row(db, bad).id
     for endpoint in ("old-ce.example", "new-ce.example"):  # the log lines name the newest CE job's
         db.run(
-            lambda c, e=endpoint: create_jobs(
+            lambda c: create_jobs(
                 c,
                 Layer.CE,
-                [{**ce_row(e), "panda_job_id": panda_job_id, "pandaid": bad}],
+                [{**ce_row(endpoint), "panda_job_id": panda_job_id, "pandaid": bad}],
                 "tosubmit",
                 actor=Actor.TRANSLATOR,
             )

@@ -10,8 +10,8 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from act.arc.backend import FetchError as ArcFetchError
-from act.arc.backend import _open_below
+from act.arc.download import FetchError as ArcFetchError
+from act.arc.download import _open_below
 from act.common import safe_paths
 from act.common.safe_paths import (
     UnsafePath,

@@ -15,9 +15,9 @@ from urllib.parse import parse_qsl, urlencode
 import pytest
 import sqlalchemy as sa
 
+from act.atlas.config import Context
 from act.atlas.reporting import report_fields
 from act.atlas.translator import TranslatorOptions, run_once
-from act.common.daemon import Context
 from act.common.db import Database
 from act.common.schema import ce_jobs, panda_jobs
 from act.common.states import Actor, Layer

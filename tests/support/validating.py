@@ -11,9 +11,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from act.atlas.config import Context
 from act.atlas.reporting import report_fields
 from act.atlas.validation import ValidatorOptions
-from act.common.daemon import Context
 from act.common.db import Database
 from act.common.schema import ce_jobs, panda_jobs
 from act.common.states import Layer

@@ -182,3 +182,6 @@ def _log_cycle(ctx: Context, outcome: Outcome, claimed: int) -> None:
 
 
 DAEMON = DaemonSpec(run_once=run_once, options=PropagatorOptions, doc=__doc__ or "")
+
+#: What the package offers: the daemon, its options, and the report built for a job.
+__all__ = ["DAEMON", "PropagatorOptions", "report_of", "run_once"]
