@@ -147,7 +147,7 @@ def test_unreachable_storage_puts_the_job_off_then_gives_up(db: Database, tmp_pa
     db.run(
         lambda c: c.execute(
             sa.update(panda_jobs)
-            .where(panda_jobs.c.id == job.pid)
+            .where(panda_jobs.c.id == job.panda_job_id)
             .values(validate_after=None, state_changed_at=utcnow() - timedelta(days=3))
         )
     )
@@ -171,7 +171,9 @@ def test_an_endpoint_switched_down_is_not_contacted_and_its_jobs_wait(
     db.run(lambda c: storage_endpoints.switch(c, "file://", up=True, reason="back", by="op"))
     db.run(
         lambda c: c.execute(
-            sa.update(panda_jobs).where(panda_jobs.c.id == job.pid).values(validate_after=None)
+            sa.update(panda_jobs)
+            .where(panda_jobs.c.id == job.panda_job_id)
+            .values(validate_after=None)
         )
     )
     run_once(context(db, settings))
@@ -258,7 +260,7 @@ def test_each_decision_is_recorded_with_the_validator_as_actor(
     with db.read() as conn:
         last = conn.execute(
             sa.select(history)
-            .where(history.c.layer == "panda", history.c.job_id == job.pid)
+            .where(history.c.layer == "panda", history.c.job_id == job.panda_job_id)
             .order_by(history.c.id.desc())
             .limit(1)
         ).one()
@@ -275,7 +277,7 @@ def test_heartbeat_less_jobs_get_the_final_report_as_job_report_json(
     db.run(
         lambda c: c.execute(
             sa.update(panda_jobs)
-            .where(panda_jobs.c.id == job.pid)
+            .where(panda_jobs.c.id == job.panda_job_id)
             .values(heartbeat_less=True, access_point=str(access))
         )
     )
@@ -315,7 +317,7 @@ def test_a_validator_killed_after_publishing_decides_once_on_its_next_run(
         moves = conn.execute(
             sa.select(sa.func.count())
             .select_from(history)
-            .where(history.c.job_id == job.pid, history.c.from_state == "tovalidate")
+            .where(history.c.job_id == job.panda_job_id, history.c.from_state == "tovalidate")
         ).scalar()
     assert moves == 1
 

@@ -86,7 +86,9 @@ def test_storage_down_then_back_defers_the_job_then_finishes_it(
     private_xrootd_server.start()
     db.run(
         lambda c: c.execute(
-            sa.update(panda_jobs).where(panda_jobs.c.id == job.pid).values(validate_after=None)
+            sa.update(panda_jobs)
+            .where(panda_jobs.c.id == job.panda_job_id)
+            .values(validate_after=None)
         )
     )
     run_once(ctx)

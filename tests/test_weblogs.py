@@ -1,4 +1,4 @@
-"""The web area: job logs published (act.atlas.weblogs), old days removed (weblogs daemon)."""
+"""The web area: job logs published (act.atlas.web_area), old days removed (weblogs daemon)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ from urllib.parse import urlsplit
 import pytest
 import sqlalchemy as sa
 
-from act.atlas import spool, weblogs
+from act.atlas import spool, web_area
 from act.atlas.config import Context
 from act.atlas.fetcher import log_url
-from act.atlas.weblog_cleaner import DAEMON, expired_days, run_once
-from act.atlas.weblogs import Published, publish, relative_stem, web_root
+from act.atlas.web_area import Published, publish, relative_stem, web_root
+from act.atlas.weblogs import DAEMON, expired_days, run_once
 from act.common.daemon import PROCESS_UMASK
 from act.common.db import Database
 from act.service.actd import main as actd_main
@@ -195,7 +195,7 @@ def test_only_regular_files_directly_in_the_output_dir_are_read(tmp_path: Path) 
 
 
 def test_an_oversized_log_keeps_its_tail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(weblogs, "MAX_COPY_BYTES", 1000)
+    monkeypatch.setattr(web_area, "MAX_COPY_BYTES", 1000)
     data = b"".join(b"line %04d\n" % n for n in range(500))  # 5000 bytes
     out_dir = output_dir(tmp_path, {"pilot.out": data, "gmlog/errors": data[:999]})
     result = publish_job(settings(tmp_path), out_dir)

@@ -96,7 +96,7 @@ def _pairs(
         conditions.append(panda_jobs.c.id % shard.count == shard.index)
     stmt = (
         sa.select(
-            panda_jobs.c.id.label("pid"),
+            panda_jobs.c.id.label("panda_job_id"),
             panda_jobs.c.panda_id,
             panda_jobs.c.state.label("pstate"),
             panda_jobs.c.queue,
@@ -127,7 +127,7 @@ def _move_panda(
     """Move each row's PanDA job to ``to_state``: one transition per source state."""
     by_state: dict[str, list[int]] = defaultdict(list)
     for row in rows:
-        by_state[row.pstate].append(row.pid)
+        by_state[row.pstate].append(row.panda_job_id)
     moved: list[int] = []
     for from_state, ids in by_state.items():
         moved += transition(
@@ -153,7 +153,7 @@ def _move_ce(conn: Connection, rows: Sequence[Any], to_state: str, reason: str) 
 def _log(ctx: Context, rows: Sequence[Any], moved: Sequence[int], what: str) -> None:
     done = set(moved)
     for row in rows:
-        if row.pid in done:
+        if row.panda_job_id in done:
             job_log(ctx.log, pandaid=row.panda_id, ce=row.ce_endpoint).info("%s", what)
 
 
@@ -187,7 +187,7 @@ def _finished(ctx: Context, limit: int) -> int:
         if row.cstate == "done" and state is not None and not state.settled:
             client, pandaid, ce = panda_client(ctx), int(row.panda_id), row.ce_endpoint
             state = events.report(client, state, pandaid, row.output_dir, log=ctx.log, ce=ce)
-            updates.append((row.pid, state.dump()))
+            updates.append((row.panda_job_id, state.dump()))
             log = job_log(ctx.log, pandaid=row.panda_id, ce=row.ce_endpoint)
             if state.reported_at is not None:
                 log.info("event ranges reported")
@@ -199,9 +199,11 @@ def _finished(ctx: Context, limit: int) -> int:
         ready.append(row)
 
     def write(conn: Connection) -> list[int]:
-        for pid, text in updates:
+        for panda_job_id, text in updates:
             conn.execute(
-                sa.update(panda_jobs).where(panda_jobs.c.id == pid).values(event_ranges=text)
+                sa.update(panda_jobs)
+                .where(panda_jobs.c.id == panda_job_id)
+                .values(event_ranges=text)
             )
         values = due_now({"validate_after": None, "validation_deferrals": 0})
         return _move_panda(conn, ready, "tovalidate", "CE job ended, outputs fetched", values)
@@ -228,8 +230,8 @@ def _failed(ctx: Context, limit: int) -> int:
                 {"error_code": code, "error_text": diag},
             )
             if _move_panda(conn, [row], "failed", diag[:200], values):
-                moved.append(row.pid)
-        _move_ce(conn, [r for r in rows if r.pid in set(moved)], "toclean", "job over")
+                moved.append(row.panda_job_id)
+        _move_ce(conn, [r for r in rows if r.panda_job_id in set(moved)], "toclean", "job over")
         return moved
 
     moved = ctx.db.run(write)

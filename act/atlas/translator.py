@@ -16,7 +16,7 @@ and for each:
    text): built by :func:`act.atlas.translate.build.build`, a pure function of the job, its
    queue and the CE configuration, which ``actctl translate`` uses too. A ``condor`` job's
    stdout, stderr and event log go to its day directory in the web area
-   (``<web root>/<date>/<queue>/<pandaid>.out|.err|.log``, :mod:`act.atlas.weblogs`; made
+   (``<web root>/<date>/<queue>/<pandaid>.out|.err|.log``, :mod:`act.atlas.web_area`; made
    here, 0755), so the GTAG link works as soon as HTCondor writes the file;
 4. creates the ``ce_jobs`` row (``tosubmit``, candidates, ``attempts_left``: ``engine.attempts``
    for a job's first CE job, one less than its previous CE job had for a resubmitted one, as
@@ -40,7 +40,7 @@ import sqlalchemy as sa
 from pydantic import Field, model_validator
 from sqlalchemy.engine import Connection
 
-from act.atlas import events, weblogs
+from act.atlas import events, web_area
 from act.atlas.config import Context
 from act.atlas.input_files import write_files
 from act.atlas.latest_ce import is_latest_ce_job
@@ -198,7 +198,7 @@ def _translate(
         return fail(str(error))
     if built.web_dir is not None:
         try:
-            weblogs.make_dirs(built.web_dir)
+            web_area.make_dirs(built.web_dir)
         except OSError as error:
             log.error("the web area is not usable, will try again: %s", error)
             return None

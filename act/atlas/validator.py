@@ -35,7 +35,7 @@ Put off (storage unreachable or switched down by an operator): ``validate_after`
 ``validation_note`` (``actctl`` shows it). After ``give_up_after`` in ``tovalidate`` the job fails.
 
 For every decided job the pilot's log and the CE's diagnostics are published to the web area
-(:mod:`act.atlas.weblogs`); a failed job's report carries a short excerpt (``pilotLog``). The
+(:mod:`act.atlas.web_area`); a failed job's report carries a short excerpt (``pilotLog``). The
 final report (:mod:`act.atlas.final_report`) is stored with the state change
 (:func:`~act.atlas.reporting.with_report`); the propagator sends it, or writes it as
 ``jobReport.json`` for heartbeat-less jobs. A job whose files cannot be read never stops the
@@ -58,7 +58,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from act.atlas import final_report, pilot_files, storage_endpoints, weblogs
+from act.atlas import final_report, pilot_files, storage_endpoints, web_area
 from act.atlas.config import Context
 from act.atlas.latest_ce import is_latest_ce_job
 from act.atlas.pandaid import spec_int
@@ -95,7 +95,7 @@ LOG_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,254}")
 
 @dataclass
 class _Job:
-    pid: int
+    panda_job_id: int  # panda_jobs.id (the row), not the PanDA id
     pandaid: int
     queue: str
     spec: dict[str, Any]
@@ -156,7 +156,9 @@ def run_once(ctx: Context) -> bool:
                 )
             _guarded(ctx, job, lambda j: _settle(ctx, j, opts))
     finally:
-        ctx.db.run(lambda conn: release(conn, Layer.PANDA, ctx.owner, [j.pid for j in jobs]))
+        ctx.db.run(
+            lambda conn: release(conn, Layer.PANDA, ctx.owner, [j.panda_job_id for j in jobs])
+        )
     return len(jobs) >= ctx.daemon.batch and not ctx.stopping()
 
 
@@ -226,7 +228,7 @@ def _claim(conn: Connection, ctx: Context) -> list[_Job]:
             spec = {}
         jobs.append(
             _Job(
-                pid=row.id,
+                panda_job_id=row.id,
                 pandaid=int(row.panda_id),
                 queue=row.queue,
                 spec=spec,
@@ -420,7 +422,7 @@ def _publish(ctx: Context, job: _Job) -> bool:
     """The job's logs to the web area; False (logged) if the web area failed."""
     log = job_log(ctx.log, pandaid=job.pandaid, ce=job.ce)
     try:
-        weblogs.publish(
+        web_area.publish(
             ctx.settings,
             pandaid=job.pandaid,
             queue=job.queue,
@@ -492,7 +494,7 @@ def _settle(ctx: Context, job: _Job, opts: ValidatorOptions) -> None:
         ctx.db.run(
             lambda conn: conn.execute(
                 sa.update(panda_jobs)
-                .where(panda_jobs.c.id == job.pid, panda_jobs.c.lease_owner == ctx.owner)
+                .where(panda_jobs.c.id == job.panda_job_id, panda_jobs.c.lease_owner == ctx.owner)
                 .values(**later)
             )
         )
@@ -527,7 +529,7 @@ def _settle(ctx: Context, job: _Job, opts: ValidatorOptions) -> None:
         lambda conn: transition(
             conn,
             Layer.PANDA,
-            [job.pid],
+            [job.panda_job_id],
             "tovalidate",
             target,
             actor=Actor.VALIDATOR,

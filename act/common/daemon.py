@@ -35,7 +35,7 @@ signal arriving before the handler is installed waits for it instead of killing 
 
 ``act-daemon`` (and actd, whose children inherit it) run with umask :data:`PROCESS_UMASK`
 (027): what act creates under its root (the database, logs, spool, CE job files) is not
-world-readable. The web area (:mod:`act.atlas.weblogs`) sets its modes explicitly.
+world-readable. The web area (:mod:`act.atlas.web_area`) sets its modes explicitly.
 
 The ``act-daemon`` command itself (:mod:`act.service.daemon`) sits above every package: it reads
 the whole configuration and finds the daemon by name; this module knows neither.

@@ -4,7 +4,7 @@ Everything here is derived from the job's rows and the configuration, without a 
 
 * the PanDA monitor's page of the job (``panda.monitor_url``);
 * the job's ``log_url`` (GTAG: the URL of the pilot's stdout in the web area, as PanDA has it);
-* the files in the web area (:mod:`act.atlas.weblogs`): ``<pandaid>.out`` (the pilot's stdout),
+* the files in the web area (:mod:`act.atlas.web_area`): ``<pandaid>.out`` (the pilot's stdout),
   ``<pandaid>.log`` (the CE's diagnostics; HTCondor's job event log) and, for a job sent through
   HTCondor, ``<pandaid>.err``; each with its path, its URL (``log_url`` with the other suffix) and
   whether it is there yet;
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from act.atlas import weblogs
+from act.atlas import web_area
 from act.ctl.queries import JobDetail, Row
 from act.service.settings import Settings
 
@@ -44,7 +44,7 @@ def _web_files(settings: Settings, job: Row, *, with_err: bool) -> dict[str, Any
     """{"out"|"log"|"err": {path, url, published}}, or {"problem": ...} when the job has no
     place in the web area (a queue name unusable as a directory)."""
     try:
-        stem = weblogs.relative_stem(
+        stem = web_area.relative_stem(
             log_url=job["log_url"],
             queue=str(job["queue"]),
             pandaid=int(job["panda_id"]),
@@ -53,7 +53,7 @@ def _web_files(settings: Settings, job: Row, *, with_err: bool) -> dict[str, Any
     except ValueError as error:
         return {"problem": str(error)}
     base = web_base_url(job["log_url"], stem.name)
-    root = weblogs.web_root(settings)
+    root = web_area.web_root(settings)
     found: dict[str, Any] = {}
     for suffix in ("out", "err", "log") if with_err else ("out", "log"):
         path = root / stem.parent / f"{stem.name}.{suffix}"

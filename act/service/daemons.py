@@ -24,7 +24,7 @@ BUILTIN: dict[str, str] = {
     "translator": "act.atlas.translator:DAEMON",
     "app_status": "act.atlas.app_status:DAEMON",
     "validator": "act.atlas.validator:DAEMON",
-    "weblogs": "act.atlas.weblog_cleaner:DAEMON",
+    "weblogs": "act.atlas.weblogs:DAEMON",
     "poller": "act.engine.poller:DAEMON",
     "ce_fetcher": "act.engine.fetcher:DAEMON",
     "canceller": "act.engine.canceller:DAEMON",

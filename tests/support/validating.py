@@ -66,7 +66,7 @@ class Job:
         attempts_left: int = 3,
     ) -> None:
         self.db, self.pandaid = db, pandaid
-        (self.pid,) = db.run(
+        (self.panda_job_id,) = db.run(
             lambda c: make_jobs(c, Layer.PANDA, "tovalidate", first_panda_id=pandaid)
         )
         (self.cid,) = db.run(lambda c: make_jobs(c, Layer.CE, ce))
@@ -77,7 +77,7 @@ class Job:
         db.run(
             lambda c: c.execute(
                 sa.update(panda_jobs)
-                .where(panda_jobs.c.id == self.pid)
+                .where(panda_jobs.c.id == self.panda_job_id)
                 .values(queue=queue, spec=json.dumps(spec), log_url=log_url, next_report_at=None)
             )
         )
@@ -86,8 +86,9 @@ class Job:
                 sa.update(ce_jobs)
                 .where(ce_jobs.c.id == self.cid)
                 .values(
-                    panda_job_id=self.pid, pandaid=pandaid, queue=queue, ce_endpoint="arc1",
-                    ce_job_id=f"arcid{pandaid}", output_dir=str(self.output_dir), exit_code=1,
+                    panda_job_id=self.panda_job_id, pandaid=pandaid, queue=queue,
+                    ce_endpoint="arc1", ce_job_id=f"arcid{pandaid}",
+                    output_dir=str(self.output_dir), exit_code=1,
                     error_text="LRMS error: (1) job failed", worker_node="wn042.example.org",
                     started_at=utcnow() - timedelta(hours=2), ended_at=utcnow(),
                     attempts_left=attempts_left,
@@ -109,7 +110,9 @@ class Job:
 
     def row(self) -> Any:
         with self.db.read() as conn:
-            return conn.execute(sa.select(panda_jobs).where(panda_jobs.c.id == self.pid)).one()
+            return conn.execute(
+                sa.select(panda_jobs).where(panda_jobs.c.id == self.panda_job_id)
+            ).one()
 
     def report(self) -> dict[str, Any]:
         return report_fields(self.row().report)

@@ -34,7 +34,7 @@ cancelled after ``badattemptnr`` or         nothing → ``donecancelled`` (PanDA
 The fields of ``panda_jobs.report`` (JSON, legacy camelCase: ``xml``, ``pilotErrorCode``,
 ``pilotErrorDiag``, ``startTime``, ...; built by other daemons, see :mod:`act.atlas.reporting`)
 are merged into every report, over ``siteName``, ``schedulerID`` and, for a job with a
-``log_url`` (its pilot log in the web area, :mod:`act.atlas.weblogs`), ``pilotID`` =
+``log_url`` (its pilot log in the web area, :mod:`act.atlas.web_area`), ``pilotID`` =
 ``<log_url>|Unknown|Unknown|Unknown|Unknown`` (aCT's format; the PanDA monitor's "pilot stdout"
 link is the part before the first ``|``).
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from act.atlas import weblogs
+from act.atlas import web_area
 from act.atlas.config import AtlasConfig
 from act.atlas.queues import Queue, QueueCE
 from act.atlas.translate.common import JobInput, Translation
@@ -141,7 +141,7 @@ def build(
     web_dir: Path | None = None
     if any(ce.backend == "condor" for _, _, ce in matched):
         try:
-            stem = weblogs.relative_stem(
+            stem = web_area.relative_stem(
                 log_url=job.log_url or None,
                 queue=job.queue.name,
                 pandaid=job.pandaid,
@@ -149,7 +149,7 @@ def build(
             )
         except ValueError as error:
             raise QueueError(f"queue: {error}") from None
-        web_dir = weblogs.day_path(settings, stem)
+        web_dir = web_area.day_path(settings, stem)
     input_dir = input_dir_of(settings, job.pandaid)
     described = describe_for(job, matched, input_dir=input_dir, web_dir=web_dir)
     return Built(described, input_dir, web_dir)
