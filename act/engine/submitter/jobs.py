@@ -1,5 +1,5 @@
-"""The submitter's shared pieces: its constants, claiming CE job rows (act.engine.queries), per-row
-values, hand-backs, grouping by CE, and recording a job the CE has."""
+"""The submitter's shared pieces: its constants, claiming CE job rows (typed: act.engine.queries),
+per-row values, hand-backs, grouping by CE, and recording a job the CE has."""
 
 from __future__ import annotations
 
