@@ -3,7 +3,7 @@ and a claim loads exactly the rows it took, as the row type, in the claim's orde
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, is_dataclass
 
 import pytest
 import sqlalchemy as sa
@@ -27,6 +27,9 @@ def test_every_row_type_reads_columns_that_exist() -> None:
         engine_queries.ToSubmit,
     }
     assert declared <= set(REGISTERED)
+    for module in (atlas_queries, engine_queries):  # every dataclass there is a checked row type
+        found = {v for v in vars(module).values() if isinstance(v, type) and is_dataclass(v)}
+        assert found <= set(REGISTERED), module.__name__
     for cls, (table, labelled) in REGISTERED.items():
         names = [f.name for f in fields(cls)]
         assert set(labelled) <= set(names), cls
