@@ -45,13 +45,14 @@ from act.atlas.config import Context
 from act.atlas.input_files import write_files
 from act.atlas.latest_ce import is_latest_ce_job
 from act.atlas.panda_errors import PandaError
+from act.atlas.queries import ToTranslate
 from act.atlas.queues import Queue
 from act.atlas.reporting import due_now, with_report
 from act.atlas.runtime import panda_client
 from act.atlas.served import served_queues
 from act.atlas.translate import JobInput, TranslationError
 from act.atlas.translate.build import QueueError, build, match_ces, unconfigured_ces
-from act.common.claims import claim, release
+from act.common.claims import claim_and_load, release
 from act.common.daemon import DaemonSpec
 from act.common.logs import job_log
 from act.common.schema import ce_jobs, panda_jobs
@@ -92,16 +93,16 @@ class Outcome:
 def run_once(ctx: Context) -> bool:
     opts: TranslatorOptions = ctx.options
     limit = ctx.daemon.batch
-    ids = ctx.db.run(
-        lambda conn: claim(
-            conn, Layer.PANDA, STATES, owner=ctx.owner, lease=ctx.daemon.lease, limit=limit,
-            shard=ctx.shard,
+    rows = ctx.db.run(
+        lambda conn: claim_and_load(
+            conn, Layer.PANDA, STATES, ToTranslate, owner=ctx.owner, lease=ctx.daemon.lease,
+            limit=limit, shard=ctx.shard,
         )
     )  # fmt: skip
-    if not ids:
+    if not rows:
         return False
+    ids = [row.id for row in rows]
     with ctx.db.read() as conn:
-        rows = conn.execute(sa.select(panda_jobs).where(panda_jobs.c.id.in_(ids))).all()
         # the attempts left on each job's newest CE job (the budget a resubmission inherits)
         previous: dict[int, int] = dict(
             conn.execute(
@@ -127,7 +128,7 @@ def run_once(ctx: Context) -> bool:
 def _translate(
     ctx: Context,
     opts: TranslatorOptions,
-    row: Any,
+    row: ToTranslate,
     *,
     queues: Mapping[str, Queue],
     previous: int | None,
@@ -221,7 +222,7 @@ def _translate(
 
 
 def _fetch_event_ranges(
-    ctx: Context, opts: TranslatorOptions, row: Any, spec: Mapping[str, Any]
+    ctx: Context, opts: TranslatorOptions, row: ToTranslate, spec: Mapping[str, Any]
 ) -> events.EventState:
     """An event-service job's ranges, from PanDA, stored at once in a transaction of their own
     (PanDA has handed them out). KeyError for a field the call needs, PandaError."""

@@ -60,9 +60,9 @@ from sqlalchemy.engine import Connection
 
 from act.atlas import final_report, pilot_files, storage_endpoints, web_area
 from act.atlas.config import Context
-from act.atlas.latest_ce import is_latest_ce_job
 from act.atlas.pandaid import spec_int
 from act.atlas.pilot_files import BadPilotFile, Heartbeat
+from act.atlas.queries import ToValidate, to_validate_source
 from act.atlas.reporting import with_report
 from act.atlas.served import served_queues
 from act.atlas.storage.checker import StorageChecker
@@ -71,12 +71,12 @@ from act.atlas.translate.common import stdout_name
 from act.atlas.translator import parse_spec
 from act.atlas.validation import Decision, ValidatorOptions, cross_check, judge
 from act.common import safe_tar
-from act.common.claims import claim, release
+from act.common.claims import claim_and_load, release
 from act.common.daemon import DaemonSpec
 from act.common.faults import maybe_crash
 from act.common.logs import job_log
 from act.common.safe_tar import BadArchive
-from act.common.schema import ce_jobs, panda_jobs
+from act.common.schema import panda_jobs
 from act.common.states import Actor, Layer
 from act.common.timeutil import backoff, seconds, utcnow
 from act.common.transitions import transition
@@ -179,47 +179,22 @@ def _guarded(ctx: Context, job: _Job, step: Callable[[_Job], object]) -> bool:
 
 
 def _claim(conn: Connection, ctx: Context) -> list[_Job]:
-    t, c = panda_jobs, ce_jobs
+    t = panda_jobs
     now = utcnow()
-    ids = claim(
+    joined, labelled = to_validate_source()
+    rows = claim_and_load(
         conn,
         Layer.PANDA,
         ["tovalidate"],
+        ToValidate,
         owner=ctx.owner,
         lease=ctx.daemon.lease,
         limit=ctx.daemon.batch,
         shard=ctx.shard,
         where=[sa.or_(t.c.validate_after.is_(None), t.c.validate_after <= now)],
+        select_from=joined,
+        labelled=labelled,
     )
-    if not ids:
-        return []
-    rows = conn.execute(
-        sa.select(
-            t.c.id,
-            t.c.panda_id,
-            t.c.queue,
-            t.c.spec,
-            t.c.spec_format,
-            t.c.created_at,
-            t.c.state_changed_at,
-            t.c.log_url,
-            t.c.validation_deferrals,
-            c.c.ce_endpoint,
-            c.c.backend,
-            c.c.ce_job_id,
-            c.c.state.label("ce_state"),
-            c.c.output_dir,
-            c.c.exit_code,
-            c.c.error_text,
-            c.c.worker_node,
-            c.c.started_at,
-            c.c.ended_at,
-            c.c.attempts_left,
-        )
-        .select_from(t.outerjoin(c, sa.and_(c.c.panda_job_id == t.c.id, is_latest_ce_job())))
-        .where(t.c.id.in_(ids))
-        .order_by(t.c.id)
-    ).all()
     jobs = []
     for row in rows:
         try:

@@ -13,7 +13,7 @@ them correct while the split changes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from act.common.liveness import Shard
+from act.common.rows import R, fetch, select_of
 from act.common.states import Layer
 from act.common.timeutil import seconds, utcnow
 from act.common.transitions import TABLES, chunked
@@ -89,6 +90,48 @@ def claim(
     if result.rowcount != len(ids):
         raise RuntimeError(f"claim: locked {len(ids)} rows but updated {result.rowcount}")
     return sorted(ids)
+
+
+def claim_and_load(
+    conn: Connection,
+    layer: Layer,
+    states: Sequence[str],
+    row_type: type[R],
+    *,
+    owner: str,
+    lease: float,
+    limit: int,
+    shard: Shard | None = None,
+    where: Sequence[sa.ColumnElement[bool]] = (),
+    order_by: Sequence[sa.ColumnElement[object]] | None = None,
+    select_from: sa.FromClause | None = None,
+    labelled: Mapping[str, sa.ColumnElement[Any]] | None = None,
+) -> list[R]:
+    """:func:`claim`, then load the claimed rows as ``row_type`` on the same connection (so in
+    the claim's transaction), in the claim's order (``order_by``, by default ``id``).
+
+    ``row_type``'s fields are columns of the layer's table unless given in ``labelled`` (see
+    :func:`act.common.rows.columns_of`); ``select_from`` is the join those come from, if any.
+    """
+    ids = claim(
+        conn,
+        layer,
+        states,
+        owner=owner,
+        lease=lease,
+        limit=limit,
+        shard=shard,
+        where=where,
+        order_by=order_by,
+    )
+    if not ids:
+        return []
+    table = TABLES[layer]
+    stmt = select_of(row_type, table, labelled)
+    if select_from is not None:
+        stmt = stmt.select_from(select_from)
+    order = order_by if order_by is not None else [table.c.id]
+    return fetch(conn, row_type, stmt.where(table.c.id.in_(ids)).order_by(*order))
 
 
 def _state_select(

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import sqlalchemy as sa
 from pydantic import Field
 from sqlalchemy.engine import Connection
 
@@ -16,8 +15,9 @@ from act.atlas.latest_ce import latest_ce_endpoint
 from act.atlas.panda_client import (
     JobUpdate,
 )
+from act.atlas.queries import DueReport
 from act.atlas.reporting import report_fields
-from act.common.claims import claim
+from act.common.claims import claim_and_load
 from act.common.schema import panda_jobs
 from act.common.section import Section
 from act.common.states import Layer
@@ -111,40 +111,19 @@ class Outcome:
 
 def claim_due(conn: Connection, ctx: Context, limit: int) -> list[Job]:
     t = panda_jobs
-    now = utcnow()
-    ids = claim(
+    rows = claim_and_load(
         conn,
         Layer.PANDA,
         REPORTED,
+        DueReport,
         owner=ctx.owner,
         lease=ctx.daemon.lease,
         limit=limit,
         shard=ctx.shard,
-        where=[t.c.next_report_at <= now],
+        where=[t.c.next_report_at <= utcnow()],
         order_by=[t.c.next_report_at, t.c.id],
+        labelled={"ce": latest_ce_endpoint()},
     )
-    if not ids:
-        return []
-    rows = conn.execute(
-        sa.select(
-            t.c.id,
-            t.c.panda_id,
-            t.c.state,
-            t.c.attempt,
-            t.c.queue,
-            t.c.panda_status,
-            t.c.panda_command,
-            t.c.report,
-            t.c.report_failures,
-            t.c.heartbeat_less,
-            t.c.access_point,
-            t.c.log_url,
-            t.c.final_sent_at,
-            latest_ce_endpoint().label("ce"),
-        )
-        .where(t.c.id.in_(ids))
-        .order_by(t.c.next_report_at, t.c.id)
-    ).all()
     return [
         Job(
             id=row.id,

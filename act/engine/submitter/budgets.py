@@ -17,6 +17,7 @@ from act.common.timeutil import seconds
 from act.engine import breaker, strategies
 from act.engine.backend import CE
 from act.engine.config import Context
+from act.engine.queries import ToSubmit
 from act.engine.runtime import EnginePool
 from act.engine.submitter.jobs import (
     QUEUED_STATES,
@@ -32,7 +33,7 @@ class Budget:
     row: Mapping[str, Any]
     left: int
     probe: bool = False
-    assigned: list[dict[str, Any]] = field(default_factory=list)
+    assigned: list[ToSubmit] = field(default_factory=list)
 
 
 def _counts(conn: Connection, names: Sequence[str]) -> dict[str, Counter[str]]:
@@ -106,7 +107,7 @@ def budgets(
 
 
 def assign(
-    rows: Sequence[dict[str, Any]],
+    rows: Sequence[ToSubmit],
     room: Mapping[str, Budget],
     closed: Mapping[str, str],
     chooser: strategies.Chooser,
@@ -115,15 +116,15 @@ def assign(
     """Give each job a CE with room (filling ``Budget.assigned``); returns why others wait."""
     waiting: Counter[str] = Counter()
     for row in rows:
-        candidates = strategies.names(row["candidates"]) or strategies.names(row["ce_endpoint"])
+        candidates = strategies.names(row.candidates) or strategies.names(row.ce_endpoint)
         known = [name for name in candidates if name in configured]
         if not known:
             waiting["no configured candidate CE"] += 1
             continue
         available = {name for name, budget in room.items() if budget.left > 0}
-        choices = strategies.eligible(known, strategies.names(row["excluded"]), available)
+        choices = strategies.eligible(known, strategies.names(row.excluded), available)
         if not choices:
-            allowed = strategies.allowed(known, strategies.names(row["excluded"]))
+            allowed = strategies.allowed(known, strategies.names(row.excluded))
             reasons = sorted(
                 {f"{name}: {closed.get(name, 'no room left this cycle')}" for name in allowed}
             )

@@ -1,10 +1,10 @@
-"""The submitter's shared pieces: its constants, claiming and reading CE job rows, per-row
-values, hand-backs, grouping by CE, and recording a job the CE has."""
+"""The submitter's shared pieces: its constants, claiming CE job rows (typed: act.engine.queries),
+per-row values, hand-backs, grouping by CE, and recording a job the CE has."""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -15,10 +15,11 @@ from act.common import claims
 from act.common.schema import ce_jobs
 from act.common.states import Actor, Layer
 from act.common.timeutil import seconds
-from act.common.transitions import chunked, transition
+from act.common.transitions import transition
 from act.engine import strategies
 from act.engine.backend import CE, Backend
 from act.engine.config import Context
+from act.engine.queries import ToSubmit
 from act.engine.runtime import EnginePool, UnknownCE
 
 CE_LAYER = Layer.CE
@@ -33,14 +34,6 @@ SPACING_SLACK = 0.01
 
 # ---------------------------------------------------------------------------------------------
 # Small database helpers
-
-
-def rows_of(conn: Connection, ids: Sequence[int]) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = []
-    for chunk in chunked(sorted(ids)):
-        stmt = sa.select(ce_jobs).where(ce_jobs.c.id.in_(chunk)).order_by(ce_jobs.c.id)
-        found.extend(dict(row) for row in conn.execute(stmt).mappings())
-    return found
 
 
 def set_each(conn: Connection, values: Mapping[int, Mapping[str, Any]]) -> None:
@@ -76,26 +69,25 @@ def release(ctx: Context, ids: Iterable[int]) -> None:
         ctx.db.run(lambda conn: claims.release(conn, CE_LAYER, ctx.owner, ids))
 
 
-def claim(ctx: Context, state: str, limit: int | None = None) -> list[dict[str, Any]]:
-    def take(conn: Connection) -> list[dict[str, Any]]:
-        ids = claims.claim(
+def claim(ctx: Context, state: str, limit: int | None = None) -> list[ToSubmit]:
+    return ctx.db.run(
+        lambda conn: claims.claim_and_load(
             conn,
             CE_LAYER,
             [state],
+            ToSubmit,
             owner=ctx.owner,
             lease=ctx.daemon.lease,
             limit=limit or ctx.daemon.batch,
             shard=ctx.shard,
         )
-        return rows_of(conn, ids) if ids else []
-
-    return ctx.db.run(take)
+    )
 
 
-def by_ce(rows: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+def by_ce(rows: Iterable[ToSubmit]) -> dict[str, list[ToSubmit]]:
+    groups: dict[str, list[ToSubmit]] = defaultdict(list)
     for row in rows:
-        groups[str(row["ce_endpoint"] or "")].append(row)
+        groups[str(row.ce_endpoint or "")].append(row)
     return dict(sorted(groups.items()))
 
 

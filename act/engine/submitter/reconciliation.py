@@ -3,8 +3,6 @@ its intent and recording the CE's answer (see :mod:`act.engine.submitter`)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy.engine import Connection
 
 from act.common.logs import job_log
@@ -13,6 +11,7 @@ from act.common.transitions import transition
 from act.engine import breaker
 from act.engine.backend import CEUnavailable
 from act.engine.config import Context
+from act.engine.queries import ToSubmit
 from act.engine.runtime import EnginePool
 from act.engine.submitter.jobs import (
     CE_LAYER,
@@ -32,8 +31,8 @@ def reconcile(ctx: Context, engine: EnginePool) -> None:
         _reconcile_ce(ctx, engine, name, group)
 
 
-def _reconcile_ce(ctx: Context, engine: EnginePool, name: str, group: list[dict[str, Any]]) -> None:
-    ids = [row["id"] for row in group]
+def _reconcile_ce(ctx: Context, engine: EnginePool, name: str, group: list[ToSubmit]) -> None:
+    ids = [row.id for row in group]
     found = ce_and_backend(ctx, engine, name)
     if found is None:
         ctx.log.error(
@@ -45,7 +44,7 @@ def _reconcile_ce(ctx: Context, engine: EnginePool, name: str, group: list[dict[
         release(ctx, ids)
         return
     ce, backend = found
-    tokens = [str(row["token"]) for row in group if row["token"]]
+    tokens = [str(row.token) for row in group if row.token]
     try:
         known = backend.find(ce, tokens) if tokens else {}
     except CEUnavailable as error:
@@ -55,15 +54,15 @@ def _reconcile_ce(ctx: Context, engine: EnginePool, name: str, group: list[dict[
         release(ctx, ids)
         return
     now = utcnow()
-    accepted = {row["id"]: known[row["token"]] for row in group if row["token"] in known}
+    accepted = {row.id: known[row.token] for row in group if row.token in known}
     # A job the CE does not list may still be on its way into the CE's listing (find_lag):
     # it waits until it shows or the lag has passed since the intent was recorded.
     settled = now - seconds(backend.limits(ce).find_lag)
     missing: list[int] = []
     waiting: list[int] = []
     for row in group:
-        if row["id"] not in accepted:
-            (missing if row["state_changed_at"] <= settled else waiting).append(row["id"])
+        if row.id not in accepted:
+            (missing if row.state_changed_at <= settled else waiting).append(row.id)
 
     def record(conn: Connection) -> tuple[list[int], list[int]]:
         moved = mark_submitted(conn, ctx, accepted, now, "reconciled: the CE has the job")
@@ -82,13 +81,13 @@ def _reconcile_ce(ctx: Context, engine: EnginePool, name: str, group: list[dict[
         return moved, back
 
     moved, back = ctx.db.run(record)
-    by_id = {row["id"]: row for row in group}
+    by_id = {row.id: row for row in group}
     for job_id in moved:
-        job_log(ctx.log, pandaid=by_id[job_id]["pandaid"], ce=name).info(
+        job_log(ctx.log, pandaid=by_id[job_id].pandaid, ce=name).info(
             "reconciled: submitted as %s", accepted[job_id]
         )
     for job_id in back:
-        job_log(ctx.log, pandaid=by_id[job_id]["pandaid"], ce=name).info(
+        job_log(ctx.log, pandaid=by_id[job_id].pandaid, ce=name).info(
             "reconciled: not at the CE, back to tosubmit"
         )
     if waiting:

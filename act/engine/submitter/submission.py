@@ -6,7 +6,6 @@ from __future__ import annotations
 import secrets
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -20,6 +19,7 @@ from act.common.transitions import transition
 from act.engine import breaker
 from act.engine.backend import CE, Backend, CEUnavailable, SubmitRequest, Submitted
 from act.engine.config import Context
+from act.engine.queries import ToSubmit
 from act.engine.runtime import EnginePool
 from act.engine.submitter.budgets import Budget, assign, budgets, chooser_of
 from act.engine.submitter.jobs import (
@@ -44,8 +44,8 @@ def submit(ctx: Context, engine: EnginePool) -> bool:
     now = utcnow()
     room, closed = budgets(ctx, engine, now)
     waiting = assign(rows, room, closed, chooser_of(ctx), ctx.settings.engine.ces)
-    assigned = {row["id"] for budget in room.values() for row in budget.assigned}
-    release(ctx, [row["id"] for row in rows if row["id"] not in assigned])
+    assigned = {row.id for budget in room.values() for row in budget.assigned}
+    release(ctx, [row.id for row in rows if row.id not in assigned])
     for reason, number in sorted(waiting.items()):
         ctx.log.info("%d job(s) stay tosubmit: %s", number, reason)
     for _name, budget in ctx.until_stopped(sorted(room.items()), "CE(s) to submit to"):
@@ -63,19 +63,19 @@ def _submit_to(ctx: Context, backend: Backend, budget: Budget) -> None:
     for start in range(0, len(jobs), size):
         batch = jobs[start : start + size]
         if start > 0 and ctx.stop.wait(ce.settings.min_spacing):
-            release(ctx, [row["id"] for row in jobs[start:]])  # stopping: hand the rest back
+            release(ctx, [row.id for row in jobs[start:]])  # stopping: hand the rest back
             return
         if not _submit_batch(ctx, backend, ce, batch, probe=budget.probe):
-            release(ctx, [row["id"] for row in jobs[start + size :]])
+            release(ctx, [row.id for row in jobs[start + size :]])
             return
 
 
 def _submit_batch(
-    ctx: Context, backend: Backend, ce: CE, batch: list[dict[str, Any]], *, probe: bool
+    ctx: Context, backend: Backend, ce: CE, batch: list[ToSubmit], *, probe: bool
 ) -> bool:
     """Steps (1) to (3) for one batch; returns False when the CE should get no more now."""
     name = ce.name
-    tokens = {row["id"]: secrets.token_hex(16) for row in batch}
+    tokens = {row.id: secrets.token_hex(16) for row in batch}
     now = utcnow()
 
     def intent(conn: Connection) -> list[int] | None:
@@ -121,20 +121,20 @@ def _submit_batch(
             ce.settings.min_spacing,
             len(batch),
         )
-        release(ctx, [row["id"] for row in batch])
+        release(ctx, [row.id for row in batch])
         return False
     moved = set(taken)
-    batch = [row for row in batch if row["id"] in moved]
+    batch = [row for row in batch if row.id in moved]
     if not batch:
         return True
     maybe_crash("submitter:after-intent")
     requests = [
         SubmitRequest(
-            job_id=row["id"],
-            token=tokens[row["id"]],
-            description=str(row["description"] or ""),
-            input_dir=Path(row["input_dir"]) if row["input_dir"] else None,
-            pandaid=row["pandaid"],
+            job_id=row.id,
+            token=tokens[row.id],
+            description=str(row.description or ""),
+            input_dir=Path(row.input_dir) if row.input_dir else None,
+            pandaid=row.pandaid,
         )
         for row in batch
     ]
@@ -152,7 +152,7 @@ def _submit_batch(
         # Nothing is known about what the CE did: leave the jobs in submitting and hand back
         # their claims; the next cycle's reconciliation asks the CE for their tokens.
         ctx.log.exception("ce=%s: submission of %d job(s) failed unexpectedly", name, len(batch))
-        release(ctx, [row["id"] for row in batch])
+        release(ctx, [row.id for row in batch])
         return False
     maybe_crash("submitter:after-submit")
     return _record(ctx, ce, batch, results)
@@ -162,11 +162,11 @@ def _after_lost_reply(
     ctx: Context,
     backend: Backend,
     ce: CE,
-    batch: list[dict[str, Any]],
+    batch: list[ToSubmit],
     *,
     tokens: Mapping[int, str],
     error: CEUnavailable,
-) -> tuple[list[dict[str, Any]], list[Submitted]] | None:
+) -> tuple[list[ToSubmit], list[Submitted]] | None:
     """The submit call failed in a way that may come after the CE took the jobs (a reply lost):
     ask the CE which tokens it has. Returns the part of the batch whose outcome is known, with
     the outcomes; the rest stays in ``submitting`` (claims handed back) for reconciliation, so
@@ -174,7 +174,7 @@ def _after_lost_reply(
     name = ce.name
     lag = backend.limits(ce).find_lag
     try:
-        known = backend.find(ce, [tokens[row["id"]] for row in batch])
+        known = backend.find(ce, [tokens[row.id] for row in batch])
     except CEUnavailable as find_error:
         now = utcnow()
         ctx.db.run(
@@ -190,9 +190,9 @@ def _after_lost_reply(
             find_error.cause,
             len(batch),
         )
-        release(ctx, [row["id"] for row in batch])
+        release(ctx, [row.id for row in batch])
         return None
-    waiting = [] if lag <= 0 else [row for row in batch if tokens[row["id"]] not in known]
+    waiting = [] if lag <= 0 else [row for row in batch if tokens[row.id] not in known]
     ctx.log.warning(
         "ce=%s: submission reply lost (%s); the CE has %d of %d job(s)%s",
         name,
@@ -204,22 +204,22 @@ def _after_lost_reply(
         else "",
     )
     for row in waiting:
-        job_log(ctx.log, pandaid=row["pandaid"], ce=name).info(
+        job_log(ctx.log, pandaid=row.pandaid, ce=name).info(
             "not yet listed by the CE after a lost submission reply: left in submitting"
         )
-    release(ctx, [row["id"] for row in waiting])
-    left = {row["id"] for row in waiting}
-    decided = [row for row in batch if row["id"] not in left]
+    release(ctx, [row.id for row in waiting])
+    left = {row.id for row in waiting}
+    decided = [row for row in batch if row.id not in left]
     results = [
-        Submitted(row["id"], known[tokens[row["id"]]])
-        if tokens[row["id"]] in known
-        else Submitted(row["id"], None, f"submission reply lost: {error.cause}")
+        Submitted(row.id, known[tokens[row.id]])
+        if tokens[row.id] in known
+        else Submitted(row.id, None, f"submission reply lost: {error.cause}")
         for row in decided
     ]
     return decided, results
 
 
-def _unavailable(ctx: Context, ce: CE, batch: list[dict[str, Any]], error: CEUnavailable) -> None:
+def _unavailable(ctx: Context, ce: CE, batch: list[ToSubmit], error: CEUnavailable) -> None:
     name = ce.name
     now = utcnow()
 
@@ -227,14 +227,14 @@ def _unavailable(ctx: Context, ce: CE, batch: list[dict[str, Any]], error: CEUna
         back = transition(
             conn,
             CE_LAYER,
-            [row["id"] for row in batch],
+            [row.id for row in batch],
             "submitting",
             "tosubmit",
             actor=ME,
             reason=f"CE unavailable: {error.cause}"[:ERROR_LEN],
             owner=ctx.owner,
         )
-        excluded = {row["id"]: with_excluded(row["excluded"], name) for row in batch}
+        excluded = {row.id: with_excluded(row.excluded, name) for row in batch}
         set_each(conn, {job_id: {"excluded": excluded[job_id]} for job_id in back})
         state = breaker.record_failure(
             conn, name, error=error.cause, now=now, settings=ctx.settings.engine.breaker
@@ -251,12 +251,10 @@ def _unavailable(ctx: Context, ce: CE, batch: list[dict[str, Any]], error: CEUna
     )
 
 
-def _record(
-    ctx: Context, ce: CE, batch: list[dict[str, Any]], results: Sequence[Submitted]
-) -> bool:
+def _record(ctx: Context, ce: CE, batch: list[ToSubmit], results: Sequence[Submitted]) -> bool:
     name = ce.name
     now = utcnow()
-    by_id = {row["id"]: row for row in batch}
+    by_id = {row.id: row for row in batch}
     accepted: dict[int, str] = {}
     transient: dict[int, str] = {}
     permanent: dict[int, str] = {}
@@ -288,7 +286,7 @@ def _record(
             conn,
             {
                 job_id: {
-                    "excluded": with_excluded(by_id[job_id]["excluded"], name),
+                    "excluded": with_excluded(by_id[job_id].excluded, name),
                     "error_text": transient[job_id],
                 }
                 for job_id in again
@@ -321,19 +319,19 @@ def _record(
     done, again, failed, state = ctx.db.run(record)
     lost = set(by_id) - set(done) - set(again) - set(failed)
     for job_id in done:
-        job_log(ctx.log, pandaid=by_id[job_id]["pandaid"], ce=name).info(
+        job_log(ctx.log, pandaid=by_id[job_id].pandaid, ce=name).info(
             "submitted as %s", accepted[job_id]
         )
     for job_id in again:
-        job_log(ctx.log, pandaid=by_id[job_id]["pandaid"], ce=name).warning(
+        job_log(ctx.log, pandaid=by_id[job_id].pandaid, ce=name).warning(
             "submission failed, will try another CE: %s", transient[job_id]
         )
     for job_id in failed:
-        job_log(ctx.log, pandaid=by_id[job_id]["pandaid"], ce=name).error(
+        job_log(ctx.log, pandaid=by_id[job_id].pandaid, ce=name).error(
             "rejected by the CE: %s", permanent[job_id]
         )
     for job_id in sorted(lost):
-        job_log(ctx.log, pandaid=by_id[job_id]["pandaid"], ce=name).error(
+        job_log(ctx.log, pandaid=by_id[job_id].pandaid, ce=name).error(
             "claim lost while submitting (lease too short?): left to reconciliation"
         )
     return state == breaker.CLOSED or bool(accepted)
