@@ -13,7 +13,7 @@ them correct while the split changes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from act.common.liveness import Shard
-from act.common.states import Layer
+from act.common.states import Layer, in_table_order
 from act.common.timeutil import seconds, utcnow
 from act.common.transitions import TABLES, chunked
 
@@ -44,7 +44,7 @@ _FORCE_STATE_INDEX = {
 def claim(
     conn: Connection,
     layer: Layer,
-    states: Sequence[str],
+    states: Collection[str],
     *,
     owner: str,
     lease: float,
@@ -58,6 +58,7 @@ def claim(
     Rows are taken oldest first.
     """
     table = TABLES[layer]
+    states = in_table_order(layer, states)  # a stable statement, whatever collection was given
     now = utcnow()
     free = sa.or_(table.c.lease_expires.is_(None), table.c.lease_expires < now)
     conditions = [free, *where]

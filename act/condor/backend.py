@@ -59,7 +59,7 @@ from act.condor.submission import (
 )
 from act.engine.backend import (
     CE,
-    CEState,
+    CEReportedState,
     CEUnavailable,
     Fetched,
     JobStatus,
@@ -617,36 +617,36 @@ def job_status(
     exit_code = _int(_value(ad, "ExitCode"))
     errors: tuple[str, ...] = ()
     restartable = False
-    state: CEState
+    state: CEReportedState
     if code == IDLE:
-        state = CEState.QUEUED
+        state = CEReportedState.SUBMITTED
         since = _epoch(_value(ad, "GridResourceUnavailableTime"))
         if since is not None:
             raw = f"idle (grid resource unavailable since {since:%Y-%m-%dT%H:%M:%SZ})"
             if (now - since).total_seconds() > stale:
-                state = CEState.FAILED
+                state = CEReportedState.FAILED
                 errors = (f"grid resource unavailable since {since:%Y-%m-%dT%H:%M:%SZ}",)
     elif code in (RUNNING, SUSPENDED):
         ending = code == RUNNING and grid is not None and grid.upper() in ENDING_GRID_STATES
-        state = CEState.FINISHING if ending else CEState.RUNNING
+        state = CEReportedState.FINISHING if ending else CEReportedState.RUNNING
     elif code == TRANSFERRING:
-        state = CEState.FINISHING
+        state = CEReportedState.FINISHING
     elif code == REMOVED:
-        state = CEState.KILLED
+        state = CEReportedState.CANCELLED
         reason = _text(_value(ad, "RemoveReason"))
         errors = (f"removed: {reason}",) if reason else ()
     elif code == HELD:
-        state = CEState.FAILED
+        state = CEReportedState.FAILED
         restartable = (_int(_value(ad, "NumHolds")) or 1) <= max_holds
         errors = (hold_error(ad),)
     else:  # COMPLETED
         signal = _int(_value(ad, "ExitSignal")) if _value(ad, "ExitBySignal") is True else None
         if signal is not None:
-            state, errors = CEState.FAILED, (f"killed by signal {signal}",)
+            state, errors = CEReportedState.FAILED, (f"killed by signal {signal}",)
         elif exit_code == 0:
-            state = CEState.FINISHED
+            state = CEReportedState.FINISHED
         else:
-            state = CEState.FAILED
+            state = CEReportedState.FAILED
             errors = (f"exit code {exit_code if exit_code is not None else 'unknown'}",)
     host = _text(_value(ad, "RemoteHost")) or _text(_value(ad, "LastRemoteHost"))
     user, system = _int(_value(ad, "RemoteUserCpu")), _int(_value(ad, "RemoteSysCpu"))

@@ -56,7 +56,7 @@ from act.common.daemon import DaemonSpec, NoOptions
 from act.common.faults import maybe_crash
 from act.common.logs import job_log
 from act.common.schema import ce_jobs, ces
-from act.common.states import Actor, Layer
+from act.common.states import C_QUEUED, C_RUNNING, Actor, CEJobState, Layer
 from act.common.timeutil import seconds, utcnow
 from act.common.transitions import chunked, transition
 from act.engine import breaker, strategies
@@ -67,8 +67,8 @@ from act.engine.runtime import EnginePool, UnknownCE, pool
 CE_LAYER = Layer.CE
 ME = Actor.SUBMITTER
 #: States that count as "queued at the CE" for max_queued.
-QUEUED_STATES = ("submitting", "submitted")
-RUNNING_STATES = ("running",)
+QUEUED_STATES = C_QUEUED
+RUNNING_STATES = C_RUNNING
 ERROR_LEN = 4000
 #: Tolerance on min_spacing between two batches of one cycle (the wait and the clock differ).
 SPACING_SLACK = 0.01
@@ -162,7 +162,7 @@ def _ce_and_backend(ctx: Context, engine: EnginePool, name: str) -> tuple[CE, Ba
 
 def reconcile(ctx: Context, engine: EnginePool) -> None:
     """Resolve ``submitting`` jobs whose submitter died before recording the CE's answer."""
-    rows = _claim(ctx, "submitting")
+    rows = _claim(ctx, CEJobState.SUBMITTING)
     for name, group in ctx.until_stopped(list(_by_ce(rows).items()), "CE(s) to reconcile"):
         _reconcile_ce(ctx, engine, name, group)
 
@@ -206,8 +206,8 @@ def _reconcile_ce(ctx: Context, engine: EnginePool, name: str, group: list[dict[
             conn,
             CE_LAYER,
             missing,
-            "submitting",
-            "tosubmit",
+            CEJobState.SUBMITTING,
+            CEJobState.TOSUBMIT,
             actor=ME,
             reason="reconciled: the CE does not have the job",
             owner=ctx.owner,
@@ -248,8 +248,8 @@ def _mark_submitted(
         conn,
         CE_LAYER,
         list(accepted),
-        "submitting",
-        "submitted",
+        CEJobState.SUBMITTING,
+        CEJobState.SUBMITTED,
         actor=ME,
         reason=reason,
         owner=ctx.owner,
@@ -269,7 +269,7 @@ def _mark_submitted(
 
 def resubmit(ctx: Context, engine: EnginePool) -> None:
     """Clean the old CE job of ``toresubmit`` jobs, then submit them again (or fail them)."""
-    rows = _claim(ctx, "toresubmit")
+    rows = _claim(ctx, CEJobState.TORESUBMIT)
     for name, group in ctx.until_stopped(list(_by_ce(rows).items()), "CE(s) to resubmit from"):
         cleaned: list[dict[str, Any]] = []
         with_id = [row for row in group if row["ce_job_id"]]
@@ -321,8 +321,8 @@ def _requeue(ctx: Context, name: str, rows: list[dict[str, Any]]) -> None:
             conn,
             CE_LAYER,
             [row["id"] for row in again],
-            "toresubmit",
-            "tosubmit",
+            CEJobState.TORESUBMIT,
+            CEJobState.TOSUBMIT,
             actor=ME,
             reason="old CE job cleaned",
             owner=ctx.owner,
@@ -334,8 +334,8 @@ def _requeue(ctx: Context, name: str, rows: list[dict[str, Any]]) -> None:
             conn,
             CE_LAYER,
             [row["id"] for row in spent],
-            "toresubmit",
-            "failed",
+            CEJobState.TORESUBMIT,
+            CEJobState.FAILED,
             actor=ME,
             reason="no attempts left",
             owner=ctx.owner,
@@ -357,7 +357,7 @@ def _requeue(ctx: Context, name: str, rows: list[dict[str, Any]]) -> None:
 
 def rerun(ctx: Context, engine: EnginePool) -> None:
     """Ask the CE to restart ``torerun`` jobs: ``submitted`` if it did, ``failed`` if it refused."""
-    rows = _claim(ctx, "torerun")
+    rows = _claim(ctx, CEJobState.TORERUN)
     for name, group in ctx.until_stopped(list(_by_ce(rows).items()), "CE(s) to rerun at"):
         _rerun_ce(ctx, engine, name, group)
 
@@ -399,8 +399,8 @@ def _rerun_ce(ctx: Context, engine: EnginePool, name: str, group: list[dict[str,
             conn,
             CE_LAYER,
             restarted,
-            "torerun",
-            "submitted",
+            CEJobState.TORERUN,
+            CEJobState.SUBMITTED,
             actor=ME,
             reason="CE restarted the job",
             owner=ctx.owner,
@@ -410,8 +410,8 @@ def _rerun_ce(ctx: Context, engine: EnginePool, name: str, group: list[dict[str,
             conn,
             CE_LAYER,
             list(refused),
-            "torerun",
-            "failed",
+            CEJobState.TORERUN,
+            CEJobState.FAILED,
             actor=ME,
             reason="CE refused the restart",
             owner=ctx.owner,
@@ -565,7 +565,7 @@ def _chooser(ctx: Context) -> strategies.Chooser:
 
 def submit(ctx: Context, engine: EnginePool) -> bool:
     """Submit ``tosubmit`` jobs; returns whether a full batch was claimed (more may wait)."""
-    rows = _claim(ctx, "tosubmit")
+    rows = _claim(ctx, CEJobState.TOSUBMIT)
     if not rows:
         return False
     now = utcnow()
@@ -626,8 +626,8 @@ def _submit_batch(
             conn,
             CE_LAYER,
             list(tokens),
-            "tosubmit",
-            "submitting",
+            CEJobState.TOSUBMIT,
+            CEJobState.SUBMITTING,
             actor=ME,
             reason=f"to {name}",
             owner=ctx.owner,
@@ -755,8 +755,8 @@ def _unavailable(ctx: Context, ce: CE, batch: list[dict[str, Any]], error: CEUna
             conn,
             CE_LAYER,
             [row["id"] for row in batch],
-            "submitting",
-            "tosubmit",
+            CEJobState.SUBMITTING,
+            CEJobState.TOSUBMIT,
             actor=ME,
             reason=f"CE unavailable: {error.cause}"[:ERROR_LEN],
             owner=ctx.owner,
@@ -805,8 +805,8 @@ def _record(
             conn,
             CE_LAYER,
             list(transient),
-            "submitting",
-            "tosubmit",
+            CEJobState.SUBMITTING,
+            CEJobState.TOSUBMIT,
             actor=ME,
             reason="submission failed at this CE",
             owner=ctx.owner,
@@ -825,8 +825,8 @@ def _record(
             conn,
             CE_LAYER,
             list(permanent),
-            "submitting",
-            "failed",
+            CEJobState.SUBMITTING,
+            CEJobState.FAILED,
             actor=ME,
             reason="CE rejected the job description",
             owner=ctx.owner,
