@@ -51,10 +51,18 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from act.atlas.panda_status import PandaCommand, PandaEventStatus, PandaServerStatus
 from act.atlas.update_fields import NEW_ARGS
 
-FINAL = ("finished", "failed")
-NEW_JOB_STATES = ("running", "starting", "transferring", "holding", "finished", "failed")
+FINAL = (PandaServerStatus.FINISHED, PandaServerStatus.FAILED)
+NEW_JOB_STATES = (
+    PandaServerStatus.RUNNING,
+    PandaServerStatus.STARTING,
+    PandaServerStatus.TRANSFERRING,
+    PandaServerStatus.HOLDING,
+    PandaServerStatus.FINISHED,
+    PandaServerStatus.FAILED,
+)
 PROXY_CERT_INFO = x509.ObjectIdentifier("1.3.6.1.5.5.7.1.14")
 # ProxyCertInfo ::= SEQUENCE { proxyPolicy SEQUENCE { policyLanguage id-ppl-inheritAll } }
 _INHERIT_ALL = bytes.fromhex("300c300a06082b06010505071501")
@@ -717,11 +725,11 @@ class PandaTestServer:
         with self._lock:
             job = self.jobs.get(pandaid)
             if job is None:
-                return "tobekilled"
+                return PandaCommand.TOBEKILLED
             if not legacy and attempt is not None and attempt != job.attempt:
                 # as panda-server 1.0.4: its UPDATE is conditional on the attempt number, so a
                 # wrong one records nothing and is answered like an unknown job
-                return "tobekilled"
+                return PandaCommand.TOBEKILLED
             already_final = job.final_state is not None
             job.states.append(state)
             job.last_fields = dict(fields)
@@ -756,7 +764,7 @@ class PandaTestServer:
                 if len(out) >= n:
                     break
                 if item["eventRangeID"] not in job.event_status:
-                    job.event_status[item["eventRangeID"]] = "running"
+                    job.event_status[item["eventRangeID"]] = PandaEventStatus.RUNNING
                     out.append(dict(item))
             return out
 

@@ -45,8 +45,8 @@ class Actor(str, Enum):
     OPERATOR = "operator"  # a person, through actctl
 
 
-class _StateEnum(str, Enum):
-    """A state as stored in a state column: compares, hashes, prints and formats as its value."""
+class StateEnum(str, Enum):
+    """A value act stores or sends as a string: it compares, hashes, prints and formats as one."""
 
     def __str__(self) -> str:
         return str(self.value)
@@ -55,7 +55,7 @@ class _StateEnum(str, Enum):
         return format(str(self.value), spec)
 
 
-class PandaJobState(_StateEnum):
+class PandaJobState(StateEnum):
     """``panda_jobs.state``: a PanDA job as act follows it (see :data:`STATES` for meanings)."""
 
     RECEIVED = "received"
@@ -73,7 +73,7 @@ class PandaJobState(_StateEnum):
     DONECANCELLED = "donecancelled"
 
 
-class CEJobState(_StateEnum):
+class CEJobState(StateEnum):
     """``ce_jobs.state``: one job on a compute element (see :data:`STATES` for meanings)."""
 
     TOSUBMIT = "tosubmit"
