@@ -11,10 +11,13 @@ states; each entry says whose words they are.
 from __future__ import annotations
 
 import ast
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
+from act.atlas.panda_status import PandaCommand, PandaEventStatus, PandaServerStatus
 from act.common.states import STATES, CEJobState, PandaJobState
+from act.engine.backend import CEReportedState
 from tests.support.procs import REPO
 
 #: The state module itself; the migrations are a record of the past, not code to keep in step.
@@ -67,6 +70,21 @@ def bare_states(root: Path, names: frozenset[str]) -> Iterator[tuple[str, int, s
 
 def test_the_vocabulary_is_the_two_enums() -> None:
     assert state_names() == {s.value for s in PandaJobState} | {s.value for s in CEJobState}
+
+
+def test_members_read_and_write_as_their_values() -> None:
+    """What drivers, JSON, log lines and metric labels see of a member is its database value."""
+    for enum in (PandaJobState, CEJobState, PandaServerStatus, PandaCommand, PandaEventStatus):
+        for member in enum:
+            value = member.value
+            assert member == value and hash(member) == hash(value)
+            assert (str(member), f"{member}", f"{member:>1}") == (value, value, value)
+            assert json.dumps({member: member}) == json.dumps({value: value})
+
+
+def test_reported_states_are_ce_job_states() -> None:
+    """The poller moves a CE job to the state its back end reports (or, on failure, decides)."""
+    assert {s.value for s in CEReportedState} <= {s.value for s in CEJobState}
 
 
 def test_no_state_literal_outside_the_state_module() -> None:
