@@ -8,6 +8,12 @@ from them). States named ``to<action>`` are requests from one actor to another.
   until PanDA has acknowledged its final report.
 * The **CE layer** (``ce_jobs.state``) follows one job on a compute element, from the request to
   submit it until the CE has confirmed it was cleaned.
+
+Each layer's states are an enum, :class:`PandaJobState` and :class:`CEJobState`, whose values are
+the strings stored in the database; a member compares, hashes and prints as its value, so a value
+read from the database can be passed wherever a member is. The groups of states that daemons and
+actctl select on (``P_ACTIVE``, ``C_LIVE``, ...) are defined below and nowhere else, and no other
+module spells a state (tests/test_state_vocabulary.py).
 """
 
 from __future__ import annotations
@@ -306,15 +312,16 @@ P_REPORT_DUE: dict[PandaJobState, PandaJobState] = {
     PS.FAILED: PS.DONEFAILED,
     PS.CANCELLED: PS.DONECANCELLED,
 }
-#: PanDA jobs that are over for act: nothing but (at most) a final report left.
+#: PanDA jobs whose final report PanDA has (or wants none): nothing more happens.
 P_FINAL: frozenset[PandaJobState] = frozenset(P_REPORT_DUE.values())
+#: PanDA jobs that are over for act: nothing but (at most) a final report left.
 P_OVER: frozenset[PandaJobState] = frozenset({*P_REPORT_DUE, *P_FINAL})
 #: PanDA jobs that failed (reported or not).
 P_FAILED: frozenset[PandaJobState] = frozenset({PS.FAILED, PS.DONEFAILED})
 
 #: CE jobs the poller follows: live ones, and those whose kill the CE has to confirm.
 C_POLLED: frozenset[CEJobState] = frozenset({*C_LIVE, CS.CANCELLING})
-#: CE jobs counted as queued, and as running, against a queue's limits.
+#: CE jobs counted as queued, and as running, against a CE's max_queued and max_running.
 C_QUEUED: frozenset[CEJobState] = frozenset({CS.SUBMITTING, CS.SUBMITTED})
 C_RUNNING: frozenset[CEJobState] = frozenset({CS.RUNNING})
 #: CE jobs ended at the CE whose outputs or diagnostics are to be fetched.
