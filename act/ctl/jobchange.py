@@ -93,7 +93,7 @@ RESUBMIT = Command(
 RETRY = Command(
     "retry",
     PandaJobState.TORESUBMIT,
-    (PandaJobState.FAILED,),
+    _ordered({PandaJobState.FAILED}),
     "to be retried",
     "Retry failed PanDA jobs whose final report PanDA has not accepted yet.",
 )
@@ -381,7 +381,7 @@ def _register_one(
         "--state",
         "states",
         multiple=True,
-        type=click.Choice(list(command.sources)),
+        type=click.Choice([str(state) for state in command.sources]),
         help="Only jobs in this state (repeat for several).",
     )
     @click.option(
