@@ -344,15 +344,15 @@ C_FAILED: frozenset[CEJobState] = frozenset({CS.FAILED, CS.DONEFAILED})
 del A, P, C, W, R, F, PS, CS
 
 
-def in_table_order(layer: Layer, states: Iterable[str]) -> list[JobState]:
-    """``states`` (enum members or their values) as members, in the order of the state table;
-    for stable SQL and output. Raises :class:`IllegalTransition` for a state the layer lacks."""
+def in_table_order(layer: Layer, states: Iterable[str]) -> list[str]:
+    """``states`` (enum members or their values) in the order of the state table, for stable SQL
+    and output; a state the layer does not know (it matches no row) comes last."""
     wanted = set(states)
     known = list(STATES[layer])
-    unknown = wanted.difference(known)
-    if unknown:
-        raise IllegalTransition(f"{layer.value}: unknown states {sorted(unknown)}")
-    return [STATES[layer][state].name for state in known if state in wanted]
+    return [
+        *(STATES[layer][state].name for state in known if state in wanted),
+        *sorted(str(state) for state in wanted.difference(known)),
+    ]
 
 
 #: (layer, from, to) → the edge with every actor allowed to make it; what transitions check.

@@ -73,7 +73,7 @@ class Command:
 
 def _ordered(states: Collection[str]) -> tuple[str, ...]:
     """PanDA states as their values, in the order of the state table (for options and output)."""
-    return tuple(state.value for state in in_table_order(Layer.PANDA, states))
+    return tuple(str(state) for state in in_table_order(Layer.PANDA, states))
 
 
 KILL = Command(
