@@ -12,6 +12,7 @@ the move.
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from act.atlas import app_status
+from act.atlas.config import Context
 from act.common.db import Database
 from act.common.schema import panda_jobs, transitions
 from act.common.states import Actor, Layer
@@ -51,7 +53,7 @@ def _prefill(db: Database, rows: int) -> None:
             transition(conn, Layer.CE, cids, a, b, actor=actor)
 
     for start in range(1, rows + 1, CHUNK):
-        db.run(lambda conn, s=start: make(conn, s, min(CHUNK, rows + 1 - s)))
+        db.run(functools.partial(make, start=start, count=min(CHUNK, rows + 1 - start)))
 
 
 def run(backend: str, rows: int, batch: int) -> tuple[float, int]:
@@ -59,7 +61,7 @@ def run(backend: str, rows: int, batch: int) -> tuple[float, int]:
         _prefill(db, rows)
         settings = Settings.model_validate({"root": str(root)})
         options = app_status.AppStatusOptions()
-        ctx = daemon_context(db, settings, "app_status", batch=batch, options=options)
+        ctx: Context = daemon_context(db, settings, "app_status", batch=batch, options=options)
         cycles = 0
         started = time.perf_counter()
         while True:

@@ -21,6 +21,7 @@ Run: ``PYTHONPATH=. python -m benchmarks.arc_throughput [--jobs N] [--batch B] [
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import secrets
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         arc.delegation(ce)  # created once, outside the timings
         for _ in range(args.repeat):
             for name, batch in (("submit bulk", args.batch), ("submit single", 1)):
-                seconds, count = timed(lambda b=batch: submit(b))  # type: ignore[misc]
+                seconds, count = timed(functools.partial(submit, batch))
                 figures.setdefault(name, []).append(count / seconds)
         ids = submitted[: args.jobs]
         for _ in range(args.repeat):
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                 ("status bulk (status)", status_rest, args.batch),
                 ("status single (status)", status_rest, 1),
             ):
-                seconds, count = timed(lambda f=fn, b=batch: f(ids, b))  # type: ignore[misc]
+                seconds, count = timed(functools.partial(fn, ids, batch))
                 figures.setdefault(name, []).append(count / seconds)
     finally:
         cleanup(arc, ce, submitted)

@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from act.condor import backend as condor_backend
+from act.condor import schedd as schedd_access
 from act.condor.backend import CondorBackend
 from act.condor.fake_schedd import FakeSchedd
 from act.condor.options import CondorOptions
@@ -39,7 +39,7 @@ def _once(jobs: int, batch: int, root: Path, figures: dict[str, list[float]]) ->
     def opener(options: CondorOptions) -> ScheddLike:
         return fake
 
-    condor_backend.schedd_access.open_schedd = opener
+    schedd_access.open_schedd = opener
     options = {"submit_batch": batch, "status_batch": 1000}
     ce = CE("bench", CESettings(backend="condor", url="ce.example.org", options=options))
     backend = CondorBackend(

@@ -37,7 +37,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from act.atlas import propagator, translator, validator
+from act.atlas import translator, validator
+from act.atlas.propagator import jobs as propagator_jobs
 from act.common import job_counts
 from act.common.claims import claim
 from act.common.config import DaemonSettings
@@ -48,7 +49,8 @@ from act.common.schema import transitions as history
 from act.common.states import Layer
 from act.common.timeutil import utcnow
 from act.ctl import report
-from act.engine import fetcher, poller, submitter
+from act.engine import fetcher, poller
+from act.engine.submitter import jobs as submitter_jobs
 from act.engine.work import claim_jobs
 from act.service.metrics_daemon import read_snapshot
 from act.service.settings import Settings
@@ -241,7 +243,9 @@ class _RolledBack:
             yield conn
 
 
-def _context(db: Database, name: str, options: Any = None) -> Context:
+def _context(db: Database, name: str, options: Any = None) -> Context[Any]:
+    # one context per daemon, of whichever package (act.engine, act.atlas): by name, as
+    # act.service.daemons.resolve hands out DaemonSpec[Any]
     return Context(
         name=name,
         instance="bench:1:000000",
@@ -290,7 +294,7 @@ def queries_of(db: Database) -> dict[str, Callable[[], None]]:
 
     def propagator_claim() -> None:
         c = ctx["propagator"]
-        got = c.db.run(lambda conn: propagator._claim(conn, c, batch))
+        got = c.db.run(lambda conn: propagator_jobs.claim_due(conn, c, batch))
         _full("propagator", got, batch)
 
     def metrics_snapshot() -> None:
@@ -318,7 +322,7 @@ def queries_of(db: Database) -> dict[str, Callable[[], None]]:
     return {
         "translator claim": translator_claim,
         "submitter claim (tosubmit)": lambda: _full(
-            "submitter", submitter._claim(ctx["submitter"], "tosubmit"), batch
+            "submitter", submitter_jobs.claim(ctx["submitter"], "tosubmit"), batch
         ),
         "poller claim (due)": poller_claim,
         "fetcher claim": lambda: _full(

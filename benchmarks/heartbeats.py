@@ -14,7 +14,7 @@ This is a benchmark, not a test: it measures and prints. Three ways of sending o
 
 Every reply is checked (ok, no command); a refused heartbeat stops the benchmark.
 
-The server is by default the PanDA TEST DOUBLE (``act.atlas.panda_testserver``) in a forked
+The server is by default the PanDA TEST DOUBLE (``act.testing.panda``) in a forked
 process, over HTTPS with a throw-away CA and a client proxy (not PanDA: its per-job cost is
 near zero, so the figures show act's side). Against a real server (e.g. the recipe of
 shared/research/panda.md) give ``--url`` (or ``$PANDA_URL_SSL``), ``--ca`` (``$PANDA_CA_CERT``),
@@ -58,10 +58,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection as SAConnection
 from tabulate import tabulate
 
+from act.atlas.config import Context as AtlasContext
 from act.atlas.credentials import FileCredentials, NoCredentials
 from act.atlas.panda_client import JobUpdate, PandaClient, UpdateResult
 from act.atlas.panda_settings import PandaServerSettings
-from act.atlas.panda_testserver import PandaTestServer, TestCA
 from act.atlas.propagator import PropagatorOptions, run_once
 from act.common.config import DaemonSettings
 from act.common.daemon import Context
@@ -70,6 +70,7 @@ from act.common.schema import panda_jobs
 from act.common.states import Layer
 from act.common.timeutil import utcnow
 from act.service.settings import Settings
+from act.testing.panda import PandaTestServer, TestCA
 from tests.support.dbs import fresh_database
 from tests.support.jobs import make_jobs
 
@@ -223,7 +224,7 @@ class PropagatorRun:
         self.pandaids = list(pandaids)
         for first, count in _runs(self.pandaids):  # make_jobs numbers PandaIDs in a row
             db.run(partial(_make_running, first=first, count=count))
-        self.ctx = Context(
+        self.ctx: AtlasContext = Context(
             name="propagator",
             instance="bench:1:000000",
             settings=Settings().model_copy(update={"panda": settings}),

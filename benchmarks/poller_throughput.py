@@ -12,6 +12,7 @@ move and no lease left.
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ from act.common.states import Actor, Layer
 from act.common.transitions import create_jobs, transition
 from act.engine import poller
 from act.engine.backend import BACKENDS, CE, CEReportedState, JobStatus, Limits
+from act.engine.config import Context
 from act.service.settings import Settings
 from benchmarks._common import BenchmarkError, arguments, scratch_database
 from tests.support.contexts import daemon_context
@@ -68,12 +70,12 @@ def _prefill(db: Database, rows: int) -> None:
             transition(conn, Layer.CE, ids, a, b, actor=actor)
 
     for start in range(0, rows, 1000):
-        db.run(lambda conn, s=start: make(conn, s, min(1000, rows - s)))
+        db.run(functools.partial(make, start=start, count=min(1000, rows - start)))
 
 
 def _check(db: Database, rows: int) -> None:
     with db.read() as conn:
-        states = dict(
+        states: dict[str, int] = dict(
             conn.execute(
                 sa.select(ce_jobs.c.state, sa.func.count()).group_by(ce_jobs.c.state)
             ).all()
@@ -97,7 +99,7 @@ def run(backend: str, rows: int, batch: int) -> float:
         settings = Settings.model_validate(
             {"root": str(root), "engine": {"ces": {"ce1": {"backend": "instant"}}}}
         )
-        ctx = daemon_context(db, settings, "poller", batch=batch)
+        ctx: Context = daemon_context(db, settings, "poller", batch=batch)
         started = time.perf_counter()
         while poller.run_once(ctx):
             pass

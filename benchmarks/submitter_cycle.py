@@ -14,6 +14,7 @@ Run: ``PYTHONPATH=. python -m benchmarks.submitter_cycle [--backends ...] [--job
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import tempfile
@@ -67,8 +68,12 @@ def bench(backend: str, jobs: int, batch: int, workdir: Path) -> dict[str, float
         for start in range(0, jobs, 1000):
             chunk = rows[start : start + 1000]
             db.run(
-                lambda c, chunk=chunk: create_jobs(
-                    c, Layer.CE, chunk, "tosubmit", actor=Actor.TRANSLATOR
+                functools.partial(
+                    create_jobs,
+                    layer=Layer.CE,
+                    rows=chunk,
+                    state="tosubmit",
+                    actor=Actor.TRANSLATOR,
                 )
             )
         cycles = 0

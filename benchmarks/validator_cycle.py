@@ -15,6 +15,7 @@ job ends ``finished`` with exactly one validator transition.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -26,6 +27,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from act.atlas import validator
+from act.atlas.config import Context
 from act.atlas.validation import ValidatorOptions
 from act.common.db import Database
 from act.common.schema import ce_jobs, panda_jobs, transitions
@@ -83,7 +85,7 @@ def _prefill(db: Database, root: Path, se: XRootDServer, jobs: int, files: int) 
         walk(conn, Layer.CE, cids, "done")
 
     for start in range(1, jobs + 1, CHUNK):
-        db.run(lambda conn, s=start: make(conn, s, min(CHUNK, jobs + 1 - s)))
+        db.run(functools.partial(make, start=start, count=min(CHUNK, jobs + 1 - start)))
 
 
 def run(backend: str, se: XRootDServer, args: argparse.Namespace) -> tuple[float, int]:
@@ -101,7 +103,7 @@ def run(backend: str, se: XRootDServer, args: argparse.Namespace) -> tuple[float
                 },
             }
         )
-        ctx = daemon_context(
+        ctx: Context = daemon_context(
             db, settings, "validator", batch=args.batch, options=ValidatorOptions()
         )
         cycles = 0

@@ -19,7 +19,6 @@ from click.testing import CliRunner, Result
 from sqlalchemy.engine import URL
 
 from act.atlas import app_status, fetcher, translator
-from act.atlas.panda_testserver import PandaTestServer, make_job_spec
 from act.atlas.reporting import with_report
 from act.common import exitcodes
 from act.common.db import Database
@@ -32,6 +31,7 @@ from act.ctl import audit, durations, jobchange
 from act.ctl.cli import cli
 from act.engine import canceller
 from act.service.settings import Settings
+from act.testing.panda import PandaTestServer, make_job_spec
 from tests.support.contexts import daemon_context
 from tests.support.dbs import url_text
 from tests.support.jobs import make_jobs, path_to

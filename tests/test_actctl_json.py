@@ -17,10 +17,10 @@ from click.testing import CliRunner
 from sqlalchemy.engine import URL, Connection
 
 from act.atlas import storage_endpoints
-from act.atlas.panda_testserver import make_job_spec
 from act.common import liveness
 from act.common.db import Database
 from act.ctl.cli import cli
+from act.testing.panda import make_job_spec
 from tests.support.dbs import url_text
 from tests.support.procs import write_config
 from tests.test_actctl import _scenario

@@ -11,12 +11,12 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from sqlalchemy.engine import URL
 
-from act.atlas.panda_testserver import TestCA
 from act.common.db import Database
 from act.common.schema import panda_jobs
 from act.common.states import Layer
 from act.common.timeutil import utcnow
 from act.ctl.cli import cli
+from act.testing.panda import TestCA
 from tests.support.dbs import url_text
 from tests.support.jobs import make_jobs
 

@@ -14,7 +14,6 @@ import yaml
 from click.testing import CliRunner, Result
 
 from act.atlas.fetcher import log_url
-from act.atlas.panda_testserver import make_job_spec
 from act.atlas.queues import load_queues
 from act.atlas.translator import TranslatorOptions, run_once
 from act.common import exitcodes
@@ -25,6 +24,7 @@ from act.common.timeutil import utcnow
 from act.common.transitions import create_jobs
 from act.ctl.cli import cli
 from act.service.settings import Settings
+from act.testing.panda import make_job_spec
 from tests.support.contexts import daemon_context
 from tests.support.pilot3 import Pilot3, read_job_files
 

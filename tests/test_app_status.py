@@ -13,15 +13,15 @@ import sqlalchemy as sa
 
 from act.atlas import events
 from act.atlas.app_status import AppStatusOptions, run_once
-from act.atlas.panda_testserver import PandaTestServer
+from act.atlas.config import Context
 from act.atlas.reporting import report_fields
-from act.common.daemon import Context
 from act.common.db import Database
 from act.common.schema import ce_jobs, panda_jobs
 from act.common.schema import transitions as history
 from act.common.states import Actor, Layer
 from act.common.transitions import transition
 from act.service.settings import Settings
+from act.testing.panda import PandaTestServer
 from tests.support.contexts import daemon_context
 from tests.support.jobs import make_jobs
 from tests.support.panda import settings_for

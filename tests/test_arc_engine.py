@@ -35,7 +35,6 @@ from act.arc.proxy import load_credential
 from act.arc.rest import ArcRest
 from act.atlas.queues import QueueCE
 from act.atlas.translate.xrsl import to_xrsl
-from act.common.daemon import Context
 from act.common.db import Database
 from act.common.faults import EXIT_CODE
 from act.common.schema import ce_jobs, ces, delegations, processes
@@ -43,6 +42,7 @@ from act.common.states import Actor, Layer
 from act.common.timeutil import utcnow
 from act.common.transitions import create_jobs, transition
 from act.engine import canceller, cleaner, fetcher, poller, submitter
+from act.engine.config import Context
 from act.engine.runtime import pool
 from act.service.settings import Settings
 from tests.support.arc_real import RealArc, arc_ce

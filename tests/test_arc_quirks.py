@@ -19,7 +19,9 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
 from act.arc import adl, xrsl
-from act.arc.backend import ArcBackend, FetchError, _open_below, _safe_relative, job_status
+from act.arc.backend import ArcBackend
+from act.arc.download import FetchError, _open_below, _safe_relative
+from act.arc.jobstate import job_status
 from act.arc.proxy import (
     PROXY_CERT_INFO,
     Credential,
@@ -278,7 +280,10 @@ def test_the_signed_proxy_is_rfc3820_and_never_outlives_the_credential(tmp_path:
     spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     assert proxy.public_key().public_bytes(*spki) == parse_csr(CSR).public_key.public_bytes(*spki)
     assert expires == credential.not_after
-    credential.cert.public_key().verify(  # type: ignore[union-attr]
+    issuer_key = credential.cert.public_key()
+    assert isinstance(issuer_key, rsa.RSAPublicKey)  # the test credential's key
+    assert proxy.signature_hash_algorithm is not None
+    issuer_key.verify(
         proxy.signature,
         proxy.tbs_certificate_bytes,
         padding.PKCS1v15(),

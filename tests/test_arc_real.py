@@ -126,7 +126,10 @@ def test_submit_finish_fetch_clean(arc_backend: ArcBackend, ce: CE, tmp_path: Pa
     assert final.exit_code in (0, None)
     assert final.worker_node
     # The fetch limits of the config hold: too many bytes or files is an error, not a fetch.
-    limits = (({"max_bytes": 5}, "larger than 5 bytes"), ({"max_files": 1}, "1 files"))
+    limits: tuple[tuple[dict[str, Any], str], ...] = (
+        ({"max_bytes": 5}, "larger than 5 bytes"),
+        ({"max_files": 1}, "1 files"),
+    )
     for limit, message in limits:
         small = Settings(
             root=str(tmp_path / "root"),

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from act.common.db import Database
+from act.engine.config import Context
 from act.engine.fetcher import LOST_NOTE, job_dir, measure, run_once
 from tests.support.follow import context, history, put_job, row_of, settings, submit_at_ce
 from tests.support.scripted_backend import Script
 
 
-def ended(db: Database, ctx: object, state: str, token: str, **values: object) -> tuple[int, str]:
-    ce_job_id = submit_at_ce(ctx, "ce1", token)  # type: ignore[arg-type]
+def ended(db: Database, ctx: Context, state: str, token: str, **values: Any) -> tuple[int, str]:
+    ce_job_id = submit_at_ce(ctx, "ce1", token)
     return put_job(db, state, ce_job_id=ce_job_id, token=token, **values), ce_job_id
 
 

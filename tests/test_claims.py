@@ -76,7 +76,7 @@ def _interleaved(db: Database, count: int) -> dict[int, str]:
     made: dict[int, str] = {}
     for n in range(count):
         state = "tosubmit" if n % 2 else "submitted"
-        (job,) = db.run(lambda c, s=state: make_jobs(c, Layer.CE, s, 1))
+        (job,) = db.run(lambda c: make_jobs(c, Layer.CE, state, 1))
         made[job] = state
     return made
 
@@ -92,10 +92,10 @@ def test_a_claim_over_several_states_takes_the_oldest_of_all(db: Database) -> No
     at = utcnow()
     for rank, job in enumerate(reversed(ids)):
         db.run(
-            lambda c, j=job, r=rank: c.execute(
+            lambda c: c.execute(
                 sa.update(ce_jobs)
-                .where(ce_jobs.c.id == j)
-                .values(next_check_at=at + timedelta(seconds=r))
+                .where(ce_jobs.c.id == job)
+                .values(next_check_at=at + timedelta(seconds=rank))
             )
         )
     taken = db.run(

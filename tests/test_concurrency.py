@@ -42,9 +42,7 @@ def _fill(db: Database, count: int) -> list[int]:
     ids: list[int] = []
     for start in range(0, count, 500):
         rows = [ce_row() for _ in range(min(500, count - start))]
-        ids += db.run(
-            lambda c, r=rows: create_jobs(c, Layer.CE, r, "tosubmit", actor=Actor.TRANSLATOR)
-        )
+        ids += db.run(lambda c: create_jobs(c, Layer.CE, rows, "tosubmit", actor=Actor.TRANSLATOR))
     return ids
 
 
@@ -81,8 +79,8 @@ def _claim_and_move(url: str, worker: int, start: Any) -> list[int]:
             continue
         time.sleep(0.02)  # the work a daemon does on claimed jobs (CE calls), outside the DB
         got = db.run(
-            lambda c, i=ids: transition(
-                c, Layer.CE, i, "tosubmit", "submitting", actor=Actor.SUBMITTER, owner=owner
+            lambda c: transition(
+                c, Layer.CE, ids, "tosubmit", "submitting", actor=Actor.SUBMITTER, owner=owner
             ),
             attempts=20,
         )
@@ -101,8 +99,8 @@ def _move_everything(url: str, worker: int, start: Any, ids: list[int]) -> list[
     for first in range(0, len(order), 100):
         batch = order[first : first + 100]
         moved += db.run(
-            lambda c, b=batch: transition(
-                c, Layer.CE, b, "tosubmit", "submitting", actor=Actor.SUBMITTER
+            lambda c: transition(
+                c, Layer.CE, batch, "tosubmit", "submitting", actor=Actor.SUBMITTER
             ),
             attempts=20,
         )
@@ -218,7 +216,7 @@ def test_two_instances_split_the_work_and_one_takes_all_when_the_other_stops(
     try:
         for log in logs:  # each has logged "work split: instance i of 2"
             wait_for(
-                lambda log=log: log.exists() and " of 2" in log.read_text(),
+                lambda: log.exists() and " of 2" in log.read_text(),
                 what="both instances to see the split",
             )
         first = _fill(db, 200)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import classad2
 import htcondor2
 import pytest
 
-from act.condor.backend import ids_constraint, job_status, tokens_constraint
+from act.condor.ads import ids_constraint, job_status, tokens_constraint
 from act.condor.fake_schedd import FakeSchedd
 from act.condor.options import CondorOptions
 from act.condor.schedd import ScheddUnavailable, open_schedd
@@ -223,7 +224,7 @@ def test_an_unreachable_schedd_raises_ce_unavailable_everywhere(fake_bench: Benc
     assert ok.ce_job_id is not None
     _fake(fake_bench).fail()
     b, ce = fake_bench.backend, fake_bench.ce
-    calls = [
+    calls: list[Callable[[], object]] = [
         lambda: b.submit(ce, [SubmitRequest(2, "t2", sh(2, fake_bench.tmp_path / "web"))]),
         lambda: b.status(ce, ["1.0"]),
         lambda: b.find(ce, ["t1"]),

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from act.atlas.queues import Queue
 from act.atlas.translate import JobInput, to_condor, to_xrsl
 from act.condor.submission import Batch, combine, prepare
 from tests.support.arc_adl import build_job_adl
@@ -153,7 +154,7 @@ def _sized_jobs() -> list[JobInput]:
     """Every truepilot translation case, and jobs of other sizes on queues of other limits."""
     base = next(c.job for c in cases() if c.name == "analysis_truepilot")
     long_queue = replace(base.queue, max_walltime_minutes=4321, max_memory_mb=48000)
-    extra = [
+    extra: list[tuple[dict[str, Any], Queue]] = [
         ({"coreCount": 8, "minRamCount": 16000, "resource_type": "MCORE"}, base.queue),
         ({"coreCount": 8, "minRamCount": 30000, "resource_type": "MCORE_VHIMEM"}, long_queue),
         ({"coreCount": 16, "minRamCount": 64000, "maxWalltime": 3600}, long_queue),  # capped
@@ -177,11 +178,11 @@ def test_condor_g_gives_an_arc_ce_the_size_direct_xrsl_gives(python24: str, tmp_
     xrsl, adl, expected = [], [], []
     for job in jobs:
         inputs = tmp_path / "inputs" / str(job.pandaid)
-        direct = to_xrsl(job, ARC_VIA_CONDOR, input_dir=inputs)
-        via = to_condor(job, ARC_VIA_CONDOR, input_dir=inputs, web_dir=tmp_path / "web")
+        direct_xrsl = to_xrsl(job, ARC_VIA_CONDOR, input_dir=inputs)
+        via_condor = to_condor(job, ARC_VIA_CONDOR, input_dir=inputs, web_dir=tmp_path / "web")
         (tmp_path / f"tok{job.pandaid}").mkdir()
         keys = prepare(
-            via.description,
+            via_condor.description,
             token=f"tok{job.pandaid}",
             ce_name="condor1",
             iwd=str(tmp_path / f"tok{job.pandaid}"),
@@ -190,9 +191,9 @@ def test_condor_g_gives_an_arc_ce_the_size_direct_xrsl_gives(python24: str, tmp_
             token_file=None,
         )
         [[ad]] = job_ads(python24, [Batch((0,), "".join(f"{k} = {v}\n" for k, v in keys.items()))])
-        xrsl.append(direct.description)
+        xrsl.append(direct_xrsl.description)
         adl.append({"text": build_job_adl(ad, delegation_id="deleg-1"), "language": "emies:adl"})
-        expected.append(direct)
+        expected.append(direct_xrsl)
     parsed = _arc_parse(xrsl + adl)
     for job, translation, direct, via in zip(
         jobs, expected, parsed[: len(jobs)], parsed[len(jobs) :], strict=True

@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from act.common.daemon import Context
 from act.common.db import Database
 from act.common.schema import ce_jobs, ces
 from act.common.states import Actor, Layer
@@ -23,7 +22,9 @@ from act.common.timeutil import utcnow
 from act.common.transitions import create_jobs, transition
 from act.condor.fake_schedd import FakeSchedd
 from act.engine import canceller, cleaner, fetcher, poller, submitter
+from act.engine.config import Context
 from act.engine.runtime import pool
+from act.engine.submitter import submission as submitter_submission
 from act.service.settings import Settings
 from tests.support.condor import install_fake, sh
 from tests.support.follow import context, history, row_of, set_columns
@@ -256,7 +257,7 @@ def test_a_submitter_killed_between_submit_and_commit_is_reconciled_without_resu
 
     run = _run(db, tmp_path)
     jobs = [run.request(1000 + i) for i in range(4)]
-    monkeypatch.setattr(submitter, "maybe_crash", crash)
+    monkeypatch.setattr(submitter_submission, "maybe_crash", crash)
     with pytest.raises(Killed):
         submitter.run_once(run.ctx["submitter"])
     assert {run.state(job) for job in jobs} == {"submitting"}
@@ -290,7 +291,7 @@ def test_reconciliation_finds_jobs_already_in_history(
 
     run = _run(db, tmp_path)
     job = run.request(1100)
-    monkeypatch.setattr(submitter, "maybe_crash", crash)
+    monkeypatch.setattr(submitter_submission, "maybe_crash", crash)
     with pytest.raises(Killed):
         submitter.run_once(run.ctx["submitter"])
     monkeypatch.undo()

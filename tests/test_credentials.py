@@ -16,9 +16,9 @@ from pydantic import ValidationError
 from act.atlas.credentials import FileCredentials, credential_lifetimes
 from act.atlas.panda_client import PandaAuthError
 from act.atlas.panda_settings import PandaServerSettings
-from act.atlas.panda_testserver import TestCA
 from act.common.config import ConfigError
 from act.service.settings import from_snapshot, load_settings
+from act.testing.panda import TestCA
 from tests.support.panda import jwt, write_private
 
 FAR = 4102444800  # 2100-01-01

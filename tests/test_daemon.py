@@ -12,9 +12,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
+from act.atlas.config import Context as AtlasContext
 from act.common import exitcodes, liveness
 from act.common.claims import claim
-from act.common.config import DaemonSettings
+from act.common.config import CommonSettings, DaemonSettings
 from act.common.daemon import Context, DaemonSpec, _Backoff, run_daemon
 from act.common.db import Database
 from act.common.schema import ce_jobs, processes
@@ -64,7 +65,7 @@ def test_an_exception_is_logged_with_traceback_counted_and_the_loop_goes_on(
     stop = threading.Event()
     calls = []
 
-    def flaky(ctx: Context) -> bool:
+    def flaky(ctx: Context[CommonSettings]) -> bool:
         calls.append(ctx.shard)
         if len(calls) == 3:
             stop.set()
@@ -87,7 +88,7 @@ def test_a_database_outage_is_one_line_per_attempt_with_growing_delays(
     stop = threading.Event()
     calls = []
 
-    def outage(ctx: Context) -> bool:
+    def outage(ctx: Context[CommonSettings]) -> bool:
         calls.append(1)
         if len(calls) == 3:
             stop.set()
@@ -110,7 +111,7 @@ def test_claims_of_a_cycle_the_database_outage_broke_are_handed_back_when_it_ret
     stop = threading.Event()
     leased_after_outage: list[int] = []
 
-    def claims_then_loses_the_database(ctx: Context) -> bool:
+    def claims_then_loses_the_database(ctx: Context[CommonSettings]) -> bool:
         if not leased_after_outage:
             db.run(
                 lambda c: claim(c, Layer.CE, ["tosubmit"], owner=ctx.owner, lease=600.0, limit=10)
@@ -153,7 +154,7 @@ def test_once_after_a_failed_cycle_exits_cycle_failed_and_hands_the_claims_back(
 def test_once_during_a_database_outage_exits_database(
     db: Database, db_url: URL, tmp_path: Path
 ) -> None:
-    def outage(ctx: Context) -> bool:
+    def outage(ctx: Context[CommonSettings]) -> bool:
         raise sa.exc.OperationalError("SELECT 1", {}, Exception("server has gone away"))
 
     settings = _settings(db_url, tmp_path)
@@ -207,7 +208,7 @@ def test_more_work_means_no_sleep(db: Database, db_url: URL, tmp_path: Path) -> 
     stop = threading.Event()
     seen = []
 
-    def until_empty(ctx: Context) -> bool:
+    def until_empty(ctx: Context[CommonSettings]) -> bool:
         more = MOVER.run_once(ctx)
         seen.append(more)
         if not more:
@@ -240,8 +241,8 @@ def test_a_stale_schema_refuses_to_start(empty_db_url: URL, tmp_path: Path) -> N
 
 def test_heartbeats_split_work_between_live_instances(db: Database) -> None:
     for name in ("b", "a", "c"):
-        db.run(lambda c, n=name: liveness.register(c, "mover", n, "host", 1))
-    shards = {n: db.run(lambda c, n=n: liveness.beat(c, "mover", n, dead_after=60)) for n in "abc"}
+        db.run(lambda c: liveness.register(c, "mover", name, "host", 1))
+    shards = {n: db.run(lambda c: liveness.beat(c, "mover", n, dead_after=60)) for n in "abc"}
     assert [(s.index, s.count) for s in shards.values()] == [(0, 3), (1, 3), (2, 3)]
     db.run(lambda c: liveness.unregister(c, "mover", "b"))
     assert db.run(lambda c: liveness.beat(c, "mover", "c", dead_after=60)).index == 1
@@ -306,10 +307,11 @@ class _Closeable:
 def test_what_the_daemon_keeps_in_its_cache_is_closed_at_stop(
     db: Database, db_url: URL, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    kept = {"first": _Closeable(OSError("disk gone")), "second": _Closeable(), "plain": object()}
-    seen: list[Context] = []
+    first, second = _Closeable(OSError("disk gone")), _Closeable()
+    kept = {"first": first, "second": second, "plain": object()}
+    seen: list[Context[CommonSettings]] = []
 
-    def keep(ctx: Context) -> bool:
+    def keep(ctx: Context[CommonSettings]) -> bool:
         ctx.cache.update(kept)
         seen.append(ctx)
         return False
@@ -317,7 +319,7 @@ def test_what_the_daemon_keeps_in_its_cache_is_closed_at_stop(
     settings = _settings(db_url, tmp_path)
     with caplog.at_level(logging.ERROR, logger="act"):
         assert run_daemon(DaemonSpec(run_once=keep), settings, "mover", once=True, db=db) == 0
-    assert kept["first"].closed == 1 and kept["second"].closed == 1  # type: ignore[attr-defined]
+    assert first.closed == 1 and second.closed == 1
     assert seen[0].cache == {}
     (line,) = [r.getMessage() for r in caplog.records]
     assert "cannot close first at stop" in line and "disk gone" in line
@@ -341,7 +343,7 @@ def test_the_panda_client_of_a_daemon_is_closed_at_stop(
     monkeypatch.setattr(PandaClient, "close", spy)
     made: list[PandaClient] = []
 
-    def use_client(ctx: Context) -> bool:
+    def use_client(ctx: AtlasContext) -> bool:
         made.append(runtime.panda_client(ctx))
         return False
 

@@ -100,7 +100,8 @@ def _lock_error(backend: str) -> Exception:
     if backend == "mysql":
         import MySQLdb
 
-        return MySQLdb.OperationalError(1213, "Deadlock found when trying to get lock")
+        error: Exception = MySQLdb.OperationalError(1213, "Deadlock found when trying to get lock")
+        return error
     if backend == "postgresql":
         import psycopg
 

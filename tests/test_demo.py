@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import sysconfig
 import time
 import zlib
 from pathlib import Path
@@ -20,8 +21,8 @@ from urllib.parse import unquote, urlsplit
 import pytest
 import sqlalchemy as sa
 
+import act
 from act.atlas import pilot_files
-from act.atlas.panda_testserver import make_job_spec
 from act.atlas.translate.jobfile import form_text
 from act.common import safe_tar
 from act.common.db import Database
@@ -29,6 +30,7 @@ from act.common.schema import panda_jobs
 from act.demo import pilot, run
 from act.local.stageout import Uploader, stage_out
 from act.service.settings import load_settings
+from act.testing.panda import make_job_spec
 from tests.conftest import REPO
 
 PIPELINE = (
@@ -191,9 +193,10 @@ def test_without_a_source_tree_the_template_comes_from_share_act_etc(
     installed = tmp_path / "share" / "act" / "etc" / "act-demo.yaml"
     installed.parent.mkdir(parents=True)
     installed.write_text((REPO / "etc" / "act-demo.yaml").read_text())
-    monkeypatch.setattr(run.act, "__file__", str(site / "act" / "__init__.py"))
-    monkeypatch.setattr(run.sys, "prefix", str(tmp_path))
-    monkeypatch.setattr(run.sysconfig, "get_path", lambda *_: str(tmp_path / "user"))
+    # the modules act.demo.run reads these from (its act, sys and sysconfig are these modules)
+    monkeypatch.setattr(act, "__file__", str(site / "act" / "__init__.py"))
+    monkeypatch.setattr(sys, "prefix", str(tmp_path))
+    monkeypatch.setattr(sysconfig, "get_path", lambda *_: str(tmp_path / "user"))
     assert run.template_path() == installed
     installed.unlink()
     with pytest.raises(run.DemoError, match="demo config not found"):
@@ -385,14 +388,16 @@ def test_progress_is_redrawn_in_place_on_a_terminal_and_throttled_otherwise() ->
     tty.show("one", 0.0)
     tty.show("two", 0.5)
     tty.end()
-    assert tty.stream.getvalue() == "\r\x1b[Kone\r\x1b[Ktwo\n"  # type: ignore[attr-defined]
+    assert isinstance(tty.stream, _Stream)
+    assert tty.stream.getvalue() == "\r\x1b[Kone\r\x1b[Ktwo\n"
 
     plain = run.Display(_Stream(False))
     for step in range(21):  # 10 s in half seconds
         plain.show(f"at {step / 2}", step / 2)
     plain.show("last", 10.2, force=True)
     plain.end()
-    assert plain.stream.getvalue().splitlines() == ["at 0.0", "at 5.0", "at 10.0", "last"]  # type: ignore[attr-defined]
+    assert isinstance(plain.stream, _Stream)
+    assert plain.stream.getvalue().splitlines() == ["at 0.0", "at 5.0", "at 10.0", "last"]
 
 
 @pytest.mark.slow

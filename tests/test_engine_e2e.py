@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import URL
 
-from act.common.daemon import Context
 from act.common.db import Database
 from act.common.states import Actor, Layer
 from act.common.transitions import create_jobs, transition
 from act.engine import canceller, cleaner, fetcher, poller, submitter
 from act.engine.backend import CEReportedState
+from act.engine.config import Context
 from act.engine.runtime import pool
 from act.service.daemons import resolve
 from act.service.settings import Settings
@@ -129,8 +129,8 @@ def test_jobs_go_through_the_whole_engine_with_real_processes(db: Database, tmp_
         # The application is done with all three: the cleaner removes them from the CE.
         for job, state in ((ok, "done"), (bad, "donefailed"), (slow, "cancelled")):
             db.run(
-                lambda conn, j=job, s=state: transition(
-                    conn, Layer.CE, [j], s, "toclean", actor=Actor.APP_STATUS
+                lambda conn: transition(
+                    conn, Layer.CE, [job], state, "toclean", actor=Actor.APP_STATUS
                 )
             )
         cleaner.run_once(contexts["cleaner"])

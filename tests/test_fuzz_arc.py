@@ -104,7 +104,8 @@ def bodies(draw: Draw) -> bytes:
         return dumps({"job": entries if draw(st.booleans()) else entries[0]}).encode()
     if kind == "mutated":
         return mutate_bytes(valid, draw)
-    return draw(st.binary(max_size=100))
+    raw: bytes = draw(st.binary(max_size=100))
+    return raw
 
 
 CALLS = {
@@ -159,7 +160,7 @@ def _backend(tmp_path: Path) -> tuple[ArcBackend, CE]:
 def _check_backend(tmp_path: Path, data: st.DataObject) -> None:
     backend, ce = _backend(tmp_path)
     rest, session = _rest()
-    backend.client = lambda _ce: rest  # type: ignore[method-assign]
+    backend.client = lambda ce: rest  # type: ignore[method-assign]
     bad = data.draw(st.sampled_from(IDS))
     entries = [data.draw(garbled_entry(i)) if i == bad else _info_entry(i) for i in IDS]
     session.status, session.body = 201, json.dumps({"job": entries}).encode()
@@ -189,7 +190,7 @@ def test_a_batch_with_a_non_object_entry_keeps_the_others(tmp_path: Path) -> Non
     unreadable (CEUnavailable), so no job of the batch got its status."""
     backend, ce = _backend(tmp_path)
     rest, session = _rest()
-    backend.client = lambda _ce: rest  # type: ignore[method-assign]
+    backend.client = lambda ce: rest  # type: ignore[method-assign]
     entries = [_info_entry("job1"), "garbage", _info_entry("job3")]
     session.body = json.dumps({"job": entries}).encode()
     result = backend.status(ce, IDS)

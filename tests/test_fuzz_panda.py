@@ -22,12 +22,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from act.atlas import spool
+from act.atlas.config import Context as AtlasContext
 from act.atlas.credentials import NoCredentials
 from act.atlas.fetcher import FetcherOptions
 from act.atlas.fetcher import run_once as fetch_once
 from act.atlas.panda_client import JobUpdate, PandaClient, PandaError
 from act.atlas.panda_settings import PandaServerSettings
-from act.atlas.panda_testserver import PandaTestServer, make_job_spec
 from act.atlas.translator import TranslatorOptions
 from act.atlas.translator import run_once as translate_once
 from act.common.db import Database
@@ -35,6 +35,7 @@ from act.common.schema import panda_jobs
 from act.common.states import Actor, Layer
 from act.common.transitions import create_jobs
 from act.service.settings import Settings
+from act.testing.panda import PandaTestServer, make_job_spec
 from tests.support.contexts import daemon_context
 from tests.support.fuzzing import (
     DEFAULT,
@@ -78,7 +79,7 @@ def _client(api: str) -> tuple[PandaClient, _FixedSession]:
     )
     client = PandaClient(settings, NoCredentials())
     session = _FixedSession()
-    client._session = session  # type: ignore[assignment]
+    client._transport.session = session  # type: ignore[assignment]
     return client, session
 
 
@@ -304,7 +305,7 @@ def _check_fetch_and_translate(
 
 
 def _check_translate(db: Database, settings: Settings, ids: set[int]) -> None:
-    ctx = daemon_context(
+    ctx: AtlasContext = daemon_context(
         db, settings, "translator", options=TranslatorOptions.model_validate({}), batch=50
     )
     while translate_once(ctx):

@@ -30,7 +30,7 @@ def test_claims_transitions_leases_and_liveness_use_indexes(db: Database) -> Non
     db.run(lambda c: make_jobs(c, Layer.PANDA, "received", 300, first_panda_id=10**6))
     for role in ("mover", "janitor", "submitter", "poller", "fetcher"):
         for n in range(100):
-            db.run(lambda c, n=n, r=role: liveness.register(c, r, f"host:{n}", "host", n))
+            db.run(lambda c: liveness.register(c, role, f"host:{n}", "host", n))
     # Most rows are of processes gone days ago, kept until the janitor prunes them.
     days_ago = utcnow() - timedelta(days=2)
     db.run(

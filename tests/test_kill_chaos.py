@@ -34,13 +34,13 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from act.atlas.panda_testserver import FINAL, PandaTestServer
 from act.common.db import Database
 from act.common.schema import ce_jobs, panda_jobs
 from act.demo import run
 from act.local import jobfiles as jf
 from act.local.backend import token_prefix
 from act.service.settings import load_settings
+from act.testing.panda import FINAL, PandaTestServer
 from tests.support import dbs
 
 #: Seconds between kills (uniformly drawn).

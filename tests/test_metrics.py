@@ -24,7 +24,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import Connection
 
 from act.atlas.panda_client import PandaReplyError, PandaTransportError
-from act.atlas.panda_testserver import PandaTestServer
 from act.common import liveness, metrics, migrate
 from act.common.daemon import run_daemon
 from act.common.db import Database
@@ -40,6 +39,7 @@ from act.engine.settings import CESettings
 from act.service.daemons import resolve
 from act.service.metrics_daemon import read_snapshot
 from act.service.settings import Settings
+from act.testing.panda import PandaTestServer
 from tests.support.jobs import ce_row, panda_row, path_to
 from tests.support.panda import client_for
 from tests.support.procs import Actd, wait_for, write_config

@@ -24,7 +24,7 @@ from act.atlas.panda_client import (
     PandaTransportError,
     UpdateResult,
 )
-from act.atlas.panda_testserver import PandaTestServer, TestCA, make_job_spec
+from act.testing.panda import PandaTestServer, TestCA, make_job_spec
 from tests.support.panda import client_for, jwt, settings_for, write_private
 from tests.support.procs import wait_for
 

@@ -8,12 +8,12 @@ import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from act.atlas import app_status, fetcher, translator, validator
-from act.atlas.panda_testserver import PandaTestServer
 from act.common.daemon import Context
 from act.common.db import Database
 from act.common.schema import ce_jobs, panda_jobs
@@ -22,6 +22,7 @@ from act.engine import fetcher as ce_fetcher
 from act.engine.runtime import pool
 from act.service.daemons import resolve
 from act.service.settings import Settings
+from act.testing.panda import PandaTestServer
 from tests.support.bridge import FINISHING_PILOT, as_read_by_the_pilot
 from tests.support.follow import context
 from tests.support.panda import settings_for
@@ -64,7 +65,8 @@ def make_settings(tmp_path: Path, server: PandaTestServer) -> Settings:
     )
 
 
-def daemon(db: Database, settings: Settings, name: str) -> Context:
+def daemon(db: Database, settings: Settings, name: str) -> Context[Any]:
+    """Daemon ``name``'s context, of whichever package (Any, as resolve's DaemonSpec)."""
     ctx = context(db, settings, name)
     return dataclasses.replace(ctx, options=resolve(name).options.model_validate({}))
 

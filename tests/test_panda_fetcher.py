@@ -1,4 +1,4 @@
-"""The PanDA fetcher against the PanDA TEST DOUBLE (act.atlas.panda_testserver), every backend."""
+"""The PanDA fetcher against the PanDA TEST DOUBLE (act.testing.panda), every backend."""
 
 from __future__ import annotations
 
@@ -16,10 +16,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from act.atlas import spool
+from act.atlas.config import Context
 from act.atlas.fetcher import FetcherOptions, jobs_wanted, run_once
-from act.atlas.panda_testserver import PandaTestServer, make_job_spec
 from act.atlas.served import served_queues
-from act.common.daemon import Context
 from act.common.db import Database
 from act.common.faults import EXIT_CODE
 from act.common.schema import panda_jobs
@@ -27,6 +26,7 @@ from act.common.schema import queues as queues_table
 from act.common.states import Layer
 from act.common.timeutil import utcnow
 from act.service.settings import Settings
+from act.testing.panda import PandaTestServer, make_job_spec
 from tests.support.contexts import daemon_context
 from tests.support.dbs import url_text
 from tests.support.jobs import make_jobs

@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl
 import pytest
 import requests
 
-from act.atlas.panda_testserver import EVENT_BUG_TEXT, PandaTestServer, make_job_spec
+from act.testing.panda import EVENT_BUG_TEXT, PandaTestServer, make_job_spec
 
 JSON = {"Accept": "application/json"}
 
@@ -312,7 +312,7 @@ def test_runs_as_a_command_with_tls(tmp_path: Path) -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     certs, proxy = tmp_path / "certs", tmp_path / "proxy"
-    command = [sys.executable, "-m", "act.atlas.panda_testserver", "--port", str(port)]
+    command = [sys.executable, "-m", "act.testing.panda", "--port", str(port)]
     command += ["--tls", str(certs), "--proxy", str(proxy)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     try:
@@ -339,7 +339,7 @@ def test_runs_as_a_command(tmp_path: Path) -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     process = subprocess.Popen(
-        [sys.executable, "-m", "act.atlas.panda_testserver", "--port", str(port), "--jobs", "4"],
+        [sys.executable, "-m", "act.testing.panda", "--port", str(port), "--jobs", "4"],
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -14,15 +15,16 @@ from act.common.db import Database
 from act.common.schema import ces
 from act.common.timeutil import utcnow
 from act.engine.backend import CEReportedState
+from act.engine.config import Context
 from act.engine.poller import UNAVAILABLE_RETRY, run_once
 from tests.support.follow import ago, context, history, put_job, row_of, settings, submit_at_ce
 from tests.support.scripted_backend import UNKNOWN, Script, job
 
 
 def at_ce(
-    db: Database, ctx: object, state: str, token: str, ce: str = "ce1", **values: object
+    db: Database, ctx: Context, state: str, token: str, ce: str = "ce1", **values: Any
 ) -> tuple[int, str]:
-    ce_job_id = submit_at_ce(ctx, ce, token)  # type: ignore[arg-type]
+    ce_job_id = submit_at_ce(ctx, ce, token)
     job_id = put_job(db, state, ce=ce, ce_job_id=ce_job_id, token=token, **values)
     return job_id, ce_job_id
 
@@ -213,10 +215,11 @@ def test_failed_jobs_follow_the_resubmission_rules(
     ctx = context(db, settings(tmp_path), "poller")
     lrms = job(CEReportedState.FAILED, errors=["LRMS error: (271) killed"], started_at=ago(7200))
     staging = job(CEReportedState.FAILED, errors=["Stage-in failed"], restartable=True)
-    cases = [
+    cases: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
         ("resubmit", lrms, {"attempts_left": 2}, "toresubmit"),
         ("none-left", lrms, {"attempts_left": 1}, "failed"),  # its last one just failed
-        ("restart", staging, {}, "torerun"),
+        ("restart", staging, {"attempts_left": 2}, "torerun"),
+        ("restart-none-left", staging, {"attempts_left": 1}, "failed"),  # a restart is a try
         ("no-restart", job(CEReportedState.FAILED, errors=["Stage-in failed"]), {}, "failed"),
         ("no-match", job(CEReportedState.FAILED, errors=["segfault"]), {}, "failed"),
     ]
@@ -230,6 +233,7 @@ def test_failed_jobs_follow_the_resubmission_rules(
         assert row_of(db, job_id)["state"] == expected, token
     assert "resubmit rule 2" in str(history(db, made[0])[-1][3])
     assert "no attempts left" in str(history(db, made[1])[-1][3])
+    assert "no attempts left" in str(history(db, made[3])[-1][3])
 
 
 def test_a_back_end_that_cannot_restart_fails_the_job(

@@ -1,4 +1,4 @@
-"""The propagator against the PanDA TEST DOUBLE (act.atlas.panda_testserver), on every backend."""
+"""The propagator against the PanDA TEST DOUBLE (act.testing.panda), on every backend."""
 
 from __future__ import annotations
 
@@ -15,21 +15,22 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
-from act.atlas import panda_testserver
-from act.atlas.panda_testserver import PandaTestServer, Received
-from act.atlas.propagator import CRASH_POINT, DAEMON, TOLD, PropagatorOptions, run_once
+from act.atlas.config import Context
+from act.atlas.propagator import DAEMON, PropagatorOptions, run_once
+from act.atlas.propagator.jobs import CRASH_POINT, TOLD
 from act.atlas.reporting import due_now, report_fields, with_report
 from act.common.config import DaemonSettings
-from act.common.daemon import Context, run_daemon
+from act.common.daemon import run_daemon
 from act.common.db import Database
 from act.common.faults import EXIT_CODE
 from act.common.schema import panda_jobs
 from act.common.schema import transitions as history
-from act.common.states import Actor, Layer
+from act.common.states import Actor, Layer, PandaJobState
 from act.common.timeutil import utcnow
 from act.common.transitions import create_jobs, transition
 from act.service.daemons import resolve
 from act.service.settings import Settings
+from act.testing.panda import PandaTestServer, Received, new_api
 from tests.support.contexts import daemon_context
 from tests.support.dbs import url_text
 from tests.support.jobs import ce_row, make_jobs
@@ -68,7 +69,8 @@ def api(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def server() -> Iterator[CountingPandaTestServer]:
-    with CountingPandaTestServer() as test_server:
+    test_server = CountingPandaTestServer()  # its __enter__ is typed as PandaTestServer's
+    with test_server:
         yield test_server
 
 
@@ -163,9 +165,9 @@ def test_every_state_is_reported_as_panda_expects(
     db: Database, server: CountingPandaTestServer, api: str
 ) -> None:
     report = {"xml": {"out.root": {"guid": "g1", "fsize": 10, "adler32": "0a0b0c0d"}}}
-    pandaids: dict[str, int] = {}
+    pandaids: dict[PandaJobState, int] = {}
     for state in TOLD:
-        extra = {"report": json.dumps(report)} if state == "finished" else {}
+        extra: dict[str, Any] = {"report": json.dumps(report)} if state == "finished" else {}
         (pandaids[state],) = jobs_in(db, server, state, **extra)
     (operator_killed,) = jobs_in(db, server, "tobekilled", panda_status="running")
     ctx = context(db, server, api=api)
@@ -188,10 +190,10 @@ def test_every_state_is_reported_as_panda_expects(
             assert job.next_report_at <= utcnow() + timedelta(seconds=interval * (1 + jitter))
     assert server.states(operator_killed) == ["running"]
     assert row(db, operator_killed).state == "tobekilled"
-    cancelled = server.last_fields(pandaids["cancelled"])
+    cancelled = server.last_fields(pandaids[PandaJobState.CANCELLED])
     assert int(field(cancelled, "pilotErrorCode", "pilot_error_code")) == 1144
     assert field(cancelled, "pilotErrorDiag", "pilot_error_diag") == "job killed by act"
-    finished = server.last_fields(pandaids["finished"])
+    finished = server.last_fields(pandaids[PandaJobState.FINISHED])
     assert json.loads(field(finished, "xml", "job_output_report")) == report["xml"]
     assert field(finished, "siteName", "site_name") == "TEST_QUEUE"
     assert field(finished, "schedulerID", "scheduler_id") == "act"
@@ -260,8 +262,8 @@ def test_big_reports_make_smaller_bulk_calls_and_one_over_the_cap_goes_alone(
     for pandaid, size in zip(pandaids, sizes, strict=True):
         report = with_report({"metaData": json.dumps({"pad": "x" * size})})
         db.run(
-            lambda c, r=report, p=pandaid: c.execute(
-                sa.update(panda_jobs).where(panda_jobs.c.panda_id == p).values(**r)
+            lambda c: c.execute(
+                sa.update(panda_jobs).where(panda_jobs.c.panda_id == pandaid).values(**report)
             )
         )
     ctx = context(db, server, batch_size=100, in_flight=1, max_request_bytes=150_000)
@@ -484,7 +486,8 @@ def test_a_final_report_whose_answer_was_lost_is_checked_not_sent_again(
     assert row(db, running).final_sent_at is None  # only final reports are marked
     ctx.cache["propagator_pause"].until = 0.0
     drain(ctx)
-    for pandaid, done in ((*finished, "done"), (*failed, "donefailed")):
+    [finished_id], [failed_id] = finished, failed
+    for pandaid, done in ((finished_id, "done"), (failed_id, "donefailed")):
         assert (row(db, pandaid).state, server.final_reports(pandaid)) == (done, 1)
         [reason] = final_reasons(db, pandaid)
         assert "in doubt: PanDA shows" in reason
@@ -583,7 +586,7 @@ def test_a_job_panda_refuses_is_retried_with_backoff(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     bad, good = jobs_in(db, server, "running", 2)
-    original = panda_testserver._NewApi._one_update
+    original = new_api.NewApi._one_update
 
     def refuse_bad(api: Any, params: Any) -> tuple[bool, str, Any]:
         """The TEST DOUBLE answering a database error for one job (StatusCode 30)."""
@@ -591,15 +594,15 @@ def test_a_job_panda_refuses_is_retried_with_backoff(
             return False, "failed to update the job", {"StatusCode": 30}
         return original(api, params)
 
-    monkeypatch.setattr(panda_testserver._NewApi, "_one_update", refuse_bad)
+    monkeypatch.setattr(new_api.NewApi, "_one_update", refuse_bad)
     ctx = context(db, server, retry_backoff=60.0)
     panda_job_id = row(db, bad).id
     for endpoint in ("old-ce.example", "new-ce.example"):  # the log lines name the newest CE job's
         db.run(
-            lambda c, e=endpoint: create_jobs(
+            lambda c: create_jobs(
                 c,
                 Layer.CE,
-                [{**ce_row(e), "panda_job_id": panda_job_id, "pandaid": bad}],
+                [{**ce_row(endpoint), "panda_job_id": panda_job_id, "pandaid": bad}],
                 "tosubmit",
                 actor=Actor.TRANSLATOR,
             )

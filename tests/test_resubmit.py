@@ -1,8 +1,16 @@
-"""The resubmission policy (a pure function): first matching rule wins, attempts and restarts."""
+"""The resubmission policy and the one retry budget (pure functions): first matching rule wins,
+every try (restart, CE-level and PanDA-level resubmission) counted in one budget."""
 
 from __future__ import annotations
 
-from act.engine.resubmit import FAILED, TORERUN, TORESUBMIT, classify
+from act.engine.resubmit import (
+    FAILED,
+    TORERUN,
+    TORESUBMIT,
+    attempts_for_new_ce_job,
+    classify,
+    resubmit_invalid_outputs,
+)
 from act.engine.settings import EngineSettings, ResubmitRule
 
 RULES = [
@@ -30,6 +38,53 @@ def test_restart_needs_a_back_end_that_can_and_a_restartable_job() -> None:
     assert decide("Stage-in failed: timeout") == TORERUN
     assert decide("Stagein failed", can=False) == FAILED
     assert decide("stage-in FAILED", restartable=False) == FAILED
+
+
+def test_a_restart_is_a_try_of_the_budget() -> None:
+    assert decide("Stage-in failed: timeout", attempts=2) == TORERUN
+    decision = classify(
+        "Stage-in failed", RULES, attempts_left=1, can_restart=True, restartable=True
+    )
+    assert decision.state == FAILED and decision.reason.endswith("no attempts left")
+
+
+def test_a_panda_level_resubmission_inherits_what_is_left() -> None:
+    assert attempts_for_new_ce_job(3, None) == 3  # the job's first CE job: the whole budget
+    assert attempts_for_new_ce_job(3, 3) == 2  # the previous CE job made one try
+    assert attempts_for_new_ce_job(3, 1) == 0  # none left: the translator fails the job
+    assert resubmit_invalid_outputs(2) and resubmit_invalid_outputs(None)
+    assert not resubmit_invalid_outputs(1)
+
+
+def test_no_mix_of_failures_gets_more_tries_than_the_budget() -> None:
+    """Walk every sequence of failures a job can meet (restart, CE-level and PanDA-level
+    resubmission) as the submitter, poller, validator and translator apply these functions:
+    never more than ``engine.attempts`` tries, and every budget is used in full."""
+    budget = 4
+
+    def tries(kinds: tuple[str, ...]) -> int:
+        left, made = budget, 1  # the first submission
+        for kind in kinds:
+            if kind == "panda":
+                if not resubmit_invalid_outputs(left):
+                    return made
+                left = attempts_for_new_ce_job(budget, left)
+                if left < 1:
+                    return made
+            else:
+                text = "Stage-in failed" if kind == "restart" else "node failure"
+                step = classify(text, RULES, attempts_left=left, can_restart=True, restartable=True)
+                if step.state == FAILED:
+                    return made
+                left -= 1  # the submitter's rerun or requeue takes one
+            made += 1
+        return made
+
+    import itertools
+
+    for n in range(budget + 2):
+        for kinds in itertools.product(("restart", "ce", "panda"), repeat=n):
+            assert tries(kinds) == min(n + 1, budget), kinds
 
 
 def test_fail_and_no_match_fail() -> None:

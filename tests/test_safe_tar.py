@@ -9,6 +9,7 @@ import stat
 import tarfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -17,6 +18,13 @@ from hypothesis import strategies as st
 from act.common.safe_tar import BadArchive, extract
 
 Member = tuple[str, str, object]  # (kind, name, data or link target)
+Compression = Literal["gz", "bz2", "xz", ""]  # "" for a plain tar
+WRITE_MODES: dict[Compression, Literal["w:gz", "w:bz2", "w:xz", "w:"]] = {
+    "gz": "w:gz",
+    "bz2": "w:bz2",
+    "xz": "w:xz",
+    "": "w:",
+}
 
 
 def _info(kind: str, name: str, payload: object) -> tuple[tarfile.TarInfo, bytes | None]:
@@ -46,8 +54,8 @@ def _info(kind: str, name: str, payload: object) -> tuple[tarfile.TarInfo, bytes
     return info, None
 
 
-def _tar(path: Path, members: Sequence[Member], compression: str = "gz") -> Path:
-    with tarfile.open(path, f"w:{compression}", format=tarfile.PAX_FORMAT) as tar:
+def _tar(path: Path, members: Sequence[Member], compression: Compression = "gz") -> Path:
+    with tarfile.open(path, WRITE_MODES[compression], format=tarfile.PAX_FORMAT) as tar:
         for kind, name, payload in members:
             info, data = _info(kind, name, payload)
             tar.addfile(info, io.BytesIO(data) if data is not None else None)
@@ -94,7 +102,9 @@ def _untouched(outside: Path) -> None:
 
 
 @pytest.mark.parametrize("compression", ["gz", "bz2", "xz", ""])
-def test_a_normal_log_tarball_is_extracted(tmp_path: Path, dest: Path, compression: str) -> None:
+def test_a_normal_log_tarball_is_extracted(
+    tmp_path: Path, dest: Path, compression: Compression
+) -> None:
     archive = _tar(
         tmp_path / f"log.tar.{compression or 'plain'}",
         [
@@ -329,7 +339,9 @@ def test_a_header_lying_about_its_size_is_refused(tmp_path: Path, dest: Path) ->
 
 
 @pytest.mark.parametrize("compression", ["gz", ""])
-def test_a_truncated_archive_is_refused(tmp_path: Path, dest: Path, compression: str) -> None:
+def test_a_truncated_archive_is_refused(
+    tmp_path: Path, dest: Path, compression: Compression
+) -> None:
     good = _tar(tmp_path / "good", [("file", "a", os.urandom(20_000))], compression)
     data = good.read_bytes()
     (tmp_path / "cut").write_bytes(data[: len(data) // 2])

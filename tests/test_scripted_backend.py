@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy.engine import URL
 
 from act.common import exitcodes
-from act.common.daemon import Context, DaemonSpec, run_daemon
+from act.common.daemon import DaemonSpec, run_daemon
 from act.common.db import Database
 from act.engine.backend import (
     BACKENDS,
@@ -23,6 +23,7 @@ from act.engine.backend import (
     SubmitRequest,
     make_backend,
 )
+from act.engine.config import Context
 from act.engine.runtime import pool
 from act.engine.settings import CESettings
 from act.service.settings import Settings
@@ -136,9 +137,11 @@ def test_restart_restarts_the_progression(script: Script, tmp_path: Path) -> Non
     )
     (sub,) = be.submit(CE1, [req(1)])
     jid = sub.ce_job_id or ""
-    assert be.status(CE1, [jid])[jid].state is CEReportedState.FAILED  # type: ignore[union-attr]
+    before = be.status(CE1, [jid])[jid]
+    assert before is not None and before.state is CEReportedState.FAILED
     assert be.restart(CE1, [jid])[jid].ok
-    assert be.status(CE1, [jid])[jid].state is CEReportedState.FAILED  # type: ignore[union-attr]
+    after = be.status(CE1, [jid])[jid]
+    assert after is not None and after.state is CEReportedState.FAILED
     assert script.jobs()[jid]["restarts"] == 1
 
 

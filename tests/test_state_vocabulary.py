@@ -34,7 +34,7 @@ ALLOWED: dict[str, tuple[frozenset[str], str]] = {
         "the local CE's own job states in its job directories (standard library only); "
         "act.local.backend maps them to CEReportedState",
     ),
-    "act/condor/backend.py": (
+    "act/condor/ads.py": (
         frozenset({"running"}),
         "HTCondor's JobStatus names, kept as the job's raw CE state for operators",
     ),

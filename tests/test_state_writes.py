@@ -18,7 +18,11 @@ def _writes_state(node: ast.Call) -> bool:
     keys = {kw.arg for kw in node.keywords}
     for arg in node.args:
         if isinstance(arg, ast.Dict):
-            keys |= {k.value for k in arg.keys if isinstance(k, ast.Constant)}
+            keys |= {
+                k.value
+                for k in arg.keys
+                if isinstance(k, ast.Constant) and isinstance(k.value, str)
+            }
     return bool(keys & STATE_COLUMNS)
 
 

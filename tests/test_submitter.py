@@ -471,6 +471,7 @@ def test_rerun_restarts_or_fails(db: Database, db_url: URL, tmp_path: Path, scri
         "No more restarts allowed",
     )
     assert script.jobs()[rows[ids[0]]["ce_job_id"]]["restarts"] == 1
+    assert rows[ids[0]]["attempts_left"] == 2  # the restart took one try of the job's budget
 
 
 def test_drained_ce_gets_no_jobs(db: Database, db_url: URL, tmp_path: Path, script: Script) -> None:

@@ -13,6 +13,7 @@ import json
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -68,7 +69,7 @@ def _submitter(tmp_path: Path, config: Path, script: Script, fault: str | None) 
     return done.returncode
 
 
-def _rows(db: Database) -> list[dict[str, object]]:
+def _rows(db: Database) -> list[dict[str, Any]]:
     with db.read() as conn:
         return [dict(r) for r in conn.execute(sa.select(ce_jobs).order_by(ce_jobs.c.id)).mappings()]
 
@@ -160,7 +161,7 @@ def test_local_backend_killed_after_submit_runs_each_job_once(
     jobs_dir = tmp_path / "local-ce" / "here" / "jobs"
     assert len(list(jobs_dir.iterdir())) == 3  # the CE has them; the database does not know
     wait_for(
-        lambda: all(r["lease_expires"] < utcnow() for r in _rows(db)),  # type: ignore[operator]
+        lambda: all(r["lease_expires"] < utcnow() for r in _rows(db)),
         what="the dead submitter's claims to expire",
     )
     wait_for(lambda: _all_dead(db), what="the dead submitter's heartbeat to age out")

@@ -185,7 +185,8 @@ def test_exit_codes_for_bad_config_stale_schema_and_a_second_actd(
 ) -> None:
     bad = _start(running, root, {"root": str(root), "daemonz": {}})
     assert bad.proc.wait(timeout=30) == exitcodes.CONFIG
-    assert b"daemonz: unknown key (did you mean 'daemons'?)" in bad.proc.stderr.read()  # type: ignore[union-attr]
+    assert bad.proc.stderr is not None
+    assert b"daemonz: unknown key (did you mean 'daemons'?)" in bad.proc.stderr.read()
 
     empty = tmp_path / "empty"
     stale = _start(running, empty, _config(empty, {"idle": _idle()}))

@@ -31,7 +31,7 @@ def _history(db: Database, layer: Layer, job_id: int) -> list[tuple[str | None, 
             .where(history.c.layer == layer.value, history.c.job_id == job_id)
             .order_by(history.c.id)
         )
-        return [tuple(row) for row in rows]  # type: ignore[misc]
+        return [tuple(row) for row in rows]
 
 
 def test_every_allowed_transition_works_for_each_of_its_actors(db: Database) -> None:
@@ -40,13 +40,13 @@ def test_every_allowed_transition_works_for_each_of_its_actors(db: Database) -> 
         for actor in sorted(edge.actors):
             if source is None:
                 row = panda_row(next(panda_ids)) if layer is Layer.PANDA else ce_row()
-                ids = db.run(lambda c, r=row, a=actor: create_jobs(c, layer, [r], target, actor=a))
+                ids = db.run(lambda c: create_jobs(c, layer, [row], target, actor=actor))
                 assert _history(db, layer, ids[0]) == [(None, target, actor.value)]
             else:
-                (job,) = db.run(lambda c, s=source: make_jobs(c, layer, s, 1, next(panda_ids)))
+                (job,) = db.run(lambda c: make_jobs(c, layer, source, 1, next(panda_ids)))
                 moved = db.run(
-                    lambda c, j=job, s=source, a=actor: transition(
-                        c, layer, [j], s, target, actor=a, reason="test"
+                    lambda c: transition(
+                        c, layer, [job], source, target, actor=actor, reason="test"
                     )
                 )
                 assert moved == [job], f"{layer.value}: {source}->{target} by {actor.value}"
@@ -59,18 +59,14 @@ def test_every_other_transition_is_refused_and_changes_nothing(db: Database) -> 
     refused = 0
     for layer, states in STATES.items():
         for source in states:
-            (job,) = db.run(lambda c, s=source: make_jobs(c, layer, s, 1, next(panda_ids)))
+            (job,) = db.run(lambda c: make_jobs(c, layer, source, 1, next(panda_ids)))
             before = _history(db, layer, job)
             for target in states:
                 edge = EDGES.get((layer, source, target))
                 actors = set(Actor) - (edge.actors if edge else set())
                 for actor in actors:
                     with pytest.raises(IllegalTransition):
-                        db.run(
-                            lambda c, t=target, a=actor: transition(
-                                c, layer, [job], source, t, actor=a
-                            )
-                        )
+                        db.run(lambda c: transition(c, layer, [job], source, target, actor=actor))
                     refused += 1
             assert _state(db, layer, job) == source
             assert _history(db, layer, job) == before
@@ -79,9 +75,7 @@ def test_every_other_transition_is_refused_and_changes_nothing(db: Database) -> 
             for actor in set(Actor) - (edge.actors if edge else set()):
                 row = panda_row(10**6) if layer is Layer.PANDA else ce_row()
                 with pytest.raises(IllegalTransition):
-                    db.run(
-                        lambda c, t=target, a=actor, r=row: create_jobs(c, layer, [r], t, actor=a)
-                    )
+                    db.run(lambda c: create_jobs(c, layer, [row], target, actor=actor))
                 refused += 1
     assert refused > 5000
     with db.read() as conn:  # the refused creations left nothing behind

@@ -238,7 +238,8 @@ def test_newlines_never_reach_a_description(field: str, value: str) -> None:
     if field == "jobName":
         job = replace(job, spec={**job.spec, "jobName": value})
     else:
-        job = replace(job, **{field: value})
+        changes: dict[str, Any] = {field: value}  # the field is a parameter of the test
+        job = replace(job, **changes)
     for translate in (_xrsl, _condor):
         with pytest.raises(TranslationError) as error:
             translate(job)

@@ -15,10 +15,9 @@ from urllib.parse import parse_qsl, urlencode
 import pytest
 import sqlalchemy as sa
 
-from act.atlas.panda_testserver import PandaTestServer, make_job_spec
+from act.atlas.config import Context
 from act.atlas.reporting import report_fields
 from act.atlas.translator import TranslatorOptions, run_once
-from act.common.daemon import Context
 from act.common.db import Database
 from act.common.schema import ce_jobs, panda_jobs
 from act.common.states import Actor, Layer
@@ -26,6 +25,7 @@ from act.common.timeutil import utcnow
 from act.common.transitions import create_jobs, transition
 from act.local.description import LocalJob
 from act.service.settings import Settings
+from act.testing.panda import PandaTestServer, make_job_spec
 from tests.support.contexts import daemon_context
 from tests.support.panda import settings_for
 
@@ -225,21 +225,42 @@ def test_unknown_queue_and_bad_spec_fail(db: Database, tmp_path: Path) -> None:
     assert panda_row(db, 52).error_text.startswith("spec: not JSON")
 
 
-def test_resubmission_and_no_attempts_left(db: Database, tmp_path: Path) -> None:
+def test_a_resubmission_inherits_the_tries_left_and_fails_when_none_are(
+    db: Database, tmp_path: Path
+) -> None:
+    """One retry budget (act.engine.resubmit): a PanDA-level resubmission's CE job gets one try
+    less than its previous CE job had left, whatever that job spent on restarts and CE-level
+    resubmissions; with none left the job fails."""
     (pid,) = received(db, "ARCQ", make_job_spec(61))
-    ctx = context(db, make_settings(tmp_path), max_ce_jobs=2)
-    for expected in (1, 2):
-        run_once(ctx)
-        assert len(ce_rows(db, 61)) == expected
+    ctx = context(db, make_settings(tmp_path))  # engine.attempts: 4
+    run_once(ctx)
+    assert [row.attempts_left for row in ce_rows(db, 61)] == [4]
+    # the first CE job used two more tries at the CE (a restart, a CE-level resubmission)
+    db.run(
+        lambda c: c.execute(
+            sa.update(ce_jobs).where(ce_jobs.c.panda_job_id == pid).values(attempts_left=2)
+        )
+    )
+
+    def resubmit() -> None:
         db.run(
             lambda c: transition(
                 c, Layer.PANDA, [pid], "queued", "toresubmit", actor=Actor.OPERATOR
             )
         )
-    run_once(ctx)
+        run_once(ctx)
+
+    resubmit()
+    assert [row.attempts_left for row in ce_rows(db, 61)] == [2, 1]
+    resubmit()
     job = panda_row(db, 61)
     assert job.state == "failed" and "no attempts left" in job.error_text
     assert len(ce_rows(db, 61)) == 2
+
+
+def test_the_second_budget_is_refused_with_a_clear_error() -> None:
+    with pytest.raises(ValueError, match=r"max_ce_jobs was removed: engine\.attempts is the one"):
+        TranslatorOptions.model_validate({"max_ce_jobs": 3})
 
 
 def test_native_queue_has_inputs_and_queuedata(db: Database, tmp_path: Path) -> None:

@@ -108,6 +108,22 @@ def test_a_bad_output_resubmits_by_default(db: Database, tmp_path: Path) -> None
     assert "AOD.pool.root" in row.validation_note
 
 
+def test_a_bad_output_on_the_last_try_fails_with_the_files_code(
+    db: Database, tmp_path: Path
+) -> None:
+    """The job's retry budget is spent (act.engine.resubmit): it fails here, with the bad file's
+    PanDA code, rather than going back to the translator for a generic "no attempts left"."""
+    settings = make_settings(tmp_path)
+    job = Job(db, tmp_path, 1013, attempts_left=1)
+    entry = store(tmp_path / "se", "AOD.pool.root", b"a" * 10)
+    entry["adler32"] = "00000001"
+    job.heartbeat({"AOD.pool.root": entry})
+    run_once(context(db, settings))
+    row = job.row()
+    assert row.state == "failed" and row.error_code == 1172
+    assert "AOD.pool.root" in row.error_text and "no attempts left" in row.validation_note
+
+
 def test_unreachable_storage_puts_the_job_off_then_gives_up(db: Database, tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     job = Job(db, tmp_path, 1004)

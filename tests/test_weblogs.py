@@ -15,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from act.atlas import spool, weblogs
+from act.atlas.config import Context
 from act.atlas.fetcher import log_url
 from act.atlas.weblog_cleaner import DAEMON, expired_days, run_once
 from act.atlas.weblogs import Published, publish, relative_stem, web_root
@@ -297,7 +298,7 @@ def test_the_daemon_removes_old_days_and_never_follows_symlinks(
     (root / older).symlink_to(target)  # an old "day" that is a link: unlinked, target kept
     (root / old / QUEUE / "link").symlink_to(target)  # a link inside a day: not followed
 
-    ctx = daemon_context(sqlite_db, s, "weblogs", options=DAEMON.options())
+    ctx: Context = daemon_context(sqlite_db, s, "weblogs", options=DAEMON.options())
     with caplog.at_level(logging.INFO, logger="act.weblogs"):
         assert run_once(ctx) is False
 

@@ -20,35 +20,31 @@ What the back end adds to the REST calls:
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import logging
-import os
 import re
-import stat
 from collections.abc import Sequence
-from datetime import datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, ValidationError
 
 from act.arc import adl, xrsl
 from act.arc.delegation import Delegations
+from act.arc.download import FetchError, download_tree
+from act.arc.jobstate import activity_of, job_status
 from act.arc.proxy import ProxyError
 from act.arc.rest import (
     ArcRest,
     JobResult,
     RestError,
     SubmitRejected,
-    as_list,
     ensure_private,
 )
 from act.common.logs import job_log
 from act.common.section import Section
 from act.engine.backend import (
     CE,
-    CEReportedState,
+    BackendFactory,
     CEUnavailable,
     Fetched,
     JobStatus,
@@ -79,28 +75,6 @@ class ArcOptions(Section):
     find_lag: float = Field(300.0, ge=0)
 
 
-#: ARC REST states (A-REX 6 and 7) and what they mean to the engine.
-STATES: dict[str, CEReportedState] = {
-    "ACCEPTING": CEReportedState.SUBMITTED,
-    "ACCEPTED": CEReportedState.SUBMITTED,
-    "PREPARING": CEReportedState.SUBMITTED,
-    "PREPARED": CEReportedState.SUBMITTED,
-    "SUBMITTING": CEReportedState.SUBMITTED,
-    "QUEUING": CEReportedState.SUBMITTED,
-    "HELD": CEReportedState.SUBMITTED,
-    "RUNNING": CEReportedState.RUNNING,
-    "EXITINGLRMS": CEReportedState.RUNNING,
-    "EXECUTED": CEReportedState.RUNNING,
-    "OTHER": CEReportedState.RUNNING,
-    "KILLING": CEReportedState.RUNNING,
-    "FINISHING": CEReportedState.FINISHING,
-    "FINISHED": CEReportedState.FINISHED,
-    "FAILED": CEReportedState.FAILED,
-    "KILLED": CEReportedState.CANCELLED,
-}
-GONE_STATES = {"WIPED", "DELETED"}
-#: A failed job the CE can restart: it failed while staging (ARC's RestartState).
-RESTARTABLE_FROM = {"PREPARING", "FINISHING"}
 _DELEGATION_ERROR = re.compile(r"(?i)delegat")
 
 
@@ -364,7 +338,7 @@ class ArcBackend:
         unnamed: list[str] = []
         for start in range(0, len(ids), size):
             for job_id, reply in client.info(ids[start : start + size]).items():
-                name = _activity(reply).get("Name")
+                name = activity_of(reply).get("Name")
                 token = xrsl.token_of(name if isinstance(name, str) else None)
                 if token in wanted:
                     found[token] = job_id
@@ -397,9 +371,7 @@ class ArcBackend:
             tail = errors[-8192:]
             diagnostics = (reason.strip() + "\n--- errors (end) ---\n" + tail).strip() or None
         try:
-            files, size = _download_tree(
-                client, ce_job_id, dest, limits.max_bytes, limits.max_files
-            )
+            files, size = download_tree(client, ce_job_id, dest, limits.max_bytes, limits.max_files)
         except RestError as error:
             if error.status == 404:
                 return Fetched(ce_job_id, gone=True, diagnostics=diagnostics, error=str(error))
@@ -439,13 +411,15 @@ class ArcBackend:
         return self._outcomes(ce, "restart", ce_job_ids)
 
 
+#: What make_backend builds this back end with (BACKENDS names ArcBackend), declared so that mypy
+#: checks it (make check): built with the engine's keywords, it is a Backend. A method missing or
+#: of another signature fails the type check, not the first daemon that calls it.
+backend_factory: BackendFactory = ArcBackend
+
+
 # ------------------------------------------------------------------------ helpers ---
 class InputError(ValueError):
     """A local input file that cannot be shipped."""
-
-
-class FetchError(RuntimeError):
-    """Outputs that cannot be fetched safely (too large, too many, an unsafe name)."""
 
 
 def _local_input(job: SubmitRequest, name: str, source: str) -> tuple[str, Path]:
@@ -462,137 +436,3 @@ def _local_input(job: SubmitRequest, name: str, source: str) -> tuple[str, Path]
     if not path.is_file():
         raise InputError(f"input file {name!r}: {path} does not exist")
     return name, path
-
-
-def _activity(reply: JobResult) -> dict[str, Any]:
-    doc = reply.raw.get("info_document")
-    activity = doc.get("ComputingActivity") if isinstance(doc, dict) else None
-    if isinstance(activity, list):  # several documents for one job: take the first
-        activity = activity[0] if activity else None
-    return activity if isinstance(activity, dict) else {}
-
-
-def _arcrest_state(values: Any) -> str | None:
-    for value in as_list(values):
-        if isinstance(value, str) and value.startswith("arcrest:"):
-            return value.split(":", 1)[1]
-    return None
-
-
-def _int(value: Any) -> int | None:
-    try:
-        return int(str(value))
-    except (TypeError, ValueError):
-        return None
-
-
-def _time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
-def job_status(reply: JobResult) -> JobStatus:
-    """A job's status from its ``info`` reply (falls back to the plain ``state``)."""
-    activity = _activity(reply)
-    raw = _arcrest_state(activity.get("State")) or reply.state
-    if raw is None:
-        raise ValueError("the CE gave no state")
-    if raw in GONE_STATES:
-        raise ValueError(f"state {raw}: the job is gone")
-    state = STATES.get(raw)
-    if state is None:
-        raise ValueError(f"unknown ARC state {raw!r}")
-    exit_code = _int(activity.get("ExitCode"))
-    errors = tuple(str(e) for e in as_list(activity.get("Error")) if str(e).strip())
-    if state is CEReportedState.FINISHED and exit_code not in (None, 0):
-        state = CEReportedState.FAILED
-    nodes = [str(n) for n in as_list(activity.get("ExecutionNode"))]
-    memory_mb = _int(activity.get("UsedMainMemory"))
-    restart_state = _arcrest_state(activity.get("RestartState"))
-    return JobStatus(
-        ce_job_id=reply.id,
-        state=state,
-        raw_state=raw,
-        exit_code=exit_code,
-        errors=errors,
-        worker_node=nodes[0] if nodes else None,
-        cpu_seconds=_int(activity.get("UsedTotalCPUTime")),
-        wall_seconds=_int(activity.get("UsedTotalWallTime")),
-        max_rss_kb=memory_mb * 1024 if memory_mb is not None else None,
-        started_at=_time(activity.get("StartTime")),
-        ended_at=_time(activity.get("EndTime") or activity.get("ComputingManagerEndTime")),
-        restartable=state is CEReportedState.FAILED and restart_state in RESTARTABLE_FROM,
-    )
-
-
-def _safe_relative(name: str) -> PurePosixPath:
-    path = PurePosixPath(name)
-    if path.is_absolute() or not path.parts or any(p in ("", ".", "..") for p in path.parts):
-        raise FetchError(f"unsafe file name from the CE: {name!r}")
-    if any("\x00" in p or "\\" in p for p in path.parts):
-        raise FetchError(f"unsafe file name from the CE: {name!r}")
-    return path
-
-
-def _open_below(dest: Path, relative: PurePosixPath) -> int:
-    """Create ``dest/relative`` for writing without following any symlink on the way."""
-    dirfd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-    try:
-        for part in relative.parts[:-1]:
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(part, 0o750, dir_fd=dirfd)
-            try:
-                nextfd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dirfd)
-            except OSError as error:
-                if error.errno in (errno.ELOOP, errno.ENOTDIR):
-                    raise FetchError(f"{relative}: {part} is not a plain directory") from None
-                raise
-            os.close(dirfd)
-            dirfd = nextfd
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
-        try:
-            fd = os.open(relative.parts[-1], flags, 0o640, dir_fd=dirfd)
-        except OSError as error:
-            if error.errno == errno.ELOOP:
-                raise FetchError(f"{relative} is a symlink in the destination") from None
-            raise
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise FetchError(f"{relative} is not a regular file in the destination")
-        return fd
-    finally:
-        os.close(dirfd)
-
-
-def _download_tree(
-    client: ArcRest, job_id: str, dest: Path, max_bytes: int, max_files: int
-) -> tuple[list[str], int]:
-    dest.mkdir(parents=True, exist_ok=True)
-    if dest.is_symlink():
-        raise FetchError(f"destination {dest} is a symlink")
-    written: list[str] = []
-    total = 0
-    pending = [PurePosixPath()]
-    while pending:
-        folder = pending.pop()
-        files, dirs = client.listing(job_id, str(folder) if folder.parts else "")
-        for name in dirs:
-            pending.append(folder / _safe_relative(name))
-        for name in files:
-            relative = folder / _safe_relative(name)
-            if len(written) >= max_files:
-                raise FetchError(f"more than {max_files} files in the session directory")
-            fd = _open_below(dest, relative)
-            with os.fdopen(fd, "wb") as handle:
-                try:
-                    total += client.download(job_id, str(relative), handle, max_bytes - total)
-                except RestError as error:
-                    if error.status == 413:
-                        raise FetchError(f"outputs larger than {max_bytes} bytes") from None
-                    raise
-            written.append(str(relative))
-    return sorted(written), total

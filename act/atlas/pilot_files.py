@@ -26,7 +26,7 @@ validator can fail the job with a clear reason instead of crashing.
 Rules common to all readers:
 
 * files are opened below the directory without following symbolic links at any component
-  (:mod:`act.common.nofollow`), must be regular files and at most ``max_bytes`` long;
+  (:mod:`act.common.safe_paths`), must be regular files and at most ``max_bytes`` long;
 * JSON must be UTF-8 (a leading byte-order mark is tolerated), an object at the top, with no
   duplicate keys at any level (the pilot's intent would be ambiguous, and PanDA's parser may pick
   another one than ours) and no ``NaN``/``Infinity`` (not JSON; PanDA would refuse them);
@@ -60,7 +60,7 @@ from typing import Any
 
 from lxml import etree
 
-from act.common.nofollow import open_parent, relative_parts
+from act.common.safe_paths import UnsafePath, open_parent, relative_parts
 
 HEARTBEAT = "heartbeat.json"
 JOB_REPORT = "jobReport.json"
@@ -142,8 +142,8 @@ def _open(directory: Path, name: str) -> int | None:
     (``directory`` itself included); None if it or ``directory`` does not exist."""
     try:
         parts = relative_parts(name)
-    except ValueError as exc:  # names can derive from a job spec (the log file's)
-        raise BadPilotFile(name, f"not a plain relative name ({exc})") from None
+    except UnsafePath as exc:  # names can derive from a job spec (the log file's)
+        raise BadPilotFile(name, f"not a plain relative name ({exc.reason})") from None
     try:
         parent = open_parent(directory, parts)
     except FileNotFoundError:

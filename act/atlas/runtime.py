@@ -26,6 +26,6 @@ def panda_client(ctx: Context, *, retries: int | None = None) -> PandaClient:
         if retries is not None:
             settings = settings.model_copy(update={"retries": retries})
         credentials = credentials_from_settings(settings, log=ctx.log)
-        found = PandaClient(settings, credentials, log=ctx.log)
+        found = PandaClient(settings, credentials, log=ctx.log, stop=ctx.stop)
         ctx.cache[CACHE_KEY] = found
     return found

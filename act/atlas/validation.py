@@ -7,8 +7,10 @@ validator's options, so the policy is tested without storage:
 per-file results                            the job
 ==========================================  ===============================================
 all ``ok``                                  finished
-any ``missing``, ``mismatch``, ``invalid``  ``invalid_outputs``: toresubmit (default) or failed,
-                                            with the PanDA error code of the first bad file
+any ``missing``, ``mismatch``, ``invalid``  ``invalid_outputs``: toresubmit (default; failed
+                                            once the job's retry budget is spent, see
+                                            :mod:`act.engine.resubmit`) or failed, with the
+                                            PanDA error code of the first bad file
                                             (missing 1165, adler32 1172, size 1137)
 ``no_checksum``                             ok with ``missing_checksum: accept`` (default), else
                                             as a mismatch
@@ -102,17 +104,25 @@ def _bad(check: FileCheck, opts: ValidatorOptions) -> int | None:
     return None
 
 
-def judge(checks: Sequence[FileCheck], opts: ValidatorOptions, *, overdue: bool) -> Decision:
-    """The job's outcome from its files' checks; ``overdue``: it waited ``give_up_after``."""
+def judge(
+    checks: Sequence[FileCheck],
+    opts: ValidatorOptions,
+    *,
+    overdue: bool,
+    tries_left: bool = True,
+) -> Decision:
+    """The job's outcome from its files' checks; ``overdue``: it waited ``give_up_after``;
+    ``tries_left``: its retry budget allows a resubmission."""
     bad = [(check, code) for check in checks if (code := _bad(check, opts)) is not None]
     if bad:
         details = "; ".join(check.detail for check, _ in bad[:3])
         more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
         diag = f"{len(bad)} of {len(checks)} output file(s) invalid: {details}{more}"
-        action: Action = (
-            PandaJobState.TORESUBMIT if opts.invalid_outputs == "resubmit" else PandaJobState.FAILED
-        )
-        return Decision(action, bad[0][1], diag)
+        if opts.invalid_outputs == "fail":
+            return Decision(PandaJobState.FAILED, bad[0][1], diag)
+        if not tries_left:
+            return Decision(PandaJobState.FAILED, bad[0][1], f"{diag}; no attempts left")
+        return Decision(PandaJobState.TORESUBMIT, bad[0][1], diag)
     unreachable = [check for check in checks if check.verdict is Verdict.UNREACHABLE]
     if unreachable:
         endpoints = sorted({check.endpoint for check in unreachable})

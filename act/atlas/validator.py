@@ -40,6 +40,9 @@ final report (:mod:`act.atlas.final_report`) is stored with the state change
 (:func:`~act.atlas.reporting.with_report`); the propagator sends it, or writes it as
 ``jobReport.json`` for heartbeat-less jobs. A job whose files cannot be read never stops the
 cycle: it fails with a diagnosis naming the file and the cause.
+
+A stop asked for mid-cycle is seen between the jobs read (none is judged then: nothing has been
+written) and between the jobs settled; the jobs left are handed back for the next cycle.
 """
 
 from __future__ import annotations
@@ -78,6 +81,7 @@ from act.common.schema import ce_jobs, panda_jobs
 from act.common.states import Actor, CEJobState, Layer, PandaJobState
 from act.common.timeutil import backoff, seconds, utcnow
 from act.common.transitions import transition
+from act.engine.resubmit import resubmit_invalid_outputs
 
 CHECKER_KEY = "storage_checker"
 #: ``ACT_FAULT`` point: the logs are published, the decision not yet committed.
@@ -110,6 +114,7 @@ class _Job:
     worker_node: str | None
     started_at: datetime | None
     ended_at: datetime | None
+    attempts_left: int | None = None  # of the CE job: the retry budget (act.engine.resubmit)
     truepilot: bool = False
     heartbeat: Heartbeat | None = None
     payload: dict[str, Any] = field(default_factory=dict)  # from jobReport.json
@@ -126,23 +131,34 @@ def run_once(ctx: Context) -> bool:
         return False
     try:
         queues = served_queues(ctx)
-        broken: set[int] = set()
-        for job in jobs:
+        read: list[_Job] = []
+        for job in ctx.until_stopped(jobs):
             queue = queues.get(job.queue)
             job.truepilot = bool(queue is not None and queue.truepilot)
-            if not _guarded(ctx, job, lambda j: setattr(j, "decision", _read(ctx, j, opts))):
-                broken.add(job.pid)
-        jobs_ok = [job for job in jobs if job.pid not in broken]
-        _check(ctx, [job for job in jobs_ok if job.decision is None])
+            if _guarded(ctx, job, lambda j: setattr(j, "decision", _read(ctx, j, opts))):
+                read.append(job)
+        if ctx.stopping():  # nothing is written yet: the claims are handed back below
+            ctx.log.info(
+                "stop requested: %d job(s) read, none judged: all %d left to the next instance",
+                len(read),
+                len(jobs),
+            )
+            return False
+        _check(ctx, [job for job in read if job.decision is None])
         now = utcnow()
-        for job in jobs_ok:
+        for job in ctx.until_stopped(read):
             if job.decision is None:
                 overdue = now - job.state_changed_at > seconds(opts.give_up_after)
-                job.decision = judge(job.checks, opts, overdue=overdue)
+                job.decision = judge(
+                    job.checks,
+                    opts,
+                    overdue=overdue,
+                    tries_left=resubmit_invalid_outputs(job.attempts_left),
+                )
             _guarded(ctx, job, lambda j: _settle(ctx, j, opts))
     finally:
         ctx.db.run(lambda conn: release(conn, Layer.PANDA, ctx.owner, [j.pid for j in jobs]))
-    return len(jobs) >= ctx.daemon.batch
+    return len(jobs) >= ctx.daemon.batch and not ctx.stopping()
 
 
 def _guarded(ctx: Context, job: _Job, step: Callable[[_Job], object]) -> bool:
@@ -197,6 +213,7 @@ def _claim(conn: Connection, ctx: Context) -> list[_Job]:
             c.c.worker_node,
             c.c.started_at,
             c.c.ended_at,
+            c.c.attempts_left,
         )
         .select_from(t.outerjoin(c, sa.and_(c.c.panda_job_id == t.c.id, is_latest_ce_job())))
         .where(t.c.id.in_(ids))
@@ -228,6 +245,7 @@ def _claim(conn: Connection, ctx: Context) -> list[_Job]:
                 worker_node=row.worker_node,
                 started_at=row.started_at,
                 ended_at=row.ended_at,
+                attempts_left=row.attempts_left,
             )
         )
     return jobs

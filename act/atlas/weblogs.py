@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import stat
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
 from act.atlas.config import AtlasConfig
+from act.common.safe_paths import UnsafePath, open_dir, open_file
 from act.common.timeutil import as_utc
 
 log = logging.getLogger(__name__)
@@ -205,29 +205,18 @@ def publish(
 
 def _open_regular(name: str, dir_fd: int) -> int | None:
     """A read descriptor of regular file ``name`` in ``dir_fd`` (never a symlink), else None."""
-    if not name or "/" in name or name in (".", ".."):
-        return None
+    if "/" in name:
+        return None  # directly in the directory only
     try:
-        fd = os.open(
-            name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd
-        )
-    except OSError:
-        return None  # missing, a symlink (ELOOP), unreadable
-    try:
-        if stat.S_ISREG(os.fstat(fd).st_mode):
-            return fd
-    except OSError:
-        pass
-    os.close(fd)
-    return None
+        return open_file(dir_fd, name)
+    except (UnsafePath, OSError):
+        return None  # a bad name, missing, a symlink, not a regular file, unreadable
 
 
-def _open_dir(path: Path | str, dir_fd: int | None = None) -> int | None:
-    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
-    if dir_fd is not None:
-        flags |= os.O_NOFOLLOW
+def _open_dir(path: Path) -> int | None:
+    """The job's output directory (act's own: its path may hold a symlink), else None."""
     try:
-        return os.open(path, flags, dir_fd=dir_fd)
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
         return None
 
@@ -252,11 +241,11 @@ def _open_gmlog_errors(output_dir: Path) -> int | None:
     if top is None:
         return None
     try:
-        gmlog = _open_dir(GMLOG_DIR, dir_fd=top)  # a symlinked gmlog is not followed
+        gmlog = open_dir(top, GMLOG_DIR)  # a symlinked gmlog is not followed
+    except (UnsafePath, OSError):
+        return None
     finally:
         os.close(top)
-    if gmlog is None:
-        return None
     try:
         return _open_regular(GMLOG_ERRORS, gmlog)
     finally:

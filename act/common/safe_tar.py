@@ -12,7 +12,7 @@ Three layers, each enough on its own for the path checks:
    present when the extraction ends is resolved inside ``dest`` component by component (links
    made later can change where earlier ones lead, so this is checked on the final tree).
 3. Writing never follows a symbolic link: each path component is opened with ``O_NOFOLLOW``
-   relative to its parent (:mod:`act.common.nofollow`), files are created with ``O_EXCL``, so a
+   relative to its parent (:mod:`act.common.safe_paths`), files are created with ``O_EXCL``, so a
    link in the archive or already in ``dest`` cannot redirect a write.
 
 Caps: at most ``max_files`` members and ``max_bytes`` of file content, checked on the headers'
@@ -40,7 +40,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from act.common.nofollow import DIR_FLAGS, open_parent, relative_parts
+from act.common.safe_paths import DIR_FLAGS, UnsafePath, open_parent, relative_parts
 
 if not hasattr(tarfile, "data_filter"):  # pragma: no cover - python_requires keeps it away
     raise ImportError("act.common.safe_tar needs tarfile.data_filter (Python >= 3.10.12, 3.11.4)")
@@ -150,11 +150,11 @@ class _Extraction:
         elif not (member.isdir() or member.issym() or member.islnk()):
             raise _Refused(f"{member.name!r} is a device, FIFO or other special member")
         try:
-            parts = tuple(relative_parts(member.name))
-        except ValueError as exc:
+            parts = tuple(relative_parts(member.name, max_path=None))
+        except UnsafePath as exc:
             if member.name.strip("/.") == "" and not member.name.startswith("/"):
                 return  # "./": the destination itself
-            raise _Refused(f"member {member.name!r}: {exc}") from None
+            raise _Refused(f"member {member.name!r}: {exc.reason}") from None
         try:
             filtered = tarfile.data_filter(member, str(self.dest))
         except tarfile.FilterError as exc:
@@ -208,9 +208,9 @@ class _Extraction:
 
     def _hardlink(self, parts: tuple[str, ...], target: str) -> None:
         try:
-            source = tuple(relative_parts(target))
-        except ValueError as exc:
-            raise _Refused(f"hard link {'/'.join(parts)!r} to {target!r}: {exc}") from None
+            source = tuple(relative_parts(target, max_path=None))
+        except UnsafePath as exc:
+            raise _Refused(f"hard link {'/'.join(parts)!r} to {target!r}: {exc.reason}") from None
         if source not in self.files:
             raise _Refused(
                 f"hard link {'/'.join(parts)!r} to {target!r}, not a file of the archive"

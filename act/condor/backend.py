@@ -13,10 +13,10 @@ description names none. ``options`` takes the keys of :class:`CondorOptions`.
   transferred outputs back. A batch is one ``Schedd.submit`` call (one transaction, one cluster)
   per set of keys (see :mod:`act.condor.submission`); ce_job_id is ``"<cluster>.<proc>"``.
 * **Status**: ``query`` of the queue with a projection, then ``history`` (``match`` bounded by
-  the jobs still missing) for the jobs gone from it; JobStatus is mapped by :func:`job_status`.
-  A held job is FAILED, restartable, with the error ``held: <HoldReason> (code N, subcode M)``
-  so that ``engine.resubmit`` decides (``restart`` = release, ``resubmit`` = remove and submit
-  again).
+  the jobs still missing) for the jobs gone from it; JobStatus is mapped by
+  :func:`act.condor.ads.job_status`. A held job is FAILED, restartable, with the error
+  ``held: <HoldReason> (code N, subcode M)`` so that ``engine.resubmit`` decides (``restart`` =
+  release, ``resubmit`` = remove and submit again).
 * **find**: the queue, then history, by ``ActToken``: a submitter that died between the schedd's
   reply and its commit never submits twice.
 * **fetch** copies the regular files of the job's ``initialdir`` into ``dest`` (symlinks and
@@ -33,9 +33,7 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
@@ -44,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from act.common.logs import job_log
+from act.condor import ads as job_ads
 from act.condor import schedd as schedd_access
 from act.condor.options import CondorOptions
 from act.condor.outputs import FetchError, copy_tree, remove_tree
@@ -52,14 +51,13 @@ from act.condor.submission import (
     TOKEN,
     Batch,
     DescriptionError,
-    classad_string,
     combine,
     grid_resource_for,
     prepare,
 )
 from act.engine.backend import (
     CE,
-    CEReportedState,
+    BackendFactory,
     CEUnavailable,
     Fetched,
     JobStatus,
@@ -76,53 +74,6 @@ if TYPE_CHECKING:
 
 #: Words of the bindings' errors when the schedd could not be reached at all: nothing was sent.
 NOT_CONNECTED = ("Failed to connect to schedd", "Unable to locate", "cannot locate")
-
-#: HTCondor JobStatus values.
-IDLE, RUNNING, REMOVED, COMPLETED, HELD, TRANSFERRING, SUSPENDED = 1, 2, 3, 4, 5, 6, 7
-STATUS_NAMES = {
-    IDLE: "idle",
-    RUNNING: "running",
-    REMOVED: "removed",
-    COMPLETED: "completed",
-    HELD: "held",
-    TRANSFERRING: "transferring_output",
-    SUSPENDED: "suspended",
-}
-#: GridJobStatus words (HTCondor-CE: the remote JobStatus; ARC: its state) meaning the payload
-#: ended and outputs are on their way back while the local job still says running.
-ENDING_GRID_STATES = frozenset(
-    {"COMPLETED", "TRANSFERRING_OUTPUT", "FINISHING", "FINISHED", "EXECUTED", "EXITINGLRMS"}
-)
-PROJECTION = [
-    "ClusterId",
-    "ProcId",
-    "JobStatus",
-    "ActToken",
-    "ActCE",
-    "Iwd",
-    "ExitCode",
-    "ExitBySignal",
-    "ExitSignal",
-    "HoldReason",
-    "HoldReasonCode",
-    "HoldReasonSubCode",
-    "NumHolds",
-    "RemoveReason",
-    "GridJobStatus",
-    "GridJobId",
-    "GridResourceUnavailableTime",
-    "LastRemoteHost",
-    "RemoteHost",
-    "RemoteWallClockTime",
-    "RemoteUserCpu",
-    "RemoteSysCpu",
-    "ResidentSetSize",
-    "JobStartDate",
-    "CompletionDate",
-    "EnteredCurrentStatus",
-]
-_JOB_ID = re.compile(r"([0-9]{1,12})\.([0-9]{1,9})")
-_STATE_LEN = 128
 
 
 class CondorBackend:
@@ -322,7 +273,7 @@ class CondorBackend:
         self, ce: CE, constraint: str, *, history: int = 0, projection: list[str] | None = None
     ) -> list[Any]:
         schedd = self.schedd(ce)
-        wanted = projection or PROJECTION
+        wanted = projection or job_ads.PROJECTION
         if history:
             return list(
                 self._call(
@@ -337,16 +288,16 @@ class CondorBackend:
         """``ce_job_id -> ad`` from the queue, then history, for the ids that parse."""
         found: dict[str, Any] = {}
         size = self.options(ce).status_batch
-        valid = [i for i in dict.fromkeys(ids) if _JOB_ID.fullmatch(i)]
+        valid = [i for i in dict.fromkeys(ids) if job_ads.JOB_ID.fullmatch(i)]
         for start in range(0, len(valid), size):
             batch = valid[start : start + size]
-            for ad in self._ads(ce, ids_constraint(batch)):
-                _keep(found, ad, batch)
+            for ad in self._ads(ce, job_ads.ids_constraint(batch)):
+                job_ads.keep(found, ad, batch)
             missing = [i for i in batch if i not in found]
             bound = min(len(missing), self.options(ce).history_match)
             if missing:
-                for ad in self._ads(ce, ids_constraint(missing), history=bound):
-                    _keep(found, ad, missing)
+                for ad in self._ads(ce, job_ads.ids_constraint(missing), history=bound):
+                    job_ads.keep(found, ad, missing)
         return found
 
     def status(self, ce: CE, ce_job_ids: Sequence[str]) -> dict[str, JobStatus | None]:
@@ -354,7 +305,7 @@ class CondorBackend:
         opts = self.options(ce)
         out: dict[str, JobStatus | None] = {}
         for job_id in dict.fromkeys(ce_job_ids):
-            if not _JOB_ID.fullmatch(job_id):
+            if not job_ads.JOB_ID.fullmatch(job_id):
                 self.log.warning("ce=%s: %r is not a <cluster>.<proc> job id", ce.name, job_id)
                 continue
             ad = ads.get(job_id)
@@ -362,7 +313,7 @@ class CondorBackend:
                 out[job_id] = None
                 continue
             try:
-                out[job_id] = job_status(
+                out[job_id] = job_ads.job_status(
                     job_id,
                     ad,
                     now=self.clock(),
@@ -380,23 +331,23 @@ class CondorBackend:
         projection = ["ClusterId", "ProcId", "ActToken"]
         for start in range(0, len(wanted), size):
             batch = wanted[start : start + size]
-            constraint = tokens_constraint(batch)
+            constraint = job_ads.tokens_constraint(batch)
             for ad in self._ads(ce, constraint, projection=projection):
-                _found(found, ad, batch)
+                job_ads.found_token(found, ad, batch)
             missing = [t for t in batch if t not in found]
             if missing:
                 bound = min(len(missing), self.options(ce).history_match)
                 for ad in self._ads(
-                    ce, tokens_constraint(missing), history=bound, projection=projection
+                    ce, job_ads.tokens_constraint(missing), history=bound, projection=projection
                 ):
-                    _found(found, ad, missing)
+                    job_ads.found_token(found, ad, missing)
         return found
 
     # --------------------------------------------------------------------- fetch ---
     def _iwd(self, ce: CE, job_id: str, ad: Any) -> Path | None:
         """The job's initialdir, only if it is the one this back end made for its token."""
-        token = _text(_value(ad, "ActToken"))
-        iwd = _text(_value(ad, "Iwd"))
+        token = job_ads.text(job_ads.ad_value(ad, "ActToken"))
+        iwd = job_ads.text(job_ads.ad_value(ad, "Iwd"))
         if token is None or not TOKEN.fullmatch(token) or iwd is None:
             return None
         mine = self.iwd_base(ce) / token
@@ -406,12 +357,12 @@ class CondorBackend:
         return mine
 
     def fetch(self, ce: CE, ce_job_id: str, dest: Path, *, failed: bool) -> Fetched:
-        if not _JOB_ID.fullmatch(ce_job_id):
+        if not job_ads.JOB_ID.fullmatch(ce_job_id):
             return Fetched(ce_job_id, error=f"{ce_job_id!r} is not a <cluster>.<proc> job id")
         ad = self._lookup(ce, [ce_job_id]).get(ce_job_id)
         if ad is None:
             return Fetched(ce_job_id, gone=True)
-        diagnostics = _diagnostics(ad) if failed else None
+        diagnostics = job_ads.diagnostics(ad) if failed else None
         iwd = self._iwd(ce, ce_job_id, ad)
         if iwd is None:
             return Fetched(ce_job_id, diagnostics=diagnostics, error="no initialdir of act's own")
@@ -437,42 +388,48 @@ class CondorBackend:
     def _queued(self, ce: CE, ids: Sequence[str]) -> dict[str, int]:
         """``ce_job_id -> JobStatus`` of the jobs still in the queue."""
         out: dict[str, int] = {}
-        valid = [i for i in dict.fromkeys(ids) if _JOB_ID.fullmatch(i)]
+        valid = [i for i in dict.fromkeys(ids) if job_ads.JOB_ID.fullmatch(i)]
         size = self.options(ce).status_batch
         projection = ["ClusterId", "ProcId", "JobStatus"]
         for start in range(0, len(valid), size):
             batch = valid[start : start + size]
-            for ad in self._ads(ce, ids_constraint(batch), projection=projection):
-                job_id = _id_of(ad)
+            for ad in self._ads(ce, job_ads.ids_constraint(batch), projection=projection):
+                job_id = job_ads.job_id_of(ad)
                 if job_id in batch:
-                    out[job_id] = _int(ad.get("JobStatus")) or 0
+                    out[job_id] = job_ads.integer(ad.get("JobStatus")) or 0
         return out
 
     def kill(self, ce: CE, ce_job_ids: Sequence[str]) -> dict[str, Outcome]:
         before = self._queued(ce, ce_job_ids)
-        self._act(ce, "Remove", [i for i, s in before.items() if s != REMOVED], "killed by act")
+        self._act(
+            ce, "Remove", [i for i, s in before.items() if s != job_ads.REMOVED], "killed by act"
+        )
         after = self._queued(ce, list(before))
         out: dict[str, Outcome] = {}
         for job_id in ce_job_ids:
             if job_id not in before:
                 out[job_id] = Outcome(job_id, True, gone=True, error="not in the queue")
-            elif job_id not in after or after[job_id] == REMOVED:
+            elif job_id not in after or after[job_id] == job_ads.REMOVED:
                 out[job_id] = Outcome(job_id, True)
             else:
-                name = STATUS_NAMES.get(after[job_id], str(after[job_id]))
+                name = job_ads.STATUS_NAMES.get(after[job_id], str(after[job_id]))
                 out[job_id] = Outcome(job_id, False, error=f"still {name} after the remove")
         return out
 
     def clean(self, ce: CE, ce_job_ids: Sequence[str]) -> dict[str, Outcome]:
         before = self._queued(ce, ce_job_ids)
-        self._act(ce, "Remove", [i for i, s in before.items() if s != REMOVED], "cleaned by act")
+        self._act(
+            ce, "Remove", [i for i, s in before.items() if s != job_ads.REMOVED], "cleaned by act"
+        )
         after = self._queued(ce, list(before))
         gone = [i for i in ce_job_ids if i not in before]
-        ads = self._lookup(ce, [i for i in ce_job_ids if i not in after or after[i] == REMOVED])
+        ads = self._lookup(
+            ce, [i for i in ce_job_ids if i not in after or after[i] == job_ads.REMOVED]
+        )
         out: dict[str, Outcome] = {}
         for job_id in ce_job_ids:
-            if job_id in after and after[job_id] != REMOVED:
-                name = STATUS_NAMES.get(after[job_id], str(after[job_id]))
+            if job_id in after and after[job_id] != job_ads.REMOVED:
+                name = job_ads.STATUS_NAMES.get(after[job_id], str(after[job_id]))
                 out[job_id] = Outcome(job_id, False, error=f"still {name} after the remove")
                 continue
             ad = ads.get(job_id)
@@ -490,16 +447,18 @@ class CondorBackend:
         if not self.options(ce).can_restart:
             return {i: Outcome(i, False, error="restart disabled for this CE") for i in ce_job_ids}
         before = self._queued(ce, ce_job_ids)
-        self._act(ce, "Release", [i for i, s in before.items() if s == HELD], "released by act")
-        after = self._queued(ce, [i for i, s in before.items() if s == HELD])
+        self._act(
+            ce, "Release", [i for i, s in before.items() if s == job_ads.HELD], "released by act"
+        )
+        after = self._queued(ce, [i for i, s in before.items() if s == job_ads.HELD])
         out: dict[str, Outcome] = {}
         for job_id in ce_job_ids:
             if job_id not in before:
                 out[job_id] = Outcome(job_id, False, gone=True, error="not in the queue")
-            elif before[job_id] != HELD:
-                name = STATUS_NAMES.get(before[job_id], str(before[job_id]))
+            elif before[job_id] != job_ads.HELD:
+                name = job_ads.STATUS_NAMES.get(before[job_id], str(before[job_id]))
                 out[job_id] = Outcome(job_id, False, error=f"not held ({name})")
-            elif after.get(job_id) == HELD:
+            elif after.get(job_id) == job_ads.HELD:
                 out[job_id] = Outcome(job_id, False, error="still held after the release")
             elif job_id not in after:
                 out[job_id] = Outcome(job_id, False, gone=True, error="left the queue")
@@ -508,26 +467,10 @@ class CondorBackend:
         return out
 
 
-# ------------------------------------------------------------------------ helpers ---
-def ids_constraint(ids: Iterable[str]) -> str:
-    """A constraint matching ``<cluster>.<proc>`` ids, grouped by cluster."""
-    procs: dict[int, list[int]] = defaultdict(list)
-    for job_id in ids:
-        match = _JOB_ID.fullmatch(job_id)
-        if match:
-            procs[int(match.group(1))].append(int(match.group(2)))
-    parts = [
-        f"(ClusterId == {cluster} && member(ProcId, {{{', '.join(map(str, sorted(p)))}}}))"
-        for cluster, p in sorted(procs.items())
-    ]
-    return " || ".join(parts) or "False"
-
-
-def tokens_constraint(tokens: Iterable[str]) -> str:
-    quoted = [classad_string(t) for t in tokens if TOKEN.fullmatch(t)]
-    if not quoted:
-        return "False"
-    return f"isString(ActToken) && member(ActToken, {{{', '.join(quoted)}}})"
+#: What make_backend builds this back end with (BACKENDS names CondorBackend), declared so that mypy
+#: checks it (make check): built with the engine's keywords, it is a Backend. A method missing or
+#: of another signature fails the type check, not the first daemon that calls it.
+backend_factory: BackendFactory = CondorBackend
 
 
 def _looks_per_job(cause: str) -> bool:
@@ -548,136 +491,3 @@ def _submit_call(schedd: ScheddLike, batch: Batch) -> Any:
 
 def _submit_result(result: Any) -> tuple[int, int, int]:
     return int(result.cluster()), int(result.first_proc()), int(result.num_procs())
-
-
-def _value(ad: Any, key: str) -> Any:
-    try:
-        return ad.get(key)
-    except Exception:  # an expression the bindings cannot turn into a value
-        return None
-
-
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _int(value: Any) -> int | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _id_of(ad: Any) -> str | None:
-    cluster, proc = _int(_value(ad, "ClusterId")), _int(_value(ad, "ProcId"))
-    return None if cluster is None or proc is None else f"{cluster}.{proc}"
-
-
-def _keep(found: dict[str, Any], ad: Any, wanted: Sequence[str]) -> None:
-    job_id = _id_of(ad)
-    if job_id is not None and job_id in wanted and job_id not in found:
-        found[job_id] = ad
-
-
-def _found(found: dict[str, str], ad: Any, wanted: Sequence[str]) -> None:
-    token = _text(_value(ad, "ActToken"))
-    job_id = _id_of(ad)
-    if token is not None and token in wanted and job_id is not None and token not in found:
-        found[token] = job_id
-
-
-def _epoch(value: Any) -> datetime | None:
-    seconds = _int(value)
-    if not seconds or seconds <= 0:
-        return None
-    return datetime.fromtimestamp(seconds, timezone.utc)
-
-
-def hold_error(ad: Any) -> str:
-    reason = (_text(_value(ad, "HoldReason")) or "no reason given").strip().replace("\n", " ")
-    code = _int(_value(ad, "HoldReasonCode"))
-    subcode = _int(_value(ad, "HoldReasonSubCode"))
-    return f"held: {reason} (code {code if code is not None else '?'}, subcode {subcode or 0})"
-
-
-def job_status(
-    job_id: str, ad: Any, *, now: datetime, stale: float, max_holds: int = 3
-) -> JobStatus:
-    """A job's status from its ad (queue or history); ValueError if the ad makes no sense."""
-    code = _int(_value(ad, "JobStatus"))
-    if code not in STATUS_NAMES:
-        raise ValueError(f"unknown JobStatus {_value(ad, 'JobStatus')!r}")
-    assert code is not None
-    grid = _text(_value(ad, "GridJobStatus"))
-    if grid is None and _int(_value(ad, "GridJobStatus")) is not None:
-        grid = str(_int(_value(ad, "GridJobStatus")))
-    raw = STATUS_NAMES[code] + (f" (grid: {grid})" if grid else "")
-    exit_code = _int(_value(ad, "ExitCode"))
-    errors: tuple[str, ...] = ()
-    restartable = False
-    state: CEReportedState
-    if code == IDLE:
-        state = CEReportedState.SUBMITTED
-        since = _epoch(_value(ad, "GridResourceUnavailableTime"))
-        if since is not None:
-            raw = f"idle (grid resource unavailable since {since:%Y-%m-%dT%H:%M:%SZ})"
-            if (now - since).total_seconds() > stale:
-                state = CEReportedState.FAILED
-                errors = (f"grid resource unavailable since {since:%Y-%m-%dT%H:%M:%SZ}",)
-    elif code in (RUNNING, SUSPENDED):
-        ending = code == RUNNING and grid is not None and grid.upper() in ENDING_GRID_STATES
-        state = CEReportedState.FINISHING if ending else CEReportedState.RUNNING
-    elif code == TRANSFERRING:
-        state = CEReportedState.FINISHING
-    elif code == REMOVED:
-        state = CEReportedState.CANCELLED
-        reason = _text(_value(ad, "RemoveReason"))
-        errors = (f"removed: {reason}",) if reason else ()
-    elif code == HELD:
-        state = CEReportedState.FAILED
-        restartable = (_int(_value(ad, "NumHolds")) or 1) <= max_holds
-        errors = (hold_error(ad),)
-    else:  # COMPLETED
-        signal = _int(_value(ad, "ExitSignal")) if _value(ad, "ExitBySignal") is True else None
-        if signal is not None:
-            state, errors = CEReportedState.FAILED, (f"killed by signal {signal}",)
-        elif exit_code == 0:
-            state = CEReportedState.FINISHED
-        else:
-            state = CEReportedState.FAILED
-            errors = (f"exit code {exit_code if exit_code is not None else 'unknown'}",)
-    host = _text(_value(ad, "RemoteHost")) or _text(_value(ad, "LastRemoteHost"))
-    user, system = _int(_value(ad, "RemoteUserCpu")), _int(_value(ad, "RemoteSysCpu"))
-    cpu = None if user is None and system is None else (user or 0) + (system or 0)
-    wall = _value(ad, "RemoteWallClockTime")
-    ended = _epoch(_value(ad, "CompletionDate"))
-    if ended is None and code in (REMOVED, HELD):
-        ended = _epoch(_value(ad, "EnteredCurrentStatus"))
-    return JobStatus(
-        ce_job_id=job_id,
-        state=state,
-        raw_state=raw[:_STATE_LEN],
-        exit_code=exit_code if code == COMPLETED else None,
-        errors=errors,
-        worker_node=host,
-        cpu_seconds=cpu,
-        wall_seconds=int(wall) if isinstance(wall, (int, float)) and wall >= 0 else None,
-        max_rss_kb=_int(_value(ad, "ResidentSetSize")),
-        started_at=_epoch(_value(ad, "JobStartDate")),
-        ended_at=ended,
-        restartable=restartable,
-    )
-
-
-def _diagnostics(ad: Any) -> str | None:
-    code = _int(_value(ad, "JobStatus"))
-    if code == HELD:
-        return hold_error(ad)
-    parts = [f"JobStatus {STATUS_NAMES.get(code or 0, code)}"]
-    for key in ("ExitCode", "ExitSignal", "RemoveReason", "GridJobStatus"):
-        value = _value(ad, key)
-        if value is not None:
-            parts.append(f"{key} {value}")
-    return "; ".join(parts)

@@ -2,8 +2,9 @@
 
 The initialdir is written by the schedd with what the job's sandbox sent back, so it is untrusted:
 only regular files and plain directories are copied, a symlink is neither followed nor copied (on
-either side: every path is opened relative to a directory descriptor with ``O_NOFOLLOW``), and
-the copy stops with :class:`FetchError` beyond the caps of ``engine.fetch``.
+either side: every path is opened relative to a directory descriptor with ``O_NOFOLLOW``, by
+:mod:`act.common.safe_paths`; one swapped in meanwhile is skipped on the source side), and the
+copy stops with :class:`FetchError` beyond the caps of ``engine.fetch``.
 
 Subdirectories are copied as they are (a pilot's ``PanDA_Pilot-<PandaID>/jobReport.json`` keeps
 its place, where :mod:`act.atlas.pilot_files` looks for it).
@@ -12,11 +13,11 @@ its place, where :mod:`act.atlas.pilot_files` looks for it).
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import shutil
-import stat
 from pathlib import Path
+
+from act.common.safe_paths import SYMLINK, UnsafePath, open_dir, open_file
 
 
 class FetchError(RuntimeError):
@@ -29,18 +30,21 @@ def remove_tree(path: Path) -> None:
         shutil.rmtree(path)
 
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
-
-
 def copy_tree(source: Path, dest: Path, max_bytes: int, max_files: int) -> tuple[list[str], int]:
     """Copy the regular files under ``source`` into ``dest``, neither following nor copying a
     symlink on either side; FetchError beyond ``max_files`` files or ``max_bytes`` bytes."""
     dest.mkdir(parents=True, exist_ok=True)
     written: list[str] = []
     total = 0
-    src_fd = os.open(source, _DIR_FLAGS)
     try:
-        dst_fd = os.open(dest, _DIR_FLAGS)
+        src_fd = open_dir(source)
+    except UnsafePath as error:
+        raise FetchError(f"the initialdir {error}") from None
+    try:
+        dst_fd = open_dir(dest)
+    except UnsafePath as error:
+        os.close(src_fd)
+        raise FetchError(f"the destination {error}") from None
     except BaseException:
         os.close(src_fd)
         raise
@@ -58,13 +62,17 @@ def copy_tree(source: Path, dest: Path, max_bytes: int, max_files: int) -> tuple
                     if entry.is_dir(follow_symlinks=False):
                         with contextlib.suppress(FileExistsError):
                             os.mkdir(entry.name, 0o750, dir_fd=dfd)
-                        child_src = os.open(entry.name, _DIR_FLAGS, dir_fd=sfd)
                         try:
-                            child_dst = os.open(entry.name, _DIR_FLAGS, dir_fd=dfd)
-                        except OSError as error:
+                            child_src = open_dir(sfd, entry.name)
+                        except UnsafePath:
+                            continue  # a symlink swapped in since the listing
+                        try:
+                            child_dst = open_dir(dfd, entry.name)
+                        except UnsafePath:
                             os.close(child_src)
-                            if error.errno in (errno.ELOOP, errno.ENOTDIR):
-                                raise FetchError(f"{relative} is not a plain directory") from None
+                            raise FetchError(f"{relative} is not a plain directory") from None
+                        except BaseException:
+                            os.close(child_src)
                             raise
                         pending.append((child_src, child_dst, relative + "/"))
                         continue
@@ -85,18 +93,17 @@ def copy_tree(source: Path, dest: Path, max_bytes: int, max_files: int) -> tuple
 
 
 def _copy_file(sfd: int, dfd: int, name: str, room: int, relative: str) -> int:
-    src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=sfd)
     try:
-        if not stat.S_ISREG(os.fstat(src).st_mode):
-            return 0
+        src = open_file(sfd, name)
+    except UnsafePath:
+        return 0  # not a regular file (or a symlink swapped in since the listing)
+    try:
         try:
-            dst = os.open(
-                name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o640, dir_fd=dfd
-            )
-        except OSError as error:
-            if error.errno == errno.ELOOP:
+            dst = open_file(dfd, name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+        except UnsafePath as error:
+            if error.reason == SYMLINK:
                 raise FetchError(f"{relative} is a symlink in the destination") from None
-            raise
+            raise FetchError(f"{relative} is not a regular file in the destination") from None
         copied = 0
         try:
             while chunk := os.read(src, 1 << 20):

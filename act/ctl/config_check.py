@@ -50,7 +50,7 @@ class Checked:
 def check(settings: Settings, *, fetch: Callable[[str], bytes] | None = None) -> Checked:
     """Resolve ``settings`` as the daemons would; ``fetch`` reads ``queues.cric_url``."""
     from act.atlas.queues import QueueConfigError, load_queues
-    from act.atlas.translator import match_ces
+    from act.atlas.translate.build import match_ces
 
     found = Checked(source=settings.source)
     found.daemons = sorted(name for name, d in settings.daemons.items() if d.enabled)

@@ -13,8 +13,8 @@ Each selects jobs by PanDA id and/or a filter (``--queue``, ``--ce``, ``--state`
 * ``retry``: a ``failed`` job whose final report PanDA has not accepted yet → ``toresubmit``
   (its stored report and error are cleared: the next attempt reports afresh).
 
-Resubmitted and retried jobs count against the translator's ``max_ce_jobs``: a job that already
-had that many CE jobs fails again at once ("no attempts left").
+A resubmission or retry is a try of the job's one retry budget (``engine.attempts``,
+:mod:`act.engine.resubmit`): a job that has spent it fails again at once ("no attempts left").
 
 A job another daemon holds a claim on right now (the propagator sending its report, the
 validator checking it, ...) is skipped, as is one that changed state since it was selected; the
@@ -495,6 +495,6 @@ def _help(command: Command) -> str:
         + (
             ""
             if command is KILL
-            else " A job that already had translator max_ce_jobs CE jobs fails again at once."
+            else " A job that has spent its engine.attempts tries fails again at once."
         )
     )

@@ -3,13 +3,13 @@
 An operator's dry run, on the translator daemon's own code: the spec is read as the fetcher
 reads PanDA's replies (:func:`act.atlas.spool.parse_jobs`: the job object of /api/v1, its whole
 ``acquire_jobs`` reply, a legacy getJob reply URL-encoded or JSON), the queue's CEs are matched
-to the engine CEs (:func:`act.atlas.translator.match_ces`), described
-(:func:`act.atlas.translator.describe_for`: one CE job goes to the CEs that share the most common
-description) and the shipped files written (:func:`act.atlas.translator.write_files`). No
-database, no PanDA: event ranges, which the translator fetches from PanDA for an event-service
-job, come from ``--event-ranges FILE`` or are left out (and the output says so). CRIC comes
-from ``queues.cric_file``, else the ``cric_cache`` copy when there is one, else ``cric_url``
-(fetched, the cache left alone).
+to the engine CEs (:func:`act.atlas.translate.build.match_ces`) and the job described by the
+translator's pure builder (:func:`act.atlas.translate.build.build`: one CE job goes to the CEs
+that share the most common description); ``--out`` writes the shipped files
+(:func:`act.atlas.input_files.write_files`). No database, no PanDA: event ranges, which the
+translator fetches from PanDA for an event-service job, come from ``--event-ranges FILE`` or
+are left out (and the output says so). CRIC comes from ``queues.cric_file``, else the
+``cric_cache`` copy when there is one, else ``cric_url`` (fetched, the cache left alone).
 
 The descriptions name the input directory the translator would use (``<root>/jobs/<pandaid>/
 input``) and, for HTCondor, the day directory of the web area, exactly as act would submit them;
@@ -26,13 +26,14 @@ from typing import Any
 
 import click
 
-from act.atlas import events, spool, weblogs
+from act.atlas import events, spool
 from act.atlas.fetcher import log_url
+from act.atlas.input_files import write_files
 from act.atlas.pandaid import spec_int
 from act.atlas.queues import Queue, QueueConfigError, load_queues
 from act.atlas.translate import JobInput, TranslationError
+from act.atlas.translate.build import QueueError, build, match_ces, no_engine_ce
 from act.atlas.translate.common import plan
-from act.atlas.translator import describe_for, match_ces, write_files
 from act.common import exitcodes
 from act.common.timeutil import utcnow
 from act.ctl import output
@@ -164,10 +165,7 @@ def dry_run(
     target = _queue(served(settings, notes), queue, job.spec)
     matched = match_ces(target, settings.engine.ces)
     if not matched:
-        raise DryRunError(
-            f"queue.ces: none of queue {target.name}'s CEs is configured in engine.ces",
-            exitcodes.CONFIG,
-        )
+        raise DryRunError(str(no_engine_ce(target)), exitcodes.CONFIG)
     if ce is not None:
         chosen = [m for m in matched if m[0] == ce]
         if not chosen:
@@ -189,20 +187,13 @@ def dry_run(
         log_url=url or "",
         event_ranges=ranges,
     )
-    input_dir = Path(settings.root) / "jobs" / str(job.pandaid) / "input"
-    web_dir = None
-    if any(engine.backend == "condor" for _, _, engine in matched):
-        try:
-            stem = weblogs.relative_stem(
-                log_url=url, queue=target.name, pandaid=job.pandaid, created_at=now
-            )
-        except ValueError as error:
-            raise DryRunError(f"queue: {error}", exitcodes.CONFIG) from None
-        web_dir = weblogs.day_path(settings, stem)
     try:
-        described = describe_for(job_input, matched, input_dir=input_dir, web_dir=web_dir)
+        built = build(job_input, matched, settings, created_at=now)
+    except QueueError as error:
+        raise DryRunError(str(error), exitcodes.CONFIG) from None
     except TranslationError as error:
         raise DryRunError(f"cannot be translated: {error}", exitcodes.USAGE) from None
+    described = built.described
     results = [
         CEResult(name, engine.backend, t.description, name in described.candidates)
         for name, engine, t in described.translations
@@ -213,7 +204,7 @@ def dry_run(
         queue=target.name,
         spec_format=job.spec_format,
         harvester=plan(job_input).harvester,
-        input_dir=input_dir,
+        input_dir=built.input_dir,
         ces=results,
         files=dict(described.files),
         notes=notes,

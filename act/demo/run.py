@@ -2,7 +2,7 @@
 
 1. A demo directory is (re)made: it holds a marker file (:data:`MARKER`), and only a directory with
    that marker (or an empty one) is ever wiped.
-2. The PanDA TEST DOUBLE (:class:`act.atlas.panda_testserver.PandaTestServer`) starts in this
+2. The PanDA TEST DOUBLE (:class:`act.testing.panda.PandaTestServer`) starts in this
    process, on a free loopback port, over HTTPS with a throw-away CA whose proxy is act's
    production credential; it holds ``--jobs`` jobs for the queue DEMO_QUEUE.
 3. ``etc/act-demo.yaml`` is rendered to ``<dir>/act.yaml`` (placeholders filled in) and validated
@@ -46,7 +46,6 @@ import sqlalchemy as sa
 from tabulate import tabulate
 
 import act
-from act.atlas.panda_testserver import PandaTestServer, TestCA
 from act.common import exitcodes, migrate
 from act.common.config import ENV_CONFIG, ENV_DB_URL, ENV_ROOT
 from act.common.db import Database
@@ -56,6 +55,7 @@ from act.engine.backend import CE
 from act.local import jobfiles as jf
 from act.local.backend import LocalBackend
 from act.service.settings import Settings, load_settings
+from act.testing.panda import PandaTestServer, TestCA
 
 QUEUE = "DEMO_QUEUE"
 TEMPLATE = "act-demo.yaml"

@@ -187,7 +187,9 @@ class BackendFactory(Protocol):
     ) -> Backend: ...
 
 
-#: Back ends shipped with act, by the name used in ``engine.ces.<name>.backend``.
+#: Back ends shipped with act, by the name used in ``engine.ces.<name>.backend``. Loaded by name,
+#: they are out of a type checker's sight here: each module declares ``backend_factory:
+#: BackendFactory = <its class>``, which mypy checks against :class:`Backend` (make check).
 BACKENDS: dict[str, str] = {
     "local": "act.local.backend:LocalBackend",
     "arc": "act.arc.backend:ArcBackend",

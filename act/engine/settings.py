@@ -151,7 +151,9 @@ class EngineSettings(Section):
     strategy: Literal["round_robin", "round_robin_random", "random", "weighted"] = (
         "round_robin_random"
     )
-    attempts: int = Field(3, ge=1)  # submissions a CE job gets (the first and its resubmissions)
+    # tries a PanDA job gets at the CE in all: first submission, restarts, CE-level and PanDA-level
+    # resubmissions (act.engine.resubmit: the one retry budget)
+    attempts: int = Field(3, ge=1)
     breaker: BreakerSettings = BreakerSettings()
     poll: PollSettings = PollSettings()
     resubmit: list[ResubmitRule] = Field(default_factory=_default_resubmit)

@@ -29,7 +29,6 @@ import secrets
 import shutil
 import signal
 import socket
-import stat
 import subprocess
 import sys
 import time
@@ -38,13 +37,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from pydantic import Field, ValidationError
+from pydantic import ValidationError
 
 from act.common.config import ConfigError
 from act.common.logs import job_log
-from act.common.section import Section
 from act.engine.backend import (
     CE,
+    BackendFactory,
     CEReportedState,
     CEUnavailable,
     Fetched,
@@ -55,8 +54,9 @@ from act.engine.backend import (
     Submitted,
 )
 from act.local import jobfiles as jf
-from act.local import spawner
+from act.local import spawner, staging
 from act.local.description import DescriptionError, LocalJob
+from act.local.options import LocalOptions
 
 #: A runner being started: the spawner's connection, or a runner process of its own.
 Starting: TypeAlias = socket.socket | subprocess.Popen[bytes]
@@ -83,19 +83,6 @@ STATES = {
     jf.FAILED: CEReportedState.FAILED,
     jf.KILLED: CEReportedState.CANCELLED,
 }
-
-
-class LocalOptions(Section):
-    """``engine.ces.<name>.options`` of a local CE."""
-
-    slots: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=4096)
-    workdir: str | None = None
-    grace: float = Field(5.0, gt=0)
-    start_timeout: float = Field(30.0, gt=0)
-    upload_timeout: float = Field(120.0, gt=0)
-    upload_attempts: int = Field(3, ge=1, le=100)
-    upload_credential: str | None = None
-    upload_ca: str | None = None
 
 
 def token_prefix(token: str) -> str:
@@ -197,7 +184,7 @@ class LocalBackend:
             try:
                 self._prepare(jobdir, job, request, options, root.parent / jf.SLOTS)
                 starting = self._start_runner(root.parent, jobdir, options)
-            except _InputError as error:
+            except staging.InputError as error:
                 shutil.rmtree(jobdir, ignore_errors=True)
                 log.warning("rejected: %s", error)
                 started.append(Submitted(request.job_id, None, str(error), permanent=True))
@@ -252,7 +239,7 @@ class LocalBackend:
                 starting.wait()
                 code = -1
         if code != 0:
-            detail = _tail(jobdir / jf.RUNNER_LOG, 500) or f"exit status {code}"
+            detail = staging.tail(jobdir / jf.RUNNER_LOG, 500) or f"exit status {code}"
             self._stop(jobdir, signal.SIGKILL)
             shutil.rmtree(jobdir, ignore_errors=True)
             log.warning("the job's runner did not start: %s", detail)
@@ -271,7 +258,7 @@ class LocalBackend:
         work = jobdir / jf.WORK
         work.mkdir(parents=True, mode=0o700)
         for name in job.inputs:
-            _copy_input(request.input_dir, name, work)
+            staging.copy_input(request.input_dir, name, work)
         jf.write_json(
             jobdir / jf.JOB,
             {
@@ -526,25 +513,27 @@ class LocalBackend:
         size = 0
         try:
             for name in outputs:
-                plan.extend(_collect(jobdir / jf.WORK, name, notes))
+                plan.extend(staging.collect(jobdir / jf.WORK, name, notes))
             if len(plan) > caps.max_files:
-                raise _UnsafeOutput(
+                raise staging.UnsafeOutput(
                     f"{len(plan)} files exceed engine.fetch.max_files={caps.max_files}"
                 )
             total = sum(source.lstat().st_size for source, _ in plan)
             if total > caps.max_bytes:
-                raise _UnsafeOutput(f"{total} bytes exceed engine.fetch.max_bytes={caps.max_bytes}")
+                raise staging.UnsafeOutput(
+                    f"{total} bytes exceed engine.fetch.max_bytes={caps.max_bytes}"
+                )
             for source, relative in plan:
-                size += _copy_file(source, dest / relative, caps.max_bytes - size)
+                size += staging.copy_file(source, dest / relative, caps.max_bytes - size)
                 written.append(relative)
-        except (_UnsafeOutput, OSError) as error:
+        except (staging.UnsafeOutput, OSError) as error:
             return Fetched(ce_job_id, tuple(written), size, error=str(error))
         state = self._current(jobdir)
         errors = state.get("errors")
         diagnostics = [str(e) for e in errors] if isinstance(errors, list) else []
         diagnostics += notes
         if failed:
-            diagnostics.append(_tail(jobdir / jf.STDERR, 2000))
+            diagnostics.append(staging.tail(jobdir / jf.STDERR, 2000))
         text = "\n".join(d for d in diagnostics if d) or None
         return Fetched(ce_job_id, tuple(written), size, diagnostics=text)
 
@@ -552,12 +541,10 @@ class LocalBackend:
         self._options.clear()
 
 
-class _InputError(ValueError):
-    """An input file that cannot be staged (missing, or outside the input directory)."""
-
-
-class _UnsafeOutput(ValueError):
-    """An output that is not a regular file inside the job directory (e.g. a symlink out)."""
+#: What make_backend builds this back end with (BACKENDS names LocalBackend), declared so that mypy
+#: checks it (make check): built with the engine's keywords, it is a Backend. A method missing or
+#: of another signature fails the type check, not the first daemon that calls it.
+backend_factory: BackendFactory = LocalBackend
 
 
 def _signal(pid: int, signum: int) -> None:
@@ -576,79 +563,3 @@ def _pandaid_of(jobdir: Path) -> int | None:
     """The PanDA ID the job was submitted for (its job file), for log lines."""
     value = (jf.read_json(jobdir / jf.JOB) or {}).get("pandaid")
     return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _tail(path: Path, limit: int) -> str:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
-        return ""
-    with os.fdopen(fd, "rb") as handle:
-        handle.seek(max(0, os.fstat(handle.fileno()).st_size - limit))
-        return handle.read(limit).decode("utf-8", "replace").strip()
-
-
-def _copy_input(input_dir: Path | None, name: str, work: Path) -> None:
-    if input_dir is None:
-        raise _InputError(f"job description: inputs: {name!r} given but the job has no input_dir")
-    base = input_dir.resolve()
-    source = (input_dir / name).resolve()
-    if not source.is_relative_to(base):
-        raise _InputError(f"job description: inputs: {name!r} leads outside the input directory")
-    if not source.is_file():
-        raise _InputError(f"job description: inputs: {name!r} is not a file in {input_dir}")
-    target = work / name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(source, target)
-
-
-def _collect(work: Path, name: str, notes: list[str]) -> list[tuple[Path, str]]:
-    """The regular files an output names: the file, or every file below a directory.
-
-    Symbolic links are followed only if they stay inside the job's working directory; a link out
-    of it makes the whole fetch fail (the payload is not trusted).
-    """
-    base = work.resolve()
-    path = work / jf.safe_relative(name)
-    if not os.path.lexists(path):
-        notes.append(f"missing output: {name}")
-        return []
-    real = path.resolve()
-    if not real.is_relative_to(base):
-        raise _UnsafeOutput(f"output {name!r} points outside the job directory")
-    if real.is_file():
-        return [(real, name)]
-    if not real.is_dir():
-        raise _UnsafeOutput(f"output {name!r} is not a regular file or directory")
-    found: list[tuple[Path, str]] = []
-    for folder, dirs, files in os.walk(real):
-        for entry in dirs + files:
-            full = Path(folder) / entry
-            inside = full.resolve()
-            if not inside.is_relative_to(base):
-                raise _UnsafeOutput(f"output {name!r}: {entry!r} points outside the job directory")
-            if entry in files:
-                if not inside.is_file():
-                    continue  # sockets, fifos: not data
-                found.append((inside, str(Path(name) / full.relative_to(real))))
-    return found
-
-
-def _copy_file(source: Path, target: Path, budget: int) -> int:
-    """Copy without following a link swapped in meanwhile; at most ``budget`` bytes."""
-    try:
-        fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError as error:
-        raise _UnsafeOutput(f"cannot read {source.name!r}: {error.strerror}") from None
-    target.parent.mkdir(parents=True, exist_ok=True)
-    copied = 0
-    with os.fdopen(fd, "rb") as reader:
-        if not stat.S_ISREG(os.fstat(reader.fileno()).st_mode):
-            raise _UnsafeOutput(f"{source.name!r} is not a regular file")
-        with open(target, "wb") as writer:
-            while chunk := reader.read(1 << 20):
-                copied += len(chunk)
-                if copied > budget:
-                    raise _UnsafeOutput("outputs grew beyond engine.fetch.max_bytes while copied")
-                writer.write(chunk)
-    return copied

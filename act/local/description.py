@@ -29,8 +29,8 @@ from pathlib import PurePosixPath
 
 from pydantic import Field, ValidationError, field_validator
 
+from act.common.safe_paths import safe_relative
 from act.common.section import Section
-from act.local.jobfiles import safe_relative
 
 RESERVED = frozenset({"stdout", "stderr"})
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

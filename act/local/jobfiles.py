@@ -28,7 +28,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 JOB = "job.json"
@@ -155,13 +155,3 @@ def group_members(pgid: Any) -> list[int]:
         if len(fields) > 2 and fields[0] not in ("Z", "X") and fields[2] == str(pgid):
             members.append(int(entry.name))
     return members
-
-
-def safe_relative(name: str) -> str:
-    """``name`` if it is a relative path staying below its directory; else ValueError."""
-    path = PurePosixPath(name)
-    if not name or "\x00" in name or path.is_absolute() or ".." in path.parts:
-        raise ValueError(f"{name!r} is not a relative path inside the job directory")
-    if str(path) in (".", ""):
-        raise ValueError(f"{name!r} names the job directory itself")
-    return str(path)

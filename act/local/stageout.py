@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from act.common.safe_paths import UnsafePath, safe_relative
 from act.local import jobfiles as jf
 
 #: Longest output list read (a pilot writes one short line per output file).
@@ -97,9 +98,12 @@ def parse_line(number: int, text: str) -> Upload | None:
         raise BadLine(f"line {number}: expected 'NAME URL', got {len(fields)} fields")
     name = fields[0]
     try:
-        jf.safe_relative(name)
-    except ValueError as error:
-        raise BadLine(f"line {number}: {error}") from None
+        safe_relative(name)
+    except UnsafePath as error:
+        raise BadLine(
+            f"line {number}: {name!r} is not a relative path inside the job directory"
+            f" ({error.reason})"
+        ) from None
     if len(fields) == 1:
         return None
     url, options = _split_options(number, fields[1])

@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import os
 import sys
+from typing import Any
 
 import arc  # python3-nordugrid-arc: tests/harness/ensure-arc-python installs it
 
 
-def _fields(text, language="nordugrid:xrsl"):
+def _fields(text: str, language: str = "nordugrid:xrsl") -> dict[str, Any]:
     descriptions = arc.JobDescriptionList()
     result = arc.JobDescription.Parse(text, descriptions, language)
     if not result or len(descriptions) != 1:
@@ -44,7 +45,7 @@ def _fields(text, language="nordugrid:xrsl"):
     }
 
 
-def main():
+def main() -> None:
     texts = json.load(sys.stdin)
     out = [
         _fields(item["text"], item["language"]) if isinstance(item, dict) else _fields(item)

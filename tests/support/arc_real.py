@@ -10,6 +10,7 @@ import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,10 +31,10 @@ class RealArc:
     user_cert: str
     user_key: str
 
-    def client(self, **kwargs: object) -> ArcRest:
-        options: dict[str, object] = {"credential": self.proxy, "ca": self.ca_dir, "timeout": 30.0}
+    def client(self, **kwargs: Any) -> ArcRest:
+        options: dict[str, Any] = {"credential": self.proxy, "ca": self.ca_dir, "timeout": 30.0}
         options.update(kwargs)
-        return ArcRest(self.url, name="arc-test", **options)  # type: ignore[arg-type]
+        return ArcRest(self.url, name="arc-test", **options)
 
 
 def environment() -> dict[str, str]:

@@ -118,11 +118,13 @@ class Bridge:
     def __init__(self, db: Database, config: dict[str, Any]) -> None:
         self.db = db
         self.settings = Settings.model_validate(config)
-        self.contexts: dict[str, Context] = {}
+        #: Contexts by daemon name, for whichever package's daemon has the name: typed as
+        #: act.service.daemons.resolve types the DaemonSpec it finds by name (Any).
+        self.contexts: dict[str, Context[Any]] = {}
         #: Daemon options by daemon name, as under ``daemons.<name>.options``.
         self.options: dict[str, dict[str, Any]] = {"panda_fetcher": {"node": NODE}}
 
-    def ctx(self, name: str) -> Context:
+    def ctx(self, name: str) -> Context[Any]:
         if name not in self.contexts:
             options = self.options.get(name, {})
             base = context(self.db, self.settings, name)

@@ -70,7 +70,7 @@ def fill_store(
                     "error_text": "payload failed" if "failed" in states[i] else None,
                 }
             )
-        db.run(lambda c, b=batch: c.execute(sa.insert(panda_jobs), b))
+        db.run(lambda c: c.execute(sa.insert(panda_jobs), batch))
         _progress(quiet, f"  panda_jobs {start + len(batch)}/{rows}", file=sys.stderr, end="\r")
     ce_states = _pick(CE_STATES, rng, rows)
     for start in range(0, rows, CHUNK):
@@ -91,7 +91,7 @@ def fill_store(
                     "error_text": None,
                 }
             )
-        db.run(lambda c, b=batch: c.execute(sa.insert(ce_jobs), b))
+        db.run(lambda c: c.execute(sa.insert(ce_jobs), batch))
         _progress(quiet, f"  ce_jobs {start + len(batch)}/{rows}     ", file=sys.stderr, end="\r")
     for start in range(0, rows, CHUNK):
         batch = []
@@ -103,7 +103,7 @@ def fill_store(
                 recent = now - timedelta(seconds=rng.uniform(0, 3500))
                 batch.append(_step("panda", i + 1, "failed", recent))
                 batch.append(_step("ce", i + 1, "failed", recent))
-        db.run(lambda c, b=batch: c.execute(sa.insert(history), b))
+        db.run(lambda c: c.execute(sa.insert(history), batch))
         _progress(
             quiet, f"  transitions for {start + CHUNK}/{rows} jobs", file=sys.stderr, end="\r"
         )

@@ -14,7 +14,7 @@ import pytest
 
 from act.atlas.queues import QueueCE
 from act.atlas.translate import TranslationError, to_condor
-from act.condor import backend as condor_backend
+from act.condor import schedd as schedd_access
 from act.condor.backend import CondorBackend
 from act.condor.fake_schedd import FakeSchedd
 from act.condor.options import CondorOptions
@@ -72,7 +72,7 @@ def install_fake(
     def opener(options: CondorOptions) -> ScheddLike:
         return named.get(options.schedd or "", fake)
 
-    monkeypatch.setattr(condor_backend.schedd_access, "open_schedd", opener)
+    monkeypatch.setattr(schedd_access, "open_schedd", opener)
     return fake
 
 

@@ -6,20 +6,19 @@ import logging
 import threading
 from typing import Any
 
-from act.common.config import DaemonSettings
+from act.common.config import DaemonSettings, S
 from act.common.daemon import Context
 from act.common.db import Database
-from act.service.settings import Settings
 
 
 def daemon_context(
     db: Database,
-    settings: Settings,
+    settings: S,
     name: str,
     *,
     options: Any = None,
     batch: int | None = None,
-) -> Context:
+) -> Context[S]:
     """The context of daemon ``name`` (logger ``act.<name>``, instance ``test:1:abc``) without
     the daemon loop: no liveness row, no heartbeat, nothing closed at the end."""
     daemon = DaemonSettings() if batch is None else DaemonSettings(batch=batch)

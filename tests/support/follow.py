@@ -9,13 +9,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from act.common.daemon import Context
 from act.common.db import Database
 from act.common.schema import ce_jobs, transitions
 from act.common.states import Layer
 from act.common.timeutil import utcnow
 from act.common.transitions import create_jobs, transition
 from act.engine.backend import SubmitRequest
+from act.engine.config import Context, EngineConfig
 from act.engine.runtime import pool
 from act.service.settings import Settings
 from tests.support.contexts import daemon_context
@@ -33,7 +33,7 @@ def settings(tmp_path: Path, *, ces: tuple[str, ...] = ("ce1", "ce2"), **engine:
     )
 
 
-def context(db: Database, config: Settings, name: str, *, batch: int = 100) -> Context:
+def context(db: Database, config: EngineConfig, name: str, *, batch: int = 100) -> Context:
     """A daemon's context, as run_daemon makes it, for calling ``run_once`` directly."""
     return daemon_context(db, config, name, batch=batch)
 
@@ -95,7 +95,7 @@ def history(db: Database, job_id: int) -> list[tuple[str | None, str, str, str |
             .where(transitions.c.layer == "ce", transitions.c.job_id == job_id)
             .order_by(transitions.c.id)
         ).all()
-    return [tuple(r) for r in rows]  # type: ignore[misc]
+    return [tuple(r) for r in rows]
 
 
 def ago(seconds: float) -> datetime:

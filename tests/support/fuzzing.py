@@ -54,7 +54,8 @@ json_values: st.SearchStrategy[Any] = st.recursive(
 def _position(draw: Draw, length: int) -> int:
     """A position in a sequence of ``length``, drawn independently of the length (the same
     draws replay the same way even when the file's length differs, e.g. with another PandaID)."""
-    return draw(st.integers(0, 2**20)) * length // (2**20 + 1)
+    drawn: int = draw(st.integers(0, 2**20))
+    return drawn * length // (2**20 + 1)
 
 
 def mutate_text(text: str, draw: Draw) -> str:

@@ -3,17 +3,19 @@ not in act's: the legacy ``htcondor.Submit(text).jobs()`` turns submit descripti
 ClassAds offline. Reads ``[{"text": ..., "items": [...] | null}]`` as JSON on stdin, writes one
 list of job ads (attribute -> value, expressions as text) per request on stdout."""
 
+from __future__ import annotations
+
 import json
 import sys
 
 import htcondor
 
 
-def _plain(value):
+def _plain(value: object) -> bool | int | float | str:
     return value if isinstance(value, (bool, int, float, str)) else str(value)
 
 
-def main():
+def main() -> None:
     out = []
     for request in json.load(sys.stdin):
         submit = htcondor.Submit(request["text"])

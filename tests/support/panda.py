@@ -1,4 +1,4 @@
-"""Helpers for tests against the PanDA TEST DOUBLE (act.atlas.panda_testserver)."""
+"""Helpers for tests against the PanDA TEST DOUBLE (act.testing.panda)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 from act.atlas.credentials import FileCredentials, NoCredentials
 from act.atlas.panda_client import PandaClient
 from act.atlas.panda_settings import PandaServerSettings
-from act.atlas.panda_testserver import PandaTestServer
+from act.testing.panda import PandaTestServer
 
 
 def settings_for(server: PandaTestServer, **values: Any) -> PandaServerSettings:

@@ -28,6 +28,7 @@ from typing import Any
 import psycopg
 import pytest
 import requests
+from psycopg.types.json import Jsonb
 
 REPO = Path(__file__).resolve().parent.parent.parent
 HARNESS = REPO / "tests" / "harness" / "panda-server"
@@ -167,7 +168,7 @@ class PandaServer:
             conn.execute(
                 "INSERT INTO schedconfig_json (panda_queue, data, last_update) "
                 "VALUES (%s, %s, now())",
-                (name, psycopg.types.json.Jsonb(record)),
+                (name, Jsonb(record)),
             )
         return name
 

@@ -17,13 +17,13 @@ from typing import Any
 import sqlalchemy as sa
 import yaml
 
-from act.atlas.panda_testserver import FINAL, PandaTestServer, TestCA
 from act.common import migrate
 from act.common.db import Database
 from act.common.schema import ce_jobs, panda_jobs
 from act.demo import run as demo
 from act.local import jobfiles as jf
 from act.service.settings import Settings, load_settings
+from act.testing.panda import FINAL, PandaTestServer, TestCA
 from tests.support.procs import wait_for
 
 QUEUE = demo.QUEUE

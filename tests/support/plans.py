@@ -65,8 +65,8 @@ def _plan(conn: sa.Connection, backend: str, statement: str, parameters: Any) ->
             conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
             rows = conn.exec_driver_sql("EXPLAIN " + statement, parameters).all()
         return " | ".join(str(row[0]).strip() for row in rows)
-    rows = conn.exec_driver_sql("EXPLAIN " + statement, parameters).mappings().all()
-    return " | ".join(f"{r['table']}:{r['type']}:{r['key']}" for r in rows)
+    mapped = conn.exec_driver_sql("EXPLAIN " + statement, parameters).mappings().all()
+    return " | ".join(f"{r['table']}:{r['type']}:{r['key']}" for r in mapped)
 
 
 def _full_scans(backend: str, plan: str, tables: set[str]) -> list[str]:

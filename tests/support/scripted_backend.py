@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from act.engine.backend import (
     BACKENDS,
     CE,
+    BackendFactory,
     CEReportedState,
     CEUnavailable,
     Fetched,
@@ -62,7 +63,7 @@ if TYPE_CHECKING:
     import pytest
 
     from act.common.db import Database
-    from act.service.settings import Settings
+    from act.engine.config import EngineConfig
 
 ENV_STATE = "ACT_SCRIPTED_BACKEND_STATE"
 NAME = "scripted"
@@ -340,7 +341,7 @@ class Script:
 class ScriptedBackend:
     """TEST DOUBLE of :class:`act.engine.backend.Backend`, driven by a :class:`Script`."""
 
-    def __init__(self, *, settings: Settings, db: Database | None, log: logging.Logger) -> None:
+    def __init__(self, *, settings: EngineConfig, db: Database | None, log: logging.Logger) -> None:
         path = os.environ.get(ENV_STATE)
         if not path:
             raise RuntimeError(f"ScriptedBackend (a test double) needs ${ENV_STATE}")
@@ -542,6 +543,12 @@ class ScriptedBackend:
         self.closed = True
         with self.file.edit() as state:
             self._record(state, "close", None)
+
+
+#: What make_backend builds this back end with (TARGET), declared so that mypy
+#: checks it (make check): built with the engine's keywords, it is a Backend. A method missing or
+#: of another signature fails the type check, not the first daemon that calls it.
+backend_factory: BackendFactory = ScriptedBackend
 
 
 def install(monkeypatch: pytest.MonkeyPatch | None = None, path: Path | None = None) -> Script:

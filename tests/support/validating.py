@@ -11,9 +11,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from act.atlas.config import Context
 from act.atlas.reporting import report_fields
 from act.atlas.validation import ValidatorOptions
-from act.common.daemon import Context
 from act.common.db import Database
 from act.common.schema import ce_jobs, panda_jobs
 from act.common.states import Layer
@@ -56,7 +56,14 @@ class Job:
     """A PanDA job in tovalidate whose latest CE job ended with ``output_dir`` filled by a test."""
 
     def __init__(
-        self, db: Database, root: Path, pandaid: int, *, queue: str = "NATIVE", ce: str = "done"
+        self,
+        db: Database,
+        root: Path,
+        pandaid: int,
+        *,
+        queue: str = "NATIVE",
+        ce: str = "done",
+        attempts_left: int = 3,
     ) -> None:
         self.db, self.pandaid = db, pandaid
         (self.pid,) = db.run(
@@ -83,6 +90,7 @@ class Job:
                     ce_job_id=f"arcid{pandaid}", output_dir=str(self.output_dir), exit_code=1,
                     error_text="LRMS error: (1) job failed", worker_node="wn042.example.org",
                     started_at=utcnow() - timedelta(hours=2), ended_at=utcnow(),
+                    attempts_left=attempts_left,
                 )
             )
         )  # fmt: skip

@@ -17,7 +17,7 @@ import time
 from pydantic import Field
 
 from act.common.claims import claim
-from act.common.config import Section
+from act.common.config import CommonSettings, Section
 from act.common.daemon import Context, DaemonSpec
 from act.common.states import Actor, Layer
 from act.common.transitions import transition
@@ -29,7 +29,7 @@ class MoverOptions(Section):
     hold: float = Field(0.0, ge=0)  # seconds to sit on claimed rows before moving them
 
 
-def move(ctx: Context) -> bool:
+def move(ctx: Context[CommonSettings]) -> bool:
     opts: MoverOptions = ctx.options
     ids = ctx.db.run(
         lambda conn: claim(
@@ -68,20 +68,20 @@ class CrasherOptions(Section):
     after: float = Field(0.0, ge=0)  # seconds alive before crashing
 
 
-def crash(ctx: Context) -> bool:
+def crash(ctx: Context[CommonSettings]) -> bool:
     time.sleep(ctx.options.after)
     ctx.log.info("crashing with exit code %d", ctx.options.exit_code)
     os._exit(ctx.options.exit_code)
 
 
-def ignore_sigterm(ctx: Context) -> bool:
+def ignore_sigterm(ctx: Context[CommonSettings]) -> bool:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     ctx.log.info("ignoring SIGTERM")
     time.sleep(3600)
     return False
 
 
-def claim_and_fail(ctx: Context) -> bool:
+def claim_and_fail(ctx: Context[CommonSettings]) -> bool:
     ids = ctx.db.run(
         lambda conn: claim(
             conn, Layer.CE, ["tosubmit"], owner=ctx.owner, lease=ctx.daemon.lease, limit=10
@@ -94,18 +94,18 @@ class SlowCallOptions(Section):
     call: float = Field(3.0, ge=0)  # seconds the call takes
 
 
-def slow_call(ctx: Context) -> bool:
+def slow_call(ctx: Context[CommonSettings]) -> bool:
     ctx.log.info("calling (%.1fs)", ctx.options.call)
     time.sleep(ctx.options.call)  # blind to SIGTERM, as a CE call waiting for its reply is
     ctx.log.info("call done")
     return False
 
 
-def idle(ctx: Context) -> bool:
+def idle(ctx: Context[CommonSettings]) -> bool:
     return False
 
 
-def chatter(ctx: Context) -> bool:
+def chatter(ctx: Context[CommonSettings]) -> bool:
     count = ctx.cache["ticks"] = ctx.cache.get("ticks", 0) + 1
     ctx.log.info("log tick %d", count)
     print(f"stdout tick {count}", flush=True)
