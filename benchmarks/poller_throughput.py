@@ -25,7 +25,7 @@ from act.common.schema import ce_jobs, transitions
 from act.common.states import Actor, Layer
 from act.common.transitions import create_jobs, transition
 from act.engine import poller
-from act.engine.backend import BACKENDS, CE, CEState, JobStatus, Limits
+from act.engine.backend import BACKENDS, CE, CEReportedState, JobStatus, Limits
 from act.engine.config import Context
 from act.service.settings import Settings
 from benchmarks._common import BenchmarkError, arguments, scratch_database
@@ -42,7 +42,10 @@ class InstantCE:
         return Limits(status_batch=500)
 
     def status(self, ce: CE, ce_job_ids: Sequence[str]) -> dict[str, JobStatus | None]:
-        return {i: JobStatus(i, CEState.RUNNING, "RUNNING", worker_node="wn1") for i in ce_job_ids}
+        return {
+            i: JobStatus(i, CEReportedState.RUNNING, "RUNNING", worker_node="wn1")
+            for i in ce_job_ids
+        }
 
     def close(self) -> None:
         pass

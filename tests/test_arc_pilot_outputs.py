@@ -15,7 +15,7 @@ import pytest
 from act.arc.backend import ArcBackend
 from act.atlas.translate.xrsl import kept_outputs, quote
 from act.common.db import Database
-from act.engine.backend import CE, CEState, SubmitRequest
+from act.engine.backend import CE, CEReportedState, SubmitRequest
 from tests.support.arc_real import RealArc, arc_ce
 from tests.test_arc_real import LOG, make_ce, make_settings, sh, wait_terminal
 
@@ -72,7 +72,7 @@ def test_the_pilots_reports_come_back_from_a_real_arc_ce(
     assert submitted.error is None and submitted.ce_job_id, submitted
     job_id = submitted.ce_job_id
     final = wait_terminal(arc_backend, ce, [job_id])[job_id]
-    assert final.state is CEState.FINISHED, final  # the missing jobReport.json is no error
+    assert final.state is CEReportedState.FINISHED, final  # the missing jobReport.json is no error
     fetched = arc_backend.fetch(ce, job_id, tmp_path / "out", failed=False)
     assert fetched.error is None, fetched
     assert sorted(fetched.files) == sorted(

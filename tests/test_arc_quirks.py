@@ -32,7 +32,7 @@ from act.arc.proxy import (
 )
 from act.arc.rest import _path, as_list, job_result, parse_jobs
 from act.common.timeutil import utcnow
-from act.engine.backend import CE, CEState, CEUnavailable
+from act.engine.backend import CE, CEReportedState, CEUnavailable
 from act.engine.settings import CESettings, EngineSettings
 from act.service.settings import Settings
 
@@ -123,7 +123,7 @@ def test_per_job_status_codes_inside_a_201_reply() -> None:
 
 def test_a_failed_jobs_info_maps_to_failed_with_the_ces_error() -> None:
     status = job_status(job_result(FAILED_INFO))
-    assert status.state is CEState.FAILED and status.raw_state == "FAILED"
+    assert status.state is CEReportedState.FAILED and status.raw_state == "FAILED"
     assert status.exit_code == 3
     assert status.errors == ("LRMS error: (3) Job finished with wrong exit code - 3 != 0",)
     assert status.worker_node == "vm"
@@ -136,20 +136,20 @@ def test_a_failed_jobs_info_maps_to_failed_with_the_ces_error() -> None:
 @pytest.mark.parametrize(
     ("raw", "state"),
     [
-        ("ACCEPTING", CEState.QUEUED),
-        ("ACCEPTED", CEState.QUEUED),
-        ("PREPARING", CEState.QUEUED),
-        ("SUBMITTING", CEState.QUEUED),
-        ("QUEUING", CEState.QUEUED),
-        ("RUNNING", CEState.RUNNING),
-        ("EXITINGLRMS", CEState.RUNNING),
-        ("FINISHING", CEState.FINISHING),
-        ("FINISHED", CEState.FINISHED),
-        ("FAILED", CEState.FAILED),
-        ("KILLED", CEState.KILLED),
+        ("ACCEPTING", CEReportedState.SUBMITTED),
+        ("ACCEPTED", CEReportedState.SUBMITTED),
+        ("PREPARING", CEReportedState.SUBMITTED),
+        ("SUBMITTING", CEReportedState.SUBMITTED),
+        ("QUEUING", CEReportedState.SUBMITTED),
+        ("RUNNING", CEReportedState.RUNNING),
+        ("EXITINGLRMS", CEReportedState.RUNNING),
+        ("FINISHING", CEReportedState.FINISHING),
+        ("FINISHED", CEReportedState.FINISHED),
+        ("FAILED", CEReportedState.FAILED),
+        ("KILLED", CEReportedState.CANCELLED),
     ],
 )
-def test_rest_states_map_onto_engine_states(raw: str, state: CEState) -> None:
+def test_rest_states_map_onto_engine_states(raw: str, state: CEReportedState) -> None:
     reply = job_result({"status-code": "200", "id": "j", "state": raw})
     assert job_status(reply).state is state
 
@@ -157,7 +157,7 @@ def test_rest_states_map_onto_engine_states(raw: str, state: CEState) -> None:
 def test_finished_with_a_nonzero_exit_code_is_failed_and_wiped_is_unknown() -> None:
     info = {"ComputingActivity": {"State": ["arcrest:FINISHED"], "ExitCode": "1"}}
     reply = job_result({"status-code": "200", "id": "j", "info_document": info})
-    assert job_status(reply).state is CEState.FAILED
+    assert job_status(reply).state is CEReportedState.FAILED
     with pytest.raises(ValueError, match="gone"):
         job_status(job_result({"status-code": "200", "id": "j", "state": "WIPED"}))
     with pytest.raises(ValueError, match="unknown ARC state"):
@@ -172,7 +172,7 @@ def test_staging_failures_are_restartable() -> None:
         }
     }
     status = job_status(job_result({"status-code": "200", "id": "j", "info_document": info}))
-    assert status.state is CEState.FAILED and status.restartable
+    assert status.state is CEReportedState.FAILED and status.restartable
 
 
 # ------------------------------------------------------------------------- xRSL ---

@@ -29,7 +29,14 @@ from act.arc.proxy import load_credential
 from act.common.db import Database
 from act.common.schema import delegations
 from act.common.timeutil import utcnow
-from act.engine.backend import CE, TERMINAL, CEState, CEUnavailable, JobStatus, SubmitRequest
+from act.engine.backend import (
+    CE,
+    TERMINAL,
+    CEReportedState,
+    CEUnavailable,
+    JobStatus,
+    SubmitRequest,
+)
 from act.engine.settings import CESettings, EngineSettings, FetchSettings
 from act.service.settings import Settings
 from tests.support.arc_real import HARNESS, RealArc, arc_ce
@@ -114,7 +121,7 @@ def test_submit_finish_fetch_clean(arc_backend: ArcBackend, ce: CE, tmp_path: Pa
     assert submitted.error is None and submitted.ce_job_id
     job_id = submitted.ce_job_id
     final = wait_terminal(arc_backend, ce, [job_id])[job_id]
-    assert final.state is CEState.FINISHED, final
+    assert final.state is CEReportedState.FINISHED, final
     assert final.raw_state == "FINISHED"
     assert final.exit_code in (0, None)
     assert final.worker_node
@@ -156,7 +163,7 @@ def test_a_failing_payload_ends_failed_with_the_ces_error(
     [submitted] = arc_backend.submit(ce, [request(sh("echo about to fail; exit 3"))])
     assert submitted.ce_job_id
     final = wait_terminal(arc_backend, ce, [submitted.ce_job_id])[submitted.ce_job_id]
-    assert final.state is CEState.FAILED
+    assert final.state is CEReportedState.FAILED
     assert final.exit_code == 3
     assert any("wrong exit code - 3 != 0" in e for e in final.errors), final.errors
     fetched = arc_backend.fetch(ce, submitted.ce_job_id, tmp_path / "f", failed=True)
@@ -171,7 +178,7 @@ def test_kill(arc_backend: ArcBackend, ce: CE) -> None:
     killed = arc_backend.kill(ce, [submitted.ce_job_id])[submitted.ce_job_id]
     assert killed.ok
     final = wait_terminal(arc_backend, ce, [submitted.ce_job_id])[submitted.ce_job_id]
-    assert final.state is CEState.KILLED
+    assert final.state is CEReportedState.CANCELLED
     assert final.raw_state == "KILLED"
     # ... and the payload is gone (the harness's fork cancel fix): no "sleep 317" left.
     found = subprocess.run(
@@ -187,7 +194,7 @@ def test_restart_reruns_a_failed_job(arc_backend: ArcBackend, ce: CE) -> None:
     [submitted] = arc_backend.submit(ce, [request(sh("sleep 2; exit 5", rerun="2"))])
     job_id = submitted.ce_job_id
     assert job_id
-    assert wait_terminal(arc_backend, ce, [job_id])[job_id].state is CEState.FAILED
+    assert wait_terminal(arc_backend, ce, [job_id])[job_id].state is CEReportedState.FAILED
     outcome = arc_backend.restart(ce, [job_id])[job_id]
     assert outcome.ok, outcome
     # The CE takes the job back and runs it again. Its REST state may show FAILED throughout
@@ -220,7 +227,7 @@ def test_stage_in_upload_of_a_local_input_file(
     [submitted] = arc_backend.submit(ce, [job])
     assert submitted.ce_job_id, submitted
     final = wait_terminal(arc_backend, ce, [submitted.ce_job_id])[submitted.ce_job_id]
-    assert final.state is CEState.FINISHED, final
+    assert final.state is CEReportedState.FINISHED, final
     fetched = arc_backend.fetch(ce, submitted.ce_job_id, tmp_path / "out", failed=False)
     assert (tmp_path / "out" / "out.txt").read_text() == 'shipped by act\n{"PandaID": 4242}\n'
     assert fetched.files == ("out.txt",)
@@ -436,7 +443,7 @@ def test_a_job_runs_with_the_delegated_proxy(
     job_delegation = client.action("delegations", [submitted.ce_job_id])[submitted.ce_job_id]
     assert job_delegation.raw.get("delegation_id") == row.delegation_id
     final = wait_terminal(arc_backend, ce, [submitted.ce_job_id])[submitted.ce_job_id]
-    assert final.state is CEState.FINISHED, final
+    assert final.state is CEReportedState.FINISHED, final
     arc_backend.fetch(ce, submitted.ce_job_id, tmp_path / "o", failed=False)
     text = (tmp_path / "o" / "out.txt").read_text()
     user = load_credential(ce.settings.credential or "").cert.subject.rfc4514_string()
@@ -511,7 +518,7 @@ def test_adl_and_xrsl_in_one_batch(arc_backend: ArcBackend, ce: CE, tmp_path: Pa
     assert all(ids), results
     found_soon(arc_backend, ce, [adl_job.token], {adl_job.token: ids[0]})
     done = wait_terminal(arc_backend, ce, ids)  # type: ignore[arg-type]
-    assert all(s.state is CEState.FINISHED for s in done.values()), done
+    assert all(s.state is CEReportedState.FINISHED for s in done.values()), done
     arc_backend.fetch(ce, ids[0] or "", tmp_path / "out", failed=False)
     assert (tmp_path / "out" / "out.txt").read_text() == "uploaded\nadl\n"
     arc_backend.clean(ce, ids)  # type: ignore[arg-type]

@@ -23,7 +23,7 @@ from act.condor.fake_schedd import FakeSchedd
 from act.condor.options import CondorOptions
 from act.condor.schedd import ScheddUnavailable, open_schedd
 from act.condor.submission import combine, env_names, prepare
-from act.engine.backend import CEState, CEUnavailable, SubmitRequest
+from act.engine.backend import CEReportedState, CEUnavailable, SubmitRequest
 from tests.support.condor import Bench, bench, descriptions, make_ce, sh
 
 KINDS = ["fake", "real"]
@@ -67,7 +67,10 @@ def test_submit_find_status_kill_clean(
             j.token: i for j, i in zip(jobs, ids, strict=True)
         }
         states = b.backend.status(b.ce, [i for i in ids if i])
-        assert {s.state for s in states.values() if s} <= {CEState.QUEUED, CEState.FAILED}
+        assert {s.state for s in states.values() if s} <= {
+            CEReportedState.SUBMITTED,
+            CEReportedState.FAILED,
+        }
         iwd = b.backend.iwd_base(b.ce) / jobs[0].token
         assert iwd.is_dir()
     finally:
@@ -77,7 +80,7 @@ def test_submit_find_status_kill_clean(
     assert all(o.ok for o in cleaned.values())
     assert not iwd.exists()
     after = b.backend.status(b.ce, [i for i in ids if i])
-    assert all(s is None or s.state is CEState.KILLED for s in after.values())
+    assert all(s is None or s.state is CEReportedState.CANCELLED for s in after.values())
 
 
 # --------------------------------------------------------------------- submit ---
@@ -258,36 +261,36 @@ def _ad(**attrs: object) -> classad2.ClassAd:
 @pytest.mark.parametrize(
     ("attrs", "state", "raw", "errors"),
     [
-        ({"JobStatus": 1}, CEState.QUEUED, "idle", ()),
+        ({"JobStatus": 1}, CEReportedState.SUBMITTED, "idle", ()),
         (
             {"JobStatus": 2, "GridJobStatus": "RUNNING"},
-            CEState.RUNNING,
+            CEReportedState.RUNNING,
             "running (grid: RUNNING)",
             (),
         ),
         (
             {"JobStatus": 2, "GridJobStatus": "COMPLETED"},
-            CEState.FINISHING,
+            CEReportedState.FINISHING,
             "running (grid: COMPLETED)",
             (),
         ),
         (
             {"JobStatus": 2, "GridJobStatus": "FINISHING"},
-            CEState.FINISHING,
+            CEReportedState.FINISHING,
             "running (grid: FINISHING)",
             (),
         ),
         (
             {"JobStatus": 3, "RemoveReason": "via condor_rm"},
-            CEState.KILLED,
+            CEReportedState.CANCELLED,
             "removed",
             ("removed: via condor_rm",),
         ),
-        ({"JobStatus": 4, "ExitCode": 0}, CEState.FINISHED, "completed", ()),
-        ({"JobStatus": 4, "ExitCode": 3}, CEState.FAILED, "completed", ("exit code 3",)),
+        ({"JobStatus": 4, "ExitCode": 0}, CEReportedState.FINISHED, "completed", ()),
+        ({"JobStatus": 4, "ExitCode": 3}, CEReportedState.FAILED, "completed", ("exit code 3",)),
         (
             {"JobStatus": 4, "ExitBySignal": True, "ExitSignal": 9},
-            CEState.FAILED,
+            CEReportedState.FAILED,
             "completed",
             ("killed by signal 9",),
         ),
@@ -298,16 +301,16 @@ def _ad(**attrs: object) -> classad2.ClassAd:
                 "HoldReasonCode": 12,
                 "HoldReasonSubCode": 2,
             },
-            CEState.FAILED,
+            CEReportedState.FAILED,
             "held",
             ("held: Transfer output files failure (code 12, subcode 2)",),
         ),
-        ({"JobStatus": 6}, CEState.FINISHING, "transferring_output", ()),
-        ({"JobStatus": 7}, CEState.RUNNING, "suspended", ()),
+        ({"JobStatus": 6}, CEReportedState.FINISHING, "transferring_output", ()),
+        ({"JobStatus": 7}, CEReportedState.RUNNING, "suspended", ()),
     ],
 )
 def test_job_status_maps_htcondor_states(
-    attrs: dict[str, object], state: CEState, raw: str, errors: tuple[str, ...]
+    attrs: dict[str, object], state: CEReportedState, raw: str, errors: tuple[str, ...]
 ) -> None:
     status = job_status("1.0", _ad(**attrs), now=NOW, stale=1800)
     assert (status.state, status.raw_state, status.errors) == (state, raw, errors)
@@ -320,9 +323,9 @@ def test_an_unreachable_grid_resource_fails_the_job_only_after_a_while() -> None
     recent = job_status(
         "1.0", _ad(JobStatus=1, GridResourceUnavailableTime=since), now=NOW, stale=1800
     )
-    assert recent.state is CEState.QUEUED and "unavailable" in recent.raw_state
+    assert recent.state is CEReportedState.SUBMITTED and "unavailable" in recent.raw_state
     old = job_status("1.0", _ad(JobStatus=1, GridResourceUnavailableTime=since), now=NOW, stale=300)
-    assert old.state is CEState.FAILED
+    assert old.state is CEReportedState.FAILED
     assert old.errors == ("grid resource unavailable since 2026-11-22T11:50:00Z",)
 
 
@@ -343,9 +346,9 @@ def test_status_reads_history_for_jobs_gone_from_the_queue_bounded_and_batched(
     fake.complete("1.3", 2)
     fake.calls.clear()
     found = b.backend.status(b.ce, ["1.0", "1.1", "1.2", "1.3", "1.4", "7.0", "junk"])
-    assert found["1.1"] is not None and found["1.1"].state is CEState.FINISHED
-    assert found["1.3"] is not None and found["1.3"].state is CEState.FAILED
-    assert found["1.0"] is not None and found["1.0"].state is CEState.QUEUED
+    assert found["1.1"] is not None and found["1.1"].state is CEReportedState.FINISHED
+    assert found["1.3"] is not None and found["1.3"].state is CEReportedState.FAILED
+    assert found["1.0"] is not None and found["1.0"].state is CEReportedState.SUBMITTED
     assert found["7.0"] is None and "junk" not in found
     queries = [detail for name, detail in fake.calls if name == "query"]
     assert queries == [

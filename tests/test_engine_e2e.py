@@ -15,7 +15,7 @@ from act.common.db import Database
 from act.common.states import Actor, Layer
 from act.common.transitions import create_jobs, transition
 from act.engine import canceller, cleaner, fetcher, poller, submitter
-from act.engine.backend import CEState
+from act.engine.backend import CEReportedState
 from act.engine.config import Context
 from act.engine.runtime import pool
 from act.service.daemons import resolve
@@ -165,7 +165,7 @@ def test_the_poller_and_cleaner_run_as_daemons_with_once(
     settings = follow_settings(tmp_path)
     ce_job_id = submit_at_ce(context(db, settings, "x"), "ce1", "t1")
     polled = put_job(db, "running", ce_job_id=ce_job_id, token="t1")
-    script.states(job(CEState.FINISHED, exit_code=0), ce_job_id=ce_job_id)
+    script.states(job(CEReportedState.FINISHED, exit_code=0), ce_job_id=ce_job_id)
     gone = put_job(db, "toclean", ce_job_id="ce1/999")  # the CE does not know it: cleaned
     config = write_config(
         tmp_path / "act.yaml",

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from act.common.config import ConfigError
-from act.engine.backend import CE, TERMINAL, CEState, JobStatus, SubmitRequest, make_backend
+from act.engine.backend import CE, TERMINAL, CEReportedState, JobStatus, SubmitRequest, make_backend
 from act.engine.settings import CESettings
 from act.local.backend import LocalBackend, token_prefix
 from act.local.description import DescriptionError, LocalJob
@@ -89,7 +89,9 @@ def test_a_job_finishes_with_its_output_captured(tmp_path: Path) -> None:
         ),
     )
     result = ended(be, ce, job_id)
-    assert result.state is CEState.FINISHED and result.exit_code == 0 and result.errors == ()
+    assert (
+        result.state is CEReportedState.FINISHED and result.exit_code == 0 and result.errors == ()
+    )
     assert result.started_at is not None and result.ended_at is not None
     assert result.started_at <= result.ended_at and result.cpu_seconds is not None
     assert result.max_rss_kb is not None and result.max_rss_kb > 0
@@ -103,14 +105,14 @@ def test_a_job_finishes_with_its_output_captured(tmp_path: Path) -> None:
 def test_a_nonzero_exit_is_failed_with_the_exit_code(tmp_path: Path) -> None:
     be, ce = make(tmp_path), local_ce()
     result = ended(be, ce, submit(be, ce, describe("sh", "-c", "exit 3")))
-    assert result.state is CEState.FAILED and result.exit_code == 3
+    assert result.state is CEReportedState.FAILED and result.exit_code == 3
     assert any("exit code 3" in error for error in result.errors), result.errors
 
 
 def test_a_missing_executable_fails_the_job(tmp_path: Path) -> None:
     be, ce = make(tmp_path), local_ce()
     result = ended(be, ce, submit(be, ce, describe("/nonexistent/payload")))
-    assert result.state is CEState.FAILED
+    assert result.state is CEReportedState.FAILED
     assert "cannot start '/nonexistent/payload'" in result.errors[0]
 
 
@@ -131,7 +133,7 @@ def test_inputs_are_copied_and_outputs_fetched(tmp_path: Path) -> None:
         ),
         input_dir=inputs,
     )
-    assert ended(be, ce, job_id).state is CEState.FINISHED
+    assert ended(be, ce, job_id).state is CEReportedState.FINISHED
     fetched = be.fetch(ce, job_id, tmp_path / "out", failed=False)
     assert fetched.error is None
     assert set(fetched.files) == {"stdout", "stderr", "result.txt", "d/y"}
@@ -146,12 +148,12 @@ def test_slots_bound_the_jobs_running_at_once(tmp_path: Path) -> None:
     seen_running = 0
     while True:
         states = [s.state for s in be.status(ce, ids).values() if s is not None]
-        assert states.count(CEState.RUNNING) <= 2
-        seen_running = max(seen_running, states.count(CEState.RUNNING))
+        assert states.count(CEReportedState.RUNNING) <= 2
+        seen_running = max(seen_running, states.count(CEReportedState.RUNNING))
         if all(state in TERMINAL for state in states):
             break
     results = [status(be, ce, i) for i in ids]
-    assert all(r.state is CEState.FINISHED for r in results)
+    assert all(r.state is CEReportedState.FINISHED for r in results)
     # From the jobs' own timestamps: at no start were more than 2 jobs inside their run.
     spans: list[tuple[datetime, datetime]] = [
         (r.started_at, r.ended_at) for r in results if r.started_at and r.ended_at
@@ -178,7 +180,7 @@ def test_kill_takes_the_whole_process_tree(
     assert f"pandaid=4242 ce=local1: killed {job_id}" in caplog.messages
     assert not alive(child_pid)
     result = status(be, ce, job_id)
-    assert result.state is CEState.KILLED
+    assert result.state is CEReportedState.CANCELLED
     assert not alive(state_file(be, ce, job_id)["runner_pid"])
     # Killing again, or killing a job that ended, is harmless.
     assert be.kill(ce, [job_id])[job_id].ok
@@ -192,38 +194,40 @@ def test_a_payload_ignoring_sigterm_is_killed_after_the_grace(tmp_path: Path) ->
     child_pid = int(pid_file.read_text())
     assert be.kill(ce, [job_id])[job_id].ok
     assert not alive(child_pid)
-    assert status(be, ce, job_id).state is CEState.KILLED
+    assert status(be, ce, job_id).state is CEReportedState.CANCELLED
 
 
 def test_a_queued_job_can_be_killed(tmp_path: Path) -> None:
     be, ce = make(tmp_path), local_ce(slots=1)
     first = submit(be, ce, describe("sleep", "60"))
     second = submit(be, ce, describe("sh", "-c", "echo ran > ran.txt"))
-    wait_for(lambda: status(be, ce, first).state is CEState.RUNNING, what="first job running")
-    assert status(be, ce, second).state is CEState.QUEUED
+    wait_for(
+        lambda: status(be, ce, first).state is CEReportedState.RUNNING, what="first job running"
+    )
+    assert status(be, ce, second).state is CEReportedState.SUBMITTED
     outcomes = be.kill(ce, [second, first])
     assert list(outcomes) == [second, first] and all(o.ok for o in outcomes.values())
-    assert status(be, ce, second).state is CEState.KILLED
-    assert status(be, ce, first).state is CEState.KILLED
+    assert status(be, ce, second).state is CEReportedState.CANCELLED
+    assert status(be, ce, first).state is CEReportedState.CANCELLED
     assert not (be.workdir(ce) / "jobs" / second / "work" / "ran.txt").exists()
 
 
 def test_walltime_exceeded_fails_the_job(tmp_path: Path) -> None:
     be, ce = make(tmp_path), local_ce()
     result = ended(be, ce, submit(be, ce, describe("sleep", "60", walltime=0.3)))
-    assert result.state is CEState.FAILED
+    assert result.state is CEReportedState.FAILED
     assert any("walltime" in error for error in result.errors), result.errors
 
 
 def test_a_runner_killed_with_sigkill_is_reported_failed(tmp_path: Path) -> None:
     be, ce = make(tmp_path), local_ce()
     job_id = submit(be, ce, describe("sleep", "60"))
-    wait_for(lambda: status(be, ce, job_id).state is CEState.RUNNING, what="job running")
+    wait_for(lambda: status(be, ce, job_id).state is CEReportedState.RUNNING, what="job running")
     state = state_file(be, ce, job_id)
     os.kill(state["runner_pid"], signal.SIGKILL)
     wait_for(lambda: not alive(state["runner_pid"]), what="runner gone")
     result = status(be, ce, job_id)
-    assert result.state is CEState.FAILED
+    assert result.state is CEReportedState.FAILED
     assert any("runner died" in error for error in result.errors), result.errors
     wait_for(lambda: not alive(state["pid"]), what="the orphaned payload killed")
 
@@ -257,7 +261,7 @@ def test_jobs_outlive_their_submitter_and_another_instance_sees_them(tmp_path: P
     be, ce = make(tmp_path), local_ce()
     assert be.find(ce, ["tok-sub"]) == {"tok-sub": job_id}
     result = ended(be, ce, job_id)
-    assert result.state is CEState.FINISHED
+    assert result.state is CEReportedState.FINISHED
     be.fetch(ce, job_id, tmp_path / "out", failed=False)
     assert (tmp_path / "out" / "stdout").read_text() == "done\n"
 
@@ -283,7 +287,7 @@ def test_runners_are_forked_by_a_spawner_that_jobs_outlive(
     second = submit(be, ce, describe("sh", "-c", "sleep 0.5; echo second"))  # a new spawner
     assert _spawner_of(be, ce, second) != server
     for job_id, text in ((first, "first\n"), (second, "second\n")):
-        assert ended(be, ce, job_id).state is CEState.FINISHED
+        assert ended(be, ce, job_id).state is CEReportedState.FINISHED
         be.fetch(ce, job_id, tmp_path / job_id, failed=False)
         assert (tmp_path / job_id / "stdout").read_text() == text
     assert "one runner process per job" not in caplog.text
@@ -306,7 +310,7 @@ def test_a_job_whose_submitter_died_before_its_runner_started_runs_once_found(
     be._prepare(jobdir, job, request, be.options(ce), root.parent / "slots")
     assert not (jobdir / "state.json").exists()
     assert be.find(ce, ["tok-orphan"]) == {"tok-orphan": jobdir.name}
-    assert ended(be, ce, jobdir.name).state is CEState.FINISHED
+    assert ended(be, ce, jobdir.name).state is CEReportedState.FINISHED
     # a runner arriving late (the dead submitter's request) finds the job taken: no second run
     assert be.find(ce, ["tok-orphan"]) == {"tok-orphan": jobdir.name}
     late = subprocess.run(
@@ -337,7 +341,7 @@ def test_fetch_refuses_symlinks_out_of_the_job(tmp_path: Path) -> None:
         ce,
         describe("sh", "-c", f"ln -s {secret} out.txt", outputs=["out.txt"]),
     )
-    assert ended(be, ce, link).state is CEState.FINISHED
+    assert ended(be, ce, link).state is CEReportedState.FINISHED
     fetched = be.fetch(ce, link, tmp_path / "out", failed=False)
     assert fetched.error is not None and "outside the job directory" in fetched.error
     assert not (tmp_path / "out" / "out.txt").exists()

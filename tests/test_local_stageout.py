@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from act.engine.backend import CEState
+from act.engine.backend import CEReportedState
 from act.local import jobfiles as jf
 from act.local.description import LocalJob
 from act.local.stageout import BadLine, Upload, parse_line
@@ -106,7 +106,7 @@ def test_every_listed_file_is_uploaded_and_checked(
     )
     job_id = submit(be, ce, payload({"out.root": out, "log.tgz": log}, listing))
     result = ended(be, ce, job_id)
-    assert result.state is CEState.FINISHED and result.errors == (), result
+    assert result.state is CEReportedState.FINISHED and result.errors == (), result
     assert xrootd_server.local(area + "/sub/out.root").read_bytes() == out
     assert (directory / "deep" / "log.tgz").read_bytes() == log
     report = json.loads((be.workdir(ce) / "jobs" / job_id / jf.STAGEOUT).read_text())
@@ -149,7 +149,7 @@ def test_a_failed_upload_fails_the_job_naming_file_url_and_cause(
     }
     for name, (_, message) in cases.items():
         result = ended(be, ce, jobs[name], timeout=60)
-        assert result.state is CEState.FAILED, (name, result)
+        assert result.state is CEReportedState.FAILED, (name, result)
         assert result.exit_code == 0  # the payload itself did well
         assert any(
             e.startswith("output upload failed: ") and message in e for e in result.errors
@@ -171,7 +171,7 @@ def test_a_failed_payloads_outputs_are_uploaded_too_as_arex_does(
     url = xrootd_server.root(area + "/log.tgz")
     job_id = submit(be, ce, payload({"log.tgz": log}, f"log.tgz {url}\n", exit_code=3))
     result = ended(be, ce, job_id)
-    assert result.state is CEState.FAILED and result.exit_code == 3
+    assert result.state is CEReportedState.FAILED and result.exit_code == 3
     assert result.errors == ("payload failed: exit code 3",)
     assert xrootd_server.local(area + "/log.tgz").read_bytes() == log
 
@@ -184,11 +184,11 @@ def test_an_unreadable_list_fails_the_job_and_a_missing_one_uploads_nothing(
         executable="sh", arguments=["-c", "mkdir output.list"], output_list="output.list"
     )
     result = ended(be, ce, submit(be, ce, unreadable.to_description()))
-    assert result.state is CEState.FAILED
+    assert result.state is CEReportedState.FAILED
     assert any("cannot read the output list output.list" in e for e in result.errors), result
     none = LocalJob(executable="true", output_list="output.list")
     job_id = submit(be, ce, none.to_description())
-    assert ended(be, ce, job_id).state is CEState.FINISHED
+    assert ended(be, ce, job_id).state is CEReportedState.FINISHED
     assert state_file(be, ce, job_id)["stageout_note"] == "no output.list: nothing uploaded"
 
 
@@ -199,7 +199,7 @@ def test_a_listed_link_out_of_the_job_is_refused(tmp_path: Path) -> None:
     script = f"ln -s {secret} out.root; echo 'out.root file://{tmp_path}/se/out.root' > output.list"
     job = LocalJob(executable="sh", arguments=["-c", script], output_list="output.list")
     result = ended(be, ce, submit(be, ce, job.to_description()))
-    assert result.state is CEState.FAILED
+    assert result.state is CEReportedState.FAILED
     assert any("'out.root' leads outside the job's directory" in e for e in result.errors)
     assert not (tmp_path / "se").exists()
 
@@ -228,11 +228,11 @@ def test_a_runner_killed_mid_upload_never_leaves_the_job_finished(
     be, ce = make(tmp_path), local_ce(upload_timeout=60)
     job_id = submit(be, ce, payload({"a.root": b"x"}, f"a.root {black_hole}//a.root\n"))
     state = _finishing(be, ce, job_id)
-    assert status(be, ce, job_id).state is CEState.FINISHING
+    assert status(be, ce, job_id).state is CEReportedState.FINISHING
     os.kill(state["runner_pid"], signal.SIGKILL)
     wait_for(lambda: not alive(state["runner_pid"]), what="runner gone")
     result = status(be, ce, job_id)
-    assert result.state is CEState.FAILED, result
+    assert result.state is CEReportedState.FAILED, result
     assert any("while uploading the outputs" in e for e in result.errors), result.errors
     wait_for(lambda: not alive(state["stageout_pid"]), what="the orphaned upload killed")
     assert state_file(be, ce, job_id)["state"] == jf.FAILED
@@ -244,5 +244,5 @@ def test_a_job_killed_while_uploading_ends_killed(tmp_path: Path, black_hole: st
     state = _finishing(be, ce, job_id)
     assert be.kill(ce, [job_id])[job_id].ok
     result = ended(be, ce, job_id)
-    assert result.state is CEState.KILLED, result
+    assert result.state is CEReportedState.CANCELLED, result
     assert not alive(state["stageout_pid"])

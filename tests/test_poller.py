@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from act.common.db import Database
 from act.common.schema import ces
 from act.common.timeutil import utcnow
-from act.engine.backend import CEState
+from act.engine.backend import CEReportedState
 from act.engine.config import Context
 from act.engine.poller import UNAVAILABLE_RETRY, run_once
 from tests.support.follow import ago, context, history, put_job, row_of, settings, submit_at_ce
@@ -31,19 +31,29 @@ def at_ce(
 
 CASES = [
     # (engine state, what the CE says, expected engine state, expected reason fragment)
-    ("submitted", job(CEState.RUNNING, raw_state="RUNNING"), "running", "CE state RUNNING"),
-    ("submitted", job(CEState.QUEUED, raw_state="QUEUING"), "submitted", None),
-    ("submitted", job(CEState.FINISHING), "finishing", "CE state"),
-    ("submitted", job(CEState.FINISHED, exit_code=0), "finished", "CE state"),
-    ("running", job(CEState.QUEUED), "submitted", "CE state"),  # requeued
-    ("running", job(CEState.FINISHING), "finishing", "CE state"),
-    ("finishing", job(CEState.RUNNING), "finishing", None),  # the CE lags: not followed
-    ("finishing", job(CEState.FINISHED), "finished", "CE state"),
-    ("running", job(CEState.FAILED, errors=["payload exit 3"]), "failed", "no resubmit rule"),
-    ("running", job(CEState.KILLED, raw_state="KILLED"), "cancelled", "killed outside act"),
-    ("cancelling", job(CEState.KILLED), "cancelled", "CE confirmed the kill"),
-    ("cancelling", job(CEState.RUNNING), "cancelling", None),
-    ("cancelling", job(CEState.FINISHED), "cancelled", "before the kill"),
+    ("submitted", job(CEReportedState.RUNNING, raw_state="RUNNING"), "running", "CE state RUNNING"),
+    ("submitted", job(CEReportedState.SUBMITTED, raw_state="QUEUING"), "submitted", None),
+    ("submitted", job(CEReportedState.FINISHING), "finishing", "CE state"),
+    ("submitted", job(CEReportedState.FINISHED, exit_code=0), "finished", "CE state"),
+    ("running", job(CEReportedState.SUBMITTED), "submitted", "CE state"),  # requeued
+    ("running", job(CEReportedState.FINISHING), "finishing", "CE state"),
+    ("finishing", job(CEReportedState.RUNNING), "finishing", None),  # the CE lags: not followed
+    ("finishing", job(CEReportedState.FINISHED), "finished", "CE state"),
+    (
+        "running",
+        job(CEReportedState.FAILED, errors=["payload exit 3"]),
+        "failed",
+        "no resubmit rule",
+    ),
+    (
+        "running",
+        job(CEReportedState.CANCELLED, raw_state="KILLED"),
+        "cancelled",
+        "killed outside act",
+    ),
+    ("cancelling", job(CEReportedState.CANCELLED), "cancelled", "CE confirmed the kill"),
+    ("cancelling", job(CEReportedState.RUNNING), "cancelling", None),
+    ("cancelling", job(CEReportedState.FINISHED), "cancelled", "before the kill"),
 ]
 
 
@@ -83,7 +93,7 @@ def test_what_the_ce_says_is_stored(db: Database, script: Script, tmp_path: Path
     started, ended = ago(7200).replace(microsecond=0), ago(60).replace(microsecond=0)
     script.states(
         job(
-            CEState.FAILED,
+            CEReportedState.FAILED,
             raw_state="FAILED",
             exit_code=3,
             errors=["Job failed", "LRMS error: (1) exit"],
@@ -151,7 +161,7 @@ def test_an_unavailable_ce_only_delays_the_next_check_with_one_line(
     ctx = context(db, settings(tmp_path), "poller")
     jobs = [at_ce(db, ctx, "running", f"u{i}")[0] for i in range(3)]
     fine, fine_id = at_ce(db, ctx, "running", "f", ce="ce2")
-    script.states(job(CEState.FINISHED), ce_job_id=fine_id)
+    script.states(job(CEReportedState.FINISHED), ce_job_id=fine_id)
     script.ce_unavailable("ce1", "connection refused")
     before = utcnow()
     with caplog.at_level(logging.WARNING, logger="act.poller"):
@@ -180,10 +190,11 @@ def test_a_fast_failure_counts_for_the_breaker_and_a_finished_job_resets_it(
     fast, fast_id = at_ce(db, ctx, "running", "fast")
     slow, slow_id = at_ce(db, ctx, "running", "slow", ce="ce2")
     script.states(
-        job(CEState.FAILED, errors=["boom"], started_at=ago(30), ended_at=ago(5)), ce_job_id=fast_id
+        job(CEReportedState.FAILED, errors=["boom"], started_at=ago(30), ended_at=ago(5)),
+        ce_job_id=fast_id,
     )
     script.states(
-        job(CEState.FAILED, errors=["boom"], started_at=ago(7200), ended_at=ago(5)),
+        job(CEReportedState.FAILED, errors=["boom"], started_at=ago(7200), ended_at=ago(5)),
         ce_job_id=slow_id,
     )
     run_once(ctx)
@@ -192,7 +203,7 @@ def test_a_fast_failure_counts_for_the_breaker_and_a_finished_job_resets_it(
     assert "failed fast" in str(breaker_row(db, "ce1")["last_error"])
     assert breaker_row(db, "ce2").get("failures", 0) == 0
     ok, ok_id = at_ce(db, ctx, "running", "ok")
-    script.states(job(CEState.FINISHED, exit_code=0), ce_job_id=ok_id)
+    script.states(job(CEReportedState.FINISHED, exit_code=0), ce_job_id=ok_id)
     run_once(ctx)
     assert row_of(db, ok)["state"] == "finished"
     assert breaker_row(db, "ce1")["failures"] == 0
@@ -202,15 +213,15 @@ def test_failed_jobs_follow_the_resubmission_rules(
     db: Database, script: Script, tmp_path: Path
 ) -> None:
     ctx = context(db, settings(tmp_path), "poller")
-    lrms = job(CEState.FAILED, errors=["LRMS error: (271) killed"], started_at=ago(7200))
-    staging = job(CEState.FAILED, errors=["Stage-in failed"], restartable=True)
+    lrms = job(CEReportedState.FAILED, errors=["LRMS error: (271) killed"], started_at=ago(7200))
+    staging = job(CEReportedState.FAILED, errors=["Stage-in failed"], restartable=True)
     cases: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
         ("resubmit", lrms, {"attempts_left": 2}, "toresubmit"),
         ("none-left", lrms, {"attempts_left": 1}, "failed"),  # its last one just failed
         ("restart", staging, {"attempts_left": 2}, "torerun"),
         ("restart-none-left", staging, {"attempts_left": 1}, "failed"),  # a restart is a try
-        ("no-restart", job(CEState.FAILED, errors=["Stage-in failed"]), {}, "failed"),
-        ("no-match", job(CEState.FAILED, errors=["segfault"]), {}, "failed"),
+        ("no-restart", job(CEReportedState.FAILED, errors=["Stage-in failed"]), {}, "failed"),
+        ("no-match", job(CEReportedState.FAILED, errors=["segfault"]), {}, "failed"),
     ]
     made = []
     for token, step, values, _ in cases:
@@ -232,7 +243,8 @@ def test_a_back_end_that_cannot_restart_fails_the_job(
     script.limits("ce1", can_restart=False)
     job_id, ce_job_id = at_ce(db, ctx, "running", "s")
     script.states(
-        job(CEState.FAILED, errors=["staging failed"], restartable=True), ce_job_id=ce_job_id
+        job(CEReportedState.FAILED, errors=["staging failed"], restartable=True),
+        ce_job_id=ce_job_id,
     )
     run_once(ctx)
     assert row_of(db, job_id)["state"] == "failed"

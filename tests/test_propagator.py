@@ -25,7 +25,7 @@ from act.common.db import Database
 from act.common.faults import EXIT_CODE
 from act.common.schema import panda_jobs
 from act.common.schema import transitions as history
-from act.common.states import Actor, Layer
+from act.common.states import Actor, Layer, PandaJobState
 from act.common.timeutil import utcnow
 from act.common.transitions import create_jobs, transition
 from act.service.daemons import resolve
@@ -165,7 +165,7 @@ def test_every_state_is_reported_as_panda_expects(
     db: Database, server: CountingPandaTestServer, api: str
 ) -> None:
     report = {"xml": {"out.root": {"guid": "g1", "fsize": 10, "adler32": "0a0b0c0d"}}}
-    pandaids: dict[str, int] = {}
+    pandaids: dict[PandaJobState, int] = {}
     for state in TOLD:
         extra: dict[str, Any] = {"report": json.dumps(report)} if state == "finished" else {}
         (pandaids[state],) = jobs_in(db, server, state, **extra)
@@ -190,10 +190,10 @@ def test_every_state_is_reported_as_panda_expects(
             assert job.next_report_at <= utcnow() + timedelta(seconds=interval * (1 + jitter))
     assert server.states(operator_killed) == ["running"]
     assert row(db, operator_killed).state == "tobekilled"
-    cancelled = server.last_fields(pandaids["cancelled"])
+    cancelled = server.last_fields(pandaids[PandaJobState.CANCELLED])
     assert int(field(cancelled, "pilotErrorCode", "pilot_error_code")) == 1144
     assert field(cancelled, "pilotErrorDiag", "pilot_error_diag") == "job killed by act"
-    finished = server.last_fields(pandaids["finished"])
+    finished = server.last_fields(pandaids[PandaJobState.FINISHED])
     assert json.loads(field(finished, "xml", "job_output_report")) == report["xml"]
     assert field(finished, "siteName", "site_name") == "TEST_QUEUE"
     assert field(finished, "schedulerID", "scheduler_id") == "act"

@@ -15,7 +15,14 @@ from sqlalchemy.engine import URL
 from act.common import exitcodes
 from act.common.daemon import DaemonSpec, run_daemon
 from act.common.db import Database
-from act.engine.backend import BACKENDS, CE, CEState, CEUnavailable, SubmitRequest, make_backend
+from act.engine.backend import (
+    BACKENDS,
+    CE,
+    CEReportedState,
+    CEUnavailable,
+    SubmitRequest,
+    make_backend,
+)
 from act.engine.config import Context
 from act.engine.runtime import pool
 from act.engine.settings import CESettings
@@ -93,18 +100,18 @@ def test_lost_submit_reply_leaves_jobs_that_find_reports(script: Script, tmp_pat
 def test_state_progression_kill_and_clean(script: Script, tmp_path: Path) -> None:
     be = make_backend("scripted", settings=Settings(root=str(tmp_path)), db=None, log=LOG)
     script.states(
-        job(CEState.RUNNING),
-        job(CEState.FAILED, exit_code=1, errors=["LRMS error: (271)"]),
+        job(CEReportedState.RUNNING),
+        job(CEReportedState.FAILED, exit_code=1, errors=["LRMS error: (271)"]),
         job_id=1,
     )
     script.states(UNKNOWN, token="tok3")
     ids = [s.ce_job_id for s in be.submit(CE1, [req(1), req(2), req(3)])]
     a, b, c = (i or "" for i in ids)
     first = {i: (s.state if s else None) for i, s in be.status(CE1, [a, b, c]).items()}
-    assert first == {a: CEState.RUNNING, b: CEState.QUEUED, c: None}
+    assert first == {a: CEReportedState.RUNNING, b: CEReportedState.SUBMITTED, c: None}
     for _ in range(2):  # the last step stays
         later = be.status(CE1, [a])[a]
-        assert later is not None and later.state is CEState.FAILED
+        assert later is not None and later.state is CEReportedState.FAILED
         assert later.exit_code == 1 and later.errors == ("LRMS error: (271)",)
 
     script.outcome("kill", "error", error="permission denied", ce_job_id=c)
@@ -112,7 +119,7 @@ def test_state_progression_kill_and_clean(script: Script, tmp_path: Path) -> Non
     assert kills[b].ok and not kills[c].ok and kills[c].error == "permission denied"
     assert kills["ce1/999"].gone
     killed = be.status(CE1, [b])[b]
-    assert killed is not None and killed.state is CEState.KILLED
+    assert killed is not None and killed.state is CEReportedState.CANCELLED
 
     script.outcome("clean", "gone", ce_job_id=a)
     cleaned = be.clean(CE1, [a, b])
@@ -125,14 +132,16 @@ def test_state_progression_kill_and_clean(script: Script, tmp_path: Path) -> Non
 def test_restart_restarts_the_progression(script: Script, tmp_path: Path) -> None:
     be = make_backend("scripted", settings=Settings(root=str(tmp_path)), db=None, log=LOG)
     assert be.limits(CE1).can_restart
-    script.states(job(CEState.FAILED, restartable=True), job(CEState.FINISHED, exit_code=0))
+    script.states(
+        job(CEReportedState.FAILED, restartable=True), job(CEReportedState.FINISHED, exit_code=0)
+    )
     (sub,) = be.submit(CE1, [req(1)])
     jid = sub.ce_job_id or ""
     before = be.status(CE1, [jid])[jid]
-    assert before is not None and before.state is CEState.FAILED
+    assert before is not None and before.state is CEReportedState.FAILED
     assert be.restart(CE1, [jid])[jid].ok
     after = be.status(CE1, [jid])[jid]
-    assert after is not None and after.state is CEState.FAILED
+    assert after is not None and after.state is CEReportedState.FAILED
     assert script.jobs()[jid]["restarts"] == 1
 
 
@@ -154,7 +163,7 @@ def test_fetch_writes_scripted_files_or_errors(script: Script, tmp_path: Path) -
 def test_state_is_shared_with_another_process(script: Script, tmp_path: Path) -> None:
     """A back end made in a child process (via make_backend) sees the script and records calls."""
     be = make_backend("scripted", settings=Settings(root=str(tmp_path)), db=None, log=LOG)
-    script.states(job(CEState.FINISHED, exit_code=0), job_id=1)
+    script.states(job(CEReportedState.FINISHED, exit_code=0), job_id=1)
     (sub,) = be.submit(CE1, [req(1)])
     code = textwrap.dedent(
         f"""
@@ -177,7 +186,7 @@ def test_state_is_shared_with_another_process(script: Script, tmp_path: Path) ->
         timeout=60,
         check=True,
     )
-    assert "CEState.FINISHED" in done.stdout
+    assert "CEReportedState.FINISHED" in done.stdout
     status_calls = script.calls("status")
     assert len(status_calls) == 1 and status_calls[0]["pid"] != script.calls("submit")[0]["pid"]
 

@@ -7,26 +7,26 @@ from datetime import datetime
 from typing import Any
 
 from act.arc.rest import JobResult, as_list
-from act.engine.backend import CEState, JobStatus
+from act.engine.backend import CEReportedState, JobStatus
 
 #: ARC REST states (A-REX 6 and 7) and what they mean to the engine.
-STATES: dict[str, CEState] = {
-    "ACCEPTING": CEState.QUEUED,
-    "ACCEPTED": CEState.QUEUED,
-    "PREPARING": CEState.QUEUED,
-    "PREPARED": CEState.QUEUED,
-    "SUBMITTING": CEState.QUEUED,
-    "QUEUING": CEState.QUEUED,
-    "HELD": CEState.QUEUED,
-    "RUNNING": CEState.RUNNING,
-    "EXITINGLRMS": CEState.RUNNING,
-    "EXECUTED": CEState.RUNNING,
-    "OTHER": CEState.RUNNING,
-    "KILLING": CEState.RUNNING,
-    "FINISHING": CEState.FINISHING,
-    "FINISHED": CEState.FINISHED,
-    "FAILED": CEState.FAILED,
-    "KILLED": CEState.KILLED,
+STATES: dict[str, CEReportedState] = {
+    "ACCEPTING": CEReportedState.SUBMITTED,
+    "ACCEPTED": CEReportedState.SUBMITTED,
+    "PREPARING": CEReportedState.SUBMITTED,
+    "PREPARED": CEReportedState.SUBMITTED,
+    "SUBMITTING": CEReportedState.SUBMITTED,
+    "QUEUING": CEReportedState.SUBMITTED,
+    "HELD": CEReportedState.SUBMITTED,
+    "RUNNING": CEReportedState.RUNNING,
+    "EXITINGLRMS": CEReportedState.RUNNING,
+    "EXECUTED": CEReportedState.RUNNING,
+    "OTHER": CEReportedState.RUNNING,
+    "KILLING": CEReportedState.RUNNING,
+    "FINISHING": CEReportedState.FINISHING,
+    "FINISHED": CEReportedState.FINISHED,
+    "FAILED": CEReportedState.FAILED,
+    "KILLED": CEReportedState.CANCELLED,
 }
 GONE_STATES = {"WIPED", "DELETED"}
 #: A failed job the CE can restart: it failed while staging (ARC's RestartState).
@@ -78,8 +78,8 @@ def job_status(reply: JobResult) -> JobStatus:
         raise ValueError(f"unknown ARC state {raw!r}")
     exit_code = _int(activity.get("ExitCode"))
     errors = tuple(str(e) for e in as_list(activity.get("Error")) if str(e).strip())
-    if state is CEState.FINISHED and exit_code not in (None, 0):
-        state = CEState.FAILED
+    if state is CEReportedState.FINISHED and exit_code not in (None, 0):
+        state = CEReportedState.FAILED
     nodes = [str(n) for n in as_list(activity.get("ExecutionNode"))]
     memory_mb = _int(activity.get("UsedMainMemory"))
     restart_state = _arcrest_state(activity.get("RestartState"))
@@ -95,5 +95,5 @@ def job_status(reply: JobResult) -> JobStatus:
         max_rss_kb=memory_mb * 1024 if memory_mb is not None else None,
         started_at=_time(activity.get("StartTime")),
         ended_at=_time(activity.get("EndTime") or activity.get("ComputingManagerEndTime")),
-        restartable=state is CEState.FAILED and restart_state in RESTARTABLE_FROM,
+        restartable=state is CEReportedState.FAILED and restart_state in RESTARTABLE_FROM,
     )

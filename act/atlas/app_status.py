@@ -29,7 +29,7 @@ that keep other daemons' claims (``release=False``).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from functools import partial
 from typing import Any
 
@@ -46,18 +46,19 @@ from act.common.daemon import DaemonSpec
 from act.common.logs import job_log
 from act.common.schema import ce_jobs, panda_jobs
 from act.common.section import Section
-from act.common.states import Actor, Layer
+from act.common.states import (
+    C_KILLABLE_ALL,
+    C_OVER,
+    C_UNSETTLED,
+    P_LIVE,
+    P_NEEDS_CE_FILES,
+    Actor,
+    CEJobState,
+    Layer,
+    PandaJobState,
+    in_table_order,
+)
 from act.common.transitions import transition
-
-P_LIVE = ("queued", "running", "transferring")
-#: CE states from which a kill can be requested.
-CE_KILLABLE = ("tosubmit", "submitting", "torerun", "toresubmit", "submitted", "running")
-CE_KILLABLE_ALL = (*CE_KILLABLE, "finishing")
-#: CE states that will still change by themselves (a kill waits for them).
-CE_UNSETTLED = (*CE_KILLABLE_ALL, "tocancel", "cancelling", "finished", "failed")
-CE_ENDED = ("done", "donefailed", "cancelled", "lost")
-#: PanDA states in which the latest CE job's files may still be needed.
-P_NEEDS_FILES = ("received", "queued", "running", "transferring", "tovalidate", "tobekilled")
 
 
 class AppStatusOptions(Section):
@@ -78,17 +79,20 @@ def run_once(ctx: Context) -> bool:
 
 def _pairs(
     ctx: Context,
-    panda_states: Sequence[str] | None,
-    ce_states: Sequence[str],
+    panda_states: Collection[str] | None,
+    ce_states: Collection[str],
     limit: int,
     *,
     latest: bool = True,
     extra: Sequence[sa.ColumnElement[bool]] = (),
 ) -> list[Any]:
     """(PanDA job, CE job) pairs in these states; one query."""
-    conditions: list[sa.ColumnElement[bool]] = [ce_jobs.c.state.in_(list(ce_states)), *extra]
+    conditions: list[sa.ColumnElement[bool]] = [
+        ce_jobs.c.state.in_(in_table_order(Layer.CE, ce_states)),
+        *extra,
+    ]
     if panda_states is not None:
-        conditions.append(panda_jobs.c.state.in_(list(panda_states)))
+        conditions.append(panda_jobs.c.state.in_(in_table_order(Layer.PANDA, panda_states)))
     if latest:
         conditions.append(is_latest_ce_job())
     shard = ctx.shard
@@ -164,9 +168,14 @@ def _progress(ctx: Context, limit: int) -> int:
     """CE running/requeued/finishing onto the PanDA job."""
     total = 0
     for panda_states, ce_states, to_state, reason in (
-        (("queued",), ("running",), "running", "CE job running"),
-        (("running",), ("submitted",), "queued", "CE job requeued"),
-        (("queued", "running"), ("finishing",), "transferring", "CE job finishing"),
+        ({PandaJobState.QUEUED}, {CEJobState.RUNNING}, PandaJobState.RUNNING, "CE job running"),
+        ({PandaJobState.RUNNING}, {CEJobState.SUBMITTED}, PandaJobState.QUEUED, "CE job requeued"),
+        (
+            {PandaJobState.QUEUED, PandaJobState.RUNNING},
+            {CEJobState.FINISHING},
+            PandaJobState.TRANSFERRING,
+            "CE job finishing",
+        ),
     ):
         rows = _pairs(ctx, panda_states, ce_states, limit)
         if rows:
@@ -178,13 +187,13 @@ def _progress(ctx: Context, limit: int) -> int:
 
 def _finished(ctx: Context, limit: int) -> int:
     """CE job done or failed for good, outputs fetched: → tovalidate (the validator decides)."""
-    rows = _pairs(ctx, P_LIVE, ("done", "donefailed"), limit)
+    rows = _pairs(ctx, P_LIVE, {CEJobState.DONE, CEJobState.DONEFAILED}, limit)
     if not rows:
         return 0
     ready, updates = [], []
     for row in rows:
         state = events.load(row.event_ranges) if row.event_ranges else None
-        if row.cstate == "done" and state is not None and not state.settled:
+        if row.cstate == CEJobState.DONE and state is not None and not state.settled:
             client, pandaid, ce = panda_client(ctx), int(row.panda_id), row.ce_endpoint
             state = events.report(client, state, pandaid, row.output_dir, log=ctx.log, ce=ce)
             updates.append((row.panda_job_id, state.dump()))
@@ -206,7 +215,9 @@ def _finished(ctx: Context, limit: int) -> int:
                 .values(event_ranges=text)
             )
         values = due_now({"validate_after": None, "validation_deferrals": 0})
-        return _move_panda(conn, ready, "tovalidate", "CE job ended, outputs fetched", values)
+        return _move_panda(
+            conn, ready, PandaJobState.TOVALIDATE, "CE job ended, outputs fetched", values
+        )
 
     moved = ctx.db.run(write)
     _log(ctx, ready, moved, "CE job ended: to validate")
@@ -216,7 +227,7 @@ def _finished(ctx: Context, limit: int) -> int:
 def _failed(ctx: Context, limit: int) -> int:
     """CE job lost or cancelled outside act → PanDA failed; the CE job cleaned."""
     opts: AppStatusOptions = ctx.options
-    rows = _pairs(ctx, P_LIVE, ("lost", "cancelled"), limit)
+    rows = _pairs(ctx, P_LIVE, {CEJobState.LOST, CEJobState.CANCELLED}, limit)
     if not rows:
         return 0
 
@@ -224,14 +235,19 @@ def _failed(ctx: Context, limit: int) -> int:
         moved = []
         for row in rows:
             code = opts.lost_error_code
-            diag = "lost at the CE" if row.cstate == "lost" else "cancelled at the CE"
+            diag = "lost at the CE" if row.cstate == CEJobState.LOST else "cancelled at the CE"
             values = with_report(
                 {"pilotErrorCode": code, "pilotErrorDiag": diag},
                 {"error_code": code, "error_text": diag},
             )
-            if _move_panda(conn, [row], "failed", diag[:200], values):
+            if _move_panda(conn, [row], PandaJobState.FAILED, diag[:200], values):
                 moved.append(row.panda_job_id)
-        _move_ce(conn, [r for r in rows if r.panda_job_id in set(moved)], "toclean", "job over")
+        _move_ce(
+            conn,
+            [r for r in rows if r.panda_job_id in set(moved)],
+            CEJobState.TOCLEAN,
+            "job over",
+        )
         return moved
 
     moved = ctx.db.run(write)
@@ -241,10 +257,12 @@ def _failed(ctx: Context, limit: int) -> int:
 
 def _kill(ctx: Context, limit: int) -> int:
     """PanDA tobekilled: its CE jobs that still run are asked to stop."""
-    rows = _pairs(ctx, ("tobekilled",), CE_KILLABLE_ALL, limit, latest=False)
+    rows = _pairs(ctx, {PandaJobState.TOBEKILLED}, C_KILLABLE_ALL, limit, latest=False)
     if not rows:
         return 0
-    moved = ctx.db.run(lambda conn: _move_ce(conn, rows, "tocancel", "PanDA job to be killed"))
+    moved = ctx.db.run(
+        lambda conn: _move_ce(conn, rows, CEJobState.TOCANCEL, "PanDA job to be killed")
+    )
     for row in rows:
         if row.cid in set(moved):
             job_log(ctx.log, pandaid=row.panda_id, ce=row.ce_endpoint).info("CE job to cancel")
@@ -254,9 +272,13 @@ def _kill(ctx: Context, limit: int) -> int:
 def _cancelled(ctx: Context, limit: int) -> int:
     """PanDA tobekilled with no CE job left that may still change → cancelled."""
     unsettled = sa.exists().where(
-        ce_jobs.c.panda_job_id == panda_jobs.c.id, ce_jobs.c.state.in_(CE_UNSETTLED)
+        ce_jobs.c.panda_job_id == panda_jobs.c.id,
+        ce_jobs.c.state.in_(in_table_order(Layer.CE, C_UNSETTLED)),
     )
-    conditions: list[sa.ColumnElement[bool]] = [panda_jobs.c.state == "tobekilled", ~unsettled]
+    conditions: list[sa.ColumnElement[bool]] = [
+        panda_jobs.c.state == PandaJobState.TOBEKILLED,
+        ~unsettled,
+    ]
     if ctx.shard.count > 1:
         conditions.append(panda_jobs.c.id % ctx.shard.count == ctx.shard.index)
     with ctx.db.read() as conn:
@@ -275,8 +297,8 @@ def _cancelled(ctx: Context, limit: int) -> int:
                 conn,
                 Layer.PANDA,
                 ids,
-                "tobekilled",
-                "cancelled",
+                PandaJobState.TOBEKILLED,
+                PandaJobState.CANCELLED,
                 actor=Actor.APP_STATUS,
                 reason="CE job cancelled or never submitted",
                 values=due_now(),
@@ -292,11 +314,14 @@ def _cancelled(ctx: Context, limit: int) -> int:
 
 def _clean(ctx: Context, limit: int) -> int:
     """Ended CE jobs whose files the PanDA side no longer needs → toclean."""
-    no_longer_needed = sa.or_(~is_latest_ce_job(), panda_jobs.c.state.not_in(P_NEEDS_FILES))
-    rows = _pairs(ctx, None, CE_ENDED, limit, latest=False, extra=[no_longer_needed])
+    no_longer_needed = sa.or_(
+        ~is_latest_ce_job(),
+        panda_jobs.c.state.not_in(in_table_order(Layer.PANDA, P_NEEDS_CE_FILES)),
+    )
+    rows = _pairs(ctx, None, C_OVER, limit, latest=False, extra=[no_longer_needed])
     if not rows:
         return 0
-    moved = set(ctx.db.run(lambda conn: _move_ce(conn, rows, "toclean", "job over")))
+    moved = set(ctx.db.run(lambda conn: _move_ce(conn, rows, CEJobState.TOCLEAN, "job over")))
     for row in rows:
         if row.cid in moved:
             job_log(ctx.log, pandaid=row.panda_id, ce=row.ce_endpoint).info("CE job to clean")

@@ -53,14 +53,14 @@ from act.common.logs import job_log
 from act.common.schema import panda_jobs
 from act.common.schema import queues as queues_table
 from act.common.section import Section
-from act.common.states import Actor, Layer
+from act.common.states import P_OVER, P_WAITING, Actor, Layer, PandaJobState, in_table_order
 from act.common.timeutil import utcnow
 from act.common.transitions import create_jobs
 
 #: PanDA states of a job not yet running at a CE (the max_queued limit).
-NOT_RUNNING = ("received", "queued")
+NOT_RUNNING = P_WAITING
 #: PanDA states of a job that is over, or has only its report left (not counted by max_jobs).
-OVER = ("finished", "failed", "cancelled", "done", "donefailed", "donecancelled")
+OVER = P_OVER
 CRASH_POINT = "panda_fetcher:after-spool"
 
 
@@ -87,7 +87,10 @@ def jobs_wanted(conn: Connection, queues: Mapping[str, Queue]) -> dict[str, int]
     if queues:
         rows = conn.execute(
             sa.select(panda_jobs.c.queue, panda_jobs.c.state, sa.func.count())
-            .where(panda_jobs.c.queue.in_(list(queues)), panda_jobs.c.state.not_in(OVER))
+            .where(
+                panda_jobs.c.queue.in_(list(queues)),
+                panda_jobs.c.state.not_in(in_table_order(Layer.PANDA, OVER)),
+            )
             .group_by(panda_jobs.c.queue, panda_jobs.c.state)
         ).all()
         counts = {(row[0], row[1]): int(row[2]) for row in rows}
@@ -204,7 +207,14 @@ def insert_new(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> list[int]
         if row["panda_id"] not in seen:
             seen.add(row["panda_id"])
             fresh.append(row)
-    create_jobs(conn, Layer.PANDA, fresh, "received", actor=Actor.PANDA_FETCHER, reason="fetched")
+    create_jobs(
+        conn,
+        Layer.PANDA,
+        fresh,
+        PandaJobState.RECEIVED,
+        actor=Actor.PANDA_FETCHER,
+        reason="fetched",
+    )
     return [row["panda_id"] for row in fresh]
 
 

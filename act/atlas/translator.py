@@ -57,11 +57,11 @@ from act.common.daemon import DaemonSpec
 from act.common.logs import job_log
 from act.common.schema import ce_jobs, panda_jobs
 from act.common.section import Section
-from act.common.states import Actor, Layer
+from act.common.states import Actor, CEJobState, Layer, PandaJobState
 from act.common.transitions import create_jobs, transition
 from act.engine.resubmit import attempts_for_new_ce_job
 
-STATES = ("received", "toresubmit")
+STATES = (PandaJobState.RECEIVED, PandaJobState.TORESUBMIT)
 
 
 class TranslatorOptions(Section):
@@ -256,7 +256,7 @@ def _commit(
         if outcome.failure is not None:
             diag = outcome.failure[:500]
             transition(
-                conn, Layer.PANDA, [outcome.id], outcome.from_state, "failed",
+                conn, Layer.PANDA, [outcome.id], outcome.from_state, PandaJobState.FAILED,
                 actor=Actor.TRANSLATOR, reason=diag[:200], owner=ctx.owner,
                 values=with_report(
                     {"pilotErrorCode": opts.error_code, "pilotErrorDiag": diag},
@@ -265,11 +265,13 @@ def _commit(
             )  # fmt: skip
             continue
         moved = transition(
-            conn, Layer.PANDA, [outcome.id], outcome.from_state, "queued",
+            conn, Layer.PANDA, [outcome.id], outcome.from_state, PandaJobState.QUEUED,
             actor=Actor.TRANSLATOR, reason="CE job made", owner=ctx.owner, values=due_now(),
         )  # fmt: skip
         if moved and outcome.ce_row is not None:
-            create_jobs(conn, Layer.CE, [outcome.ce_row], "tosubmit", actor=Actor.TRANSLATOR)
+            create_jobs(
+                conn, Layer.CE, [outcome.ce_row], CEJobState.TOSUBMIT, actor=Actor.TRANSLATOR
+            )
             job_log(ctx.log, pandaid=outcome.pandaid).info(
                 "CE job made for %s", outcome.ce_row["candidates"]
             )

@@ -51,9 +51,10 @@ from act.atlas.final_report import MAX_META_DATA
 from act.atlas.pilot_files import ListedOutput, OutputFile
 from act.atlas.storage.model import FileCheck, Verdict
 from act.common.section import Section
+from act.common.states import PandaJobState
 
 DAY = 86400.0
-Action = Literal["finished", "failed", "toresubmit", "defer"]
+Action = Literal[PandaJobState.FINISHED, PandaJobState.FAILED, PandaJobState.TORESUBMIT, "defer"]
 
 
 class ValidatorOptions(Section):
@@ -118,18 +119,18 @@ def judge(
         more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
         diag = f"{len(bad)} of {len(checks)} output file(s) invalid: {details}{more}"
         if opts.invalid_outputs == "fail":
-            return Decision("failed", bad[0][1], diag)
+            return Decision(PandaJobState.FAILED, bad[0][1], diag)
         if not tries_left:
-            return Decision("failed", bad[0][1], f"{diag}; no attempts left")
-        return Decision("toresubmit", bad[0][1], diag)
+            return Decision(PandaJobState.FAILED, bad[0][1], f"{diag}; no attempts left")
+        return Decision(PandaJobState.TORESUBMIT, bad[0][1], diag)
     unreachable = [check for check in checks if check.verdict is Verdict.UNREACHABLE]
     if unreachable:
         endpoints = sorted({check.endpoint for check in unreachable})
         diag = f"storage unreachable: {', '.join(endpoints)}: {unreachable[0].detail}"
         if overdue:
-            return Decision("failed", opts.unreachable_code, f"gave up waiting; {diag}")
+            return Decision(PandaJobState.FAILED, opts.unreachable_code, f"gave up waiting; {diag}")
         return Decision("defer", None, diag)
-    return Decision("finished")
+    return Decision(PandaJobState.FINISHED)
 
 
 def cross_check(
@@ -165,4 +166,4 @@ def cross_check(
     details = "; ".join(text for _, text in problems[:3])
     more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
     diag = f"the pilot's output.list and output report disagree: {details}{more}"
-    return Decision("failed", problems[0][0], diag)
+    return Decision(PandaJobState.FAILED, problems[0][0], diag)

@@ -60,6 +60,7 @@ from sqlalchemy.engine import Connection
 
 from act.atlas import final_report, pilot_files, storage_endpoints, web_area
 from act.atlas.config import Context
+from act.atlas.panda_status import PandaServerStatus
 from act.atlas.pandaid import spec_int
 from act.atlas.pilot_files import BadPilotFile, Heartbeat
 from act.atlas.queries import ToValidate, to_validate_source
@@ -77,7 +78,7 @@ from act.common.faults import maybe_crash
 from act.common.logs import job_log
 from act.common.safe_tar import BadArchive
 from act.common.schema import panda_jobs
-from act.common.states import Actor, Layer
+from act.common.states import Actor, CEJobState, Layer, PandaJobState
 from act.common.timeutil import backoff, seconds, utcnow
 from act.common.transitions import transition
 from act.engine.resubmit import resubmit_invalid_outputs
@@ -185,7 +186,7 @@ def _claim(conn: Connection, ctx: Context) -> list[_Job]:
     rows = claim_and_load(
         conn,
         Layer.PANDA,
-        ["tovalidate"],
+        [PandaJobState.TOVALIDATE],
         ToValidate,
         owner=ctx.owner,
         lease=ctx.daemon.lease,
@@ -232,11 +233,11 @@ def _claim(conn: Connection, ctx: Context) -> list[_Job]:
 
 def _read(ctx: Context, job: _Job, opts: ValidatorOptions) -> Decision | None:
     """A decision made from the files alone, or None: the outputs are to be checked."""
-    if job.ce_state not in ("done", "donefailed"):
+    if job.ce_state not in (CEJobState.DONE, CEJobState.DONEFAILED):
         why = f"latest CE job is {job.ce_state or 'missing'}, not done"
-        return Decision("failed", opts.ce_failed_code, why)
-    if job.truepilot and job.ce_state == "done":
-        return Decision("finished")  # truepilot: done once the logs are published
+        return Decision(PandaJobState.FAILED, opts.ce_failed_code, why)
+    if job.truepilot and job.ce_state == CEJobState.DONE:
+        return Decision(PandaJobState.FINISHED)  # truepilot: done once the logs are published
     directory = job.output_dir
     try:
         job.heartbeat = (
@@ -245,38 +246,46 @@ def _read(ctx: Context, job: _Job, opts: ValidatorOptions) -> Decision | None:
             else None
         )
     except BadPilotFile as error:
-        return Decision("failed", opts.no_report_code, f"unusable pilot report: {error}")
+        return Decision(
+            PandaJobState.FAILED, opts.no_report_code, f"unusable pilot report: {error}"
+        )
     heartbeat = job.heartbeat
     if directory is not None and directory.is_dir():
         job.payload = _payload_exit(ctx, job, directory, opts)
-    if job.ce_state == "donefailed":
+    if job.ce_state == CEJobState.DONEFAILED:
         if heartbeat is not None and _pilot_failed(heartbeat):
-            return Decision("failed")  # the pilot's own codes stand
+            return Decision(PandaJobState.FAILED)  # the pilot's own codes stand
         diag = f"CE job failed (exit code {job.exit_code}): {job.error_text or 'no error given'}"
-        return Decision("failed", opts.ce_failed_code, diag)
+        return Decision(PandaJobState.FAILED, opts.ce_failed_code, diag)
     if job.truepilot:
-        return Decision("finished")
+        return Decision(PandaJobState.FINISHED)
     if heartbeat is None:
-        return Decision("failed", opts.no_report_code, "no heartbeat.json in the job's outputs")
+        return Decision(
+            PandaJobState.FAILED, opts.no_report_code, "no heartbeat.json in the job's outputs"
+        )
     if _pilot_failed(heartbeat):
-        return Decision("failed")
+        return Decision(PandaJobState.FAILED)
     outputs: tuple[pilot_files.OutputFile, ...] | None = heartbeat.outputs
     if "xml" not in heartbeat.fields and directory is not None:
         try:
             found = pilot_files.read_metadata_xml(directory, max_bytes=opts.max_file_bytes)
         except BadPilotFile as error:
-            return Decision("failed", opts.no_report_code, f"unusable pilot report: {error}")
+            return Decision(
+                PandaJobState.FAILED, opts.no_report_code, f"unusable pilot report: {error}"
+            )
         outputs = tuple(found) if found is not None else None
     elif "xml" not in heartbeat.fields:
         outputs = None
     if outputs is None:
         why = "heartbeat.json has no output report (xml) and there is no metadata.xml"
-        return Decision("failed", opts.no_report_code, why)
+        return Decision(PandaJobState.FAILED, opts.no_report_code, why)
     if directory is not None:
         try:
             listed = pilot_files.read_output_list(directory, max_bytes=opts.max_file_bytes)
         except BadPilotFile as error:
-            return Decision("failed", opts.no_report_code, f"unusable pilot report: {error}")
+            return Decision(
+                PandaJobState.FAILED, opts.no_report_code, f"unusable pilot report: {error}"
+            )
         disagreement = cross_check(outputs, listed, opts) if listed is not None else None
         if disagreement is not None:
             return disagreement
@@ -316,7 +325,7 @@ def _payload_exit(
 def _pilot_failed(heartbeat: Heartbeat) -> bool:
     code = heartbeat.fields.get("pilotErrorCode")
     failed_code = isinstance(code, int) and not isinstance(code, bool) and code != 0
-    return heartbeat.state == "failed" or failed_code
+    return heartbeat.state == PandaServerStatus.FAILED or failed_code
 
 
 # -- storage -----------------------------------------------------------------------------------
@@ -428,7 +437,11 @@ def _report(
         cores=spec_int(job.spec.get("coreCount")),
     )
     excerpt = None
-    if decision.action == "failed" and job.output_dir is not None and job.output_dir.is_dir():
+    if (
+        decision.action == PandaJobState.FAILED
+        and job.output_dir is not None
+        and job.output_dir.is_dir()
+    ):
         names = [*_tarball_logs(ctx, job, job.output_dir), *_stdout_names(job)]
         excerpt = pilot_files.log_excerpt(
             job.output_dir, names, max_lines=ctx.settings.weblogs.excerpt_lines
@@ -478,14 +491,14 @@ def _settle(ctx: Context, job: _Job, opts: ValidatorOptions) -> None:
     published = _publish(ctx, job)
     maybe_crash(CRASH_POINT)
     target: str = decision.action
-    if job.truepilot and job.ce_state == "done":
-        target = "done"
+    if job.truepilot and job.ce_state == CEJobState.DONE:
+        target = PandaJobState.DONE
     values: dict[str, Any] = {"validation_note": decision.diag[:2000] or None}
     if published:
         values["logs_published_at"] = utcnow()
-    if target == "done":
+    if target == PandaJobState.DONE:
         values["next_report_at"] = None
-    elif target == "toresubmit":
+    elif target == PandaJobState.TORESUBMIT:
         values.update(report=None, next_report_at=utcnow(), validate_after=None)
         values["validation_deferrals"] = 0
     else:
@@ -494,7 +507,7 @@ def _settle(ctx: Context, job: _Job, opts: ValidatorOptions) -> None:
         if notes:
             note = "; ".join([decision.diag, *notes] if decision.diag else notes)
             extra["validation_note"] = note[:2000]
-        if target == "failed":
+        if target == PandaJobState.FAILED:
             code = fields.get("pilotErrorCode")
             extra["error_code"] = code if isinstance(code, int) else decision.code
             extra["error_text"] = str(fields.get("pilotErrorDiag") or decision.diag)[:2000]
@@ -505,7 +518,7 @@ def _settle(ctx: Context, job: _Job, opts: ValidatorOptions) -> None:
             conn,
             Layer.PANDA,
             [job.panda_job_id],
-            "tovalidate",
+            PandaJobState.TOVALIDATE,
             target,
             actor=Actor.VALIDATOR,
             reason=reason,
@@ -517,11 +530,11 @@ def _settle(ctx: Context, job: _Job, opts: ValidatorOptions) -> None:
         log.info("validated: %s%s", target, f" ({decision.diag})" if decision.diag else "")
 
 
-_reasons = {
-    "done": "truepilot: logs published",
-    "finished": "all outputs valid",
-    "failed": "failed",
-    "toresubmit": "outputs invalid: resubmit",
+_reasons: dict[str, str] = {
+    PandaJobState.DONE: "truepilot: logs published",
+    PandaJobState.FINISHED: "all outputs valid",
+    PandaJobState.FAILED: PandaJobState.FAILED.value,
+    PandaJobState.TORESUBMIT: "outputs invalid: resubmit",
 }
 
 

@@ -13,7 +13,7 @@ them correct while the split changes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection
 
 from act.common.liveness import Shard
 from act.common.rows import R, fetch, select_of
-from act.common.states import Layer
+from act.common.states import Layer, in_table_order
 from act.common.timeutil import seconds, utcnow
 from act.common.transitions import TABLES, chunked
 
@@ -45,7 +45,7 @@ _FORCE_STATE_INDEX = {
 def claim(
     conn: Connection,
     layer: Layer,
-    states: Sequence[str],
+    states: Collection[str],
     *,
     owner: str,
     lease: float,
@@ -59,6 +59,7 @@ def claim(
     Rows are taken oldest first.
     """
     table = TABLES[layer]
+    states = in_table_order(layer, states)  # a stable statement, whatever collection was given
     now = utcnow()
     free = sa.or_(table.c.lease_expires.is_(None), table.c.lease_expires < now)
     conditions = [free, *where]
@@ -95,7 +96,7 @@ def claim(
 def claim_and_load(
     conn: Connection,
     layer: Layer,
-    states: Sequence[str],
+    states: Collection[str],
     row_type: type[R],
     *,
     owner: str,

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from act.condor.submission import TOKEN, classad_string
-from act.engine.backend import CEState, JobStatus
+from act.engine.backend import CEReportedState, JobStatus
 
 #: HTCondor JobStatus values.
 IDLE, RUNNING, REMOVED, COMPLETED, HELD, TRANSFERRING, SUSPENDED = 1, 2, 3, 4, 5, 6, 7
@@ -149,26 +149,26 @@ def job_status(
     exit_code = integer(ad_value(ad, "ExitCode"))
     errors: tuple[str, ...] = ()
     restartable = False
-    state: CEState
+    state: CEReportedState
     if code == IDLE:
-        state = CEState.QUEUED
+        state = CEReportedState.SUBMITTED
         since = epoch(ad_value(ad, "GridResourceUnavailableTime"))
         if since is not None:
             raw = f"idle (grid resource unavailable since {since:%Y-%m-%dT%H:%M:%SZ})"
             if (now - since).total_seconds() > stale:
-                state = CEState.FAILED
+                state = CEReportedState.FAILED
                 errors = (f"grid resource unavailable since {since:%Y-%m-%dT%H:%M:%SZ}",)
     elif code in (RUNNING, SUSPENDED):
         ending = code == RUNNING and grid is not None and grid.upper() in ENDING_GRID_STATES
-        state = CEState.FINISHING if ending else CEState.RUNNING
+        state = CEReportedState.FINISHING if ending else CEReportedState.RUNNING
     elif code == TRANSFERRING:
-        state = CEState.FINISHING
+        state = CEReportedState.FINISHING
     elif code == REMOVED:
-        state = CEState.KILLED
+        state = CEReportedState.CANCELLED
         reason = text(ad_value(ad, "RemoveReason"))
         errors = (f"removed: {reason}",) if reason else ()
     elif code == HELD:
-        state = CEState.FAILED
+        state = CEReportedState.FAILED
         restartable = (integer(ad_value(ad, "NumHolds")) or 1) <= max_holds
         errors = (hold_error(ad),)
     else:  # COMPLETED
@@ -176,11 +176,11 @@ def job_status(
             integer(ad_value(ad, "ExitSignal")) if ad_value(ad, "ExitBySignal") is True else None
         )
         if signal is not None:
-            state, errors = CEState.FAILED, (f"killed by signal {signal}",)
+            state, errors = CEReportedState.FAILED, (f"killed by signal {signal}",)
         elif exit_code == 0:
-            state = CEState.FINISHED
+            state = CEReportedState.FINISHED
         else:
-            state = CEState.FAILED
+            state = CEReportedState.FAILED
             errors = (f"exit code {exit_code if exit_code is not None else 'unknown'}",)
     host = text(ad_value(ad, "RemoteHost")) or text(ad_value(ad, "LastRemoteHost"))
     user, system = integer(ad_value(ad, "RemoteUserCpu")), integer(ad_value(ad, "RemoteSysCpu"))

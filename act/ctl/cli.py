@@ -196,7 +196,7 @@ def status(app: App, as_json: bool) -> None:
     "--state",
     "states",
     multiple=True,
-    type=click.Choice(list(STATES[Layer.PANDA])),
+    type=click.Choice([str(state) for state in STATES[Layer.PANDA]]),
     help="Only jobs in this PanDA state (repeat for several).",
 )
 @click.option("--queue", help="Only jobs of this PanDA queue.")

@@ -30,7 +30,7 @@ import os
 import socket
 import sys
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -39,12 +39,20 @@ import click
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from act.atlas.app_status import CE_KILLABLE_ALL
 from act.atlas.latest_ce import latest_ce_endpoint
 from act.common import exitcodes
 from act.common.claims import claim
 from act.common.schema import ce_jobs, panda_jobs
-from act.common.states import Actor, Layer
+from act.common.states import (
+    C_KILLABLE_ALL,
+    P_ACTIVE,
+    P_LIVE,
+    Actor,
+    CEJobState,
+    Layer,
+    PandaJobState,
+    in_table_order,
+)
 from act.common.timeutil import utcnow
 from act.common.transitions import chunked, transition
 from act.ctl import audit, durations, output
@@ -63,24 +71,29 @@ class Command:
     help: str
 
 
+def _ordered(states: Collection[str]) -> tuple[str, ...]:
+    """PanDA states as their values, in the order of the state table (for options and output)."""
+    return tuple(str(state) for state in in_table_order(Layer.PANDA, states))
+
+
 KILL = Command(
     "kill",
-    "tobekilled",
-    ("received", "queued", "running", "transferring", "tovalidate", "toresubmit"),
+    PandaJobState.TOBEKILLED,
+    _ordered(P_ACTIVE),
     "to be killed",
     "Kill PanDA jobs: their CE jobs are cancelled and PanDA is told they failed.",
 )
 RESUBMIT = Command(
     "resubmit",
-    "toresubmit",
-    ("queued", "running", "transferring", "tovalidate"),
+    PandaJobState.TORESUBMIT,
+    _ordered({*P_LIVE, PandaJobState.TOVALIDATE}),
     "to be resubmitted",
     "Resubmit PanDA jobs: their CE jobs are cancelled and a new CE job is made.",
 )
 RETRY = Command(
     "retry",
-    "toresubmit",
-    ("failed",),
+    PandaJobState.TORESUBMIT,
+    _ordered({PandaJobState.FAILED}),
     "to be retried",
     "Retry failed PanDA jobs whose final report PanDA has not accepted yet.",
 )
@@ -259,7 +272,8 @@ def _cancel_ce_jobs(conn: Connection, panda_ids: list[int], why: str) -> int:
     by_state: dict[str, list[int]] = defaultdict(list)
     for chunk in chunked(panda_ids):
         stmt = sa.select(ce_jobs.c.id, ce_jobs.c.state).where(
-            ce_jobs.c.panda_job_id.in_(chunk), ce_jobs.c.state.in_(CE_KILLABLE_ALL)
+            ce_jobs.c.panda_job_id.in_(chunk),
+            ce_jobs.c.state.in_(in_table_order(Layer.CE, C_KILLABLE_ALL)),
         )
         for ce_id, state in conn.execute(stmt).all():
             by_state[str(state)].append(int(ce_id))
@@ -267,7 +281,7 @@ def _cancel_ce_jobs(conn: Connection, panda_ids: list[int], why: str) -> int:
     for state, ids in by_state.items():
         total += len(
             transition(
-                conn, Layer.CE, ids, state, "tocancel", actor=Actor.OPERATOR,
+                conn, Layer.CE, ids, state, CEJobState.TOCANCEL, actor=Actor.OPERATOR,
                 reason=f"{why} (PanDA job resubmitted)", release=False,
             )
         )  # fmt: skip
@@ -367,7 +381,7 @@ def _register_one(
         "--state",
         "states",
         multiple=True,
-        type=click.Choice(list(command.sources)),
+        type=click.Choice([str(state) for state in command.sources]),
         help="Only jobs in this state (repeat for several).",
     )
     @click.option(

@@ -18,6 +18,7 @@ from act.atlas.credentials import credential_lifetimes
 from act.atlas.panda_settings import PandaServerSettings
 from act.atlas.report_backlog import SCHEDULED_SINCE
 from act.common.schema import panda_jobs
+from act.common.states import PandaJobState
 from act.common.timeutil import utcnow
 from act.ctl import durations, output
 
@@ -76,7 +77,10 @@ def backlog(conn: Connection, now: datetime | None = None) -> Backlog:
         command: int(count)
         for command, count in conn.execute(
             sa.select(t.c.panda_command, sa.func.count())
-            .where(t.c.state.in_(["tobekilled", "cancelled"]), t.c.panda_command.is_not(None))
+            .where(
+                t.c.state.in_([PandaJobState.TOBEKILLED, PandaJobState.CANCELLED]),
+                t.c.panda_command.is_not(None),
+            )
             .group_by(t.c.panda_command)
         )
     }

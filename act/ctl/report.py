@@ -27,14 +27,14 @@ from act.atlas import report_backlog
 from act.common.job_counts import UNASSIGNED
 from act.common.schema import ce_jobs, ces, panda_jobs
 from act.common.schema import transitions as history
-from act.common.states import STATES, Layer
+from act.common.states import C_FAILED, P_FAILED, STATES, Layer, in_table_order
 from act.common.timeutil import utcnow
 from act.ctl import durations, output
 from act.ctl.queries import Row
 from act.engine import breaker
 
 #: The states a job "fails" into: a job counts once however many of them it entered.
-FAILED_STATES = ("failed", "donefailed")
+FAILED_STATES = {Layer.PANDA: P_FAILED, Layer.CE: C_FAILED}
 #: Most error codes (or texts) shown per queue or CE.
 TOP_ERRORS = 5
 #: How much of an error text is compared when CE errors are grouped, and shown.
@@ -131,7 +131,7 @@ def _failed_ids(conn: Connection, layer: Layer, scope: Scope) -> list[int]:
         .where(
             history.c.at.between(scope.since, scope.now),
             history.c.layer.concat("") == layer.value,
-            history.c.to_state.in_(FAILED_STATES),
+            history.c.to_state.in_(in_table_order(layer, FAILED_STATES[layer])),
         )
         .distinct()
     )
@@ -319,7 +319,7 @@ def build(
         "window": {
             "since": scope.since,
             "seconds": _seconds(scope.now - scope.since),
-            "failed_states": list(FAILED_STATES),
+            "failed_states": [str(s) for s in in_table_order(Layer.PANDA, P_FAILED)],
         },
         "filters": {"queue": scope.queue, "ce": scope.ce},
         "heartbeat": overall,

@@ -19,6 +19,7 @@ from act.atlas import storage_endpoints
 from act.atlas.storage.model import endpoint_of
 from act.common import exitcodes
 from act.common.schema import panda_jobs
+from act.common.states import PandaJobState
 from act.ctl import audit, output
 from act.ctl.queries import Row
 
@@ -30,7 +31,9 @@ def records(conn: sa.Connection) -> list[Row]:
     waiting = conn.execute(
         sa.select(sa.func.count())
         .select_from(panda_jobs)
-        .where(panda_jobs.c.state == "tovalidate", panda_jobs.c.validate_after.is_not(None))
+        .where(
+            panda_jobs.c.state == PandaJobState.TOVALIDATE, panda_jobs.c.validate_after.is_not(None)
+        )
     ).scalar_one()
     return [
         {**row, "state": "up" if row["enabled"] else "down", "jobs_put_off": int(waiting)}

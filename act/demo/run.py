@@ -50,6 +50,7 @@ from act.common import exitcodes, migrate
 from act.common.config import ENV_CONFIG, ENV_DB_URL, ENV_ROOT
 from act.common.db import Database
 from act.common.schema import ce_jobs, panda_jobs, processes
+from act.common.states import P_FINAL, STATES, Layer, in_table_order
 from act.engine.backend import CE
 from act.local import jobfiles as jf
 from act.local.backend import LocalBackend
@@ -61,12 +62,9 @@ TEMPLATE = "act-demo.yaml"
 MARKER = ".act-demo"
 RECORD = "summary.json"
 PLACEHOLDERS = ("@DEMO_DIR@", "@PANDA_URL@", "@DEMO_PILOT@")
-FINAL_STATES = ("done", "donefailed", "donecancelled")
+FINAL_STATES = tuple(str(state) for state in in_table_order(Layer.PANDA, P_FINAL))
 #: act's PanDA-layer states in pipeline order (for the progress line).
-PANDA_ORDER = (
-    "received", "queued", "running", "transferring", "tovalidate", "toresubmit", "tobekilled",
-    "finished", "failed", "cancelled", "done", "donefailed", "donecancelled",
-)  # fmt: skip
+PANDA_ORDER = tuple(str(state) for state in STATES[Layer.PANDA])
 #: A demo directory must be spelled with these (it goes into YAML and shell words unquoted).
 SAFE_DIR = re.compile(r"[A-Za-z0-9_./+@:=,-]+")
 TICK = 0.5

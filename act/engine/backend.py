@@ -26,6 +26,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from act.common.states import CEJobState
 from act.engine.settings import CESettings
 
 if TYPE_CHECKING:
@@ -41,18 +42,19 @@ class CE:
     settings: CESettings
 
 
-class CEState(str, Enum):
-    """A CE job's state in the engine's terms; back ends map their own states onto these."""
+class CEReportedState(str, Enum):
+    """What a back end reports of a CE job, mapped from the CE's own states; each value is the
+    ``ce_jobs.state`` (:class:`~act.common.states.CEJobState`) the poller moves the job to."""
 
-    QUEUED = "submitted"  # accepted, waiting or being prepared (staging in)
-    RUNNING = "running"
-    FINISHING = "finishing"  # payload ended, staging out
-    FINISHED = "finished"  # ended, exit code 0 (as far as the CE knows)
-    FAILED = "failed"  # ended with an error (payload exit code ≠ 0, LRMS or staging failure)
-    KILLED = "cancelled"  # killed (by us or outside act)
+    SUBMITTED = CEJobState.SUBMITTED.value  # accepted, waiting or being prepared (staging in)
+    RUNNING = CEJobState.RUNNING.value
+    FINISHING = CEJobState.FINISHING.value  # payload ended, staging out
+    FINISHED = CEJobState.FINISHED.value  # ended, exit code 0 (as far as the CE knows)
+    FAILED = CEJobState.FAILED.value  # ended with an error (payload exit ≠ 0, LRMS or staging)
+    CANCELLED = CEJobState.CANCELLED.value  # killed (by us or outside act)
 
 
-TERMINAL = frozenset({CEState.FINISHED, CEState.FAILED, CEState.KILLED})
+TERMINAL = frozenset({CEReportedState.FINISHED, CEReportedState.FAILED, CEReportedState.CANCELLED})
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ class Submitted:
 @dataclass(frozen=True)
 class JobStatus:
     ce_job_id: str
-    state: CEState
+    state: CEReportedState
     raw_state: str  # the CE's own words, for operators
     exit_code: int | None = None
     errors: tuple[str, ...] = ()  # the CE's and LRMS's error messages

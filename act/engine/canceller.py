@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection, Row
 
 from act.common.daemon import DaemonSpec
 from act.common.logs import job_log
-from act.common.states import Actor, Layer
+from act.common.states import Actor, CEJobState, Layer
 from act.common.timeutil import seconds, utcnow
 from act.common.transitions import transition
 from act.engine.backend import CE, Backend, CEUnavailable, Outcome
@@ -36,7 +36,7 @@ from act.engine.work import (
 
 
 def run_once(ctx: Context) -> bool:
-    rows = claim_jobs(ctx, ["tocancel"])
+    rows = claim_jobs(ctx, [CEJobState.TOCANCEL])
     engines = pool(ctx)
     for name, jobs in ctx.until_stopped(list(by_ce(rows).items()), "CE(s) of claimed jobs"):
         if name is None:  # never sent anywhere
@@ -89,10 +89,10 @@ def _apply(
         outcome = outcomes.get(ce_job_id)
         log = job_log(ctx.log, pandaid=job.pandaid, ce=ce.name)
         if outcome is not None and outcome.gone:
-            target, reason = "cancelled", "unknown to the CE: nothing to kill"
+            target, reason = CEJobState.CANCELLED, "unknown to the CE: nothing to kill"
             values: dict[str, Any] = {"ce_job_id": ce_job_id}
         elif outcome is not None and outcome.ok:
-            target, reason = "cancelling", "kill sent to the CE"
+            target, reason = CEJobState.CANCELLING, "kill sent to the CE"
             values = {
                 "ce_job_id": ce_job_id,
                 "next_check_at": utcnow() + seconds(jittered(poll.cancelling)),
@@ -106,7 +106,7 @@ def _apply(
             conn,
             Layer.CE,
             [job.id],
-            "tocancel",
+            CEJobState.TOCANCEL,
             target,
             actor=Actor.CANCELLER,
             reason=reason,
@@ -125,8 +125,8 @@ def _cancelled(ctx: Context, jobs: list[Row[Any]], ce: str | None, reason: str) 
             conn,
             Layer.CE,
             [job.id for job in jobs],
-            "tocancel",
-            "cancelled",
+            CEJobState.TOCANCEL,
+            CEJobState.CANCELLED,
             actor=Actor.CANCELLER,
             reason=reason,
             owner=ctx.owner,

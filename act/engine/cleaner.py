@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection, Row
 
 from act.common.daemon import DaemonSpec
 from act.common.logs import job_log
-from act.common.states import Actor, Layer
+from act.common.states import Actor, CEJobState, Layer
 from act.common.timeutil import seconds, utcnow
 from act.common.transitions import transition
 from act.engine.backend import CE, Backend, CEUnavailable
@@ -34,7 +34,7 @@ from act.engine.work import batches, by_ce, claim_jobs, keep, resolve_ce, update
 
 
 def run_once(ctx: Context) -> bool:
-    rows = claim_jobs(ctx, ["toclean"])
+    rows = claim_jobs(ctx, [CEJobState.TOCLEAN])
     engines = pool(ctx)
     for name, jobs in ctx.until_stopped(list(by_ce(rows).items()), "CE(s) of claimed jobs"):
         nothing = [job for job in jobs if job.ce_job_id is None]
@@ -155,8 +155,8 @@ def _cleaned(conn: Connection, ctx: Context, ids: list[int], reason: str) -> lis
         conn,
         Layer.CE,
         ids,
-        "toclean",
-        "cleaned",
+        CEJobState.TOCLEAN,
+        CEJobState.CLEANED,
         actor=Actor.CLEANER,
         reason=reason,
         owner=ctx.owner,

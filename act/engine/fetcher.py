@@ -27,14 +27,14 @@ from sqlalchemy.engine import Row
 
 from act.common.daemon import DaemonSpec
 from act.common.logs import job_log
-from act.common.states import Actor, Layer
+from act.common.states import C_TO_FETCH, Actor, CEJobState, Layer
 from act.common.transitions import transition
 from act.engine.backend import CE, Backend, CEUnavailable, Fetched
 from act.engine.config import Context
 from act.engine.runtime import pool
 from act.engine.work import by_ce, claim_jobs, give_back, keep, resolve_ce
 
-FETCHED = ("finished", "failed")
+FETCHED = C_TO_FETCH
 LOST_NOTE = "outputs lost at the CE"
 #: ``error_text`` is cut to this many characters.
 ERROR_LEN = 16000
@@ -93,7 +93,7 @@ def run_once(ctx: Context) -> bool:
 
 def _fetch_one(ctx: Context, backend: Backend, ce: CE, job: Row[Any], base: Path) -> None:
     log = job_log(ctx.log, pandaid=job.pandaid, ce=ce.name)
-    failed = job.state == "failed"
+    failed = job.state == CEJobState.FAILED
     dest = job_dir(base, ce.name, job.id)
     if job.ce_job_id is None:
         result = Fetched(ce_job_id="", gone=True)
@@ -114,7 +114,7 @@ def _fetch_one(ctx: Context, backend: Backend, ce: CE, job: Row[Any], base: Path
         give_back(ctx, [job.id])
         return
     notes: list[str] = []
-    target = "donefailed" if failed else "done"
+    target = CEJobState.DONEFAILED if failed else CEJobState.DONE
     if result.gone:
         notes.append(LOST_NOTE)
         if dest.exists():
@@ -124,7 +124,7 @@ def _fetch_one(ctx: Context, backend: Backend, ce: CE, job: Row[Any], base: Path
         if over:
             shutil.rmtree(dest)
             notes.append(f"outputs not kept: {over}")
-            target = "donefailed"
+            target = CEJobState.DONEFAILED
     if failed and result.diagnostics:
         notes.append(result.diagnostics)
     values: dict[str, Any] = {"output_dir": str(dest) if dest.exists() else None}

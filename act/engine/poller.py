@@ -2,13 +2,13 @@
 
 Each cycle it claims CE jobs in ``submitted``, ``running``, ``finishing`` and ``cancelling`` whose
 ``next_check_at`` is due (NULL is due), asks their CE in batches of the back end's
-``Limits.status_batch``, and maps the answer (a :class:`~act.engine.backend.CEState`):
+``Limits.status_batch``, and maps the answer (a :class:`~act.engine.backend.CEReportedState`):
 
-* QUEUED/RUNNING/FINISHING/FINISHED: ``submitted``/``running``/``finishing``/``finished`` (a
+* SUBMITTED/RUNNING/FINISHING/FINISHED: ``submitted``/``running``/``finishing``/``finished`` (a
   state the table does not allow from the current one, e.g. back from ``finishing`` to
   ``running``, is not followed: the CE's states lag behind, see research/arc-ce.md);
 * FAILED: ``failed``, ``toresubmit`` or ``torerun``, as :mod:`act.engine.resubmit` decides;
-* KILLED: ``cancelled`` ("killed outside act" unless the job was being cancelled);
+* CANCELLED: ``cancelled`` ("killed outside act" unless the job was being cancelled);
 * a job in ``cancelling`` that ended otherwise is ``cancelled`` too: the kill is what was wanted;
 * unknown to the CE: nothing, until the CE last knew it (or it was submitted) longer than
   ``engine.poll.lost_after`` ago: then ``lost`` (``cancelled`` when it was being cancelled).
@@ -37,11 +37,11 @@ from act.common.claims import release
 from act.common.daemon import DaemonSpec
 from act.common.logs import job_log
 from act.common.schema import ce_jobs
-from act.common.states import EDGES, Actor, Layer
+from act.common.states import C_POLLED, EDGES, Actor, CEJobState, Layer
 from act.common.timeutil import iso, seconds, utcnow
 from act.common.transitions import transition
 from act.engine import breaker
-from act.engine.backend import CE, Backend, CEState, CEUnavailable, JobStatus, Limits
+from act.engine.backend import CE, Backend, CEReportedState, CEUnavailable, JobStatus, Limits
 from act.engine.config import Context
 from act.engine.resubmit import classify
 from act.engine.runtime import pool
@@ -58,16 +58,16 @@ from act.engine.work import (
 )
 
 #: The engine states the poller follows.
-POLLED = ("submitted", "running", "finishing", "cancelling")
+POLLED = C_POLLED
 #: Seconds until a job of a CE that did not answer is asked about again (±10%).
 UNAVAILABLE_RETRY = 60.0
 #: ``error_text`` is cut to this many characters.
 ERROR_LEN = 16000
 _NAMED = {
-    CEState.QUEUED: "submitted",
-    CEState.RUNNING: "running",
-    CEState.FINISHING: "finishing",
-    CEState.FINISHED: "finished",
+    CEReportedState.SUBMITTED: CEJobState.SUBMITTED,
+    CEReportedState.RUNNING: CEJobState.RUNNING,
+    CEReportedState.FINISHING: CEJobState.FINISHING,
+    CEReportedState.FINISHED: CEJobState.FINISHED,
 }
 
 
@@ -179,11 +179,13 @@ def _moved(conn: Connection, ctx: Context, ce: CE, plan: _Plan, now: datetime) -
         log.warning("%s -> %s: %s", job.state, plan.target, plan.reason)
         return
     log.info("%s -> %s (%s)", job.state, plan.target, plan.reason)
-    if job.state == "cancelling":
+    if job.state == CEJobState.CANCELLING:
         return
-    if status.state is CEState.FINISHED:
+    if status.state is CEReportedState.FINISHED:
         breaker.record_success(conn, ce.name, now=now)
-    elif status.state is CEState.FAILED and _fast(job, status, now, engine.breaker.fast_fail):
+    elif status.state is CEReportedState.FAILED and _fast(
+        job, status, now, engine.breaker.fast_fail
+    ):
         error = plan.values.get("error_text", job.error_text) or status.raw_state
         breaker.record_failure(
             conn,
@@ -208,7 +210,9 @@ def _plan(
         if now - seen <= seconds(engine.poll.lost_after):
             values = {"next_check_at": _next_check(engine, job.state, now)}
             return _Plan(job, None, job.state, "", values)
-        target = "cancelled" if job.state == "cancelling" else "lost"
+        target: str = (
+            CEJobState.CANCELLED if job.state == CEJobState.CANCELLING else CEJobState.LOST
+        )
         reason = f"unknown to the CE since {iso(seen)}"
         return _Plan(job, None, target, reason, {"next_check_at": None})
     values = _status_values(status, now)
@@ -247,15 +251,15 @@ def _target(
     ctx: Context, limits: Limits, job: Row[Any], status: JobStatus, error_text: str | None
 ) -> tuple[str, str]:
     """The engine state the CE's answer leads to, and the reason recorded with the move."""
-    if job.state == "cancelling":
-        if status.state is CEState.KILLED:
-            return "cancelled", "CE confirmed the kill"
-        if status.state in (CEState.FINISHED, CEState.FAILED):
-            return "cancelled", f"ended at the CE ({status.raw_state}) before the kill"
+    if job.state == CEJobState.CANCELLING:
+        if status.state is CEReportedState.CANCELLED:
+            return CEJobState.CANCELLED, "CE confirmed the kill"
+        if status.state in (CEReportedState.FINISHED, CEReportedState.FAILED):
+            return CEJobState.CANCELLED, f"ended at the CE ({status.raw_state}) before the kill"
         return job.state, ""
-    if status.state is CEState.KILLED:
-        return "cancelled", f"killed outside act ({status.raw_state})"
-    if status.state is CEState.FAILED:
+    if status.state is CEReportedState.CANCELLED:
+        return CEJobState.CANCELLED, f"killed outside act ({status.raw_state})"
+    if status.state is CEReportedState.FAILED:
         decision = classify(
             error_text,
             ctx.settings.engine.resubmit,

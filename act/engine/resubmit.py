@@ -52,11 +52,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
+from act.common.states import CEJobState
 from act.engine.settings import ResubmitRule
 
-FAILED = "failed"
-TORESUBMIT = "toresubmit"
-TORERUN = "torerun"
+FAILED = CEJobState.FAILED
+TORESUBMIT = CEJobState.TORESUBMIT
+TORERUN = CEJobState.TORERUN
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from act.common.section import Section
-from act.common.states import STATES, Actor, Layer, check
+from act.common.states import STATES, Actor, CEJobState, JobState, Layer, PandaJobState, check
 
 DAY = 86400.0
 
@@ -115,27 +115,35 @@ class StuckRule(Section):
 
 
 def _default_stuck() -> list[StuckRule]:
-    rules: list[dict[str, Any]] = [
-        {"layer": "ce", "state": "tosubmit", "after": 2 * DAY, "action": "tocancel"},
-        {"layer": "ce", "state": "submitted", "after": 7 * DAY, "action": "tocancel"},
-        {"layer": "ce", "state": "running", "after": 10 * DAY, "action": "tocancel"},
-        {"layer": "ce", "state": "finishing", "after": 2 * DAY, "action": "tocancel"},
-        {"layer": "ce", "state": "cancelling", "after": 3600.0, "action": "cancelled"},
-        {"layer": "ce", "state": "submitting", "after": DAY, "action": "tocancel"},
-        {"layer": "ce", "state": "torerun", "after": DAY, "action": "tocancel"},
-        {"layer": "ce", "state": "toresubmit", "after": DAY, "action": "tocancel"},
-        {"layer": "ce", "state": "tocancel", "after": DAY, "action": "cancelled"},
-        {"layer": "ce", "state": "finished", "after": DAY, "action": "donefailed"},
-        {"layer": "ce", "state": "failed", "after": DAY, "action": "donefailed"},
-        {"layer": "ce", "state": "done", "after": 7 * DAY, "action": "toclean"},
-        {"layer": "ce", "state": "donefailed", "after": 7 * DAY, "action": "toclean"},
-        {"layer": "ce", "state": "cancelled", "after": 7 * DAY, "action": "toclean"},
-        {"layer": "ce", "state": "lost", "after": 7 * DAY, "action": "toclean"},
-        {"layer": "panda", "state": "queued", "after": 8 * DAY, "action": "tobekilled"},
-        {"layer": "panda", "state": "running", "after": 11 * DAY, "action": "tobekilled"},
-        {"layer": "panda", "state": "transferring", "after": 3 * DAY, "action": "tobekilled"},
+    C, P = CEJobState, PandaJobState
+    rules: list[tuple[JobState, float, JobState]] = [
+        (C.TOSUBMIT, 2 * DAY, C.TOCANCEL),
+        (C.SUBMITTED, 7 * DAY, C.TOCANCEL),
+        (C.RUNNING, 10 * DAY, C.TOCANCEL),
+        (C.FINISHING, 2 * DAY, C.TOCANCEL),
+        (C.CANCELLING, 3600.0, C.CANCELLED),
+        (C.SUBMITTING, DAY, C.TOCANCEL),
+        (C.TORERUN, DAY, C.TOCANCEL),
+        (C.TORESUBMIT, DAY, C.TOCANCEL),
+        (C.TOCANCEL, DAY, C.CANCELLED),
+        (C.FINISHED, DAY, C.DONEFAILED),
+        (C.FAILED, DAY, C.DONEFAILED),
+        (C.DONE, 7 * DAY, C.TOCLEAN),
+        (C.DONEFAILED, 7 * DAY, C.TOCLEAN),
+        (C.CANCELLED, 7 * DAY, C.TOCLEAN),
+        (C.LOST, 7 * DAY, C.TOCLEAN),
+        (P.QUEUED, 8 * DAY, P.TOBEKILLED),
+        (P.RUNNING, 11 * DAY, P.TOBEKILLED),
+        (P.TRANSFERRING, 3 * DAY, P.TOBEKILLED),
     ]
-    return [StuckRule.model_validate(rule) for rule in rules]
+    return [
+        StuckRule(layer=_layer_of(state).value, state=state, after=after, action=action)
+        for state, after, action in rules
+    ]
+
+
+def _layer_of(state: JobState) -> Layer:
+    return Layer.PANDA if isinstance(state, PandaJobState) else Layer.CE
 
 
 class EngineSettings(Section):

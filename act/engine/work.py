@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -13,7 +13,7 @@ from sqlalchemy.engine import Connection, Row
 
 from act.common.claims import claim, release, renew
 from act.common.schema import ce_jobs
-from act.common.states import Layer
+from act.common.states import Layer, in_table_order
 from act.common.transitions import chunked
 from act.engine.backend import CE, Backend
 from act.engine.config import Context
@@ -27,19 +27,19 @@ JITTER = 0.1
 
 def claim_jobs(
     ctx: Context,
-    states: Sequence[str],
+    states: Collection[str],
     *,
     where: Sequence[sa.ColumnElement[bool]] = (),
     limit: int | None = None,
 ) -> list[Row[Any]]:
     """Claim up to ``limit`` (default: the daemon's batch) CE jobs in ``states``, taken state by
-    state in the order given, oldest first; their rows."""
+    state in the order of the state table, oldest first; their rows."""
 
     def take(conn: Connection) -> list[Row[Any]]:
         # One claim per state: each is then served in id order by the (state, id) index, where
         # "state IN (...) ORDER BY id" led PostgreSQL to walk the primary key over every row.
         ids: list[int] = []
-        for state in states:
+        for state in in_table_order(Layer.CE, states):
             left = (limit or ctx.daemon.batch) - len(ids)
             if left <= 0:
                 break

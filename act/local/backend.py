@@ -44,7 +44,7 @@ from act.common.logs import job_log
 from act.engine.backend import (
     CE,
     BackendFactory,
-    CEState,
+    CEReportedState,
     CEUnavailable,
     Fetched,
     JobStatus,
@@ -76,12 +76,12 @@ SPAWNER_RETRY = 60.0
 #: next clean sweeps away.
 REMOVING = ".removing-"
 STATES = {
-    jf.QUEUED: CEState.QUEUED,
-    jf.RUNNING: CEState.RUNNING,
-    jf.FINISHING: CEState.FINISHING,
-    jf.FINISHED: CEState.FINISHED,
-    jf.FAILED: CEState.FAILED,
-    jf.KILLED: CEState.KILLED,
+    jf.QUEUED: CEReportedState.SUBMITTED,
+    jf.RUNNING: CEReportedState.RUNNING,
+    jf.FINISHING: CEReportedState.FINISHING,
+    jf.FINISHED: CEReportedState.FINISHED,
+    jf.FAILED: CEReportedState.FAILED,
+    jf.KILLED: CEReportedState.CANCELLED,
 }
 
 
@@ -300,7 +300,10 @@ class LocalBackend:
         name = state.get("state")
         if name not in STATES:
             return JobStatus(
-                ce_job_id, CEState.FAILED, "unreadable", errors=("state.json is unreadable",)
+                ce_job_id,
+                CEReportedState.FAILED,
+                "unreadable",
+                errors=("state.json is unreadable",),
             )
         errors = state.get("errors")
         started, ended = _time(state.get("started_at")), _time(state.get("ended_at"))

@@ -16,7 +16,8 @@ A test scripts it through :class:`Script`::
     script.lose_submit_reply("ce1")                # the CE takes the jobs, then the reply is lost
     script.find_blind("ce1", times=1)              # the next find lists nothing (a lagging CE)
     script.find_unavailable("ce1")                 # find raises CEUnavailable (the rest works)
-    script.states(job(CEState.RUNNING), job(CEState.FAILED, errors=["LRMS error: (271)"]),
+    script.states(job(CEReportedState.RUNNING),
+                  job(CEReportedState.FAILED, errors=["LRMS error: (271)"]),
                   job_id=7)                        # one step per status call, the last repeats
     script.outcome("kill", "error", error="denied", ce_job_id="ce1/1")
     script.fetch({"heartbeat.json": "{}"}, token="t1")
@@ -25,8 +26,8 @@ A test scripts it through :class:`Script`::
 
 Rules are chosen most specific first: ``ce_job_id``, ``token``, ``job_id`` (``ce_jobs.id``),
 ``ce``, then the default (no selector). Without a rule a submission is accepted, a job stays
-QUEUED, kill/clean/restart succeed and fetch writes nothing. A successful kill makes the job
-KILLED; a successful clean makes the CE forget it (status ``None``, later calls ``gone``).
+SUBMITTED, kill/clean/restart succeed and fetch writes nothing. A successful kill makes the job
+CANCELLED; a successful clean makes the CE forget it (status ``None``, later calls ``gone``).
 ``limits`` and ``close`` never raise; they are recorded like every other call.
 """
 
@@ -48,7 +49,7 @@ from act.engine.backend import (
     BACKENDS,
     CE,
     BackendFactory,
-    CEState,
+    CEReportedState,
     CEUnavailable,
     Fetched,
     JobStatus,
@@ -155,7 +156,7 @@ def _rule(rules: Mapping[str, Any], job: Mapping[str, Any]) -> tuple[str, Any] |
 
 
 def job(
-    state: CEState,
+    state: CEReportedState,
     *,
     exit_code: int | None = None,
     errors: Sequence[str] = (),
@@ -431,10 +432,10 @@ class ScriptedBackend:
         if record is None or record["ce"] != ce.name or record["cleaned"]:
             return None
         if record["killed"]:
-            return JobStatus(ce_job_id, CEState.KILLED, "KILLED")
+            return JobStatus(ce_job_id, CEReportedState.CANCELLED, "KILLED")
         found = _rule(state["rules"]["states"], record)
         if found is None:
-            return JobStatus(ce_job_id, CEState.QUEUED, "QUEUED")
+            return JobStatus(ce_job_id, CEReportedState.SUBMITTED, "QUEUED")
         key, steps = found
         position = record["positions"].get(key, 0)
         record["positions"][key] = position + 1
@@ -443,7 +444,7 @@ class ScriptedBackend:
             return None
         return JobStatus(
             ce_job_id,
-            CEState(step["state"]),
+            CEReportedState(step["state"]),
             step["raw_state"],
             exit_code=step["exit_code"],
             errors=tuple(step["errors"]),

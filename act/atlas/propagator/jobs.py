@@ -15,39 +15,43 @@ from act.atlas.latest_ce import latest_ce_endpoint
 from act.atlas.panda_client import (
     JobUpdate,
 )
+from act.atlas.panda_status import PandaCommand, PandaServerStatus
 from act.atlas.queries import DueReport
 from act.atlas.reporting import report_fields
 from act.common.claims import claim_and_load
 from act.common.schema import panda_jobs
 from act.common.section import Section
-from act.common.states import Layer
+from act.common.states import P_ACTIVE, P_REPORT_DUE, Layer, PandaJobState
 from act.common.timeutil import utcnow
 
 #: What PanDA is told for each act state it hears about (see the module docstring).
-TOLD: dict[str, str] = {
-    "received": "starting",
-    "queued": "starting",
-    "toresubmit": "starting",
-    "running": "running",
-    "transferring": "transferring",
-    "tovalidate": "transferring",
-    "finished": "finished",
-    "failed": "failed",
-    "cancelled": "failed",
+TOLD: dict[PandaJobState, PandaServerStatus] = {
+    PandaJobState.RECEIVED: PandaServerStatus.STARTING,
+    PandaJobState.QUEUED: PandaServerStatus.STARTING,
+    PandaJobState.TORESUBMIT: PandaServerStatus.STARTING,
+    PandaJobState.RUNNING: PandaServerStatus.RUNNING,
+    PandaJobState.TRANSFERRING: PandaServerStatus.TRANSFERRING,
+    PandaJobState.TOVALIDATE: PandaServerStatus.TRANSFERRING,
+    PandaJobState.FINISHED: PandaServerStatus.FINISHED,
+    PandaJobState.FAILED: PandaServerStatus.FAILED,
+    PandaJobState.CANCELLED: PandaServerStatus.FAILED,
 }
 #: Final act states and where an acknowledged final report moves them.
-FINAL: dict[str, str] = {"finished": "done", "failed": "donefailed", "cancelled": "donecancelled"}
+FINAL = P_REPORT_DUE
 #: States a PanDA command can move to tobekilled (the propagator's edges in act.common.states).
-ACTIVE = frozenset({"received", "queued", "running", "transferring", "tovalidate", "toresubmit"})
+ACTIVE = P_ACTIVE
 #: States whose jobs the propagator looks at when they are due.
-REPORTED = sorted({*TOLD, "tobekilled"})
+REPORTED = sorted({*TOLD, PandaJobState.TOBEKILLED})
 #: Commands meaning "PanDA no longer wants this job (attempt) run or reported".
-STOP_COMMANDS = frozenset({"tobekilled", "badattemptnr", "alreadydone"})
+STOP_COMMANDS = frozenset(
+    {PandaCommand.TOBEKILLED, PandaCommand.BADATTEMPTNR, PandaCommand.ALREADYDONE}
+)
 #: Of those, the ones after which PanDA wants no final report either.
-NO_REPORT_COMMANDS = frozenset({"badattemptnr", "alreadydone"})
+NO_REPORT_COMMANDS = frozenset({PandaCommand.BADATTEMPTNR, PandaCommand.ALREADYDONE})
 #: PanDA statuses of a job that has had its final report (or that PanDA ended by itself): a
 #: final report whose answer was lost is not sent again when PanDA shows one of these.
-PANDA_ENDED = frozenset({"holding", "merging", "finished", "failed", "cancelled", "closed"})
+_S = PandaServerStatus
+PANDA_ENDED = frozenset({_S.HOLDING, _S.MERGING, _S.FINISHED, _S.FAILED, _S.CANCELLED, _S.CLOSED})
 CRASH_POINT = "propagator:after-send"  # act.common.faults: between PanDA's answer and its record
 REPORT_FILE = "jobReport.json"
 
@@ -151,17 +155,17 @@ def silent(job: Job) -> bool:
         return True
     # No heartbeats while a job PanDA stopped is killed; no final report after badattemptnr or
     # alreadydone (but one after tobekilled: PanDA expects "failed" from a killed job).
-    if job.state == "tobekilled":
+    if job.state == PandaJobState.TOBEKILLED:
         return job.panda_command in STOP_COMMANDS
-    return job.state == "cancelled" and job.panda_command in NO_REPORT_COMMANDS
+    return job.state == PandaJobState.CANCELLED and job.panda_command in NO_REPORT_COMMANDS
 
 
 def told(job: Job) -> str:
     """The state PanDA is told for this job."""
-    if job.state == "tobekilled":
+    if job.state == PandaJobState.TOBEKILLED:
         last = job.panda_status
-        return last if last is not None and last in TOLD.values() else "starting"
-    return TOLD[job.state]
+        return last if last is not None and last in TOLD.values() else PandaServerStatus.STARTING
+    return TOLD[PandaJobState(job.state)]
 
 
 def report_of(job: Job, opts: PropagatorOptions) -> dict[str, Any]:
@@ -169,9 +173,9 @@ def report_of(job: Job, opts: PropagatorOptions) -> dict[str, Any]:
     fields: dict[str, Any] = {"siteName": job.queue, "schedulerID": opts.scheduler_id}
     if job.log_url:
         fields["pilotID"] = pilot_id(job.log_url)
-    if job.state == "cancelled" and job.panda_command == "tobekilled":
+    if job.state == PandaJobState.CANCELLED and job.panda_command == PandaCommand.TOBEKILLED:
         fields.update(pilotErrorCode=opts.kill_error_code, pilotErrorDiag=opts.kill_error_diag)
-    elif job.state == "cancelled":
+    elif job.state == PandaJobState.CANCELLED:
         fields.update(pilotErrorCode=opts.cancel_error_code, pilotErrorDiag=opts.cancel_error_diag)
     fields.update(report_fields(job.report))
     return fields

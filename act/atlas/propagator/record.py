@@ -26,7 +26,7 @@ from act.atlas.propagator.jobs import (
 )
 from act.common.logs import job_log
 from act.common.schema import panda_jobs
-from act.common.states import Actor, Layer
+from act.common.states import Actor, Layer, PandaJobState
 from act.common.timeutil import backoff, seconds, utcnow
 from act.common.transitions import transition
 
@@ -122,7 +122,7 @@ def finish(
             Layer.PANDA,
             [job.id],
             job.state,
-            FINAL[job.state],
+            FINAL[PandaJobState(job.state)],
             actor=Actor.PROPAGATOR,
             reason=reason or final_reason(status, command),
             owner=ctx.owner,
@@ -157,7 +157,7 @@ def stop_reporting(
             Layer.PANDA,
             [job.id],
             job.state,
-            "tobekilled",
+            PandaJobState.TOBEKILLED,
             actor=Actor.PROPAGATOR,
             reason=f"PanDA command {command}",
             owner=ctx.owner,

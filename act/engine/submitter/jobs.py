@@ -13,7 +13,7 @@ from sqlalchemy.engine import Connection
 
 from act.common import claims
 from act.common.schema import ce_jobs
-from act.common.states import Actor, Layer
+from act.common.states import C_QUEUED, C_RUNNING, Actor, CEJobState, Layer
 from act.common.timeutil import seconds
 from act.common.transitions import transition
 from act.engine import strategies
@@ -25,8 +25,8 @@ from act.engine.runtime import EnginePool, UnknownCE
 CE_LAYER = Layer.CE
 ME = Actor.SUBMITTER
 #: States that count as "queued at the CE" for max_queued.
-QUEUED_STATES = ("submitting", "submitted")
-RUNNING_STATES = ("running",)
+QUEUED_STATES = C_QUEUED
+RUNNING_STATES = C_RUNNING
 ERROR_LEN = 4000
 #: Tolerance on min_spacing between two batches of one cycle (the wait and the clock differ).
 SPACING_SLACK = 0.01
@@ -118,8 +118,8 @@ def mark_submitted(
         conn,
         CE_LAYER,
         list(accepted),
-        "submitting",
-        "submitted",
+        CEJobState.SUBMITTING,
+        CEJobState.SUBMITTED,
         actor=ME,
         reason=reason,
         owner=ctx.owner,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from sqlalchemy.engine import Connection
 
 from act.common.logs import job_log
+from act.common.states import CEJobState
 from act.common.timeutil import seconds, utcnow
 from act.common.transitions import transition
 from act.engine import breaker
@@ -26,7 +27,7 @@ from act.engine.submitter.jobs import (
 
 def reconcile(ctx: Context, engine: EnginePool) -> None:
     """Resolve ``submitting`` jobs whose submitter died before recording the CE's answer."""
-    rows = claim(ctx, "submitting")
+    rows = claim(ctx, CEJobState.SUBMITTING)
     for name, group in ctx.until_stopped(list(by_ce(rows).items()), "CE(s) to reconcile"):
         _reconcile_ce(ctx, engine, name, group)
 
@@ -70,8 +71,8 @@ def _reconcile_ce(ctx: Context, engine: EnginePool, name: str, group: list[ToSub
             conn,
             CE_LAYER,
             missing,
-            "submitting",
-            "tosubmit",
+            CEJobState.SUBMITTING,
+            CEJobState.TOSUBMIT,
             actor=ME,
             reason="reconciled: the CE does not have the job",
             owner=ctx.owner,

@@ -10,6 +10,7 @@ from sqlalchemy.engine import Connection
 
 from act.common.logs import job_log
 from act.common.schema import ce_jobs
+from act.common.states import CEJobState
 from act.common.timeutil import utcnow
 from act.common.transitions import transition
 from act.engine.backend import CEUnavailable
@@ -32,7 +33,7 @@ from act.engine.submitter.jobs import (
 
 def resubmit(ctx: Context, engine: EnginePool) -> None:
     """Clean the old CE job of ``toresubmit`` jobs, then submit them again (or fail them)."""
-    rows = claim(ctx, "toresubmit")
+    rows = claim(ctx, CEJobState.TORESUBMIT)
     for name, group in ctx.until_stopped(list(by_ce(rows).items()), "CE(s) to resubmit from"):
         cleaned: list[ToSubmit] = []
         with_id = [row for row in group if row.ce_job_id]
@@ -84,8 +85,8 @@ def _requeue(ctx: Context, name: str, rows: list[ToSubmit]) -> None:
             conn,
             CE_LAYER,
             [row.id for row in again],
-            "toresubmit",
-            "tosubmit",
+            CEJobState.TORESUBMIT,
+            CEJobState.TOSUBMIT,
             actor=ME,
             reason="old CE job cleaned",
             owner=ctx.owner,
@@ -97,8 +98,8 @@ def _requeue(ctx: Context, name: str, rows: list[ToSubmit]) -> None:
             conn,
             CE_LAYER,
             [row.id for row in spent],
-            "toresubmit",
-            "failed",
+            CEJobState.TORESUBMIT,
+            CEJobState.FAILED,
             actor=ME,
             reason="no attempts left",
             owner=ctx.owner,
@@ -120,7 +121,7 @@ def _requeue(ctx: Context, name: str, rows: list[ToSubmit]) -> None:
 
 def rerun(ctx: Context, engine: EnginePool) -> None:
     """Ask the CE to restart ``torerun`` jobs: ``submitted`` if it did, ``failed`` if it refused."""
-    rows = claim(ctx, "torerun")
+    rows = claim(ctx, CEJobState.TORERUN)
     for name, group in ctx.until_stopped(list(by_ce(rows).items()), "CE(s) to rerun at"):
         _rerun_ce(ctx, engine, name, group)
 
@@ -160,8 +161,8 @@ def _rerun_ce(ctx: Context, engine: EnginePool, name: str, group: list[ToSubmit]
             conn,
             CE_LAYER,
             restarted,
-            "torerun",
-            "submitted",
+            CEJobState.TORERUN,
+            CEJobState.SUBMITTED,
             actor=ME,
             reason="CE restarted the job",
             owner=ctx.owner,
@@ -175,8 +176,8 @@ def _rerun_ce(ctx: Context, engine: EnginePool, name: str, group: list[ToSubmit]
             conn,
             CE_LAYER,
             list(refused),
-            "torerun",
-            "failed",
+            CEJobState.TORERUN,
+            CEJobState.FAILED,
             actor=ME,
             reason="CE refused the restart",
             owner=ctx.owner,

@@ -14,6 +14,7 @@ from act.common import claims
 from act.common.faults import maybe_crash
 from act.common.logs import job_log
 from act.common.schema import ce_jobs, ces
+from act.common.states import CEJobState
 from act.common.timeutil import seconds, utcnow
 from act.common.transitions import transition
 from act.engine import breaker
@@ -38,7 +39,7 @@ from act.engine.submitter.jobs import (
 
 def submit(ctx: Context, engine: EnginePool) -> bool:
     """Submit ``tosubmit`` jobs; returns whether a full batch was claimed (more may wait)."""
-    rows = claim(ctx, "tosubmit")
+    rows = claim(ctx, CEJobState.TOSUBMIT)
     if not rows:
         return False
     now = utcnow()
@@ -99,8 +100,8 @@ def _submit_batch(
             conn,
             CE_LAYER,
             list(tokens),
-            "tosubmit",
-            "submitting",
+            CEJobState.TOSUBMIT,
+            CEJobState.SUBMITTING,
             actor=ME,
             reason=f"to {name}",
             owner=ctx.owner,
@@ -228,8 +229,8 @@ def _unavailable(ctx: Context, ce: CE, batch: list[ToSubmit], error: CEUnavailab
             conn,
             CE_LAYER,
             [row.id for row in batch],
-            "submitting",
-            "tosubmit",
+            CEJobState.SUBMITTING,
+            CEJobState.TOSUBMIT,
             actor=ME,
             reason=f"CE unavailable: {error.cause}"[:ERROR_LEN],
             owner=ctx.owner,
@@ -276,8 +277,8 @@ def _record(ctx: Context, ce: CE, batch: list[ToSubmit], results: Sequence[Submi
             conn,
             CE_LAYER,
             list(transient),
-            "submitting",
-            "tosubmit",
+            CEJobState.SUBMITTING,
+            CEJobState.TOSUBMIT,
             actor=ME,
             reason="submission failed at this CE",
             owner=ctx.owner,
@@ -296,8 +297,8 @@ def _record(ctx: Context, ce: CE, batch: list[ToSubmit], results: Sequence[Submi
             conn,
             CE_LAYER,
             list(permanent),
-            "submitting",
-            "failed",
+            CEJobState.SUBMITTING,
+            CEJobState.FAILED,
             actor=ME,
             reason="CE rejected the job description",
             owner=ctx.owner,

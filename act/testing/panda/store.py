@@ -9,10 +9,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from act.atlas.panda_status import PandaCommand, PandaEventStatus, PandaServerStatus
 from act.testing.panda.jobspec import make_job_spec
 
-FINAL = ("finished", "failed")
-NEW_JOB_STATES = ("running", "starting", "transferring", "holding", "finished", "failed")
+FINAL = (PandaServerStatus.FINISHED, PandaServerStatus.FAILED)
+NEW_JOB_STATES = (
+    PandaServerStatus.RUNNING,
+    PandaServerStatus.STARTING,
+    PandaServerStatus.TRANSFERRING,
+    PandaServerStatus.HOLDING,
+    PandaServerStatus.FINISHED,
+    PandaServerStatus.FAILED,
+)
 
 
 @dataclass
@@ -187,11 +195,11 @@ class JobStore:
         with self._lock:
             job = self.jobs.get(pandaid)
             if job is None:
-                return "tobekilled"
+                return PandaCommand.TOBEKILLED
             if not legacy and attempt is not None and attempt != job.attempt:
                 # as panda-server 1.0.4: its UPDATE is conditional on the attempt number, so a
                 # wrong one records nothing and is answered like an unknown job
-                return "tobekilled"
+                return PandaCommand.TOBEKILLED
             already_final = job.final_state is not None
             job.states.append(state)
             job.last_fields = dict(fields)
@@ -226,7 +234,7 @@ class JobStore:
                 if len(out) >= n:
                     break
                 if item["eventRangeID"] not in job.event_status:
-                    job.event_status[item["eventRangeID"]] = "running"
+                    job.event_status[item["eventRangeID"]] = PandaEventStatus.RUNNING
                     out.append(dict(item))
             return out
 
