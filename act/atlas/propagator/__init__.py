@@ -129,13 +129,13 @@ def run_once(ctx: Context) -> bool:
         try:
             fields = report_of(job, opts)
         except ValueError as error:
-            job_log(ctx.log, pandaid=job.pandaid, ce=job.ce).error(
+            job_log(ctx.log, pandaid=job.panda_id, ce=job.ce).error(
                 "cannot build the report: %s", error
             )
             unreportable.append(job)
             continue
         attempt = job.attempt if job.attempt > 0 else None
-        sends.append(Send(job, JobUpdate(job.pandaid, told(job), attempt, fields)))
+        sends.append(Send(job, JobUpdate(job.panda_id, told(job), attempt, fields)))
     if unreportable:
         ctx.db.run(lambda conn: report_failed(conn, ctx, unreportable, outcome))
     if local:

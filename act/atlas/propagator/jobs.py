@@ -4,7 +4,6 @@ its options, the due jobs it claims and the fields of their reports."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from pydantic import Field
@@ -75,22 +74,8 @@ class PropagatorOptions(Section):
     kill_error_diag: str = Field("job killed on PanDA's request (tobekilled)", max_length=500)
 
 
-@dataclass
-class Job:
-    id: int
-    pandaid: int
-    state: str
-    attempt: int
-    queue: str
-    panda_status: str | None
-    panda_command: str | None
-    report: str | None
-    report_failures: int
-    heartbeat_less: bool
-    access_point: str | None
-    ce: str | None = None  # the newest CE job's CE, for log lines
-    log_url: str | None = None  # GTAG: the pilot log's URL in the web area
-    final_sent_at: datetime | None = None  # set: a final report went, its answer not recorded
+#: A job the propagator reports: its typed row, as claimed and loaded (act.atlas.queries).
+Job = DueReport
 
 
 @dataclass
@@ -115,7 +100,7 @@ class Outcome:
 
 def claim_due(conn: Connection, ctx: Context, limit: int) -> list[Job]:
     t = panda_jobs
-    rows = claim_and_load(
+    return claim_and_load(
         conn,
         Layer.PANDA,
         REPORTED,
@@ -128,25 +113,6 @@ def claim_due(conn: Connection, ctx: Context, limit: int) -> list[Job]:
         order_by=[t.c.next_report_at, t.c.id],
         labelled={"ce": latest_ce_endpoint()},
     )
-    return [
-        Job(
-            id=row.id,
-            pandaid=row.panda_id,
-            state=row.state,
-            attempt=row.attempt,
-            queue=row.queue,
-            panda_status=row.panda_status,
-            panda_command=row.panda_command,
-            report=row.report,
-            report_failures=row.report_failures,
-            heartbeat_less=bool(row.heartbeat_less),
-            access_point=row.access_point,
-            ce=row.ce,
-            log_url=row.log_url,
-            final_sent_at=row.final_sent_at,
-        )
-        for row in rows
-    ]
 
 
 def silent(job: Job) -> bool:

@@ -31,7 +31,7 @@ from act.common.logs import job_log
 
 def settle_locally(conn: Connection, ctx: Context, jobs: list[Job], outcome: Outcome) -> None:
     for job in jobs:
-        log = job_log(ctx.log, pandaid=job.pandaid, ce=job.ce)
+        log = job_log(ctx.log, pandaid=job.panda_id, ce=job.ce)
         if job.state not in FINAL:
             # Nothing to say now: a heartbeat-less job, or one PanDA no longer wants to hear of.
             set_columns(conn, ctx, job, next_report_at=None)
@@ -58,7 +58,7 @@ def write_report_file(job: Job, opts: PropagatorOptions) -> Path:
         raise ValueError(f"access_point {job.access_point!r} is not an absolute path")
     if not directory.is_dir():
         raise ValueError(f"access_point {directory} is not a directory")
-    report = {"jobId": job.pandaid, "state": told(job), **report_of(job, opts)}
+    report = {"jobId": job.panda_id, "state": told(job), **report_of(job, opts)}
     if job.attempt > 0:
         report["attemptNr"] = job.attempt
     target = directory / REPORT_FILE

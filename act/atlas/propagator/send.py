@@ -54,7 +54,7 @@ def settle_in_doubt(ctx: Context, sends: list[Send], outcome: Outcome) -> list[S
     try:
         for start in range(0, len(doubtful), opts.batch_size):  # ids travel in the URL
             chunk = doubtful[start : start + opts.batch_size]
-            status.update(client.get_job_status([send.job.pandaid for send in chunk]))
+            status.update(client.get_job_status([send.job.panda_id for send in chunk]))
     except PandaError as error:
         outcome.unreachable += len(doubtful)
         problem = f"status of final reports in doubt: {error}"
@@ -62,13 +62,13 @@ def settle_in_doubt(ctx: Context, sends: list[Send], outcome: Outcome) -> list[S
             outcome.problems.append(problem)
         asked = {send.job.id for send in doubtful}
         return [send for send in sends if send.job.id not in asked]
-    ended = [send for send in doubtful if status.get(send.job.pandaid) in PANDA_ENDED]
+    ended = [send for send in doubtful if status.get(send.job.panda_id) in PANDA_ENDED]
     for send in ended:
-        job_log(ctx.log, pandaid=send.job.pandaid, ce=send.job.ce).info(
+        job_log(ctx.log, pandaid=send.job.panda_id, ce=send.job.ce).info(
             "final report (%s) sent at %s with its answer lost: PanDA shows %s, not sent again",
             send.update.state,
             send.job.final_sent_at,
-            status[send.job.pandaid],
+            status[send.job.panda_id],
         )
 
     def record(conn: Connection) -> None:
@@ -80,7 +80,7 @@ def settle_in_doubt(ctx: Context, sends: list[Send], outcome: Outcome) -> list[S
                 [send.job],
                 send.update.state,
                 outcome,
-                reason=reason + status[send.job.pandaid],
+                reason=reason + status[send.job.panda_id],
             )
 
     if ended:
