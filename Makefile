@@ -15,7 +15,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: run test check docs venv venv-test bench
+.PHONY: run test test-long check docs venv venv-test bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ test: venv-test
 	tests/harness/arc-ce status >/dev/null || tests/harness/arc-ce start >/dev/null
 	tests/harness/xrootd-server status >/dev/null || tests/harness/xrootd-server start >/dev/null
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# the fault and capacity runs of several minutes each (marker long), alone; .ci/run leaves them out
+test-long:
+	$(MAKE) test PYTEST_ARGS="-m long $(PYTEST_ARGS)"
 
 bench: venv-test
 	tests/harness/ensure-databases
