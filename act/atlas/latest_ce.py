@@ -18,13 +18,19 @@ def is_latest_ce_job() -> sa.ColumnElement[bool]:
     )
 
 
-def latest_ce_endpoint() -> sa.ScalarSelect[Any]:
-    """A column for a query on ``panda_jobs``: the ``ce_endpoint`` of the job's newest CE job
-    (NULL if it has none or none was assigned a CE). Uses the index on ``ce_jobs.panda_job_id``."""
+def latest_ce_value(column: sa.Column[Any]) -> sa.ScalarSelect[Any]:
+    """A column for a query on ``panda_jobs``: ``column`` (of ``ce_jobs``) of the job's newest CE
+    job (NULL if it has none). Uses the index on ``ce_jobs.panda_job_id``."""
     return (
-        sa.select(ce_jobs.c.ce_endpoint)
+        sa.select(column)
         .where(ce_jobs.c.panda_job_id == panda_jobs.c.id)
         .order_by(ce_jobs.c.id.desc())
         .limit(1)
         .scalar_subquery()
     )
+
+
+def latest_ce_endpoint() -> sa.ScalarSelect[Any]:
+    """The ``ce_endpoint`` of the job's newest CE job (NULL if it has none or none was assigned a
+    CE): :func:`latest_ce_value`."""
+    return latest_ce_value(ce_jobs.c.ce_endpoint)

@@ -84,7 +84,7 @@ class ToValidate:
     attempts_left: int | None
 
 
-@row_type(panda_jobs)
+@row_type(panda_jobs, labelled=("previous_attempts_left",))
 @dataclass(frozen=True)
 class ToTranslate:
     """A job the translator turns into a CE job (act.atlas.translator)."""
@@ -99,6 +99,9 @@ class ToTranslate:
     event_ranges: str | None
     log_url: str | None
     created_at: datetime
+    #: labelled: ``attempts_left`` of the job's newest CE job, None if it has none (the retry
+    #: budget a resubmission inherits: act.engine.resubmit.attempts_for_new_ce_job)
+    previous_attempts_left: int | None
 
 
 def to_validate_source() -> tuple[sa.FromClause, dict[str, sa.ColumnElement[Any]]]:

@@ -43,7 +43,7 @@ from sqlalchemy.engine import Connection
 from act.atlas import events, web_area
 from act.atlas.config import Context
 from act.atlas.input_files import write_files
-from act.atlas.latest_ce import is_latest_ce_job
+from act.atlas.latest_ce import latest_ce_value
 from act.atlas.panda_errors import PandaError
 from act.atlas.queries import ToTranslate
 from act.atlas.queues import Queue
@@ -97,25 +97,16 @@ def run_once(ctx: Context) -> bool:
         lambda conn: claim_and_load(
             conn, Layer.PANDA, STATES, ToTranslate, owner=ctx.owner, lease=ctx.daemon.lease,
             limit=limit, shard=ctx.shard,
+            labelled={"previous_attempts_left": latest_ce_value(ce_jobs.c.attempts_left)},
         )
     )  # fmt: skip
     if not rows:
         return False
     ids = [row.id for row in rows]
-    with ctx.db.read() as conn:
-        # the attempts left on each job's newest CE job (the budget a resubmission inherits)
-        previous: dict[int, int] = dict(
-            conn.execute(
-                sa.select(ce_jobs.c.panda_job_id, ce_jobs.c.attempts_left).where(
-                    ce_jobs.c.panda_job_id.in_(ids), is_latest_ce_job()
-                )
-            ).all()
-        )
     queues = served_queues(ctx)
     warned: set[tuple[str, str]] = set()
     found = [
-        _translate(ctx, opts, row, queues=queues, previous=previous.get(row.id), warned=warned)
-        for row in ctx.until_stopped(rows)
+        _translate(ctx, opts, row, queues=queues, warned=warned) for row in ctx.until_stopped(rows)
     ]
     outcomes = [o for o in found if o is not None]
     ctx.db.run(lambda conn: _commit(conn, ctx, opts, outcomes))
@@ -131,7 +122,6 @@ def _translate(
     row: ToTranslate,
     *,
     queues: Mapping[str, Queue],
-    previous: int | None,
     warned: set[tuple[str, str]],
 ) -> Outcome | None:
     """One claimed job: its outcome, or None to leave it for a later cycle.
@@ -148,7 +138,7 @@ def _translate(
         log.error("cannot be translated: %s", diag)
         return Outcome(row.id, pandaid, row.state, failure=diag)
 
-    attempts = attempts_for_new_ce_job(ctx.settings.engine.attempts, previous)
+    attempts = attempts_for_new_ce_job(ctx.settings.engine.attempts, row.previous_attempts_left)
     if attempts < 1:
         return fail(f"no attempts left (engine.attempts: {ctx.settings.engine.attempts})")
     queue = queues.get(row.queue)
