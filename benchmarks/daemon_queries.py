@@ -50,7 +50,7 @@ from act.common.states import Layer
 from act.common.timeutil import utcnow
 from act.ctl import report
 from act.engine import fetcher, poller
-from act.engine.queries import ToCancel, ToClean, ToFetch, ToPoll
+from act.engine.queries import ToCancel, ToClean, ToFetch, ToPoll, due_for_check
 from act.engine.submitter import jobs as submitter_jobs
 from act.engine.work import claim_jobs
 from act.service.metrics_daemon import read_snapshot
@@ -285,8 +285,7 @@ def queries_of(db: Database) -> dict[str, Callable[[], None]]:
         _full("translator", got, batch)
 
     def poller_claim() -> None:
-        now = utcnow()
-        due = sa.or_(ce_jobs.c.next_check_at.is_(None), ce_jobs.c.next_check_at <= now)
+        due = due_for_check(utcnow())
         _full("poller", claim_jobs(ctx["poller"], poller.POLLED, ToPoll, where=[due]), batch)
 
     def validator_claim() -> None:

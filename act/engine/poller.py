@@ -30,20 +30,18 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from act.common.claims import release
 from act.common.daemon import DaemonSpec
 from act.common.logs import job_log
-from act.common.schema import ce_jobs
 from act.common.states import C_POLLED, EDGES, Actor, CEJobState, Layer
 from act.common.timeutil import iso, seconds, utcnow
 from act.common.transitions import transition
 from act.engine import breaker
 from act.engine.backend import CE, Backend, CEReportedState, CEUnavailable, JobStatus, Limits
 from act.engine.config import Context
-from act.engine.queries import ToPoll
+from act.engine.queries import ToPoll, due_for_check
 from act.engine.resubmit import classify
 from act.engine.runtime import pool
 from act.engine.settings import EngineSettings
@@ -73,9 +71,7 @@ _NAMED = {
 
 
 def run_once(ctx: Context) -> bool:
-    now = utcnow()
-    due = sa.or_(ce_jobs.c.next_check_at.is_(None), ce_jobs.c.next_check_at <= now)
-    rows = claim_jobs(ctx, POLLED, ToPoll, where=[due])
+    rows = claim_jobs(ctx, POLLED, ToPoll, where=[due_for_check(utcnow())])
     engines = pool(ctx)
     for name, jobs in ctx.until_stopped(list(by_ce(rows).items()), "CE(s) of claimed jobs"):
         found = resolve_ce(ctx, engines, name)

@@ -19,6 +19,7 @@ from act.common.states import Layer, in_table_order
 from act.common.transitions import chunked
 from act.engine.backend import CE, Backend
 from act.engine.config import Context
+from act.engine.queries import held_by
 from act.engine.runtime import EnginePool, UnknownCE
 
 T = TypeVar("T")
@@ -170,16 +171,7 @@ def keep(ctx: Context, jobs: Sequence[J]) -> list[J]:
     def renew_and_read(conn: Connection) -> set[int]:
         ids = [job.id for job in jobs]
         renew(conn, Layer.CE, ctx.owner, ctx.daemon.lease, ids)
-        held: set[int] = set()
-        for chunk in chunked(sorted(ids)):
-            held.update(
-                conn.execute(
-                    sa.select(ce_jobs.c.id).where(
-                        ce_jobs.c.id.in_(chunk), ce_jobs.c.lease_owner == ctx.owner
-                    )
-                ).scalars()
-            )
-        return held
+        return held_by(conn, ctx.owner, ids)
 
     held = ctx.db.run(renew_and_read)
     return [job for job in jobs if job.id in held]
