@@ -25,6 +25,10 @@ def test_every_row_type_reads_columns_that_exist() -> None:
         atlas_queries.ToValidate,
         atlas_queries.ToTranslate,
         engine_queries.ToSubmit,
+        engine_queries.ToPoll,
+        engine_queries.ToFetch,
+        engine_queries.ToCancel,
+        engine_queries.ToClean,
     }
     assert declared <= set(REGISTERED)
     for module in (atlas_queries, engine_queries):  # every dataclass there is a checked row type
