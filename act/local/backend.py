@@ -29,6 +29,7 @@ import secrets
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -41,6 +42,7 @@ from pydantic import ValidationError
 
 from act.common.config import ConfigError
 from act.common.logs import job_log
+from act.common.safe_paths import UnsafePath
 from act.engine.backend import (
     CE,
     BackendFactory,
@@ -494,7 +496,9 @@ class LocalBackend:
     # -- fetch --------------------------------------------------------------------------------
 
     def fetch(self, ce: CE, ce_job_id: str, dest: Path, *, failed: bool) -> Fetched:
-        """Copy the declared outputs (from ``work/``) plus stdout and stderr into ``dest``."""
+        """Copy the declared outputs (from ``work/``) plus stdout and stderr into ``dest``; a
+        symbolic link the payload left among them is never followed: the fetch fails naming the
+        job and the link (:mod:`act.local.staging`)."""
         jobdir = self._jobdir(ce, ce_job_id)
         if jobdir is None:
             return Fetched(ce_job_id, gone=True, error="the CE does not know the job")
@@ -504,30 +508,41 @@ class LocalBackend:
         except ValidationError:
             return Fetched(ce_job_id, error="job.json is unreadable")
         caps = self.settings.engine.fetch
-        plan: list[tuple[Path, str]] = []  # (source, relative destination)
+        plan: list[tuple[Path, str, int]] = []  # (directory, file below it, size)
         notes: list[str] = []
         for name in (jf.STDOUT, jf.STDERR):
-            if (jobdir / name).is_file() and not (jobdir / name).is_symlink():
-                plan.append((jobdir / name, name))
+            with contextlib.suppress(OSError):
+                info = (jobdir / name).lstat()
+                if stat.S_ISREG(info.st_mode):
+                    plan.append((jobdir, name, info.st_size))
         written: list[str] = []
         size = 0
         try:
             for name in outputs:
-                plan.extend(staging.collect(jobdir / jf.WORK, name, notes))
+                work = jobdir / jf.WORK
+                try:
+                    plan.extend((work, path, n) for path, n in staging.collect(work, name, notes))
+                except UnsafePath as error:
+                    raise staging.UnsafeOutput(staging.refused(f"output {name!r}", error)) from None
             if len(plan) > caps.max_files:
                 raise staging.UnsafeOutput(
                     f"{len(plan)} files exceed engine.fetch.max_files={caps.max_files}"
                 )
-            total = sum(source.lstat().st_size for source, _ in plan)
+            total = sum(n for _, _, n in plan)
             if total > caps.max_bytes:
                 raise staging.UnsafeOutput(
                     f"{total} bytes exceed engine.fetch.max_bytes={caps.max_bytes}"
                 )
-            for source, relative in plan:
-                size += staging.copy_file(source, dest / relative, caps.max_bytes - size)
+            for root, relative, _ in plan:
+                try:
+                    size += staging.copy_file(
+                        root, relative, dest / relative, caps.max_bytes - size
+                    )
+                except UnsafePath as error:
+                    raise staging.UnsafeOutput(staging.refused("output", error)) from None
                 written.append(relative)
         except (staging.UnsafeOutput, OSError) as error:
-            return Fetched(ce_job_id, tuple(written), size, error=str(error))
+            return Fetched(ce_job_id, tuple(written), size, error=f"job {ce_job_id}: {error}")
         state = self._current(jobdir)
         errors = state.get("errors")
         diagnostics = [str(e) for e in errors] if isinstance(errors, list) else []
