@@ -66,6 +66,8 @@ def copy_input(input_dir: Path | None, name: str, work: Path) -> None:
     try:
         source = open_file(input_dir.resolve(), name)
     except UnsafePath as error:
+        if error.reason not in (SYMLINK, LINK_ON_THE_WAY):
+            raise InputError(f"{what} is not a file in {input_dir}") from None
         raise InputError(
             refused("job description: inputs", error)
             + " (a link could lead outside the input directory)"
@@ -74,9 +76,13 @@ def copy_input(input_dir: Path | None, name: str, work: Path) -> None:
         raise InputError(f"{what} is not a file in {input_dir}") from None
     try:
         info = os.fstat(source)
-        target = open_file(
-            work, name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600, create_dirs=True
-        )
+        try:
+            target = open_file(
+                work, name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600, create_dirs=True
+            )
+        except UnsafePath as error:  # e.g. inputs "a" and "a/b": a file where a directory goes
+            what = "job description: inputs, in the working directory"
+            raise InputError(refused(what, error)) from None
         try:
             with contextlib.ExitStack() as files:
                 reader = files.enter_context(os.fdopen(os.dup(source), "rb"))
