@@ -29,6 +29,7 @@ def test_every_row_type_reads_columns_that_exist() -> None:
         engine_queries.ToFetch,
         engine_queries.ToCancel,
         engine_queries.ToClean,
+        engine_queries.CERow,
     }
     assert declared <= set(REGISTERED)
     for module in (atlas_queries, engine_queries):  # every dataclass there is a checked row type
