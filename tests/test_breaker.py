@@ -11,8 +11,9 @@ import sqlalchemy as sa
 
 from act.common.db import Database
 from act.common.schema import ces
-from act.engine import breaker
+from act.engine import breaker, queries
 from act.engine.breaker import CLOSED, HALF_OPEN, OPEN
+from act.engine.queries import CERow
 from act.engine.settings import BreakerSettings, CESettings
 
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
@@ -25,8 +26,16 @@ def at(offset: float) -> datetime:
 
 
 def row(db: Database, ce: str = "ce1") -> dict[str, Any]:
+    """The whole ``ces`` row, with the columns the breaker writes but does not read."""
     with db.read() as conn:
         return dict(conn.execute(sa.select(ces).where(ces.c.endpoint == ce)).mappings().one())
+
+
+def ce_row(db: Database, ce: str = "ce1") -> CERow:
+    """The row as the submitter reads it and hands it to :func:`breaker.admits`."""
+    with db.read() as conn:
+        (found,) = queries.ce_rows(conn, [ce])
+    return found
 
 
 def fail(db: Database, when: float, error: str = "connection refused") -> str:
@@ -36,7 +45,7 @@ def fail(db: Database, when: float, error: str = "connection refused") -> str:
 
 
 def admits(db: Database, when: float) -> breaker.Admission:
-    return breaker.admits(row(db), now=at(when), settings=SETTINGS)
+    return breaker.admits(ce_row(db), now=at(when), settings=SETTINGS)
 
 
 @pytest.fixture
@@ -165,3 +174,25 @@ def test_drain_and_enable(synced: Database) -> None:
 def test_failure_on_an_unknown_ce_creates_its_row(db: Database) -> None:
     assert fail(db, 1) == CLOSED
     assert row(db)["failures"] == 1
+
+
+def test_the_typed_row_reads_what_was_written(synced: Database) -> None:
+    db = synced
+    for when in (1, 2, 3):
+        fail(db, when)
+    db.run(lambda c: breaker.start_probe(c, "ce1", 42, now=at(700)))
+    found = ce_row(db)
+    assert (found.endpoint, found.enabled, found.breaker, found.breaker_forced) == (
+        "ce1",
+        True,
+        HALF_OPEN,
+        None,
+    )
+    assert (found.failures, found.opened_at, found.probe_job_id, found.probe_at) == (
+        3,
+        at(3),
+        42,
+        at(700),
+    )
+    assert found.success_score == pytest.approx(0.512)
+    assert (found.max_queued, found.max_running, found.last_submit_at) == (None, None, None)

@@ -15,6 +15,7 @@ from act.common.db import Database
 from act.common.rows import REGISTERED, columns_of, row_type
 from act.common.schema import ce_jobs, panda_jobs
 from act.common.states import Layer
+from act.ctl import queue_queries, report_queries
 from act.engine.queries import ToSubmit
 from tests.support.jobs import make_jobs
 
@@ -29,9 +30,15 @@ def test_every_row_type_reads_columns_that_exist() -> None:
         engine_queries.ToFetch,
         engine_queries.ToCancel,
         engine_queries.ToClean,
+        engine_queries.CERow,
+        engine_queries.CEShown,
+        report_queries.OldestPandaJob,
+        report_queries.OldestCEJob,
+        queue_queries.QueueShown,
     }
     assert declared <= set(REGISTERED)
-    for module in (atlas_queries, engine_queries):  # every dataclass there is a checked row type
+    # Every dataclass in these is a checked row type.
+    for module in (atlas_queries, engine_queries, queue_queries):
         found = {v for v in vars(module).values() if isinstance(v, type) and is_dataclass(v)}
         assert found <= set(REGISTERED), module.__name__
     for cls, (table, labelled) in REGISTERED.items():

@@ -15,16 +15,15 @@ from collections.abc import Callable
 from typing import Any
 
 import click
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from act.common import exitcodes, job_counts
-from act.common.schema import ces
 from act.common.states import Layer
 from act.common.timeutil import utcnow
 from act.ctl import audit, output, queries
 from act.ctl.queries import Row
 from act.engine import breaker
+from act.engine import queries as engine_queries
 from act.engine.settings import CESettings
 
 COLUMNS = (
@@ -41,31 +40,31 @@ COLUMNS = (
 
 def ce_records(conn: Connection, configured: dict[str, CESettings]) -> list[Row]:
     """One record per CE in the config or the ``ces`` table, with its jobs per state."""
-    rows = {str(row["endpoint"]): dict(row) for row in conn.execute(sa.select(ces)).mappings()}
+    rows = engine_queries.ces_shown(conn)
     counts = job_counts.ce_counts(conn)
     records = []
     for name in sorted(set(rows) | set(configured)):
-        row = rows.get(name, {})
+        row = rows.get(name)
         settings = configured.get(name)
         by_state = counts.get(name, {})
         records.append(
             {
                 "ce": name,
                 "configured": settings is not None,
-                "backend": settings.backend if settings else row.get("backend"),
-                "enabled": bool(row.get("enabled", True)),
-                "breaker": row.get("breaker", breaker.CLOSED),
-                "breaker_forced": row.get("breaker_forced"),
-                "failures": int(row.get("failures") or 0),
-                "opened_at": row.get("opened_at"),
-                "probe_job_id": row.get("probe_job_id"),
-                "success_score": row.get("success_score"),
-                "last_error": row.get("last_error"),
-                "last_error_at": row.get("last_error_at"),
-                "last_submit_at": row.get("last_submit_at"),
-                "reason": row.get("reason"),
-                "updated_by": row.get("updated_by"),
-                "updated_at": row.get("updated_at"),
+                "backend": settings.backend if settings else (row.backend if row else None),
+                "enabled": row.enabled if row else True,
+                "breaker": row.breaker if row else breaker.CLOSED,
+                "breaker_forced": row.breaker_forced if row else None,
+                "failures": row.failures if row else 0,
+                "opened_at": row.opened_at if row else None,
+                "probe_job_id": row.probe_job_id if row else None,
+                "success_score": row.success_score if row else None,
+                "last_error": row.last_error if row else None,
+                "last_error_at": row.last_error_at if row else None,
+                "last_submit_at": row.last_submit_at if row else None,
+                "reason": row.reason if row else None,
+                "updated_by": row.updated_by if row else None,
+                "updated_at": row.updated_at if row else None,
                 "jobs": queries.in_state_order(by_state, Layer.CE),
             }
         )
@@ -130,8 +129,7 @@ def register(cli: click.Group, pass_app: Callable[..., Any], failure: type[Excep
             def change(conn: Connection) -> bool:
                 now = utcnow()
                 breaker.sync_ces(conn, settings.engine.ces, now=now)
-                known = conn.execute(sa.select(ces.c.endpoint).where(ces.c.endpoint == ce))
-                if known.first() is None:
+                if not engine_queries.ce_known(conn, ce):
                     return False
                 apply(conn, ce, who=person, why=why, now=now)
                 audit.record(conn, who=person, command=f"ce {name}", target=f"ce:{ce}", reason=why)

@@ -1,8 +1,9 @@
 """``actctl panda``: the PanDA reporting backlog, what PanDA was last told, and credentials.
 
-The backlog is read from ``panda_jobs.next_report_at`` (the propagator's schedule): jobs whose
-report is overdue, and how late the oldest one is — the heartbeat lag PanDA sees. PanDA declares
-a job lost after hours without a heartbeat, so a growing lag is the first thing to watch.
+The backlog is read from ``panda_jobs.next_report_at`` (the propagator's schedule, by
+:mod:`act.ctl.backlog_queries`): jobs whose report is overdue, and how late the oldest one is —
+the heartbeat lag PanDA sees. PanDA declares a job lost after hours without a heartbeat, so a
+growing lag is the first thing to watch.
 """
 
 from __future__ import annotations
@@ -11,15 +12,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from act.atlas.credentials import credential_lifetimes
 from act.atlas.panda_settings import PandaServerSettings
-from act.atlas.report_backlog import SCHEDULED_SINCE
-from act.common.schema import panda_jobs
-from act.common.states import PandaJobState
 from act.common.timeutil import utcnow
+from act.ctl import backlog_queries as queries
 from act.ctl import durations, output
 
 NOTHING_YET = "(nothing yet)"
@@ -46,51 +44,20 @@ class Backlog:
         return self.now - self.oldest_due
 
 
-def _overdue(now: datetime) -> sa.ColumnElement[bool]:
-    """Jobs whose report is due at ``now`` or earlier."""
-    return panda_jobs.c.next_report_at <= now
-
-
 def backlog(conn: Connection, now: datetime | None = None) -> Backlog:
     """Read the reporting backlog (every query goes through the next_report_at index)."""
     now = now or utcnow()
-    t = panda_jobs
-    # "IS NOT NULL" written as a range, which every backend serves from the index.
-    scheduled = t.c.next_report_at >= SCHEDULED_SINCE
-    overdue, oldest = conn.execute(
-        sa.select(sa.func.count(), sa.func.min(t.c.next_report_at)).where(_overdue(now))
-    ).one()
-    total, failing, most = conn.execute(
-        sa.select(
-            sa.func.count(),
-            sa.func.sum(sa.case((t.c.report_failures > 0, 1), else_=0)),
-            sa.func.max(t.c.report_failures),
-        ).where(scheduled)
-    ).one()
-    told = {
-        status or NOTHING_YET: int(count)
-        for status, count in conn.execute(
-            sa.select(t.c.panda_status, sa.func.count()).where(scheduled).group_by(t.c.panda_status)
-        )
-    }
-    stopped = {
-        command: int(count)
-        for command, count in conn.execute(
-            sa.select(t.c.panda_command, sa.func.count())
-            .where(
-                t.c.state.in_([PandaJobState.TOBEKILLED, PandaJobState.CANCELLED]),
-                t.c.panda_command.is_not(None),
-            )
-            .group_by(t.c.panda_command)
-        )
-    }
+    late = queries.overdue(conn, now)
+    scheduled = queries.scheduled(conn)
+    told = {status or NOTHING_YET: count for status, count in queries.last_told(conn).items()}
+    stopped = queries.stopped_by_command(conn)
     return Backlog(
         now=now,
-        scheduled=int(total or 0),
-        overdue=int(overdue or 0),
-        oldest_due=oldest,
-        failing=int(failing or 0),
-        most_failures=int(most or 0),
+        scheduled=scheduled.jobs,
+        overdue=late.jobs,
+        oldest_due=late.oldest_due,
+        failing=scheduled.failing,
+        most_failures=scheduled.most_failures,
         told=dict(sorted(told.items())),
         stopped=dict(sorted(stopped.items())),
     )

@@ -8,11 +8,10 @@ for a disabled queue; the jobs it already has go on. The row is created on the f
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import click
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from act.atlas.queues import _BUILTIN, QueueSettings, QueuesSettings
@@ -21,7 +20,7 @@ from act.common.db import upsert
 from act.common.schema import queues
 from act.common.states import Layer
 from act.common.timeutil import utcnow
-from act.ctl import audit, output, queries
+from act.ctl import audit, output, queries, queue_queries
 from act.ctl.queries import Row
 
 COLUMNS = ("queue", "enabled", "max_jobs", "max_queued", "jobs")
@@ -40,25 +39,24 @@ def _configured_limit(settings: QueuesSettings, name: str, key: str) -> int | No
 
 def queue_records(conn: Connection, settings: QueuesSettings) -> list[Row]:
     """One record per configured or recorded queue, with its jobs per state."""
-    rows = {str(row["name"]): dict(row) for row in conn.execute(sa.select(queues)).mappings()}
+    rows = queue_queries.queues_shown(conn)
     counts = job_counts.panda_counts(conn)
     records = []
     for name in sorted(set(rows) | set(settings.serve)):
-        row: Mapping[str, Any] = rows.get(name, {})
+        row = rows.get(name)
         by_state = counts.get(name, {})
-        max_jobs, max_queued = row.get("max_jobs"), row.get("max_queued")
         records.append(
             {
                 "queue": name,
                 "configured": name in settings.serve,
-                "enabled": bool(row.get("enabled", True)),
-                "max_jobs": max_jobs,
-                "max_queued": max_queued,
+                "enabled": row.enabled if row else True,
+                "max_jobs": row.max_jobs if row else None,
+                "max_queued": row.max_queued if row else None,
                 "config_max_jobs": _configured_limit(settings, name, "max_jobs"),
                 "config_max_queued": _configured_limit(settings, name, "max_queued"),
-                "reason": row.get("reason"),
-                "updated_by": row.get("updated_by"),
-                "updated_at": row.get("updated_at"),
+                "reason": row.reason if row else None,
+                "updated_by": row.updated_by if row else None,
+                "updated_at": row.updated_at if row else None,
                 "jobs": queries.in_state_order(by_state, Layer.PANDA),
             }
         )
@@ -128,8 +126,7 @@ def register(cli: click.Group, pass_app: Callable[..., Any], failure: type[Excep
             configured = app.settings().queues.serve
 
             def change(conn: Connection) -> bool:
-                known = conn.execute(sa.select(queues.c.name).where(queues.c.name == queue))
-                if queue not in configured and known.first() is None:
+                if queue not in configured and not queue_queries.queue_known(conn, queue):
                     return False
                 switch(conn, queue, enabled=enabled, who=person, reason=why)
                 audit.record(

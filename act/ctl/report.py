@@ -5,11 +5,8 @@ the window with their top error codes, and the heartbeat lag (how late the most 
 to PanDA is). Per CE (CE layer): jobs per state, the oldest job in each state, the jobs that
 failed in the window with their top errors, and the CE's breaker and drain state.
 
-Everything is a handful of GROUP BY queries, each served by an index, whatever the number of
-jobs: counts and the oldest job per state come from the ``(queue, state, id)`` and
-``(ce_endpoint, state, id)`` indexes (the oldest job of a state is the one fetched first, i.e.
-the lowest id); failures come from the ``transitions`` history through its ``at`` index (only
-the window's rows are read); the heartbeat lag from the ``next_report_at`` index.
+Everything is a handful of GROUP BY queries, each served by an index whatever the number of
+jobs (:mod:`act.ctl.report_queries`); this module shapes their results into the report.
 """
 
 from __future__ import annotations
@@ -20,27 +17,20 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import click
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from act.atlas import report_backlog
-from act.common.job_counts import UNASSIGNED
-from act.common.schema import ce_jobs, ces, panda_jobs
-from act.common.schema import transitions as history
-from act.common.states import C_FAILED, P_FAILED, STATES, Layer, in_table_order
+from act.common.states import P_FAILED, STATES, Layer, in_table_order
 from act.common.timeutil import utcnow
 from act.ctl import durations, output
+from act.ctl import report_queries as queries
 from act.ctl.queries import Row
+from act.ctl.report_queries import ErrorCount, OldestCEJob, OldestPandaJob
 from act.engine import breaker
+from act.engine import queries as engine_queries
 
-#: The states a job "fails" into: a job counts once however many of them it entered.
-FAILED_STATES = {Layer.PANDA: P_FAILED, Layer.CE: C_FAILED}
 #: Most error codes (or texts) shown per queue or CE.
 TOP_ERRORS = 5
-#: How much of an error text is compared when CE errors are grouped, and shown.
-ERROR_PREFIX = 200
-#: Most ids in one ``IN (...)`` list.
-CHUNK = 500
 DEFAULT_WINDOW = "1h"
 
 
@@ -54,56 +44,36 @@ class Scope:
     now: datetime
 
 
-# --- the queries ---------------------------------------------------------------------------------
-
-
-def _key(name: Any) -> str:
-    return UNASSIGNED if name is None else str(name)
-
-
-def _in_chunks(ids: list[int]) -> Iterable[list[int]]:
-    for start in range(0, len(ids), CHUNK):
-        yield ids[start : start + CHUNK]
+# --- the queries' results, shaped ----------------------------------------------------------------
 
 
 def _per_state(
     conn: Connection,
-    table: sa.Table,
-    group: sa.Column[Any],
+    layer: Layer,
+    oldest: type[OldestPandaJob | OldestCEJob],
     *,
     wanted: str | None,
     shown: dict[str, str],
     now: datetime,
 ) -> dict[str, dict[str, Any]]:
-    """{name: {"states": {state: n}, "total": n, "oldest": {state: job}}}: one GROUP BY over the
-    (group, state, id) index, then the oldest job (lowest id) of each group by primary key,
-    with its columns ``shown`` ({column: label})."""
-    stmt = sa.select(group, table.c.state, sa.func.count(), sa.func.min(table.c.id)).group_by(
-        group, table.c.state
-    )
-    if wanted is not None:
-        stmt = stmt.where(group == wanted)
+    """{name: {"states": {state: n}, "total": n, "oldest": {state: job}}}, the oldest job of
+    each state with its fields ``shown`` ({field: label})."""
     found: dict[str, dict[str, Any]] = {}
     oldest_ids: dict[int, tuple[str, str]] = {}
-    for name, state, number, first in conn.execute(stmt):
-        entry = found.setdefault(_key(name), {"states": {}, "total": 0, "oldest": {}})
-        entry["states"][str(state)] = int(number)
-        entry["total"] += int(number)
-        oldest_ids[int(first)] = (_key(name), str(state))
-    # Not the whole row: a PanDA job's spec can be megabytes.
-    names = dict.fromkeys(("id", *shown, "created_at", "state_changed_at"))
-    columns = [table.c[name] for name in names]
-    for chunk in _in_chunks(sorted(oldest_ids)):
-        for row in conn.execute(sa.select(*columns).where(table.c.id.in_(chunk))).mappings():
-            name, state = oldest_ids[int(row["id"])]
-            found[name]["oldest"][state] = {
-                **{label: row[name] for name, label in shown.items()},
-                "created_at": row["created_at"],
-                "state_changed_at": row["state_changed_at"],
-                "age_seconds": _seconds(now - row["created_at"]),
-                "in_state_seconds": _seconds(now - row["state_changed_at"]),
-            }
-    layer = Layer.PANDA if table is panda_jobs else Layer.CE
+    for count in queries.counts_per_state(conn, layer, wanted=wanted):
+        entry = found.setdefault(count.name, {"states": {}, "total": 0, "oldest": {}})
+        entry["states"][count.state] = count.jobs
+        entry["total"] += count.jobs
+        oldest_ids[count.oldest_id] = (count.name, count.state)
+    for job in queries.oldest_jobs(conn, oldest, oldest_ids):
+        name, state = oldest_ids[job.id]
+        found[name]["oldest"][state] = {
+            **{label: getattr(job, field) for field, label in shown.items()},
+            "created_at": job.created_at,
+            "state_changed_at": job.state_changed_at,
+            "age_seconds": _seconds(now - job.created_at),
+            "in_state_seconds": _seconds(now - job.state_changed_at),
+        }
     for entry in found.values():
         entry["states"] = _in_state_order(entry["states"], layer)
         entry["oldest"] = _in_state_order(entry["oldest"], layer)
@@ -121,65 +91,7 @@ def _in_state_order(by_state: dict[str, Any], layer: Layer) -> dict[str, Any]:
     )
 
 
-def _failed_ids(conn: Connection, layer: Layer, scope: Scope) -> list[int]:
-    """Ids of the jobs of ``layer`` that entered a failed state in the window, read through the
-    index on transitions.at. The layer is compared as ``layer || ''`` so that no planner takes
-    the (layer, job_id) index instead (SQLite does): that would read the layer's whole history,
-    where the window holds only its last hour or so."""
-    stmt = (
-        sa.select(history.c.job_id)
-        .where(
-            history.c.at.between(scope.since, scope.now),
-            history.c.layer.concat("") == layer.value,
-            history.c.to_state.in_(in_table_order(layer, FAILED_STATES[layer])),
-        )
-        .distinct()
-    )
-    return sorted(int(job_id) for job_id in conn.execute(stmt).scalars())
-
-
-@dataclass
-class _Error:
-    jobs: int
-    text: str | None
-
-
-def _failures(
-    conn: Connection,
-    table: sa.Table,
-    group: sa.Column[Any],
-    *,
-    kind: sa.ColumnElement[Any],
-    ids: list[int],
-    wanted: str | None,
-) -> tuple[dict[str, int], dict[str, dict[Any, _Error]]]:
-    """For the failed jobs ``ids``: {name: how many}, and {name: {error kind: jobs, a text}}.
-
-    The ids go in by primary key (in chunks), so the plan is the same on every backend whatever
-    the table's size: handing the database the subquery instead let MariaDB's planner read the
-    whole (group, state, id) index to probe the subquery's result.
-    """
-    text = sa.func.min(_prefix(table.c.error_text))
-    counted: dict[str, int] = {}
-    errors: dict[str, dict[Any, _Error]] = {}
-    for chunk in _in_chunks(ids):
-        stmt = (
-            sa.select(group, kind, sa.func.count(), text)
-            .where(table.c.id.in_(chunk))
-            .group_by(group, kind)
-        )
-        if wanted is not None:
-            stmt = stmt.where(group == wanted)
-        for name, key, number, example in conn.execute(stmt):
-            counted[_key(name)] = counted.get(_key(name), 0) + int(number)
-            found = errors.setdefault(_key(name), {}).setdefault(key, _Error(0, example))
-            found.jobs += int(number)
-            if example is not None and (found.text is None or example < found.text):
-                found.text = example
-    return counted, errors
-
-
-def _top(errors: dict[Any, _Error], label: str | None) -> list[Row]:
+def _top(errors: dict[Any, ErrorCount], label: str | None) -> list[Row]:
     """The TOP_ERRORS most frequent errors (ties: by kind), each as a JSON-ready row."""
     ranked = sorted(errors.items(), key=lambda kv: (-kv[1].jobs, str(kv[0]), str(kv[1].text)))
     return [
@@ -192,17 +104,11 @@ def _top(errors: dict[Any, _Error], label: str | None) -> list[Row]:
     ]
 
 
-def _prefix(column: sa.Column[Any]) -> sa.ColumnElement[Any]:
-    # Literal numbers, not bound parameters: PostgreSQL must see the same expression in the
-    # SELECT list and in GROUP BY.
-    return sa.func.substr(column, sa.literal_column("1"), sa.literal_column(str(ERROR_PREFIX)))
-
-
 def _heartbeats(conn: Connection, scope: Scope) -> dict[str, Row]:
     """{queue: overdue reports and the lag of the most overdue}, as
     :func:`act.atlas.report_backlog.overdue_by_queue` reads them."""
     return {
-        _key(queue): {
+        queries.name_of(queue): {
             "overdue": lag.overdue,
             "oldest_due": lag.oldest_due,
             "lag_seconds": _seconds(scope.now - lag.oldest_due),
@@ -215,37 +121,21 @@ def _heartbeats(conn: Connection, scope: Scope) -> dict[str, Row]:
 
 def _all_heartbeats(conn: Connection, now: datetime) -> Row:
     """Reports scheduled and overdue over all queues, and the lag: what ``actctl panda`` shows
-    first (:func:`act.ctl.panda.backlog`), from the next_report_at index alone (backlog() also
-    reads every scheduled job's row for what PanDA was told, which the report does not show)."""
-    t = panda_jobs
-    scheduled = conn.execute(
-        sa.select(sa.func.count()).where(t.c.next_report_at >= report_backlog.SCHEDULED_SINCE)
-    ).scalar_one()
-    overdue, oldest = conn.execute(
-        sa.select(sa.func.count(), sa.func.min(t.c.next_report_at)).where(
-            t.c.next_report_at.between(report_backlog.SCHEDULED_SINCE, now)
-        )
-    ).one()
+    first (:func:`act.ctl.panda.backlog`)."""
+    found = queries.report_schedule(conn, now)
     return {
         "all_queues": True,
-        "scheduled": int(scheduled),
-        "overdue": int(overdue),
-        "oldest_due": oldest,
-        "lag_seconds": _seconds(now - oldest) if oldest is not None else None,
+        "scheduled": found.scheduled,
+        "overdue": found.overdue,
+        "oldest_due": found.oldest_due,
+        "lag_seconds": _seconds(now - found.oldest_due) if found.oldest_due is not None else None,
     }
-
-
-def _ce_rows(conn: Connection, wanted: str | None) -> dict[str, Row]:
-    stmt = sa.select(ces)
-    if wanted is not None:
-        stmt = stmt.where(ces.c.endpoint == wanted)
-    return {str(row["endpoint"]): dict(row) for row in conn.execute(stmt).mappings()}
 
 
 # --- the report ----------------------------------------------------------------------------------
 
 
-#: What the oldest job of a state is shown with: {column: label}.
+#: What the oldest job of a state is shown with: {field: label}.
 PANDA_JOB = {"panda_id": "pandaid"}
 CE_JOB = {"id": "id", "ce_job_id": "ce_job_id", "pandaid": "pandaid"}
 
@@ -259,29 +149,20 @@ def build(
 ) -> dict[str, Any]:
     """The report as one JSON-ready object (see the module docstring)."""
     configured_ces = configured_ces or {}
-    pj, cj = panda_jobs, ce_jobs
     queue_states = _per_state(
-        conn, pj, pj.c.queue, wanted=scope.queue, shown=PANDA_JOB, now=scope.now
+        conn, Layer.PANDA, OldestPandaJob, wanted=scope.queue, shown=PANDA_JOB, now=scope.now
     )
-    queue_failures, queue_errors = _failures(
-        conn,
-        pj,
-        pj.c.queue,
-        kind=pj.c.error_code,
-        ids=_failed_ids(conn, Layer.PANDA, scope),
-        wanted=scope.queue,
-    )
+    failed_ids = queries.failed_ids(conn, Layer.PANDA, scope.since, scope.now)
+    queue_failed = queries.failures(conn, Layer.PANDA, failed_ids, wanted=scope.queue)
+    queue_failures, queue_errors = queue_failed.counted, queue_failed.errors
     lags = _heartbeats(conn, scope)
-    ce_states = _per_state(conn, cj, cj.c.ce_endpoint, wanted=scope.ce, shown=CE_JOB, now=scope.now)
-    ce_failures, ce_errors = _failures(
-        conn,
-        cj,
-        cj.c.ce_endpoint,
-        kind=_prefix(cj.c.error_text),
-        ids=_failed_ids(conn, Layer.CE, scope),
-        wanted=scope.ce,
+    ce_states = _per_state(
+        conn, Layer.CE, OldestCEJob, wanted=scope.ce, shown=CE_JOB, now=scope.now
     )
-    ce_rows = _ce_rows(conn, scope.ce)
+    failed_ids = queries.failed_ids(conn, Layer.CE, scope.since, scope.now)
+    ce_failed = queries.failures(conn, Layer.CE, failed_ids, wanted=scope.ce)
+    ce_failures, ce_errors = ce_failed.counted, ce_failed.errors
+    ce_rows = engine_queries.ces_shown(conn, scope.ce)
     overall = _all_heartbeats(conn, scope.now)
 
     queue_names = set(queue_states) | set(queue_failures) | set(lags)
@@ -300,19 +181,19 @@ def build(
     ce_names |= {c for c in configured_ces if scope.ce in (None, c)}
     ce_report = {}
     for name in sorted(ce_names):
-        row = ce_rows.get(name, {})
+        row = ce_rows.get(name)
         settings = configured_ces.get(name)
         ce_report[name] = {
             **ce_states.get(name, empty),
             "failed_in_window": ce_failures.get(name, 0),
             "top_errors": _top(ce_errors.get(name, {}), None),
             "configured": settings is not None,
-            "backend": getattr(settings, "backend", None) or row.get("backend"),
-            "enabled": bool(row.get("enabled", True)),
-            "breaker": row.get("breaker", breaker.CLOSED),
-            "breaker_forced": row.get("breaker_forced"),
-            "consecutive_failures": int(row.get("failures") or 0),
-            "reason": row.get("reason"),
+            "backend": getattr(settings, "backend", None) or (row.backend if row else None),
+            "enabled": row.enabled if row else True,
+            "breaker": row.breaker if row else breaker.CLOSED,
+            "breaker_forced": row.breaker_forced if row else None,
+            "consecutive_failures": row.failures if row else 0,
+            "reason": row.reason if row else None,
         }
     return {
         "now": scope.now,

@@ -18,9 +18,7 @@ import sqlalchemy as sa
 from act.atlas import storage_endpoints
 from act.atlas.storage.model import endpoint_of
 from act.common import exitcodes
-from act.common.schema import panda_jobs
-from act.common.states import PandaJobState
-from act.ctl import audit, output
+from act.ctl import audit, backlog_queries, output
 from act.ctl.queries import Row
 
 COLUMNS = ("endpoint", "state", "last_ok_at", "last_error_at", "last_error")
@@ -28,15 +26,9 @@ COLUMNS = ("endpoint", "state", "last_ok_at", "last_error_at", "last_error")
 
 def records(conn: sa.Connection) -> list[Row]:
     found = storage_endpoints.rows(conn)
-    waiting = conn.execute(
-        sa.select(sa.func.count())
-        .select_from(panda_jobs)
-        .where(
-            panda_jobs.c.state == PandaJobState.TOVALIDATE, panda_jobs.c.validate_after.is_not(None)
-        )
-    ).scalar_one()
+    waiting = backlog_queries.validations_put_off(conn)
     return [
-        {**row, "state": "up" if row["enabled"] else "down", "jobs_put_off": int(waiting)}
+        {**row, "state": "up" if row["enabled"] else "down", "jobs_put_off": waiting}
         for row in found
     ]
 

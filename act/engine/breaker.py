@@ -30,8 +30,10 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from act.common.rows import fetch, select_of
 from act.common.schema import ces
 from act.common.timeutil import iso, seconds, utcnow
+from act.engine.queries import CERow
 from act.engine.settings import BreakerSettings, CESettings
 
 log = logging.getLogger(__name__)
@@ -59,14 +61,14 @@ def ewma(score: float | None, outcome: float) -> float:
     return (1 - ALPHA) * previous + ALPHA * outcome
 
 
-def _row(conn: Connection, ce: str) -> Mapping[str, Any]:
+def _row(conn: Connection, ce: str) -> CERow:
     """The CE's row, locked for this transaction; created (unknown back end) if missing."""
-    stmt = sa.select(ces).where(ces.c.endpoint == ce).with_for_update()
-    row = conn.execute(stmt).mappings().one_or_none()
-    if row is None:
+    stmt = select_of(CERow, ces).where(ces.c.endpoint == ce).with_for_update()
+    found = fetch(conn, CERow, stmt)
+    if not found:
         _insert(conn, ce, backend="", now=None)
-        row = conn.execute(stmt).mappings().one()
-    return dict(row)
+        found = fetch(conn, CERow, stmt)
+    return found[0]
 
 
 def _insert(conn: Connection, ce: str, *, backend: str, now: datetime | None) -> None:
@@ -103,13 +105,13 @@ def record_failure(
 ) -> str:
     """Count one failure of ``ce``; returns the breaker's new (automatic) state."""
     row = _row(conn, ce)
-    failures = int(row["failures"]) + 1
-    state = str(row["breaker"])
+    failures = row.failures + 1
+    state = row.breaker
     values: dict[str, Any] = {
         "failures": failures,
         "last_error": error[:ERROR_LEN],
         "last_error_at": now,
-        "success_score": ewma(row["success_score"], 0.0),
+        "success_score": ewma(row.success_score, 0.0),
     }
     new = state
     if state == HALF_OPEN or (state == CLOSED and failures >= settings.failures):
@@ -136,8 +138,8 @@ def record_success(conn: Connection, ce: str, *, now: datetime) -> str:
     job sent before it opened proves little; the probe decides.
     """
     row = _row(conn, ce)
-    state = str(row["breaker"])
-    values: dict[str, Any] = {"failures": 0, "success_score": ewma(row["success_score"], 1.0)}
+    state = row.breaker
+    values: dict[str, Any] = {"failures": 0, "success_score": ewma(row.success_score, 1.0)}
     new = CLOSED if state == HALF_OPEN else state
     if new != state:
         values.update(breaker=CLOSED, opened_at=None, probe_job_id=None, probe_at=None)
@@ -146,26 +148,26 @@ def record_success(conn: Connection, ce: str, *, now: datetime) -> str:
     return new
 
 
-def admits(row: Mapping[str, Any], *, now: datetime, settings: BreakerSettings) -> Admission:
+def admits(row: CERow, *, now: datetime, settings: BreakerSettings) -> Admission:
     """Whether the CE of this ``ces`` row takes new jobs now (see the module's docstring)."""
-    state = str(row["breaker"])
-    forced = row["breaker_forced"]
-    if not row["enabled"]:
+    state = row.breaker
+    forced = row.breaker_forced
+    if not row.enabled:
         return Admission(False, state, "drained by an operator")
     if forced == OPEN:
         return Admission(False, state, "breaker forced open by an operator")
     if CLOSED in (forced, state):
         return Admission(True, state)
     if state == OPEN:
-        opened = row["opened_at"] or now
+        opened = row.opened_at or now
         until = opened + seconds(settings.cooldown)
         if now < until:
             return Admission(False, state, f"breaker open until {iso(until)}")
         return Admission(True, state, "cool-down over: one probe job", probe=True)
     # half_open: one probe is out; replace it only if it never came back.
-    probe_at = row["probe_at"] or now
+    probe_at = row.probe_at or now
     if now < probe_at + seconds(settings.cooldown):
-        return Admission(False, state, f"breaker half-open: probe job {row['probe_job_id']} out")
+        return Admission(False, state, f"breaker half-open: probe job {row.probe_job_id} out")
     return Admission(True, state, "probe job never came back: another probe", probe=True)
 
 
@@ -173,7 +175,7 @@ def start_probe(conn: Connection, ce: str, job_id: int, *, now: datetime) -> Non
     """Mark the breaker half-open with ``job_id`` as its probe."""
     row = _row(conn, ce)
     _update(conn, ce, breaker=HALF_OPEN, probe_job_id=job_id, probe_at=now)
-    log.info("ce=%s: breaker %s -> half_open (probe job id=%d)", ce, row["breaker"], job_id)
+    log.info("ce=%s: breaker %s -> half_open (probe job id=%d)", ce, row.breaker, job_id)
 
 
 def force(
@@ -193,7 +195,7 @@ def force(
         "updated_by": who,
         "updated_at": now,
     }
-    if state is None and row["breaker"] != CLOSED:
+    if state is None and row.breaker != CLOSED:
         # Back to automatic: an old open state would otherwise outlive the operator's decision.
         values.update(breaker=CLOSED, failures=0, opened_at=None, probe_job_id=None, probe_at=None)
     _update(conn, ce, **values)

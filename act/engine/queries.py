@@ -1,7 +1,8 @@
 """The engine's reads: the ``ce_jobs`` rows its daemons claim, typed (one frozen dataclass per
-reader), and the other questions they ask of ``ce_jobs`` and ``ces``.
+reader), the ``ces`` rows the breaker and the submitter read (:class:`CERow`) and actctl shows
+(:class:`CEShown`), and the other questions they ask of ``ce_jobs`` and ``ces``.
 
-Each field of a row type is a column of ``ce_jobs``; :func:`act.common.claims.claim_and_load`
+Each field of a row type is a column of its table; :func:`act.common.claims.claim_and_load`
 (the submitter) and :func:`act.engine.work.claim_jobs` (the daemons that follow CE jobs) load
 them, and tests/test_rows.py checks the names. Writes are not here: state changes go through
 :func:`act.common.transitions.transition`, the other columns through :mod:`act.engine.work` and
@@ -14,12 +15,11 @@ from collections import Counter, defaultdict
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from act.common.rows import row_type
+from act.common.rows import fetch, row_type, select_of
 from act.common.schema import ce_jobs, ces
 from act.common.transitions import chunked
 
@@ -136,11 +136,68 @@ def jobs_per_state_at(
     return counts
 
 
-def ce_rows(conn: Connection, names: Collection[str]) -> list[dict[str, Any]]:
-    """The ``ces`` rows of the CEs in ``names``, as :func:`act.engine.breaker.admits` reads
-    them (the breaker owns that table, and reads its rows as mappings)."""
-    stmt = sa.select(ces).where(ces.c.endpoint.in_(list(names)))
-    return [dict(row) for row in conn.execute(stmt).mappings()]
+@row_type(ces)
+@dataclass(frozen=True)
+class CERow:
+    """A CE's ``ces`` row as the engine reads it: its breaker and drain state, which
+    :func:`act.engine.breaker.admits` decides on and the breaker's updates start from, and the
+    operator's limits, last submission and success score the submitter's budgets use
+    (act.engine.submitter.budgets)."""
+
+    endpoint: str
+    enabled: bool
+    breaker: str
+    breaker_forced: str | None
+    failures: int
+    opened_at: datetime | None
+    probe_job_id: int | None
+    probe_at: datetime | None
+    max_queued: int | None
+    max_running: int | None
+    last_submit_at: datetime | None
+    success_score: float | None
+
+
+def ce_rows(conn: Connection, names: Collection[str]) -> list[CERow]:
+    """The ``ces`` rows of the CEs in ``names`` (the breaker owns that table and writes it)."""
+    return fetch(conn, CERow, select_of(CERow, ces).where(ces.c.endpoint.in_(list(names))))
+
+
+@row_type(ces)
+@dataclass(frozen=True)
+class CEShown:
+    """A CE's ``ces`` row as actctl shows it (``actctl ces``, ``actctl report``): its back end,
+    breaker and drain state, last submission and error, and who last changed it and why."""
+
+    endpoint: str
+    backend: str
+    enabled: bool
+    breaker: str
+    breaker_forced: str | None
+    failures: int
+    opened_at: datetime | None
+    probe_job_id: int | None
+    success_score: float | None
+    last_error: str | None
+    last_error_at: datetime | None
+    last_submit_at: datetime | None
+    reason: str | None
+    updated_by: str | None
+    updated_at: datetime
+
+
+def ces_shown(conn: Connection, name: str | None = None) -> dict[str, CEShown]:
+    """Every CE's ``ces`` row by name (only ``name``'s if given), for actctl."""
+    stmt = select_of(CEShown, ces)
+    if name is not None:
+        stmt = stmt.where(ces.c.endpoint == name)
+    return {row.endpoint: row for row in fetch(conn, CEShown, stmt)}
+
+
+def ce_known(conn: Connection, name: str) -> bool:
+    """Whether the CE ``name`` has a ``ces`` row."""
+    found = conn.execute(sa.select(ces.c.endpoint).where(ces.c.endpoint == name)).first()
+    return found is not None
 
 
 def breaker_state(conn: Connection, name: str) -> str:

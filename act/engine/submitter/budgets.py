@@ -15,7 +15,7 @@ from act.common.timeutil import seconds
 from act.engine import breaker, queries, strategies
 from act.engine.backend import CE
 from act.engine.config import Context
-from act.engine.queries import ToSubmit
+from act.engine.queries import CERow, ToSubmit
 from act.engine.runtime import EnginePool
 from act.engine.submitter.jobs import (
     QUEUED_STATES,
@@ -28,7 +28,7 @@ class Budget:
     """What one CE may still take this cycle."""
 
     ce: CE
-    row: Mapping[str, Any]
+    row: CERow
     left: int
     probe: bool = False
     assigned: list[ToSubmit] = field(default_factory=list)
@@ -40,7 +40,7 @@ def budgets(
     """Each configured CE's room this cycle, and why the others have none."""
     settings = ctx.settings.engine
 
-    def read(conn: Connection) -> tuple[list[dict[str, Any]], dict[str, Counter[str]]]:
+    def read(conn: Connection) -> tuple[list[CERow], dict[str, Counter[str]]]:
         breaker.sync_ces(conn, settings.ces, now=now)
         counts = queries.jobs_per_state_at(conn, settings.ces, [*QUEUED_STATES, *RUNNING_STATES])
         return queries.ce_rows(conn, settings.ces), counts
@@ -49,7 +49,7 @@ def budgets(
     room: dict[str, Budget] = {}
     closed: dict[str, str] = {}
     for row in rows:
-        name = str(row["endpoint"])
+        name = row.endpoint
         ce = engine.ce(name)
         admission = breaker.admits(row, now=now, settings=settings.breaker)
         if not admission.ok:
@@ -62,14 +62,12 @@ def budgets(
             continue
         queued = sum(counts[name][state] for state in QUEUED_STATES)
         running = sum(counts[name][state] for state in RUNNING_STATES)
-        max_queued = row["max_queued"] if row["max_queued"] is not None else ce.settings.max_queued
-        max_running = (
-            row["max_running"] if row["max_running"] is not None else ce.settings.max_running
-        )
+        max_queued = row.max_queued if row.max_queued is not None else ce.settings.max_queued
+        max_running = row.max_running if row.max_running is not None else ce.settings.max_running
         left = min(ce.settings.max_per_cycle, int(max_queued) - queued)
         if max_running is not None:
             left = min(left, int(max_running) - running)
-        last = row["last_submit_at"]
+        last = row.last_submit_at
         if left <= 0:
             closed[name] = (
                 f"full ({queued} queued of {max_queued}"
@@ -111,9 +109,7 @@ def assign(
             waiting["; ".join(reasons)] += 1
             continue
         weights = {
-            name: strategies.weight_of(
-                room[name].row["success_score"], room[name].ce.settings.weight
-            )
+            name: strategies.weight_of(room[name].row.success_score, room[name].ce.settings.weight)
             for name in choices
         }
         name = chooser.choose(choices, weights)
