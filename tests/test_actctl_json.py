@@ -45,6 +45,7 @@ LISTINGS: dict[Path_, list[str]] = {
     ("queues",): ["queues"],
     ("history",): ["history"],
     ("config", "check"): ["config", "check"],
+    ("db", "usage"): ["db", "usage"],
     ("translate",): ["translate", "SPEC"],  # SPEC: a job spec file the test writes
 }
 

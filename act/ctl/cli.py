@@ -178,6 +178,11 @@ def current(app: App) -> None:
     migrate.check(database)  # on a mismatch: what is wrong and what to run, exit 4
 
 
+from act.ctl import db_usage as _db_usage  # noqa: E402
+
+_db_usage.register(db, pass_app)
+
+
 @cli.command()
 @json_option
 @pass_app
