@@ -3,6 +3,7 @@ database (password hidden) and the cause, exit 4, no traceback; ``db check``."""
 
 from __future__ import annotations
 
+import json
 import secrets
 from pathlib import Path
 
@@ -12,8 +13,13 @@ from click.testing import CliRunner, Result
 from sqlalchemy.engine import URL, make_url
 
 from act.common import exitcodes
+from act.common.config import CommonSettings
+from act.common.daemon import Context, DaemonSpec, run_daemon
 from act.common.db import Database, normalise_url
+from act.common.schema import queues
+from act.common.timeutil import utcnow
 from act.ctl.cli import cli
+from act.service.settings import Settings
 from tests.support.dbs import SERVERS, fresh_database, url_text
 from tests.test_db_faults import corrupt, sqlite_file
 
@@ -89,3 +95,26 @@ def test_db_check_runs_quick_check(tmp_path: Path) -> None:
 def test_db_check_on_each_backend(db_url: URL) -> None:
     result = actctl(db_url, "db", "check")
     assert result.exit_code == 0, result.output
+
+
+def test_processes_shows_the_exception_of_a_failed_cycle_not_sqlalchemys_link(
+    db: Database, db_url: URL, tmp_path: Path
+) -> None:
+    """A statement's own error (the database is sound) keeps its traceback in the log; actctl
+    shows its exception line, not the "Background on this error" link SQLAlchemy ends it with."""
+
+    def duplicate(ctx: Context[CommonSettings]) -> None:
+        with ctx.db.transaction() as conn:
+            for _ in range(2):
+                conn.execute(sa.insert(queues).values(name="Q1", updated_at=utcnow()))
+
+    settings = Settings.model_validate(
+        {"root": str(tmp_path), "db": {"url": url_text(db_url)}, "daemons": {"mover": {}}}
+    )
+    code = run_daemon(DaemonSpec(run_once=duplicate), settings, "mover", once=True, db=db)
+    assert code == exitcodes.CYCLE_FAILED
+    result = actctl(db_url, "processes", "--all", "--json")
+    assert result.exit_code == 0, result.output
+    (process,) = json.loads(result.stdout)
+    assert process["last_error"].startswith("sqlalchemy.exc.IntegrityError: ")
+    assert "Background on this error" not in process["last_error"]
