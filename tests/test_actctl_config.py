@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from act.common import exitcodes
 from act.ctl.cli import cli
 from act.ctl.config_check import check
+from act.ctl.config_files import Kind, named_files
 from act.service.settings import Settings
 from tests.support.readme import README
 
@@ -60,12 +61,43 @@ def _write(tmp_path: Path, config: dict[str, Any]) -> Path:
     return path
 
 
+def _provide_files(config: dict[str, Any], tmp_path: Path) -> list[str]:
+    """Create in ``tmp_path`` each file ``config`` names (secrets 0600, CA directories 0755)
+    and point the config at them; the keys changed."""
+    changed = []
+    for named in named_files(Settings.model_validate(config)):
+        if not named.required or named.kind is Kind.FILE:
+            continue
+        target = tmp_path / "files" / named.key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if named.kind in (Kind.CA, Kind.DIR):
+            target.mkdir(mode=0o755)
+        else:
+            target.write_text("secret")
+            target.chmod(0o600)
+        *parents, last = named.key.split(".")
+        section = config
+        for part in parents:
+            section = section[part]
+        section[last] = str(target)
+        changed.append(named.key)
+    return changed
+
+
 def test_the_readme_site_walkthrough_is_one_valid_configuration(tmp_path: Path) -> None:
     config = _site_walkthrough()
     assert {"db", "panda", "queues", "engine", "storage", "weblogs", "daemons"} <= set(config)
     cric = tmp_path / "cric.json"
     cric.write_text(json.dumps(CRIC))
     config["queues"]["cric_file"] = str(cric)
+    missing = check(Settings.model_validate(config)).problems
+    # The walkthrough's files are the site's (/etc/grid-security, ...): missing here, each
+    # named by its key; once they exist with safe modes, the configuration is valid.
+    changed = _provide_files(config, tmp_path)
+    assert {"panda.ca", "db.password_file", "weblogs.dir"} <= set(changed)
+    assert {p.split(":", 1)[0] for p in missing} <= set(changed)  # some may exist here
+    assert "panda.roles.production.proxy" in {p.split(":", 1)[0] for p in missing}
+    assert all(p.endswith("does not exist") for p in missing)
     settings = Settings.model_validate(config)
     found = check(settings)
     assert found.problems == []
@@ -135,3 +167,81 @@ def test_a_stop_timeout_shorter_than_a_ce_call_is_a_warning(tmp_path: Path) -> N
     assert data["ok"] is True
     (warning,) = [w for w in data["warnings"] if "stop_timeout" in w]
     assert "200s is not longer than engine.ces.slow.timeout (240s)" in warning
+
+
+def test_config_check_names_each_missing_or_unsafe_file_by_its_key(tmp_path: Path) -> None:
+    secret = tmp_path / "proxy-ok"
+    secret.write_text("x")
+    secret.chmod(0o600)
+    readable_proxy = tmp_path / "proxy-644"
+    readable_proxy.write_text("x")
+    readable_proxy.chmod(0o644)
+    open_dir = tmp_path / "web"
+    open_dir.mkdir()
+    open_dir.chmod(0o777)
+    cric = tmp_path / "cric.json"
+    cric.write_text("{}")
+    cric.chmod(0o666)
+    a_dir = tmp_path / "a-dir"
+    a_dir.mkdir()
+    config = {
+        "root": str(tmp_path / "root"),
+        "panda": {
+            "ca": str(tmp_path / "no-such-ca"),
+            "roles": {
+                "production": {"proxy": str(readable_proxy)},
+                "pilot": {"token_file": str(tmp_path / "no-token"), "origin": "atlas.pilot"},
+            },
+        },
+        "queues": {"cric_file": str(cric)},
+        "engine": {
+            "ces": {
+                "ok1": {"backend": "local", "credential": str(secret)},
+                "c1": {"backend": "local", "credential": str(a_dir), "ca": str(tmp_path)},
+            }
+        },
+        "storage": {"ca": str(cric)},
+        "weblogs": {"dir": str(open_dir)},
+    }
+    tmp_path.chmod(0o755)
+    result = CliRunner().invoke(
+        cli, ["--config", str(_write(tmp_path, config)), "config", "check", "--json"]
+    )
+    assert result.exit_code == exitcodes.CONFIG, result.output
+    problems = {p.split(":", 1)[0]: p for p in json.loads(result.output)["problems"]}
+    assert problems["panda.ca"].endswith("no-such-ca does not exist")
+    assert "accessible by group/others (mode 0644)" in problems["panda.roles.production.proxy"]
+    assert problems["panda.roles.pilot.token_file"].endswith("does not exist")
+    assert "writable by others (mode 0666)" in problems["queues.cric_file"]
+    assert "writable by others (mode 0666)" in problems["storage.ca"]
+    assert "is not a regular file" in problems["engine.ces.c1.credential"]
+    assert "writable by others (mode 0777)" in problems["weblogs.dir"]
+    assert "engine.ces.ok1.credential" not in problems and "engine.ces.c1.ca" not in problems
+
+    text = CliRunner().invoke(cli, ["--config", str(_write(tmp_path, config)), "config", "check"])
+    assert text.exit_code == exitcodes.CONFIG
+    assert "error: panda.ca: " in text.output and "INVALID" in text.output
+
+
+def test_an_unset_web_area_is_only_checked_once_it_exists(tmp_path: Path) -> None:
+    config = {"root": str(tmp_path / "root")}
+    result = CliRunner().invoke(cli, ["--config", str(_write(tmp_path, config)), "config", "check"])
+    assert result.exit_code == 0, result.output
+    (tmp_path / "root" / "weblogs").mkdir(parents=True)
+    (tmp_path / "root" / "weblogs").chmod(0o777)
+    result = CliRunner().invoke(cli, ["--config", str(_write(tmp_path, config)), "config", "check"])
+    assert result.exit_code == exitcodes.CONFIG
+    assert "error: weblogs.dir: " in result.output and "(mode 0777)" in result.output
+
+
+def test_a_readable_db_password_file_is_a_config_error_naming_the_key(tmp_path: Path) -> None:
+    password = tmp_path / "pw"
+    password.write_text("x")
+    password.chmod(0o640)
+    config = {
+        "root": str(tmp_path / "root"),
+        "db": {"url": "mysql://act@127.0.0.1/act", "password_file": str(password)},
+    }
+    result = CliRunner().invoke(cli, ["--config", str(_write(tmp_path, config)), "config", "check"])
+    assert result.exit_code == exitcodes.CONFIG
+    assert "db.password_file: " in result.output and "mode 0640" in result.output

@@ -28,8 +28,14 @@ from tests.test_actctl import _scenario
 Path_ = tuple[str, ...]
 ARC_URL = "https://arc1.example.org/arex"
 
-#: Commands that list nothing: they change the schema, print a script or a version.
-NOT_LISTINGS: set[Path_] = {("db", "upgrade"), ("db", "current"), ("completion",), ("demo",)}
+#: Commands that list nothing: they change or check the schema, print a script or a version.
+NOT_LISTINGS: set[Path_] = {
+    ("db", "upgrade"),
+    ("db", "current"),
+    ("db", "check"),
+    ("completion",),
+    ("demo",),
+}
 
 #: How each listing command is run against the seeded store.
 LISTINGS: dict[Path_, list[str]] = {
@@ -45,6 +51,7 @@ LISTINGS: dict[Path_, list[str]] = {
     ("queues",): ["queues"],
     ("history",): ["history"],
     ("config", "check"): ["config", "check"],
+    ("db", "usage"): ["db", "usage"],
     ("translate",): ["translate", "SPEC"],  # SPEC: a job spec file the test writes
 }
 

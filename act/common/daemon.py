@@ -9,8 +9,11 @@ the model of its ``options``. :func:`run_daemon` owns everything else:
 * sleeping ``interval`` seconds (± ``jitter``) on a stop event between cycles, or not at all when
   ``run_once`` returns True ("more work is waiting");
 * logging each exception with its traceback and counting it in the liveness row; a database
-  outage is logged in one line per attempt and retried with exponential backoff; the claims the
-  broken cycle held are handed back once the database answers again (not left to their lease);
+  outage is logged in one line per attempt and retried with exponential backoff; so is a
+  database that answers but cannot be used (a database error after which the integrity probe,
+  :func:`act.common.integrity.probe`, finds the file corrupt or a table missing): one line with
+  the real cause, no traceback; the claims the broken cycle held are handed back once the
+  database answers again (not left to their lease);
 * at start, instances of the same daemon on this host whose process has gone (SIGKILLed,
   crashed) are marked stopped and their claims handed back, so their share and their jobs do
   not wait for ``liveness.dead_after`` and the leases;
@@ -21,7 +24,7 @@ the model of its ``options``. :func:`run_daemon` owns everything else:
   share at once;
 * ``--once``: one cycle, then the same clean stop (this is how tests drive daemons); the exit
   code says how the cycle went (:data:`act.common.exitcodes.CYCLE_FAILED` after an exception,
-  :data:`~act.common.exitcodes.DATABASE` when the database was unreachable);
+  :data:`~act.common.exitcodes.DATABASE` when the database was unreachable or unusable);
 * at stop, what the daemon kept in ``ctx.cache`` that has a ``close()`` (a PanDA client, the
   engine's back ends) is closed (:func:`close_cache`).
 
@@ -62,7 +65,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
-from act.common import exitcodes, liveness, logs, metrics, migrate
+from act.common import exitcodes, integrity, liveness, logs, metrics, migrate
 from act.common.claims import release
 from act.common.config import DaemonSettings, S, Section
 from act.common.db import Database, DatabaseError, is_unavailable, short_error
@@ -195,7 +198,7 @@ def run_daemon(
 
     Stopped: :data:`~act.common.exitcodes.OK`. With ``once``, the outcome of the cycle: OK, or
     :data:`~act.common.exitcodes.CYCLE_FAILED` (it raised) or
-    :data:`~act.common.exitcodes.DATABASE` (the database was unreachable).
+    :data:`~act.common.exitcodes.DATABASE` (the database was unreachable or unusable).
     """
     stop = stop or threading.Event()
     log = logging.getLogger(f"act.{name}")
@@ -256,11 +259,13 @@ ONCE_EXIT_CODES = {
     "ok": exitcodes.OK,
     "error": exitcodes.CYCLE_FAILED,
     "db_unavailable": exitcodes.DATABASE,
+    "db_broken": exitcodes.DATABASE,
 }
 
 
 def _loop(spec: DaemonSpec[S], ctx: Context[S], once: bool) -> str:
-    """Cycles until stopped; the outcome of the last one (``ok``, ``error``, ``db_unavailable``)."""
+    """Cycles until stopped; the outcome of the last one (``ok``, ``error``, ``db_unavailable``,
+    ``db_broken``)."""
     daemon, log, stop = ctx.daemon, ctx.log, ctx.stop
     outage = _Backoff(1.0, max(daemon.interval, 60.0))
     supervisor = os.environ.get(ENV_SUPERVISOR_PID)
@@ -290,6 +295,10 @@ def _loop(spec: DaemonSpec[S], ctx: Context[S], once: bool) -> str:
                 outcome, stale_claims = "db_unavailable", True
                 delay = outage.next()
                 log.error("database unavailable (%s); retrying in %.0fs", short_error(exc), delay)
+            elif (broken := integrity.diagnose(ctx.db, exc)) is not None:
+                outcome, stale_claims, error = "db_broken", True, broken
+                delay = outage.next()
+                log.error("%s; retrying in %.0fs", broken, delay)
             else:
                 outcome = "error"
                 delay = daemon.interval
@@ -309,17 +318,18 @@ def _loop(spec: DaemonSpec[S], ctx: Context[S], once: bool) -> str:
                 )
             )
         except Exception as exc:
-            if not is_unavailable(exc):
+            if not is_unavailable(exc) and outcome != "db_broken":
                 log.exception("cannot record the cycle")
         ctx.cycle.end()
         if once:
             return outcome
-        _sleep(ctx, delay, supervisor)
+        _sleep(ctx, delay, supervisor, db_down=outcome in ("db_unavailable", "db_broken"))
     return outcome
 
 
-def _sleep(ctx: Context[Any], delay: float, supervisor: str | None) -> None:
-    """Wait ``delay`` seconds or until stopped, heartbeating meanwhile."""
+def _sleep(ctx: Context[Any], delay: float, supervisor: str | None, *, db_down: bool) -> None:
+    """Wait ``delay`` seconds or until stopped, heartbeating meanwhile (when the cycle found the
+    database down, a failing heartbeat is not logged again at error level)."""
     deadline = time.monotonic() + delay
     step = ctx.settings.liveness.heartbeat_interval
     while not ctx.stop.is_set():
@@ -331,7 +341,8 @@ def _sleep(ctx: Context[Any], delay: float, supervisor: str | None) -> None:
         try:
             ctx.heartbeat()
         except Exception as exc:
-            ctx.log.error("heartbeat failed: %s", short_error(exc))
+            level = logging.DEBUG if db_down else logging.ERROR
+            ctx.log.log(level, "heartbeat failed: %s", short_error(exc))
 
 
 def _orphaned(ctx: Context[Any], supervisor: str | None) -> bool:

@@ -73,7 +73,7 @@ CE_SECONDS = Histogram(
 
 DAEMON_CYCLES = Counter(
     "act_daemon_cycles",
-    "Daemon cycles by daemon and outcome (ok, error, db_unavailable).",
+    "Daemon cycles by daemon and outcome (ok, error, db_unavailable, db_broken).",
     ["daemon", "outcome"],
 )
 DAEMON_CYCLE_SECONDS = Histogram(

@@ -3,7 +3,8 @@
 The start-up check every daemon makes reads the ``alembic_version`` row with plain SQLAlchemy and
 compares it with :data:`HEAD`; Alembic itself (about 0.45 s of CPU to import, with mako and
 pygments) is imported only to migrate or to explain a mismatch. A test keeps :data:`HEAD` equal
-to the newest migration.
+to the newest migration. :func:`readiness_problem` adds the integrity probe
+(:mod:`act.common.integrity`) to that check.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import sqlalchemy as sa
 from sqlalchemy import exc
 from sqlalchemy.engine import Connection
 
-from act.common.db import Database, is_unavailable, short_error
+from act.common import integrity
+from act.common.db import Database
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -100,13 +102,13 @@ def check(db: Database) -> str:
 
 
 def readiness_problem(db: Database) -> str | None:
-    """None if the database is reachable with a current schema, else what is wrong (one line)."""
+    """None if the database is reachable with a current schema and passes the integrity probe
+    (:func:`act.common.integrity.probe`: each table reads, SQLite's quick_check), else what is
+    wrong (one line, with the driver's own message)."""
     try:
         check(db)
     except SchemaError as error:
         return str(error)
     except exc.DBAPIError as error:
-        if is_unavailable(error):
-            return f"database {db.safe_url} unreachable: {short_error(error)}"
-        return f"database {db.safe_url} cannot be used: {short_error(error)}"
-    return None
+        return integrity.describe(db, error)
+    return integrity.probe(db)

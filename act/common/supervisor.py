@@ -506,7 +506,8 @@ def _differs(old: DaemonSettings, new: DaemonSettings) -> bool:
 
 
 def check_database(settings: CommonSettings) -> str | None:
-    """None if the database is reachable and its schema current, else what is wrong."""
+    """None if the database is reachable, its schema current and the integrity probe finds
+    nothing (:func:`act.common.integrity.probe`), else what is wrong, in one line."""
     try:
         database = Database(
             settings.db_url(), pool_size=1, connect_timeout=settings.db.connect_timeout

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import click
 import sqlalchemy as sa
 
-from act.common import exitcodes, job_counts, liveness, migrate
+from act.common import exitcodes, integrity, job_counts, liveness, migrate
 from act.common.config import ConfigError
 from act.common.db import Database, DatabaseError, is_unavailable, short_error
 from act.common.states import STATES, Layer
@@ -33,7 +33,7 @@ Exit codes:
   {exitcodes.FAILURE}  unexpected error (with a traceback)
   {exitcodes.USAGE}  wrong command-line usage
   {exitcodes.CONFIG}  invalid configuration
-  {exitcodes.DATABASE}  database unreachable, or its schema does not match this act
+  {exitcodes.DATABASE}  database unreachable or unusable, or its schema does not match this act
   {exitcodes.NOT_FOUND}  the job asked for does not exist
 """
 
@@ -83,9 +83,14 @@ class App:
         return self._db
 
     def checked(self) -> Database:
-        """The database, after checking that its schema is the one this act needs."""
+        """The database, after checking that its schema is the one this act needs and that
+        each of its tables reads (SQLite's quick_check is left to ``actctl db check``: its cost
+        grows with the file, and a damaged page a command reads fails it with exit 4 anyway)."""
         database = self.database()
         migrate.check(database)
+        problem = integrity.probe(database, quick_check_seconds=0)
+        if problem:
+            raise Failure(problem, exitcodes.DATABASE)
         return database
 
     def close(self) -> None:
@@ -101,15 +106,18 @@ def _failure(error: Exception, app: App | None) -> Failure | None:
         return Failure(str(error), exitcodes.CONFIG)
     if isinstance(error, migrate.SchemaError):
         return Failure(str(error), exitcodes.DATABASE)
+    database = app._db if app is not None else None
     if is_unavailable(error):
-        database = app._db if app is not None else None
         where = database.safe_url if database is not None else "(unknown)"
         detail = short_error(error)
         password = database.url.password if database is not None else None
         if password:
             detail = detail.replace(str(password), "***")
         return Failure(f"database {where} is unavailable: {detail}", exitcodes.DATABASE)
-    return None
+    # The database answered but failed: unusable (corrupt, a table or the database itself
+    # missing), or else a statement's own error (a bug: its traceback is kept).
+    problem = integrity.diagnose(database, error) if database is not None else None
+    return Failure(problem, exitcodes.DATABASE) if problem is not None else None
 
 
 class ActGroup(click.Group):
@@ -176,6 +184,34 @@ def current(app: App) -> None:
     click.echo(f"current: {migrate.current_revision(database) or 'none'}")
     click.echo(f"head:    {migrate.head_revision()}")
     migrate.check(database)  # on a mismatch: what is wrong and what to run, exit 4
+
+
+@db.command("check")
+@click.option(
+    "--seconds",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    help="How long SQLite's quick_check may run before it is cut short (0: not at all).",
+)
+@pass_app
+def db_check(app: App, seconds: float) -> None:
+    """Check the schema version and that the database is usable (exit 4 if not).
+
+    Each act table is read; on SQLite, PRAGMA quick_check reads every page of the file (about
+    1 s per 230 MB), cut short after --seconds.
+    """
+    database = app.database()
+    migrate.check(database)
+    problem = integrity.probe(database, quick_check_seconds=seconds)
+    if problem:
+        raise Failure(problem, exitcodes.DATABASE)
+    click.echo(f"database {database.safe_url}: ok")
+
+
+from act.ctl import db_usage as _db_usage  # noqa: E402
+
+_db_usage.register(db, pass_app)
 
 
 @cli.command()

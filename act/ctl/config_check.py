@@ -2,9 +2,11 @@
 
 Beyond what every act process checks when it reads its configuration (keys, types, ranges,
 daemon names and options, password files), this resolves what only a running act would find
-out later: the served queues as CRIC and the config describe them, which engine CE each of a
-queue's CEs maps to, and whether every CE's back end is installed. A queue none of whose CEs has
-an engine CE would never get a job submitted: that is an error here, not a log line a day later.
+out later: whether every file the configuration names exists with safe permissions
+(:mod:`act.ctl.config_files`), the served queues as CRIC and the config describe them, which
+engine CE each of a queue's CEs maps to, and whether every CE's back end is installed. A queue
+none of whose CEs has an engine CE would never get a job submitted: that is an error here, not a
+log line a day later.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import click
 
 from act.common import exitcodes
 from act.common.config import stop_timeout_warning
-from act.ctl import output
+from act.ctl import config_files, output
 from act.engine.backend import BACKENDS
 from act.service.daemons import daemon_problems
 from act.service.settings import Settings
@@ -55,6 +57,7 @@ def check(settings: Settings, *, fetch: Callable[[str], bytes] | None = None) ->
     found = Checked(source=settings.source)
     found.daemons = sorted(name for name, d in settings.daemons.items() if d.enabled)
     found.problems.extend(daemon_problems(settings))
+    found.problems.extend(config_files.problems(settings))
     slow_stop = stop_timeout_warning(settings)
     if slow_stop:
         found.warnings.append(slow_stop)
@@ -122,7 +125,8 @@ def register(cli: click.Group, pass_app: Callable[..., Any], failure: type[Excep
     @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
     @pass_app
     def check_command(app: Any, as_json: bool) -> None:
-        """Validate the configuration (keys, daemons, queues from CRIC, CE mapping, back ends).
+        """Validate the configuration (keys, daemons, the files it names and their modes,
+        queues from CRIC, CE mapping, back ends).
 
         Exits 0 when act could run with it, 3 otherwise; changes nothing, starts nothing.
         """

@@ -7,6 +7,7 @@ Every function here returns text (or JSON-ready data) and prints nothing; times 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from enum import Enum
@@ -63,15 +64,28 @@ def table(rows: Iterable[Sequence[Any]], headers: Sequence[str], fmt: str = "sim
 def one_line(text: str | None, width: int = ERROR_WIDTH) -> str:
     """A one-line summary of a (possibly multi-line) message, at most ``width`` characters.
 
-    For a Python traceback that is its last line (the exception); otherwise its first line.
+    For a Python traceback that is the exception's line (SQLAlchemy follows it with the SQL and
+    a "Background on this error" link, which say nothing of the cause); otherwise its first line.
     """
     if not text:
         return ""
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     if not lines:
         return ""
-    line = lines[-1] if lines[0].startswith("Traceback (most recent call last)") else lines[0]
+    line = _exception_line(lines) if lines[0].startswith(_TRACEBACK) else lines[0]
     return line if len(line) <= width else line[: width - 3] + "..."
+
+
+_TRACEBACK = "Traceback (most recent call last)"
+#: The line naming an exception in a traceback: ``module.SomeError: message``.
+_EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Warning)\b[^:]*:")
+
+
+def _exception_line(lines: list[str]) -> str:
+    """The line of the (last) exception of a traceback; its last line if none looks like one."""
+    frames = [i for i, line in enumerate(lines) if line.startswith('File "')]
+    after = lines[frames[-1] + 1 :] if frames else lines
+    return next((line for line in after if _EXCEPTION.match(line)), lines[-1])
 
 
 # --- status ------------------------------------------------------------------------------------
