@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 import act.atlas.queries as atlas_queries
 import act.engine.queries as engine_queries
+from act.atlas import job_pairs
 from act.common.claims import claim, claim_and_load
 from act.common.db import Database
 from act.common.rows import REGISTERED, columns_of, row_type
@@ -24,11 +25,18 @@ def test_every_row_type_reads_columns_that_exist() -> None:
         atlas_queries.DueReport,
         atlas_queries.ToValidate,
         atlas_queries.ToTranslate,
+        job_pairs.JobPair,
+        job_pairs.KilledJob,
         engine_queries.ToSubmit,
     }
     assert declared <= set(REGISTERED)
-    for module in (atlas_queries, engine_queries):  # every dataclass there is a checked row type
-        found = {v for v in vars(module).values() if isinstance(v, type) and is_dataclass(v)}
+    for module in (atlas_queries, job_pairs, engine_queries):
+        # every dataclass declared there is a checked row type
+        found = {
+            v
+            for v in vars(module).values()
+            if isinstance(v, type) and is_dataclass(v) and v.__module__ == module.__name__
+        }
         assert found <= set(REGISTERED), module.__name__
     for cls, (table, labelled) in REGISTERED.items():
         names = [f.name for f in fields(cls)]
