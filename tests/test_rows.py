@@ -25,6 +25,7 @@ def test_every_row_type_reads_columns_that_exist() -> None:
         atlas_queries.DueReport,
         atlas_queries.ToValidate,
         atlas_queries.ToTranslate,
+        atlas_queries.QueueLimits,
         job_pairs.JobPair,
         job_pairs.KilledJob,
         engine_queries.ToSubmit,
