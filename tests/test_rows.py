@@ -16,6 +16,7 @@ from act.common.db import Database
 from act.common.rows import REGISTERED, columns_of, row_type
 from act.common.schema import ce_jobs, panda_jobs
 from act.common.states import Layer
+from act.ctl import job_selection
 from act.engine.queries import ToSubmit
 from tests.support.jobs import make_jobs
 
@@ -28,10 +29,13 @@ def test_every_row_type_reads_columns_that_exist() -> None:
         atlas_queries.QueueLimits,
         job_pairs.JobPair,
         job_pairs.KilledJob,
+        job_selection.SelectedJob,
+        job_selection.JobNow,
+        job_selection.RunningCEJob,
         engine_queries.ToSubmit,
     }
     assert declared <= set(REGISTERED)
-    for module in (atlas_queries, job_pairs, engine_queries):
+    for module in (atlas_queries, job_pairs, job_selection, engine_queries):
         # every dataclass declared there is a checked row type
         found = {
             v
