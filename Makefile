@@ -39,6 +39,7 @@ run: venv
 test: venv-test
 	tests/harness/ensure-databases
 	tests/harness/ensure-arc-python
+	tests/harness/ensure-promtool
 	PYTHON=$(BIN)/python tests/harness/ensure-htcondor24 >/dev/null
 	PYTHON=$(PYTHON) tests/harness/ensure-pilot3 >/dev/null
 	tests/harness/ensure-panda

@@ -50,6 +50,7 @@ from act.common.states import Layer
 from act.common.timeutil import utcnow
 from act.ctl import report
 from act.engine import fetcher, poller
+from act.engine.queries import ToCancel, ToClean, ToFetch, ToPoll, due_for_check
 from act.engine.submitter import jobs as submitter_jobs
 from act.engine.work import claim_jobs
 from act.service.metrics_daemon import read_snapshot
@@ -284,9 +285,8 @@ def queries_of(db: Database) -> dict[str, Callable[[], None]]:
         _full("translator", got, batch)
 
     def poller_claim() -> None:
-        now = utcnow()
-        due = sa.or_(ce_jobs.c.next_check_at.is_(None), ce_jobs.c.next_check_at <= now)
-        _full("poller", claim_jobs(ctx["poller"], poller.POLLED, where=[due]), batch)
+        due = due_for_check(utcnow())
+        _full("poller", claim_jobs(ctx["poller"], poller.POLLED, ToPoll, where=[due]), batch)
 
     def validator_claim() -> None:
         c = ctx["validator"]
@@ -326,12 +326,14 @@ def queries_of(db: Database) -> dict[str, Callable[[], None]]:
         ),
         "poller claim (due)": poller_claim,
         "fetcher claim": lambda: _full(
-            "fetcher", claim_jobs(ctx["fetcher"], fetcher.FETCHED), batch
+            "fetcher", claim_jobs(ctx["fetcher"], fetcher.FETCHED, ToFetch), batch
         ),
         "canceller claim": lambda: _full(
-            "canceller", claim_jobs(ctx["canceller"], ["tocancel"]), batch
+            "canceller", claim_jobs(ctx["canceller"], ["tocancel"], ToCancel), batch
         ),
-        "cleaner claim": lambda: _full("cleaner", claim_jobs(ctx["cleaner"], ["toclean"]), batch),
+        "cleaner claim": lambda: _full(
+            "cleaner", claim_jobs(ctx["cleaner"], ["toclean"], ToClean), batch
+        ),
         "validator claim": validator_claim,
         "propagator claim (due heartbeats)": propagator_claim,
         "metrics snapshot": metrics_snapshot,

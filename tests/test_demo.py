@@ -27,7 +27,7 @@ from act.atlas.translate.jobfile import form_text
 from act.common import safe_tar
 from act.common.db import Database
 from act.common.schema import panda_jobs
-from act.demo import pilot, run
+from act.demo import pilot, progress, run
 from act.local.stageout import Uploader, stage_out
 from act.service.settings import load_settings
 from act.testing.panda import make_job_spec
@@ -384,14 +384,14 @@ class _Stream(io.StringIO):
 
 
 def test_progress_is_redrawn_in_place_on_a_terminal_and_throttled_otherwise() -> None:
-    tty = run.Display(_Stream(True))
+    tty = progress.Display(_Stream(True))
     tty.show("one", 0.0)
     tty.show("two", 0.5)
     tty.end()
     assert isinstance(tty.stream, _Stream)
     assert tty.stream.getvalue() == "\r\x1b[Kone\r\x1b[Ktwo\n"
 
-    plain = run.Display(_Stream(False))
+    plain = progress.Display(_Stream(False))
     for step in range(21):  # 10 s in half seconds
         plain.show(f"at {step / 2}", step / 2)
     plain.show("last", 10.2, force=True)

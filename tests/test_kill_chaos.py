@@ -36,7 +36,7 @@ import yaml
 
 from act.common.db import Database
 from act.common.schema import ce_jobs, panda_jobs
-from act.demo import run
+from act.demo import progress, run
 from act.local import jobfiles as jf
 from act.local.backend import token_prefix
 from act.service.settings import load_settings
@@ -260,7 +260,7 @@ def chaos_run(tmp_path: Path, jobs: int, timeout: float, pilot_sleep: str = PILO
             last_line = 0.0
             while time.monotonic() - start < timeout:
                 assert proc.poll() is None, f"actd exited with {proc.returncode}"
-                now = run.snapshot(db, server, ids)
+                now = progress.snapshot(db, server, ids)
                 if now.finished() and _all_cleaned(db):
                     finished = True
                     break
@@ -324,7 +324,7 @@ def _result(
             several.append(pandaid)
         if len(states) > finals[0] + 1:
             after_final.append(pandaid)
-    stuck = {p: s for p, s in panda_rows.items() if s not in run.FINAL_STATES}
+    stuck = {p: s for p, s in panda_rows.items() if s not in progress.FINAL_STATES}
     stuck.update({p: "(not fetched)" for p in ids if p not in panda_rows})
     return Result(
         seeded=len(ids),

@@ -138,6 +138,7 @@ def test_inputs_are_copied_and_outputs_fetched(tmp_path: Path) -> None:
     assert fetched.error is None
     assert set(fetched.files) == {"stdout", "stderr", "result.txt", "d/y"}
     assert (tmp_path / "out" / "result.txt").read_text() == "payload data\n"
+    assert os.access(be.workdir(ce) / "jobs" / job_id / "work" / "run.sh", os.X_OK)
     assert fetched.size == len("payload data\n") + len("x\n")
     assert fetched.diagnostics is not None and "missing output: nope" in fetched.diagnostics
 
@@ -343,7 +344,7 @@ def test_fetch_refuses_symlinks_out_of_the_job(tmp_path: Path) -> None:
     )
     assert ended(be, ce, link).state is CEReportedState.FINISHED
     fetched = be.fetch(ce, link, tmp_path / "out", failed=False)
-    assert fetched.error is not None and "outside the job directory" in fetched.error
+    assert fetched.error is not None and "is a symbolic link, not followed" in fetched.error
     assert not (tmp_path / "out" / "out.txt").exists()
     inner = submit(
         be,
@@ -353,10 +354,38 @@ def test_fetch_refuses_symlinks_out_of_the_job(tmp_path: Path) -> None:
     ended(be, ce, inner)
     fetched = be.fetch(ce, inner, tmp_path / "out2", failed=False)
     assert fetched.error is not None and "escape" in fetched.error
-    inside = submit(be, ce, describe("sh", "-c", "echo data > a; ln -s a b", outputs=["b"]))
-    ended(be, ce, inside)
-    fetched = be.fetch(ce, inside, tmp_path / "out3", failed=False)
-    assert fetched.error is None and (tmp_path / "out3" / "b").read_text() == "data\n"
+
+
+def test_a_symlink_the_payload_planted_fails_the_fetch_naming_the_job(tmp_path: Path) -> None:
+    """Outputs are reached through act.common.safe_paths: a link is never followed, wherever it
+    points (outside the job, into it, or as a directory on the way), and the error names the
+    job and the link."""
+    (outside := tmp_path / "outside").mkdir()
+    (outside / "x").write_text("not yours\n")
+    be, ce = make(tmp_path), local_ce()
+    cases = {
+        "into the job": ("echo data > a; ln -s a b", ["b"], "'b' is a symbolic link"),
+        "a directory on the way": (
+            f"ln -s {outside} d",
+            ["d/x"],
+            "a directory on the way to 'd/x' is a symbolic link",
+        ),
+        "below an output directory": (
+            "mkdir d; echo data > d/a; ln -s a d/b",
+            ["d"],
+            "'d/b' is a symbolic link",
+        ),
+    }
+    for case, (script, outputs, expected) in cases.items():
+        job_id = submit(be, ce, describe("sh", "-c", script, outputs=outputs), token=case)
+        assert ended(be, ce, job_id).state is CEReportedState.FINISHED
+        dest = tmp_path / case.replace(" ", "-")
+        fetched = be.fetch(ce, job_id, dest, failed=False)
+        assert fetched.error is not None, case
+        assert fetched.error.startswith(f"job {job_id}: output "), fetched.error
+        assert expected in fetched.error, fetched.error
+        assert "not followed" in fetched.error, fetched.error
+        assert not any(path.name in ("b", "x") for path in dest.rglob("*")), case
 
 
 def test_fetch_respects_the_caps(tmp_path: Path) -> None:
@@ -425,6 +454,37 @@ def test_inputs_outside_the_input_dir_are_refused(tmp_path: Path) -> None:
         ],
     )
     assert result.permanent and result.error is not None and "outside" in result.error
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("link", "'link' is a symbolic link, not followed"),
+        ("sub/data.txt", "a directory on the way to 'sub/data.txt' is a symbolic link"),
+    ],
+)
+def test_a_symlink_in_the_input_dir_is_never_followed(
+    tmp_path: Path, name: str, expected: str
+) -> None:
+    """Inputs are read through act.common.safe_paths: a link below the input directory is
+    refused even when it points at one of its own files (the job is not submitted)."""
+    (inputs := tmp_path / "in").mkdir()
+    (inputs / "real").mkdir()
+    (inputs / "real" / "data.txt").write_text("x")
+    (inputs / "link").symlink_to(inputs / "real" / "data.txt")
+    (inputs / "sub").symlink_to(inputs / "real")
+    be, ce = make(tmp_path), local_ce()
+    (result,) = be.submit(
+        ce,
+        [
+            SubmitRequest(
+                job_id=1, token="t", description=describe("true", inputs=[name]), input_dir=inputs
+            )
+        ],
+    )
+    assert result.ce_job_id is None and result.permanent
+    assert result.error is not None and expected in result.error, result.error
+    assert be.find(ce, ["t"]) == {}
 
 
 def test_description_round_trip() -> None:

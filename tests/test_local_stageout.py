@@ -200,8 +200,81 @@ def test_a_listed_link_out_of_the_job_is_refused(tmp_path: Path) -> None:
     job = LocalJob(executable="sh", arguments=["-c", script], output_list="output.list")
     result = ended(be, ce, submit(be, ce, job.to_description()))
     assert result.state is CEReportedState.FAILED
-    assert any("'out.root' leads outside the job's directory" in e for e in result.errors)
+    assert any("'out.root' is a symbolic link, not followed" in e for e in result.errors)
     assert not (tmp_path / "se").exists()
+
+
+def test_a_listed_link_is_refused_wherever_it_points_naming_the_job(tmp_path: Path) -> None:
+    """The stage-out reaches its files through act.common.safe_paths: a link the payload planted
+    is not followed even into its own directory (nor is an output list that is a link), and the
+    error names the job and the link."""
+    be, ce = make(tmp_path), local_ce()
+    script = (
+        f"echo data > real.root; ln -s real.root out.root; mkdir d; ln -s {tmp_path} d/up;"
+        f" printf 'out.root file://{tmp_path}/se/out.root\\n"
+        f"d/up/secret file://{tmp_path}/se/secret\\n' > output.list"
+    )
+    (tmp_path / "secret").write_text("not the job's\n")
+    job = LocalJob(executable="sh", arguments=["-c", script], output_list="output.list")
+    job_id = submit(be, ce, job.to_description())
+    result = ended(be, ce, job_id)
+    assert result.state is CEReportedState.FAILED
+    assert any(
+        f"job {job_id}: 'out.root' is a symbolic link, not followed" in e for e in result.errors
+    ), result.errors
+    assert any(
+        f"job {job_id}: a directory on the way to 'd/up/secret' is a symbolic link" in e
+        for e in result.errors
+    ), result.errors
+    assert not (tmp_path / "se").exists()
+    listed = LocalJob(
+        executable="sh",
+        arguments=["-c", f"echo 'x file://{tmp_path}/se/x' > real.list; ln -s real.list out.list"],
+        output_list="out.list",
+    )
+    job_id = submit(be, ce, listed.to_description())
+    result = ended(be, ce, job_id)
+    assert result.state is CEReportedState.FAILED
+    assert any(
+        f"cannot read the output list out.list: job {job_id}: 'out.list' is a symbolic link" in e
+        for e in result.errors
+    ), result.errors
+
+
+def test_a_link_the_payload_planted_for_a_runner_log_is_never_written_through(
+    tmp_path: Path,
+) -> None:
+    """The payload can write to its job directory (the parent of its work directory): a link it
+    leaves where the runner writes the upload's log, or where state.json is replaced from, is
+    refused (O_NOFOLLOW), the file it points to untouched, and the job fails saying why."""
+    be, ce = make(tmp_path), local_ce()
+    victim = tmp_path / "victim"
+    victim.write_text("not the job's\n")
+    script = (
+        f"ln -s {victim} ../{jf.STAGEOUT_LOG}; echo data > out.root;"
+        f" echo 'out.root file://{tmp_path}/se/out.root' > output.list"
+    )
+    job = LocalJob(executable="sh", arguments=["-c", script], output_list="output.list")
+    job_id = submit(be, ce, job.to_description())
+    result = ended(be, ce, job_id)
+    assert result.state is CEReportedState.FAILED
+    assert any(
+        f"output upload failed: cannot open {jf.STAGEOUT_LOG} in the job directory" in e
+        for e in result.errors
+    ), result.errors
+    assert victim.read_text() == "not the job's\n"
+    assert not (tmp_path / "se").exists()
+
+
+def test_write_json_never_writes_through_a_planted_temporary_file_link(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("keep\n")
+    target = tmp_path / "state.json"
+    (tmp_path / f".state.json.{os.getpid()}.tmp").symlink_to(victim)
+    jf.write_json(target, {"state": "running"})
+    assert victim.read_text() == "keep\n"
+    assert json.loads(target.read_text()) == {"state": "running"}
+    assert not target.is_symlink()
 
 
 @pytest.fixture

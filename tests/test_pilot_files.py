@@ -421,7 +421,7 @@ def test_the_parser_itself_neither_expands_nor_fetches_entities() -> None:
     """The second line of defence, should a declaration get past the text check."""
     from lxml import etree
 
-    from act.atlas.pilot_files import _xml_parser
+    from act.atlas.pilot_outputs import _xml_parser
 
     text = (
         b'<!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd"><!ENTITY a "aaaaaaaaaa">'

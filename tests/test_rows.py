@@ -33,6 +33,10 @@ def test_every_row_type_reads_columns_that_exist() -> None:
         job_selection.JobNow,
         job_selection.RunningCEJob,
         engine_queries.ToSubmit,
+        engine_queries.ToPoll,
+        engine_queries.ToFetch,
+        engine_queries.ToCancel,
+        engine_queries.ToClean,
     }
     assert declared <= set(REGISTERED)
     for module in (atlas_queries, job_pairs, job_selection, engine_queries):

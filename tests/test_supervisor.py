@@ -134,6 +134,44 @@ def test_a_daemon_ignoring_sigterm_is_killed_after_stop_timeout(
     assert "stubborn[0] (pid" in actd.text() and "did not stop within 1s" in actd.text()
 
 
+def test_a_hung_daemon_is_killed_and_restarted_and_a_slow_progressing_one_is_not(
+    root: Path, running: list[Actd]
+) -> None:
+    """supervisor.hung_after: ``hung`` spends 60 s in one call that shows no progress and is
+    killed after 3 s, then restarted through the crash path (its back-off); ``plodder``'s cycles
+    take 4 s but heartbeat every 0.5 s, and ``slow``'s 1 s calls each end a cycle: both are
+    left alone, as is ``idle``."""
+    hung = {"entry": f"{WORKERS}:SLOW_CALL", "options": {"call": 60.0}, "interval": 0.2}
+    plodder = {"entry": f"{WORKERS}:PLODDER", "options": {"steps": 8, "step": 0.5}}
+    slow = {"entry": f"{WORKERS}:SLOW_CALL", "options": {"call": 1.0}, "interval": 0.1}
+    daemons = {"hung": hung, "plodder": plodder | {"interval": 0.1}, "slow": slow, "idle": _idle()}
+    actd = _start(running, root, _config(root, daemons, hung_after=3.0))
+    wait_for(lambda: "calling (60.0s)" in actd.text("hung"), what="the hung call")
+    (first,) = actd.child_pids("hung").values()
+    pattern = (
+        r"hung\[0\] \(pid (\d+)\) hung: its cycle has run (\d+)s, (\d+)s without progress "
+        r"\(supervisor.hung_after 3s\); killing it to restart it"
+    )
+    (found,) = wait_for(lambda: actd.lines(pattern), timeout=30, what="the hung daemon killed")
+    assert int(found.group(1)) == first
+    assert 3 <= int(found.group(2)) < 10 and 3 <= int(found.group(3)) < 10
+    # Restarted as a crashed daemon is: its exit, the back-off, a new process calling again.
+    wait_for(
+        lambda: actd.lines(r"hung\[0\] exited with code -9 after [\d.]+s; restart 1 in 0.2s"),
+        what="the restart scheduled",
+    )
+    assert not alive(first)  # reaped
+    wait_for(lambda: actd.child_pids("hung").get(0, first) != first, what="a new process")
+    wait_for(lambda: actd.text("hung").count("calling (60.0s)") == 2, what="the new call")
+    # Twice the limit in slow cycles, each showing progress or ending in time: none is killed.
+    wait_for(lambda: actd.text("plodder").count("cycle done in") >= 2, timeout=30, what="cycles")
+    assert actd.text("slow").count("call done") >= 4
+    assert not actd.lines(r"(plodder|slow|idle)\[0\] \(pid \d+\) hung")
+    for name in ("plodder", "slow", "idle"):
+        assert len(actd.lines(rf"started {name}\[0\]")) == 1, name
+    assert actd.stop() == exitcodes.OK
+
+
 def test_sighup_with_a_broken_config_keeps_the_old_one_and_logs_why(
     root: Path, running: list[Actd]
 ) -> None:

@@ -113,6 +113,8 @@ class SupervisorSettings(Section):
     restart_delay: float = Field(1.0, gt=0)
     restart_delay_max: float = Field(300.0, gt=0)
     stable_after: float = Field(60.0, gt=0)
+    #: A daemon whose cycle shows no progress for this long is killed and restarted; 0: never.
+    hung_after: float = Field(3600.0, ge=0)
 
 
 class DaemonSettings(Section):

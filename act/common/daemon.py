@@ -25,7 +25,10 @@ the model of its ``options``. :func:`run_daemon` owns everything else:
 * at stop, what the daemon kept in ``ctx.cache`` that has a ``close()`` (a PanDA client, the
   engine's back ends) is closed (:func:`close_cache`).
 
-Supervised by actd, a daemon also stops when its supervisor has gone away.
+Supervised by actd, a daemon also stops when its supervisor has gone away, and marks each cycle
+in a file actd watches (:class:`act.common.liveness.CycleMark`): a cycle that shows no progress
+(its start, a heartbeat, the next job of a batch) for ``supervisor.hung_after`` seconds gets the
+daemon killed and restarted.
 
 SIGUSR1 reopens the log file (after logrotate renamed it) and, when they pointed at it, fds 1 and
 2 (:mod:`act.common.logs`): the handler only records the request; a small thread does the reopen.
@@ -63,7 +66,7 @@ from act.common import exitcodes, liveness, logs, metrics, migrate
 from act.common.claims import release
 from act.common.config import DaemonSettings, S, Section
 from act.common.db import Database, DatabaseError, is_unavailable, short_error
-from act.common.liveness import Shard
+from act.common.liveness import CycleMark, Shard
 from act.common.states import Layer
 from act.common.timeutil import backoff, utcnow
 
@@ -110,6 +113,8 @@ class Context(Generic[S]):
     #: What a daemon keeps between cycles (clients, back ends); see e.g. act.engine.runtime.
     #: Values with a ``close()`` are closed when the daemon stops (:func:`close_cache`).
     cache: dict[str, Any] = field(default_factory=dict)
+    #: The current cycle's mark for actd's watchdog (a no-op outside actd).
+    cycle: CycleMark = field(default_factory=lambda: CycleMark(None))
 
     @property
     def owner(self) -> str:
@@ -118,13 +123,16 @@ class Context(Generic[S]):
 
     def stopping(self) -> bool:
         """Whether this daemon was asked to stop: a cycle looks between its jobs and leaves
-        the rest (their claims are handed back when the daemon stops, before it exits)."""
+        the rest (their claims are handed back when the daemon stops, before it exits).
+        Looking counts as progress for actd's watchdog."""
+        self.cycle.progress()
         return self.stop.is_set()
 
     def until_stopped(self, items: Sequence[T], what: str = "job(s)") -> Iterator[T]:
         """``items`` one by one while no stop is asked for; the ones left are logged and not
         processed (the clean stop hands back their claims)."""
         for done, item in enumerate(items):
+            self.cycle.progress()  # each job is progress for actd's watchdog
             if self.stop.is_set():
                 self.log.info(
                     "stop requested: %d of %d %s left to the next instance",
@@ -136,7 +144,9 @@ class Context(Generic[S]):
             yield item
 
     def heartbeat(self, *, force: bool = False) -> Shard:
-        """Refresh the liveness row if due (long cycles call this too); returns the shard."""
+        """Refresh the liveness row if due (long cycles call this too: it is also their
+        progress for actd's watchdog); returns the shard."""
+        self.cycle.progress()
         now = time.monotonic()
         if force or now - self.last_beat >= self.settings.liveness.heartbeat_interval:
             dead_after = self.settings.liveness.dead_after
@@ -219,6 +229,7 @@ def run_daemon(
         db=database,
         log=log,
         stop=stop,
+        cycle=CycleMark.from_env(),
     )
     database.run(
         lambda conn: liveness.register(conn, name, instance, socket.gethostname(), os.getpid())
@@ -260,6 +271,7 @@ def _loop(spec: DaemonSpec[S], ctx: Context[S], once: bool) -> str:
     while not stop.is_set() and not _orphaned(ctx, supervisor):
         started, error, more = utcnow(), None, False
         clock, outcome = time.perf_counter(), "ok"
+        ctx.cycle.start()
         try:
             ctx.heartbeat()  # rate-limited: back-to-back cycles do not write it every time
             if stale_claims:
@@ -299,6 +311,7 @@ def _loop(spec: DaemonSpec[S], ctx: Context[S], once: bool) -> str:
         except Exception as exc:
             if not is_unavailable(exc):
                 log.exception("cannot record the cycle")
+        ctx.cycle.end()
         if once:
             return outcome
         _sleep(ctx, delay, supervisor)

@@ -7,14 +7,23 @@ instances of its role on its host whose process is gone as stopped (:func:`retir
 live instances of a role, sorted by instance name, define each
 one's :class:`Shard`: instance *i* of *n* takes the rows whose ``id % n == i``. When an instance
 dies, the others' next heartbeat gives them a new split that covers its share.
+
+A daemon process run by actd also keeps a :class:`CycleMark`: a file that exists while a cycle
+runs and changes as it makes progress, which actd watches to restart a daemon whose cycle has
+hung (``supervisor.hung_after``, :mod:`act.common.supervisor`). A file, not the database: actd
+reads it every fraction of a second without a connection, and a cycle hung in the database
+still shows.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -182,3 +191,79 @@ def process_status(
         return "stopped"
     age = ((now or utcnow()) - row["heartbeat_at"]).total_seconds()
     return "live" if age <= dead_after else "dead"
+
+
+# -- the current cycle, for actd's watchdog ----------------------------------------------------
+
+#: Set by actd for each daemon process it starts: the path of its :class:`CycleMark`.
+ENV_CYCLE_FILE = "ACT_CYCLE_FILE"
+#: Seconds between two progress marks of one cycle (each is one ``utime``).
+PROGRESS_EVERY = 0.2
+
+
+class CycleMark:
+    """The file telling actd that a cycle runs and still makes progress.
+
+    :meth:`start` writes it at a cycle's start (the start time, seconds since the epoch, a new
+    inode); :meth:`progress` touches it (the daemon loop calls it at each heartbeat and each job
+    of a batch, :class:`act.common.daemon.Context`); :meth:`end` removes it. actd restarts a
+    daemon whose file has not changed for ``supervisor.hung_after`` seconds. Without a path (not
+    under actd) it does nothing; a file that cannot be written (a full disk) only leaves the
+    watchdog blind to that cycle, it never fails the cycle.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._running = False
+        self._marked = 0.0
+
+    @classmethod
+    def from_env(cls) -> CycleMark:
+        value = os.environ.get(ENV_CYCLE_FILE)
+        return cls(Path(value) if value else None)
+
+    def start(self) -> None:
+        if self.path is None:
+            return
+        scratch = self.path.with_name(self.path.name + ".tmp")
+        try:
+            scratch.write_text(f"{time.time():.3f}\n")
+            os.replace(scratch, self.path)
+        except OSError:
+            return
+        self._running, self._marked = True, time.monotonic()
+
+    def progress(self) -> None:
+        if self.path is None or not self._running:
+            return
+        now = time.monotonic()
+        if now - self._marked < PROGRESS_EVERY:
+            return
+        self._marked = now
+        with contextlib.suppress(OSError):
+            os.utime(self.path)
+
+    def end(self) -> None:
+        if self.path is None or not self._running:
+            return
+        self._running = False
+        with contextlib.suppress(OSError):
+            self.path.unlink(missing_ok=True)
+
+
+def cycle_progress(path: Path) -> tuple[int, int] | None:
+    """What changes with each start and progress mark of the cycle in ``path`` (its inode and
+    modification time), or None when no cycle runs."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_ino, found.st_mtime_ns
+
+
+def cycle_started(path: Path) -> float | None:
+    """When the cycle in ``path`` started (seconds since the epoch), or None."""
+    try:
+        return float(path.read_text())
+    except (OSError, ValueError):
+        return None

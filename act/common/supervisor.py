@@ -9,6 +9,13 @@ configuration, how to read it again and how to start a daemon process.)
 * A daemon that exits is restarted after ``supervisor.restart_delay`` seconds, doubled after
   each exit that follows a run shorter than ``stable_after`` seconds, up to
   ``restart_delay_max``.
+* A daemon whose cycle has hung is killed and restarted as if it had crashed (the same
+  back-off): each daemon process marks its current cycle in ``<root>/run/cycles/<name>.<slot>``
+  and every progress of it (a heartbeat, the next job of a batch;
+  :class:`act.common.liveness.CycleMark`); when the mark has not changed for
+  ``supervisor.hung_after`` seconds (0: never), actd logs one line naming the daemon, its pid
+  and how long the cycle ran, and SIGKILLs it. Progress is timed on actd's own clock, so a
+  jump of the wall clock restarts nothing.
 * SIGTERM or SIGINT: every daemon gets SIGTERM and ``stop_timeout`` seconds to finish the job
   at hand and release its claims, then SIGKILL; actd exits 0. A ``stop_timeout`` not longer than
   the longest call a daemon may wait for (a CE, PanDA, storage: ``call_timeouts``) is logged as a
@@ -38,6 +45,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -49,7 +57,7 @@ from types import FrameType
 from typing import IO
 
 from act import __version__
-from act.common import exitcodes, logs, metrics, migrate
+from act.common import exitcodes, liveness, logs, metrics, migrate
 from act.common.config import (
     CommonSettings,
     ConfigError,
@@ -80,6 +88,8 @@ class Child:
     term_sent: float | None = None  # when it was asked to stop
     restart: bool = False  # start again as soon as it has stopped (reload)
     retire: bool = False  # do not start again (removed by reload)
+    progress: tuple[int, int] | None = None  # its cycle mark as last seen (None: no cycle)
+    progress_seen: float = 0.0  # when actd saw that mark change
 
     @property
     def label(self) -> str:
@@ -124,6 +134,8 @@ class Supervisor:
         _warn_stop_timeout(self.settings)
         self._write_snapshot(self.settings)
         metrics.reset_multiproc_dir(self._metrics_dir())
+        shutil.rmtree(self._cycles_dir(), ignore_errors=True)  # an earlier actd's marks
+        self._cycles_dir().mkdir(mode=0o750, parents=True, exist_ok=True)
         for name, daemon in self._enabled(self.settings).items():
             self._add(name, range(daemon.instances))
         log.info(
@@ -198,6 +210,7 @@ class Supervisor:
             self._reap()
             self._start_due()
             self._escalate()
+            self._kill_hung()
             self._ping_watchdog()
             self.wake.wait(TICK)
             self.wake.clear()
@@ -219,7 +232,8 @@ class Supervisor:
                 continue
             code, ran = child.proc.returncode, now - child.started
             metrics.process_gone(child.proc.pid, self._metrics_dir())
-            child.proc, child.term_sent = None, None
+            self._cycle_path(child).unlink(missing_ok=True)  # left by a killed or crashed one
+            child.proc, child.term_sent, child.progress = None, None, None
             if child.retire:
                 log.info("%s stopped (exit code %s)", child.label, code)
                 self.children.remove(child)
@@ -264,10 +278,14 @@ class Supervisor:
             "--log-file",
             str(path),
         ]
+        cycle = self._cycle_path(child)
+        cycle.unlink(missing_ok=True)
+        child.progress = None
         env = {
             **os.environ,
             ENV_SUPERVISOR_PID: str(os.getpid()),
             metrics.ENV_MULTIPROC_DIR: str(self._metrics_dir()),
+            liveness.ENV_CYCLE_FILE: str(cycle),
         }
         # The child inherits the blocked SIGUSR1 and unblocks it once its handler is installed
         # (act.service.daemon.main): a log reopen forwarded during its start-up waits for it.
@@ -305,6 +323,38 @@ class Supervisor:
                 )
                 child.proc.kill()
                 child.term_sent = now  # wait for the reap; never kill twice in one tick
+
+    def _kill_hung(self) -> None:
+        """SIGKILL children whose cycle has shown no progress for supervisor.hung_after; the
+        reap restarts them as it does a crashed daemon (back-off included)."""
+        limit = self.settings.supervisor.hung_after
+        if not limit:
+            return
+        now = time.monotonic()
+        for child in self.children:
+            if child.proc is None or child.term_sent is not None:
+                continue  # not running, or already being stopped
+            path = self._cycle_path(child)
+            mark = liveness.cycle_progress(path)
+            if mark != child.progress:  # a new cycle, progress, or between cycles
+                child.progress, child.progress_seen = mark, now
+                continue
+            if mark is None or now - child.progress_seen <= limit:
+                continue
+            started = liveness.cycle_started(path)
+            ran = f"{time.time() - started:.0f}s" if started is not None else "?"
+            log.error(
+                "%s (pid %d) hung: its cycle has run %s, %.0fs without progress "
+                "(supervisor.hung_after %gs); killing it to restart it (see %s)",
+                child.label,
+                child.proc.pid,
+                ran,
+                now - child.progress_seen,
+                limit,
+                self._log_path(child.name),
+            )
+            child.proc.kill()
+            child.term_sent = now  # the reap follows; nothing else is sent meanwhile
 
     def _ping_watchdog(self) -> None:
         interval = self.notifier.watchdog_interval
@@ -418,6 +468,12 @@ class Supervisor:
 
     def _metrics_dir(self) -> Path:
         return metrics.multiproc_dir(self.settings.run_dir)
+
+    def _cycles_dir(self) -> Path:
+        return self.settings.run_dir / "cycles"
+
+    def _cycle_path(self, child: Child) -> Path:
+        return self._cycles_dir() / f"{child.name}.{child.slot}"
 
     def _log_path(self, name: str) -> Path:
         return self.settings.log_dir / f"{name}.log"

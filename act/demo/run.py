@@ -9,11 +9,12 @@
    like any config; the SQLite schema is created (``actctl db upgrade``).
 4. The real supervisor runs as a subprocess: ``python -m act.service.actd --config
    <dir>/act.yaml``, i.e. ``actd`` with its daemons, exactly as in production.
-5. Progress (jobs per act state, and how many PanDA has the final report of) is shown until every
-   job's final report was accepted by the test server and the job store holds every job in a
-   final state, or ``--timeout`` passes (then the stuck jobs are named and the exit code is 1).
-6. A summary, then actd gets SIGTERM (and its stop_timeout) and the test server stops. Ctrl-C at
-   any time stops both too.
+5. Progress (jobs per act state, and how many PanDA has the final report of:
+   :mod:`act.demo.progress`) is shown until every job's final report was accepted by the test
+   server and the job store holds every job in a final state, or ``--timeout`` passes (then the
+   stuck jobs are named and the exit code is 1).
+6. A summary (:mod:`act.demo.summary`), then actd gets SIGTERM (and its stop_timeout) and the
+   test server stops. Ctrl-C at any time stops both too.
 
 Where the template is found: ``etc/act-demo.yaml`` of the source tree (an editable install), else
 ``<sys.prefix>/share/act/etc/act-demo.yaml`` (installed there from the wheel by setup.cfg's
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import logging
 import os
 import re
@@ -35,22 +35,17 @@ import subprocess
 import sys
 import sysconfig
 import time
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
-from urllib.parse import unquote, urlsplit
-
-import sqlalchemy as sa
-from tabulate import tabulate
+from typing import IO
 
 import act
 from act.common import exitcodes, migrate
 from act.common.config import ENV_CONFIG, ENV_DB_URL, ENV_ROOT
 from act.common.db import Database
-from act.common.schema import ce_jobs, panda_jobs, processes
-from act.common.states import P_FINAL, STATES, Layer, in_table_order
+from act.demo.progress import Display, snapshot
+from act.demo.summary import Outcome, job_rows, summary, write_record
 from act.engine.backend import CE
 from act.local import jobfiles as jf
 from act.local.backend import LocalBackend
@@ -62,13 +57,9 @@ TEMPLATE = "act-demo.yaml"
 MARKER = ".act-demo"
 RECORD = "summary.json"
 PLACEHOLDERS = ("@DEMO_DIR@", "@PANDA_URL@", "@DEMO_PILOT@")
-FINAL_STATES = tuple(str(state) for state in in_table_order(Layer.PANDA, P_FINAL))
-#: act's PanDA-layer states in pipeline order (for the progress line).
-PANDA_ORDER = tuple(str(state) for state in STATES[Layer.PANDA])
 #: A demo directory must be spelled with these (it goes into YAML and shell words unquoted).
 SAFE_DIR = re.compile(r"[A-Za-z0-9_./+@:=,-]+")
 TICK = 0.5
-PLAIN_EVERY = 5.0
 
 
 class DemoError(RuntimeError):
@@ -83,15 +74,6 @@ class Options:
     failures: float = 0.0
     keep: bool = False
     sleep: str = "0.5-3"
-
-
-@dataclass
-class Outcome:
-    """What a run ended with (for the summary and the tests)."""
-
-    ok: bool
-    wall: float
-    pandaids: list[int]
 
 
 def default_dir() -> Path:
@@ -265,202 +247,6 @@ def stop_local_jobs(settings: Settings) -> int:
             backend.kill(ce, running)
             killed += len(running)
     return killed
-
-
-# -- progress ----------------------------------------------------------------------------------
-
-
-@dataclass
-class Snapshot:
-    panda: Counter[str]
-    ce: Counter[str]
-    reported: int
-    jobs: int
-    daemons_up: int = 0
-    daemons: int = 0
-
-    def finished(self) -> bool:
-        in_final = sum(self.panda[state] for state in FINAL_STATES)
-        return self.reported >= self.jobs and in_final >= self.jobs
-
-    def line(self, elapsed: float) -> str:
-        act_part = " ".join(f"{s} {self.panda[s]}" for s in PANDA_ORDER if self.panda[s])
-        ce_part = " ".join(f"{s} {n}" for s, n in sorted(self.ce.items()))
-        starting = (
-            f"daemons up {self.daemons_up}/{self.daemons} | "
-            if self.daemons_up < self.daemons
-            else ""
-        )
-        return (
-            f"[{elapsed:5.1f}s] {starting}reported to PanDA: {self.reported}/{self.jobs} | "
-            f"act: {act_part or '-'} | CE: {ce_part or '-'}"
-        )
-
-
-def _counts(conn: sa.Connection, column: sa.Column[Any]) -> Counter[str]:
-    rows = conn.execute(sa.select(column, sa.func.count()).group_by(column)).all()
-    return Counter({str(state): int(count) for state, count in rows})
-
-
-def snapshot(
-    db: Database, server: PandaTestServer, ids: Sequence[int], daemons: int = 0
-) -> Snapshot:
-    """Jobs per state in the job store, final reports at the test server, daemons running (a
-    liveness row, not stopped)."""
-    with db.read() as conn:
-        panda = _counts(conn, panda_jobs.c.state)
-        ce = _counts(conn, ce_jobs.c.state)
-        up = conn.execute(
-            sa.select(sa.func.count()).where(processes.c.stopped_at.is_(None))
-        ).scalar_one()
-    reported = sum(1 for pandaid in ids if server.final_state(pandaid) is not None)
-    return Snapshot(panda, ce, reported, len(ids), int(up), daemons)
-
-
-class Display:
-    """One progress line: redrawn in place on a terminal, printed every few seconds otherwise."""
-
-    def __init__(self, stream: IO[str]) -> None:
-        self.stream = stream
-        self.tty = stream.isatty()
-        self.last_plain = -PLAIN_EVERY
-        self.drawn = False
-
-    def show(self, text: str, elapsed: float, *, force: bool = False) -> None:
-        if self.tty:
-            width = shutil.get_terminal_size((120, 20)).columns - 1
-            self.stream.write("\r\x1b[K" + text[:width])
-            self.drawn = True
-        elif force or elapsed - self.last_plain >= PLAIN_EVERY:
-            self.stream.write(text + "\n")
-            self.last_plain = elapsed
-        self.stream.flush()
-
-    def end(self) -> None:
-        if self.tty and self.drawn:
-            self.stream.write("\n")
-            self.stream.flush()
-            self.drawn = False
-
-
-# -- summary -----------------------------------------------------------------------------------
-
-
-def job_rows(db: Database) -> list[Any]:
-    with db.read() as conn:
-        return list(
-            conn.execute(
-                sa.select(
-                    panda_jobs.c.panda_id,
-                    panda_jobs.c.state,
-                    panda_jobs.c.log_url,
-                    panda_jobs.c.error_code,
-                    panda_jobs.c.error_text,
-                ).order_by(panda_jobs.c.panda_id)
-            )
-        )
-
-
-def url_path(url: str | None) -> Path | None:
-    if not url or not url.startswith("file://"):
-        return None
-    return Path(unquote(urlsplit(url).path))
-
-
-def _told(server: PandaTestServer, pandaid: int) -> str:
-    return server.final_state(pandaid) or "no final report"
-
-
-def summary(
-    outcome: Outcome,
-    rows: Sequence[Any],
-    *,
-    settings: Settings,
-    directory: Path,
-    config: Path,
-    server: PandaTestServer,
-) -> str:
-    lines: list[str] = []
-    by_state: dict[str, list[Any]] = {}
-    for row in rows:
-        by_state.setdefault(row.state, []).append(row)
-    table = []
-    for state in sorted(by_state, key=lambda s: PANDA_ORDER.index(s) if s in PANDA_ORDER else 99):
-        told = Counter(_told(server, r.panda_id) for r in by_state[state])
-        codes = Counter(r.error_code for r in by_state[state] if r.error_code)
-        told_text = ", ".join(f"{k} {n}" for k, n in sorted(told.items()))
-        code_text = ", ".join(f"{k} x{n}" for k, n in sorted(codes.items())) or "-"
-        table.append([state, len(by_state[state]), told_text, code_text])
-    missing = len(outcome.pandaids) - len(rows)
-    if missing > 0:
-        table.append(["(not fetched)", missing, "-", "-"])
-    rate = len(outcome.pandaids) / outcome.wall * 60 if outcome.wall > 0 else 0.0
-    verdict = "all jobs reported" if outcome.ok else "NOT all jobs reported (timeout)"
-    lines.append(
-        f"act demo: {len(outcome.pandaids)} jobs, {verdict} in {outcome.wall:.1f} s "
-        f"({rate:.0f} jobs/min)"
-    )
-    lines.append("")
-    lines.append(
-        tabulate(
-            table,
-            headers=["act state", "jobs", "PanDA test server recorded", "error codes"],
-            tablefmt="simple",
-        )
-    )
-    web = Path(settings.weblogs.dir or Path(settings.root) / "weblogs")
-    lines += ["", f"web area (pilot logs, as the PanDA monitor links them): {web}"]
-    examples = [r for r in rows if r.log_url][:3]
-    for row in examples:
-        path = url_path(row.log_url)
-        there = "" if path is None or path.is_file() else "  (not published)"
-        lines.append(f"  {row.panda_id}: {row.log_url}{there}")
-    if examples:
-        day_dir = url_path(examples[0].log_url)
-        if day_dir is not None:
-            lines.append(f"  all of them: ls {day_dir.parent}")
-    lines += [
-        f"outputs on storage (file://):           {directory / 'storage'}",
-        f"daemon logs:                            {settings.log_dir}",
-        f"config:                                 {config}",
-        f"inspect:  actctl --config {config} status",
-        f"          actctl --config {config} jobs --state donefailed",
-    ]
-    if rows:
-        lines.append(f"          actctl --config {config} job {rows[0].panda_id}")
-    if not outcome.ok:
-        stuck = [
-            r for r in rows if r.state not in FINAL_STATES or not server.final_state(r.panda_id)
-        ]
-        lines += ["", "stuck jobs (PandaID: act state, PanDA's record):"]
-        for row in stuck[:20]:
-            lines.append(f"  {row.panda_id}: {row.state}, {_told(server, row.panda_id)}")
-        if len(stuck) > 20:
-            lines.append(f"  ... and {len(stuck) - 20} more")
-        lines.append(f"look at the daemon logs in {settings.log_dir}")
-    return "\n".join(lines)
-
-
-def write_record(
-    path: Path, outcome: Outcome, rows: Sequence[Any], server: PandaTestServer
-) -> None:
-    """``<dir>/summary.json``: the run, and per job act's final state next to what the PanDA
-    test server recorded (final state, number of final reports, pilot error code)."""
-    act_rows = {row.panda_id: row for row in rows}
-    jobs = {}
-    for pandaid in outcome.pandaids:
-        row = act_rows.get(pandaid)
-        told = server.last_fields(pandaid)
-        jobs[str(pandaid)] = {
-            "act_state": row.state if row else None,
-            "error_code": row.error_code if row else None,
-            "log_url": row.log_url if row else None,
-            "panda_final_state": server.final_state(pandaid),
-            "panda_final_reports": server.final_reports(pandaid),
-            "panda_pilot_error_code": told.get("pilot_error_code", told.get("pilotErrorCode")),
-        }
-    record = {"ok": outcome.ok, "wall_seconds": round(outcome.wall, 3), "jobs": jobs}
-    path.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n", encoding="utf-8")
 
 
 # -- the command -------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from sqlalchemy.engine import Connection, Row
+from sqlalchemy.engine import Connection
 
 from act.common.daemon import DaemonSpec
 from act.common.logs import job_log
@@ -22,6 +22,7 @@ from act.common.timeutil import seconds, utcnow
 from act.common.transitions import transition
 from act.engine.backend import CE, Backend, CEUnavailable, Outcome
 from act.engine.config import Context
+from act.engine.queries import ToCancel
 from act.engine.runtime import pool
 from act.engine.work import (
     batches,
@@ -36,7 +37,7 @@ from act.engine.work import (
 
 
 def run_once(ctx: Context) -> bool:
-    rows = claim_jobs(ctx, [CEJobState.TOCANCEL])
+    rows = claim_jobs(ctx, [CEJobState.TOCANCEL], ToCancel)
     engines = pool(ctx)
     for name, jobs in ctx.until_stopped(list(by_ce(rows).items()), "CE(s) of claimed jobs"):
         if name is None:  # never sent anywhere
@@ -55,7 +56,7 @@ def run_once(ctx: Context) -> bool:
     return len(rows) >= ctx.daemon.batch
 
 
-def _cancel_at(ctx: Context, ce: CE, backend: Backend, jobs: list[Row[Any]]) -> None:
+def _cancel_at(ctx: Context, ce: CE, backend: Backend, jobs: list[ToCancel]) -> None:
     ids = {job.id: job.ce_job_id for job in jobs}
     unsent = [job for job in jobs if job.ce_job_id is None]
     with_token = [job.token for job in unsent if job.token]
@@ -79,7 +80,7 @@ def _apply(
     *,
     ctx: Context,
     ce: CE,
-    jobs: list[Row[Any]],
+    jobs: list[ToCancel],
     ids: dict[int, str | None],
     outcomes: dict[str, Outcome],
 ) -> None:
@@ -117,7 +118,7 @@ def _apply(
             log.info("tocancel -> %s (%s)", target, reason)
 
 
-def _cancelled(ctx: Context, jobs: list[Row[Any]], ce: str | None, reason: str) -> None:
+def _cancelled(ctx: Context, jobs: list[ToCancel], ce: str | None, reason: str) -> None:
     if not jobs:
         return
     moved = ctx.db.run(

@@ -17,9 +17,8 @@ import os
 import shutil
 from datetime import datetime
 from functools import partial
-from typing import Any
 
-from sqlalchemy.engine import Connection, Row
+from sqlalchemy.engine import Connection
 
 from act.common.daemon import DaemonSpec
 from act.common.logs import job_log
@@ -29,12 +28,13 @@ from act.common.transitions import transition
 from act.engine.backend import CE, Backend, CEUnavailable
 from act.engine.config import Context
 from act.engine.fetcher import base_dir
+from act.engine.queries import ToClean
 from act.engine.runtime import pool
 from act.engine.work import batches, by_ce, claim_jobs, keep, resolve_ce, update_mine
 
 
 def run_once(ctx: Context) -> bool:
-    rows = claim_jobs(ctx, [CEJobState.TOCLEAN])
+    rows = claim_jobs(ctx, [CEJobState.TOCLEAN], ToClean)
     engines = pool(ctx)
     for name, jobs in ctx.until_stopped(list(by_ce(rows).items()), "CE(s) of claimed jobs"):
         nothing = [job for job in jobs if job.ce_job_id is None]
@@ -52,7 +52,7 @@ def run_once(ctx: Context) -> bool:
     return len(rows) >= ctx.daemon.batch
 
 
-def _clean_at(ctx: Context, ce: CE, backend: Backend, jobs: list[Row[Any]]) -> None:
+def _clean_at(ctx: Context, ce: CE, backend: Backend, jobs: list[ToClean]) -> None:
     limits = backend.limits(ce)
     batched = list(batches(jobs, limits.status_batch))
     for done, claimed in enumerate(ctx.until_stopped(batched, "batch(es)")):
@@ -60,7 +60,7 @@ def _clean_at(ctx: Context, ce: CE, backend: Backend, jobs: list[Row[Any]]) -> N
         if not batch:
             continue
         try:
-            outcomes = backend.clean(ce, [job.ce_job_id for job in batch])
+            outcomes = backend.clean(ce, [str(job.ce_job_id) for job in batch])
         except CEUnavailable as error:
             ctx.log.warning("ce=%s: unavailable (%s); cleans retried later", ce.name, error.cause)
             rest = jobs[done * max(1, limits.status_batch) :]
@@ -74,7 +74,7 @@ def _clean_at(ctx: Context, ce: CE, backend: Backend, jobs: list[Row[Any]]) -> N
             return
         errors: dict[int, str | None] = {}
         for job in batch:
-            outcome = outcomes.get(job.ce_job_id)
+            outcome = outcomes.get(str(job.ce_job_id))
             if outcome is None:
                 errors[job.id] = "no answer for this job"
             elif outcome.ok or outcome.gone:
@@ -87,7 +87,7 @@ def _clean_at(ctx: Context, ce: CE, backend: Backend, jobs: list[Row[Any]]) -> N
 def _record(
     ctx: Context,
     ce: str | None,
-    jobs: list[Row[Any]],
+    jobs: list[ToClean],
     errors: dict[int, str | None],
     reason: str,
 ) -> None:
@@ -98,7 +98,7 @@ def _record(
     _remove_local(ctx, [job for job in jobs if job.id in set(cleaned)])
 
 
-def _remove_local(ctx: Context, jobs: list[Row[Any]]) -> None:
+def _remove_local(ctx: Context, jobs: list[ToClean]) -> None:
     """Remove the local output copies of cleaned jobs (only below the fetch directory)."""
     base = os.path.realpath(base_dir(ctx))
     for job in jobs:
@@ -118,7 +118,7 @@ def _apply(
     *,
     ctx: Context,
     ce: str | None,
-    jobs: list[Row[Any]],
+    jobs: list[ToClean],
     errors: dict[int, str | None],
     reason: str,
     now: datetime,

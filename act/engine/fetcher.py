@@ -23,7 +23,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.engine import Row
+from sqlalchemy.engine import Connection
 
 from act.common.daemon import DaemonSpec
 from act.common.logs import job_log
@@ -31,6 +31,7 @@ from act.common.states import C_TO_FETCH, Actor, CEJobState, Layer
 from act.common.transitions import transition
 from act.engine.backend import CE, Backend, CEUnavailable, Fetched
 from act.engine.config import Context
+from act.engine.queries import ToFetch
 from act.engine.runtime import pool
 from act.engine.work import by_ce, claim_jobs, give_back, keep, resolve_ce
 
@@ -64,7 +65,7 @@ def measure(root: Path) -> tuple[int, int]:
 
 
 def run_once(ctx: Context) -> bool:
-    rows = claim_jobs(ctx, FETCHED)
+    rows = claim_jobs(ctx, FETCHED, ToFetch)
     engines = pool(ctx)
     base = base_dir(ctx)
     for name, jobs in ctx.until_stopped(list(by_ce(rows).items()), "CE(s) of claimed jobs"):
@@ -91,7 +92,7 @@ def run_once(ctx: Context) -> bool:
     return len(rows) >= ctx.daemon.batch
 
 
-def _fetch_one(ctx: Context, backend: Backend, ce: CE, job: Row[Any], base: Path) -> None:
+def _fetch_one(ctx: Context, backend: Backend, ce: CE, job: ToFetch, base: Path) -> None:
     log = job_log(ctx.log, pandaid=job.pandaid, ce=ce.name)
     failed = job.state == CEJobState.FAILED
     dest = job_dir(base, ce.name, job.id)
@@ -150,7 +151,13 @@ def _over_caps(ctx: Context, dest: Path) -> str | None:
 
 
 def _move(
-    conn: Any, *, ctx: Context, job: Row[Any], target: str, reason: str, values: dict[str, Any]
+    conn: Connection,
+    *,
+    ctx: Context,
+    job: ToFetch,
+    target: str,
+    reason: str,
+    values: dict[str, Any],
 ) -> list[int]:
     return transition(
         conn,

@@ -30,19 +30,18 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Row
+from sqlalchemy.engine import Connection
 
 from act.common.claims import release
 from act.common.daemon import DaemonSpec
 from act.common.logs import job_log
-from act.common.schema import ce_jobs
 from act.common.states import C_POLLED, EDGES, Actor, CEJobState, Layer
 from act.common.timeutil import iso, seconds, utcnow
 from act.common.transitions import transition
 from act.engine import breaker
 from act.engine.backend import CE, Backend, CEReportedState, CEUnavailable, JobStatus, Limits
 from act.engine.config import Context
+from act.engine.queries import ToPoll, due_for_check
 from act.engine.resubmit import classify
 from act.engine.runtime import pool
 from act.engine.settings import EngineSettings
@@ -72,9 +71,7 @@ _NAMED = {
 
 
 def run_once(ctx: Context) -> bool:
-    now = utcnow()
-    due = sa.or_(ce_jobs.c.next_check_at.is_(None), ce_jobs.c.next_check_at <= now)
-    rows = claim_jobs(ctx, POLLED, where=[due])
+    rows = claim_jobs(ctx, POLLED, ToPoll, where=[due_for_check(utcnow())])
     engines = pool(ctx)
     for name, jobs in ctx.until_stopped(list(by_ce(rows).items()), "CE(s) of claimed jobs"):
         found = resolve_ce(ctx, engines, name)
@@ -85,7 +82,7 @@ def run_once(ctx: Context) -> bool:
     return len(rows) >= ctx.daemon.batch
 
 
-def _poll_ce(ctx: Context, ce: CE, backend: Backend, jobs: list[Row[Any]]) -> None:
+def _poll_ce(ctx: Context, ce: CE, backend: Backend, jobs: list[ToPoll]) -> None:
     limits = backend.limits(ce)
     pending = list(jobs)
     for claimed in ctx.until_stopped(list(batches(jobs, limits.status_batch)), "batch(es)"):
@@ -111,7 +108,7 @@ def _poll_ce(ctx: Context, ce: CE, backend: Backend, jobs: list[Row[Any]]) -> No
         pending = pending[len(claimed) :]
 
 
-def _later(ctx: Context, jobs: list[Row[Any]], delay: float) -> None:
+def _later(ctx: Context, jobs: list[ToPoll], delay: float) -> None:
     """Only push the next check of ``jobs`` back (and release them)."""
     if jobs:
         at = utcnow() + seconds(jittered(delay))
@@ -124,7 +121,7 @@ def _later(ctx: Context, jobs: list[Row[Any]], delay: float) -> None:
 class _Plan:
     """What the CE's answer means for one job: its columns, and its move (target == state: none)."""
 
-    job: Row[Any]
+    job: ToPoll
     status: JobStatus | None
     target: str
     reason: str
@@ -137,7 +134,7 @@ def _apply(
     ctx: Context,
     ce: CE,
     limits: Limits,
-    jobs: list[Row[Any]],
+    jobs: list[ToPoll],
     statuses: Mapping[str, JobStatus | None],
 ) -> None:
     """Write one status batch: per-row columns, then one transition per (from, to, reason)."""
@@ -202,13 +199,13 @@ def _next_check(engine: EngineSettings, state: str, now: datetime) -> datetime |
 
 
 def _plan(
-    ctx: Context, limits: Limits, job: Row[Any], status: JobStatus | None, now: datetime
+    ctx: Context, limits: Limits, job: ToPoll, status: JobStatus | None, now: datetime
 ) -> _Plan:
     engine = ctx.settings.engine
     if status is None:
         seen: datetime = job.last_seen_at or job.submitted_at or job.state_changed_at
         if now - seen <= seconds(engine.poll.lost_after):
-            values = {"next_check_at": _next_check(engine, job.state, now)}
+            values: dict[str, Any] = {"next_check_at": _next_check(engine, job.state, now)}
             return _Plan(job, None, job.state, "", values)
         target: str = (
             CEJobState.CANCELLED if job.state == CEJobState.CANCELLING else CEJobState.LOST
@@ -248,7 +245,7 @@ def _status_values(status: JobStatus, now: datetime) -> dict[str, Any]:
 
 
 def _target(
-    ctx: Context, limits: Limits, job: Row[Any], status: JobStatus, error_text: str | None
+    ctx: Context, limits: Limits, job: ToPoll, status: JobStatus, error_text: str | None
 ) -> tuple[str, str]:
     """The engine state the CE's answer leads to, and the reason recorded with the move."""
     if job.state == CEJobState.CANCELLING:
@@ -271,7 +268,7 @@ def _target(
     return _NAMED[status.state], f"CE state {status.raw_state}"
 
 
-def _fast(job: Row[Any], status: JobStatus, now: datetime, fast_fail: float) -> bool:
+def _fast(job: ToPoll, status: JobStatus, now: datetime, fast_fail: float) -> bool:
     """Whether the job failed within ``fast_fail`` seconds of its start (or submission)."""
     start = status.started_at or job.started_at or job.submitted_at
     if start is None:

@@ -1,25 +1,46 @@
-"""What the engine daemons that follow CE jobs share: claiming rows, grouping them by CE, writing
-the columns that are not states, and spreading the next look at a job over time."""
+"""What the engine daemons that follow CE jobs share: claiming rows (typed: each daemon's row
+type is in :mod:`act.engine.queries`), grouping them by CE, writing the columns that are not
+states, and spreading the next look at a job over time."""
 
 from __future__ import annotations
 
 import random
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Row
+from sqlalchemy.engine import Connection
 
 from act.common.claims import claim, release, renew
+from act.common.rows import R, fetch, select_of
 from act.common.schema import ce_jobs
 from act.common.states import Layer, in_table_order
 from act.common.transitions import chunked
 from act.engine.backend import CE, Backend
 from act.engine.config import Context
+from act.engine.queries import held_by
 from act.engine.runtime import EnginePool, UnknownCE
 
 T = TypeVar("T")
+
+
+class Job(Protocol):
+    """A claimed CE job row: any row type with an ``id`` (read-only, as in a frozen dataclass)."""
+
+    @property
+    def id(self) -> int: ...
+
+
+class JobAtCE(Job, Protocol):
+    """A claimed CE job row that names its CE."""
+
+    @property
+    def ce_endpoint(self) -> str | None: ...
+
+
+J = TypeVar("J", bound=Job)
+C = TypeVar("C", bound=JobAtCE)
 
 #: A ``next_check_at`` (and similar) is set this fraction either side of its nominal delay.
 JITTER = 0.1
@@ -28,14 +49,16 @@ JITTER = 0.1
 def claim_jobs(
     ctx: Context,
     states: Collection[str],
+    row_type: type[R],
     *,
     where: Sequence[sa.ColumnElement[bool]] = (),
     limit: int | None = None,
-) -> list[Row[Any]]:
+) -> list[R]:
     """Claim up to ``limit`` (default: the daemon's batch) CE jobs in ``states``, taken state by
-    state in the order of the state table, oldest first; their rows."""
+    state in the order of the state table, oldest first; their rows as ``row_type`` (a row type
+    of ``ce_jobs``, see :mod:`act.engine.queries`)."""
 
-    def take(conn: Connection) -> list[Row[Any]]:
+    def take(conn: Connection) -> list[R]:
         # One claim per state: each is then served in id order by the (state, id) index, where
         # "state IN (...) ORDER BY id" led PostgreSQL to walk the primary key over every row.
         ids: list[int] = []
@@ -53,21 +76,20 @@ def claim_jobs(
                 shard=ctx.shard,
                 where=where,
             )
-        rows: list[Row[Any]] = []
+        rows: list[R] = []
+        load = select_of(row_type, ce_jobs)
         for chunk in chunked(ids):
             rows.extend(
-                conn.execute(
-                    sa.select(ce_jobs).where(ce_jobs.c.id.in_(chunk)).order_by(ce_jobs.c.id)
-                ).all()
+                fetch(conn, row_type, load.where(ce_jobs.c.id.in_(chunk)).order_by(ce_jobs.c.id))
             )
         return rows
 
     return ctx.db.run(take)
 
 
-def by_ce(rows: Iterable[Row[Any]]) -> dict[str | None, list[Row[Any]]]:
+def by_ce(rows: Iterable[C]) -> dict[str | None, list[C]]:
     """Rows grouped by their CE (``ce_endpoint``), in row order."""
-    groups: dict[str | None, list[Row[Any]]] = {}
+    groups: dict[str | None, list[C]] = {}
     for row in rows:
         groups.setdefault(row.ce_endpoint, []).append(row)
     return groups
@@ -138,7 +160,7 @@ def set_each(conn: Connection, ctx: Context, values: Mapping[int, Mapping[str, A
         conn.execute(stmt, params_list)
 
 
-def keep(ctx: Context, jobs: Sequence[Row[Any]]) -> list[Row[Any]]:
+def keep(ctx: Context, jobs: Sequence[J]) -> list[J]:
     """Renew this daemon's claims on ``jobs`` before a (slow) CE call; the jobs still held.
 
     A claim that expired meanwhile may have been taken by another instance: that job is skipped.
@@ -149,16 +171,7 @@ def keep(ctx: Context, jobs: Sequence[Row[Any]]) -> list[Row[Any]]:
     def renew_and_read(conn: Connection) -> set[int]:
         ids = [job.id for job in jobs]
         renew(conn, Layer.CE, ctx.owner, ctx.daemon.lease, ids)
-        held: set[int] = set()
-        for chunk in chunked(sorted(ids)):
-            held.update(
-                conn.execute(
-                    sa.select(ce_jobs.c.id).where(
-                        ce_jobs.c.id.in_(chunk), ce_jobs.c.lease_owner == ctx.owner
-                    )
-                ).scalars()
-            )
-        return held
+        return held_by(conn, ctx.owner, ids)
 
     held = ctx.db.run(renew_and_read)
     return [job for job in jobs if job.id in held]

@@ -15,8 +15,8 @@ Jobs are described in the JSON format of :mod:`act.local.description`. Each runs
 detached runner (:mod:`act.local.runner`), forked by the CE's spawner (:mod:`act.local.spawner`,
 one long-lived process per work directory, started on demand), so it outlives the daemon that
 submitted it (and the spawner), and all state is in files (:mod:`act.local.jobfiles`): any process
-can ask for its status later. What a job writes (its state file, its outputs) is treated as
-untrusted.
+can ask for its status later (read by :mod:`act.local.jobstate`). What a job writes (its state
+file, its outputs) is treated as untrusted.
 """
 
 from __future__ import annotations
@@ -29,22 +29,22 @@ import secrets
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
 from pydantic import ValidationError
 
 from act.common.config import ConfigError
 from act.common.logs import job_log
+from act.common.safe_paths import UnsafePath
 from act.engine.backend import (
     CE,
     BackendFactory,
-    CEReportedState,
     CEUnavailable,
     Fetched,
     JobStatus,
@@ -54,7 +54,7 @@ from act.engine.backend import (
     Submitted,
 )
 from act.local import jobfiles as jf
-from act.local import spawner, staging
+from act.local import jobstate, spawner, staging
 from act.local.description import DescriptionError, LocalJob
 from act.local.options import LocalOptions
 
@@ -67,42 +67,16 @@ if TYPE_CHECKING:
 
 #: Variables of the submitting process a payload gets (plus its description's ``environment``).
 BASE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ", "USER", "LOGNAME", "SHELL")
-#: A job directory without state.json this long after submission had its runner never start.
-NEVER_STARTED = 60.0
 #: Seconds without the spawner (one runner process per job) after it could not be reached.
 SPAWNER_RETRY = 60.0
 #: A job directory being removed is first renamed to this prefix + its name (no job ID matches
 #: it): a cleaner killed half-way leaves no half-deleted job behind, only a directory that the
 #: next clean sweeps away.
 REMOVING = ".removing-"
-STATES = {
-    jf.QUEUED: CEReportedState.SUBMITTED,
-    jf.RUNNING: CEReportedState.RUNNING,
-    jf.FINISHING: CEReportedState.FINISHING,
-    jf.FINISHED: CEReportedState.FINISHED,
-    jf.FAILED: CEReportedState.FAILED,
-    jf.KILLED: CEReportedState.CANCELLED,
-}
 
 
 def token_prefix(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()[:16]
-
-
-def _time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else None
-
-
-def _int(value: Any) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return int(value)
 
 
 class LocalBackend:
@@ -240,7 +214,7 @@ class LocalBackend:
                 code = -1
         if code != 0:
             detail = staging.tail(jobdir / jf.RUNNER_LOG, 500) or f"exit status {code}"
-            self._stop(jobdir, signal.SIGKILL)
+            jobstate.stop(jobdir, signal.SIGKILL)
             shutil.rmtree(jobdir, ignore_errors=True)
             log.warning("the job's runner did not start: %s", detail)
             return Submitted(request.job_id, None, f"the job's runner did not start: {detail}")
@@ -294,75 +268,7 @@ class LocalBackend:
 
     def _status(self, ce: CE, ce_job_id: str) -> JobStatus | None:
         jobdir = self._jobdir(ce, ce_job_id)
-        if jobdir is None:
-            return None
-        state = self._current(jobdir)
-        name = state.get("state")
-        if name not in STATES:
-            return JobStatus(
-                ce_job_id,
-                CEReportedState.FAILED,
-                "unreadable",
-                errors=("state.json is unreadable",),
-            )
-        errors = state.get("errors")
-        started, ended = _time(state.get("started_at")), _time(state.get("ended_at"))
-        exit_code = _int(state.get("exit_code"))
-        return JobStatus(
-            ce_job_id,
-            STATES[name],
-            str(name),
-            exit_code=exit_code,
-            errors=tuple(str(e)[:1000] for e in errors[:20]) if isinstance(errors, list) else (),
-            worker_node=str(state["node"])[:255] if state.get("node") else None,
-            cpu_seconds=_int(state.get("cpu_seconds")),
-            wall_seconds=_int(state.get("wall_seconds")),
-            max_rss_kb=_int(state.get("max_rss_kb")),
-            started_at=started,
-            ended_at=ended,
-        )
-
-    def _current(self, jobdir: Path) -> dict[str, Any]:
-        """state.json, with a runner that died (or never started) recorded as a failure."""
-        state = jf.read_json(jobdir / jf.STATE)
-        if state is None:
-            job = jf.read_json(jobdir / jf.JOB) or {}
-            submitted = _time(job.get("submitted_at"))
-            age = time.time() - submitted.timestamp() if submitted else NEVER_STARTED + 1
-            if age <= NEVER_STARTED:
-                return {"state": jf.QUEUED}
-            with jf.locked(jobdir):
-                if jf.read_json(jobdir / jf.STATE) is None:
-                    jf.write_json(
-                        jobdir / jf.STATE,
-                        {
-                            "state": jf.FAILED,
-                            "ended_at": jf.now_iso(),
-                            "errors": ["the job's runner never started"],
-                        },
-                    )
-            return jf.read_json(jobdir / jf.STATE) or {}
-        if state.get("state") in jf.ENDED or jf.alive(
-            state.get("runner_pid"), state.get("runner_start")
-        ):
-            return state
-        with jf.locked(jobdir):
-            state = jf.read_json(jobdir / jf.STATE) or {}
-            if state.get("state") in jf.ENDED:
-                return state
-            if state.get("state") == jf.RUNNING:
-                for pid in jf.group_members(state.get("pgid")):
-                    _signal(pid, signal.SIGKILL)
-            died = f"runner died (pid {state.get('runner_pid')}) before recording the job's end"
-            if state.get("state") == jf.FINISHING:  # never "finished" with outputs half uploaded
-                for pid in jf.group_members(state.get("stageout_pgid")):
-                    _signal(pid, signal.SIGKILL)
-                died = (
-                    f"runner died (pid {state.get('runner_pid')}) while uploading the outputs,"
-                    " before recording the job's end"
-                )
-            jf.write_json(jobdir / jf.STATE, jf.ended(state, jf.FAILED, [died]))
-            return state
+        return None if jobdir is None else jobstate.job_status(ce_job_id, jobstate.current(jobdir))
 
     def find(self, ce: CE, tokens: Sequence[str]) -> dict[str, str]:
         """Scan the work directory for jobs carrying ``tokens`` (the newest one per token).
@@ -379,7 +285,7 @@ class LocalBackend:
             jobdir = root / ce_job_id
             if (jobdir / jf.STATE).exists():
                 continue
-            log = job_log(self.log, pandaid=_pandaid_of(jobdir), ce=ce.name)
+            log = job_log(self.log, pandaid=jobstate.pandaid_of(jobdir), ce=ce.name)
             try:
                 starting = self._start_runner(root.parent, jobdir, options)
             except OSError as error:
@@ -425,36 +331,29 @@ class LocalBackend:
             if jobdir is None:
                 results[ce_job_id] = Outcome(ce_job_id, ok=False, gone=True)
                 continue
-            if self._current(jobdir).get("state") in jf.ENDED:
+            if jobstate.current(jobdir).get("state") in jf.ENDED:
                 results[ce_job_id] = Outcome(ce_job_id, ok=True)  # nothing left to kill
                 continue
             jf.update_state(jobdir, kill_requested=True)  # so the runner records "killed"
-            self._stop(jobdir, signal.SIGTERM)
+            jobstate.stop(jobdir, signal.SIGTERM)
             pending.append((ce_job_id, jobdir))
         deadline = time.monotonic() + grace + 1.0  # the runner escalates itself after grace
-        while pending and time.monotonic() < deadline and any(_running(d) for _, d in pending):
+        while (
+            pending and time.monotonic() < deadline and any(jobstate.running(d) for _, d in pending)
+        ):
             time.sleep(0.05)
         for ce_job_id, jobdir in pending:
-            if _running(jobdir):
-                self._stop(jobdir, signal.SIGKILL)
+            if jobstate.running(jobdir):
+                jobstate.stop(jobdir, signal.SIGKILL)
             with jf.locked(jobdir):
                 state = jf.read_json(jobdir / jf.STATE) or {}
                 if state.get("state") not in jf.ENDED:
                     jf.write_json(jobdir / jf.STATE, jf.ended(state, jf.KILLED, ["killed by act"]))
-            job_log(self.log, pandaid=_pandaid_of(jobdir), ce=ce.name).info("killed %s", ce_job_id)
+            job_log(self.log, pandaid=jobstate.pandaid_of(jobdir), ce=ce.name).info(
+                "killed %s", ce_job_id
+            )
             results[ce_job_id] = Outcome(ce_job_id, ok=True)
         return {ce_job_id: results[ce_job_id] for ce_job_id in ce_job_ids}
-
-    @staticmethod
-    def _stop(jobdir: Path, signum: int) -> None:
-        """Send ``signum`` to a job's runner and to every process of its payload's and its
-        upload's groups."""
-        state = jf.read_json(jobdir / jf.STATE) or {}
-        if jf.alive(state.get("runner_pid"), state.get("runner_start")):
-            _signal(state["runner_pid"], signum)
-        for key in ("pgid", "stageout_pgid"):
-            for pid in jf.group_members(state.get(key)):
-                _signal(pid, signum)
 
     def clean(self, ce: CE, ce_job_ids: Sequence[str]) -> dict[str, Outcome]:
         """Remove the directories of jobs that ended (a job still running is an error)."""
@@ -467,7 +366,7 @@ class LocalBackend:
             if jobdir is None:
                 results[ce_job_id] = Outcome(ce_job_id, ok=False, gone=True)
                 continue
-            state = self._current(jobdir).get("state")
+            state = jobstate.current(jobdir).get("state")
             if state not in jf.ENDED:
                 results[ce_job_id] = Outcome(
                     ce_job_id, ok=False, error=f"the job is {state}: kill it before cleaning"
@@ -494,7 +393,9 @@ class LocalBackend:
     # -- fetch --------------------------------------------------------------------------------
 
     def fetch(self, ce: CE, ce_job_id: str, dest: Path, *, failed: bool) -> Fetched:
-        """Copy the declared outputs (from ``work/``) plus stdout and stderr into ``dest``."""
+        """Copy the declared outputs (from ``work/``) plus stdout and stderr into ``dest``; a
+        symbolic link the payload left among them is never followed: the fetch fails naming the
+        job and the link (:mod:`act.local.staging`)."""
         jobdir = self._jobdir(ce, ce_job_id)
         if jobdir is None:
             return Fetched(ce_job_id, gone=True, error="the CE does not know the job")
@@ -504,31 +405,42 @@ class LocalBackend:
         except ValidationError:
             return Fetched(ce_job_id, error="job.json is unreadable")
         caps = self.settings.engine.fetch
-        plan: list[tuple[Path, str]] = []  # (source, relative destination)
+        plan: list[tuple[Path, str, int]] = []  # (directory, file below it, size)
         notes: list[str] = []
         for name in (jf.STDOUT, jf.STDERR):
-            if (jobdir / name).is_file() and not (jobdir / name).is_symlink():
-                plan.append((jobdir / name, name))
+            with contextlib.suppress(OSError):
+                info = (jobdir / name).lstat()
+                if stat.S_ISREG(info.st_mode):
+                    plan.append((jobdir, name, info.st_size))
         written: list[str] = []
         size = 0
         try:
             for name in outputs:
-                plan.extend(staging.collect(jobdir / jf.WORK, name, notes))
+                work = jobdir / jf.WORK
+                try:
+                    plan.extend((work, path, n) for path, n in staging.collect(work, name, notes))
+                except UnsafePath as error:
+                    raise staging.UnsafeOutput(staging.refused(f"output {name!r}", error)) from None
             if len(plan) > caps.max_files:
                 raise staging.UnsafeOutput(
                     f"{len(plan)} files exceed engine.fetch.max_files={caps.max_files}"
                 )
-            total = sum(source.lstat().st_size for source, _ in plan)
+            total = sum(n for _, _, n in plan)
             if total > caps.max_bytes:
                 raise staging.UnsafeOutput(
                     f"{total} bytes exceed engine.fetch.max_bytes={caps.max_bytes}"
                 )
-            for source, relative in plan:
-                size += staging.copy_file(source, dest / relative, caps.max_bytes - size)
+            for root, relative, _ in plan:
+                try:
+                    size += staging.copy_file(
+                        root, relative, dest / relative, caps.max_bytes - size
+                    )
+                except UnsafePath as error:
+                    raise staging.UnsafeOutput(staging.refused("output", error)) from None
                 written.append(relative)
         except (staging.UnsafeOutput, OSError) as error:
-            return Fetched(ce_job_id, tuple(written), size, error=str(error))
-        state = self._current(jobdir)
+            return Fetched(ce_job_id, tuple(written), size, error=f"job {ce_job_id}: {error}")
+        state = jobstate.current(jobdir)
         errors = state.get("errors")
         diagnostics = [str(e) for e in errors] if isinstance(errors, list) else []
         diagnostics += notes
@@ -545,21 +457,3 @@ class LocalBackend:
 #: checks it (make check): built with the engine's keywords, it is a Backend. A method missing or
 #: of another signature fails the type check, not the first daemon that calls it.
 backend_factory: BackendFactory = LocalBackend
-
-
-def _signal(pid: int, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(pid, signum)
-
-
-def _running(jobdir: Path) -> bool:
-    state = jf.read_json(jobdir / jf.STATE) or {}
-    return jf.alive(state.get("runner_pid"), state.get("runner_start")) or any(
-        jf.group_members(state.get(key)) for key in ("pgid", "stageout_pgid")
-    )
-
-
-def _pandaid_of(jobdir: Path) -> int | None:
-    """The PanDA ID the job was submitted for (its job file), for log lines."""
-    value = (jf.read_json(jobdir / jf.JOB) or {}).get("pandaid")
-    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -21,6 +21,7 @@ job, ``jobs/<ce_job_id>/``::
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -29,7 +30,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 JOB = "job.json"
 STATE = "state.json"
@@ -65,9 +66,20 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     An fsync per write (3-4 per job) cost the submitter most of its time on a busy disk.
     """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()  # one left by a killed writer of this pid (unlink never follows a link)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with open(fd, "w", encoding="utf-8") as handle:
         json.dump(data, handle)
     os.replace(tmp, path)
+
+
+def open_append(path: Path) -> BinaryIO:
+    """``path`` (a log of the job directory) opened to append, created 0o600 if missing; a
+    symbolic link there (the payload can write to the job directory) is refused with OSError
+    ELOOP, never followed."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    return open(fd, "ab")
 
 
 def read_json(path: Path, limit: int = 1 << 20) -> dict[str, Any] | None:

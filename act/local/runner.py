@@ -36,7 +36,7 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, BinaryIO, NoReturn
 
 from act.local import jobfiles as jf
 
@@ -125,6 +125,15 @@ class Runner:
         env.update(self.description.get("environment", {}))
         return env
 
+    def open_payload_logs(self) -> tuple[BinaryIO, BinaryIO]:
+        """The payload's stdout and stderr files, no symbolic link followed."""
+        out = jf.open_append(self.jobdir / jf.STDOUT)
+        try:
+            return out, jf.open_append(self.jobdir / jf.STDERR)
+        except BaseException:
+            out.close()
+            raise
+
     def run(self) -> None:
         if not self.take_slots():
             jf.update_state(
@@ -135,7 +144,17 @@ class Runner:
             )
             return
         work = self.jobdir / jf.WORK
-        with open(self.jobdir / jf.STDOUT, "ab") as out, open(self.jobdir / jf.STDERR, "ab") as err:
+        try:
+            out, err = self.open_payload_logs()
+        except OSError as error:  # ELOOP: a symbolic link where the payload's log goes
+            jf.update_state(
+                self.jobdir,
+                state=jf.FAILED,
+                ended_at=jf.now_iso(),
+                errors=[f"cannot open the payload's logs in the job directory: {error.strerror}"],
+            )
+            return
+        with out, err:
             started = time.monotonic()
             try:
                 proc = subprocess.Popen(
@@ -248,7 +267,11 @@ class Runner:
         result_file = self.jobdir / jf.STAGEOUT
         with contextlib.suppress(FileNotFoundError):
             result_file.unlink()  # a result left by an earlier runner of this job
-        with open(self.jobdir / jf.STAGEOUT_LOG, "ab") as log:
+        try:
+            log = jf.open_append(self.jobdir / jf.STAGEOUT_LOG)
+        except OSError as error:  # ELOOP: the payload left a symbolic link in its place
+            return [f"cannot open {jf.STAGEOUT_LOG} in the job directory: {error.strerror}"]
+        with log:
             try:
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "act.local.stageout", str(self.jobdir)],
@@ -287,7 +310,7 @@ class Runner:
 def _tail(path: Path, limit: int) -> str:
     """The end of a log file, on one line."""
     try:
-        with open(path, "rb") as handle:
+        with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb") as handle:
             handle.seek(max(0, os.fstat(handle.fileno()).st_size - limit))
             return " ".join(handle.read(limit).decode("utf-8", "replace").split())
     except OSError:
@@ -325,7 +348,9 @@ def become_runner(jobdir: Path, ready: Callable[[], None]) -> NoReturn:
     """
     try:
         os.setsid()
-        log = os.open(jobdir / jf.RUNNER_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        log = os.open(
+            jobdir / jf.RUNNER_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600
+        )
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         os.dup2(log, 1)

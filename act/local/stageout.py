@@ -37,7 +37,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import stat
 import sys
 import time
 import zlib
@@ -46,8 +45,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from act.common.safe_paths import UnsafePath, safe_relative
+from act.common.safe_paths import UnsafePath, open_file, safe_relative
 from act.local import jobfiles as jf
+from act.local.staging import refused
 
 #: Longest output list read (a pilot writes one short line per output file).
 MAX_LIST_BYTES = 1 << 20
@@ -158,18 +158,17 @@ def _split_options(number: int, url: str) -> tuple[str, dict[str, str]]:
 
 
 def source_file(work: Path, name: str) -> Path:
-    """The regular file ``name`` of the job's working directory (never a link out of it)."""
-    base = work.resolve()
-    path = (work / name).resolve()
-    if not path.is_relative_to(base):
-        raise BadLine(f"{name!r} leads outside the job's directory")
+    """The regular file ``name`` of the job's working directory, reached without following a
+    symbolic link (:mod:`act.common.safe_paths`): a link the payload planted is refused,
+    wherever it points, naming the job (its directory) and the link."""
     try:
-        mode = os.stat(path).st_mode
+        fd = open_file(work, name)
+    except UnsafePath as error:
+        raise BadLine(refused(f"job {work.parent.name}", error)) from None
     except OSError as error:
         raise BadLine(f"{name!r}: {error.strerror or error}") from None
-    if not stat.S_ISREG(mode):
-        raise BadLine(f"{name!r} is not a regular file")
-    return path
+    os.close(fd)
+    return work / safe_relative(name)
 
 
 class Uploader:

@@ -9,9 +9,16 @@ It serves two kinds of numbers:
 * what the database says, read once per cycle (``interval``, e.g. 15 s) into a snapshot, so that
   a scrape never waits for the database: jobs per layer, state, queue and CE
   (``act_jobs``), overdue PanDA reports and the heartbeat lag per queue, each CE's breaker,
-  drain flag and consecutive failures, and each daemon's live instances, last cycle and errors.
-  ``act_metrics_snapshot_age_seconds`` and ``act_metrics_snapshot_errors_total`` show a snapshot
-  that could not be refreshed (database down) instead of silently serving old numbers.
+  drain flag and consecutive failures, each daemon's live instances, last cycle and errors, and
+  the database's size on disk (``act_database_size_bytes``);
+* what the host says, read in the same cycle: free and total space of the file system holding
+  ``root`` (``act_root_free_bytes``, ``act_root_size_bytes``) and the time left on each
+  credential the configuration names, PanDA roles' proxies and tokens and CEs' proxies
+  (``act_credential_expiry_seconds``, ``act_credential_usable``).
+
+``act_metrics_snapshot_age_seconds`` and ``act_metrics_snapshot_errors_total`` show a snapshot
+that could not be refreshed (database down) instead of silently serving old numbers.
+``etc/prometheus/act-alerts.yml`` holds Prometheus alert rules on these metrics.
 
 The server binds ``127.0.0.1`` by default: expose it through a reverse proxy, or set
 ``listen`` (e.g. ``0.0.0.0``) where the network is trusted. It answers ``GET /metrics`` only.
@@ -24,17 +31,23 @@ place in act.service; the HTTP server is :mod:`act.common.metrics_server`.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterable
 from datetime import datetime
+from functools import partial
 
 import sqlalchemy as sa
 from prometheus_client.core import GaugeMetricFamily, Metric
 from pydantic import Field
 from sqlalchemy.engine import Connection
 
+from act.arc.proxy import ProxyError, load_credential
+from act.atlas.config import AtlasConfig
+from act.atlas.credentials import credential_lifetimes
 from act.atlas.report_backlog import overdue_by_queue
-from act.common.config import CommonSettings, Section
+from act.common.config import Section
 from act.common.daemon import Context, DaemonSpec
+from act.common.db import Database
 from act.common.job_counts import Counts, panda_counts
 from act.common.liveness import process_rows, process_status
 from act.common.metrics_server import MetricsEndpoint
@@ -64,6 +77,7 @@ def read_snapshot(
         *_reports(conn, now, queues=panda),
         *_breakers(conn),
         *_daemons(conn, now=now, dead_after=dead_after, configured=daemons),
+        _database_size(conn),
     ]
 
 
@@ -179,23 +193,112 @@ def _daemons(
     return [up, age, errors]
 
 
+def _database_size(conn: Connection) -> Metric:
+    family = GaugeMetricFamily(
+        "act_database_size_bytes",
+        "The database's size on disk: SQLite's pages (the file without its WAL), PostgreSQL's "
+        "pg_database_size, MariaDB's data and index length of the schema's tables.",
+    )
+    dialect = conn.dialect.name
+    if dialect == "sqlite":
+        pages = conn.exec_driver_sql("PRAGMA page_count").scalar_one()
+        page_size = conn.exec_driver_sql("PRAGMA page_size").scalar_one()
+        size = int(pages) * int(page_size)
+    elif dialect == "postgresql":
+        size = int(conn.exec_driver_sql("SELECT pg_database_size(current_database())").scalar_one())
+    else:  # mysql / mariadb
+        size = int(
+            conn.exec_driver_sql(
+                "SELECT COALESCE(SUM(data_length + index_length), 0) "
+                "FROM information_schema.tables WHERE table_schema = DATABASE()"
+            ).scalar_one()
+        )
+    family.add_metric([], size)
+    return family
+
+
+# -- what the host says -----------------------------------------------------------------------
+
+
+def read_host(settings: AtlasConfig, *, now: datetime) -> list[Metric]:
+    """The families read from the host: disk space under ``root``, credential lifetimes."""
+    return [*_disk(settings.root), *_credentials(settings, now=now)]
+
+
+def _disk(root: str) -> list[Metric]:
+    free = GaugeMetricFamily(
+        "act_root_free_bytes",
+        "Bytes free to act on the file system holding root (database, spool, job directories, "
+        "logs when under it).",
+    )
+    size = GaugeMetricFamily(
+        "act_root_size_bytes", "Size in bytes of the file system holding root."
+    )
+    try:
+        usage = shutil.disk_usage(root)
+    except OSError:
+        return [free, size]  # no samples: root is not there (yet)
+    # What an unprivileged writer may use (statvfs f_bavail): disk_usage's free is that already.
+    free.add_metric([], usage.free)
+    size.add_metric([], usage.total)
+    return [free, size]
+
+
+def _credentials(settings: AtlasConfig, *, now: datetime) -> list[Metric]:
+    labels = ["use", "name", "path"]
+    expiry = GaugeMetricFamily(
+        "act_credential_expiry_seconds",
+        "Seconds left before the credential expires (negative once expired), per PanDA role "
+        "(use=panda) and per CE with its own proxy (use=ce); absent when it has no expiry or "
+        "cannot be read.",
+        labels=labels,
+    )
+    usable = GaugeMetricFamily(
+        "act_credential_usable",
+        "1 if the credential can be read and has not expired, 0 if it is missing, unreadable, "
+        "not private or expired (actctl panda shows why).",
+        labels=labels,
+    )
+    for info in credential_lifetimes(settings.panda):
+        key = ["panda", info.role, info.path]
+        if info.remaining is not None:
+            expiry.add_metric(key, info.remaining.total_seconds())
+        usable.add_metric(key, 0.0 if info.problem else 1.0)
+    for name, ce in sorted(settings.engine.ces.items()):
+        if not ce.credential:
+            continue
+        key = ["ce", name, ce.credential]
+        try:
+            left = (load_credential(ce.credential).not_after - now).total_seconds()
+        except ProxyError:
+            usable.add_metric(key, 0.0)
+            continue
+        expiry.add_metric(key, left)
+        usable.add_metric(key, 1.0 if left > 0 else 0.0)
+    return [expiry, usable]
+
+
 # -- the daemon -------------------------------------------------------------------------------
 
 
-def run_once(ctx: Context[CommonSettings]) -> bool:
+def read_families(db: Database, settings: AtlasConfig) -> list[Metric]:
+    """Every family the snapshot holds: the database's (one read transaction), the host's."""
+    now = utcnow()
+    configured = [name for name, d in settings.daemons.items() if d.enabled]
+    with db.read() as conn:
+        families = read_snapshot(
+            conn, now=now, dead_after=settings.liveness.dead_after, daemons=configured
+        )
+    return families + read_host(settings, now=now)
+
+
+def run_once(ctx: Context[AtlasConfig]) -> bool:
     endpoint = ctx.cache.get("metrics_endpoint")
     if not isinstance(endpoint, MetricsEndpoint):
         endpoint = MetricsEndpoint(ctx.options.listen, ctx.options.port)
         ctx.cache["metrics_endpoint"] = endpoint
-    dead_after = ctx.settings.liveness.dead_after
-    configured = [name for name, d in ctx.settings.daemons.items() if d.enabled]
-
-    def read() -> list[Metric]:
-        with ctx.db.read() as conn:
-            return read_snapshot(conn, now=utcnow(), dead_after=dead_after, daemons=configured)
-
     try:
-        endpoint.database.refresh(read)
+        endpoint.database.refresh(partial(read_families, ctx.db, ctx.settings))
     finally:
         endpoint.start(ctx.log)  # served even while the database is away: the age shows it
     return False

@@ -21,6 +21,7 @@ from act.common import migrate
 from act.common.db import Database
 from act.common.schema import ce_jobs, panda_jobs
 from act.demo import run as demo
+from act.demo.progress import FINAL_STATES
 from act.local import jobfiles as jf
 from act.service.settings import Settings, load_settings
 from act.testing.panda import FINAL, PandaTestServer, TestCA
@@ -145,7 +146,7 @@ class Pipeline:
         with self.db.read() as conn:
             final = conn.execute(
                 sa.select(sa.func.count()).where(
-                    panda_jobs.c.panda_id.in_(wanted), panda_jobs.c.state.in_(demo.FINAL_STATES)
+                    panda_jobs.c.panda_id.in_(wanted), panda_jobs.c.state.in_(FINAL_STATES)
                 )
             ).scalar_one()
         return int(final) == len(wanted)
@@ -165,7 +166,7 @@ class Pipeline:
         with self.db.read() as conn:
             final = conn.execute(
                 sa.select(sa.func.count()).where(
-                    panda_jobs.c.panda_id.in_(self.ids), panda_jobs.c.state.in_(demo.FINAL_STATES)
+                    panda_jobs.c.panda_id.in_(self.ids), panda_jobs.c.state.in_(FINAL_STATES)
                 )
             ).scalar_one()
             rows = conn.execute(sa.select(ce_jobs.c.pandaid, ce_jobs.c.submissions)).all()

@@ -5,7 +5,8 @@ history's reason, so tests can tell which process moved which job. ``CRASHER`` e
 abruptly, ``STUBBORN`` ignores SIGTERM, ``CHATTY`` writes a numbered line each cycle through its
 logger, to stdout and straight to fd 2 (log rotation tests), ``FAILER`` claims jobs and raises (a
 cycle that fails), ``SLOW_CALL`` spends ``options.call`` seconds in one call that does not look
-at the stop event (a slow CE). None of them is a product daemon.
+at the stop event (a slow CE), ``PLODDER`` runs long cycles of short steps, each followed by a
+heartbeat (a slow cycle making progress). None of them is a product daemon.
 """
 
 from __future__ import annotations
@@ -101,6 +102,21 @@ def slow_call(ctx: Context[CommonSettings]) -> bool:
     return False
 
 
+class PlodderOptions(Section):
+    steps: int = Field(8, ge=1)
+    step: float = Field(0.5, ge=0)  # seconds each step takes
+
+
+def plod(ctx: Context[CommonSettings]) -> bool:
+    opts: PlodderOptions = ctx.options
+    began = time.monotonic()
+    for _ in range(opts.steps):
+        time.sleep(opts.step)
+        ctx.heartbeat()  # what a long cycle does between its jobs: progress for actd
+    ctx.log.info("cycle done in %.1fs", time.monotonic() - began)
+    return False
+
+
 def idle(ctx: Context[CommonSettings]) -> bool:
     return False
 
@@ -122,3 +138,6 @@ SLOW_CALL = DaemonSpec(
     run_once=slow_call, options=SlowCallOptions, doc="test support: one slow call per cycle"
 )
 CHATTY = DaemonSpec(run_once=chatter, doc="test support: numbered lines to log, stdout, fd 2")
+PLODDER = DaemonSpec(
+    run_once=plod, options=PlodderOptions, doc="test support: long cycles that make progress"
+)

@@ -3,18 +3,16 @@ each ``tosubmit`` job goes to (:func:`assign`)."""
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from act.common.schema import ce_jobs, ces
 from act.common.timeutil import seconds
-from act.engine import breaker, strategies
+from act.engine import breaker, queries, strategies
 from act.engine.backend import CE
 from act.engine.config import Context
 from act.engine.queries import ToSubmit
@@ -36,19 +34,6 @@ class Budget:
     assigned: list[ToSubmit] = field(default_factory=list)
 
 
-def _counts(conn: Connection, names: Sequence[str]) -> dict[str, Counter[str]]:
-    states = [*QUEUED_STATES, *RUNNING_STATES]
-    stmt = (
-        sa.select(ce_jobs.c.ce_endpoint, ce_jobs.c.state, sa.func.count())
-        .where(ce_jobs.c.ce_endpoint.in_(list(names)), ce_jobs.c.state.in_(states))
-        .group_by(ce_jobs.c.ce_endpoint, ce_jobs.c.state)
-    )
-    counts: dict[str, Counter[str]] = defaultdict(Counter)
-    for name, state, number in conn.execute(stmt):
-        counts[str(name)][str(state)] = int(number)
-    return counts
-
-
 def budgets(
     ctx: Context, engine: EnginePool, now: datetime
 ) -> tuple[dict[str, Budget], dict[str, str]]:
@@ -57,13 +42,8 @@ def budgets(
 
     def read(conn: Connection) -> tuple[list[dict[str, Any]], dict[str, Counter[str]]]:
         breaker.sync_ces(conn, settings.ces, now=now)
-        rows = [
-            dict(row)
-            for row in conn.execute(
-                sa.select(ces).where(ces.c.endpoint.in_(list(settings.ces)))
-            ).mappings()
-        ]
-        return rows, _counts(conn, list(settings.ces))
+        counts = queries.jobs_per_state_at(conn, settings.ces, [*QUEUED_STATES, *RUNNING_STATES])
+        return queries.ce_rows(conn, settings.ces), counts
 
     rows, counts = ctx.db.run(read)
     room: dict[str, Budget] = {}

@@ -20,7 +20,7 @@ from act.common.transitions import transition
 from act.engine import breaker
 from act.engine.backend import CE, Backend, CEUnavailable, SubmitRequest, Submitted
 from act.engine.config import Context
-from act.engine.queries import ToSubmit
+from act.engine.queries import ToSubmit, breaker_state
 from act.engine.runtime import EnginePool
 from act.engine.submitter.budgets import Budget, assign, budgets, chooser_of
 from act.engine.submitter.jobs import (
@@ -312,9 +312,7 @@ def _record(ctx: Context, ce: CE, batch: list[ToSubmit], results: Sequence[Submi
                 conn, name, error=first, now=now, settings=ctx.settings.engine.breaker
             )
         else:
-            state = str(
-                conn.execute(sa.select(ces.c.breaker).where(ces.c.endpoint == name)).scalar()
-            )
+            state = breaker_state(conn, name)
         return done, again, failed, state
 
     done, again, failed, state = ctx.db.run(record)
