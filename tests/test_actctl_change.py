@@ -354,7 +354,7 @@ def test_a_job_changed_meanwhile_is_skipped(db: Database) -> None:
     selection = jobchange.Selection(queue=QUEUE)
     with db.read() as conn:
         found = jobchange.select(conn, jobchange.RESUBMIT, selection)
-    assert [r["pandaid"] for r in found.movable] == [701, 702]
+    assert [r.panda_id for r in found.movable] == [701, 702]
     db.run(
         lambda c: transition(
             c, Layer.PANDA, [second], "running", "transferring", actor=Actor.APP_STATUS

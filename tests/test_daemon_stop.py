@@ -99,7 +99,7 @@ def test_sigterm_mid_batch_leaves_the_unprocessed_jobs_unclaimed(
 # -- the PanDA-side daemons and the PanDA client: the same, within one cycle --------------------
 
 
-@pytest.mark.parametrize("step", ["_read", "_settle"])
+@pytest.mark.parametrize("step", ["read_outputs", "_settle"])
 def test_the_validator_stops_between_jobs_and_hands_the_rest_back(
     db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: str
 ) -> None:
@@ -113,7 +113,7 @@ def test_the_validator_stops_between_jobs_and_hands_the_rest_back(
     calls: list[int] = []
 
     def stop_during(ctx_: Any, job: Any, opts: Any) -> Any:
-        calls.append(job.pandaid)
+        calls.append(job.row.panda_id)
         ctx.stop.set()
         return original(ctx_, job, opts)
 
@@ -121,7 +121,7 @@ def test_the_validator_stops_between_jobs_and_hands_the_rest_back(
     assert validator.run_once(ctx) is False
     states = [job.row().state for job in jobs]
     assert len(calls) == 1
-    if step == "_read":
+    if step == "read_outputs":
         assert states == ["tovalidate"] * 3
     else:
         assert states[0] == "failed" and states[1:] == ["tovalidate"] * 2

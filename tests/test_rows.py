@@ -10,12 +10,13 @@ import sqlalchemy as sa
 
 import act.atlas.queries as atlas_queries
 import act.engine.queries as engine_queries
+from act.atlas import job_pairs
 from act.common.claims import claim, claim_and_load
 from act.common.db import Database
 from act.common.rows import REGISTERED, columns_of, row_type
 from act.common.schema import ce_jobs, panda_jobs
 from act.common.states import Layer
-from act.ctl import queue_queries, report_queries
+from act.ctl import job_selection, queue_queries, report_queries
 from act.engine.queries import ToSubmit
 from tests.support.jobs import make_jobs
 
@@ -25,6 +26,12 @@ def test_every_row_type_reads_columns_that_exist() -> None:
         atlas_queries.DueReport,
         atlas_queries.ToValidate,
         atlas_queries.ToTranslate,
+        atlas_queries.QueueLimits,
+        job_pairs.JobPair,
+        job_pairs.KilledJob,
+        job_selection.SelectedJob,
+        job_selection.JobNow,
+        job_selection.RunningCEJob,
         engine_queries.ToSubmit,
         engine_queries.ToPoll,
         engine_queries.ToFetch,
@@ -37,9 +44,13 @@ def test_every_row_type_reads_columns_that_exist() -> None:
         queue_queries.QueueShown,
     }
     assert declared <= set(REGISTERED)
-    # Every dataclass in these is a checked row type.
-    for module in (atlas_queries, engine_queries, queue_queries):
-        found = {v for v in vars(module).values() if isinstance(v, type) and is_dataclass(v)}
+    for module in (atlas_queries, job_pairs, job_selection, engine_queries, queue_queries):
+        # every dataclass declared there is a checked row type
+        found = {
+            v
+            for v in vars(module).values()
+            if isinstance(v, type) and is_dataclass(v) and v.__module__ == module.__name__
+        }
         assert found <= set(REGISTERED), module.__name__
     for cls, (table, labelled) in REGISTERED.items():
         names = [f.name for f in fields(cls)]

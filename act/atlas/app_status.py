@@ -29,7 +29,7 @@ that keep other daemons' claims (``release=False``).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
@@ -37,27 +37,16 @@ import sqlalchemy as sa
 from pydantic import Field
 from sqlalchemy.engine import Connection
 
-from act.atlas import events
+from act.atlas import events, job_pairs
 from act.atlas.config import Context
-from act.atlas.latest_ce import is_latest_ce_job, latest_ce_endpoint
+from act.atlas.job_pairs import JobPair
 from act.atlas.reporting import due_now, with_report
 from act.atlas.runtime import panda_client
 from act.common.daemon import DaemonSpec
 from act.common.logs import job_log
-from act.common.schema import ce_jobs, panda_jobs
+from act.common.schema import panda_jobs
 from act.common.section import Section
-from act.common.states import (
-    C_KILLABLE_ALL,
-    C_OVER,
-    C_UNSETTLED,
-    P_LIVE,
-    P_NEEDS_CE_FILES,
-    Actor,
-    CEJobState,
-    Layer,
-    PandaJobState,
-    in_table_order,
-)
+from act.common.states import P_LIVE, Actor, CEJobState, Layer, PandaJobState
 from act.common.transitions import transition
 
 
@@ -74,56 +63,12 @@ def run_once(ctx: Context) -> bool:
     return full
 
 
-# -- the queries ---------------------------------------------------------------------------------
-
-
-def _pairs(
-    ctx: Context,
-    panda_states: Collection[str] | None,
-    ce_states: Collection[str],
-    limit: int,
-    *,
-    latest: bool = True,
-    extra: Sequence[sa.ColumnElement[bool]] = (),
-) -> list[Any]:
-    """(PanDA job, CE job) pairs in these states; one query."""
-    conditions: list[sa.ColumnElement[bool]] = [
-        ce_jobs.c.state.in_(in_table_order(Layer.CE, ce_states)),
-        *extra,
-    ]
-    if panda_states is not None:
-        conditions.append(panda_jobs.c.state.in_(in_table_order(Layer.PANDA, panda_states)))
-    if latest:
-        conditions.append(is_latest_ce_job())
-    shard = ctx.shard
-    if shard.count > 1:
-        conditions.append(panda_jobs.c.id % shard.count == shard.index)
-    stmt = (
-        sa.select(
-            panda_jobs.c.id.label("panda_job_id"),
-            panda_jobs.c.panda_id,
-            panda_jobs.c.state.label("pstate"),
-            panda_jobs.c.queue,
-            panda_jobs.c.event_ranges,
-            ce_jobs.c.id.label("cid"),
-            ce_jobs.c.state.label("cstate"),
-            ce_jobs.c.exit_code,
-            ce_jobs.c.error_text,
-            ce_jobs.c.output_dir,
-            ce_jobs.c.ce_endpoint,
-        )
-        .select_from(panda_jobs.join(ce_jobs, ce_jobs.c.panda_job_id == panda_jobs.c.id))
-        .where(*conditions)
-        .order_by(panda_jobs.c.id)
-        .limit(limit)
-    )
-    with ctx.db.read() as conn:
-        return list(conn.execute(stmt).all())
+# -- the moves -----------------------------------------------------------------------------------
 
 
 def _move_panda(
     conn: Connection,
-    rows: Sequence[Any],
+    rows: Sequence[JobPair],
     to_state: str,
     reason: str,
     values: dict[str, Any] | None = None,
@@ -131,7 +76,7 @@ def _move_panda(
     """Move each row's PanDA job to ``to_state``: one transition per source state."""
     by_state: dict[str, list[int]] = defaultdict(list)
     for row in rows:
-        by_state[row.pstate].append(row.panda_job_id)
+        by_state[row.panda_state].append(row.panda_job_id)
     moved: list[int] = []
     for from_state, ids in by_state.items():
         moved += transition(
@@ -141,10 +86,10 @@ def _move_panda(
     return moved
 
 
-def _move_ce(conn: Connection, rows: Sequence[Any], to_state: str, reason: str) -> list[int]:
+def _move_ce(conn: Connection, rows: Sequence[JobPair], to_state: str, reason: str) -> list[int]:
     by_state: dict[str, list[int]] = defaultdict(list)
     for row in rows:
-        by_state[row.cstate].append(row.cid)
+        by_state[row.ce_state].append(row.id)
     moved: list[int] = []
     for from_state, ids in by_state.items():
         moved += transition(
@@ -154,7 +99,7 @@ def _move_ce(conn: Connection, rows: Sequence[Any], to_state: str, reason: str) 
     return moved
 
 
-def _log(ctx: Context, rows: Sequence[Any], moved: Sequence[int], what: str) -> None:
+def _log(ctx: Context, rows: Sequence[JobPair], moved: Sequence[int], what: str) -> None:
     done = set(moved)
     for row in rows:
         if row.panda_job_id in done:
@@ -177,7 +122,10 @@ def _progress(ctx: Context, limit: int) -> int:
             "CE job finishing",
         ),
     ):
-        rows = _pairs(ctx, panda_states, ce_states, limit)
+        with ctx.db.read() as conn:
+            rows = job_pairs.latest_pairs(
+                conn, panda_states, ce_states, shard=ctx.shard, limit=limit
+            )
         if rows:
             moved = ctx.db.run(partial(_move_panda, rows=rows, to_state=to_state, reason=reason))
             _log(ctx, rows, moved, f"PanDA job {to_state}")
@@ -187,13 +135,16 @@ def _progress(ctx: Context, limit: int) -> int:
 
 def _finished(ctx: Context, limit: int) -> int:
     """CE job done or failed for good, outputs fetched: → tovalidate (the validator decides)."""
-    rows = _pairs(ctx, P_LIVE, {CEJobState.DONE, CEJobState.DONEFAILED}, limit)
+    with ctx.db.read() as conn:
+        rows = job_pairs.latest_pairs(
+            conn, P_LIVE, {CEJobState.DONE, CEJobState.DONEFAILED}, shard=ctx.shard, limit=limit
+        )
     if not rows:
         return 0
     ready, updates = [], []
     for row in rows:
         state = events.load(row.event_ranges) if row.event_ranges else None
-        if row.cstate == CEJobState.DONE and state is not None and not state.settled:
+        if row.ce_state == CEJobState.DONE and state is not None and not state.settled:
             client, pandaid, ce = panda_client(ctx), int(row.panda_id), row.ce_endpoint
             state = events.report(client, state, pandaid, row.output_dir, log=ctx.log, ce=ce)
             updates.append((row.panda_job_id, state.dump()))
@@ -227,7 +178,10 @@ def _finished(ctx: Context, limit: int) -> int:
 def _failed(ctx: Context, limit: int) -> int:
     """CE job lost or cancelled outside act → PanDA failed; the CE job cleaned."""
     opts: AppStatusOptions = ctx.options
-    rows = _pairs(ctx, P_LIVE, {CEJobState.LOST, CEJobState.CANCELLED}, limit)
+    with ctx.db.read() as conn:
+        rows = job_pairs.latest_pairs(
+            conn, P_LIVE, {CEJobState.LOST, CEJobState.CANCELLED}, shard=ctx.shard, limit=limit
+        )
     if not rows:
         return 0
 
@@ -235,7 +189,7 @@ def _failed(ctx: Context, limit: int) -> int:
         moved = []
         for row in rows:
             code = opts.lost_error_code
-            diag = "lost at the CE" if row.cstate == CEJobState.LOST else "cancelled at the CE"
+            diag = "lost at the CE" if row.ce_state == CEJobState.LOST else "cancelled at the CE"
             values = with_report(
                 {"pilotErrorCode": code, "pilotErrorDiag": diag},
                 {"error_code": code, "error_text": diag},
@@ -257,37 +211,23 @@ def _failed(ctx: Context, limit: int) -> int:
 
 def _kill(ctx: Context, limit: int) -> int:
     """PanDA tobekilled: its CE jobs that still run are asked to stop."""
-    rows = _pairs(ctx, {PandaJobState.TOBEKILLED}, C_KILLABLE_ALL, limit, latest=False)
+    with ctx.db.read() as conn:
+        rows = job_pairs.killable_pairs(conn, shard=ctx.shard, limit=limit)
     if not rows:
         return 0
     moved = ctx.db.run(
         lambda conn: _move_ce(conn, rows, CEJobState.TOCANCEL, "PanDA job to be killed")
     )
     for row in rows:
-        if row.cid in set(moved):
+        if row.id in set(moved):
             job_log(ctx.log, pandaid=row.panda_id, ce=row.ce_endpoint).info("CE job to cancel")
     return len(rows)
 
 
 def _cancelled(ctx: Context, limit: int) -> int:
     """PanDA tobekilled with no CE job left that may still change → cancelled."""
-    unsettled = sa.exists().where(
-        ce_jobs.c.panda_job_id == panda_jobs.c.id,
-        ce_jobs.c.state.in_(in_table_order(Layer.CE, C_UNSETTLED)),
-    )
-    conditions: list[sa.ColumnElement[bool]] = [
-        panda_jobs.c.state == PandaJobState.TOBEKILLED,
-        ~unsettled,
-    ]
-    if ctx.shard.count > 1:
-        conditions.append(panda_jobs.c.id % ctx.shard.count == ctx.shard.index)
     with ctx.db.read() as conn:
-        rows = conn.execute(
-            sa.select(panda_jobs.c.id, panda_jobs.c.panda_id, latest_ce_endpoint().label("ce"))
-            .where(*conditions)
-            .order_by(panda_jobs.c.id)
-            .limit(limit)
-        ).all()
+        rows = job_pairs.killed_and_settled(conn, shard=ctx.shard, limit=limit)
     if not rows:
         return 0
     ids = [row.id for row in rows]
@@ -314,16 +254,13 @@ def _cancelled(ctx: Context, limit: int) -> int:
 
 def _clean(ctx: Context, limit: int) -> int:
     """Ended CE jobs whose files the PanDA side no longer needs → toclean."""
-    no_longer_needed = sa.or_(
-        ~is_latest_ce_job(),
-        panda_jobs.c.state.not_in(in_table_order(Layer.PANDA, P_NEEDS_CE_FILES)),
-    )
-    rows = _pairs(ctx, None, C_OVER, limit, latest=False, extra=[no_longer_needed])
+    with ctx.db.read() as conn:
+        rows = job_pairs.ended_pairs_not_needed(conn, shard=ctx.shard, limit=limit)
     if not rows:
         return 0
     moved = set(ctx.db.run(lambda conn: _move_ce(conn, rows, CEJobState.TOCLEAN, "job over")))
     for row in rows:
-        if row.cid in moved:
+        if row.id in moved:
             job_log(ctx.log, pandaid=row.panda_id, ce=row.ce_endpoint).info("CE job to clean")
     return len(rows)
 

@@ -36,7 +36,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
 from pydantic import Field
 from sqlalchemy.engine import Connection
 
@@ -44,23 +43,20 @@ from act.atlas import spool
 from act.atlas.config import Context
 from act.atlas.panda_errors import PandaError, PandaReplyError
 from act.atlas.pandaid import spec_int
+from act.atlas.queries import jobs_not_over, queue_limits, stored_panda_ids
 from act.atlas.queues import Queue
 from act.atlas.runtime import panda_client
 from act.atlas.served import served_queues
 from act.common.daemon import DaemonSpec
 from act.common.faults import maybe_crash
 from act.common.logs import job_log
-from act.common.schema import panda_jobs
-from act.common.schema import queues as queues_table
 from act.common.section import Section
-from act.common.states import P_OVER, P_WAITING, Actor, Layer, PandaJobState, in_table_order
+from act.common.states import P_WAITING, Actor, Layer, PandaJobState
 from act.common.timeutil import utcnow
 from act.common.transitions import create_jobs
 
 #: PanDA states of a job not yet running at a CE (the max_queued limit).
 NOT_RUNNING = P_WAITING
-#: PanDA states of a job that is over, or has only its report left (not counted by max_jobs).
-OVER = P_OVER
 CRASH_POINT = "panda_fetcher:after-spool"
 
 
@@ -83,28 +79,8 @@ def run_once(ctx: Context) -> bool:
 
 def jobs_wanted(conn: Connection, queues: Mapping[str, Queue]) -> dict[str, int]:
     """How many jobs to ask for, per served queue (0 for offline or disabled ones)."""
-    counts: dict[tuple[str, str], int] = {}
-    if queues:
-        rows = conn.execute(
-            sa.select(panda_jobs.c.queue, panda_jobs.c.state, sa.func.count())
-            .where(
-                panda_jobs.c.queue.in_(list(queues)),
-                panda_jobs.c.state.not_in(in_table_order(Layer.PANDA, OVER)),
-            )
-            .group_by(panda_jobs.c.queue, panda_jobs.c.state)
-        ).all()
-        counts = {(row[0], row[1]): int(row[2]) for row in rows}
-    overrides = {
-        row.name: row
-        for row in conn.execute(
-            sa.select(
-                queues_table.c.name,
-                queues_table.c.enabled,
-                queues_table.c.max_jobs,
-                queues_table.c.max_queued,
-            ).where(queues_table.c.name.in_(list(queues)))
-        )
-    }
+    counts = jobs_not_over(conn, queues)
+    overrides = queue_limits(conn, queues)
     wanted = {}
     for name, queue in queues.items():
         row = overrides.get(name)
@@ -197,12 +173,7 @@ def insert_new(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> list[int]
     if not rows:
         return []
     ids = [row["panda_id"] for row in rows]
-    known = set(
-        conn.execute(sa.select(panda_jobs.c.panda_id).where(panda_jobs.c.panda_id.in_(ids)))
-        .scalars()
-        .all()
-    )
-    fresh, seen = [], set(known)
+    fresh, seen = [], stored_panda_ids(conn, ids)
     for row in rows:
         if row["panda_id"] not in seen:
             seen.add(row["panda_id"])

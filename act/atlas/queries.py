@@ -1,21 +1,26 @@
-"""The ``panda_jobs`` rows the atlas daemons claim, typed: one frozen dataclass per reader.
+"""The ``panda_jobs`` rows the atlas daemons claim, typed: one frozen dataclass per reader; and
+the other reads of the PanDA fetcher and the translator, as functions with typed results.
 
-Each field is a column of ``panda_jobs`` (or, where listed as ``labelled``, an expression the
+Each field is a column of its table (or, where listed as ``labelled``, an expression the
 claimer gives under that name: a joined CE job's column, the newest CE's endpoint);
 :func:`act.common.claims.claim_and_load` loads them and tests/test_rows.py checks the names.
+The pairs app_status follows are in :mod:`act.atlas.job_pairs`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
-from act.atlas.latest_ce import is_latest_ce_job
-from act.common.rows import row_type
-from act.common.schema import ce_jobs, panda_jobs
+from act.atlas.latest_ce import is_latest_ce_job, latest_ce_value
+from act.common.rows import fetch, row_type, select_of
+from act.common.schema import ce_jobs, panda_jobs, queues
+from act.common.states import P_OVER, Layer, in_table_order
 
 
 @row_type(panda_jobs, labelled=("ce",))
@@ -114,3 +119,51 @@ def to_validate_source() -> tuple[sa.FromClause, dict[str, sa.ColumnElement[Any]
     }
     labelled["ce_state"] = c.c.state
     return joined, labelled
+
+
+def to_translate_labelled() -> dict[str, sa.ColumnElement[Any]]:
+    """:class:`ToTranslate`'s labelled fields: its newest CE job's ``attempts_left``."""
+    return {"previous_attempts_left": latest_ce_value(ce_jobs.c.attempts_left)}
+
+
+# -- the PanDA fetcher ----------------------------------------------------------------------------
+
+
+@row_type(queues)
+@dataclass(frozen=True)
+class QueueLimits:
+    """An operator's settings for a PanDA queue (``actctl queue``), read by the PanDA fetcher;
+    None where the configuration's value stands."""
+
+    name: str
+    enabled: bool
+    max_jobs: int | None
+    max_queued: int | None
+
+
+def queue_limits(conn: Connection, names: Collection[str]) -> dict[str, QueueLimits]:
+    """The operator's settings of the queues ``names`` that have any, by queue name."""
+    stmt = select_of(QueueLimits, queues).where(queues.c.name.in_(list(names)))
+    return {row.name: row for row in fetch(conn, QueueLimits, stmt)}
+
+
+def jobs_not_over(conn: Connection, queue_names: Collection[str]) -> dict[tuple[str, str], int]:
+    """How many PanDA jobs of these queues are not over, per (queue, state): those over, or
+    with only their report left (``P_OVER``), do not count towards a queue's ``max_jobs``."""
+    if not queue_names:
+        return {}
+    rows = conn.execute(
+        sa.select(panda_jobs.c.queue, panda_jobs.c.state, sa.func.count())
+        .where(
+            panda_jobs.c.queue.in_(list(queue_names)),
+            panda_jobs.c.state.not_in(in_table_order(Layer.PANDA, P_OVER)),
+        )
+        .group_by(panda_jobs.c.queue, panda_jobs.c.state)
+    ).all()
+    return {(row[0], row[1]): int(row[2]) for row in rows}
+
+
+def stored_panda_ids(conn: Connection, panda_ids: Collection[int]) -> set[int]:
+    """Which of ``panda_ids`` a PanDA job is stored for."""
+    stmt = sa.select(panda_jobs.c.panda_id).where(panda_jobs.c.panda_id.in_(list(panda_ids)))
+    return set(conn.execute(stmt).scalars().all())

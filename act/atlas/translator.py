@@ -43,9 +43,8 @@ from sqlalchemy.engine import Connection
 from act.atlas import events, web_area
 from act.atlas.config import Context
 from act.atlas.input_files import write_files
-from act.atlas.latest_ce import latest_ce_value
 from act.atlas.panda_errors import PandaError
-from act.atlas.queries import ToTranslate
+from act.atlas.queries import ToTranslate, to_translate_labelled
 from act.atlas.queues import Queue
 from act.atlas.reporting import due_now, with_report
 from act.atlas.runtime import panda_client
@@ -55,7 +54,7 @@ from act.atlas.translate.build import QueueError, build, match_ces, unconfigured
 from act.common.claims import claim_and_load, release
 from act.common.daemon import DaemonSpec
 from act.common.logs import job_log
-from act.common.schema import ce_jobs, panda_jobs
+from act.common.schema import panda_jobs
 from act.common.section import Section
 from act.common.states import Actor, CEJobState, Layer, PandaJobState
 from act.common.transitions import create_jobs, transition
@@ -97,7 +96,7 @@ def run_once(ctx: Context) -> bool:
         lambda conn: claim_and_load(
             conn, Layer.PANDA, STATES, ToTranslate, owner=ctx.owner, lease=ctx.daemon.lease,
             limit=limit, shard=ctx.shard,
-            labelled={"previous_attempts_left": latest_ce_value(ce_jobs.c.attempts_left)},
+            labelled=to_translate_labelled(),
         )
     )  # fmt: skip
     if not rows:

@@ -36,15 +36,13 @@ from datetime import timedelta
 from typing import Any
 
 import click
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from act.atlas.latest_ce import latest_ce_endpoint
+from act.atlas.queries import stored_panda_ids
 from act.common import exitcodes
 from act.common.claims import claim
-from act.common.schema import ce_jobs, panda_jobs
+from act.common.schema import panda_jobs
 from act.common.states import (
-    C_KILLABLE_ALL,
     P_ACTIVE,
     P_LIVE,
     Actor,
@@ -56,6 +54,7 @@ from act.common.states import (
 from act.common.timeutil import utcnow
 from act.common.transitions import chunked, transition
 from act.ctl import audit, durations, output
+from act.ctl.job_selection import SelectedJob, jobs_now, matching_jobs, running_ce_jobs
 from act.ctl.queries import Row
 
 #: How long the command's own claim may live (it is released in the same transaction).
@@ -144,53 +143,33 @@ class Selection:
 class Found:
     """The jobs a selection matches: those the command may move, and the ids it may not."""
 
-    movable: list[Row]
-    others: list[Row]  # ids asked for by number, in a state the command does not move
+    movable: list[SelectedJob]
+    others: list[SelectedJob]  # ids asked for by number, in a state the command does not move
     unknown: list[int]  # ids asked for that no PanDA job has
 
 
 def select(conn: Connection, command: Command, selection: Selection) -> Found:
     """The jobs ``selection`` matches, oldest first, with their newest CE job's endpoint."""
-    columns = [
-        panda_jobs.c.id,
-        panda_jobs.c.panda_id.label("pandaid"),
-        panda_jobs.c.state,
-        panda_jobs.c.queue,
-        latest_ce_endpoint().label("ce"),
-        panda_jobs.c.state_changed_at,
-    ]
-    conditions: list[sa.ColumnElement[bool]] = []
-    if selection.queue is not None:
-        conditions.append(panda_jobs.c.queue == selection.queue)
-    if selection.ce is not None:
-        conditions.append(latest_ce_endpoint() == selection.ce)
+    changed_before = None
     if selection.older_than is not None:
-        conditions.append(panda_jobs.c.state_changed_at < utcnow() - selection.older_than)
+        changed_before = utcnow() - selection.older_than
     states = list(selection.states or command.sources)
-    movable: list[Row] = []
-    others: list[Row] = []
-    unknown: list[int] = []
-    if selection.pandaids:
-        seen: set[int] = set()
-        for chunk in chunked(sorted(set(selection.pandaids))):
-            stmt = sa.select(*columns).where(panda_jobs.c.panda_id.in_(chunk), *conditions)
-            for row in conn.execute(stmt).mappings():
-                seen.add(int(row["pandaid"]))
-                (movable if row["state"] in states else others).append(dict(row))
-        known = set(
-            conn.execute(
-                sa.select(panda_jobs.c.panda_id).where(
-                    panda_jobs.c.panda_id.in_(sorted(set(selection.pandaids) - seen))
-                )
-            ).scalars()
-        )
-        # Ids that exist but fail another filter are simply not selected; unknown ids are told.
-        unknown = sorted(set(selection.pandaids) - seen - known)
-    else:
-        stmt = sa.select(*columns).where(panda_jobs.c.state.in_(states), *conditions)
-        movable = [dict(row) for row in conn.execute(stmt.order_by(panda_jobs.c.id)).mappings()]
-    movable.sort(key=lambda row: row["id"])
-    return Found(movable, others, unknown)
+    found = matching_jobs(
+        conn,
+        panda_ids=selection.pandaids or None,
+        states=None if selection.pandaids else states,
+        queue=selection.queue,
+        ce=selection.ce,
+        changed_before=changed_before,
+    )
+    if not selection.pandaids:
+        return Found(found, [], [])
+    movable = [job for job in found if job.state in states]
+    others = [job for job in found if job.state not in states]
+    seen = {job.panda_id for job in found}
+    # Ids that exist but fail another filter are simply not selected; unknown ids are told.
+    known = stored_panda_ids(conn, sorted(set(selection.pandaids) - seen))
+    return Found(movable, others, sorted(set(selection.pandaids) - seen - known))
 
 
 def _values(command: Command, who: str, reason: str) -> dict[str, Any]:
@@ -212,7 +191,7 @@ def _values(command: Command, who: str, reason: str) -> dict[str, Any]:
 def apply(
     conn: Connection,
     command: Command,
-    rows: Sequence[Row],
+    rows: Sequence[SelectedJob],
     *,
     who: str,
     reason: str,
@@ -229,7 +208,7 @@ def apply(
     values = _values(command, who, reason)
     by_state: dict[str, list[int]] = defaultdict(list)
     for row in rows:
-        by_state[str(row["state"])].append(int(row["id"]))
+        by_state[row.state].append(row.id)
     moved: set[int] = set()
     for state, ids in by_state.items():
         for chunk in chunked(sorted(ids)):
@@ -270,13 +249,8 @@ def apply(
 def _cancel_ce_jobs(conn: Connection, panda_ids: list[int], why: str) -> int:
     """The resubmitted jobs' CE jobs that may still run → ``tocancel``; how many moved."""
     by_state: dict[str, list[int]] = defaultdict(list)
-    for chunk in chunked(panda_ids):
-        stmt = sa.select(ce_jobs.c.id, ce_jobs.c.state).where(
-            ce_jobs.c.panda_job_id.in_(chunk),
-            ce_jobs.c.state.in_(in_table_order(Layer.CE, C_KILLABLE_ALL)),
-        )
-        for ce_id, state in conn.execute(stmt).all():
-            by_state[str(state)].append(int(ce_id))
+    for ce_job in running_ce_jobs(conn, panda_ids):
+        by_state[ce_job.state].append(ce_job.id)
     total = 0
     for state, ids in by_state.items():
         total += len(
@@ -288,23 +262,19 @@ def _cancel_ce_jobs(conn: Connection, panda_ids: list[int], why: str) -> int:
     return total
 
 
-def _results(conn: Connection, command: Command, rows: Sequence[Row], moved: set[int]) -> list[Row]:
+def _results(
+    conn: Connection, command: Command, rows: Sequence[SelectedJob], moved: set[int]
+) -> list[Row]:
     """Per job: moved, or skipped with the reason (changed state, or claimed by another)."""
-    missed = [int(row["id"]) for row in rows if int(row["id"]) not in moved]
-    now_state: dict[int, Any] = {}
-    for chunk in chunked(missed):
-        stmt = sa.select(panda_jobs.c.id, panda_jobs.c.state, panda_jobs.c.lease_owner).where(
-            panda_jobs.c.id.in_(chunk)
-        )
-        now_state.update({row.id: row for row in conn.execute(stmt).all()})
+    now_state = jobs_now(conn, [row.id for row in rows if row.id not in moved])
     results = []
     for row in rows:
         result = _shown(row)
-        if int(row["id"]) in moved:
+        if row.id in moved:
             result.update(result="moved", to_state=command.to_state, why=None)
         else:
-            current = now_state.get(int(row["id"]))
-            if current is None or current.state != row["state"]:
+            current = now_state.get(row.id)
+            if current is None or current.state != row.state:
                 state = "gone" if current is None else current.state
                 why = f"changed state meanwhile (now {state})"
             else:
@@ -314,15 +284,22 @@ def _results(conn: Connection, command: Command, rows: Sequence[Row], moved: set
     return results
 
 
-def _shown(row: Row) -> Row:
-    return {k: row[k] for k in ("pandaid", "state", "queue", "ce", "state_changed_at")}
+def _shown(row: SelectedJob) -> Row:
+    """The job as actctl shows it (``pandaid`` is the PanDA id)."""
+    return {
+        "pandaid": row.panda_id,
+        "state": row.state,
+        "queue": row.queue,
+        "ce": row.ce,
+        "state_changed_at": row.state_changed_at,
+    }
 
 
 def _ineligible(command: Command, found: Found, states: Sequence[str]) -> list[Row]:
     rows = []
     wanted = " ".join(states or command.sources)
     for row in found.others:
-        why = f"{row['state']} is not a state {command.name} moves here ({wanted})"
+        why = f"{row.state} is not a state {command.name} moves here ({wanted})"
         rows.append({**_shown(row), "result": "skipped", "to_state": None, "why": why})
     for pandaid in found.unknown:
         rows.append(
@@ -344,8 +321,9 @@ PLAN_COLUMNS = ("pandaid", "state", "queue", "ce", "state_changed_at")
 RESULT_COLUMNS = ("pandaid", "state", "queue", "ce", "result")
 
 
-def plan_text(rows: Sequence[Row]) -> str:
-    return output.table([[row[c] for c in PLAN_COLUMNS] for row in rows], PLAN_COLUMNS)
+def plan_text(rows: Sequence[SelectedJob]) -> str:
+    shown = [_shown(row) for row in rows]
+    return output.table([[row[c] for c in PLAN_COLUMNS] for row in shown], PLAN_COLUMNS)
 
 
 def results_text(rows: Sequence[Row]) -> str:
