@@ -9,13 +9,8 @@ configuration, how to read it again and how to start a daemon process.)
 * A daemon that exits is restarted after ``supervisor.restart_delay`` seconds, doubled after
   each exit that follows a run shorter than ``stable_after`` seconds, up to
   ``restart_delay_max``.
-* A daemon whose cycle has hung is killed and restarted as if it had crashed (the same
-  back-off): each daemon process marks its current cycle in ``<root>/run/cycles/<name>.<slot>``
-  and every progress of it (a heartbeat, the next job of a batch;
-  :class:`act.common.liveness.CycleMark`); when the mark has not changed for
-  ``supervisor.hung_after`` seconds (0: never), actd logs one line naming the daemon, its pid
-  and how long the cycle ran, and SIGKILLs it. Progress is timed on actd's own clock, so a
-  jump of the wall clock restarts nothing.
+* A daemon whose cycle has made no progress for ``supervisor.hung_after`` seconds is killed
+  and restarted as if it had crashed (:mod:`act.common.hung_cycles`).
 * SIGTERM or SIGINT: every daemon gets SIGTERM and ``stop_timeout`` seconds to finish the job
   at hand and release its claims, then SIGKILL; actd exits 0. A ``stop_timeout`` not longer than
   the longest call a daemon may wait for (a CE, PanDA, storage: ``call_timeouts``) is logged as a
@@ -51,7 +46,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import IO
@@ -66,6 +61,7 @@ from act.common.config import (
 )
 from act.common.daemon import ENV_SUPERVISOR_PID
 from act.common.db import Database, DatabaseError
+from act.common.hung_cycles import CycleWatch, hung_line
 from act.common.logs import setup as setup_logging
 from act.common.sdnotify import Notifier
 from act.common.timeutil import backoff
@@ -88,8 +84,7 @@ class Child:
     term_sent: float | None = None  # when it was asked to stop
     restart: bool = False  # start again as soon as it has stopped (reload)
     retire: bool = False  # do not start again (removed by reload)
-    progress: tuple[int, int] | None = None  # its cycle mark as last seen (None: no cycle)
-    progress_seen: float = 0.0  # when actd saw that mark change
+    cycle: CycleWatch = field(default_factory=CycleWatch)  # for the hung-cycle watchdog
 
     @property
     def label(self) -> str:
@@ -233,7 +228,8 @@ class Supervisor:
             code, ran = child.proc.returncode, now - child.started
             metrics.process_gone(child.proc.pid, self._metrics_dir())
             self._cycle_path(child).unlink(missing_ok=True)  # left by a killed or crashed one
-            child.proc, child.term_sent, child.progress = None, None, None
+            child.proc, child.term_sent = None, None
+            child.cycle.forget()
             if child.retire:
                 log.info("%s stopped (exit code %s)", child.label, code)
                 self.children.remove(child)
@@ -280,7 +276,7 @@ class Supervisor:
         ]
         cycle = self._cycle_path(child)
         cycle.unlink(missing_ok=True)
-        child.progress = None
+        child.cycle.forget()
         env = {
             **os.environ,
             ENV_SUPERVISOR_PID: str(os.getpid()),
@@ -335,26 +331,19 @@ class Supervisor:
             if child.proc is None or child.term_sent is not None:
                 continue  # not running, or already being stopped
             path = self._cycle_path(child)
-            mark = liveness.cycle_progress(path)
-            if mark != child.progress:  # a new cycle, progress, or between cycles
-                child.progress, child.progress_seen = mark, now
-                continue
-            if mark is None or now - child.progress_seen <= limit:
-                continue
-            started = liveness.cycle_started(path)
-            ran = f"{time.time() - started:.0f}s" if started is not None else "?"
-            log.error(
-                "%s (pid %d) hung: its cycle has run %s, %.0fs without progress "
-                "(supervisor.hung_after %gs); killing it to restart it (see %s)",
-                child.label,
-                child.proc.pid,
-                ran,
-                now - child.progress_seen,
-                limit,
-                self._log_path(child.name),
-            )
-            child.proc.kill()
-            child.term_sent = now  # the reap follows; nothing else is sent meanwhile
+            stalled = child.cycle.stalled(path, now, limit)
+            if stalled is not None:
+                line = hung_line(
+                    child.label,
+                    child.proc.pid,
+                    path=path,
+                    stalled=stalled,
+                    limit=limit,
+                    log=self._log_path(child.name),
+                )
+                log.error("%s", line)
+                child.proc.kill()
+                child.term_sent = now  # the reap follows; nothing else is sent meanwhile
 
     def _ping_watchdog(self) -> None:
         interval = self.notifier.watchdog_interval
