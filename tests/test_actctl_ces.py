@@ -51,7 +51,7 @@ def ok(result: Result) -> str:
 
 
 def _jobs_at_arc1(db: Database) -> None:
-    rows = [{"backend": "arc", "ce_endpoint": "arc1", "attempts_left": 1} for _ in range(3)]
+    rows = [{"backend": "arc", "ce_name": "arc1", "attempts_left": 1} for _ in range(3)]
     ids = db.run(lambda c: create_jobs(c, Layer.CE, rows, "tosubmit", actor=Actor.TRANSLATOR))
     db.run(
         lambda c: transition(c, Layer.CE, ids[:2], "tosubmit", "submitting", actor=Actor.SUBMITTER)

@@ -52,13 +52,13 @@ def config(tmp_path: Path) -> Settings:
     )
 
 
-def requested(db: Database, description: dict[str, Any], pandaid: int) -> int:
+def requested(db: Database, description: dict[str, Any], panda_id: int) -> int:
     row = {
         "backend": "local",
         "candidates": "local1",
         "description": json.dumps(description),
         "attempts_left": 1,
-        "pandaid": pandaid,
+        "panda_id": panda_id,
     }
     [job] = db.run(
         lambda conn: create_jobs(conn, Layer.CE, [row], "tosubmit", actor=Actor.TRANSLATOR)

@@ -87,3 +87,51 @@ def test_a_daemon_start_up_check_does_not_import_alembic(tmp_path: Path) -> None
     )
     assert result.returncode == 0, result.stderr
     assert "has no act schema" in result.stdout
+
+
+def test_0007_renames_keep_every_value_and_go_back(empty_db_url: URL) -> None:
+    """0007 renames ``ce_jobs.pandaid`` and ``ce_endpoint`` on a populated database: every value
+    stays under its new name, the indexes follow, and the downgrade restores the old names."""
+    from alembic import command
+
+    db = Database(empty_db_url)
+    now = "2026-12-07 12:00:00"
+    rows = [
+        {"backend": "arc", "ce": f"arc{i % 3}", "pid": 6_000_000_000 + i, "now": now}
+        for i in range(50)
+    ]
+    try:
+        migrate.upgrade(db, "0006")
+        db.run(
+            lambda c: c.execute(
+                sa.text(
+                    "INSERT INTO ce_jobs (backend, ce_endpoint, pandaid, state, state_changed_at,"
+                    " created_at, updated_at) VALUES (:backend, :ce, :pid, 'submitted', :now,"
+                    " :now, :now)"
+                ),
+                rows,
+            )
+        )
+        migrate.upgrade(db)
+        with db.read() as conn:
+            got = conn.execute(
+                sa.text("SELECT ce_name, panda_id FROM ce_jobs ORDER BY panda_id")
+            ).all()
+            indexes = {ix["name"] for ix in sa.inspect(conn).get_indexes("ce_jobs")}
+            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            assert compare_metadata(context, metadata) == []
+        assert [tuple(r) for r in got] == [(r["ce"], r["pid"]) for r in rows]
+        assert "ix_ce_jobs_ce_name_state_id" in indexes
+        assert not {name for name in indexes if "ce_endpoint" in str(name)}
+
+        with db.engine.begin() as conn:
+            command.downgrade(migrate._config(conn), "0006")
+        with db.read() as conn:
+            back = conn.execute(
+                sa.text("SELECT ce_endpoint, pandaid FROM ce_jobs ORDER BY pandaid")
+            ).all()
+            indexes = {ix["name"] for ix in sa.inspect(conn).get_indexes("ce_jobs")}
+        assert [tuple(r) for r in back] == [(r["ce"], r["pid"]) for r in rows]
+        assert "ix_ce_jobs_ce_endpoint_state_id" in indexes
+    finally:
+        db.dispose()

@@ -103,7 +103,7 @@ def _log(ctx: Context, rows: Sequence[JobPair], moved: Sequence[int], what: str)
     done = set(moved)
     for row in rows:
         if row.panda_job_id in done:
-            job_log(ctx.log, pandaid=row.panda_id, ce=row.ce_endpoint).info("%s", what)
+            job_log(ctx.log, panda_id=row.panda_id, ce=row.ce_name).info("%s", what)
 
 
 # -- the steps -----------------------------------------------------------------------------------
@@ -145,10 +145,10 @@ def _finished(ctx: Context, limit: int) -> int:
     for row in rows:
         state = events.load(row.event_ranges) if row.event_ranges else None
         if row.ce_state == CEJobState.DONE and state is not None and not state.settled:
-            client, pandaid, ce = panda_client(ctx), int(row.panda_id), row.ce_endpoint
-            state = events.report(client, state, pandaid, row.output_dir, log=ctx.log, ce=ce)
+            client, panda_id, ce = panda_client(ctx), int(row.panda_id), row.ce_name
+            state = events.report(client, state, panda_id, row.output_dir, log=ctx.log, ce=ce)
             updates.append((row.panda_job_id, state.dump()))
-            log = job_log(ctx.log, pandaid=row.panda_id, ce=row.ce_endpoint)
+            log = job_log(ctx.log, panda_id=row.panda_id, ce=row.ce_name)
             if state.reported_at is not None:
                 log.info("event ranges reported")
             elif state.settled:
@@ -220,7 +220,7 @@ def _kill(ctx: Context, limit: int) -> int:
     )
     for row in rows:
         if row.id in set(moved):
-            job_log(ctx.log, pandaid=row.panda_id, ce=row.ce_endpoint).info("CE job to cancel")
+            job_log(ctx.log, panda_id=row.panda_id, ce=row.ce_name).info("CE job to cancel")
     return len(rows)
 
 
@@ -248,7 +248,7 @@ def _cancelled(ctx: Context, limit: int) -> int:
     )
     for row in rows:
         if row.id in moved:
-            job_log(ctx.log, pandaid=row.panda_id, ce=row.ce).info("PanDA job cancelled")
+            job_log(ctx.log, panda_id=row.panda_id, ce=row.ce).info("PanDA job cancelled")
     return len(rows)
 
 
@@ -261,7 +261,7 @@ def _clean(ctx: Context, limit: int) -> int:
     moved = set(ctx.db.run(lambda conn: _move_ce(conn, rows, CEJobState.TOCLEAN, "job over")))
     for row in rows:
         if row.id in moved:
-            job_log(ctx.log, pandaid=row.panda_id, ce=row.ce_endpoint).info("CE job to clean")
+            job_log(ctx.log, panda_id=row.panda_id, ce=row.ce_name).info("CE job to clean")
     return len(rows)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from act.atlas.latest_ce import is_latest_ce_job, latest_ce_endpoint
+from act.atlas.latest_ce import is_latest_ce_job, latest_ce_name
 from act.common.liveness import Shard
 from act.common.rows import fetch, row_type, select_of
 from act.common.schema import ce_jobs, panda_jobs
@@ -40,7 +40,7 @@ class JobPair:
 
     id: int
     ce_state: str  # the CE job's state
-    ce_endpoint: str | None
+    ce_name: str | None
     output_dir: str | None
     panda_job_id: int
     panda_id: int
@@ -93,7 +93,7 @@ def killed_and_settled(conn: Connection, *, shard: Shard, limit: int) -> list[Ki
         ce_jobs.c.state.in_(in_table_order(Layer.CE, C_UNSETTLED)),
     )
     conditions = [panda_jobs.c.state == PandaJobState.TOBEKILLED, ~unsettled, *_of(shard)]
-    stmt = select_of(KilledJob, panda_jobs, {"ce": latest_ce_endpoint()})
+    stmt = select_of(KilledJob, panda_jobs, {"ce": latest_ce_name()})
     return fetch(conn, KilledJob, stmt.where(*conditions).order_by(panda_jobs.c.id).limit(limit))
 
 

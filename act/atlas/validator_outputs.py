@@ -45,7 +45,7 @@ class Validation:
 
     def log(self, ctx: Context) -> JobLog:
         """The daemon's logger, naming this job and its CE."""
-        return job_log(ctx.log, pandaid=self.row.panda_id, ce=self.row.ce_endpoint)
+        return job_log(ctx.log, panda_id=self.row.panda_id, ce=self.row.ce_name)
 
 
 def read_outputs(ctx: Context, job: Validation, opts: ValidatorOptions) -> Decision | None:
@@ -121,7 +121,7 @@ def _payload_exit(
     decides the job."""
     try:
         job.job_report = pilot_files.find_job_report(
-            directory, pandaid=job.row.panda_id, max_bytes=opts.max_file_bytes
+            directory, panda_id=job.row.panda_id, max_bytes=opts.max_file_bytes
         )
     except BadPilotFile as error:
         job.log(ctx).warning("jobReport.json ignored: %s", error)

@@ -12,7 +12,7 @@ from typing import Any
 
 from act.atlas import final_report, pilot_files, web_area
 from act.atlas.config import Context
-from act.atlas.pandaid import spec_int
+from act.atlas.panda_id import spec_int
 from act.atlas.translate.common import stdout_name
 from act.atlas.validation import Decision, ValidatorOptions
 from act.atlas.validator_outputs import Validation
@@ -69,7 +69,7 @@ def publish_logs(ctx: Context, job: Validation) -> bool:
     try:
         web_area.publish(
             ctx.settings,
-            pandaid=job.row.panda_id,
+            panda_id=job.row.panda_id,
             queue=job.row.queue,
             log_url=job.row.log_url,
             created_at=job.row.created_at,
@@ -90,7 +90,7 @@ def final_report_fields(
 ) -> tuple[dict[str, Any], tuple[str, ...]]:
     """The final report's fields, and what act did not take of the pilot's (logged here)."""
     fixes = final_report.Corrections(
-        ce=job.row.ce_endpoint,
+        ce=job.row.ce_name,
         ce_job_id=job.row.ce_job_id,
         worker_node=job.row.worker_node,
         started_at=job.row.started_at,

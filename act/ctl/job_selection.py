@@ -13,7 +13,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from act.atlas.latest_ce import latest_ce_endpoint
+from act.atlas.latest_ce import latest_ce_name
 from act.common.rows import fetch, row_type, select_of
 from act.common.schema import ce_jobs, panda_jobs
 from act.common.states import C_KILLABLE_ALL, Layer, in_table_order
@@ -70,10 +70,10 @@ def matching_jobs(
     if queue is not None:
         conditions.append(panda_jobs.c.queue == queue)
     if ce is not None:
-        conditions.append(latest_ce_endpoint() == ce)
+        conditions.append(latest_ce_name() == ce)
     if changed_before is not None:
         conditions.append(panda_jobs.c.state_changed_at < changed_before)
-    stmt = select_of(SelectedJob, panda_jobs, {"ce": latest_ce_endpoint()})
+    stmt = select_of(SelectedJob, panda_jobs, {"ce": latest_ce_name()})
     if panda_ids is None:
         return fetch(conn, SelectedJob, stmt.where(*conditions).order_by(panda_jobs.c.id))
     found: list[SelectedJob] = []

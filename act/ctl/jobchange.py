@@ -103,20 +103,20 @@ COMMANDS = (KILL, RESUBMIT, RETRY)
 class Selection:
     """Which jobs a command is about: ids and/or filters, all of which must match."""
 
-    pandaids: tuple[int, ...] = ()
+    panda_ids: tuple[int, ...] = ()
     queue: str | None = None
     ce: str | None = None
     states: tuple[str, ...] = ()
     older_than: timedelta | None = None
 
     def empty(self) -> bool:
-        return not (self.pandaids or self.queue or self.ce or self.states or self.older_than)
+        return not (self.panda_ids or self.queue or self.ce or self.states or self.older_than)
 
     def describe(self) -> str:
         """The filter as text (``queue=X state=running``), for the record's target."""
         parts = []
-        if self.pandaids:
-            parts.append("pandaid=" + ",".join(str(p) for p in self.pandaids))
+        if self.panda_ids:
+            parts.append("panda_id=" + ",".join(str(p) for p in self.panda_ids))
         if self.queue is not None:
             parts.append(f"queue={self.queue}")
         if self.ce is not None:
@@ -129,7 +129,7 @@ class Selection:
 
     def as_json(self) -> dict[str, Any]:
         return {
-            "pandaids": list(self.pandaids),
+            "panda_ids": list(self.panda_ids),
             "queue": self.queue,
             "ce": self.ce,
             "states": list(self.states),
@@ -156,20 +156,20 @@ def select(conn: Connection, command: Command, selection: Selection) -> Found:
     states = list(selection.states or command.sources)
     found = matching_jobs(
         conn,
-        panda_ids=selection.pandaids or None,
-        states=None if selection.pandaids else states,
+        panda_ids=selection.panda_ids or None,
+        states=None if selection.panda_ids else states,
         queue=selection.queue,
         ce=selection.ce,
         changed_before=changed_before,
     )
-    if not selection.pandaids:
+    if not selection.panda_ids:
         return Found(found, [], [])
     movable = [job for job in found if job.state in states]
     others = [job for job in found if job.state not in states]
     seen = {job.panda_id for job in found}
     # Ids that exist but fail another filter are simply not selected; unknown ids are told.
-    known = stored_panda_ids(conn, sorted(set(selection.pandaids) - seen))
-    return Found(movable, others, sorted(set(selection.pandaids) - seen - known))
+    known = stored_panda_ids(conn, sorted(set(selection.panda_ids) - seen))
+    return Found(movable, others, sorted(set(selection.panda_ids) - seen - known))
 
 
 def _values(command: Command, who: str, reason: str) -> dict[str, Any]:
@@ -230,13 +230,13 @@ def apply(
     cancelled = _cancel_ce_jobs(conn, sorted(moved), why) if command is RESUBMIT else 0
     results = _results(conn, command, rows, moved)
     if moved:
-        pandaids = [r["pandaid"] for r in results if r["result"] == "moved"]
-        target = f"job:{pandaids[0]}" if len(rows) == 1 else f"jobs:{selection.describe()}"
+        panda_ids = [r["panda_id"] for r in results if r["result"] == "moved"]
+        target = f"job:{panda_ids[0]}" if len(rows) == 1 else f"jobs:{selection.describe()}"
         details: dict[str, Any] = {
             "filter": selection.as_json(),
-            "pandaids": pandaids,
-            "moved": len(pandaids),
-            "skipped": len(rows) - len(pandaids),
+            "panda_ids": panda_ids,
+            "moved": len(panda_ids),
+            "skipped": len(rows) - len(panda_ids),
         }
         if command is RESUBMIT:
             details["ce_jobs_cancelled"] = cancelled
@@ -285,9 +285,9 @@ def _results(
 
 
 def _shown(row: SelectedJob) -> Row:
-    """The job as actctl shows it (``pandaid`` is the PanDA id)."""
+    """The job as actctl shows it (``panda_id`` is the PanDA id)."""
     return {
-        "pandaid": row.panda_id,
+        "panda_id": row.panda_id,
         "state": row.state,
         "queue": row.queue,
         "ce": row.ce,
@@ -301,10 +301,10 @@ def _ineligible(command: Command, found: Found, states: Sequence[str]) -> list[R
     for row in found.others:
         why = f"{row.state} is not a state {command.name} moves here ({wanted})"
         rows.append({**_shown(row), "result": "skipped", "to_state": None, "why": why})
-    for pandaid in found.unknown:
+    for panda_id in found.unknown:
         rows.append(
             {
-                "pandaid": pandaid,
+                "panda_id": panda_id,
                 "state": None,
                 "queue": None,
                 "ce": None,
@@ -317,8 +317,8 @@ def _ineligible(command: Command, found: Found, states: Sequence[str]) -> list[R
     return rows
 
 
-PLAN_COLUMNS = ("pandaid", "state", "queue", "ce", "state_changed_at")
-RESULT_COLUMNS = ("pandaid", "state", "queue", "ce", "result")
+PLAN_COLUMNS = ("panda_id", "state", "queue", "ce", "state_changed_at")
+RESULT_COLUMNS = ("panda_id", "state", "queue", "ce", "result")
 
 
 def plan_text(rows: Sequence[SelectedJob]) -> str:
@@ -333,7 +333,7 @@ def results_text(rows: Sequence[Row]) -> str:
             what = f"moved -> {row['to_state']}"
         else:
             what = f"{row['result']}: {row['why']}"
-        cells.append([row["pandaid"], row["state"], row["queue"], row["ce"], what])
+        cells.append([row["panda_id"], row["state"], row["queue"], row["ce"], what])
     return output.table(cells, RESULT_COLUMNS)
 
 
@@ -352,7 +352,7 @@ def _register_one(
     cli: click.Group, pass_app: Callable[..., Any], failure: type[Exception], command: Command
 ) -> None:
     @cli.command(command.name, help=_help(command))
-    @click.argument("pandaids", nargs=-1, type=int)
+    @click.argument("panda_ids", nargs=-1, type=int)
     @click.option("--queue", help="Only jobs of this PanDA queue.")
     @click.option("--ce", help="Only jobs whose newest CE job is on this CE.")
     @click.option(
@@ -376,7 +376,7 @@ def _register_one(
     def run(
         app: Any,
         *,
-        pandaids: tuple[int, ...],
+        panda_ids: tuple[int, ...],
         queue: str | None,
         ce: str | None,
         states: tuple[str, ...],
@@ -388,7 +388,7 @@ def _register_one(
         as_json: bool,
     ) -> None:
         why = audit.check_reason(reason)
-        selection = Selection(pandaids, queue, ce, states, older_than)
+        selection = Selection(panda_ids, queue, ce, states, older_than)
         if selection.empty():
             raise click.UsageError(
                 "give PanDA ids or a filter (--queue, --ce, --state, --older-than); "
@@ -467,7 +467,7 @@ def _report(
 def _help(command: Command) -> str:
     return (
         f"{command.help}\n\n"
-        f"Moves jobs in {', '.join(command.sources)} to {command.to_state}, chosen by PANDAIDS "
+        f"Moves jobs in {', '.join(command.sources)} to {command.to_state}, chosen by PANDA_IDS "
         "and/or filters (all must match; at least one is needed). Several jobs need --yes or a "
         "confirmation. Exit 6 when nothing matches or nothing moved."
         + (
