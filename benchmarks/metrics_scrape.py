@@ -94,7 +94,7 @@ def seed(db: Database, rows: int) -> None:
                 .values(next_report_at=now - timedelta(seconds=late))
             )
         for i in range(20):
-            conn.execute(sa.insert(ces).values(endpoint=f"ce{i}", backend="arc", updated_at=now))
+            conn.execute(sa.insert(ces).values(name=f"ce{i}", backend="arc", updated_at=now))
             liveness.register(conn, f"daemon{i}", "one", "host", i)
 
     db.run(others)

@@ -422,12 +422,12 @@ def test_a_ce_that_is_down_opens_its_breaker_and_jobs_go_to_the_live_one(
         )
         submitter.run_once(run.ctx["submitter"])
         with db.read() as conn:
-            row = conn.execute(sa.select(ces).where(ces.c.endpoint == "down")).mappings().one()
+            row = conn.execute(sa.select(ces).where(ces.c.name == "down")).mappings().one()
         assert row["failures"] == min(wave + 1, failures), dict(row)
     submitter.run_once(run.ctx["submitter"])  # the last ones sent back go to arc1 too
 
     with db.read() as conn:
-        rows = {r["endpoint"]: dict(r) for r in conn.execute(sa.select(ces)).mappings()}
+        rows = {r["name"]: dict(r) for r in conn.execute(sa.select(ces)).mappings()}
     assert rows["down"]["breaker"] == "open" and rows["down"]["opened_at"] is not None
     assert "connection" in str(rows["down"]["last_error"]).lower(), rows["down"]
     assert rows["arc1"]["breaker"] == "closed" and rows["arc1"]["failures"] == 0

@@ -228,7 +228,7 @@ def test_an_unreachable_schedd_opens_the_breaker_and_loses_no_job(
         submitter.run_once(run.ctx["submitter"])
     submitter.run_once(run.ctx["submitter"])
     with db.read() as conn:
-        rows = {r["endpoint"]: dict(r) for r in conn.execute(sa.select(ces)).mappings()}
+        rows = {r["name"]: dict(r) for r in conn.execute(sa.select(ces)).mappings()}
     assert rows["down"]["breaker"] == "open"
     assert "Failed to connect" in str(rows["down"]["last_error"])
     jobs = [job for wave in waves for job in wave]

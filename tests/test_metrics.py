@@ -242,7 +242,7 @@ def test_the_database_snapshot_gives_exact_values(db: Database) -> None:
         ):
             conn.execute(
                 sa.insert(ces).values(
-                    endpoint=endpoint,
+                    name=endpoint,
                     backend="arc",
                     updated_at=now,
                     breaker=breaker,

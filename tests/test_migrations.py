@@ -90,8 +90,9 @@ def test_a_daemon_start_up_check_does_not_import_alembic(tmp_path: Path) -> None
 
 
 def test_0007_renames_keep_every_value_and_go_back(empty_db_url: URL) -> None:
-    """0007 renames ``ce_jobs.pandaid`` and ``ce_endpoint`` on a populated database: every value
-    stays under its new name, the indexes follow, and the downgrade restores the old names."""
+    """0007 renames ``ce_jobs.pandaid``, ``ce_jobs.ce_endpoint`` and ``ces.endpoint`` on a
+    populated database: every value stays under its new name, the indexes and the primary key
+    follow, and the downgrade restores the old names."""
     from alembic import command
 
     db = Database(empty_db_url)
@@ -112,6 +113,14 @@ def test_0007_renames_keep_every_value_and_go_back(empty_db_url: URL) -> None:
                 rows,
             )
         )
+        db.run(
+            lambda c: c.execute(
+                sa.text(
+                    "INSERT INTO ces (endpoint, backend, updated_at) VALUES (:ce, 'arc', :now)"
+                ),
+                [{"ce": f"arc{i}", "now": now} for i in range(3)],
+            )
+        )
         migrate.upgrade(db)
         with db.read() as conn:
             got = conn.execute(
@@ -122,6 +131,10 @@ def test_0007_renames_keep_every_value_and_go_back(empty_db_url: URL) -> None:
             assert compare_metadata(context, metadata) == []
         assert [tuple(r) for r in got] == [(r["ce"], r["pid"]) for r in rows]
         assert "ix_ce_jobs_ce_name_state_id" in indexes
+        with db.read() as conn:
+            names = conn.execute(sa.text("SELECT name FROM ces ORDER BY name")).scalars().all()
+            key = sa.inspect(conn).get_pk_constraint("ces")["constrained_columns"]
+        assert (names, key) == (["arc0", "arc1", "arc2"], ["name"])
         assert not {name for name in indexes if "ce_endpoint" in str(name)}
 
         with db.engine.begin() as conn:
@@ -133,5 +146,13 @@ def test_0007_renames_keep_every_value_and_go_back(empty_db_url: URL) -> None:
             indexes = {ix["name"] for ix in sa.inspect(conn).get_indexes("ce_jobs")}
         assert [tuple(r) for r in back] == [(r["ce"], r["pid"]) for r in rows]
         assert "ix_ce_jobs_ce_endpoint_state_id" in indexes
+        with db.read() as conn:
+            assert conn.execute(
+                sa.text("SELECT endpoint FROM ces ORDER BY endpoint")
+            ).scalars().all() == [
+                "arc0",
+                "arc1",
+                "arc2",
+            ]
     finally:
         db.dispose()

@@ -238,7 +238,7 @@ def _point(link: Path, target: Path) -> None:
 
 def _ce_row(pipe: Pipeline, name: str) -> Any:
     with pipe.db.read() as conn:
-        return conn.execute(sa.select(ces).where(ces.c.endpoint == name)).one_or_none()
+        return conn.execute(sa.select(ces).where(ces.c.name == name)).one_or_none()
 
 
 def _ce_of_jobs(pipe: Pipeline, ids: list[int]) -> Counter[str]:

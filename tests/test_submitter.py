@@ -87,7 +87,7 @@ def jobs(db: Database) -> dict[int, dict[str, Any]]:
 
 def ce_row(db: Database, name: str) -> dict[str, Any]:
     with db.read() as conn:
-        return dict(conn.execute(sa.select(ces).where(ces.c.endpoint == name)).mappings().one())
+        return dict(conn.execute(sa.select(ces).where(ces.c.name == name)).mappings().one())
 
 
 def test_submits_crash_safely_with_tokens_and_spreads_round_robin(

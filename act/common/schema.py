@@ -255,7 +255,7 @@ queues = sa.Table(
 ces = sa.Table(
     "ces",
     metadata,
-    sa.Column("endpoint", sa.String(ENDPOINT_LEN), primary_key=True),
+    sa.Column("name", sa.String(ENDPOINT_LEN), primary_key=True),  # under ces: in the config
     sa.Column("backend", sa.String(16), nullable=False),
     sa.Column("max_queued", sa.Integer(), nullable=True),
     sa.Column("max_running", sa.Integer(), nullable=True),

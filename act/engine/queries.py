@@ -144,7 +144,7 @@ class CERow:
     operator's limits, last submission and success score the submitter's budgets use
     (act.engine.submitter.budgets)."""
 
-    endpoint: str
+    name: str
     enabled: bool
     breaker: str
     breaker_forced: str | None
@@ -160,7 +160,7 @@ class CERow:
 
 def ce_rows(conn: Connection, names: Collection[str]) -> list[CERow]:
     """The ``ces`` rows of the CEs in ``names`` (the breaker owns that table and writes it)."""
-    return fetch(conn, CERow, select_of(CERow, ces).where(ces.c.endpoint.in_(list(names))))
+    return fetch(conn, CERow, select_of(CERow, ces).where(ces.c.name.in_(list(names))))
 
 
 @row_type(ces)
@@ -169,7 +169,7 @@ class CEShown:
     """A CE's ``ces`` row as actctl shows it (``actctl ces``, ``actctl report``): its back end,
     breaker and drain state, last submission and error, and who last changed it and why."""
 
-    endpoint: str
+    name: str
     backend: str
     enabled: bool
     breaker: str
@@ -190,16 +190,16 @@ def ces_shown(conn: Connection, name: str | None = None) -> dict[str, CEShown]:
     """Every CE's ``ces`` row by name (only ``name``'s if given), for actctl."""
     stmt = select_of(CEShown, ces)
     if name is not None:
-        stmt = stmt.where(ces.c.endpoint == name)
-    return {row.endpoint: row for row in fetch(conn, CEShown, stmt)}
+        stmt = stmt.where(ces.c.name == name)
+    return {row.name: row for row in fetch(conn, CEShown, stmt)}
 
 
 def ce_known(conn: Connection, name: str) -> bool:
     """Whether the CE ``name`` has a ``ces`` row."""
-    found = conn.execute(sa.select(ces.c.endpoint).where(ces.c.endpoint == name)).first()
+    found = conn.execute(sa.select(ces.c.name).where(ces.c.name == name)).first()
     return found is not None
 
 
 def breaker_state(conn: Connection, name: str) -> str:
     """The breaker state of the CE ``name`` (``closed``, ``open``, ``half_open``)."""
-    return str(conn.execute(sa.select(ces.c.breaker).where(ces.c.endpoint == name)).scalar())
+    return str(conn.execute(sa.select(ces.c.breaker).where(ces.c.name == name)).scalar())

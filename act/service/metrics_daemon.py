@@ -140,8 +140,8 @@ def _breakers(conn: Connection) -> list[Metric]:
     )
     rows = conn.execute(
         sa.select(
-            ces.c.endpoint, ces.c.breaker, ces.c.breaker_forced, ces.c.enabled, ces.c.failures
-        ).order_by(ces.c.endpoint)
+            ces.c.name, ces.c.breaker, ces.c.breaker_forced, ces.c.enabled, ces.c.failures
+        ).order_by(ces.c.name)
     )
     for ce, breaker, forced_state, is_enabled, count in rows:
         current = forced_state or breaker

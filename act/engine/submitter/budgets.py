@@ -49,7 +49,7 @@ def budgets(
     room: dict[str, Budget] = {}
     closed: dict[str, str] = {}
     for row in rows:
-        name = row.endpoint
+        name = row.name
         ce = engine.ce(name)
         admission = breaker.admits(row, now=now, settings=settings.breaker)
         if not admission.ok:

@@ -86,7 +86,7 @@ def _submit_batch(
         slot = conn.execute(
             sa.update(ces)
             .where(
-                ces.c.endpoint == name,
+                ces.c.name == name,
                 sa.or_(
                     ces.c.last_submit_at.is_(None),
                     ces.c.last_submit_at <= now - seconds(spacing),

@@ -1,6 +1,6 @@
-"""One name per concept: ``ce_jobs.pandaid`` becomes ``panda_id`` (as in ``panda_jobs``) and
-``ce_jobs.ce_endpoint`` becomes ``ce_name`` (it holds the name of a CE under ``ces:`` in the
-config, never an endpoint URL).
+"""One name per concept: ``ce_jobs.pandaid`` becomes ``panda_id`` (as in ``panda_jobs``),
+``ce_jobs.ce_endpoint`` becomes ``ce_name`` and ``ces.endpoint`` becomes ``ces.name`` (both hold
+the name of a CE under ``ces:`` in the config, never an endpoint URL).
 
 Renames only, no data copied: PostgreSQL and MariaDB rename the columns and the three indexes
 that carry ``ce_endpoint`` in their names in place (metadata changes, no table rebuild); SQLite
@@ -22,10 +22,11 @@ down_revision = "0006"
 branch_labels = None
 depends_on = None
 
-#: (old name, new name, type) of each renamed column of ce_jobs.
+#: (table, old name, new name, type, nullable) of each renamed column.
 COLUMNS = (
-    ("pandaid", "panda_id", sa.BigInteger()),
-    ("ce_endpoint", "ce_name", sa.String(255)),
+    ("ce_jobs", "pandaid", "panda_id", sa.BigInteger(), True),
+    ("ce_jobs", "ce_endpoint", "ce_name", sa.String(255), True),
+    ("ces", "endpoint", "name", sa.String(255), False),  # the primary key: it stays one
 )
 
 #: The indexes of ce_jobs whose names carry a renamed column: (old name, old columns).
@@ -43,17 +44,17 @@ def _renamed(name: str, forward: bool) -> str:
 
 def _rename(forward: bool) -> None:
     dialect = op.get_bind().dialect.name
-    for old, new, type_ in COLUMNS:
+    for table, old, new, type_, nullable in COLUMNS:
         source, target = (old, new) if forward else (new, old)
         if dialect == "sqlite":
-            op.execute(sa.text(f"ALTER TABLE ce_jobs RENAME COLUMN {source} TO {target}"))
+            op.execute(sa.text(f"ALTER TABLE {table} RENAME COLUMN {source} TO {target}"))
         else:
             op.alter_column(
-                "ce_jobs",
+                table,
                 source,
                 new_column_name=target,
                 existing_type=type_,
-                existing_nullable=True,
+                existing_nullable=nullable,
             )
     for old_index, old_columns in INDEXES:
         source = old_index if forward else _renamed(old_index, True)
