@@ -127,7 +127,12 @@ def _fetch_one(ctx: Context, backend: Backend, ce: CE, job: ToFetch, base: Path)
             notes.append(f"outputs not kept: {over}")
             target = CEJobState.DONEFAILED
     if failed and result.diagnostics:
-        notes.append(result.diagnostics)
+        # The CE's errors the poller already stored (e.g. the local CE's state file) are said
+        # once: only the diagnostics' other lines are added.
+        said = job.error_text or ""
+        fresh = [line for line in result.diagnostics.splitlines() if line and line not in said]
+        if fresh:
+            notes.append("\n".join(fresh))
     values: dict[str, Any] = {"output_dir": str(dest) if dest.exists() else None}
     if notes:
         text = "\n".join([job.error_text, *notes] if job.error_text else notes)

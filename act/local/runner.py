@@ -16,7 +16,8 @@ only for that. The runner then
    uploads what the list names (``python -m act.local.stageout``, in a process group of its own,
    as the payload), then records the end: a failed upload fails the job with the file, the URL
    and the cause. A runner killed meanwhile leaves ``finishing`` behind, never ``finished``: the
-   back end then fails the job (its runner died before recording the end). A job that wrote no
+   back end then ends the job (:func:`act.local.jobstate.current`: a payload failure if its
+   recorded exit says so, else a job the site lost, which the engine resubmits). A job that wrote no
    such list has nothing uploaded (noted in ``stageout_note``).
 
 The runner is forked by the CE's spawner (:mod:`act.local.spawner`: :func:`become_runner`), or
