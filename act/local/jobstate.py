@@ -8,6 +8,7 @@ the job's end; :func:`job_status` maps it to the engine's :class:`JobStatus`;
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import time
@@ -81,17 +82,16 @@ def current(jobdir: Path) -> dict[str, Any]:
         if age <= NEVER_STARTED:
             return {"state": jf.QUEUED}
         with jf.locked(jobdir):
-            if jf.read_json(jobdir / jf.STATE) is None:
-                jf.write_json(
-                    jobdir / jf.STATE,
-                    {
-                        "state": jf.FAILED,
-                        "ended_at": jf.now_iso(),
-                        "errors": ["the job was lost: its runner never started"],
-                        LOST: True,
-                    },
-                )
-        return jf.read_json(jobdir / jf.STATE) or {}
+            state = jf.read_json(jobdir / jf.STATE)
+            if state is None:
+                state = {
+                    "state": jf.FAILED,
+                    "ended_at": jf.now_iso(),
+                    "errors": ["the job was lost: its runner never started"],
+                    LOST: True,
+                }
+                _record(jobdir, state)
+        return state
     if state.get("state") in jf.ENDED or jf.alive(
         state.get("runner_pid"), state.get("runner_start")
     ):
@@ -124,8 +124,18 @@ def current(jobdir: Path) -> dict[str, Any]:
                 " outputs)"
             ]
         state[LOST] = lost
-        jf.write_json(jobdir / jf.STATE, jf.ended(state, jf.FAILED, errors))
+        _record(jobdir, jf.ended(state, jf.FAILED, errors))
         return state
+
+
+def _record(jobdir: Path, state: dict[str, Any]) -> None:
+    """Write the end :func:`current` found; on a full disk the end is reported all the same,
+    and the next read, finding the same dead runner, records it when there is room."""
+    try:
+        jf.write_json(jobdir / jf.STATE, state)
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
 
 
 def stop(jobdir: Path, signum: int) -> None:
