@@ -41,7 +41,7 @@ def _prefill(db: Database, rows: int) -> None:
         pids = create_jobs(conn, Layer.PANDA, panda, "received", actor=Actor.PANDA_FETCHER)
         transition(conn, Layer.PANDA, pids, "received", "queued", actor=Actor.TRANSLATOR)
         ce = [
-            {"backend": "local", "panda_job_id": pid, "pandaid": start + i, "attempts_left": 1}
+            {"backend": "local", "panda_job_id": pid, "panda_id": start + i, "attempts_left": 1}
             for i, pid in enumerate(pids)
         ]
         cids = create_jobs(conn, Layer.CE, ce, "tosubmit", actor=Actor.TRANSLATOR)

@@ -132,14 +132,14 @@ def cleanup(db: Database, config: Settings) -> None:
     """Kill and clean every CE job made (A-REX cleans a killed job once the kill is done)."""
     with db.read() as conn:
         found = conn.execute(
-            sa.select(ce_jobs.c.ce_endpoint, ce_jobs.c.ce_job_id).where(
+            sa.select(ce_jobs.c.ce_name, ce_jobs.c.ce_job_id).where(
                 ce_jobs.c.ce_job_id.is_not(None)
             )
         ).all()
     engines = pool(context(db, config, "cleanup"))
     try:
         for name in ("bulk", "single"):
-            ids = [str(r.ce_job_id) for r in found if r.ce_endpoint == name]
+            ids = [str(r.ce_job_id) for r in found if r.ce_name == name]
             ce = engines.ce(name)
             backend = engines.backend(ce)
             for start in range(0, len(ids), 200):

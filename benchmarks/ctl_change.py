@@ -37,7 +37,7 @@ def _prepare(db: Database, rows: int, batch: int) -> None:
         def make(conn: sa.Connection, first: int = start + 1, count: int = count) -> None:
             pids = make_jobs(conn, Layer.PANDA, "running", count, first_panda_id=first)
             ce_rows = [
-                {"backend": "arc", "ce_endpoint": "ce1", "attempts_left": 1, "panda_job_id": pid}
+                {"backend": "arc", "ce_name": "ce1", "attempts_left": 1, "panda_job_id": pid}
                 for pid in pids
             ]
             path = path_to(Layer.CE, "running")

@@ -175,8 +175,8 @@ def fill(
     ce_names = [
         "panda_job_id",
         "backend",
-        "ce_endpoint",
-        "pandaid",
+        "ce_name",
+        "panda_id",
         "queue",
         "state",
         "state_changed_at",

@@ -145,19 +145,19 @@ def client(settings: PandaServerSettings) -> PandaClient:
 
 def acquire(settings: PandaServerSettings, queue: str, n: int) -> list[int]:
     """Take N jobs from the queue, as a bridge does before it reports them."""
-    pandaids: list[int] = []
+    panda_ids: list[int] = []
     with client(settings) as panda:
-        while len(pandaids) < n:
+        while len(panda_ids) < n:
             got = panda.acquire_jobs(
                 queue=queue,
                 prod_source_label="managed",
-                n_jobs=min(100, n - len(pandaids)),
+                n_jobs=min(100, n - len(panda_ids)),
                 node="bench",
             )
             if not got:
-                raise BenchmarkError(f"queue {queue} has only {len(pandaids)} of {n} jobs")
-            pandaids.extend(job.pandaid for job in got)
-    return pandaids
+                raise BenchmarkError(f"queue {queue} has only {len(panda_ids)} of {n} jobs")
+            panda_ids.extend(job.panda_id for job in got)
+    return panda_ids
 
 
 # -- the three patterns ---------------------------------------------------------------------------
@@ -169,15 +169,15 @@ def _check(results: Sequence[UpdateResult]) -> None:
         raise BenchmarkError(f"{len(bad)} heartbeat(s) not accepted, e.g. {bad[0]}")
 
 
-def _updates(pandaids: Sequence[int]) -> list[JobUpdate]:
+def _updates(panda_ids: Sequence[int]) -> list[JobUpdate]:
     fields = {"node": "wn1.bench", "coreCount": 1, "cpuConsumptionTime": 100, "siteName": "q"}
-    return [JobUpdate(pandaid, "running", 1, fields) for pandaid in pandaids]
+    return [JobUpdate(panda_id, "running", 1, fields) for panda_id in panda_ids]
 
 
 def bare_bulk(
-    settings: PandaServerSettings, pandaids: Sequence[int], batch: int, in_flight: int
+    settings: PandaServerSettings, panda_ids: Sequence[int], batch: int, in_flight: int
 ) -> float:
-    updates = _updates(pandaids)
+    updates = _updates(panda_ids)
     chunks = [updates[i : i + batch] for i in range(0, len(updates), batch)]
     with client(settings) as panda, ThreadPoolExecutor(in_flight) as pool:
         panda.update_jobs_bulk(updates[:1])  # warm: connection and credential loaded
@@ -187,17 +187,17 @@ def bare_bulk(
         return time.perf_counter() - start
 
 
-def per_job_new_connection(settings: PandaServerSettings, pandaids: Sequence[int]) -> float:
+def per_job_new_connection(settings: PandaServerSettings, panda_ids: Sequence[int]) -> float:
     start = time.perf_counter()
-    for update in _updates(pandaids):
+    for update in _updates(panda_ids):
         with client(settings) as panda:  # a new session: a new TCP + TLS connection
             _check([panda.update_job(update)])
     return time.perf_counter() - start
 
 
-def _runs(pandaids: Sequence[int]) -> Iterator[tuple[int, int]]:
+def _runs(panda_ids: Sequence[int]) -> Iterator[tuple[int, int]]:
     """(first, count) of each run of consecutive PandaIDs, at most 1000 long."""
-    ordered = sorted(pandaids)
+    ordered = sorted(panda_ids)
     start = 0
     for n in range(1, len(ordered) + 1):
         if n == len(ordered) or ordered[n] != ordered[n - 1] + 1 or n - start == 1000:
@@ -216,13 +216,13 @@ class PropagatorRun:
         self,
         db: Database,
         settings: PandaServerSettings,
-        pandaids: Sequence[int],
+        panda_ids: Sequence[int],
         batch: int,
         in_flight: int,
     ) -> None:
         self.db = db
-        self.pandaids = list(pandaids)
-        for first, count in _runs(self.pandaids):  # make_jobs numbers PandaIDs in a row
+        self.panda_ids = list(panda_ids)
+        for first, count in _runs(self.panda_ids):  # make_jobs numbers PandaIDs in a row
             db.run(partial(_make_running, first=first, count=count))
         self.ctx: AtlasContext = Context(
             name="propagator",
@@ -258,8 +258,8 @@ class PropagatorRun:
                     sa.func.sum(panda_jobs.c.report_failures),
                 )
             ).one()
-        if told != len(self.pandaids) or failures:
-            raise BenchmarkError(f"{told} of {len(self.pandaids)} reported, {failures} failures")
+        if told != len(self.panda_ids) or failures:
+            raise BenchmarkError(f"{told} of {len(self.panda_ids)} reported, {failures} failures")
         return seconds
 
 
@@ -287,8 +287,8 @@ def real_server(jobs: int) -> Iterator[tuple[PandaServerSettings, str, str]]:
     ).stdout.strip()
     queue = server.add_queue()
     start = time.perf_counter()
-    pandaids = server.add_jobs(queue, jobs)
-    log.info("seeded %d jobs into %s in %.1f s", len(pandaids), queue, time.perf_counter() - start)
+    panda_ids = server.add_jobs(queue, jobs)
+    log.info("seeded %d jobs into %s in %.1f s", len(panda_ids), queue, time.perf_counter() - start)
     settings = PandaServerSettings.model_validate(
         {
             "url": server.url,
@@ -303,7 +303,7 @@ def real_server(jobs: int) -> Iterator[tuple[PandaServerSettings, str, str]]:
         with server.connect() as conn:
             for table in ("filestable4", "jobparamstable", *JOB_TABLES):
                 statement = sql.SQL("DELETE FROM {} WHERE pandaid = ANY(%s)")
-                conn.execute(statement.format(sql.Identifier(table)), (pandaids,))
+                conn.execute(statement.format(sql.Identifier(table)), (panda_ids,))
             conn.execute("DELETE FROM schedconfig_json WHERE panda_queue = %s", (queue,))
 
 
@@ -387,20 +387,20 @@ def run_patterns(
     workdir: Path,
 ) -> list[Figure]:
     """Every pattern against one server (its jobs acquired from ``queue`` first)."""
-    pandaids = acquire(settings, queue, args.jobs)
-    single = pandaids[: min(args.single_jobs, len(pandaids))]
-    calls = -(-len(pandaids) // args.batch)
+    panda_ids = acquire(settings, queue, args.jobs)
+    single = panda_ids[: min(args.single_jobs, len(panda_ids))]
+    calls = -(-len(panda_ids) // args.batch)
     figures = []
     with fresh_database(args.backend, workdir / server.replace(" ", "-")) as url:
         db = Database(url)
         try:
             for in_flight in args.in_flight:
-                run = PropagatorRun(db, settings, pandaids, args.batch, in_flight)
+                run = PropagatorRun(db, settings, panda_ids, args.batch, in_flight)
                 figures.append(
                     measure(
                         server,
                         f"propagator ({args.backend}), {args.batch} x {in_flight} in flight",
-                        len(pandaids),
+                        len(panda_ids),
                         calls,
                         repeat=args.repeat,
                         fn=run.run,
@@ -424,10 +424,10 @@ def run_patterns(
             measure(
                 server,
                 f"bare bulk client, {args.batch} x {in_flight} in flight",
-                len(pandaids),
+                len(panda_ids),
                 calls,
                 repeat=args.repeat,
-                fn=partial(bare_bulk, settings, pandaids, args.batch, in_flight),
+                fn=partial(bare_bulk, settings, panda_ids, args.batch, in_flight),
             )
         )
     return figures

@@ -38,7 +38,7 @@ def one_run(make: Callable[[Path], logging.Handler], lines: int, directory: Path
     log.setLevel(logging.INFO)
     began = time.perf_counter()
     for number in range(lines):
-        log.info("pandaid=%d ce=ce1.example.org: line", number)
+        log.info("panda_id=%d ce=ce1.example.org: line", number)
     handler.flush()
     elapsed = time.perf_counter() - began
     handler.close()

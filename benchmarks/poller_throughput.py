@@ -57,7 +57,7 @@ def _prefill(db: Database, rows: int) -> None:
             conn,
             Layer.CE,
             [
-                {"backend": "instant", "ce_endpoint": "ce1", "ce_job_id": f"ce1/{start + i}"}
+                {"backend": "instant", "ce_name": "ce1", "ce_job_id": f"ce1/{start + i}"}
                 for i in range(count)
             ],
             "tosubmit",

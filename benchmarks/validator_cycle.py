@@ -42,12 +42,12 @@ from tests.support.xrootd_real import XRootDServer, read_env
 CHUNK = 500
 
 
-def _outputs(se: XRootDServer, run: str, pandaid: int, files: int) -> dict[str, Any]:
+def _outputs(se: XRootDServer, run: str, panda_id: int, files: int) -> dict[str, Any]:
     report = {}
     for index in range(files):
-        lfn = f"f{pandaid}.{index}.root"
+        lfn = f"f{panda_id}.{index}.root"
         path = f"atlas/bench/{run}/{lfn}"
-        size, adler = se.write(path, os.urandom(1024 + (pandaid * 37 + index) % 3072))
+        size, adler = se.write(path, os.urandom(1024 + (panda_id * 37 + index) % 3072))
         report[lfn] = {"surl": se.root(path), "fsize": size, "adler32": adler,
                        "guid": str(uuid.uuid4())}  # fmt: skip
     return report
@@ -71,15 +71,15 @@ def _prefill(db: Database, root: Path, se: XRootDServer, jobs: int, files: int) 
         walk(conn, Layer.PANDA, pids, "tovalidate")
         rows = []
         for offset, pid in enumerate(pids):
-            pandaid = start + offset
-            out = root / "ce-jobs" / "ce1" / str(pandaid)
+            panda_id = start + offset
+            out = root / "ce-jobs" / "ce1" / str(panda_id)
             out.mkdir(parents=True)
             heartbeat = {"state": "finished", "transExitCode": 0, "pilotErrorCode": 0,
-                         "xml": json.dumps(_outputs(se, run, pandaid, files))}  # fmt: skip
+                         "xml": json.dumps(_outputs(se, run, panda_id, files))}  # fmt: skip
             (out / "heartbeat.json").write_text(json.dumps(heartbeat))
-            (out / f"{pandaid}.log").write_text(f"pilot log of {pandaid}\n" * 50)
-            rows.append({"backend": "local", "panda_job_id": pid, "pandaid": pandaid,
-                         "ce_endpoint": "ce1", "ce_job_id": f"j{pandaid}",
+            (out / f"{panda_id}.log").write_text(f"pilot log of {panda_id}\n" * 50)
+            rows.append({"backend": "local", "panda_job_id": pid, "panda_id": panda_id,
+                         "ce_name": "ce1", "ce_job_id": f"j{panda_id}",
                          "output_dir": str(out), "attempts_left": 1})  # fmt: skip
         cids = create_jobs(conn, Layer.CE, rows, "tosubmit", actor=Actor.TRANSLATOR)
         walk(conn, Layer.CE, cids, "done")

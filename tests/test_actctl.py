@@ -37,12 +37,12 @@ UNREACHABLE = [
 CE_A = "https://ce-a.example.org/arex"
 CE_B = "https://ce-b.example.org/arex"
 JOB_KEYS = {
-    "pandaid",
+    "panda_id",
     "queue",
     "state",
     "panda_status",
     "attempt",
-    "ce_endpoint",
+    "ce_name",
     "ce_state",
     "ce_job_id",
     "state_changed_at",
@@ -104,7 +104,7 @@ def panda_jobs_in(conn: Connection, queue: str, state: str, *panda_ids: int) -> 
 
 
 def ce_job_in(conn: Connection, panda_job_id: int | None, endpoint: str | None, state: str) -> int:
-    row = {**ce_row(), "ce_endpoint": endpoint, "panda_job_id": panda_job_id}
+    row = {**ce_row(), "ce_name": endpoint, "panda_job_id": panda_job_id}
     (ce_id,) = create_jobs(conn, Layer.CE, [row], "tosubmit", actor=Actor.TRANSLATOR)
     _walk(conn, Layer.CE, [ce_id], state)
     return ce_id
@@ -219,50 +219,50 @@ def test_status_of_an_empty_store(db_url: URL) -> None:
 # --- jobs ---------------------------------------------------------------------------------------
 
 
-def _pandaids(url: URL, *args: str) -> list[int]:
-    return [row["pandaid"] for row in json.loads(ok(actctl(url, "jobs", "--json", *args)))]
+def _panda_ids(url: URL, *args: str) -> list[int]:
+    return [row["panda_id"] for row in json.loads(ok(actctl(url, "jobs", "--json", *args)))]
 
 
 def test_jobs_newest_first_with_their_newest_ce_job(db_url: URL, scenario: dict[int, int]) -> None:
     rows = json.loads(ok(actctl(db_url, "jobs", "--json")))
-    assert [row["pandaid"] for row in rows] == [2002, 2001, 1003, 1002, 1001]
+    assert [row["panda_id"] for row in rows] == [2002, 2001, 1003, 1002, 1001]
     assert all(set(row) == JOB_KEYS for row in rows)
-    by_id = {row["pandaid"]: row for row in rows}
+    by_id = {row["panda_id"]: row for row in rows}
     running = by_id[1003]
     assert (running["queue"], running["state"], running["attempt"]) == ("Q1", "running", 1)
-    assert (running["ce_endpoint"], running["ce_state"], running["ce_job_id"]) == (
+    assert (running["ce_name"], running["ce_state"], running["ce_job_id"]) == (
         CE_A,
         "running",
         "ce-a-123",
     )
-    assert (by_id[2002]["ce_endpoint"], by_id[2002]["ce_state"]) == (None, "tosubmit")
-    assert by_id[1001]["ce_state"] is None and by_id[1001]["ce_endpoint"] is None
+    assert (by_id[2002]["ce_name"], by_id[2002]["ce_state"]) == (None, "tosubmit")
+    assert by_id[1001]["ce_state"] is None and by_id[1001]["ce_name"] is None
     assert (by_id[2001]["error_code"], by_id[2001]["ce_state"]) == (1305, "failed")
     assert running["state_changed_at"].endswith("Z")
 
 
 def test_jobs_filters(db_url: URL, scenario: dict[int, int]) -> None:
-    assert _pandaids(db_url, "--state", "received", "--state", "failed") == [2001, 1002, 1001]
-    assert _pandaids(db_url, "--queue", "Q1") == [1003, 1002, 1001]
-    assert _pandaids(db_url, "--ce", CE_A) == [1003]
+    assert _panda_ids(db_url, "--state", "received", "--state", "failed") == [2001, 1002, 1001]
+    assert _panda_ids(db_url, "--queue", "Q1") == [1003, 1002, 1001]
+    assert _panda_ids(db_url, "--ce", CE_A) == [1003]
     # 1003's job on CE_B is not its newest, and the other CE_B job belongs to no PanDA job.
-    assert _pandaids(db_url, "--ce", CE_B) == [2001]
-    assert _pandaids(db_url, "--pandaid", "1002") == [1002]
-    assert _pandaids(db_url, "--pandaid", "4242") == []
-    assert _pandaids(db_url, "--limit", "2") == [2002, 2001]
-    assert _pandaids(db_url, "--queue", "Q1", "--state", "received", "--limit", "1") == [1002]
-    assert _pandaids(db_url, "--queue", "Q2", "--state", "received") == []
+    assert _panda_ids(db_url, "--ce", CE_B) == [2001]
+    assert _panda_ids(db_url, "--panda-id", "1002") == [1002]
+    assert _panda_ids(db_url, "--panda-id", "4242") == []
+    assert _panda_ids(db_url, "--limit", "2") == [2002, 2001]
+    assert _panda_ids(db_url, "--queue", "Q1", "--state", "received", "--limit", "1") == [1002]
+    assert _panda_ids(db_url, "--queue", "Q2", "--state", "received") == []
 
 
 def test_jobs_table(db_url: URL, scenario: dict[int, int]) -> None:
     header, rows = table_rows(ok(actctl(db_url, "jobs")))
     assert header == [
-        "pandaid",
+        "panda_id",
         "queue",
         "state",
         "panda_status",
         "attempt",
-        "ce_endpoint",
+        "ce_name",
         "ce_state",
         "ce_job_id",
         "state_changed_at",
@@ -294,7 +294,7 @@ def test_job_json_has_every_column_its_ce_jobs_and_history(
     assert set(job) == set(panda_jobs.c.keys())
     assert (job["panda_id"], job["queue"], job["state"]) == (1003, "Q1", "running")
     assert job["spec"] == '{"PandaID": 1003}'
-    assert [ce["ce_endpoint"] for ce in data["ce_jobs"]] == [CE_B, CE_A]
+    assert [ce["ce_name"] for ce in data["ce_jobs"]] == [CE_B, CE_A]
     assert [ce["state"] for ce in data["ce_jobs"]] == ["cancelled", "running"]
     assert all(set(ce) == set(ce_jobs.c.keys()) for ce in data["ce_jobs"])
     ce_ids = [ce["id"] for ce in data["ce_jobs"]]
@@ -372,7 +372,7 @@ def test_job_text_shows_fields_ce_jobs_and_the_spec_last(
     assert [name for name, _ in first_ce] == [
         c.name for c in ce_jobs.columns if c.name != "description"
     ]
-    assert dict(first_ce)["ce_endpoint"] == CE_B and dict(first_ce)["state"] == "cancelled"
+    assert dict(first_ce)["ce_name"] == CE_B and dict(first_ce)["state"] == "cancelled"
     assert text.index('spec (17 characters):\n{"PandaID": 1003}') > text.index("lease_expires")
     assert text.index("CE job 1 of 2") < text.index(CE_B) < text.index("CE job 2 of 2")
     assert text.index("CE job 2 of 2") < text.index(CE_A) < text.index("History")
@@ -631,8 +631,8 @@ def test_main_returns_the_exit_codes(
     db_url: URL, scenario: dict[int, int], capsys: pytest.CaptureFixture[str]
 ) -> None:
     url = url_text(db_url)
-    assert main(["--db-url", url, "jobs", "--pandaid", "1001", "--json"]) == exitcodes.OK
-    assert json.loads(capsys.readouterr().out)[0]["pandaid"] == 1001
+    assert main(["--db-url", url, "jobs", "--panda-id", "1001", "--json"]) == exitcodes.OK
+    assert json.loads(capsys.readouterr().out)[0]["panda_id"] == 1001
     assert main(["--db-url", url, "job", "77"]) == exitcodes.NOT_FOUND
     assert "no PanDA job 77" in capsys.readouterr().err
     assert main(["jobs", "--state", "nope"]) == exitcodes.USAGE

@@ -51,7 +51,7 @@ def ok(result: Result) -> str:
 
 
 def _jobs_at_arc1(db: Database) -> None:
-    rows = [{"backend": "arc", "ce_endpoint": "arc1", "attempts_left": 1} for _ in range(3)]
+    rows = [{"backend": "arc", "ce_name": "arc1", "attempts_left": 1} for _ in range(3)]
     ids = db.run(lambda c: create_jobs(c, Layer.CE, rows, "tosubmit", actor=Actor.TRANSLATOR))
     db.run(
         lambda c: transition(c, Layer.CE, ids[:2], "tosubmit", "submitting", actor=Actor.SUBMITTER)
@@ -97,7 +97,7 @@ def test_ce_commands_force_drain_and_record_who_and_why(
     )
     assert out.startswith("arc1: breaker forced open")
     with db.read() as conn:
-        row = conn.execute(sa.select(ces).where(ces.c.endpoint == "arc1")).mappings().one()
+        row = conn.execute(sa.select(ces).where(ces.c.name == "arc1")).mappings().one()
     assert (row["breaker_forced"], row["reason"], row["updated_by"]) == ("open", "downtime", "al")
     text = ok(actctl(db_url, config_file, "ces"))
     assert "forced open (auto: closed)" in text and "arc1: downtime (by al" in text

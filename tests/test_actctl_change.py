@@ -92,8 +92,8 @@ def fails(result: Result, code: int) -> str:
 # -- set-up ----------------------------------------------------------------------------------------
 
 
-def panda_job(db: Database, state: str, pandaid: int, queue: str = QUEUE) -> int:
-    (pid,) = db.run(lambda c: make_jobs(c, Layer.PANDA, state, first_panda_id=pandaid))
+def panda_job(db: Database, state: str, panda_id: int, queue: str = QUEUE) -> int:
+    (pid,) = db.run(lambda c: make_jobs(c, Layer.PANDA, state, first_panda_id=panda_id))
     db.run(
         lambda c: c.execute(sa.update(panda_jobs).where(panda_jobs.c.id == pid).values(queue=queue))
     )
@@ -103,7 +103,7 @@ def panda_job(db: Database, state: str, pandaid: int, queue: str = QUEUE) -> int
 def ce_job(db: Database, pid: int, state: str, *, ce: str = "ce1", **values: Any) -> int:
     """A CE job of PanDA job ``pid`` walked to ``state`` along allowed edges."""
     path = path_to(Layer.CE, state)
-    row = {"backend": NAME, "ce_endpoint": ce, "description": "d", "attempts_left": 3}
+    row = {"backend": NAME, "ce_name": ce, "description": "d", "attempts_left": 3}
 
     def make(conn: Any) -> int:
         [job] = create_jobs(conn, Layer.CE, [row], path[0].to_state, actor=min(path[0].actors))
@@ -183,7 +183,7 @@ def test_kill_by_id_moves_only_that_job_records_it_and_its_ce_job_is_cancelled(
         "job:101",
         "bad task",
     )
-    assert json.loads(action["details"])["pandaids"] == [101]
+    assert json.loads(action["details"])["panda_ids"] == [101]
 
     # The existing machinery takes over: app_status asks for the CE job's kill, the canceller
     # sends it to the CE.
@@ -225,7 +225,7 @@ def test_kill_by_filter_needs_yes_without_a_terminal(
     assert state_of(db, Layer.PANDA, over) == "donefailed"
     assert state_of(db, Layer.PANDA, elsewhere) == "running"
     (action,) = report
-    assert action["command"] == "kill" and action["details"]["pandaids"] == [200, 201, 203]
+    assert action["command"] == "kill" and action["details"]["panda_ids"] == [200, 201, 203]
     assert action["details"]["filter"]["queue"] == QUEUE
 
 
@@ -253,7 +253,7 @@ def test_dry_run_lists_and_changes_nothing(db: Database, db_url: URL, config_fil
     assert all(str(400 + i) in out for i in range(3)) and "ce1" in out
     report = json.loads(ok(actctl(db_url, config_file, *args, "--json")))
     assert report["dry_run"] is True and report["moved"] == 0
-    assert [(j["pandaid"], j["result"]) for j in report["jobs"]] == [
+    assert [(j["panda_id"], j["result"]) for j in report["jobs"]] == [
         (400, "would move"),
         (401, "would move"),
         (402, "would move"),
@@ -271,7 +271,7 @@ def test_dry_run_lists_and_changes_nothing(db: Database, db_url: URL, config_fil
         )
     )
     report = json.loads(ok(actctl(db_url, config_file, *older, "--json")))
-    assert [j["pandaid"] for j in report["jobs"]] == [401]
+    assert [j["panda_id"] for j in report["jobs"]] == [401]
 
 
 def test_refusals_and_not_found(db: Database, db_url: URL, config_file: Path) -> None:
@@ -292,7 +292,7 @@ def test_refusals_and_not_found(db: Database, db_url: URL, config_file: Path) ->
     fails(result, exitcodes.NOT_FOUND)
     result = actctl(db_url, config_file, "kill", "501", "999", "--reason", "r", "--json")
     report = json.loads(ok(result))
-    assert {(j["pandaid"], j["result"]) for j in report["jobs"]} == {
+    assert {(j["panda_id"], j["result"]) for j in report["jobs"]} == {
         (501, "moved"),
         (999, "not found"),
     }
@@ -354,7 +354,7 @@ def test_a_job_changed_meanwhile_is_skipped(db: Database) -> None:
     selection = jobchange.Selection(queue=QUEUE)
     with db.read() as conn:
         found = jobchange.select(conn, jobchange.RESUBMIT, selection)
-    assert [r["pandaid"] for r in found.movable] == [701, 702]
+    assert [r["panda_id"] for r in found.movable] == [701, 702]
     db.run(
         lambda c: transition(
             c, Layer.PANDA, [second], "running", "transferring", actor=Actor.APP_STATUS
@@ -365,18 +365,18 @@ def test_a_job_changed_meanwhile_is_skipped(db: Database) -> None:
             c, jobchange.RESUBMIT, found.movable, who="al", reason="r", selection=selection
         )
     )
-    assert [(r["pandaid"], r["result"]) for r in results] == [(701, "moved"), (702, "skipped")]
+    assert [(r["panda_id"], r["result"]) for r in results] == [(701, "moved"), (702, "skipped")]
     assert results[1]["why"] == "changed state meanwhile (now transferring)"
     assert state_of(db, Layer.PANDA, first) == "toresubmit"
     assert state_of(db, Layer.PANDA, second) == "transferring"
-    assert json.loads(actions(db)[0]["details"])["pandaids"] == [701]
+    assert json.loads(actions(db)[0]["details"])["panda_ids"] == [701]
 
 
 # -- retry -----------------------------------------------------------------------------------------
 
 
-def failed_job(db: Database, pandaid: int) -> int:
-    pid = panda_job(db, "failed", pandaid)
+def failed_job(db: Database, panda_id: int) -> int:
+    pid = panda_job(db, "failed", panda_id)
     values = with_report(
         {"pilotErrorCode": 1305, "pilotErrorDiag": "stage-in"},
         {"error_code": 1305, "error_text": "stage-in", "report_failures": 2},
@@ -407,7 +407,7 @@ def test_retry_moves_a_failed_job_to_toresubmit_with_a_fresh_report(
     assert state_of(db, Layer.PANDA, reported) == "donefailed"  # PanDA has its report already
     (action,) = actions(db)
     assert action["target"] == "job:801"  # the only job it could move
-    assert json.loads(action["details"])["pandaids"] == [801]
+    assert json.loads(action["details"])["panda_ids"] == [801]
 
 
 def test_retry_skips_a_job_whose_report_is_being_sent(
@@ -533,7 +533,7 @@ def test_ce_and_storage_commands_are_recorded_and_history_lists_them(
 
     rows = json.loads(ok(actctl(db_url, config_file, "history", "--json")))
     assert [(r["command"], r["target"]) for r in rows] == [
-        ("kill", "jobs:pandaid=1001,1002"),
+        ("kill", "jobs:panda_id=1001,1002"),
         ("storage down", "storage:root://se.example.org:1094"),
         ("ce drain", "ce:ce1"),
         ("ce close", "ce:arc1"),

@@ -35,7 +35,7 @@ def config_file(tmp_path: Path) -> Path:
         tmp_path / "act.yaml",
         {
             "root": str(tmp_path),
-            "panda": {"monitor_url": "https://mon.example.org/jobs/{pandaid}/"},
+            "panda": {"monitor_url": "https://mon.example.org/jobs/{panda_id}/"},
             "weblogs": {"dir": str(tmp_path / "web")},
             "engine": {
                 "ces": {
@@ -153,7 +153,7 @@ def test_job_with_the_default_monitor_url(db: Database, db_url: URL, tmp_path: P
     db.run(_seed)
     plain = write_config(tmp_path / "plain.yaml", {"root": str(tmp_path)})
     links = json.loads(_ok(actctl(db_url, plain, "job", "5001", "--json")))["links"]
-    assert links["panda_monitor"] == DEFAULT_MONITOR_URL.format(pandaid=5001)
+    assert links["panda_monitor"] == DEFAULT_MONITOR_URL.format(panda_id=5001)
     assert links["panda_monitor"] == "https://bigpanda.cern.ch/job?pandaid=5001"
     # The CEs are not configured here: no URL can be derived, the rows are still shown.
     assert all("session_url" not in ce for ce in links["ce_jobs"])
@@ -162,9 +162,9 @@ def test_job_with_the_default_monitor_url(db: Database, db_url: URL, tmp_path: P
 @pytest.mark.parametrize(
     ("url", "problem"),
     [
-        ("https://mon.example.org/job", "must contain {pandaid}"),
-        ("https://mon.example.org/{pandaid}/{task}", "the only field"),
-        ("ftp://mon.example.org/{pandaid}", "should match pattern"),
+        ("https://mon.example.org/job", "must contain {panda_id}"),
+        ("https://mon.example.org/{panda_id}/{task}", "the only field"),
+        ("ftp://mon.example.org/{panda_id}", "should match pattern"),
     ],
 )
 def test_a_bad_monitor_url_is_a_config_error(tmp_path: Path, url: str, problem: str) -> None:
@@ -172,7 +172,7 @@ def test_a_bad_monitor_url_is_a_config_error(tmp_path: Path, url: str, problem: 
     result = CliRunner().invoke(cli, ["--config", str(bad), "job", "1"])
     assert result.exit_code == exitcodes.CONFIG
     assert "panda.monitor_url" in result.stderr and problem in result.stderr
-    assert PandaServerSettings(monitor_url="http://m/{pandaid}").monitor_link(7) == "http://m/7"
+    assert PandaServerSettings(monitor_url="http://m/{panda_id}").monitor_link(7) == "http://m/7"
 
 
 def _ok(result: Result) -> str:

@@ -127,7 +127,7 @@ def test_report_json_is_exact_for_a_seeded_store(
         {"error_code": 1201, "error_text": "stage-in failed", "jobs": 2}
     ]
     oldest = queues["Q1"]["oldest"]
-    assert {state: job["pandaid"] for state, job in oldest.items()} == {
+    assert {state: job["panda_id"] for state, job in oldest.items()} == {
         "running": 101,
         "failed": 103,
         "donefailed": 104,
@@ -150,7 +150,7 @@ def test_report_json_is_exact_for_a_seeded_store(
     ]
     assert found[ARC_B]["top_errors"] == found[ARC_A]["top_errors"]
     assert found[ARC_A]["oldest"]["running"]["ce_job_id"] == "A1"
-    assert found[ARC_A]["oldest"]["running"]["pandaid"] is None  # ce_row() gives no pandaid
+    assert found[ARC_A]["oldest"]["running"]["panda_id"] is None  # ce_row() gives no panda_id
     assert (found[ARC_A]["breaker"], found[ARC_A]["enabled"]) == ("closed", True)
     assert (found[ARC_B]["breaker_forced"], found[ARC_B]["enabled"]) == ("open", False)
     assert found[ARC_B]["reason"] == "CE down"
@@ -233,7 +233,7 @@ def _ok(result: Result) -> str:
 
 @pytest.mark.slow
 def test_report_reads_only_the_window_of_the_history(db: Database) -> None:
-    """Apart from the two GROUP BYs over the (queue|ce_endpoint, state, id) indexes (the same
+    """Apart from the two GROUP BYs over the (queue|ce_name, state, id) indexes (the same
     as `actctl status`), no statement of the report reads a whole table or index."""
     now = utcnow()
     fill_store(db, 20000, now, random.Random(2), quiet=True)  # a week of history, 60k rows
@@ -245,7 +245,7 @@ def test_report_reads_only_the_window_of_the_history(db: Database) -> None:
     assert failed == sum(ce["failed_in_window"] for ce in found["ces"].values()) == 29
     grouped = (
         "GROUP BY panda_jobs.queue, panda_jobs.state",
-        "GROUP BY ce_jobs.ce_endpoint, ce_jobs.state",
+        "GROUP BY ce_jobs.ce_name, ce_jobs.state",
     )
     rest = [(s, p) for s, p in statements if not any(g in " ".join(s.split()) for g in grouped)]
     assert len(rest) == len(statements) - 2

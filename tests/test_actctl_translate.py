@@ -140,7 +140,11 @@ def test_the_dry_run_is_what_the_translator_daemon_makes(db: Database, tmp_path:
     daemon_files = {p.name: p.read_bytes() for p in Path(ce.input_dir).iterdir()}
     assert {p.name: p.read_bytes() for p in out.iterdir()} == daemon_files
     assert found["files"] == {name: len(data) for name, data in daemon_files.items()}
-    assert (found["pandaid"], found["queue"], found["pilot_mode"]) == (5001, "SITE_MCORE", "normal")
+    assert (found["panda_id"], found["queue"], found["pilot_mode"]) == (
+        5001,
+        "SITE_MCORE",
+        "normal",
+    )
 
 
 def test_text_output_names_every_ce_and_file(tmp_path: Path) -> None:
@@ -188,7 +192,7 @@ def test_a_whole_acquire_jobs_reply_is_read(tmp_path: Path) -> None:
     }
     result = invoke(tmp_path, str(spec_file(tmp_path, envelope)), "--queue", "SITE_NG", "--json")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["pandaid"] == 5005
+    assert json.loads(result.output)["panda_id"] == 5005
     two = {**envelope, "data": {"jobs": [make_job_spec(1), make_job_spec(2)]}}
     result = invoke(tmp_path, str(spec_file(tmp_path, two, "two.json")), "--queue", "SITE_NG")
     assert result.exit_code == exitcodes.USAGE
@@ -200,9 +204,9 @@ def test_a_whole_acquire_jobs_reply_is_read(tmp_path: Path) -> None:
     [
         (
             {**make_job_spec(5006), "coreCount": "eight"},
-            "pandaid=5006: coreCount: must be an integer",
+            "panda_id=5006: coreCount: must be an integer",
         ),
-        ({**make_job_spec(5007), "logFile": "../log.tgz"}, "pandaid=5007: logFile:"),
+        ({**make_job_spec(5007), "logFile": "../log.tgz"}, "panda_id=5007: logFile:"),
         ({**make_job_spec(5008), "PandaID": "x"}, "SPEC: PandaID:"),
         ({"jobPars": "no id"}, "SPEC: PandaID: no job in it"),
         ([1, 2], "SPEC: PandaID: no job in it"),

@@ -49,16 +49,16 @@ def context(db: Database, settings: Settings, *, batch: int = 100) -> Context:
 
 
 def pair(
-    db: Database, panda_state: str, ce_state: str, *, pandaid: int, queue: str = "NATIVE"
+    db: Database, panda_state: str, ce_state: str, *, panda_id: int, queue: str = "NATIVE"
 ) -> tuple[int, int]:
     """A PanDA job and its CE job, each walked to its state through allowed transitions."""
-    (pid,) = db.run(lambda c: make_jobs(c, Layer.PANDA, panda_state, first_panda_id=pandaid))
+    (pid,) = db.run(lambda c: make_jobs(c, Layer.PANDA, panda_state, first_panda_id=panda_id))
     (cid,) = db.run(lambda c: make_jobs(c, Layer.CE, ce_state))
     db.run(
         lambda c: c.execute(
             sa.update(ce_jobs)
             .where(ce_jobs.c.id == cid)
-            .values(panda_job_id=pid, pandaid=pandaid, queue=queue, exit_code=3)
+            .values(panda_job_id=pid, panda_id=panda_id, queue=queue, exit_code=3)
         )
     )
     db.run(
@@ -102,7 +102,7 @@ def panda(db: Database, pid: int) -> Any:
 def test_progress(
     db: Database, tmp_path: Path, panda_state: str, ce_state: str, expected: str
 ) -> None:
-    pid, cid = pair(db, panda_state, ce_state, pandaid=1)
+    pid, cid = pair(db, panda_state, ce_state, panda_id=1)
     run_once(context(db, make_settings(tmp_path)))
     job = panda(db, pid)
     assert job.state == expected
@@ -111,7 +111,7 @@ def test_progress(
 
 
 def test_batches_many_jobs_in_few_queries(db: Database, tmp_path: Path) -> None:
-    jobs = [pair(db, "queued", "running", pandaid=100 + i) for i in range(7)]
+    jobs = [pair(db, "queued", "running", panda_id=100 + i) for i in range(7)]
     ctx = context(db, make_settings(tmp_path), batch=3)
     assert run_once(ctx) is True  # a full batch: more work waiting
     moved = [pid for pid, _ in jobs if state(db, Layer.PANDA, pid) == "running"]
@@ -127,7 +127,7 @@ def test_ended_ce_jobs_go_to_the_validator_with_their_files(
 ) -> None:
     """Truepilot jobs and failed CE jobs too: the validator publishes their logs and takes the
     pilot's error report, so their CE job (and its fetched files) stays until it has decided."""
-    pid, cid = pair(db, "running", ce_state, pandaid=2, queue=queue)
+    pid, cid = pair(db, "running", ce_state, panda_id=2, queue=queue)
     run_once(context(db, make_settings(tmp_path)))
     job = panda(db, pid)
     assert job.state == "tovalidate" and job.next_report_at is not None
@@ -142,7 +142,7 @@ def test_ended_ce_jobs_go_to_the_validator_with_their_files(
     ],
 )
 def test_failures(db: Database, tmp_path: Path, ce_state: str, diag: str) -> None:
-    pid, cid = pair(db, "running", ce_state, pandaid=3)
+    pid, cid = pair(db, "running", ce_state, panda_id=3)
     run_once(context(db, make_settings(tmp_path)))
     job = panda(db, pid)
     assert job.state == "failed" and job.error_text.startswith(diag)
@@ -153,7 +153,7 @@ def test_failures(db: Database, tmp_path: Path, ce_state: str, diag: str) -> Non
 
 
 def test_validated_job_gets_its_ce_job_cleaned(db: Database, tmp_path: Path) -> None:
-    pid, cid = pair(db, "running", "done", pandaid=4)
+    pid, cid = pair(db, "running", "done", panda_id=4)
     ctx = context(db, make_settings(tmp_path))
     run_once(ctx)
     assert state(db, Layer.CE, cid) == "done"  # the validator still needs the outputs
@@ -165,7 +165,7 @@ def test_validated_job_gets_its_ce_job_cleaned(db: Database, tmp_path: Path) -> 
 
 
 def test_kill(db: Database, tmp_path: Path) -> None:
-    pid, cid = pair(db, "running", "running", pandaid=5)
+    pid, cid = pair(db, "running", "running", panda_id=5)
     db.run(
         lambda c: transition(c, Layer.PANDA, [pid], "running", "tobekilled", actor=Actor.PROPAGATOR)
     )
@@ -195,7 +195,7 @@ def test_kill_of_a_job_never_submitted(db: Database, tmp_path: Path) -> None:
 def test_old_ce_job_of_a_resubmitted_job_is_cleaned_not_followed(
     db: Database, tmp_path: Path
 ) -> None:
-    pid, old = pair(db, "queued", "done", pandaid=7)
+    pid, old = pair(db, "queued", "done", panda_id=7)
     (new,) = db.run(lambda c: make_jobs(c, Layer.CE, "running"))
     db.run(
         lambda c: c.execute(sa.update(ce_jobs).where(ce_jobs.c.id == new).values(panda_job_id=pid))
@@ -206,7 +206,7 @@ def test_old_ce_job_of_a_resubmitted_job_is_cleaned_not_followed(
 
 
 def test_history_names_app_status(db: Database, tmp_path: Path) -> None:
-    pid, _ = pair(db, "queued", "running", pandaid=8)
+    pid, _ = pair(db, "queued", "running", panda_id=8)
     run_once(context(db, make_settings(tmp_path)))
     with db.read() as conn:
         actors = conn.execute(
@@ -227,13 +227,13 @@ def server() -> Iterator[PandaTestServer]:
 
 
 def es_pair(db: Database, server: PandaTestServer, tmp_path: Path) -> tuple[int, int, list[str]]:
-    (pandaid,) = server.seed(1, queue="NATIVE", event_service=True)
-    client_ranges = server.jobs[pandaid].event_ranges[:3]
+    (panda_id,) = server.seed(1, queue="NATIVE", event_service=True)
+    client_ranges = server.jobs[panda_id].event_ranges[:3]
     ids = [r["eventRangeID"] for r in client_ranges]
-    pid, cid = pair(db, "running", "done", pandaid=pandaid)
+    pid, cid = pair(db, "running", "done", panda_id=panda_id)
     out = tmp_path / "out"
     out.mkdir()
-    dump = {str(pandaid): [{"eventRangeID": i, "eventStatus": "finished"} for i in ids]}
+    dump = {str(panda_id): [{"eventRangeID": i, "eventStatus": "finished"} for i in ids]}
     (out / "event_status.dump.json").write_text(json.dumps(dump))
     text = events.EventState([dict(r) for r in client_ranges]).dump()
     db.run(
@@ -246,20 +246,20 @@ def es_pair(db: Database, server: PandaTestServer, tmp_path: Path) -> tuple[int,
             sa.update(ce_jobs).where(ce_jobs.c.id == cid).values(output_dir=str(out))
         )
     )
-    return pid, pandaid, ids
+    return pid, panda_id, ids
 
 
 def test_event_ranges_reported_once_despite_the_http_500(
     db: Database, server: PandaTestServer, tmp_path: Path
 ) -> None:
     assert server.event_ranges_bug  # panda-server 1.0.4's HTTP 500 after the update
-    pid, pandaid, ids = es_pair(db, server, tmp_path)
+    pid, panda_id, ids = es_pair(db, server, tmp_path)
     # the test double hands ranges out before they can be updated
-    server.jobs[pandaid].event_status.update({i: "running" for i in ids})
+    server.jobs[panda_id].event_status.update({i: "running" for i in ids})
     ctx = context(db, make_settings(tmp_path, server))
     run_once(ctx)
     assert len(server.received("event/update_event_ranges")) == 1
-    assert server.event_status(pandaid) == {i: "finished" for i in ids}
+    assert server.event_status(panda_id) == {i: "finished" for i in ids}
     job = panda(db, pid)
     assert job.state == "tovalidate"
     stored = events.load(job.event_ranges)

@@ -105,7 +105,7 @@ def sh(command: str, **extra: str) -> str:
 
 
 def requested(
-    db: Database, description: str, *, candidates: str = "arc1", attempts: int = 1, pandaid: int
+    db: Database, description: str, *, candidates: str = "arc1", attempts: int = 1, panda_id: int
 ) -> int:
     """A CE job in ``tosubmit``, as the application layer makes it."""
     row = {
@@ -113,7 +113,7 @@ def requested(
         "candidates": candidates,
         "description": description,
         "attempts_left": attempts,
-        "pandaid": pandaid,
+        "panda_id": panda_id,
     }
     [job] = db.run(
         lambda conn: create_jobs(conn, Layer.CE, [row], "tosubmit", actor=Actor.TRANSLATOR)
@@ -222,12 +222,12 @@ def test_submit_finish_fetch_clean(
             "echo hello from the engine > out.txt; mkdir -p logs; echo nested > logs/n.txt",
             outputfiles='("out.txt" "")("logs/" "")',
         ),
-        pandaid=101,
+        panda_id=101,
     )
     submitter.run_once(run.ctx["submitter"])
     row = row_of(db, job)
     assert row["state"] == "submitted", history(db, job)
-    assert row["ce_endpoint"] == "arc1" and row["ce_job_id"] and row["token"]
+    assert row["ce_name"] == "arc1" and row["ce_job_id"] and row["token"]
     ce_job_id = str(row["ce_job_id"])
     assert run.arc.client().status([ce_job_id])[ce_job_id].ok  # the CE has it
 
@@ -265,7 +265,7 @@ def test_a_failing_payload_ends_donefailed_with_the_ces_error(
     db = sqlite_db
     # No resubmit rule: a failure is final.
     run = make_run(db, config(tmp_path, {"arc1": ce_config(arc_ce)}, resubmit=[]))
-    job = requested(db, sh("echo about to fail; echo bad >&2; exit 3"), pandaid=102)
+    job = requested(db, sh("echo about to fail; echo bad >&2; exit 3"), panda_id=102)
     submitter.run_once(run.ctx["submitter"])
     assert row_of(db, job)["state"] == "submitted", history(db, job)
 
@@ -294,7 +294,7 @@ def test_kill_through_canceller_and_poller(
     db = sqlite_db
     run = make_run(db, config(tmp_path, {"arc1": ce_config(arc_ce)}))
     seconds = 3000 + secrets.randbelow(900)  # finds this payload among the CE's processes
-    job = requested(db, sh(f"sleep {seconds}"), pandaid=103)
+    job = requested(db, sh(f"sleep {seconds}"), panda_id=103)
     submitter.run_once(run.ctx["submitter"])
     assert row_of(db, job)["state"] == "submitted", history(db, job)
     # Let it start, so that the kill has a payload to end.
@@ -345,11 +345,11 @@ def test_resubmit_on_a_matching_error(
         ),
         candidates="arc1 arc2",
         attempts=2,
-        pandaid=104,
+        panda_id=104,
     )
     # ... fails every time: after its two attempts it ends failed, its last outputs fetched.
     always = requested(
-        db, sh("echo always; exit 3"), candidates="arc1 arc2", attempts=2, pandaid=105
+        db, sh("echo always; exit 3"), candidates="arc1 arc2", attempts=2, panda_id=105
     )
     try:
         submitter.run_once(run.ctx["submitter"])
@@ -368,8 +368,8 @@ def test_resubmit_on_a_matching_error(
             again = row_of(db, job)
             assert again["state"] == "submitted", history(db, job)
             assert again["ce_job_id"] and again["ce_job_id"] != first[job]["ce_job_id"]
-            assert again["ce_endpoint"] != first[job]["ce_endpoint"]  # the other name
-            assert again["excluded"] == first[job]["ce_endpoint"]
+            assert again["ce_name"] != first[job]["ce_name"]  # the other name
+            assert again["excluded"] == first[job]["ce_name"]
             assert again["submissions"] == 2 and again["attempts_left"] == 1
             assert again["token"] != first[job]["token"]
             old = str(first[job]["ce_job_id"])
@@ -416,13 +416,13 @@ def test_a_ce_that_is_down_opens_its_breaker_and_jobs_go_to_the_live_one(
         # New jobs each cycle: round robin gives some of them to "down" while it is admitted.
         waves.append(
             [
-                requested(db, sh("true"), candidates="down arc1", pandaid=200 + 10 * wave + i)
+                requested(db, sh("true"), candidates="down arc1", panda_id=200 + 10 * wave + i)
                 for i in range(4)
             ]
         )
         submitter.run_once(run.ctx["submitter"])
         with db.read() as conn:
-            row = conn.execute(sa.select(ces).where(ces.c.endpoint == "down")).mappings().one()
+            row = conn.execute(sa.select(ces).where(ces.c.name == "down")).mappings().one()
         assert row["failures"] == min(wave + 1, failures), dict(row)
     submitter.run_once(run.ctx["submitter"])  # the last ones sent back go to arc1 too
 
@@ -434,7 +434,7 @@ def test_a_ce_that_is_down_opens_its_breaker_and_jobs_go_to_the_live_one(
     jobs = [job for wave in waves for job in wave]
     placed = {job: row_of(db, job) for job in jobs}
     assert {r["state"] for r in placed.values()} == {"submitted"}, placed
-    assert {r["ce_endpoint"] for r in placed.values()} == {"arc1"}
+    assert {r["ce_name"] for r in placed.values()} == {"arc1"}
     tried_down = [job for job, r in placed.items() if r["excluded"] == "down"]
     assert len(tried_down) >= failures  # one batch per failure
     # Once the breaker was open, no job was tried at the dead CE.
@@ -452,7 +452,7 @@ def test_an_expiring_delegation_is_renewed_by_the_next_submission(
 ) -> None:
     db = sqlite_db
     run = make_run(db, config(tmp_path, {"arc1": ce_config(arc_ce)}))
-    first = requested(db, sh("true"), pandaid=106)
+    first = requested(db, sh("true"), panda_id=106)
     submitter.run_once(run.ctx["submitter"])
     assert row_of(db, first)["state"] == "submitted"
     with db.read() as conn:
@@ -471,7 +471,7 @@ def test_an_expiring_delegation_is_renewed_by_the_next_submission(
             'openssl x509 -in "$X509_USER_PROXY" -noout -enddate > out.txt',
             outputfiles='("out.txt" "")',
         ),
-        pandaid=107,
+        panda_id=107,
     )
     submitter.run_once(run.ctx["submitter"])
     assert row_of(db, second)["state"] == "submitted", history(db, second)
@@ -539,7 +539,7 @@ def _crash_and_reconcile(
     }
     path = write_config(tmp_path / "act.yaml", document)
     make_run(db, Settings.model_validate({k: v for k, v in document.items() if k != "db"}))
-    made = [requested(db, sh("true"), pandaid=300 + i) for i in range(jobs)]
+    made = [requested(db, sh("true"), panda_id=300 + i) for i in range(jobs)]
 
     def act_daemon(fault: str | None) -> int:
         extra = {"ACT_FAULT": fault} if fault else {}
@@ -623,7 +623,7 @@ def test_a_truepilot_job_translated_to_xrsl_runs_through_the_engine(
     assert '(runtimeenvironment = "ENV/PROXY")' in translated.description
     for name, content in translated.files.items():
         (inputs / name).write_bytes(content)
-    job = requested(db, translated.description, pandaid=case.job.pandaid)
+    job = requested(db, translated.description, panda_id=case.job.panda_id)
     set_columns(db, job, input_dir=str(inputs))
     try:
         submitter.run_once(run.ctx["submitter"])

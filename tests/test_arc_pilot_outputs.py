@@ -21,7 +21,7 @@ from tests.test_arc_real import LOG, make_ce, make_settings, sh, wait_terminal
 
 __all__ = ["arc_ce"]  # the session fixture, imported for pytest
 pytestmark = pytest.mark.arc
-PANDAID = 4242
+PANDA_ID = 4242
 
 
 @pytest.fixture
@@ -40,33 +40,33 @@ def test_the_pilots_reports_come_back_from_a_real_arc_ce(
     arc_backend: ArcBackend, ce: CE, tmp_path: Path
 ) -> None:
     outputs = kept_outputs(
-        PANDAID, f"{PANDAID}.log.tgz", f"{PANDAID}.log", native=True, event_service=False
+        PANDA_ID, f"{PANDA_ID}.log.tgz", f"{PANDA_ID}.log", native=True, event_service=False
     )
     names = [name for name, _ in outputs]
     assert names == [
-        f"{PANDAID}.log",
+        f"{PANDA_ID}.log",
         "heartbeat.json",
-        f"{PANDAID}.log.tgz",
+        f"{PANDA_ID}.log.tgz",
         "output.list",
-        f"PanDA_Pilot-{PANDAID}/jobReport.json",
+        f"PanDA_Pilot-{PANDA_ID}/jobReport.json",
         "jobReport.json",
         "@output.list",
     ]
     relation = " ".join(f"({quote(name)} {quote(target)})" for name, target in outputs)
     # what pilot3 leaves in its launch directory (no output to upload: an empty output.list)
     script = (
-        f"mkdir PanDA_Pilot-{PANDAID} && "
-        f"echo '{{\"exitCode\": 0}}' > PanDA_Pilot-{PANDAID}/jobReport.json && "
+        f"mkdir PanDA_Pilot-{PANDA_ID} && "
+        f"echo '{{\"exitCode\": 0}}' > PanDA_Pilot-{PANDA_ID}/jobReport.json && "
         f'echo \'{{"state": "finished"}}\' > heartbeat.json && '
-        f"echo log > {PANDAID}.log.tgz && : > output.list && "
-        f"echo scratch > PanDA_Pilot-{PANDAID}/payload.stdout"
+        f"echo log > {PANDA_ID}.log.tgz && : > output.list && "
+        f"echo scratch > PanDA_Pilot-{PANDA_ID}/payload.stdout"
     )
     job = SubmitRequest(
         job_id=secrets.randbelow(1 << 30),
         token=secrets.token_hex(8),
-        description=sh(script, outputfiles=relation, stdout=f'"{PANDAID}.log"', join='"yes"'),
+        description=sh(script, outputfiles=relation, stdout=f'"{PANDA_ID}.log"', join='"yes"'),
         input_dir=None,
-        pandaid=PANDAID,
+        panda_id=PANDA_ID,
     )
     [submitted] = arc_backend.submit(ce, [job])
     assert submitted.error is None and submitted.ce_job_id, submitted
@@ -77,13 +77,13 @@ def test_the_pilots_reports_come_back_from_a_real_arc_ce(
     assert fetched.error is None, fetched
     assert sorted(fetched.files) == sorted(
         [
-            f"{PANDAID}.log",  # the pilot's stdout: kept only because outputfiles names it
+            f"{PANDA_ID}.log",  # the pilot's stdout: kept only because outputfiles names it
             "heartbeat.json",
-            f"{PANDAID}.log.tgz",
+            f"{PANDA_ID}.log.tgz",
             "output.list",
-            f"PanDA_Pilot-{PANDAID}/jobReport.json",
+            f"PanDA_Pilot-{PANDA_ID}/jobReport.json",
         ]
     )  # and nothing else of the job directory
-    report = tmp_path / "out" / f"PanDA_Pilot-{PANDAID}" / "jobReport.json"
+    report = tmp_path / "out" / f"PanDA_Pilot-{PANDA_ID}" / "jobReport.json"
     assert report.read_text() == '{"exitCode": 0}\n'
     arc_backend.clean(ce, [job_id])

@@ -85,7 +85,7 @@ def request(description: str, input_dir: Path | None = None) -> SubmitRequest:
         token=secrets.token_hex(8),
         description=description,
         input_dir=input_dir,
-        pandaid=4242,
+        panda_id=4242,
     )
 
 

@@ -28,7 +28,7 @@ def at(offset: float) -> datetime:
 def row(db: Database, ce: str = "ce1") -> dict[str, Any]:
     """The whole ``ces`` row, with the columns the breaker writes but does not read."""
     with db.read() as conn:
-        return dict(conn.execute(sa.select(ces).where(ces.c.endpoint == ce)).mappings().one())
+        return dict(conn.execute(sa.select(ces).where(ces.c.name == ce)).mappings().one())
 
 
 def ce_row(db: Database, ce: str = "ce1") -> CERow:
@@ -60,7 +60,7 @@ def test_sync_inserts_missing_rows_once_and_fixes_the_backend(db: Database) -> N
     changed = {**CONFIG, "ce2": CESettings(backend="condor")}
     db.run(lambda c: breaker.sync_ces(c, changed, now=at(2)))
     with db.read() as conn:
-        rows = conn.execute(sa.select(ces.c.endpoint, ces.c.backend, ces.c.breaker)).all()
+        rows = conn.execute(sa.select(ces.c.name, ces.c.backend, ces.c.breaker)).all()
     assert sorted(tuple(r) for r in rows) == [("ce1", "arc", CLOSED), ("ce2", "condor", CLOSED)]
 
 

@@ -63,7 +63,8 @@ def test_a_fetch_error_leaves_the_job_for_a_later_cycle(
     row = row_of(db, job_id)
     assert row["state"] == "finished" and row["lease_owner"] is None
     assert any(
-        "pandaid=1000 ce=ce1: fetch failed" in r.getMessage() and "read timed out" in r.getMessage()
+        "panda_id=1000 ce=ce1: fetch failed" in r.getMessage()
+        and "read timed out" in r.getMessage()
         for r in caplog.records
     )
     script.fetch({"heartbeat.json": "{}"}, ce_job_id=ce_job_id)

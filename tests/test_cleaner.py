@@ -66,7 +66,7 @@ def test_an_error_is_retried_then_given_up_with_a_warning(
     assert history(db, down)[-1][3] == "gave up: CE unavailable: TLS handshake failed"
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any(
-        w.startswith("pandaid=1000 ce=ce1: job ")
+        w.startswith("panda_id=1000 ce=ce1: job ")
         and f"ce_job_id {ce_job_id}" in w
         and "gave up: session dir busy" in w
         for w in warnings

@@ -42,8 +42,8 @@ def _fake(b: Bench) -> FakeSchedd:
 
 def _requests(pairs: list[tuple[int, str]]) -> list[SubmitRequest]:
     return [
-        SubmitRequest(i, f"tok-{pandaid}-{i}", text, pandaid=pandaid)
-        for i, (pandaid, text) in enumerate(pairs)
+        SubmitRequest(i, f"tok-{panda_id}-{i}", text, panda_id=panda_id)
+        for i, (panda_id, text) in enumerate(pairs)
     ]
 
 
@@ -90,7 +90,9 @@ def test_a_batch_is_one_transaction_and_each_job_keeps_its_description(
 ) -> None:
     fake = _fake(fake_bench)
     # The same environment variable names (see test_only_jobs_with_the_same_environment_...).
-    pairs = [(pandaid, text) for pandaid, text in descriptions(flavour) if "HARVESTER" not in text]
+    pairs = [
+        (panda_id, text) for panda_id, text in descriptions(flavour) if "HARVESTER" not in text
+    ]
     assert len(pairs) > 1
     requests = _requests(pairs)
     results = fake_bench.backend.submit(fake_bench.ce, requests)
@@ -106,7 +108,7 @@ def test_a_batch_is_one_transaction_and_each_job_keeps_its_description(
         assert job.ad["ActCE"] == fake_bench.ce.name
         assert job.ad["JobUniverse"] == 9
         assert job.ad["Iwd"] == str(fake_bench.backend.iwd_base(fake_bench.ce) / request.token)
-        assert job.ad["Out"] == f"/var/www/act/jobs/2026-11-22/ANALY_EXAMPLE/{request.pandaid}.out"
+        assert job.ad["Out"] == f"/var/www/act/jobs/2026-11-22/ANALY_EXAMPLE/{request.panda_id}.out"
         resource = job.ad["GridResource"]
         assert resource.startswith("arc https://" if flavour != "condor" else "condor ce01")
 

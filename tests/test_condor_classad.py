@@ -65,22 +65,22 @@ def job_ads(python: str, batches: list[Batch]) -> list[list[dict[str, Any]]]:
 
 def _prepared(flavour: str, base: Path) -> list[tuple[int, dict[str, str]]]:
     """The back end's keys for each translation; their initialdirs made (HTCondor checks)."""
-    for pandaid, _ in descriptions(flavour):
-        (base / f"tok{pandaid}").mkdir(parents=True, exist_ok=True)
+    for panda_id, _ in descriptions(flavour):
+        (base / f"tok{panda_id}").mkdir(parents=True, exist_ok=True)
     return [
         (
-            pandaid,
+            panda_id,
             prepare(
                 text,
-                token=f"tok{pandaid}",
+                token=f"tok{panda_id}",
                 ce_name="condor1",
-                iwd=str(base / f"tok{pandaid}"),
+                iwd=str(base / f"tok{panda_id}"),
                 default_grid_resource=None,
                 proxy=None,
                 token_file=None,
             ),
         )
-        for pandaid, text in descriptions(flavour)
+        for panda_id, text in descriptions(flavour)
     ]
 
 
@@ -99,7 +99,7 @@ def test_job_ads_of_single_and_batched_submissions(
         assert len(ads) == len(b.indices)
         for index, ad in zip(b.indices, ads, strict=True):
             batched[index] = ad
-    for (pandaid, k), ads, ad in zip(prepared, singles, batched, strict=True):
+    for (panda_id, k), ads, ad in zip(prepared, singles, batched, strict=True):
         [single] = ads
         for job in (single, ad):
             assert job["JobUniverse"] == 9
@@ -107,10 +107,10 @@ def test_job_ads_of_single_and_batched_submissions(
                 assert job["GridResource"] == f"condor {HOST} {HOST}:9619"
             else:
                 assert job["GridResource"] == "arc https://arc.example.org/arex"
-            assert job["ActToken"] == f"tok{pandaid}"
+            assert job["ActToken"] == f"tok{panda_id}"
             assert job["ActCE"] == "condor1"
-            assert job["PandaID"] == pandaid
-            assert job["Iwd"] == str(tmp_path / f"tok{pandaid}")
+            assert job["PandaID"] == panda_id
+            assert job["Iwd"] == str(tmp_path / f"tok{panda_id}")
             assert job["RequestCpus"] == int(k["request_cpus"])
             assert job["RequestMemory"] == int(k["request_memory"])
             if flavour == "condor":  # what an HTCondor-CE's router reads; memory: the whole job
@@ -121,7 +121,7 @@ def test_job_ads_of_single_and_batched_submissions(
                 assert job["ArcResources"] == k["arc_resources"]
                 assert job["BatchQueue"] == k["batch_queue"] == "mcore"
                 assert not {"xcount", "maxMemory", "maxWallTime", "remote_queue"} & set(job)
-            assert job["Out"].endswith(f"/{pandaid}.out") and job["UserLog"].endswith(".log")
+            assert job["Out"].endswith(f"/{panda_id}.out") and job["UserLog"].endswith(".log")
         # The batch's item data gives each proc exactly what its description alone gives.
         for attribute in (
             *("Args", "Arguments", "Environment", "TransferInput", "Out", "Err"),
@@ -162,9 +162,9 @@ def _sized_jobs() -> list[JobInput]:
     ]
     jobs = [c.job for c in cases() if c.job.queue.truepilot]
     for n, (changes, queue) in enumerate(extra):
-        pandaid = 9100 + n
-        spec = {**base.spec, "PandaID": pandaid, **changes}
-        jobs.append(replace(base, pandaid=pandaid, spec=spec, queue=queue))
+        panda_id = 9100 + n
+        spec = {**base.spec, "PandaID": panda_id, **changes}
+        jobs.append(replace(base, panda_id=panda_id, spec=spec, queue=queue))
     return jobs
 
 
@@ -177,15 +177,15 @@ def test_condor_g_gives_an_arc_ce_the_size_direct_xrsl_gives(python24: str, tmp_
     jobs = _sized_jobs()
     xrsl, adl, expected = [], [], []
     for job in jobs:
-        inputs = tmp_path / "inputs" / str(job.pandaid)
+        inputs = tmp_path / "inputs" / str(job.panda_id)
         direct_xrsl = to_xrsl(job, ARC_VIA_CONDOR, input_dir=inputs)
         via_condor = to_condor(job, ARC_VIA_CONDOR, input_dir=inputs, web_dir=tmp_path / "web")
-        (tmp_path / f"tok{job.pandaid}").mkdir()
+        (tmp_path / f"tok{job.panda_id}").mkdir()
         keys = prepare(
             via_condor.description,
-            token=f"tok{job.pandaid}",
+            token=f"tok{job.panda_id}",
             ce_name="condor1",
-            iwd=str(tmp_path / f"tok{job.pandaid}"),
+            iwd=str(tmp_path / f"tok{job.panda_id}"),
             default_grid_resource=None,
             proxy=None,
             token_file=None,
@@ -198,7 +198,7 @@ def test_condor_g_gives_an_arc_ce_the_size_direct_xrsl_gives(python24: str, tmp_
     for job, translation, direct, via in zip(
         jobs, expected, parsed[: len(jobs)], parsed[len(jobs) :], strict=True
     ):
-        assert "error" not in direct and "error" not in via, (job.pandaid, direct, via)
+        assert "error" not in direct and "error" not in via, (job.panda_id, direct, via)
         cores = translation.cores
         seconds = translation.walltime_minutes * 60
         # What the CE is asked for, read back by ARC from both descriptions.
@@ -264,7 +264,7 @@ def test_the_real_arc_ce_sizes_both_descriptions_alike(
     assert os.access(control, os.R_OK), f"cannot read A-REX's control directory {control}"
     base = next(c.job for c in cases() if c.name == "analysis_truepilot")
     spec = {**base.spec, "PandaID": 9200, "coreCount": 8, "minRamCount": 20000}
-    job = replace(base, pandaid=9200, spec=spec)
+    job = replace(base, panda_id=9200, spec=spec)
     ce = replace(ARC_VIA_CONDOR, endpoint=arc_ce.url, ce_queue="fork")  # the test CE's queue
     direct = to_xrsl(job, ce, input_dir=tmp_path / "inputs")
     via = to_condor(job, ce, input_dir=tmp_path / "inputs", web_dir=tmp_path / "web")

@@ -57,13 +57,13 @@ class Run:
         self.web = tmp_path / "web"
         self.ctx: dict[str, Context] = {name: context(db, settings, name) for name in DAEMONS}
 
-    def request(self, pandaid: int, candidates: str = "condor1", attempts: int = 3) -> int:
+    def request(self, panda_id: int, candidates: str = "condor1", attempts: int = 3) -> int:
         row = {
             "backend": "condor",
             "candidates": candidates,
-            "description": sh(pandaid, self.web),
+            "description": sh(panda_id, self.web),
             "attempts_left": attempts,
-            "pandaid": pandaid,
+            "panda_id": panda_id,
         }
         [job] = self.db.run(
             lambda conn: create_jobs(conn, Layer.CE, [row], "tosubmit", actor=Actor.TRANSLATOR)
@@ -182,8 +182,8 @@ def test_a_held_job_is_removed_and_resubmitted_by_a_resubmit_rule(
     assert run.state(job) == "toresubmit"
     submitter.run_once(run.ctx["submitter"])  # removes the held job, then submits again
     again = row_of(db, job)
-    assert again["state"] == "submitted" and again["ce_endpoint"] != first["ce_endpoint"]
-    assert again["ce_job_id"] != first["ce_job_id"] and again["excluded"] == first["ce_endpoint"]
+    assert again["state"] == "submitted" and again["ce_name"] != first["ce_name"]
+    assert again["ce_job_id"] != first["ce_job_id"] and again["excluded"] == first["ce_name"]
     assert fake.job(str(first["ce_job_id"])).ad["JobStatus"] == 3  # removed from the queue
     assert again["attempts_left"] == first["attempts_left"] - 1
     run.close()
@@ -234,7 +234,7 @@ def test_an_unreachable_schedd_opens_the_breaker_and_loses_no_job(
     jobs = [job for wave in waves for job in wave]
     placed = [row_of(db, job) for job in jobs]
     assert {r["state"] for r in placed} == {"submitted"}
-    assert {r["ce_endpoint"] for r in placed} == {"condor1"}
+    assert {r["ce_name"] for r in placed} == {"condor1"}
     assert len(live.jobs) == len(jobs) and not dead.jobs
     assert [c for c, _ in dead.calls].count("submit") == failures  # none once it was open
 

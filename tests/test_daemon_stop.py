@@ -113,7 +113,7 @@ def test_the_validator_stops_between_jobs_and_hands_the_rest_back(
     calls: list[int] = []
 
     def stop_during(ctx_: Any, job: Any, opts: Any) -> Any:
-        calls.append(job.pandaid)
+        calls.append(job.panda_id)
         ctx.stop.set()
         return original(ctx_, job, opts)
 
@@ -134,15 +134,15 @@ def test_the_validator_stops_between_jobs_and_hands_the_rest_back(
 
 def _due_jobs(db: Database, server: PandaTestServer, count: int) -> tuple[list[int], list[int]]:
     """``count`` running PanDA jobs (known to ``server``) whose report is due: ids, PandaIDs."""
-    pandaids = server.seed(count)
-    ids = db.run(lambda c: make_jobs(c, Layer.PANDA, "running", count, first_panda_id=pandaids[0]))
+    panda_ids = server.seed(count)
+    ids = db.run(lambda c: make_jobs(c, Layer.PANDA, "running", count, first_panda_id=panda_ids[0]))
     due = utcnow() - timedelta(seconds=1)
     db.run(
         lambda c: c.execute(
             sa.update(panda_jobs).where(panda_jobs.c.id.in_(ids)), {"next_report_at": due}
         )
     )
-    return ids, pandaids
+    return ids, panda_ids
 
 
 def _leases(db: Database, ids: list[int]) -> list[str | None]:
@@ -160,7 +160,7 @@ def test_the_propagator_stops_between_batches_and_hands_the_rest_back(
     that call's answers and starts no other (one the pool had already begun may finish). The
     jobs left stay due, unclaimed, and the next cycle reports them."""
     with PandaTestServer() as server:
-        ids, pandaids = _due_jobs(db, server, 5)
+        ids, panda_ids = _due_jobs(db, server, 5)
         settings = Settings().model_copy(update={"panda": settings_for(server)})
         options = PropagatorOptions(batch_size=5, in_flight=1, outage_backoff=0.0)
         ctx: AtlasContext = daemon_context(db, settings, "propagator", options=options)
@@ -184,16 +184,16 @@ def test_the_propagator_stops_between_batches_and_hands_the_rest_back(
 
             monkeypatch.setattr(client, "update_jobs_bulk", stop_while_sending)
         assert propagator.run_once(ctx) is False
-        reported = [pandaid for pandaid in pandaids if server.states(pandaid)]
+        reported = [panda_id for panda_id in panda_ids if server.states(panda_id)]
         if when == "building the reports":
             assert reported == []
         else:
-            assert reported in (pandaids[:1], pandaids[:2])
+            assert reported in (panda_ids[:1], panda_ids[:2])
         assert _leases(db, ids) == [None] * 5
         monkeypatch.undo()
         ctx.stop.clear()
         propagator.run_once(ctx)
-        assert all(server.states(pandaid) for pandaid in pandaids)
+        assert all(server.states(panda_id) for panda_id in panda_ids)
 
 
 def test_a_panda_retry_wait_ends_when_the_daemon_is_asked_to_stop() -> None:

@@ -58,12 +58,12 @@ def _upload(work: Path) -> dict[str, Any]:
         uploader.close()
 
 
-def _job_dir(tmp_path: Path, pandaid: int) -> Path:
-    work = tmp_path / f"job{pandaid}"
+def _job_dir(tmp_path: Path, panda_id: int) -> Path:
+    work = tmp_path / f"job{panda_id}"
     work.mkdir()
     # the job file as act ships it (tests/test_jobfile.py: as pilot3 reads it)
-    spec = make_job_spec(pandaid, n_outputs=2)
-    (work / pilot.JOB_SPEC).write_text(form_text(pandaid, spec))
+    spec = make_job_spec(panda_id, n_outputs=2)
+    (work / pilot.JOB_SPEC).write_text(form_text(panda_id, spec))
     return work
 
 
@@ -127,7 +127,7 @@ def test_a_pilot_told_to_fail_reports_1305_and_stores_only_its_log(tmp_path: Pat
     assert [p.name for p in storage.rglob("*") if p.is_file()] == [make_job_spec(4)["logFile"]]
 
 
-def test_failures_are_an_exact_share_of_consecutive_pandaids() -> None:
+def test_failures_are_an_exact_share_of_consecutive_panda_ids() -> None:
     assert [n for n in range(1, 21) if pilot.fails(n, 0.25)] == [4, 8, 12, 16, 20]
     assert not any(pilot.fails(n, 0.0) for n in range(1, 100))
     assert all(pilot.fails(n, 1.0) for n in range(1, 100))
@@ -265,14 +265,14 @@ def test_the_demo_runs_20_jobs_end_to_end(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     record = _record(directory)
     assert record["ok"] is True and len(record["jobs"]) == 20
-    for pandaid, job in record["jobs"].items():
+    for panda_id, job in record["jobs"].items():
         # the test server accepted exactly one final report, finished, for every job
-        assert job["panda_final_state"] == "finished", (pandaid, job)
-        assert job["panda_final_reports"] == 1, (pandaid, job)
-        assert job["act_state"] == "done", (pandaid, job)
+        assert job["panda_final_state"] == "finished", (panda_id, job)
+        assert job["panda_final_reports"] == 1, (panda_id, job)
+        assert job["act_state"] == "done", (panda_id, job)
     rows = _reports(directory)
     assert sorted(rows) == sorted(int(p) for p in record["jobs"])
-    for pandaid, row in rows.items():
+    for panda_id, row in rows.items():
         outputs = json.loads(json.loads(row.report)["xml"])
         assert len(outputs) == 2  # the HITS file and the log tarball
         for lfn, entry in outputs.items():
@@ -282,7 +282,7 @@ def test_the_demo_runs_20_jobs_end_to_end(tmp_path: Path) -> None:
             assert _adler32(path) == entry["adler32"]
         web = _local(row.log_url)  # the web area holds the pilot's stdout where the URL points
         assert web.is_relative_to(directory / "weblogs")
-        assert f"PanDA job {pandaid}" in web.read_text()
+        assert f"PanDA job {panda_id}" in web.read_text()
     assert len(list((directory / "weblogs").rglob("*.out"))) == 20
     out = result.stdout
     assert f"web area (pilot logs, as the PanDA monitor links them): {directory}/weblogs" in out
@@ -305,8 +305,8 @@ def test_the_demo_with_failures_reports_them_failed_with_the_pilots_code(tmp_pat
     jobs = _record(directory)["jobs"]
     failed = {int(p) for p, job in jobs.items() if job["act_state"] == "donefailed"}
     assert failed == {4, 8}
-    for pandaid in failed:
-        job = jobs[str(pandaid)]
+    for panda_id in failed:
+        job = jobs[str(panda_id)]
         assert job["panda_final_state"] == "failed" and job["panda_final_reports"] == 1
         assert job["panda_pilot_error_code"] == 1305 and job["error_code"] == 1305
     assert all(jobs[str(p)]["panda_final_state"] == "finished" for p in (1, 2, 3, 5, 6, 7))

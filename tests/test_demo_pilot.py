@@ -200,8 +200,8 @@ def test_harvester_mode_reaches_the_demo_pilot_through_main(
     arguments = [*plan(job).arguments, "--storage-dir", str(tmp_path / "s"), "--sleep", "0"]
     assert pilot.main(arguments) == 0
     heartbeat = json.loads((work / pilot.HEARTBEAT).read_text())
-    assert heartbeat["jobId"] == str(job.pandaid) and heartbeat["siteName"] == job.queue.name
+    assert heartbeat["jobId"] == str(job.panda_id) and heartbeat["siteName"] == job.queue.name
     monkeypatch.delenv("HARVESTER_ID")
-    shutil.rmtree(work / f"PanDA_Pilot-{job.pandaid}")
+    shutil.rmtree(work / f"PanDA_Pilot-{job.panda_id}")
     with pytest.raises(KeyError):  # the JSON file read as a form: no PandaID, as in pilot3
         pilot.main(arguments)

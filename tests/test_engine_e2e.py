@@ -54,14 +54,14 @@ def config(tmp_path: Path) -> Settings:
 
 
 def requested(
-    db: Database, description: dict[str, Any], pandaid: int, attempts_left: int = 1
+    db: Database, description: dict[str, Any], panda_id: int, attempts_left: int = 1
 ) -> int:
     row = {
         "backend": "local",
         "candidates": "local1",
         "description": json.dumps(description),
         "attempts_left": attempts_left,
-        "pandaid": pandaid,
+        "panda_id": panda_id,
     }
     [job] = db.run(
         lambda conn: create_jobs(conn, Layer.CE, [row], "tosubmit", actor=Actor.TRANSLATOR)

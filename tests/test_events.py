@@ -35,4 +35,4 @@ def test_a_dump_that_cannot_be_read_is_logged_with_the_job_and_ce(
     with caplog.at_level(logging.WARNING, logger=LOG.name):
         assert processed(tmp_path, 7, log=LOG, ce="ce1") == []
     (message,) = caplog.messages
-    assert message.startswith("pandaid=7 ce=ce1: cannot read ") and EVENT_STATUS_FILE in message
+    assert message.startswith("panda_id=7 ce=ce1: cannot read ") and EVENT_STATUS_FILE in message

@@ -65,14 +65,14 @@ def heartbeat(queue: str, start: datetime, end: datetime, meta: str) -> dict[str
     }  # fmt: skip
 
 
-def stored(server: PandaServer, pandaid: int) -> dict[str, Any]:
+def stored(server: PandaServer, panda_id: int) -> dict[str, Any]:
     with server.connect() as conn:
         row = conn.execute(
-            f"SELECT {', '.join(COLUMNS)} FROM jobsactive4 WHERE pandaid = %s", (pandaid,)
+            f"SELECT {', '.join(COLUMNS)} FROM jobsactive4 WHERE pandaid = %s", (panda_id,)
         ).fetchone()
-        meta = conn.execute("SELECT metadata FROM metatable WHERE pandaid = %s", (pandaid,))
-        stdout = conn.execute("SELECT stdout FROM jobsdebug WHERE pandaid = %s", (pandaid,))
-        assert row is not None, f"pandaid={pandaid} not in jobsactive4"
+        meta = conn.execute("SELECT metadata FROM metatable WHERE pandaid = %s", (panda_id,))
+        stdout = conn.execute("SELECT stdout FROM jobsdebug WHERE pandaid = %s", (panda_id,))
+        assert row is not None, f"panda_id={panda_id} not in jobsactive4"
         values = dict(zip(COLUMNS, row, strict=True))
         values["metadata"] = (meta.fetchone() or [None])[0]
         values["stdout"] = (stdout.fetchone() or [None])[0]
@@ -82,12 +82,12 @@ def stored(server: PandaServer, pandaid: int) -> dict[str, Any]:
 def test_every_field_of_a_final_update_arrives_as_sent(
     client: PandaClient, panda_server: PandaServer, panda_queue: str
 ) -> None:
-    (pandaid,) = panda_server.add_jobs(panda_queue, core_count=8)
+    (panda_id,) = panda_server.add_jobs(panda_queue, core_count=8)
     jobs = client.acquire_jobs(
         queue=panda_queue, prod_source_label="managed", n_jobs=1, node=NODE,
         computing_element="ce-of-acquire.act.test",
     )  # fmt: skip
-    assert [job.pandaid for job in jobs] == [pandaid]
+    assert [job.panda_id for job in jobs] == [panda_id]
     end = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=5)
     start = end - timedelta(hours=1)
     meta = json.dumps({"exitCode": 0, "exitMsg": "OK", "pad": ["payload report"] * 15_000})
@@ -99,11 +99,11 @@ def test_every_field_of_a_final_update_arrives_as_sent(
     )  # fmt: skip
     built = final_report.build(pilot, fixes)
     assert built.notes == () and built.dropped == ()
-    fields = {**built.fields, "xml": panda_server.output_report(pandaid)}
-    [result] = client.update_jobs_bulk([JobUpdate(pandaid, "finished", 1, fields)])
+    fields = {**built.fields, "xml": panda_server.output_report(panda_id)}
+    [result] = client.update_jobs_bulk([JobUpdate(panda_id, "finished", 1, fields)])
     assert (result.ok, result.command, result.error) == (True, None, None)
 
-    got = stored(panda_server, pandaid)
+    got = stored(panda_server, panda_id)
     assert got["jobstatus"] == "holding"  # a final update; PanDA's Adder finishes it
     # the pilot's epoch floats, as PanDA's UTC time (PanDA stores naive UTC)
     assert got["starttime"] == start.replace(tzinfo=None)
@@ -139,7 +139,7 @@ def test_every_field_of_a_final_update_arrives_as_sent(
 def test_a_meta_data_act_does_not_send_is_named_in_pandas_job_metrics(
     client: PandaClient, panda_server: PandaServer, panda_queue: str
 ) -> None:
-    (pandaid,) = panda_server.add_jobs(panda_queue)
+    (panda_id,) = panda_server.add_jobs(panda_queue)
     client.acquire_jobs(queue=panda_queue, prod_source_label="managed", n_jobs=1, node=NODE)
     end = datetime.now(timezone.utc).replace(microsecond=0)
     meta = json.dumps({"exitCode": 0, "pad": "x" * 5000})
@@ -149,9 +149,9 @@ def test_a_meta_data_act_does_not_send_is_named_in_pandas_job_metrics(
         max_meta_data=1000,
     )
     assert "metaData not sent" in built.notes[0]
-    fields = {**built.fields, "xml": panda_server.output_report(pandaid)}
-    [result] = client.update_jobs_bulk([JobUpdate(pandaid, "finished", 1, fields)])
+    fields = {**built.fields, "xml": panda_server.output_report(panda_id)}
+    [result] = client.update_jobs_bulk([JobUpdate(panda_id, "finished", 1, fields)])
     assert result.ok
-    got = stored(panda_server, pandaid)
+    got = stored(panda_server, panda_id)
     assert got["jobmetrics"] == f"actMetaDataDropped={len(json.dumps(meta))} nEvents=10 coreCount=8"
     assert got["metadata"] is None  # none rather than a cut one

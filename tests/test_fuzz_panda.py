@@ -83,7 +83,7 @@ def _client(api: str) -> tuple[PandaClient, _FixedSession]:
     return client, session
 
 
-_UPDATES = [JobUpdate(pandaid=7001, state="running"), JobUpdate(pandaid=7002, state="running")]
+_UPDATES = [JobUpdate(panda_id=7001, state="running"), JobUpdate(panda_id=7002, state="running")]
 
 # call name -> (the names the error may carry, the call, the PandaID it concerns or None)
 CALLS: dict[str, tuple[tuple[str, ...], Callable[[PandaClient], Any], int | None]] = {
@@ -182,14 +182,14 @@ def replies() -> st.SearchStrategy[str]:
 def _check_client(api: str, call: str, text: str) -> None:
     client, session = _client(api)
     session.text = text
-    names, function, pandaid = CALLS[call]
+    names, function, panda_id = CALLS[call]
     try:
         function(client)
     except PandaError as error:
         assert any(name in error.call for name in names), error
         assert error.call in str(error)
-        if pandaid is not None:
-            assert f"pandaid={pandaid}" in str(error), error
+        if panda_id is not None:
+            assert f"panda_id={panda_id}" in str(error), error
 
 
 @pytest.mark.parametrize("api", ["new", "legacy"])
@@ -342,13 +342,13 @@ def test_a_spec_that_is_not_json_fails_naming_the_spec(db: Database, tmp_path: P
     """A stored spec damaged after it was fetched (verbatim text, not parsed by the fetcher)."""
     with PandaTestServer() as server:
         settings = _settings(tmp_path, server)
-    pandaid = next(_ids)
-    text = json.dumps(make_job_spec(pandaid))[:-40]
-    rows = [{"panda_id": pandaid, "queue": QUEUE, "spec": text, "spec_format": "json"}]
+    panda_id = next(_ids)
+    text = json.dumps(make_job_spec(panda_id))[:-40]
+    rows = [{"panda_id": panda_id, "queue": QUEUE, "spec": text, "spec_format": "json"}]
     db.run(lambda c: create_jobs(c, Layer.PANDA, rows, "received", actor=Actor.PANDA_FETCHER))
-    _check_translate(db, settings, {pandaid})
+    _check_translate(db, settings, {panda_id})
     with db.read() as conn:
-        row = conn.execute(sa.select(panda_jobs).where(panda_jobs.c.panda_id == pandaid)).one()
+        row = conn.execute(sa.select(panda_jobs).where(panda_jobs.c.panda_id == panda_id)).one()
     assert row.state == "failed" and row.error_text.startswith("spec:")
 
 
@@ -358,14 +358,14 @@ def test_a_label_with_a_nul_does_not_stop_the_fetcher(
     """Finding of the fuzzing: a prodSourceLabel holding NUL made PostgreSQL refuse the insert,
     so run_once raised on every cycle (the spool file is ingested first). The queue's label is
     used instead."""
-    pandaid = next(_ids)
-    spec = {**make_job_spec(pandaid), "prodSourceLabel": "man\u0000aged"}
+    panda_id = next(_ids)
+    spec = {**make_job_spec(panda_id), "prodSourceLabel": "man\u0000aged"}
     reply = {"success": True, "message": "", "data": {"StatusCode": 0, "jobs": [spec]}}
     server.inject("http", status=200, body=dumps(reply), method="pilot/acquire_jobs")
     fetch_once(daemon_context(db, _settings(tmp_path, server), "panda_fetcher",
                               options=FetcherOptions()))  # fmt: skip
     with db.read() as conn:
-        row = conn.execute(sa.select(panda_jobs).where(panda_jobs.c.panda_id == pandaid)).one()
+        row = conn.execute(sa.select(panda_jobs).where(panda_jobs.c.panda_id == panda_id)).one()
     assert (
         row.prod_source_label == "managed" and "\u0000" in json.loads(row.spec)["prodSourceLabel"]
     )

@@ -58,10 +58,10 @@ def _metadata_xml(entries: dict[str, dict[str, Any]]) -> str:
 
 def _prepare(db: Database, root: Path, target: str, data: st.DataObject) -> Job:
     """A job whose pilot files are valid except ``target``, which is fuzzed."""
-    pandaid = next(_ids)
+    panda_id = next(_ids)
     failed = target in ("jobReport.json", "log tarball")
-    job = Job(db, root, pandaid, ce="donefailed" if failed else "done")
-    outputs = {"out.root": store(root / "se" / str(pandaid), "out.root", b"payload")}
+    job = Job(db, root, panda_id, ce="donefailed" if failed else "done")
+    outputs = {"out.root": store(root / "se" / str(panda_id), "out.root", b"payload")}
     if failed:
         job.heartbeat(None, state="failed", pilotErrorCode=1305, pilotErrorDiag="payload crashed")
     elif target == "metadata.xml":
@@ -98,8 +98,8 @@ def _prepare(db: Database, root: Path, target: str, data: st.DataObject) -> Job:
         (job.output_dir / "output.list").write_bytes(mutate_bytes(lines.encode(), data.draw))
     else:
         log = b"pilot starting\nERROR: payload segfaulted\n"
-        blob = _tgz({f"tarball_PandaJob_{pandaid}/pilotlog.txt": log})
-        (job.output_dir / f"{pandaid}.log.tgz").write_bytes(mutate_bytes(blob, data.draw))
+        blob = _tgz({f"tarball_PandaJob_{panda_id}/pilotlog.txt": log})
+        (job.output_dir / f"{panda_id}.log.tgz").write_bytes(mutate_bytes(blob, data.draw))
     return job
 
 
@@ -112,9 +112,9 @@ def _check(db: Database, root: Path, target: str, data: st.DataObject, caplog: A
     row = job.row()
     messages = [r.getMessage() for r in caplog.records if r.name.startswith("act.validator")]
     assert not [m for m in messages if "unexpectedly" in m], messages
-    assert row.state != UNDECIDED, (job.pandaid, row.state, messages)
+    assert row.state != UNDECIDED, (job.panda_id, row.state, messages)
     for message in messages:
-        assert f"pandaid={job.pandaid}" in message, message
+        assert f"panda_id={job.panda_id}" in message, message
     if row.error_code == 1187:
         diag = job.report()["pilotErrorDiag"]
         names = ("heartbeat.json", "metadata.xml", "output report", "output.list")

@@ -56,7 +56,7 @@ def test_claims_transitions_leases_and_liveness_use_indexes(db: Database) -> Non
                 owner="o",
                 lease=60,
                 limit=10,
-                where=[ce_jobs.c.ce_endpoint == "https://ce.example.org/arex"],
+                where=[ce_jobs.c.ce_name == "https://ce.example.org/arex"],
             )
         )
         db.run(

@@ -71,7 +71,7 @@ def expected_raw(job: JobInput, harvester: bool) -> dict[str, Any]:
     ``str()`` of the server's Python value; a form spec's own fields), or in Harvester mode the
     job as PanDA gave it plus ``jobid``."""
     if harvester:
-        return {"jobid": str(job.pandaid), **job.spec}
+        return {"jobid": str(job.panda_id), **job.spec}
     if job.spec_format == "form":
         return dict(parse_qsl(job.spec_text, keep_blank_values=True))
     # The JSON cases are Python dicts: str() of their values is what the legacy server wrote.
@@ -173,7 +173,7 @@ def test_pilot3_reads_every_field_of_every_job_file(
         # pilot3's ATLAS user re-quotes an analysis job's parameters: the same words
         assert shlex.split(found["jobparams"]) == shlex.split(wanted.pop("jobparams")), name
         assert {key: found[key] for key in wanted} == wanted, name
-        assert found["jobid"] == str(case.job.pandaid)
+        assert found["jobid"] == str(case.job.panda_id)
         if "init_error" in found:
             continue
         files_read = {kind: found[kind] for kind in ("in", "out", "log")}
@@ -217,11 +217,11 @@ def test_no_job_file_is_json_outside_harvester_mode() -> None:
         data = shipped(case)["arc"]
         assert data.isascii(), case.name
         if plan(case.job).harvester:
-            assert json.loads(data) == {str(case.job.pandaid): dict(case.job.spec)}
+            assert json.loads(data) == {str(case.job.panda_id): dict(case.job.spec)}
         else:
             assert not data.lstrip().startswith(b"{"), case.name
             assert dict(parse_qsl(data.decode(), keep_blank_values=True))["PandaID"] == str(
-                case.job.pandaid
+                case.job.panda_id
             )
 
 
@@ -300,10 +300,10 @@ def test_key_order_and_every_key_survive_the_form() -> None:
     ]  # fmt: skip
 
 
-def test_a_value_that_cannot_be_encoded_names_the_pandaid_and_field() -> None:
+def test_a_value_that_cannot_be_encoded_names_the_panda_id_and_field() -> None:
     with pytest.raises(TranslationError) as error:
         job_file(9, {"PandaID": 9, "jobPars": "bad \udc80"}, "", "json", harvester=False)
-    assert (error.value.pandaid, error.value.field) == (9, "jobPars")
+    assert (error.value.panda_id, error.value.field) == (9, "jobPars")
     with pytest.raises(TranslationError) as error:
         job_file(9, {"PandaID": "9"}, "PandaID=9&x=\udc80", "form", harvester=False)
     assert error.value.field == "spec_text"
@@ -396,25 +396,25 @@ def test_a_job_from_the_real_panda_server_reaches_pilot3_whole(
     """The real server's /api/v1 job, fetched and translated by act's daemons, read by pilot3:
     every field the server sent, and the files as the server's own tables hold them."""
     parameters = "-c 'echo \"é 測試\" a&b=c%20d+e' --x=\"{'k': [1]}\""
-    (pandaid,) = panda_server.add_jobs(
+    (panda_id,) = panda_server.add_jobs(
         panda_queue, parameters=parameters, inputs=3, core_count=8, ram_mb=16000, walltime_s=7200
     )
     bridge = bridge_for(bridge_config(tmp_path, panda_server, panda_queue))
     bridge.run("panda_fetcher", "translator")
-    job = bridge.job(pandaid)
+    job = bridge.job(panda_id)
     assert (job.state, job.spec_format) == ("queued", "json")
-    shipped = tmp_path / "root" / "jobs" / str(pandaid) / "input" / JOB_SPEC_FILE
+    shipped = tmp_path / "root" / "jobs" / str(panda_id) / "input" / JOB_SPEC_FILE
     (found,) = read_job_files(pilot3, [(shipped.read_bytes(), False)])
     assert found["raw"] == as_read_by_the_pilot(job.spec)
     assert found["raw"]["ioIntensity"] == "None"  # JSON null, as the legacy reply wrote it
-    assert (found["jobid"], found["taskid"], found["attemptnr"]) == (str(pandaid), "4242", 1)
+    assert (found["jobid"], found["taskid"], found["attemptnr"]) == (str(panda_id), "4242", 1)
     assert (found["corecount"], found["maxwalltime"], found["transformation"]) == (
         8,
         7200,
         "/bin/bash",
     )
     assert shlex.split(found["jobparams"]) == shlex.split(parameters)  # pilot3 re-quotes
-    files = panda_server.files(pandaid)
+    files = panda_server.files(panda_id)
     inputs = sorted((f for f in files if f["type"] == "input"), key=lambda f: f["lfn"])
     assert [
         (f["lfn"], f["scope"], f["guid"], f["filesize"], f["checksum"]) for f in found["in"]

@@ -83,8 +83,10 @@ class Killer:
                         job = jf.read_json(jobdir / jf.JOB)
                         if job is None:  # being written: read again next time
                             continue
-                        pandaid = job.get("pandaid")
-                        self.seen_dirs[jobdir.name] = pandaid if isinstance(pandaid, int) else None
+                        panda_id = job.get("panda_id")
+                        self.seen_dirs[jobdir.name] = (
+                            panda_id if isinstance(panda_id, int) else None
+                        )
 
     def kill_one(self) -> None:
         live = [pid for pid in self.children() if _name_of(pid)]
@@ -180,7 +182,7 @@ class Result:
     reported_after_final: list[int]
     never_reported: list[int]
     submitted_twice: dict[str, int]  # token prefix -> job directories (CE submissions)
-    pandaid_submitted_twice: dict[int, int]  # PanDA job -> job directories, all its tokens
+    panda_id_submitted_twice: dict[int, int]  # PanDA job -> job directories, all its tokens
     pilot_runs: Counter[int]
     sent_again: list[int]  # handed out more than once by PanDA (a reply lost in a kill)
     submissions_column: Counter[int]  # the ce_jobs.submissions values (submission intents)
@@ -206,8 +208,8 @@ class Result:
                 f"  CE jobs submitted more than once (job dirs per token): "
                 f"{len(self.submitted_twice)} {dict(list(self.submitted_twice.items())[:20])}",
                 f"  PanDA jobs with more than one CE submission (job dirs): "
-                f"{len(self.pandaid_submitted_twice)} "
-                f"{dict(list(self.pandaid_submitted_twice.items())[:20])}",
+                f"{len(self.panda_id_submitted_twice)} "
+                f"{dict(list(self.panda_id_submitted_twice.items())[:20])}",
                 f"  PanDA jobs whose pilot ran more than once: {len(runs_over_1)} "
                 f"{runs_over_1[:20]}",
                 f"  PanDA jobs whose pilot never ran: {len(never_ran)} {never_ran[:20]}",
@@ -302,28 +304,28 @@ def _result(
         ce_rows = list(
             conn.execute(
                 sa.select(
-                    ce_jobs.c.pandaid, ce_jobs.c.token, ce_jobs.c.state, ce_jobs.c.submissions
+                    ce_jobs.c.panda_id, ce_jobs.c.token, ce_jobs.c.state, ce_jobs.c.submissions
                 )
             )
         )
-    prefix_to_pandaid = {token_prefix(r.token): r.pandaid for r in ce_rows if r.token}
+    prefix_to_panda_id = {token_prefix(r.token): r.panda_id for r in ce_rows if r.token}
     started = ledger.read_text().split() if ledger.exists() else []
-    dirs: dict[str, int | None] = {name: prefix_to_pandaid.get(_prefix(name)) for name in started}
+    dirs: dict[str, int | None] = {name: prefix_to_panda_id.get(_prefix(name)) for name in started}
     dirs.update({name: p for name, p in killer.seen_dirs.items() if p is not None})
     per_token = Counter(_prefix(name) for name in dirs)
-    per_pandaid = Counter(p if p is not None else -1 for p in dirs.values())
+    per_panda_id = Counter(p if p is not None else -1 for p in dirs.values())
     pilot_runs = Counter(dirs.get(name) or -1 for name in started)
     several, after_final, never = [], [], []
-    for pandaid in ids:
-        states = server.states(pandaid)
+    for panda_id in ids:
+        states = server.states(panda_id)
         finals = [i for i, s in enumerate(states) if s in FINAL]
         if not finals:
-            never.append(pandaid)
+            never.append(panda_id)
             continue
-        if server.final_reports(pandaid) > 1:
-            several.append(pandaid)
+        if server.final_reports(panda_id) > 1:
+            several.append(panda_id)
         if len(states) > finals[0] + 1:
-            after_final.append(pandaid)
+            after_final.append(panda_id)
     stuck = {p: s for p, s in panda_rows.items() if s not in progress.FINAL_STATES}
     stuck.update({p: "(not fetched)" for p in ids if p not in panda_rows})
     return Result(
@@ -333,7 +335,7 @@ def _result(
         reported_after_final=after_final,
         never_reported=never,
         submitted_twice={t: n for t, n in per_token.items() if n > 1},
-        pandaid_submitted_twice={p: n for p, n in per_pandaid.items() if n > 1},
+        panda_id_submitted_twice={p: n for p, n in per_panda_id.items() if n > 1},
         pilot_runs=pilot_runs,
         sent_again=sorted(p for p in ids if int(server.jobs[p].spec.get("nSent", 0)) > 1),
         submissions_column=Counter(int(r.submissions) for r in ce_rows),
@@ -363,7 +365,7 @@ def check(result: Result, min_kills: int) -> None:
     assert result.one_final_report == result.seeded
     assert not result.several_final_reports and not result.reported_after_final
     assert not result.never_reported
-    assert not result.submitted_twice and not result.pandaid_submitted_twice
+    assert not result.submitted_twice and not result.panda_id_submitted_twice
     assert not result.stuck and not result.ce_not_cleaned
     # the ledger saw every pilot, each under a known CE job
     assert sorted(result.pilot_runs) == sorted(set(range(1, result.seeded + 1)))

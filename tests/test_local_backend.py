@@ -170,7 +170,7 @@ def test_kill_takes_the_whole_process_tree(
 ) -> None:
     be, ce = make(tmp_path), local_ce()
     command = describe("sh", "-c", "sleep 60 & echo $! > child.pid; wait")
-    job_id = submit(be, ce, command, pandaid=4242)
+    job_id = submit(be, ce, command, panda_id=4242)
     child = be.workdir(ce) / "jobs" / job_id / "work" / "child.pid"
     wait_for(lambda: child.exists() and child.read_text().strip(), what="the child's pid")
     child_pid = int(child.read_text())
@@ -178,7 +178,7 @@ def test_kill_takes_the_whole_process_tree(
     with caplog.at_level(logging.INFO, logger=LOG.name):
         outcome = be.kill(ce, [job_id])[job_id]
     assert outcome.ok
-    assert f"pandaid=4242 ce=local1: killed {job_id}" in caplog.messages
+    assert f"panda_id=4242 ce=local1: killed {job_id}" in caplog.messages
     assert not alive(child_pid)
     result = status(be, ce, job_id)
     assert result.state is CEReportedState.CANCELLED

@@ -234,7 +234,7 @@ def test_the_database_snapshot_gives_exact_values(db: Database) -> None:
             {**ce_row("ce2"), "queue": "Q2"},
         ]
         _seed(conn, Layer.CE, "running", rows)
-        _seed(conn, Layer.CE, "tosubmit", [{**ce_row("ce1"), "ce_endpoint": None, "queue": "Q1"}])
+        _seed(conn, Layer.CE, "tosubmit", [{**ce_row("ce1"), "ce_name": None, "queue": "Q1"}])
         for endpoint, breaker, forced, failures, enabled in (
             ("ce1", "open", None, 5, True),
             ("ce2", "closed", None, 1, False),

@@ -55,7 +55,7 @@ def _panda_outage(tmp_path: Path, outage: float, n_jobs: int) -> None:
         pipe.server.outage()
         down_at = time.monotonic()
         # meanwhile the jobs end: their final reports pile up
-        final_now = sum(1 for pandaid in ids if pipe.server.final_state(pandaid))
+        final_now = sum(1 for panda_id in ids if pipe.server.final_state(panda_id))
         wait_for(
             lambda: pipe.states()["finished"] + pipe.states()["failed"] == n_jobs - final_now,
             timeout=outage + 120,
@@ -81,8 +81,8 @@ def _panda_outage(tmp_path: Path, outage: float, n_jobs: int) -> None:
         up_at = time.monotonic()
         pipe.wait_all_final(timeout=300)
         drained = time.monotonic() - up_at
-        sent = [pandaid for pandaid, _, _ in pipe.server.final_order[before:]]
-        backlog_sent = [pandaid for pandaid in sent if pandaid in set(expected)]
+        sent = [panda_id for panda_id, _, _ in pipe.server.final_order[before:]]
+        backlog_sent = [panda_id for panda_id in sent if panda_id in set(expected)]
         counts = pipe.counts()
         print(
             f"PanDA outage {outage:.0f}s: {counts.line()}, backlog {len(expected)} drained "
@@ -148,11 +148,11 @@ def test_a_database_outage_loses_nothing_and_repeats_no_final_report(
         pipe.start()
         # mid-run: some jobs reported, most still in flight
         wait_for(
-            lambda: sum(1 for pandaid in ids if pipe.server.final_state(pandaid)) >= 20,
+            lambda: sum(1 for panda_id in ids if pipe.server.final_state(panda_id)) >= 20,
             timeout=180,
             what="20 jobs reported final",
         )
-        reported_before = sum(1 for pandaid in ids if pipe.server.final_state(pandaid))
+        reported_before = sum(1 for panda_id in ids if pipe.server.final_state(panda_id))
         in_flight = pipe.states()
         private_mariadb.stop()
         down_at = time.monotonic()
@@ -168,7 +168,7 @@ def test_a_database_outage_loses_nothing_and_repeats_no_final_report(
 
         counts = pipe.counts()
         at_ce = pipe.local_ce_jobs()
-        twice_at_ce = {pandaid: n for pandaid, n in at_ce.items() if n > 1}
+        twice_at_ce = {panda_id: n for panda_id, n in at_ce.items() if n > 1}
         logged = {name for name in FAST_DAEMONS if UNAVAILABLE.search(pipe.log(name))}
         restarts = len(re.findall(r"exited with code .* restart \d+", pipe.log("actd")))
         print(
@@ -238,15 +238,13 @@ def _point(link: Path, target: Path) -> None:
 
 def _ce_row(pipe: Pipeline, name: str) -> Any:
     with pipe.db.read() as conn:
-        return conn.execute(sa.select(ces).where(ces.c.endpoint == name)).one_or_none()
+        return conn.execute(sa.select(ces).where(ces.c.name == name)).one_or_none()
 
 
 def _ce_of_jobs(pipe: Pipeline, ids: list[int]) -> Counter[str]:
     with pipe.db.read() as conn:
-        rows = conn.execute(
-            sa.select(ce_jobs.c.ce_endpoint).where(ce_jobs.c.pandaid.in_(ids))
-        ).all()
-    return Counter(str(row.ce_endpoint) for row in rows)
+        rows = conn.execute(sa.select(ce_jobs.c.ce_name).where(ce_jobs.c.panda_id.in_(ids))).all()
+    return Counter(str(row.ce_name) for row in rows)
 
 
 def test_a_ce_outage_opens_its_breaker_the_other_ce_takes_the_jobs_and_a_probe_closes_it(
@@ -286,8 +284,8 @@ def test_a_ce_outage_opens_its_breaker_the_other_ce_takes_the_jobs_and_a_probe_c
         with pipe.db.read() as conn:
             ran_on_a = conn.execute(
                 sa.select(sa.func.count()).where(
-                    ce_jobs.c.pandaid.in_(during),
-                    ce_jobs.c.ce_endpoint == "ce_a",
+                    ce_jobs.c.panda_id.in_(during),
+                    ce_jobs.c.ce_name == "ce_a",
                     ce_jobs.c.submitted_at.is_not(None),
                 )
             ).scalar_one()

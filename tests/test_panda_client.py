@@ -56,7 +56,7 @@ def proxy(tls_server: PandaTestServer, tmp_path: Path) -> Path:
 
 def _acquire(client: PandaClient, n: int = 1, label: str = "managed") -> list[int]:
     jobs = client.acquire_jobs(queue=QUEUE, prod_source_label=label, n_jobs=n, node="node1")
-    return [job.pandaid for job in jobs]
+    return [job.panda_id for job in jobs]
 
 
 # -- job dispatch ---------------------------------------------------------------------------------
@@ -69,7 +69,7 @@ def test_acquire_jobs_keeps_each_job_text_verbatim(server: PandaTestServer, api:
     jobs = client.acquire_jobs(
         queue=QUEUE, prod_source_label="managed", n_jobs=3, node="wn1", computing_element="ce1"
     )
-    assert [job.pandaid for job in jobs] == [1, 2, 3]
+    assert [job.panda_id for job in jobs] == [1, 2, 3]
     for job in jobs:
         assert job.raw_format == "json"
         assert json.loads(job.raw) == job.spec
@@ -97,7 +97,7 @@ def test_legacy_single_job_url_encoded_reply(server: PandaTestServer) -> None:
     (job,) = client_for(server, api="legacy").acquire_jobs(
         queue=QUEUE, prod_source_label="managed", n_jobs=1, node="wn1"
     )
-    assert job.pandaid == 1 and job.raw_format == "urlencoded"
+    assert job.panda_id == 1 and job.raw_format == "urlencoded"
     assert job.raw.startswith("StatusCode=0&PandaID=1&")
     assert dict(parse_qsl(job.raw))["PandaID"] == "1" == job.spec["PandaID"]
     assert job.spec["ioIntensity"] == "NULL"
@@ -109,7 +109,7 @@ def test_legacy_job_list_inside_a_url_encoded_reply(server: PandaTestServer) -> 
     jobs = client_for(server, api="legacy").acquire_jobs(
         queue=QUEUE, prod_source_label="managed", n_jobs=2, node="wn1"
     )
-    assert [job.pandaid for job in jobs] == [1, 2]
+    assert [job.panda_id for job in jobs] == [1, 2]
     assert all(job.raw_format == "json" and json.loads(job.raw) == job.spec for job in jobs)
     assert jobs[0].spec["PandaID"] == 1  # typed: the list is JSON
 
@@ -153,7 +153,7 @@ def test_bulk_results_are_aligned_with_the_updates(server: PandaTestServer, api:
         JobUpdate(1, "starting"),
     ]
     results = client.update_jobs_bulk(updates)
-    assert [(r.pandaid, r.ok, r.command) for r in results] == [
+    assert [(r.panda_id, r.ok, r.command) for r in results] == [
         (5, True, None),
         (999, True, "tobekilled"),
         (3, True, "tobekilled"),
@@ -234,7 +234,7 @@ def test_a_refused_heartbeat_is_a_result_not_an_exception(server: PandaTestServe
     assert not result.ok and result.error is not None
     assert "Invalid job status: bogus" in result.error and "50" in result.error
     (bulk,) = client.update_jobs_bulk([JobUpdate(1, "bogus")])
-    assert not bulk.ok and bulk.pandaid == 1
+    assert not bulk.ok and bulk.panda_id == 1
 
 
 def test_get_job_status(server: PandaTestServer, api: str) -> None:
@@ -312,7 +312,7 @@ def test_transport_errors_give_up_after_the_retries(server: PandaTestServer) -> 
     with pytest.raises(PandaTransportError) as error:
         client.update_job(JobUpdate(5, "running"))
     assert server.faults_served == 3
-    assert error.value.pandaid == 5
+    assert error.value.panda_id == 5
     assert "pilot/update_job" in str(error.value) and "HTTP 502" in str(error.value)
 
 
@@ -398,7 +398,7 @@ def test_a_role_refusal_is_an_auth_error(server: PandaTestServer, api: str) -> N
         _acquire(client)
     with pytest.raises(PandaAuthError) as error:
         client.update_job(JobUpdate(1, "running"))
-    assert error.value.pandaid == 1
+    assert error.value.panda_id == 1
     with pytest.raises(PandaAuthError):
         client.update_jobs_bulk([JobUpdate(1, "running")])
     with pytest.raises(PandaAuthError):
@@ -455,9 +455,9 @@ def test_a_server_side_timeout_is_retryable(server: PandaTestServer) -> None:
 
 def test_all_errors_share_the_base_class() -> None:
     for kind in (PandaTransportError, PandaAuthError, PandaRefused, PandaReplyError):
-        error = kind("pilot/update_job", "why", pandaid=3)
-        assert isinstance(error, PandaError) and error.pandaid == 3
-        assert str(error) == "PanDA pilot/update_job (pandaid=3): why"
+        error = kind("pilot/update_job", "why", panda_id=3)
+        assert isinstance(error, PandaError) and error.panda_id == 3
+        assert str(error) == "PanDA pilot/update_job (panda_id=3): why"
 
 
 # -- TLS, credentials, connections ----------------------------------------------------------------
@@ -551,9 +551,9 @@ def test_one_tcp_connection_for_many_calls(tls_server: PandaTestServer, proxy: P
     tls_server.seed(20)
     client = client_for(tls_server, roles={"production": {"proxy": str(proxy)}})
     ids = _acquire(client, 20)
-    for pandaid in ids:
-        client.update_job(JobUpdate(pandaid, "running", 1))
-    client.update_jobs_bulk([JobUpdate(pandaid, "running", 1) for pandaid in ids])
+    for panda_id in ids:
+        client.update_job(JobUpdate(panda_id, "running", 1))
+    client.update_jobs_bulk([JobUpdate(panda_id, "running", 1) for panda_id in ids])
     client.get_job_status(ids)
     assert len(tls_server.received()) == 23
     assert tls_server.connections == 1
@@ -571,7 +571,7 @@ def test_threads_can_share_one_client(tls_server: PandaTestServer, proxy: Path) 
             for start in range(0, len(share), 20):
                 batch = [JobUpdate(pid, "running", 1) for pid in share[start : start + 20]]
                 results = client.update_jobs_bulk(batch)
-                assert [r.pandaid for r in results] == [u.pandaid for u in batch]
+                assert [r.panda_id for r in results] == [u.panda_id for u in batch]
                 assert all(r.ok for r in results)
         except BaseException as error:  # reported by the main thread
             failures.append(error)

@@ -99,15 +99,15 @@ def test_panda_jobs_run_on_a_local_ce_and_come_back(
 
         wait_for(over, 60, "both PanDA jobs done")
         with db.read() as conn:
-            rows = conn.execute(sa.select(ce_jobs).order_by(ce_jobs.c.pandaid)).all()
+            rows = conn.execute(sa.select(ce_jobs).order_by(ce_jobs.c.panda_id)).all()
             specs = dict(conn.execute(sa.select(panda_jobs.c.panda_id, panda_jobs.c.spec)).all())
-        assert [r.pandaid for r in rows] == ids
+        assert [r.panda_id for r in rows] == ids
         for row in rows:
             assert row.state == "toclean"
             # the pilot read every field of the job spec as PanDA sent it
             read = json.loads((Path(row.output_dir) / "heartbeat.json").read_text())
-            assert read == as_read_by_the_pilot(specs[row.pandaid])
-            log_file = json.loads(specs[row.pandaid])["logFile"]
+            assert read == as_read_by_the_pilot(specs[row.panda_id])
+            log_file = json.loads(specs[row.panda_id])["logFile"]
             assert "-q LOCALQ" in (Path(row.output_dir) / log_file).read_text()
         cleaner.run_once(ctx["cleaner"])
         with db.read() as conn:

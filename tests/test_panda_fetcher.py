@@ -80,14 +80,14 @@ def test_fetches_and_stores_the_spec_verbatim(
     run_once(ctx)
     rows = stored(db)
     assert sorted(rows) == ids == handed_out(server)
-    for pandaid, row in rows.items():
+    for panda_id, row in rows.items():
         assert row.state == "received"
         assert row.spec_format == "json"
-        assert json.loads(row.spec) == server.jobs[pandaid].spec
+        assert json.loads(row.spec) == server.jobs[panda_id].spec
         assert row.attempt == 1 and row.prod_source_label == "managed"
         assert row.next_report_at is not None and row.next_report_at <= utcnow()
         assert row.log_url.startswith("https://logs/x/")
-        assert row.log_url.endswith(f"/{QUEUE}/{pandaid}.out")
+        assert row.log_url.endswith(f"/{QUEUE}/{panda_id}.out")
         assert not row.heartbeat_less
     assert len(server.received("pilot/acquire_jobs")) == 1
     assert spool.pending(spool.spool_dir(tmp_path)) == []
@@ -109,14 +109,14 @@ def test_legacy_api_urlencoded_single_job(
     db: Database, server: PandaTestServer, tmp_path: Path
 ) -> None:
     server.legacy_accept_json = False
-    (pandaid,) = server.seed(1, queue=QUEUE)
+    (panda_id,) = server.seed(1, queue=QUEUE)
     settings = make_settings(
         tmp_path, server, api="legacy", **{QUEUE: queue_config(jobs_per_cycle=1)}
     )
     run_once(context(db, settings))  # nJobs=1: one URL-encoded job, the whole reply stored
-    row = stored(db)[pandaid]
+    row = stored(db)[panda_id]
     assert row.spec_format == "form"
-    assert row.spec.startswith("StatusCode=0&") and f"PandaID={pandaid}" in row.spec
+    assert row.spec.startswith("StatusCode=0&") and f"PandaID={panda_id}" in row.spec
 
 
 def test_limits_per_queue(db: Database, server: PandaTestServer, tmp_path: Path) -> None:
@@ -191,7 +191,7 @@ def test_operator_limits_override_the_config(
     assert len(stored(db)) == 3
 
 
-def test_bad_pandaid_is_kept_aside_and_the_others_stored(
+def test_bad_panda_id_is_kept_aside_and_the_others_stored(
     db: Database, server: PandaTestServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     good = json.dumps(make_job_spec(501))
@@ -325,9 +325,9 @@ def test_crash_after_spool_loses_nothing_and_stores_once(
 def test_heartbeat_less_queue_marks_its_jobs(
     db: Database, server: PandaTestServer, tmp_path: Path
 ) -> None:
-    (pandaid,) = server.seed(1, queue="HBL")
+    (panda_id,) = server.seed(1, queue="HBL")
     run_once(context(db, make_settings(tmp_path, server, HBL=queue_config(heartbeat_less=True))))
-    row = stored(db)[pandaid]
+    row = stored(db)[panda_id]
     assert row.heartbeat_less and row.log_url is None  # no log_url_prefix configured
 
 

@@ -48,12 +48,12 @@ def acquire(server: PandaServer, queue: str, n: int, **extra: Any) -> list[dict[
     return jobs
 
 
-def heartbeat(server: PandaServer, pandaid: int, status: str, **extra: Any) -> dict[str, Any]:
+def heartbeat(server: PandaServer, panda_id: int, status: str, **extra: Any) -> dict[str, Any]:
     with server.session() as session:
         return post(
             session,
             f"{server.api}/pilot/update_job",
-            {"job_id": pandaid, "job_status": status, "attempt_nr": 1, **extra},
+            {"job_id": panda_id, "job_status": status, "attempt_nr": 1, **extra},
         )
 
 
@@ -66,10 +66,10 @@ def bulk(server: PandaServer, updates: list[dict[str, Any]]) -> dict[str, Any]:
         )
 
 
-def job_status(server: PandaServer, *pandaids: int) -> list[dict[str, Any]]:
+def job_status(server: PandaServer, *panda_ids: int) -> list[dict[str, Any]]:
     with server.session() as session:
         reply = session.get(
-            f"{server.api}/pilot/get_job_status", params={"job_ids": list(pandaids)}, timeout=60
+            f"{server.api}/pilot/get_job_status", params={"job_ids": list(panda_ids)}, timeout=60
         )
     assert reply.status_code == 200, reply.text
     body = reply.json()
@@ -209,7 +209,7 @@ def test_acquire_jobs_takes_the_highest_priority_first(
 def test_bulk_updates_through_to_finished_with_the_adder(
     panda_server: PandaServer, panda_queue: str
 ) -> None:
-    (pandaid,) = panda_server.add_jobs(panda_queue)
+    (panda_id,) = panda_server.add_jobs(panda_queue)
     acquire(panda_server, panda_queue, 1)
 
     for status in ("starting", "running", "transferring"):
@@ -217,7 +217,7 @@ def test_bulk_updates_through_to_finished_with_the_adder(
             panda_server,
             [
                 {
-                    "job_id": pandaid,
+                    "job_id": panda_id,
                     "job_status": status,
                     "attempt_nr": 1,
                     "node": "wn01.test",
@@ -226,37 +226,37 @@ def test_bulk_updates_through_to_finished_with_the_adder(
             ],
         )
         assert reply == {"success": True, "message": "", "data": [NULL_COMMAND]}
-        row = panda_server.job(pandaid)
+        row = panda_server.job(panda_id)
         assert row is not None and (row.table, row.status) == ("jobsactive4", status)
 
     final = {
-        "job_id": pandaid,
+        "job_id": panda_id,
         "job_status": "finished",
         "attempt_nr": 1,
         "trans_exit_code": 0,
         "pilot_error_code": 0,
         "meta_data": "{}",
-        "job_output_report": panda_server.output_report(pandaid),
+        "job_output_report": panda_server.output_report(panda_id),
     }
     assert bulk(panda_server, [final]) == {"success": True, "message": "", "data": [NULL_COMMAND]}
     # a final update is stored as 'holding'; the Adder makes it 'finished'
-    assert job_status(panda_server, pandaid) == [
-        {"job_id": pandaid, "status": "holding", "attempt_number": 1}
+    assert job_status(panda_server, panda_id) == [
+        {"job_id": panda_id, "status": "holding", "attempt_number": 1}
     ]
     # the same final update again
     assert bulk(panda_server, [final])["data"] == [
         {"success": True, "message": "", "data": {"StatusCode": 0, "command": "alreadydone"}}
     ]
 
-    assert panda_server.run_adder([pandaid]) == {pandaid: "finished"}
+    assert panda_server.run_adder([panda_id]) == {panda_id: "finished"}
 
-    assert job_status(panda_server, pandaid) == [
-        {"job_id": pandaid, "status": "finished", "attempt_number": 1}
+    assert job_status(panda_server, panda_id) == [
+        {"job_id": panda_id, "status": "finished", "attempt_number": 1}
     ]
-    row = panda_server.job(pandaid)
+    row = panda_server.job(panda_id)
     assert row is not None and (row.table, row.trans_exit_code) == ("jobsarchived4", "0")
     # a heartbeat for a job that is over
-    assert bulk(panda_server, [{"job_id": pandaid, "job_status": "running", "attempt_nr": 1}])[
+    assert bulk(panda_server, [{"job_id": panda_id, "job_status": "running", "attempt_nr": 1}])[
         "data"
     ] == [{"success": True, "message": "", "data": {"StatusCode": 0, "command": "tobekilled"}}]
 
@@ -264,22 +264,22 @@ def test_bulk_updates_through_to_finished_with_the_adder(
 def test_a_failed_job_ends_failed_with_its_error_codes(
     panda_server: PandaServer, panda_queue: str
 ) -> None:
-    (pandaid,) = panda_server.add_jobs(panda_queue)
+    (panda_id,) = panda_server.add_jobs(panda_queue)
     acquire(panda_server, panda_queue, 1)
-    assert heartbeat(panda_server, pandaid, "running") == NULL_COMMAND
+    assert heartbeat(panda_server, panda_id, "running") == NULL_COMMAND
     reply = heartbeat(
         panda_server,
-        pandaid,
+        panda_id,
         "failed",
         pilot_error_code=1305,
         pilot_error_diag="payload failed",
         trans_exit_code=65,
-        job_output_report=panda_server.output_report(pandaid),
+        job_output_report=panda_server.output_report(panda_id),
     )
     assert reply == NULL_COMMAND
 
-    assert panda_server.run_adder([pandaid]) == {pandaid: "failed"}
-    row = panda_server.job(pandaid)
+    assert panda_server.run_adder([panda_id]) == {panda_id: "failed"}
+    row = panda_server.job(panda_id)
     assert row is not None
     assert (row.table, row.pilot_error_code, row.trans_exit_code) == ("jobsarchived4", 1305, "65")
 
@@ -317,14 +317,14 @@ def test_bulk_reply_has_one_envelope_per_job_in_order(
 def test_a_kill_makes_the_next_heartbeat_carry_tobekilled(
     panda_server: PandaServer, panda_queue: str
 ) -> None:
-    (pandaid,) = panda_server.add_jobs(panda_queue)
+    (panda_id,) = panda_server.add_jobs(panda_queue)
     acquire(panda_server, panda_queue, 1)
-    assert heartbeat(panda_server, pandaid, "running") == NULL_COMMAND
+    assert heartbeat(panda_server, panda_id, "running") == NULL_COMMAND
 
-    assert panda_server.kill([pandaid]) == {"success": True, "message": "", "data": [True]}
+    assert panda_server.kill([panda_id]) == {"success": True, "message": "", "data": [True]}
 
     # the job keeps its state; the command waits in commandtopilot
-    row = panda_server.job(pandaid)
+    row = panda_server.job(panda_id)
     assert row is not None
     assert (row.table, row.status, row.command) == ("jobsactive4", "running", "tobekilled")
     tobekilled = {
@@ -332,28 +332,28 @@ def test_a_kill_makes_the_next_heartbeat_carry_tobekilled(
         "message": "",
         "data": {"StatusCode": 0, "command": "tobekilled"},
     }
-    assert heartbeat(panda_server, pandaid, "running") == tobekilled
-    assert heartbeat(panda_server, pandaid, "running") == tobekilled  # every time, not once
+    assert heartbeat(panda_server, panda_id, "running") == tobekilled
+    assert heartbeat(panda_server, panda_id, "running") == tobekilled  # every time, not once
     # the final report of the killed job is taken (holding), still answered with the command
     reply = heartbeat(
         panda_server,
-        pandaid,
+        panda_id,
         "failed",
         pilot_error_code=1144,
         pilot_error_diag="killed",
         job_output_report="{}",
     )
     assert reply == tobekilled
-    row = panda_server.job(pandaid)
+    row = panda_server.job(panda_id)
     assert row is not None and (row.status, row.pilot_error_code) == ("holding", 1144)
 
 
 def test_killing_a_job_not_yet_dispatched_cancels_it(
     panda_server: PandaServer, panda_queue: str
 ) -> None:
-    (pandaid,) = panda_server.add_jobs(panda_queue)
-    assert panda_server.kill([pandaid]) == {"success": True, "message": "", "data": [True]}
-    row = panda_server.job(pandaid)
+    (panda_id,) = panda_server.add_jobs(panda_queue)
+    assert panda_server.kill([panda_id]) == {"success": True, "message": "", "data": [True]}
+    row = panda_server.job(panda_id)
     assert row is not None
     assert (row.table, row.status, row.command) == ("jobsarchived4", "cancelled", "tobekilled")
     with panda_server.session() as session:
@@ -366,20 +366,20 @@ def test_a_wrong_attempt_number_is_answered_tobekilled_and_changes_nothing(
 ) -> None:
     # panda-server 1.0.4 never sends 'badattemptnr' from update_job: the UPDATE is conditional on
     # the attempt number, and a job it does not match is "already deleted or bad attempt number"
-    (pandaid,) = panda_server.add_jobs(panda_queue)
+    (panda_id,) = panda_server.add_jobs(panda_queue)
     acquire(panda_server, panda_queue, 1)
 
-    reply = heartbeat(panda_server, pandaid, "running", attempt_nr=2)
+    reply = heartbeat(panda_server, panda_id, "running", attempt_nr=2)
 
     assert reply == {
         "success": True,
         "message": "",
         "data": {"StatusCode": 0, "command": "tobekilled"},
     }
-    row = panda_server.job(pandaid)
+    row = panda_server.job(panda_id)
     assert row is not None
     assert (row.status, row.attempt_nr, row.command) == ("sent", 1, None)
-    assert heartbeat(panda_server, pandaid, "running", attempt_nr=1) == NULL_COMMAND
+    assert heartbeat(panda_server, panda_id, "running", attempt_nr=1) == NULL_COMMAND
 
 
 def test_a_heartbeat_for_an_unknown_job_is_answered_tobekilled(panda_server: PandaServer) -> None:
@@ -392,18 +392,18 @@ def test_a_heartbeat_for_an_unknown_job_is_answered_tobekilled(panda_server: Pan
 
 
 def test_protocol_errors(panda_server: PandaServer, panda_queue: str) -> None:
-    (pandaid,) = panda_server.add_jobs(panda_queue)
+    (panda_id,) = panda_server.add_jobs(panda_queue)
     api = panda_server.api
     with panda_server.session() as session:
         assert post(
-            session, f"{api}/pilot/update_job", {"job_id": pandaid, "job_status": "bogus"}
+            session, f"{api}/pilot/update_job", {"job_id": panda_id, "job_status": "bogus"}
         ) == {
             "success": False,
             "message": "Invalid job status: bogus",
             "data": {"StatusCode": 50},
         }
         assert post(
-            session, f"{api}/pilot/update_job", {"job_id": str(pandaid), "job_status": "running"}
+            session, f"{api}/pilot/update_job", {"job_id": str(panda_id), "job_status": "running"}
         ) == {
             "success": False,
             "message": "Type error: 'job_id' must be of type int, got str.",
@@ -419,14 +419,14 @@ def test_protocol_errors(panda_server: PandaServer, panda_queue: str) -> None:
             f"{panda_server.url}/server/panda/getJob", data={"siteName": panda_queue}
         )
         assert (legacy.status_code, legacy.text) == (403, "ERROR : method getJob is forbidden")
-    row = panda_server.job(pandaid)
+    row = panda_server.job(panda_id)
     assert row is not None and row.status == "activated"
 
 
 def test_the_certificate_without_role_is_refused(
     panda_server: PandaServer, panda_queue: str
 ) -> None:
-    (pandaid,) = panda_server.add_jobs(panda_queue)
+    (panda_id,) = panda_server.add_jobs(panda_queue)
     api = panda_server.api
     with panda_server.session(role=False) as session:
         assert post(session, f"{api}/pilot/acquire_jobs", {"site_name": panda_queue}) == {
@@ -436,37 +436,37 @@ def test_the_certificate_without_role_is_refused(
         }
         refused = {"success": False, "message": "production or pilot role required", "data": None}
         assert (
-            post(session, f"{api}/pilot/update_job", {"job_id": pandaid, "job_status": "running"})
+            post(session, f"{api}/pilot/update_job", {"job_id": panda_id, "job_status": "running"})
             == refused
         )
         assert (
             post(
                 session,
                 f"{api}/pilot/update_jobs_bulk",
-                {"job_list": [{"job_id": pandaid, "job_status": "running"}]},
+                {"job_list": [{"job_id": panda_id, "job_status": "running"}]},
             )
             == refused
         )
         # the secure read-only calls need no role
-        statuses = session.get(f"{api}/pilot/get_job_status", params={"job_ids": [pandaid]})
+        statuses = session.get(f"{api}/pilot/get_job_status", params={"job_ids": [panda_id]})
         assert statuses.json()["data"] == [
-            {"job_id": pandaid, "status": "activated", "attempt_number": 1}
+            {"job_id": panda_id, "status": "activated", "attempt_number": 1}
         ]
-    row = panda_server.job(pandaid)
+    row = panda_server.job(panda_id)
     assert row is not None and row.status == "activated"
 
 
 def test_the_proxy_file_alone_authenticates_with_the_production_role(
     panda_server: PandaServer, panda_queue: str
 ) -> None:
-    (pandaid,) = panda_server.add_jobs(panda_queue)
+    (panda_id,) = panda_server.add_jobs(panda_queue)
     with requests.Session() as session:
         session.trust_env = False
         session.cert = str(panda_server.pilot_proxy)  # certificate and key in one file
         session.verify = str(panda_server.ca)
         session.headers["Accept"] = "application/json"
         jobs = post(session, f"{panda_server.api}/pilot/acquire_jobs", {"site_name": panda_queue})
-    assert [job["PandaID"] for job in jobs["data"]["jobs"]] == [pandaid]
+    assert [job["PandaID"] for job in jobs["data"]["jobs"]] == [panda_id]
 
 
 def test_the_server_listens_on_loopback_only(panda_server: PandaServer) -> None:

@@ -91,7 +91,7 @@ DEADLINE = 400.0
 class Outcome:
     """One job's way through, as the test saw it."""
 
-    pandaid: int
+    panda_id: int
     state: str  # act's final PanDA-layer state
     panda_status: str  # PanDA's, after its Adder
     heartbeat: dict[str, Any]  # the pilot's heartbeat.json (native), {} if none came back
@@ -168,15 +168,15 @@ def _arc_ces(arc: RealArc) -> dict[str, Any]:
 
 def _add_job(panda_server: PandaServer, queue: str, *, exit_code: int = 0) -> int:
     """A job as JEDI would define it, running the test's transformation on one output."""
-    (pandaid,) = panda_server.add_jobs(queue, transformation=TRANSFORMATION)
-    parameters = f"--out act.test.out.{pandaid}.root"
+    (panda_id,) = panda_server.add_jobs(queue, transformation=TRANSFORMATION)
+    parameters = f"--out act.test.out.{panda_id}.root"
     if exit_code:
         parameters += f" --exit {exit_code}"
-    panda_server.set_parameters(pandaid, parameters)
-    return pandaid
+    panda_server.set_parameters(panda_id, parameters)
+    return panda_id
 
 
-def _run(bridge: Any, pandaid: int) -> tuple[str, float]:
+def _run(bridge: Any, panda_id: int) -> tuple[str, float]:
     """act's daemons round by round until the job's final report is accepted."""
     started = time.monotonic()
     bridge.run("panda_fetcher", "propagator", "translator", "submitter")
@@ -184,34 +184,34 @@ def _run(bridge: Any, pandaid: int) -> tuple[str, float]:
     def over() -> bool:
         bridge.follow_ce()
         bridge.run("propagator")
-        return bool(bridge.job(pandaid).state in ("done", "donefailed", "donecancelled"))
+        return bool(bridge.job(panda_id).state in ("done", "donefailed", "donecancelled"))
 
-    wait_for(over, DEADLINE, f"PanDA job {pandaid} through act")
-    return str(bridge.job(pandaid).state), time.monotonic() - started
+    wait_for(over, DEADLINE, f"PanDA job {panda_id} through act")
+    return str(bridge.job(panda_id).state), time.monotonic() - started
 
 
 def _outcome(
-    bridge: Any, panda_server: PandaServer, worker: Worker, pandaid: int, *, adder: bool
+    bridge: Any, panda_server: PandaServer, worker: Worker, panda_id: int, *, adder: bool
 ) -> Outcome:
-    state, seconds = _run(bridge, pandaid)
+    state, seconds = _run(bridge, panda_id)
     with bridge.db.read() as conn:
-        ce = conn.execute(sa.select(ce_jobs).where(ce_jobs.c.pandaid == pandaid)).one()
+        ce = conn.execute(sa.select(ce_jobs).where(ce_jobs.c.panda_id == panda_id)).one()
     output_dir = Path(ce.output_dir)
     heartbeat_file = output_dir / "heartbeat.json"
     heartbeat = json.loads(heartbeat_file.read_text()) if heartbeat_file.exists() else {}
     if adder:
-        panda_status = panda_server.run_adder([pandaid])[pandaid]
+        panda_status = panda_server.run_adder([panda_id])[panda_id]
     else:
-        found = panda_server.job(pandaid)
+        found = panda_server.job(panda_id)
         panda_status = found.status if found else "absent"
-    outcome = Outcome(pandaid, state, panda_status, heartbeat, output_dir, seconds, timing(worker))
+    outcome = Outcome(panda_id, state, panda_status, heartbeat, output_dir, seconds, timing(worker))
     _print_timing(outcome)
     return outcome
 
 
 def _print_timing(outcome: Outcome) -> None:
     pilot = outcome.pilot
-    parts = [f"pandaid={outcome.pandaid} act: {outcome.seconds:.1f} s to {outcome.state}"]
+    parts = [f"panda_id={outcome.panda_id} act: {outcome.seconds:.1f} s to {outcome.state}"]
     if "pilot start" in pilot and "pilot end" in pilot:
         parts.append(f"pilot process {pilot['pilot end'] - pilot['pilot start']:.1f} s")
     if "pilot start" in pilot and "heartbeat written" in pilot:
@@ -252,7 +252,7 @@ def _assert_pilots_report_in_panda(panda_server: PandaServer, outcome: Outcome) 
     present = {field: column for field, column in PILOT_COLUMNS.items() if field in beat}
     assert {"state", "pilotErrorCode", "exeErrorCode"} <= set(present), sorted(beat)
     row = panda_server.columns(
-        outcome.pandaid, "transexitcode", "starttime", "endtime", *present.values()
+        outcome.panda_id, "transexitcode", "starttime", "endtime", *present.values()
     )
     assert {field: row[column] for field, column in present.items()} == {
         field: None if beat[field] == "" else beat[field]
@@ -266,7 +266,7 @@ def _assert_pilots_report_in_panda(panda_server: PandaServer, outcome: Outcome) 
 def _assert_files(panda_server: PandaServer, se: XRootDServer, outcome: Outcome) -> None:
     """Every file the pilot reported is on the SE as reported, and PanDA's file table has it."""
     reported = json.loads(outcome.heartbeat["xml"])
-    files = {f["lfn"]: f for f in panda_server.files(outcome.pandaid)}
+    files = {f["lfn"]: f for f in panda_server.files(outcome.panda_id)}
     for lfn, report in reported.items():
         path = report["surl"].split("//", 2)[2]
         size, adler32 = se.local(path).stat().st_size, _adler32(se.local(path))
@@ -311,8 +311,8 @@ def test_a_native_job_on_the_arc_ce_ends_finished_in_panda_with_the_pilots_repor
         config = _queue_config(
             tmp_path, panda_server, queue, worker, ces=_arc_ces(arc_ce), **shipped
         )
-        pandaid = _add_job(panda_server, queue)
-        outcome = _outcome(bridge_for(config), panda_server, worker, pandaid, adder=True)
+        panda_id = _add_job(panda_server, queue)
+        outcome = _outcome(bridge_for(config), panda_server, worker, panda_id, adder=True)
     assert outcome.heartbeat, (
         f"no heartbeat.json came back: {sorted(p.name for p in outcome.output_dir.iterdir())}"
     )
@@ -343,8 +343,8 @@ def test_a_native_job_on_the_local_ce_ends_finished_in_panda_with_the_pilots_rep
             wrapper=str(worker.wrapper),
             tarball=str(worker.tarball),
         )
-        pandaid = _add_job(panda_server, queue)
-        outcome = _outcome(bridge_for(config), panda_server, worker, pandaid, adder=True)
+        panda_id = _add_job(panda_server, queue)
+        outcome = _outcome(bridge_for(config), panda_server, worker, panda_id, adder=True)
     assert outcome.heartbeat, (
         f"no heartbeat.json came back: {sorted(p.name for p in outcome.output_dir.iterdir())}"
     )
@@ -375,8 +375,8 @@ def test_a_failing_payload_ends_failed_in_panda_with_the_pilots_codes(
             wrapper=str(worker.wrapper),
             tarball=str(worker.tarball),
         )
-        pandaid = _add_job(panda_server, queue, exit_code=3)
-        outcome = _outcome(bridge_for(config), panda_server, worker, pandaid, adder=True)
+        panda_id = _add_job(panda_server, queue, exit_code=3)
+        outcome = _outcome(bridge_for(config), panda_server, worker, panda_id, adder=True)
     beat = outcome.heartbeat
     assert beat, (
         f"no heartbeat.json came back: {sorted(p.name for p in outcome.output_dir.iterdir())}"
@@ -385,7 +385,7 @@ def test_a_failing_payload_ends_failed_in_panda_with_the_pilots_codes(
     assert beat["pilotErrorCode"] != 0 and beat["exeErrorDiag"] == "act-e2e-trf failed on purpose"
     assert (outcome.state, outcome.panda_status) == ("donefailed", "failed")
     _assert_pilots_report_in_panda(panda_server, outcome)
-    row = panda_server.columns(pandaid, "piloterrordiag")
+    row = panda_server.columns(panda_id, "piloterrordiag")
     assert row["piloterrordiag"] and beat["pilotErrorDiag"].startswith(row["piloterrordiag"])
     # the pilot's log reached the SE all the same (the CE uploaded what output.list named)
     _assert_files(panda_server, xrootd_server, outcome)
@@ -435,18 +435,18 @@ def test_truepilot_the_pilot_stages_out_itself_and_panda_1_0_refuses_its_legacy_
             wrapper=str(worker.wrapper),
             tarball=str(worker.tarball),
         )
-        pandaid = _add_job(panda_server, queue)
-        outcome = _outcome(bridge_for(config), panda_server, worker, pandaid, adder=False)
+        panda_id = _add_job(panda_server, queue)
+        outcome = _outcome(bridge_for(config), panda_server, worker, panda_id, adder=False)
     assert outcome.state == "done"  # truepilot: act is done once the CE job is
     stdout = (outcome.output_dir / "stdout").read_text(errors="replace")
     # the pilot's own copytool put the output and the log on the SE
-    for lfn in (f"act.test.out.{pandaid}.root", f"act.test.log.{pandaid}.tgz"):
+    for lfn in (f"act.test.out.{panda_id}.root", f"act.test.log.{panda_id}.tgz"):
         assert f"lfn={lfn}, status_code=0, status=transferred" in stdout, lfn
         assert list(xrootd_server.local(se_area).rglob(lfn)), f"{lfn} not on the SE"
     # ... and its reports to PanDA were refused: pilot3 3.7 speaks the legacy API only
     assert "method updateJob is forbidden" in stdout
     assert "server responded with: res = {" not in stdout  # no update was ever answered
-    row = panda_server.job(pandaid)
+    row = panda_server.job(panda_id)
     assert row is not None and row.status in ("starting", "running"), row
 
 

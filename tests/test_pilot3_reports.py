@@ -99,10 +99,10 @@ def test_a_large_job_report_goes_whole_or_not_at_all(
     big = json.dumps({"exitCode": 0, "exitMsg": "OK", "resource": ["x" * 100] * 3000})
     assert len(big) > 300_000  # far over the 16,000 characters act used to cut it to
 
-    def reported_by_pilot3(pandaid: int) -> Job:
-        job = Job(db, tmp_path, pandaid)
-        se = (tmp_path / "se" / str(pandaid)).as_uri()
-        pilot3_leaves(pilot3, job.output_dir, pandaid, se=se, outputs={"A.root": 10},
+    def reported_by_pilot3(panda_id: int) -> Job:
+        job = Job(db, tmp_path, panda_id)
+        se = (tmp_path / "se" / str(panda_id)).as_uri()
+        pilot3_leaves(pilot3, job.output_dir, panda_id, se=se, outputs={"A.root": 10},
                       job_report=big)  # fmt: skip
         ce_uploads(job.output_dir, to_file_url)
         return job
@@ -122,7 +122,7 @@ def test_a_large_job_report_goes_whole_or_not_at_all(
     assert report["jobMetrics"].split()[0] == f"actMetaDataDropped={len(json.dumps(big))}"
     assert "nEvents=10" in report["jobMetrics"].split()  # the pilot's own metrics kept
     assert "metaData not sent" in row.validation_note and "100000" in row.validation_note
-    assert any("pandaid=4303" in r.getMessage() and "metaData not sent" in r.getMessage()
+    assert any("panda_id=4303" in r.getMessage() and "metaData not sent" in r.getMessage()
                for r in caplog.records)  # fmt: skip
 
 

@@ -287,21 +287,21 @@ def test_a_bad_job_report_names_its_file(tmp_path: Path) -> None:
 
 def test_pilot3s_job_report_is_found_in_its_job_directory_before_the_top(tmp_path: Path) -> None:
     (tmp_path / JOB_REPORT).write_text('{"exitCode": 1}')  # an older pilot's place
-    assert find_job_report(tmp_path, pandaid=42) == find_job_report(tmp_path, pandaid=None)
+    assert find_job_report(tmp_path, panda_id=42) == find_job_report(tmp_path, panda_id=None)
     (tmp_path / "PanDA_Pilot-42").mkdir()
     text = '{"exitCode": 0,  "exitMsg": "OK"}'
     (tmp_path / "PanDA_Pilot-42" / JOB_REPORT).write_text(text)
-    found = find_job_report(tmp_path, pandaid=42)
+    found = find_job_report(tmp_path, panda_id=42)
     assert found is not None
     assert (found.name, found.text) == ("PanDA_Pilot-42/jobReport.json", text)  # as written
-    assert read_job_report(tmp_path, pandaid=42) == {"exitCode": 0, "exitMsg": "OK"}
+    assert read_job_report(tmp_path, panda_id=42) == {"exitCode": 0, "exitMsg": "OK"}
     (tmp_path / "PanDA_Pilot-42" / JOB_REPORT).write_text("[]")
     with pytest.raises(BadPilotFile, match=r"^PanDA_Pilot-42/jobReport\.json: content"):
-        find_job_report(tmp_path, pandaid=42)
+        find_job_report(tmp_path, panda_id=42)
     shutil.rmtree(tmp_path / "PanDA_Pilot-42")
     (tmp_path / "PanDA_Pilot-42").symlink_to("/etc")
     with pytest.raises(BadPilotFile, match=r"PanDA_Pilot-42/jobReport\.json"):
-        find_job_report(tmp_path, pandaid=42)
+        find_job_report(tmp_path, panda_id=42)
 
 
 # --- output.list -----------------------------------------------------------------------------

@@ -179,7 +179,7 @@ def test_an_unavailable_ce_only_delays_the_next_check_with_one_line(
 
 def breaker_row(db: Database, ce: str) -> dict[str, object]:
     with db.read() as conn:
-        found = conn.execute(sa.select(ces).where(ces.c.endpoint == ce)).mappings().one_or_none()
+        found = conn.execute(sa.select(ces).where(ces.c.name == ce)).mappings().one_or_none()
     return dict(found) if found else {}
 
 

@@ -96,18 +96,18 @@ def jobs_in(
 ) -> list[int]:
     """``count`` PanDA jobs in ``state`` (also held by the test server), due now; their PandaIDs."""
     if seed:
-        pandaids = server.seed(count)
+        panda_ids = server.seed(count)
     else:  # jobs PanDA does not know
-        pandaids = list(range(900_000 + len(server.jobs), 900_000 + len(server.jobs) + count))
-    ids = db.run(lambda c: make_jobs(c, Layer.PANDA, state, count, first_panda_id=pandaids[0]))
+        panda_ids = list(range(900_000 + len(server.jobs), 900_000 + len(server.jobs) + count))
+    ids = db.run(lambda c: make_jobs(c, Layer.PANDA, state, count, first_panda_id=panda_ids[0]))
     values = {"next_report_at": due or utcnow() - timedelta(seconds=1), **columns}
     db.run(lambda c: c.execute(sa.update(panda_jobs).where(panda_jobs.c.id.in_(ids)), values))
-    return pandaids
+    return panda_ids
 
 
-def row(db: Database, pandaid: int) -> Any:
+def row(db: Database, panda_id: int) -> Any:
     with db.read() as conn:
-        return conn.execute(sa.select(panda_jobs).where(panda_jobs.c.panda_id == pandaid)).one()
+        return conn.execute(sa.select(panda_jobs).where(panda_jobs.c.panda_id == panda_id)).one()
 
 
 def drain(ctx: Context, cycles: int = 50) -> int:
@@ -128,7 +128,7 @@ def bulk_calls(server: PandaTestServer) -> list[list[int]]:
 
 def sent(server: PandaTestServer) -> list[int]:
     """The PandaIDs of every bulk call, in the order they were sent."""
-    return [pandaid for call in bulk_calls(server) for pandaid in call]
+    return [panda_id for call in bulk_calls(server) for panda_id in call]
 
 
 def _bulk_ids(request: Received) -> list[list[int]]:
@@ -165,19 +165,19 @@ def test_every_state_is_reported_as_panda_expects(
     db: Database, server: CountingPandaTestServer, api: str
 ) -> None:
     report = {"xml": {"out.root": {"guid": "g1", "fsize": 10, "adler32": "0a0b0c0d"}}}
-    pandaids: dict[PandaJobState, int] = {}
+    panda_ids: dict[PandaJobState, int] = {}
     for state in TOLD:
         extra: dict[str, Any] = {"report": json.dumps(report)} if state == "finished" else {}
-        (pandaids[state],) = jobs_in(db, server, state, **extra)
+        (panda_ids[state],) = jobs_in(db, server, state, **extra)
     (operator_killed,) = jobs_in(db, server, "tobekilled", panda_status="running")
     ctx = context(db, server, api=api)
     before = utcnow()
 
     assert run_once(ctx) is False  # fewer due jobs than one cycle takes
 
-    for state, pandaid in pandaids.items():
-        assert server.states(pandaid) == [TOLD[state]], state
-        job = row(db, pandaid)
+    for state, panda_id in panda_ids.items():
+        assert server.states(panda_id) == [TOLD[state]], state
+        job = row(db, panda_id)
         assert job.panda_status == TOLD[state]
         assert job.panda_reported_at >= before
         assert job.report_failures == 0 and job.lease_owner is None
@@ -190,37 +190,37 @@ def test_every_state_is_reported_as_panda_expects(
             assert job.next_report_at <= utcnow() + timedelta(seconds=interval * (1 + jitter))
     assert server.states(operator_killed) == ["running"]
     assert row(db, operator_killed).state == "tobekilled"
-    cancelled = server.last_fields(pandaids[PandaJobState.CANCELLED])
+    cancelled = server.last_fields(panda_ids[PandaJobState.CANCELLED])
     assert int(field(cancelled, "pilotErrorCode", "pilot_error_code")) == 1144
     assert field(cancelled, "pilotErrorDiag", "pilot_error_diag") == "job killed by act"
-    finished = server.last_fields(pandaids[PandaJobState.FINISHED])
+    finished = server.last_fields(panda_ids[PandaJobState.FINISHED])
     assert json.loads(field(finished, "xml", "job_output_report")) == report["xml"]
     assert field(finished, "siteName", "site_name") == "TEST_QUEUE"
     assert field(finished, "schedulerID", "scheduler_id") == "act"
-    for pandaid in pandaids.values():
-        assert server.final_reports(pandaid) == (1 if server.final_state(pandaid) else 0)
+    for panda_id in panda_ids.values():
+        assert server.final_reports(panda_id) == (1 if server.final_state(panda_id) else 0)
 
 
 def test_a_state_change_makes_the_report_due_at_once(
     db: Database, server: CountingPandaTestServer
 ) -> None:
-    (pandaid,) = jobs_in(db, server, "queued")
+    (panda_id,) = jobs_in(db, server, "queued")
     ctx = context(db, server)
     run_once(ctx)
-    assert server.states(pandaid) == ["starting"]
-    assert row(db, pandaid).next_report_at > utcnow() + timedelta(minutes=20)
+    assert server.states(panda_id) == ["starting"]
+    assert row(db, panda_id).next_report_at > utcnow() + timedelta(minutes=20)
     run_once(ctx)
-    assert server.states(pandaid) == ["starting"]  # not due again yet
+    assert server.states(panda_id) == ["starting"]  # not due again yet
 
-    job_id = row(db, pandaid).id
+    job_id = row(db, panda_id).id
     db.run(
         lambda c: transition(
             c, Layer.PANDA, [job_id], "queued", "running", actor=Actor.APP_STATUS, values=due_now()
         )
     )
-    assert row(db, pandaid).next_report_at <= utcnow()
+    assert row(db, panda_id).next_report_at <= utcnow()
     run_once(ctx)
-    assert server.states(pandaid) == ["starting", "running"]
+    assert server.states(panda_id) == ["starting", "running"]
 
     final = with_report({"pilotErrorCode": 1305, "pilotErrorDiag": "payload failed"})
     db.run(
@@ -229,15 +229,15 @@ def test_a_state_change_makes_the_report_due_at_once(
         )
     )
     run_once(ctx)
-    assert server.states(pandaid) == ["starting", "running", "failed"]
-    assert int(field(server.last_fields(pandaid), "pilotErrorCode", "pilot_error_code")) == 1305
-    assert row(db, pandaid).state == "donefailed"
+    assert server.states(panda_id) == ["starting", "running", "failed"]
+    assert int(field(server.last_fields(panda_id), "pilotErrorCode", "pilot_error_code")) == 1305
+    assert row(db, panda_id).state == "donefailed"
 
 
 def test_reports_go_in_batches_with_a_bounded_number_in_flight(
     db: Database, server: CountingPandaTestServer
 ) -> None:
-    pandaids = jobs_in(db, server, "running", 14)
+    panda_ids = jobs_in(db, server, "running", 14)
     server.delay = 0.3  # every call takes a while, so the pool's calls overlap
     ctx = context(db, server, batch_size=2, in_flight=3)
 
@@ -247,8 +247,8 @@ def test_reports_go_in_batches_with_a_bounded_number_in_flight(
     assert drain(ctx) == 2  # then 6 and 2 more jobs
     assert [len(call) for call in bulk_calls(server)] == [2] * 7
     assert server.most_active <= 3
-    assert sorted(sent(server)) == pandaids
-    assert all(server.states(pandaid) == ["running"] for pandaid in pandaids)
+    assert sorted(sent(server)) == panda_ids
+    assert all(server.states(panda_id) == ["running"] for panda_id in panda_ids)
 
 
 def test_big_reports_make_smaller_bulk_calls_and_one_over_the_cap_goes_alone(
@@ -257,28 +257,28 @@ def test_big_reports_make_smaller_bulk_calls_and_one_over_the_cap_goes_alone(
     """A final report's metaData can take megabytes; a web server refuses a request body above
     its limit (HTTP 413, measured on the real PanDA server: 10 MiB), which would fail every job
     of the call. Batches are cut by size as well as by count."""
-    pandaids = jobs_in(db, server, "running", 5)
+    panda_ids = jobs_in(db, server, "running", 5)
     sizes = [60_000, 60_000, 60_000, 300_000, 10]
-    for pandaid, size in zip(pandaids, sizes, strict=True):
+    for panda_id, size in zip(panda_ids, sizes, strict=True):
         report = with_report({"metaData": json.dumps({"pad": "x" * size})})
         db.run(
             lambda c: c.execute(
-                sa.update(panda_jobs).where(panda_jobs.c.panda_id == pandaid).values(**report)
+                sa.update(panda_jobs).where(panda_jobs.c.panda_id == panda_id).values(**report)
             )
         )
     ctx = context(db, server, batch_size=100, in_flight=1, max_request_bytes=150_000)
     drain(ctx)
     calls = bulk_calls(server)
-    assert calls == [pandaids[:2], [pandaids[2]], [pandaids[3]], [pandaids[4]]]
-    for pandaid, size in zip(pandaids, sizes, strict=True):
-        sent_meta = server.last_fields(pandaid)["meta_data"]
+    assert calls == [panda_ids[:2], [panda_ids[2]], [panda_ids[3]], [panda_ids[4]]]
+    for panda_id, size in zip(panda_ids, sizes, strict=True):
+        sent_meta = server.last_fields(panda_id)["meta_data"]
         assert json.loads(sent_meta) == {"pad": "x" * size}  # whole, never cut
 
 
 def test_two_instances_never_report_a_job_twice(
     db: Database, server: CountingPandaTestServer
 ) -> None:
-    pandaids = jobs_in(db, server, "running", 60)
+    panda_ids = jobs_in(db, server, "running", 60)
     server.delay = 0.05
     contexts = [context(db, server, batch_size=5, in_flight=2) for _ in range(2)]
     contexts[1].instance = "test:2:def"
@@ -296,8 +296,8 @@ def test_two_instances_never_report_a_job_twice(
     for thread in threads:
         thread.join(timeout=120)
     assert errors == []
-    assert sorted(sent(server)) == pandaids  # each job in exactly one bulk call
-    assert all(server.states(pandaid) == ["running"] for pandaid in pandaids)
+    assert sorted(sent(server)) == panda_ids  # each job in exactly one bulk call
+    assert all(server.states(panda_id) == ["running"] for panda_id in panda_ids)
 
 
 # -- outages ---------------------------------------------------------------------------------------
@@ -312,10 +312,10 @@ def test_a_backlog_after_an_outage_is_kept_and_drains_oldest_first(
     due = {}
     for n, age in enumerate(ages):
         state = "finished" if n % 2 else "running"
-        (pandaid,) = jobs_in(db, server, state, due=now - timedelta(minutes=age))
-        due[pandaid] = now - timedelta(minutes=age)
+        (panda_id,) = jobs_in(db, server, state, due=now - timedelta(minutes=age))
+        due[panda_id] = now - timedelta(minutes=age)
     ctx = context(db, server, api=api, batch_size=2, in_flight=1)
-    before = {pandaid: row(db, pandaid) for pandaid in due}
+    before = {panda_id: row(db, panda_id) for panda_id in due}
 
     server.outage()
     with caplog.at_level(logging.INFO, logger="act"):
@@ -323,8 +323,8 @@ def test_a_backlog_after_an_outage_is_kept_and_drains_oldest_first(
     problems = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(problems) == 1 and "unreachable" in problems[0].getMessage()
     assert problems[0].levelno == logging.ERROR
-    for pandaid, old in before.items():
-        job = row(db, pandaid)
+    for panda_id, old in before.items():
+        job = row(db, panda_id)
         assert (job.state, job.next_report_at, job.report_failures, job.panda_status) == (
             old.state,
             old.next_report_at,
@@ -335,14 +335,14 @@ def test_a_backlog_after_an_outage_is_kept_and_drains_oldest_first(
 
     server.restore()
     drain(ctx)
-    oldest_first = sorted(due, key=lambda pandaid: due[pandaid])
+    oldest_first = sorted(due, key=lambda panda_id: due[panda_id])
     assert sent(server) == oldest_first
-    for pandaid in due:
-        job = row(db, pandaid)
-        if server.final_state(pandaid):
-            assert server.final_reports(pandaid) == 1 and job.state == "done"
+    for panda_id in due:
+        job = row(db, panda_id)
+        if server.final_state(panda_id):
+            assert server.final_reports(panda_id) == 1 and job.state == "done"
         else:
-            assert server.states(pandaid) == ["running"] and job.state == "running"
+            assert server.states(panda_id) == ["running"] and job.state == "running"
 
 
 def test_an_outage_pauses_the_daemon_with_backoff(
@@ -363,7 +363,7 @@ def test_an_outage_pauses_the_daemon_with_backoff(
 def test_an_auth_error_is_logged_once_per_cycle(
     db: Database, server: CountingPandaTestServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    pandaids = jobs_in(db, server, "running", 6)
+    panda_ids = jobs_in(db, server, "running", 6)
     server.refuse_role = True
     ctx = context(db, server, batch_size=1, in_flight=3)
     for cycle in (1, 2):
@@ -373,13 +373,13 @@ def test_an_auth_error_is_logged_once_per_cycle(
         errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
         assert len(errors) == 1, (cycle, [r.getMessage() for r in errors])
         assert "credential" in errors[0].getMessage()
-    for pandaid in pandaids:
-        job = row(db, pandaid)
+    for panda_id in panda_ids:
+        job = row(db, panda_id)
         assert job.panda_status is None and job.report_failures == 0
         assert job.next_report_at <= utcnow()  # still due
     server.refuse_role = False
     drain(ctx)
-    assert all(row(db, pandaid).panda_status == "running" for pandaid in pandaids)
+    assert all(row(db, panda_id).panda_status == "running" for panda_id in panda_ids)
 
 
 # -- PanDA's commands -----------------------------------------------------------------------------
@@ -388,49 +388,49 @@ def test_an_auth_error_is_logged_once_per_cycle(
 def test_tobekilled_kills_the_job_and_panda_gets_no_more_reports(
     db: Database, server: CountingPandaTestServer, api: str
 ) -> None:
-    (pandaid,) = jobs_in(db, server, "running")
-    server.set_command(pandaid, "tobekilled")
+    (panda_id,) = jobs_in(db, server, "running")
+    server.set_command(panda_id, "tobekilled")
     ctx = context(db, server, api=api)
     run_once(ctx)
-    job = row(db, pandaid)
+    job = row(db, panda_id)
     assert (job.state, job.panda_command, job.next_report_at) == ("tobekilled", "tobekilled", None)
     assert job.panda_command_at is not None
 
     run_once(ctx)
-    assert server.states(pandaid) == ["running"]  # no heartbeat while the CE job is killed
+    assert server.states(panda_id) == ["running"]  # no heartbeat while the CE job is killed
 
     # The app layer cancels the CE job; then PanDA gets what a killed pilot sends.
     cancel(db, job.id)
     run_once(ctx)
-    assert server.states(pandaid) == ["running", "failed"]
-    fields = server.last_fields(pandaid)
+    assert server.states(panda_id) == ["running", "failed"]
+    fields = server.last_fields(panda_id)
     assert int(field(fields, "pilotErrorCode", "pilot_error_code")) == 1144
     assert "PanDA's request" in field(fields, "pilotErrorDiag", "pilot_error_diag")
-    assert row(db, pandaid).state == "donecancelled"  # PanDA answered tobekilled again: over
+    assert row(db, panda_id).state == "donecancelled"  # PanDA answered tobekilled again: over
 
 
 @pytest.mark.parametrize("command", ["badattemptnr", "alreadydone"])
 def test_badattemptnr_and_alreadydone_stop_reports_and_kill_the_ce_job(
     db: Database, server: CountingPandaTestServer, command: str
 ) -> None:
-    (pandaid,) = jobs_in(db, server, "queued")
-    server.set_command(pandaid, command)
+    (panda_id,) = jobs_in(db, server, "queued")
+    server.set_command(panda_id, command)
     ctx = context(db, server)
     run_once(ctx)
-    job = row(db, pandaid)
+    job = row(db, panda_id)
     assert (job.state, job.panda_command, job.next_report_at) == ("tobekilled", command, None)
     cancel(db, job.id)
     run_once(ctx)
-    assert server.states(pandaid) == ["starting"]  # PanDA wants no final report
-    assert row(db, pandaid).state == "donecancelled"
+    assert server.states(panda_id) == ["starting"]  # PanDA wants no final report
+    assert row(db, panda_id).state == "donecancelled"
 
 
 def test_a_wrong_attempt_number_stops_the_job(
     db: Database, server: CountingPandaTestServer, api: str
 ) -> None:
-    (pandaid,) = jobs_in(db, server, "running", attempt=2)  # PanDA is at attempt 1
+    (panda_id,) = jobs_in(db, server, "running", attempt=2)  # PanDA is at attempt 1
     run_once(context(db, server, api=api))
-    job = row(db, pandaid)
+    job = row(db, panda_id)
     # panda-server 1.0.4 answers tobekilled (tests/test_panda_real_server.py); older ones
     # (the legacy API) badattemptnr
     command = "tobekilled" if api == "new" else "badattemptnr"
@@ -456,10 +456,10 @@ def test_a_command_answering_a_final_report_ends_the_job(
 # -- final reports whose answer was lost ----------------------------------------------------------
 
 
-def final_reasons(db: Database, pandaid: int) -> list[str]:
+def final_reasons(db: Database, panda_id: int) -> list[str]:
     with db.read() as conn:
         job_id = conn.execute(
-            sa.select(panda_jobs.c.id).where(panda_jobs.c.panda_id == pandaid)
+            sa.select(panda_jobs.c.id).where(panda_jobs.c.panda_id == panda_id)
         ).scalar_one()
         return list(
             conn.execute(
@@ -480,16 +480,16 @@ def test_a_final_report_whose_answer_was_lost_is_checked_not_sent_again(
     ctx = context(db, server, api=api)
     server.inject("lose_reply")  # PanDA takes the bulk update, its answer never arrives
     assert run_once(ctx) is False
-    for pandaid in (*finished, *failed):
-        assert server.final_reports(pandaid) == 1
-        assert row(db, pandaid).state in DONE and row(db, pandaid).final_sent_at is not None
+    for panda_id in (*finished, *failed):
+        assert server.final_reports(panda_id) == 1
+        assert row(db, panda_id).state in DONE and row(db, panda_id).final_sent_at is not None
     assert row(db, running).final_sent_at is None  # only final reports are marked
     ctx.cache["propagator_pause"].until = 0.0
     drain(ctx)
     [finished_id], [failed_id] = finished, failed
-    for pandaid, done in ((finished_id, "done"), (failed_id, "donefailed")):
-        assert (row(db, pandaid).state, server.final_reports(pandaid)) == (done, 1)
-        [reason] = final_reasons(db, pandaid)
+    for panda_id, done in ((finished_id, "done"), (failed_id, "donefailed")):
+        assert (row(db, panda_id).state, server.final_reports(panda_id)) == (done, 1)
+        [reason] = final_reasons(db, panda_id)
         assert "in doubt: PanDA shows" in reason
     assert server.states(running) == ["running", "running"]  # the heartbeat simply went again
 
@@ -497,32 +497,32 @@ def test_a_final_report_whose_answer_was_lost_is_checked_not_sent_again(
 def test_a_final_report_in_doubt_that_panda_never_got_is_sent(
     db: Database, server: CountingPandaTestServer, api: str
 ) -> None:
-    (pandaid,) = jobs_in(db, server, "finished", final_sent_at=utcnow() - timedelta(minutes=5))
+    (panda_id,) = jobs_in(db, server, "finished", final_sent_at=utcnow() - timedelta(minutes=5))
     ctx = context(db, server, api=api)
     drain(ctx)
-    assert (row(db, pandaid).state, server.final_reports(pandaid)) == ("done", 1)
-    assert final_reasons(db, pandaid) == ["final report (finished) accepted"]
+    assert (row(db, panda_id).state, server.final_reports(panda_id)) == ("done", 1)
+    assert final_reasons(db, panda_id) == ["final report (finished) accepted"]
 
 
 def test_final_reports_in_doubt_stay_due_while_panda_cannot_be_asked(
     db: Database, server: CountingPandaTestServer
 ) -> None:
-    (pandaid,) = jobs_in(db, server, "failed", final_sent_at=utcnow())
+    (panda_id,) = jobs_in(db, server, "failed", final_sent_at=utcnow())
     ctx = context(db, server)
     server.outage()
     assert run_once(ctx) is False
-    assert row(db, pandaid).state == "failed" and row(db, pandaid).lease_owner is None
+    assert row(db, panda_id).state == "failed" and row(db, panda_id).lease_owner is None
     server.restore()
     ctx.cache["propagator_pause"].until = 0.0
     drain(ctx)
-    assert (row(db, pandaid).state, server.final_reports(pandaid)) == ("donefailed", 1)
+    assert (row(db, panda_id).state, server.final_reports(panda_id)) == ("donefailed", 1)
 
 
 @pytest.mark.slow
 def test_a_propagator_killed_after_panda_took_the_final_reports_never_sends_them_twice(
     db: Database, db_url: URL, server: CountingPandaTestServer, tmp_path: Path
 ) -> None:
-    pandaids = jobs_in(db, server, "finished", 3)
+    panda_ids = jobs_in(db, server, "finished", 3)
     config = write_config(
         tmp_path / "act.yaml",
         {
@@ -534,13 +534,13 @@ def test_a_propagator_killed_after_panda_took_the_final_reports_never_sends_them
     )
     crashed = daemon_once("propagator", config, tmp_path, fault=CRASH_POINT)
     assert crashed.returncode == EXIT_CODE, crashed.stderr
-    assert [server.final_reports(p) for p in pandaids] == [1, 1, 1]
-    assert {row(db, p).state for p in pandaids} == {"finished"}
+    assert [server.final_reports(p) for p in panda_ids] == [1, 1, 1]
+    assert {row(db, p).state for p in panda_ids} == {"finished"}
     time.sleep(1.2)  # the dead process's lease expires
     clean = daemon_once("propagator", config, tmp_path)
     assert clean.returncode == 0, clean.stderr
-    assert {row(db, p).state for p in pandaids} == {"done"}
-    assert [server.final_reports(p) for p in pandaids] == [1, 1, 1]
+    assert {row(db, p).state for p in panda_ids} == {"done"}
+    assert [server.final_reports(p) for p in panda_ids] == [1, 1, 1]
 
 
 def test_a_final_report_sent_by_a_killed_propagator_is_not_sent_twice(
@@ -562,18 +562,18 @@ def test_a_final_report_sent_by_a_killed_propagator_is_not_sent_twice(
 def test_final_reports_are_noted_before_the_call(
     db: Database, server: CountingPandaTestServer
 ) -> None:
-    (pandaid,) = jobs_in(db, server, "finished")
+    (panda_id,) = jobs_in(db, server, "finished")
     noted: list[Any] = []
     original = server._update
 
-    def spy(pandaid: int, *args: Any, **kwargs: Any) -> str:
-        noted.append(row(db, pandaid).final_sent_at)  # what the database says during the call
-        return original(pandaid, *args, **kwargs)
+    def spy(panda_id: int, *args: Any, **kwargs: Any) -> str:
+        noted.append(row(db, panda_id).final_sent_at)  # what the database says during the call
+        return original(panda_id, *args, **kwargs)
 
     server._update = spy  # type: ignore[method-assign]
     run_once(context(db, server))
     assert noted and noted[0] is not None
-    assert server.final_reports(pandaid) == 1 and row(db, pandaid).state == "done"
+    assert server.final_reports(panda_id) == 1 and row(db, panda_id).state == "done"
 
 
 # -- errors ---------------------------------------------------------------------------------------
@@ -602,7 +602,7 @@ def test_a_job_panda_refuses_is_retried_with_backoff(
             lambda c: create_jobs(
                 c,
                 Layer.CE,
-                [{**ce_row(endpoint), "panda_job_id": panda_job_id, "pandaid": bad}],
+                [{**ce_row(endpoint), "panda_job_id": panda_job_id, "panda_id": bad}],
                 "tosubmit",
                 actor=Actor.TRANSLATOR,
             )
@@ -623,7 +623,7 @@ def test_a_job_panda_refuses_is_retried_with_backoff(
         delay = 60.0 * 2 ** (failures - 1)
         assert start + timedelta(seconds=delay) <= job.next_report_at
         assert job.next_report_at <= utcnow() + timedelta(seconds=delay)
-    assert any(f"pandaid={bad} ce=new-ce.example:" in r.getMessage() for r in caplog.records)
+    assert any(f"panda_id={bad} ce=new-ce.example:" in r.getMessage() for r in caplog.records)
     assert row(db, good).panda_status == "running" and row(db, good).report_failures == 0
 
 
@@ -631,11 +631,11 @@ def test_a_bulk_call_panda_refuses_counts_as_a_failure_of_each_job(
     db: Database, server: CountingPandaTestServer
 ) -> None:
     # the real server's web server answers a request body over its limit with HTTP 413
-    pandaids = jobs_in(db, server, "running", 2)
+    panda_ids = jobs_in(db, server, "running", 2)
     server.inject("http", status=413, method="pilot/update_jobs_bulk")
     run_once(context(db, server, interval=100.0, retry_backoff=500.0))
-    for pandaid in pandaids:
-        job = row(db, pandaid)
+    for panda_id in panda_ids:
+        job = row(db, panda_id)
         assert job.report_failures == 1 and job.panda_status is None
         assert job.next_report_at > utcnow() + timedelta(seconds=90)  # capped at interval
 
@@ -645,14 +645,14 @@ def test_a_field_the_new_api_would_refuse_is_left_out_not_sent(
 ) -> None:
     # The new API refuses the whole call when one job's field has the wrong type: act does not
     # send such a field (logged with the job), and the report goes through.
-    pandaids = jobs_in(db, server, "running", 2, report=json.dumps({"nEvents": "many"}))
+    panda_ids = jobs_in(db, server, "running", 2, report=json.dumps({"nEvents": "many"}))
     with caplog.at_level(logging.WARNING):
         run_once(context(db, server))
-    for pandaid in pandaids:
-        assert row(db, pandaid).report_failures == 0
-        assert row(db, pandaid).panda_status == "running"
-        assert "n_events" not in server.last_fields(pandaid)
-        assert any(f"pandaid={pandaid}" in r.getMessage() and "nEvents" in r.getMessage()
+    for panda_id in panda_ids:
+        assert row(db, panda_id).report_failures == 0
+        assert row(db, panda_id).panda_status == "running"
+        assert "n_events" not in server.last_fields(panda_id)
+        assert any(f"panda_id={panda_id}" in r.getMessage() and "nEvents" in r.getMessage()
                    for r in caplog.records)  # fmt: skip
 
 
@@ -745,7 +745,7 @@ def test_jobs_with_a_log_url_send_it_as_pilot_id(
 def test_the_propagator_runs_as_a_registered_daemon(
     db: Database, server: CountingPandaTestServer
 ) -> None:
-    (pandaid,) = jobs_in(db, server, "finished")
+    (panda_id,) = jobs_in(db, server, "finished")
     settings = Settings().model_copy(
         update={
             "panda": settings_for(server, retries=0),
@@ -754,8 +754,8 @@ def test_the_propagator_runs_as_a_registered_daemon(
     )
     assert resolve("propagator") is DAEMON
     assert run_daemon(DAEMON, settings, "propagator", once=True, db=db) == 0
-    assert server.final_state(pandaid) == "finished"
-    assert row(db, pandaid).state == "done"
+    assert server.final_state(panda_id) == "finished"
+    assert row(db, panda_id).state == "done"
 
 
 def test_reports_must_be_json_objects_without_the_fields_act_sets() -> None:

@@ -24,7 +24,7 @@ from tests.support.translate_cases import NATIVE, NATIVE_MCORE, TRUEPILOT
 
 def _job(queue: Any = NATIVE, **spec: Any) -> JobInput:
     return JobInput(
-        pandaid=1,
+        panda_id=1,
         spec={"PandaID": 1, **spec},
         spec_text="{}",
         queue=queue,
@@ -175,7 +175,7 @@ def test_the_legacy_resource_type_key_is_read_too() -> None:
 def test_a_resource_type_that_is_not_text_names_the_field() -> None:
     with pytest.raises(TranslationError) as error:
         plan(_job(resource_type=["SCORE"]))
-    assert (error.value.pandaid, error.value.field) == (1, "resource_type")
+    assert (error.value.panda_id, error.value.field) == (1, "resource_type")
 
 
 def test_every_panda_resource_type_maps_into_the_pilots_set() -> None:

@@ -67,7 +67,7 @@ def add_jobs(db: Database, count: int, candidates: str = "ce1 ce2", **extra: Any
             "description": f"job {i}",
             "candidates": candidates,
             "attempts_left": 3,
-            "pandaid": 1000 + i,
+            "panda_id": 1000 + i,
             **extra,
         }
         for i in range(count)
@@ -87,7 +87,7 @@ def jobs(db: Database) -> dict[int, dict[str, Any]]:
 
 def ce_row(db: Database, name: str) -> dict[str, Any]:
     with db.read() as conn:
-        return dict(conn.execute(sa.select(ces).where(ces.c.endpoint == name)).mappings().one())
+        return dict(conn.execute(sa.select(ces).where(ces.c.name == name)).mappings().one())
 
 
 def test_submits_crash_safely_with_tokens_and_spreads_round_robin(
@@ -97,7 +97,7 @@ def test_submits_crash_safely_with_tokens_and_spreads_round_robin(
     run(db, make_settings(db_url, tmp_path))
     rows = jobs(db)
     assert {row["state"] for row in rows.values()} == {"submitted"}
-    assert [rows[i]["ce_endpoint"] for i in ids] == ["ce1", "ce2", "ce1", "ce2"]
+    assert [rows[i]["ce_name"] for i in ids] == ["ce1", "ce2", "ce1", "ce2"]
     at_ce = script.jobs()
     for job_id in ids:
         row = rows[job_id]
@@ -107,7 +107,7 @@ def test_submits_crash_safely_with_tokens_and_spreads_round_robin(
         assert (record["token"], record["job_id"], record["ce"]) == (
             row["token"],
             job_id,
-            row["ce_endpoint"],
+            row["ce_name"],
         )
     assert len({row["token"] for row in rows.values()}) == 4
     with db.read() as conn:
@@ -203,7 +203,7 @@ def test_transient_failure_sends_the_job_to_another_ce(
     assert ce_row(db, "ce1")["failures"] == 1
     run(db, settings)
     row = jobs(db)[job_id]
-    assert (row["state"], row["ce_endpoint"], row["submissions"]) == ("submitted", "ce2", 2)
+    assert (row["state"], row["ce_name"], row["submissions"]) == ("submitted", "ce2", 2)
     assert row["error_text"] is None
     assert script.submitted_tokens("ce2") == [row["token"]]
     assert script.submitted_tokens("ce1") == []
@@ -224,7 +224,7 @@ def test_ce_unavailable_opens_the_breaker_and_jobs_go_to_the_live_ce(
     run(db, settings)
     rows = jobs(db)
     assert {rows[i]["state"] for i in ids} == {"submitted"}
-    assert {rows[i]["ce_endpoint"] for i in ids} == {"ce2"}
+    assert {rows[i]["ce_name"] for i in ids} == {"ce2"}
     # With the breaker open ce1 was not tried again: one submit in the first cycle (a refused
     # connection sent nothing, so the CE is not asked about a lost reply), nothing after.
     assert [c["method"] for c in script.calls(ce="ce1") if c["method"] != "limits"] == ["submit"]
@@ -279,7 +279,7 @@ def test_lost_reply_at_a_lagging_ce_keeps_the_jobs_until_the_ce_lists_them(
     run(db, settings)  # now listed: reconciled
     rows = jobs(db)
     assert {rows[i]["state"] for i in ids} == {"submitted"}
-    assert {rows[i]["ce_endpoint"] for i in ids} == {"ce1"}
+    assert {rows[i]["ce_name"] for i in ids} == {"ce1"}
     assert {rows[i]["submissions"] for i in ids} == {1}
     assert sorted(script.submitted_tokens()) == sorted(rows[i]["token"] for i in ids)
 
@@ -356,7 +356,7 @@ def _submitting(db: Database, ids: list[int], tokens: list[str], ce: str = "ce1"
                 .where(ce_jobs.c.id == job_id)
                 .values(
                     token=token,
-                    ce_endpoint=ce,
+                    ce_name=ce,
                     submissions=1,
                     lease_owner="submitter@dead",
                     lease_expires=utcnow() - timedelta(seconds=1),
@@ -482,7 +482,7 @@ def test_drained_ce_gets_no_jobs(db: Database, db_url: URL, tmp_path: Path, scri
     db.run(lambda c: breaker.set_enabled(c, "ce1", False, who="t", why="test", now=utcnow()))
     ids = add_jobs(db, 3)
     run(db, settings)
-    assert {jobs(db)[i]["ce_endpoint"] for i in ids} == {"ce2"}
+    assert {jobs(db)[i]["ce_name"] for i in ids} == {"ce2"}
     assert script.calls("submit", ce="ce1") == []
 
 
@@ -577,7 +577,7 @@ def test_a_ce_whose_back_end_is_not_available_gets_no_jobs_and_blocks_no_other(
     with caplog.at_level(logging.INFO, logger="act"):
         run(db, settings)
     rows = jobs(db)
-    assert [(rows[i]["state"], rows[i]["ce_endpoint"]) for i in ids] == [("submitted", "ce1")] * 3
+    assert [(rows[i]["state"], rows[i]["ce_name"]) for i in ids] == [("submitted", "ce1")] * 3
     assert not [r for r in caplog.records if r.getMessage() == "cycle failed"]
     only_ce0 = add_jobs(db, 1, "ce0")
     with caplog.at_level(logging.INFO, logger="act"):

@@ -35,7 +35,7 @@ ARC_VIA_CONDOR = QueueCE(
 
 
 def _input_dir(job: JobInput) -> Path:
-    return Path(f"/var/lib/act/inputs/{job.pandaid}")
+    return Path(f"/var/lib/act/inputs/{job.panda_id}")
 
 
 def _xrsl(job: JobInput, ce: QueueCE = ARC_CE) -> Translation:
@@ -103,7 +103,7 @@ def test_every_xrsl_is_accepted_by_the_real_arc_parser() -> None:
     translations = [_xrsl(job) for job in jobs]
     parsed = _arc_parse([t.description for t in translations])
     for job, translation, fields in zip(jobs, translations, parsed, strict=True):
-        assert "error" not in fields, (job.pandaid, fields, translation.description)
+        assert "error" not in fields, (job.panda_id, fields, translation.description)
         p = plan(job)
         assert fields["executable"] == "runpilot2-wrapper.sh"
         assert fields["arguments"] == list(p.arguments)
@@ -130,7 +130,11 @@ def test_every_xrsl_is_accepted_by_the_real_arc_parser() -> None:
             assert set(inputs) == {*translation.files, "runpilot2-wrapper.sh"}
         else:
             es = ["event_status.dump.json"] if job.event_ranges is not None else []
-            reports = ["output.list", f"PanDA_Pilot-{job.pandaid}/jobReport.json", "jobReport.json"]
+            reports = [
+                "output.list",
+                f"PanDA_Pilot-{job.panda_id}/jobReport.json",
+                "jobReport.json",
+            ]
             assert outputs[1:] == ["heartbeat.json", p.log_file, *es, *reports, "@output.list"]
             assert "pilot3.tar.gz" in inputs and "queuedata.json" in inputs
             for lfn in job.spec["inFiles"].split(",") if p.inputs else []:
@@ -219,7 +223,7 @@ def test_every_submit_description_is_accepted_by_htcondor() -> None:
             assert environment["GTAG"] == case.job.log_url
             assert environment["PANDA_JSID"] == "act"
             assert submit["priority"] == str(translation.priority)
-            assert submit["output"] == str(WEB / f"{case.job.pandaid}.out")
+            assert submit["output"] == str(WEB / f"{case.job.panda_id}.out")
             transfers = [t.strip() for t in submit["transfer_input_files"].split(",")]
             for name in translation.files:
                 assert str(_input_dir(case.job) / name) in transfers
@@ -243,7 +247,7 @@ def test_newlines_never_reach_a_description(field: str, value: str) -> None:
     for translate in (_xrsl, _condor):
         with pytest.raises(TranslationError) as error:
             translate(job)
-        assert f"pandaid={job.pandaid}" in str(error.value)
+        assert f"panda_id={job.panda_id}" in str(error.value)
 
 
 def test_quotes_stay_literal_and_dollars_are_refused_for_htcondor() -> None:
@@ -290,7 +294,7 @@ def test_a_spec_that_cannot_be_encoded_is_a_translation_error() -> None:
 
 def _spec_job(queue: Any = NATIVE, **spec: Any) -> JobInput:
     return JobInput(
-        pandaid=1,
+        panda_id=1,
         spec={"PandaID": 1, **spec},
         spec_text="{}",
         queue=queue,
@@ -338,11 +342,11 @@ def test_analysis_jobs_get_the_user_job_type_and_proxy_rte() -> None:
         ({"jobName": ["not", "text"]}, "jobName"),
     ],
 )
-def test_bad_spec_values_name_the_pandaid_and_field(spec: dict[str, Any], field: str) -> None:
+def test_bad_spec_values_name_the_panda_id_and_field(spec: dict[str, Any], field: str) -> None:
     with pytest.raises(TranslationError) as error:
         _xrsl(_spec_job(**spec))
-    assert error.value.pandaid == 1 and error.value.field == field
-    assert str(error.value).startswith(f"pandaid=1: {field}:")
+    assert error.value.panda_id == 1 and error.value.field == field
+    assert str(error.value).startswith(f"panda_id=1: {field}:")
 
 
 def test_native_inputs_are_rucio_urls_deduplicated() -> None:
@@ -374,4 +378,4 @@ def test_condor_proxy_and_logs_without_web_dir() -> None:
     )
     submit = htcondor2.Submit(translation.description)
     assert submit["x509userproxy"] == "/tmp/x509up"
-    assert submit["log"] == str(_input_dir(job) / f"{job.pandaid}.log")
+    assert submit["log"] == str(_input_dir(job) / f"{job.panda_id}.log")

@@ -90,14 +90,14 @@ def received(db: Database, queue: str, *specs: dict[str, Any]) -> list[int]:
     )
 
 
-def panda_row(db: Database, pandaid: int) -> Any:
+def panda_row(db: Database, panda_id: int) -> Any:
     with db.read() as conn:
-        return conn.execute(sa.select(panda_jobs).where(panda_jobs.c.panda_id == pandaid)).one()
+        return conn.execute(sa.select(panda_jobs).where(panda_jobs.c.panda_id == panda_id)).one()
 
 
-def ce_rows(db: Database, pandaid: int) -> list[Any]:
+def ce_rows(db: Database, panda_id: int) -> list[Any]:
     with db.read() as conn:
-        return list(conn.execute(sa.select(ce_jobs).where(ce_jobs.c.pandaid == pandaid)).all())
+        return list(conn.execute(sa.select(ce_jobs).where(ce_jobs.c.panda_id == panda_id)).all())
 
 
 def test_arc_queue(db: Database, tmp_path: Path) -> None:
@@ -129,12 +129,12 @@ def test_condor_queue_matched_by_url_and_unconfigured_ce_warned_once(
     received(db, "CONDORQ", make_job_spec(21), make_job_spec(22))
     with caplog.at_level(logging.WARNING):
         run_once(context(db, make_settings(tmp_path)))
-    for pandaid in (21, 22):
-        (ce,) = ce_rows(db, pandaid)
+    for panda_id in (21, 22):
+        (ce,) = ce_rows(db, panda_id)
         assert ce.backend == "condor" and ce.candidates == "htc"
         assert "grid_resource = condor htc.example.org htc.example.org:9619" in ce.description
         assert '+remote_queue = "long"' in ce.description
-        assert panda_row(db, pandaid).state == "queued"
+        assert panda_row(db, panda_id).state == "queued"
     warnings = [r.getMessage() for r in caplog.records if "nowhere:9619" in r.getMessage()]
     assert len(warnings) == 1 and "CONDORQ" in warnings[0]
 
@@ -280,16 +280,16 @@ def server() -> Iterator[PandaTestServer]:
 def test_event_ranges_fetched_before_submission(
     db: Database, server: PandaTestServer, tmp_path: Path
 ) -> None:
-    (pandaid,) = server.seed(1, queue="NATIVEQ", event_service=True)
-    received(db, "NATIVEQ", server.jobs[pandaid].spec)
+    (panda_id,) = server.seed(1, queue="NATIVEQ", event_service=True)
+    received(db, "NATIVEQ", server.jobs[panda_id].spec)
     run_once(context(db, make_settings(tmp_path, server), n_event_ranges=5))
     calls = server.received("event/acquire_event_ranges")
-    assert len(calls) == 1 and calls[0].params["job_id"] == pandaid
+    assert len(calls) == 1 and calls[0].params["job_id"] == panda_id
     assert calls[0].params["n_ranges"] == 5
-    job = panda_row(db, pandaid)
+    job = panda_row(db, panda_id)
     stored = json.loads(job.event_ranges)
     assert len(stored["ranges"]) == 5 and stored["reported_at"] is None
-    (ce,) = ce_rows(db, pandaid)
+    (ce,) = ce_rows(db, panda_id)
     shipped = json.loads((Path(ce.input_dir) / "eventranges.json").read_text())
     assert shipped == stored["ranges"]
     assert "eventranges.json" in ce.description and "event_status.dump.json" in ce.description
@@ -299,7 +299,7 @@ def test_event_ranges_fetched_before_submission(
     )
     run_once(context(db, make_settings(tmp_path, server)))
     assert len(server.received("event/acquire_event_ranges")) == 1
-    assert len(ce_rows(db, pandaid)) == 2
+    assert len(ce_rows(db, panda_id)) == 2
 
 
 def test_event_service_job_without_ranges_fails(

@@ -382,7 +382,7 @@ def test_an_unexpected_error_with_one_job_leaves_it_for_later_and_decides_the_ot
     settings = make_settings(tmp_path)
     bad, good = Job(db, tmp_path, 1018), Job(db, tmp_path, 1019)
     for job in (bad, good):
-        job.heartbeat({"f": store(tmp_path / "se" / str(job.pandaid), "f", b"x")})
+        job.heartbeat({"f": store(tmp_path / "se" / str(job.panda_id), "f", b"x")})
     real = pilot_files.read_heartbeat
 
     def flaky(directory: Path, **kwargs: Any) -> Any:
@@ -396,7 +396,7 @@ def test_an_unexpected_error_with_one_job_leaves_it_for_later_and_decides_the_ot
     row = bad.row()
     assert row.state == "tovalidate" and row.lease_owner is None  # released, tried next cycle
     assert any(
-        "validation failed unexpectedly" in r.getMessage() and "pandaid=1018" in r.getMessage()
+        "validation failed unexpectedly" in r.getMessage() and "panda_id=1018" in r.getMessage()
         for r in caplog.records
     )
 

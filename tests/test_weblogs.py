@@ -29,7 +29,7 @@ from tests.support.contexts import daemon_context
 from tests.support.translate_cases import NATIVE
 
 CREATED = datetime(2026, 3, 4, 23, 30, tzinfo=timezone.utc)
-PANDAID = 4_200_000_001
+PANDA_ID = 4_200_000_001
 QUEUE = NATIVE.name  # its log_url_prefix: https://act.example.org/jobs
 
 
@@ -65,7 +65,7 @@ def publish_job(
 ) -> Published:
     return publish(
         s,
-        pandaid=PANDAID,
+        panda_id=PANDA_ID,
         queue=QUEUE,
         log_url=url,
         created_at=CREATED,
@@ -85,39 +85,39 @@ def test_web_root_is_the_configured_dir_or_under_the_state_root(tmp_path: Path) 
 
 def test_the_stem_follows_the_url_date_and_falls_back_to_the_creation_day() -> None:
     fetched = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
-    url = log_url(NATIVE, PANDAID, fetched)
-    assert url == f"https://act.example.org/jobs/2026-03-01/{QUEUE}/{PANDAID}.out"
-    stem = relative_stem(log_url=url, queue=QUEUE, pandaid=PANDAID, created_at=CREATED)
-    assert stem == PurePosixPath("2026-03-01", QUEUE, str(PANDAID))
-    fallback = PurePosixPath("2026-03-04", QUEUE, str(PANDAID))
+    url = log_url(NATIVE, PANDA_ID, fetched)
+    assert url == f"https://act.example.org/jobs/2026-03-01/{QUEUE}/{PANDA_ID}.out"
+    stem = relative_stem(log_url=url, queue=QUEUE, panda_id=PANDA_ID, created_at=CREATED)
+    assert stem == PurePosixPath("2026-03-01", QUEUE, str(PANDA_ID))
+    fallback = PurePosixPath("2026-03-04", QUEUE, str(PANDA_ID))
     for other in (
         None,
         "",
-        f"https://logs/2026-03-01/OTHER_QUEUE/{PANDAID}.out",  # another queue
-        f"https://logs/2026-03-01/{QUEUE}/{PANDAID + 1}.out",  # another job
-        f"https://logs/2026-03-01/{QUEUE}/{PANDAID}.log",
-        f"https://logs/2026-13-45/{QUEUE}/{PANDAID}.out",  # not a date
-        f"https://logs/../{QUEUE}/{PANDAID}.out",
-        f"{PANDAID}.out",
+        f"https://logs/2026-03-01/OTHER_QUEUE/{PANDA_ID}.out",  # another queue
+        f"https://logs/2026-03-01/{QUEUE}/{PANDA_ID + 1}.out",  # another job
+        f"https://logs/2026-03-01/{QUEUE}/{PANDA_ID}.log",
+        f"https://logs/2026-13-45/{QUEUE}/{PANDA_ID}.out",  # not a date
+        f"https://logs/../{QUEUE}/{PANDA_ID}.out",
+        f"{PANDA_ID}.out",
         "http://[::1/x",  # not a URL
     ):
-        assert relative_stem(log_url=other, queue=QUEUE, pandaid=PANDAID, created_at=CREATED) == (
+        assert relative_stem(log_url=other, queue=QUEUE, panda_id=PANDA_ID, created_at=CREATED) == (
             fallback
         ), other
     # The creation day is taken in UTC: 23:30 UTC on the 4th is the 5th in UTC+2.
     local = CREATED.astimezone(timezone(timedelta(hours=2)))
-    assert relative_stem(log_url=None, queue=QUEUE, pandaid=PANDAID, created_at=local) == fallback
+    assert relative_stem(log_url=None, queue=QUEUE, panda_id=PANDA_ID, created_at=local) == fallback
 
 
 @pytest.mark.parametrize("queue", ["", ".", "..", ".hidden", "a/b", "a\nb", "a b", "x" * 300])
 def test_a_queue_name_unusable_as_a_directory_is_refused(queue: str) -> None:
     with pytest.raises(ValueError, match="not usable as a directory name"):
-        relative_stem(log_url=None, queue=queue, pandaid=PANDAID, created_at=CREATED)
+        relative_stem(log_url=None, queue=queue, panda_id=PANDA_ID, created_at=CREATED)
 
 
 def test_a_naive_creation_time_is_refused() -> None:
     with pytest.raises(ValueError, match="naive"):
-        relative_stem(log_url=None, queue=QUEUE, pandaid=1, created_at=datetime(2026, 1, 1))
+        relative_stem(log_url=None, queue=QUEUE, panda_id=1, created_at=datetime(2026, 1, 1))
 
 
 # -- publish ---------------------------------------------------------------------------------------
@@ -128,7 +128,7 @@ def test_publish_copies_the_pilot_log_and_diagnostics_world_readable(tmp_path: P
     out_dir = output_dir(
         tmp_path, {"pilot.out": b"pilot says hi\n", "gmlog/errors": b"lrms: exit 1\n"}
     )
-    url = log_url(NATIVE, PANDAID, datetime(2026, 3, 1, tzinfo=timezone.utc))
+    url = log_url(NATIVE, PANDA_ID, datetime(2026, 3, 1, tzinfo=timezone.utc))
     assert url is not None
     old = os.umask(0o077)  # the modes do not depend on the umask
     try:
@@ -137,7 +137,7 @@ def test_publish_copies_the_pilot_log_and_diagnostics_world_readable(tmp_path: P
         os.umask(old)
     day = tmp_path / "web" / "2026-03-01"
     assert result == Published(
-        out=day / QUEUE / f"{PANDAID}.out", log=day / QUEUE / f"{PANDAID}.log"
+        out=day / QUEUE / f"{PANDA_ID}.out", log=day / QUEUE / f"{PANDA_ID}.log"
     )
     assert result.out is not None and result.log is not None
     assert result.out.read_bytes() == b"pilot says hi\n"
@@ -149,7 +149,7 @@ def test_publish_copies_the_pilot_log_and_diagnostics_world_readable(tmp_path: P
     assert prefix is not None and url.startswith(prefix)
     assert url[len(prefix) :] == "/" + result.out.relative_to(tmp_path / "web").as_posix()
     assert urlsplit(url).path.endswith(result.out.relative_to(tmp_path / "web").as_posix())
-    assert sorted(p.name for p in (day / QUEUE).iterdir()) == [f"{PANDAID}.log", f"{PANDAID}.out"]
+    assert sorted(p.name for p in (day / QUEUE).iterdir()) == [f"{PANDA_ID}.log", f"{PANDA_ID}.out"]
 
 
 def test_publishing_again_replaces_and_nothing_new_keeps_the_old_copy(tmp_path: Path) -> None:

@@ -281,7 +281,7 @@ class ArcBackend:
         reply: JobResult,
         uploads: list[tuple[str, Path]],
     ) -> Submitted:
-        log = job_log(self.log, pandaid=job.pandaid, ce=ce.name)
+        log = job_log(self.log, panda_id=job.panda_id, ce=ce.name)
         if not reply.ok or not reply.id:
             reason = reply.reason.strip().replace("\n", " ") or f"status {reply.code}"
             # A-REX answers 500 per job for a description it cannot parse or accept.

@@ -39,7 +39,7 @@ from sqlalchemy.engine import Connection
 
 from act.atlas import events
 from act.atlas.config import Context
-from act.atlas.latest_ce import is_latest_ce_job, latest_ce_endpoint
+from act.atlas.latest_ce import is_latest_ce_job, latest_ce_name
 from act.atlas.reporting import due_now, with_report
 from act.atlas.runtime import panda_client
 from act.common.daemon import DaemonSpec
@@ -110,7 +110,7 @@ def _pairs(
             ce_jobs.c.exit_code,
             ce_jobs.c.error_text,
             ce_jobs.c.output_dir,
-            ce_jobs.c.ce_endpoint,
+            ce_jobs.c.ce_name,
         )
         .select_from(panda_jobs.join(ce_jobs, ce_jobs.c.panda_job_id == panda_jobs.c.id))
         .where(*conditions)
@@ -158,7 +158,7 @@ def _log(ctx: Context, rows: Sequence[Any], moved: Sequence[int], what: str) -> 
     done = set(moved)
     for row in rows:
         if row.panda_job_id in done:
-            job_log(ctx.log, pandaid=row.panda_id, ce=row.ce_endpoint).info("%s", what)
+            job_log(ctx.log, panda_id=row.panda_id, ce=row.ce_name).info("%s", what)
 
 
 # -- the steps -----------------------------------------------------------------------------------
@@ -194,10 +194,10 @@ def _finished(ctx: Context, limit: int) -> int:
     for row in rows:
         state = events.load(row.event_ranges) if row.event_ranges else None
         if row.cstate == CEJobState.DONE and state is not None and not state.settled:
-            client, pandaid, ce = panda_client(ctx), int(row.panda_id), row.ce_endpoint
-            state = events.report(client, state, pandaid, row.output_dir, log=ctx.log, ce=ce)
+            client, panda_id, ce = panda_client(ctx), int(row.panda_id), row.ce_name
+            state = events.report(client, state, panda_id, row.output_dir, log=ctx.log, ce=ce)
             updates.append((row.panda_job_id, state.dump()))
-            log = job_log(ctx.log, pandaid=row.panda_id, ce=row.ce_endpoint)
+            log = job_log(ctx.log, panda_id=row.panda_id, ce=row.ce_name)
             if state.reported_at is not None:
                 log.info("event ranges reported")
             elif state.settled:
@@ -265,7 +265,7 @@ def _kill(ctx: Context, limit: int) -> int:
     )
     for row in rows:
         if row.cid in set(moved):
-            job_log(ctx.log, pandaid=row.panda_id, ce=row.ce_endpoint).info("CE job to cancel")
+            job_log(ctx.log, panda_id=row.panda_id, ce=row.ce_name).info("CE job to cancel")
     return len(rows)
 
 
@@ -283,7 +283,7 @@ def _cancelled(ctx: Context, limit: int) -> int:
         conditions.append(panda_jobs.c.id % ctx.shard.count == ctx.shard.index)
     with ctx.db.read() as conn:
         rows = conn.execute(
-            sa.select(panda_jobs.c.id, panda_jobs.c.panda_id, latest_ce_endpoint().label("ce"))
+            sa.select(panda_jobs.c.id, panda_jobs.c.panda_id, latest_ce_name().label("ce"))
             .where(*conditions)
             .order_by(panda_jobs.c.id)
             .limit(limit)
@@ -308,7 +308,7 @@ def _cancelled(ctx: Context, limit: int) -> int:
     )
     for row in rows:
         if row.id in moved:
-            job_log(ctx.log, pandaid=row.panda_id, ce=row.ce).info("PanDA job cancelled")
+            job_log(ctx.log, panda_id=row.panda_id, ce=row.ce).info("PanDA job cancelled")
     return len(rows)
 
 
@@ -324,7 +324,7 @@ def _clean(ctx: Context, limit: int) -> int:
     moved = set(ctx.db.run(lambda conn: _move_ce(conn, rows, CEJobState.TOCLEAN, "job over")))
     for row in rows:
         if row.cid in moved:
-            job_log(ctx.log, pandaid=row.panda_id, ce=row.ce_endpoint).info("CE job to clean")
+            job_log(ctx.log, panda_id=row.panda_id, ce=row.ce_name).info("CE job to clean")
     return len(rows)
 
 

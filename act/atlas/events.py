@@ -84,19 +84,19 @@ def load(text: str | None) -> EventState | None:
 
 
 def fetch(
-    client: PandaClient, pandaid: int, spec: Mapping[str, Any], *, n_ranges: int
+    client: PandaClient, panda_id: int, spec: Mapping[str, Any], *, n_ranges: int
 ) -> EventState:
     """Acquire up to ``n_ranges`` ranges for the job (raises PandaError, KeyError for a spec
     without ``jobsetID``/``taskID``)."""
     ranges = client.acquire_event_ranges(
-        pandaid, jobset_id=spec["jobsetID"], task_id=spec["taskID"], n_ranges=n_ranges
+        panda_id, jobset_id=spec["jobsetID"], task_id=spec["taskID"], n_ranges=n_ranges
     )
     return EventState([dict(r) for r in ranges])
 
 
 def processed(
     output_dir: str | Path | None,
-    pandaid: int,
+    panda_id: int,
     *,
     log: logging.Logger | None = None,
     ce: str | None = None,
@@ -112,13 +112,13 @@ def processed(
         return []
     except (OSError, ValueError) as error:
         if log is not None:
-            job_log(log, pandaid=pandaid, ce=ce).warning(
+            job_log(log, panda_id=panda_id, ce=ce).warning(
                 "cannot read %s (%s): no processed event ranges to report", path, error
             )
         return []
     if not isinstance(data, dict):
         return []
-    items = data.get(str(pandaid), [])
+    items = data.get(str(panda_id), [])
     out = []
     for item in items if isinstance(items, list) else []:
         if not isinstance(item, dict) or "eventRangeID" not in item:
@@ -133,17 +133,17 @@ def processed(
 def report(
     client: PandaClient,
     state: EventState,
-    pandaid: int,
+    panda_id: int,
     output_dir: str | Path | None,
     *,
     log: logging.Logger | None = None,
     ce: str | None = None,
 ) -> EventState:
     """Send the processed ranges once; returns the updated document (store it). A dump file
-    that cannot be read is logged to ``log`` with the job's ``pandaid`` and ``ce``."""
+    that cannot be read is logged to ``log`` with the job's ``panda_id`` and ``ce``."""
     if state.settled:
         return state
-    ranges = processed(output_dir, pandaid, log=log, ce=ce)
+    ranges = processed(output_dir, panda_id, log=log, ce=ce)
     state.attempts += 1
     try:
         client.update_event_ranges(ranges)

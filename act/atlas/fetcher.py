@@ -43,7 +43,7 @@ from sqlalchemy.engine import Connection
 from act.atlas import spool
 from act.atlas.config import Context
 from act.atlas.panda_errors import PandaError, PandaReplyError
-from act.atlas.pandaid import spec_int
+from act.atlas.panda_id import spec_int
 from act.atlas.queues import Queue
 from act.atlas.runtime import panda_client
 from act.atlas.served import served_queues
@@ -184,7 +184,7 @@ def ingest(ctx: Context, path: Path, queues: Mapping[str, Queue]) -> list[int]:
     stored: list[int] = ctx.db.run(lambda conn: insert_new(conn, rows))
     spool.remove(path)
     for row in rows:
-        log = job_log(ctx.log, pandaid=row["panda_id"])
+        log = job_log(ctx.log, panda_id=row["panda_id"])
         if row["panda_id"] in stored:
             log.info("received from PanDA for queue %s", reply.queue)
         else:
@@ -218,12 +218,12 @@ def insert_new(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> list[int]
     return [row["panda_id"] for row in fresh]
 
 
-def log_url(queue: Queue | None, pandaid: int, now: datetime) -> str | None:
-    """GTAG: ``<log_url_prefix>/<date>/<queue>/<pandaid>.out`` (aCT's layout), if configured."""
+def log_url(queue: Queue | None, panda_id: int, now: datetime) -> str | None:
+    """GTAG: ``<log_url_prefix>/<date>/<queue>/<panda_id>.out`` (aCT's layout), if configured."""
     if queue is None or not queue.log_url_prefix:
         return None
     prefix = queue.log_url_prefix.rstrip("/")
-    return f"{prefix}/{now:%Y-%m-%d}/{queue.name}/{pandaid}.out"
+    return f"{prefix}/{now:%Y-%m-%d}/{queue.name}/{panda_id}.out"
 
 
 def _row(
@@ -233,14 +233,14 @@ def _row(
     if not isinstance(label, str) or not label.isprintable():
         label = None  # PanDA's own value is text; anything else (a NUL: PostgreSQL refuses it)
     return {
-        "panda_id": job.pandaid,
+        "panda_id": job.panda_id,
         "queue": reply.queue,
         "attempt": spec_int(job.spec.get("attemptNr")) or 0,
         "prod_source_label": label[:32] if label else reply.prod_source_label,
         "spec": job.raw,
         "spec_format": job.spec_format,
         "heartbeat_less": bool(queue and queue.heartbeat_less),
-        "log_url": log_url(queue, job.pandaid, now),
+        "log_url": log_url(queue, job.panda_id, now),
         "next_report_at": now,
     }
 

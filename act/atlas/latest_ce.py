@@ -30,7 +30,7 @@ def latest_ce_value(column: sa.Column[Any]) -> sa.ScalarSelect[Any]:
     )
 
 
-def latest_ce_endpoint() -> sa.ScalarSelect[Any]:
-    """The ``ce_endpoint`` of the job's newest CE job (NULL if it has none or none was assigned a
+def latest_ce_name() -> sa.ScalarSelect[Any]:
+    """The ``ce_name`` of the job's newest CE job (NULL if it has none or none was assigned a
     CE): :func:`latest_ce_value`."""
-    return latest_ce_value(ce_jobs.c.ce_endpoint)
+    return latest_ce_value(ce_jobs.c.ce_name)

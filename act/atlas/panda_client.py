@@ -186,17 +186,17 @@ class PandaClient:
         roles = [role] if role else _roles_for_label(None)
         if self._legacy:
             text = self._transport.post(
-                "updateJob", self._legacy_fields(update), roles, pandaid=update.pandaid
+                "updateJob", self._legacy_fields(update), roles, panda_id=update.panda_id
             )
-            return replies.legacy_update_result("updateJob", update.pandaid, text)
+            return replies.legacy_update_result("updateJob", update.panda_id, text)
         body = self._new_fields(update)
-        text = self._transport.post("pilot/update_job", body, roles, pandaid=update.pandaid)
-        envelope = replies.envelope("pilot/update_job", text, pandaid=update.pandaid)
+        text = self._transport.post("pilot/update_job", body, roles, panda_id=update.panda_id)
+        envelope = replies.envelope("pilot/update_job", text, panda_id=update.panda_id)
         if not envelope["success"] and replies.is_auth(envelope):
             raise PandaAuthError(
-                "pilot/update_job", str(envelope.get("message")), pandaid=update.pandaid
+                "pilot/update_job", str(envelope.get("message")), panda_id=update.panda_id
             )
-        return replies.new_update_result("pilot/update_job", update.pandaid, envelope)
+        return replies.new_update_result("pilot/update_job", update.panda_id, envelope)
 
     @_measured("update_jobs_bulk")
     def update_jobs_bulk(
@@ -226,27 +226,29 @@ class PandaClient:
             if not isinstance(item, dict) or not isinstance(item.get("success"), bool):
                 raise replies.reply_error("pilot/update_jobs_bulk", "a result is no envelope", text)
             results.append(
-                replies.new_update_result("pilot/update_jobs_bulk", update.pandaid, item)
+                replies.new_update_result("pilot/update_jobs_bulk", update.panda_id, item)
             )
         return results
 
     @_measured("get_job_status")
-    def get_job_status(self, pandaids: Sequence[int], *, role: str | None = None) -> dict[int, str]:
+    def get_job_status(
+        self, panda_ids: Sequence[int], *, role: str | None = None
+    ) -> dict[int, str]:
         """PanDA's status of each job (``notfound`` for an unknown one)."""
-        if not pandaids:
+        if not panda_ids:
             return {}
         roles = [role] if role else _roles_for_label(None)
         if self._legacy:
-            text = self._transport.post("getStatus", {"ids": " ".join(map(str, pandaids))}, roles)
+            text = self._transport.post("getStatus", {"ids": " ".join(map(str, panda_ids))}, roles)
             reply = replies.legacy_reply("getStatus", text)
             replies.check_legacy_code("getStatus", replies.status_code("getStatus", reply), reply)
             status = reply.get("status")
             values = status.split() if isinstance(status, str) else status
-            if not isinstance(values, list) or len(values) != len(pandaids):
+            if not isinstance(values, list) or len(values) != len(panda_ids):
                 raise replies.reply_error("getStatus", "status list does not match the ids", text)
-            pairs = zip(pandaids, values, strict=True)
+            pairs = zip(panda_ids, values, strict=True)
             return {pid: replies.norm_status(str(value)) for pid, value in pairs}
-        text = self._transport.get("pilot/get_job_status", {"job_ids": list(pandaids)}, roles)
+        text = self._transport.get("pilot/get_job_status", {"job_ids": list(panda_ids)}, roles)
         envelope = replies.envelope("pilot/get_job_status", text)
         if not envelope["success"]:
             replies.refuse("pilot/get_job_status", envelope)
@@ -271,7 +273,7 @@ class PandaClient:
     @_measured("acquire_event_ranges")
     def acquire_event_ranges(
         self,
-        pandaid: int,
+        panda_id: int,
         *,
         jobset_id: int | str,
         task_id: int | str,
@@ -283,46 +285,46 @@ class PandaClient:
         roles = [role] if role else _roles_for_label(None)
         if self._legacy:
             params = {
-                "pandaID": pandaid,
+                "pandaID": panda_id,
                 "jobsetID": jobset_id,
                 "taskID": task_id,
                 "nRanges": n_ranges,
                 **extra,
             }
             text = self._transport.post(
-                "getEventRanges", params, roles, pandaid=pandaid, repeatable=False
+                "getEventRanges", params, roles, panda_id=panda_id, repeatable=False
             )
-            reply = replies.legacy_reply("getEventRanges", text, pandaid=pandaid)
-            code = replies.status_code("getEventRanges", reply, pandaid=pandaid)
-            replies.check_legacy_code("getEventRanges", code, reply, pandaid=pandaid)
+            reply = replies.legacy_reply("getEventRanges", text, panda_id=panda_id)
+            code = replies.status_code("getEventRanges", reply, panda_id=panda_id)
+            replies.check_legacy_code("getEventRanges", code, reply, panda_id=panda_id)
             ranges: Any = reply.get("eventRanges", "[]")
             if isinstance(ranges, str):
                 try:
                     ranges = json.loads(ranges)
                 except ValueError:
                     raise replies.reply_error(
-                        "getEventRanges", "eventRanges is not JSON", text, pandaid=pandaid
+                        "getEventRanges", "eventRanges is not JSON", text, panda_id=panda_id
                     ) from None
         else:
             body = {
-                "job_id": pandaid,
+                "job_id": panda_id,
                 "jobset_id": _as_int(jobset_id),
                 "task_id": _as_int(task_id),
                 "n_ranges": n_ranges,
                 **extra,
             }
             text = self._transport.post(
-                "event/acquire_event_ranges", body, roles, pandaid=pandaid, repeatable=False
+                "event/acquire_event_ranges", body, roles, panda_id=panda_id, repeatable=False
             )
-            envelope = replies.envelope("event/acquire_event_ranges", text, pandaid=pandaid)
+            envelope = replies.envelope("event/acquire_event_ranges", text, panda_id=panda_id)
             if not envelope["success"]:
-                replies.refuse("event/acquire_event_ranges", envelope, pandaid=pandaid)
+                replies.refuse("event/acquire_event_ranges", envelope, panda_id=panda_id)
             ranges = envelope.get("data")
             if ranges is None:
                 ranges = []
         if not isinstance(ranges, list) or not all(isinstance(r, dict) for r in ranges):
             raise replies.reply_error(
-                "acquire_event_ranges", "event ranges are not a list of objects", text, pandaid
+                "acquire_event_ranges", "event ranges are not a list of objects", text, panda_id
             )
         return ranges
 
@@ -391,9 +393,9 @@ class PandaClient:
 
     def _new_fields(self, update: JobUpdate) -> dict[str, Any]:
         converted = for_new_api(update.fields)
-        self._log_left_out(update.pandaid, "new", converted)
+        self._log_left_out(update.panda_id, "new", converted)
         body = converted.values
-        body["job_id"] = update.pandaid
+        body["job_id"] = update.panda_id
         body["job_status"] = update.state
         if update.attempt is not None:
             body["attempt_nr"] = update.attempt
@@ -401,18 +403,18 @@ class PandaClient:
 
     def _legacy_fields(self, update: JobUpdate) -> dict[str, Any]:
         converted = for_legacy_api(update.fields)
-        self._log_left_out(update.pandaid, "legacy", converted)
+        self._log_left_out(update.panda_id, "legacy", converted)
         fields: dict[str, Any] = converted.values
-        fields["jobId"] = str(update.pandaid)
+        fields["jobId"] = str(update.panda_id)
         fields["state"] = update.state
         if update.attempt is not None:
             fields["attemptNr"] = str(update.attempt)
         return fields
 
-    def _log_left_out(self, pandaid: int, api: str, converted: Fields) -> None:
+    def _log_left_out(self, panda_id: int, api: str, converted: Fields) -> None:
         """Names the API does not take are expected (debug); values it would refuse are not
         (warning): either would make PanDA refuse the whole update, so neither is sent."""
-        log = job_log(self.log, pandaid=pandaid)
+        log = job_log(self.log, panda_id=panda_id)
         if converted.dropped:
             log.debug(
                 "fields the %s API does not take, not sent: %s",

@@ -1,6 +1,6 @@
 """The errors of act's PanDA client (re-exported by ``act.atlas.panda_client``).
 
-Every error names the call and the cause in ``str()``; ``pandaid`` is set when the error concerns
+Every error names the call and the cause in ``str()``; ``panda_id`` is set when the error concerns
 one job. Only ``PandaTransportError`` is worth retrying as is.
 """
 
@@ -10,11 +10,11 @@ from __future__ import annotations
 class PandaError(Exception):
     """A PanDA call failed; ``str()`` names the call and the cause."""
 
-    def __init__(self, call: str, cause: str, *, pandaid: int | None = None) -> None:
+    def __init__(self, call: str, cause: str, *, panda_id: int | None = None) -> None:
         self.call = call
         self.cause = cause
-        self.pandaid = pandaid
-        where = f"{call} (pandaid={pandaid})" if pandaid is not None else call
+        self.panda_id = panda_id
+        where = f"{call} (panda_id={panda_id})" if panda_id is not None else call
         super().__init__(f"PanDA {where}: {cause}")
 
 
@@ -29,11 +29,11 @@ class PandaTransportError(PandaError):
         call: str,
         cause: str,
         *,
-        pandaid: int | None = None,
+        panda_id: int | None = None,
         unsent: bool = False,
         kind: str = "transport",
     ) -> None:
-        super().__init__(call, cause, pandaid=pandaid)
+        super().__init__(call, cause, panda_id=panda_id)
         self.unsent = unsent
         self.kind = kind
 

@@ -18,8 +18,8 @@ from act.atlas.panda_errors import (
     PandaReplyError,
     PandaTransportError,
 )
+from act.atlas.panda_id import panda_id_of
 from act.atlas.panda_types import AcquiredJob, JobUpdate, UpdateResult
-from act.atlas.pandaid import pandaid_of
 from act.atlas.rawjson import raw_array_items
 
 NOT_FOUND = "notfound"  # get_job_status's value for a job PanDA does not know
@@ -42,8 +42,8 @@ def excerpt(text: str, limit: int = EXCERPT) -> str:
     return flat if len(flat) <= limit else flat[:limit] + "..."
 
 
-def reply_error(call: str, what: str, text: str, pandaid: int | None = None) -> PandaReplyError:
-    return PandaReplyError(call, f"{what}; reply: {excerpt(text)!r}", pandaid=pandaid)
+def reply_error(call: str, what: str, text: str, panda_id: int | None = None) -> PandaReplyError:
+    return PandaReplyError(call, f"{what}; reply: {excerpt(text)!r}", panda_id=panda_id)
 
 
 def is_auth_text(text: str) -> bool:
@@ -55,48 +55,48 @@ def is_auth(envelope: Mapping[str, Any]) -> bool:
     return is_auth_text(str(envelope.get("message", "")))
 
 
-def envelope(call: str, text: str, *, pandaid: int | None = None) -> dict[str, Any]:
+def envelope(call: str, text: str, *, panda_id: int | None = None) -> dict[str, Any]:
     try:
         reply = json.loads(text)
     except ValueError:
-        raise reply_error(call, "not JSON", text, pandaid) from None
+        raise reply_error(call, "not JSON", text, panda_id) from None
     if not isinstance(reply, dict) or not isinstance(reply.get("success"), bool):
-        raise reply_error(call, "no {success, message, data} envelope", text, pandaid)
+        raise reply_error(call, "no {success, message, data} envelope", text, panda_id)
     return reply
 
 
-def legacy_reply(call: str, text: str, *, pandaid: int | None = None) -> dict[str, Any]:
+def legacy_reply(call: str, text: str, *, panda_id: int | None = None) -> dict[str, Any]:
     """A legacy reply as a dict: JSON, or URL-encoded ``key=value&...``."""
     stripped = text.strip()
     if stripped.startswith("{"):
         try:
             reply = json.loads(stripped)
         except ValueError:
-            raise reply_error(call, "not JSON", text, pandaid) from None
+            raise reply_error(call, "not JSON", text, panda_id) from None
         if not isinstance(reply, dict):
-            raise reply_error(call, "not an object", text, pandaid)
+            raise reply_error(call, "not an object", text, panda_id)
         return reply
     if not re.match(r"^[A-Za-z_][\w.]*=", stripped):
-        raise reply_error(call, "neither JSON nor URL-encoded", text, pandaid)
+        raise reply_error(call, "neither JSON nor URL-encoded", text, panda_id)
     return dict(parse_qsl(stripped, keep_blank_values=True))
 
 
-def status_code(call: str, reply: Mapping[str, Any], *, pandaid: int | None = None) -> int:
+def status_code(call: str, reply: Mapping[str, Any], *, panda_id: int | None = None) -> int:
     code = reply.get("StatusCode")
     if isinstance(code, bool):
         code = None
     if isinstance(code, str) and code.strip().lstrip("-").isdigit():
         code = int(code)
     if not isinstance(code, int):
-        raise PandaReplyError(call, f"no StatusCode in the reply: {code!r}", pandaid=pandaid)
+        raise PandaReplyError(call, f"no StatusCode in the reply: {code!r}", panda_id=panda_id)
     return code
 
 
-def job_pandaid(call: str, spec: Mapping[str, Any], raw: str) -> int:
-    pandaid = pandaid_of(spec)
-    if pandaid is None:
+def job_panda_id(call: str, spec: Mapping[str, Any], raw: str) -> int:
+    panda_id = panda_id_of(spec)
+    if panda_id is None:
         raise reply_error(call, f"a job has no valid PandaID ({spec.get('PandaID')!r})", raw)
-    return pandaid
+    return panda_id
 
 
 def jobs_from_json(call: str, text: str, path: Sequence[str]) -> list[AcquiredJob]:
@@ -110,7 +110,7 @@ def jobs_from_json(call: str, text: str, path: Sequence[str]) -> list[AcquiredJo
         spec = json.loads(raw)
         if not isinstance(spec, dict):
             raise reply_error(call, "a job is not an object", text)
-        jobs.append(AcquiredJob(job_pandaid(call, spec, raw), spec, raw))
+        jobs.append(AcquiredJob(job_panda_id(call, spec, raw), spec, raw))
     return jobs
 
 
@@ -129,10 +129,10 @@ def legacy_jobs(text: str, reply: Mapping[str, Any]) -> list[AcquiredJob]:
     if "PandaID" not in reply:
         raise reply_error("getJob", "StatusCode 0 but no job", text)
     spec = dict(reply)
-    pandaid = job_pandaid("getJob", spec, text)
+    panda_id = job_panda_id("getJob", spec, text)
     if is_json:
-        return [AcquiredJob(pandaid, spec, stripped)]
-    return [AcquiredJob(pandaid, spec, stripped, "urlencoded")]
+        return [AcquiredJob(panda_id, spec, stripped)]
+    return [AcquiredJob(panda_id, spec, stripped, "urlencoded")]
 
 
 def server_timeout(text: str) -> bool:
@@ -165,32 +165,32 @@ def command_of(value: Any) -> str | None:
     return None if text in _COMMANDS_NONE else text
 
 
-def new_update_result(call: str, pandaid: int, envelope: Mapping[str, Any]) -> UpdateResult:
+def new_update_result(call: str, panda_id: int, envelope: Mapping[str, Any]) -> UpdateResult:
     data = envelope.get("data")
     code = data.get("StatusCode") if isinstance(data, dict) else None
     command = command_of(data.get("command")) if isinstance(data, dict) else None
     if envelope.get("success") is True and code in (0, None):
-        return UpdateResult(pandaid, True, command, None)
+        return UpdateResult(panda_id, True, command, None)
     message = str(envelope.get("message") or "refused")
     error = f"{message} (StatusCode {code})" if code is not None else message
-    return UpdateResult(pandaid, False, command, error)
+    return UpdateResult(panda_id, False, command, error)
 
 
-def legacy_update_result(call: str, pandaid: int, text: str) -> UpdateResult:
-    reply = legacy_reply(call, text, pandaid=pandaid)
-    code = status_code(call, reply, pandaid=pandaid)
+def legacy_update_result(call: str, panda_id: int, text: str) -> UpdateResult:
+    reply = legacy_reply(call, text, panda_id=panda_id)
+    code = status_code(call, reply, panda_id=panda_id)
     if code in (60, 70, 90):
-        raise PandaAuthError(call, f"StatusCode {code}", pandaid=pandaid)
+        raise PandaAuthError(call, f"StatusCode {code}", panda_id=panda_id)
     if code == 10:
         raise PandaTransportError(
-            call, "StatusCode 10 (server-side timeout)", pandaid=pandaid, kind="server_timeout"
+            call, "StatusCode 10 (server-side timeout)", panda_id=panda_id, kind="server_timeout"
         )
     command = command_of(reply.get("command"))
     if code == 0:
-        return UpdateResult(pandaid, True, command, None)
+        return UpdateResult(panda_id, True, command, None)
     dialog = reply.get("errorDialog")
     error = f"StatusCode {code}" + (f": {excerpt(str(dialog))}" if dialog else "")
-    return UpdateResult(pandaid, False, command, error)
+    return UpdateResult(panda_id, False, command, error)
 
 
 def legacy_bulk_results(text: str, updates: Sequence[JobUpdate]) -> list[UpdateResult]:
@@ -214,12 +214,12 @@ def legacy_bulk_results(text: str, updates: Sequence[JobUpdate]) -> list[UpdateR
     results = []
     for update, item in zip(updates, items, strict=True):
         item_text = item if isinstance(item, str) else json.dumps(item)
-        results.append(legacy_update_result(call, update.pandaid, item_text))
+        results.append(legacy_update_result(call, update.panda_id, item_text))
     return results
 
 
 def check_legacy_code(
-    call: str, code: int, reply: Mapping[str, Any], *, pandaid: int | None = None
+    call: str, code: int, reply: Mapping[str, Any], *, panda_id: int | None = None
 ) -> None:
     if code == 0:
         return
@@ -228,20 +228,22 @@ def check_legacy_code(
     if dialog:
         cause += f": {excerpt(str(dialog))}"
     if code in (60, 70, 90):
-        raise PandaAuthError(call, cause, pandaid=pandaid)
+        raise PandaAuthError(call, cause, panda_id=panda_id)
     if code == 10:
         raise PandaTransportError(
-            call, cause + " (server-side timeout)", pandaid=pandaid, kind="server_timeout"
+            call, cause + " (server-side timeout)", panda_id=panda_id, kind="server_timeout"
         )
-    raise PandaRefused(call, cause, pandaid=pandaid)
+    raise PandaRefused(call, cause, panda_id=panda_id)
 
 
-def refuse(call: str, envelope: Mapping[str, Any], *, pandaid: int | None = None) -> None:
+def refuse(call: str, envelope: Mapping[str, Any], *, panda_id: int | None = None) -> None:
     message = str(envelope.get("message") or "success=false")
     data = envelope.get("data")
     code = data.get("StatusCode") if isinstance(data, dict) else None
     if is_auth(envelope) or code in (60, 70, 90):
-        raise PandaAuthError(call, message, pandaid=pandaid)
+        raise PandaAuthError(call, message, panda_id=panda_id)
     if code == 10 or message.lower().startswith("timed out"):
-        raise PandaTransportError(call, message, pandaid=pandaid, kind="server_timeout")
-    raise PandaRefused(call, f"{message} (StatusCode {code})" if code else message, pandaid=pandaid)
+        raise PandaTransportError(call, message, panda_id=panda_id, kind="server_timeout")
+    raise PandaRefused(
+        call, f"{message} (StatusCode {code})" if code else message, panda_id=panda_id
+    )

@@ -34,13 +34,13 @@ class TimeoutSettings(Section):
     read: float = Field(120.0, gt=0)
 
 
-#: The PanDA monitor's page of one job; ``{pandaid}`` is replaced by the job's PanDA ID.
-DEFAULT_MONITOR_URL = "https://bigpanda.cern.ch/job?pandaid={pandaid}"
+#: The PanDA monitor's page of one job; ``{panda_id}`` is replaced by the job's PanDA ID.
+DEFAULT_MONITOR_URL = "https://bigpanda.cern.ch/job?pandaid={panda_id}"
 
 
 class PandaServerSettings(Section):
     url: str = Field("https://pandaserver.cern.ch:25443", pattern=r"^https?://[^/\s]+(/\S*)?$")
-    # Shown by `actctl job`: a format string with the one field {pandaid}.
+    # Shown by `actctl job`: a format string with the one field {panda_id}.
     monitor_url: str = Field(DEFAULT_MONITOR_URL, pattern=r"^https?://\S+$")
     api: Literal["new", "legacy"] = "new"
     ca: str | None = None
@@ -56,20 +56,21 @@ class PandaServerSettings(Section):
 
     @field_validator("monitor_url")
     @classmethod
-    def _one_pandaid_field(cls, url: str) -> str:
-        if "{pandaid}" not in url:
-            raise ValueError("must contain {pandaid} (where the job's PanDA ID goes)")
+    def _one_panda_id_field(cls, url: str) -> str:
+        url = url.replace("{pandaid}", "{panda_id}")  # the name before schema 0007
+        if "{panda_id}" not in url:
+            raise ValueError("must contain {panda_id} (where the job's PanDA ID goes)")
         try:
-            url.format(pandaid=1)
+            url.format(panda_id=1)
         except (KeyError, IndexError, ValueError) as error:
             raise ValueError(
-                f"{{pandaid}} is the only field allowed (use {{{{ and }}}} for braces): {error}"
+                f"{{panda_id}} is the only field allowed (use {{{{ and }}}} for braces): {error}"
             ) from None
         return url
 
-    def monitor_link(self, pandaid: int) -> str:
-        """The PanDA monitor's page of job ``pandaid``."""
-        return self.monitor_url.format(pandaid=pandaid)
+    def monitor_link(self, panda_id: int) -> str:
+        """The PanDA monitor's page of job ``panda_id``."""
+        return self.monitor_url.format(panda_id=panda_id)
 
 
 # The top-level ``panda:`` section is the server settings (one name for config.py, one for the

@@ -75,20 +75,20 @@ class PandaTransport:
         body: Mapping[str, Any],
         roles: Sequence[str],
         *,
-        pandaid: int | None = None,
+        panda_id: int | None = None,
         bug_500: str | None = None,
         repeatable: bool = True,
     ) -> str:
         if self.legacy:
             form = {key: _form_value(value) for key, value in body.items() if value is not None}
             return self._request(
-                "POST", method, roles, pandaid=pandaid, data=form, repeatable=repeatable
+                "POST", method, roles, panda_id=panda_id, data=form, repeatable=repeatable
             )
         return self._request(
             "POST",
             method,
             roles,
-            pandaid=pandaid,
+            panda_id=panda_id,
             json_body=dict(body),
             bug_500=bug_500,
             repeatable=repeatable,
@@ -103,7 +103,7 @@ class PandaTransport:
         method: str,
         roles: Sequence[str],
         *,
-        pandaid: int | None = None,
+        panda_id: int | None = None,
         data: Mapping[str, str] | None = None,
         json_body: Mapping[str, Any] | None = None,
         params: Mapping[str, Any] | None = None,
@@ -125,7 +125,7 @@ class PandaTransport:
                     method,
                     headers,
                     cert,
-                    pandaid=pandaid,
+                    panda_id=panda_id,
                     data=data,
                     json_body=json_body,
                     params=params,
@@ -135,7 +135,7 @@ class PandaTransport:
                 if attempt == attempts or not (repeatable or error.unsent):
                     raise
                 delay = backoff(self.settings.backoff, self.settings.backoff_max, attempt)
-                log = job_log(self.log, pandaid=pandaid) if pandaid is not None else self.log
+                log = job_log(self.log, panda_id=panda_id) if panda_id is not None else self.log
                 if self.stop.is_set():
                     raise
                 log.warning("%s; retry %d of %d in %.1fs", error, attempt, attempts - 1, delay)
@@ -152,7 +152,7 @@ class PandaTransport:
         headers: Mapping[str, str],
         cert: tuple[str, str] | None,
         *,
-        pandaid: int | None,
+        panda_id: int | None,
         data: Mapping[str, str] | None,
         json_body: Mapping[str, Any] | None,
         params: Mapping[str, Any] | None,
@@ -173,7 +173,7 @@ class PandaTransport:
             raise PandaTransportError(
                 method,
                 _short(error),
-                pandaid=pandaid,
+                panda_id=panda_id,
                 unsent=_unsent(error),
                 kind=_transport_kind(error),
             ) from None
@@ -184,7 +184,7 @@ class PandaTransport:
                 raise PandaTransportError(
                     method,
                     f"server-side timeout: {replies.excerpt(text)}",
-                    pandaid=pandaid,
+                    panda_id=panda_id,
                     unsent=True,
                     kind="server_timeout",
                 )
@@ -202,11 +202,11 @@ class PandaTransport:
         cause = f"HTTP {status}: {replies.excerpt(text)}"
         if status >= 500:
             raise PandaTransportError(
-                method, cause, pandaid=pandaid, unsent=status in (502, 503), kind="http_5xx"
+                method, cause, panda_id=panda_id, unsent=status in (502, 503), kind="http_5xx"
             )
         if status in (401, 403) and (status == 401 or replies.is_auth_text(text)):
-            raise PandaAuthError(method, cause, pandaid=pandaid)
-        raise PandaRefused(method, cause, pandaid=pandaid)
+            raise PandaAuthError(method, cause, panda_id=panda_id)
+        raise PandaRefused(method, cause, panda_id=panda_id)
 
     def _auth(
         self, roles: Sequence[str], headers: dict[str, str], method: str

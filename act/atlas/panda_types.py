@@ -14,7 +14,7 @@ class AcquiredJob:
     the job's JSON object, or for a legacy URL-encoded single-job reply the whole reply
     (``raw_format`` says which)."""
 
-    pandaid: int
+    panda_id: int
     spec: dict[str, Any]
     raw: str
     raw_format: Literal["json", "urlencoded"] = "json"
@@ -25,7 +25,7 @@ class JobUpdate:
     """One heartbeat. ``fields`` are extra legacy camelCase fields (``jobId``, ``state`` and
     ``attemptNr`` are added by the client); the new API gets them renamed and typed."""
 
-    pandaid: int
+    panda_id: int
     state: str
     attempt: int | None = None
     fields: Mapping[str, Any] = field(default_factory=dict)
@@ -36,7 +36,7 @@ class UpdateResult:
     """PanDA's answer to one heartbeat. ``command``: tobekilled, badattemptnr, alreadydone,
     debug, ... or None; ``error`` says why ``ok`` is False."""
 
-    pandaid: int
+    panda_id: int
     ok: bool
     command: str | None
     error: str | None

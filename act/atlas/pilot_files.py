@@ -134,23 +134,23 @@ def read_heartbeat(directory: Path, *, max_bytes: int = 16 << 20) -> Heartbeat |
     )
 
 
-def job_dir(pandaid: int) -> str:
+def job_dir(panda_id: int) -> str:
     """pilot3's job directory below its launch directory (``pilot/control/job.py``)."""
-    return f"PanDA_Pilot-{pandaid}"
+    return f"PanDA_Pilot-{panda_id}"
 
 
-def job_report_names(pandaid: int | None) -> tuple[str, ...]:
+def job_report_names(panda_id: int | None) -> tuple[str, ...]:
     """Where a ``jobReport.json`` is looked for, best first (see the module docstring)."""
-    return ((f"{job_dir(pandaid)}/{JOB_REPORT}",) if pandaid is not None else ()) + (JOB_REPORT,)
+    return ((f"{job_dir(panda_id)}/{JOB_REPORT}",) if panda_id is not None else ()) + (JOB_REPORT,)
 
 
 def find_job_report(
-    directory: Path, *, pandaid: int | None, max_bytes: int = 64 << 20
+    directory: Path, *, panda_id: int | None, max_bytes: int = 64 << 20
 ) -> JobReport | None:
     """The first ``jobReport.json`` of :func:`job_report_names` present; None if neither is,
     BadPilotFile (naming the path) if the one found is unusable. Its content must be a JSON
     object and is not interpreted here."""
-    for name in job_report_names(pandaid):
+    for name in job_report_names(panda_id):
         text = read_text(directory, name, max_bytes)
         if text is not None:
             return JobReport(name, text, loads_object(text, name, "content"))
@@ -158,10 +158,10 @@ def find_job_report(
 
 
 def read_job_report(
-    directory: Path, *, pandaid: int | None = None, max_bytes: int = 64 << 20
+    directory: Path, *, panda_id: int | None = None, max_bytes: int = 64 << 20
 ) -> dict[str, Any] | None:
     """The content of :func:`find_job_report` (the ATLAS transform's report) as a dict."""
-    found = find_job_report(directory, pandaid=pandaid, max_bytes=max_bytes)
+    found = find_job_report(directory, panda_id=panda_id, max_bytes=max_bytes)
     return found.content if found is not None else None
 
 

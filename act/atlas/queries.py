@@ -42,7 +42,7 @@ class DueReport:
 #: :class:`ToValidate`'s fields read from the job's newest CE job (``ce_jobs``): see
 #: :func:`to_validate_source`.
 CE_JOB_FIELDS = (
-    "ce_endpoint",
+    "ce_name",
     "backend",
     "ce_job_id",
     "ce_state",  # the CE job's state
@@ -71,7 +71,7 @@ class ToValidate:
     state_changed_at: datetime
     log_url: str | None
     validation_deferrals: int
-    ce_endpoint: str | None
+    ce_name: str | None
     backend: str | None
     ce_job_id: str | None
     ce_state: str | None

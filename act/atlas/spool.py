@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl
 
-from act.atlas.pandaid import pandaid_of
+from act.atlas.panda_id import panda_id_of
 from act.atlas.rawjson import raw_array_items
 from act.common.atomic import atomic_write, fsync_dir
 
@@ -33,7 +33,7 @@ PARTIAL_AGE = 60.0
 
 @dataclass(frozen=True)
 class SpooledJob:
-    pandaid: int
+    panda_id: int
     spec: dict[str, Any]
     #: The job's text exactly as PanDA sent it (the whole reply for a legacy single-job reply).
     raw: str
@@ -165,11 +165,11 @@ def parse_jobs(api: str, text: str) -> list[SpooledJob | tuple[str, str]]:
             spec = dict(parse_qsl(raw, keep_blank_values=True)) if form else json.loads(raw)
             if not isinstance(spec, dict):
                 raise ValueError("a job is not an object")
-            pandaid = _pandaid(spec)
+            panda_id = _panda_id(spec)
         except ValueError as error:
             found.append((f"{error}; job: {excerpt(raw)!r}", raw))
             continue
-        found.append(SpooledJob(pandaid, spec, raw, "form" if form else "json"))
+        found.append(SpooledJob(panda_id, spec, raw, "form" if form else "json"))
     return found
 
 
@@ -210,11 +210,11 @@ def _items(text: str, path: tuple[str, ...]) -> list[str]:
         raise ValueError(f"cannot read the job list ({error})") from None
 
 
-def _pandaid(spec: Mapping[str, Any]) -> int:
-    pandaid = pandaid_of(spec)
-    if pandaid is None:
+def _panda_id(spec: Mapping[str, Any]) -> int:
+    panda_id = panda_id_of(spec)
+    if panda_id is None:
         raise ValueError(f"no valid PandaID ({spec.get('PandaID')!r})")
-    return pandaid
+    return panda_id
 
 
 def _reject(path: Path, data: bytes, reason: str, *, index: int | None = None) -> Path:

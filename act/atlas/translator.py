@@ -10,13 +10,13 @@ and for each:
    engine entry is skipped (one warning per cycle and queue CE);
 3. writes the description for the engine CE's back end (``arc``: xRSL, ``condor``: HTCondor
    submit description, ``local``: the local back end's JSON) and its files into
-   ``<root>/jobs/<pandaid>/input/`` (files 0644, directory 0755; ``pandaJobData.out`` in the
+   ``<root>/jobs/<panda_id>/input/`` (files 0644, directory 0755; ``pandaJobData.out`` in the
    format pilot3 reads in the mode act starts it in: :mod:`act.atlas.translate.jobfile`).
    One CE job goes to every candidate CE whose description is identical (same back end, same
    text): built by :func:`act.atlas.translate.build.build`, a pure function of the job, its
    queue and the CE configuration, which ``actctl translate`` uses too. A ``condor`` job's
    stdout, stderr and event log go to its day directory in the web area
-   (``<web root>/<date>/<queue>/<pandaid>.out|.err|.log``, :mod:`act.atlas.web_area`; made
+   (``<web root>/<date>/<queue>/<panda_id>.out|.err|.log``, :mod:`act.atlas.web_area`; made
    here, 0755), so the GTAG link works as soon as HTCondor writes the file;
 4. creates the ``ce_jobs`` row (``tosubmit``, candidates, ``attempts_left``: ``engine.attempts``
    for a job's first CE job, one less than its previous CE job had for a resubmitted one, as
@@ -84,7 +84,7 @@ class Outcome:
     """What to do with one claimed job: a CE job row, or a failure diagnosis."""
 
     id: int
-    pandaid: int
+    panda_id: int
     from_state: str
     ce_row: dict[str, Any] | None = None
     failure: str | None = None
@@ -131,12 +131,12 @@ def _translate(
     area's day directory made and the shipped files written (:mod:`act.atlas.input_files`).
     The outcome's DB writes are :func:`_commit`'s.
     """
-    pandaid = int(row.panda_id)
-    log = job_log(ctx.log, pandaid=pandaid)
+    panda_id = int(row.panda_id)
+    log = job_log(ctx.log, panda_id=panda_id)
 
     def fail(diag: str) -> Outcome:
         log.error("cannot be translated: %s", diag)
-        return Outcome(row.id, pandaid, row.state, failure=diag)
+        return Outcome(row.id, panda_id, row.state, failure=diag)
 
     attempts = attempts_for_new_ce_job(ctx.settings.engine.attempts, row.previous_attempts_left)
     if attempts < 1:
@@ -174,7 +174,7 @@ def _translate(
                 qce.flavour,
             )
     job = JobInput(
-        pandaid=pandaid,
+        panda_id=panda_id,
         spec=spec,
         spec_text=row.spec,
         spec_format=row.spec_format,
@@ -196,7 +196,7 @@ def _translate(
     write_files(built.input_dir, built.described.files)
     return Outcome(
         row.id,
-        pandaid,
+        panda_id,
         row.state,
         ce_row={
             "panda_job_id": row.id,
@@ -205,7 +205,7 @@ def _translate(
             "description": built.described.description,
             "input_dir": str(built.input_dir),
             "attempts_left": attempts,
-            "pandaid": pandaid,
+            "panda_id": panda_id,
             "queue": queue.name,
         },
     )
@@ -262,7 +262,7 @@ def _commit(
             create_jobs(
                 conn, Layer.CE, [outcome.ce_row], CEJobState.TOSUBMIT, actor=Actor.TRANSLATOR
             )
-            job_log(ctx.log, pandaid=outcome.pandaid).info(
+            job_log(ctx.log, panda_id=outcome.panda_id).info(
                 "CE job made for %s", outcome.ce_row["candidates"]
             )
 

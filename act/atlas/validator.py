@@ -60,8 +60,8 @@ from sqlalchemy.engine import Connection
 
 from act.atlas import final_report, pilot_files, storage_endpoints, web_area
 from act.atlas.config import Context
+from act.atlas.panda_id import spec_int
 from act.atlas.panda_status import PandaServerStatus
-from act.atlas.pandaid import spec_int
 from act.atlas.pilot_files import BadPilotFile, Heartbeat
 from act.atlas.queries import ToValidate, to_validate_source
 from act.atlas.reporting import with_report
@@ -97,7 +97,7 @@ LOG_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,254}")
 @dataclass
 class _Job:
     panda_job_id: int  # panda_jobs.id (the row), not the PanDA id
-    pandaid: int
+    panda_id: int
     queue: str
     spec: dict[str, Any]
     created_at: datetime
@@ -169,7 +169,7 @@ def _guarded(ctx: Context, job: _Job, step: Callable[[_Job], object]) -> bool:
     try:
         step(job)
     except Exception:
-        job_log(ctx.log, pandaid=job.pandaid, ce=job.ce).exception(
+        job_log(ctx.log, panda_id=job.panda_id, ce=job.ce).exception(
             "validation failed unexpectedly; the job is tried again next cycle"
         )
         return False
@@ -205,14 +205,14 @@ def _claim(conn: Connection, ctx: Context) -> list[_Job]:
         jobs.append(
             _Job(
                 panda_job_id=row.id,
-                pandaid=int(row.panda_id),
+                panda_id=int(row.panda_id),
                 queue=row.queue,
                 spec=spec,
                 created_at=row.created_at,
                 state_changed_at=row.state_changed_at,
                 log_url=row.log_url,
                 deferrals=row.validation_deferrals,
-                ce=row.ce_endpoint,
+                ce=row.ce_name,
                 backend=row.backend,
                 ce_job_id=row.ce_job_id,
                 ce_state=row.ce_state,
@@ -303,10 +303,10 @@ def _payload_exit(
     decides the job."""
     try:
         job.job_report = pilot_files.find_job_report(
-            directory, pandaid=job.pandaid, max_bytes=opts.max_file_bytes
+            directory, panda_id=job.panda_id, max_bytes=opts.max_file_bytes
         )
     except BadPilotFile as error:
-        job_log(ctx.log, pandaid=job.pandaid, ce=job.ce).warning(
+        job_log(ctx.log, panda_id=job.panda_id, ce=job.ce).warning(
             "jobReport.json ignored: %s", error
         )
         return {}
@@ -372,7 +372,7 @@ def _stdout_names(job: _Job) -> list[str]:
     names = []
     if isinstance(log_file, str) and log_file not in ("", "NULL"):
         names.append(stdout_name(log_file))
-    return [*names, f"{job.pandaid}.out", *PILOT_LOGS]
+    return [*names, f"{job.panda_id}.out", *PILOT_LOGS]
 
 
 def _tarball_logs(ctx: Context, job: _Job, directory: Path) -> list[str]:
@@ -391,7 +391,9 @@ def _tarball_logs(ctx: Context, job: _Job, directory: Path) -> list[str]:
         if not target.exists():
             safe_tar.extract(archive, target, max_bytes=caps.max_bytes, max_files=caps.max_files)
     except (BadArchive, OSError) as error:
-        job_log(ctx.log, pandaid=job.pandaid, ce=job.ce).warning("log tarball not used: %s", error)
+        job_log(ctx.log, panda_id=job.panda_id, ce=job.ce).warning(
+            "log tarball not used: %s", error
+        )
         return []
     found = []
     for here, dirs, files in os.walk(target, followlinks=False):
@@ -404,11 +406,11 @@ def _tarball_logs(ctx: Context, job: _Job, directory: Path) -> list[str]:
 
 def _publish(ctx: Context, job: _Job) -> bool:
     """The job's logs to the web area; False (logged) if the web area failed."""
-    log = job_log(ctx.log, pandaid=job.pandaid, ce=job.ce)
+    log = job_log(ctx.log, panda_id=job.panda_id, ce=job.ce)
     try:
         web_area.publish(
             ctx.settings,
-            pandaid=job.pandaid,
+            panda_id=job.panda_id,
             queue=job.queue,
             log_url=job.log_url,
             created_at=job.created_at,
@@ -456,7 +458,7 @@ def _report(
         job_report=job.job_report.text if job.job_report is not None else None,
         max_meta_data=opts.max_meta_data,
     )
-    log = job_log(ctx.log, pandaid=job.pandaid, ce=job.ce)
+    log = job_log(ctx.log, panda_id=job.panda_id, ce=job.ce)
     if built.dropped:
         log.warning(
             "heartbeat.json fields not forwarded (no PanDA update argument, not scalars or "
@@ -471,7 +473,7 @@ def _report(
 def _settle(ctx: Context, job: _Job, opts: ValidatorOptions) -> None:
     decision = job.decision
     assert decision is not None
-    log = job_log(ctx.log, pandaid=job.pandaid, ce=job.ce)
+    log = job_log(ctx.log, panda_id=job.panda_id, ce=job.ce)
     if decision.action == "defer":
         delay = backoff(opts.retry_after, opts.retry_max, job.deferrals + 1)
         later = {

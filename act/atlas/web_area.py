@@ -1,7 +1,7 @@
 """Job logs in the web area, for the PanDA monitor's "pilot stdout" links.
 
-Layout (aCT's): ``<web root>/<YYYY-MM-DD>/<queue>/<pandaid>.out`` is the pilot's stdout and
-``<pandaid>.log`` the CE's diagnostics (the ARC gmlog ``errors`` file, then act's own diagnosis).
+Layout (aCT's): ``<web root>/<YYYY-MM-DD>/<queue>/<panda_id>.out`` is the pilot's stdout and
+``<panda_id>.log`` the CE's diagnostics (the ARC gmlog ``errors`` file, then act's own diagnosis).
 The URL of the ``.out`` file is the queue's ``log_url_prefix`` + the same path: the fetcher stores
 it in ``panda_jobs.log_url`` (:func:`act.atlas.fetcher.log_url`), the job gets it as ``GTAG`` and
 the propagator sends it as ``pilotID``. The date is the one in that URL, so the file lands where
@@ -70,10 +70,10 @@ def check_queue_name(queue: str) -> str:
 
 
 def relative_stem(
-    *, log_url: str | None, queue: str, pandaid: int, created_at: datetime
+    *, log_url: str | None, queue: str, panda_id: int, created_at: datetime
 ) -> PurePosixPath:
-    """'<YYYY-MM-DD>/<queue>/<pandaid>': from log_url's last three path components when they are
-    <date>/<queue>/<pandaid>.out for this queue and job (so the file lands where the URL points),
+    """'<YYYY-MM-DD>/<queue>/<panda_id>': from log_url's last three path components when they are
+    <date>/<queue>/<panda_id>.out for this queue and job (so the file lands where the URL points),
     else from created_at's UTC date. ValueError for a queue name unusable as a directory.
 
     Also ValueError for a PandaID that is not positive and a naive ``created_at`` (act's times
@@ -81,21 +81,21 @@ def relative_stem(
     at most 200 characters.
     """
     check_queue_name(queue)
-    if pandaid <= 0:
-        raise ValueError(f"PandaID {pandaid} is not positive")
-    date = _date_in_url(log_url, queue, pandaid) if log_url else None
+    if panda_id <= 0:
+        raise ValueError(f"PandaID {panda_id} is not positive")
+    date = _date_in_url(log_url, queue, panda_id) if log_url else None
     if date is None:
         date = f"{as_utc(created_at):%Y-%m-%d}"
-    return PurePosixPath(date, queue, str(pandaid))
+    return PurePosixPath(date, queue, str(panda_id))
 
 
-def _date_in_url(log_url: str, queue: str, pandaid: int) -> str | None:
+def _date_in_url(log_url: str, queue: str, panda_id: int) -> str | None:
     try:
         path = urlsplit(log_url).path
     except ValueError:
         return None
     parts = [unquote(part) for part in path.split("/")]
-    if len(parts) < 3 or parts[-2] != queue or parts[-1] != f"{pandaid}.out":
+    if len(parts) < 3 or parts[-2] != queue or parts[-1] != f"{panda_id}.out":
         return None
     date = parts[-3]
     if not _DATE.fullmatch(date):
@@ -144,7 +144,7 @@ def day_dir(settings: AtlasConfig, stem: PurePosixPath) -> Path:
 def publish(
     settings: AtlasConfig,
     *,
-    pandaid: int,
+    panda_id: int,
     queue: str,
     log_url: str | None,
     created_at: datetime,
@@ -164,10 +164,10 @@ def publish(
     CE's output (unreadable, a symlink, not a regular file) counts as "nothing to copy".
     ValueError (from :func:`relative_stem`) for an unusable queue name or a naive created_at.
     """
-    stem = relative_stem(log_url=log_url, queue=queue, pandaid=pandaid, created_at=created_at)
+    stem = relative_stem(log_url=log_url, queue=queue, panda_id=panda_id, created_at=created_at)
     sources: list[int] = []
     try:
-        stdout_fd = _open_stdout(output_dir, stdout_names, pandaid) if output_dir else None
+        stdout_fd = _open_stdout(output_dir, stdout_names, panda_id) if output_dir else None
         if stdout_fd is not None:
             sources.append(stdout_fd)
         errors_fd = _open_gmlog_errors(output_dir) if output_dir else None
@@ -221,10 +221,10 @@ def _open_dir(path: Path) -> int | None:
         return None
 
 
-def _open_stdout(output_dir: Path, names: Sequence[str], pandaid: int) -> int | None:
+def _open_stdout(output_dir: Path, names: Sequence[str], panda_id: int) -> int | None:
     dir_fd = _open_dir(output_dir)
     if dir_fd is None:
-        log.debug("job %d: output directory %s cannot be opened", pandaid, output_dir)
+        log.debug("job %d: output directory %s cannot be opened", panda_id, output_dir)
         return None
     try:
         for name in names:

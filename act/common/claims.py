@@ -28,7 +28,7 @@ from act.common.transitions import TABLES, chunked
 
 
 def _state_led(table: sa.Table) -> list[str]:
-    """Indexes that find rows by state: (state, ...) or (queue|ce_endpoint, state, ...)."""
+    """Indexes that find rows by state: (state, ...) or (queue|ce_name, state, ...)."""
     names = []
     for index in sorted(table.indexes, key=lambda ix: str(ix.name)):
         columns = [column.name for column in index.columns]

@@ -32,4 +32,4 @@ def panda_counts(conn: Connection) -> Counts:
 
 def ce_counts(conn: Connection) -> Counts:
     """CE jobs per endpoint and state; jobs without an endpoint count as ``(unassigned)``."""
-    return _count(conn, ce_jobs.c.ce_endpoint, ce_jobs.c.state)
+    return _count(conn, ce_jobs.c.ce_name, ce_jobs.c.state)

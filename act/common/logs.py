@@ -222,7 +222,7 @@ def setup(level: str, log_file: Path | None = None, *, stderr: bool = True) -> N
 
 
 class JobLog(logging.LoggerAdapter[logging.Logger]):
-    """A logger whose lines start with the job and CE they concern: ``pandaid=42 ce=host: ...``."""
+    """A logger whose lines start with the job and CE they concern: ``panda_id=42 ce=host: ...``."""
 
     def process(
         self, msg: Any, kwargs: MutableMapping[str, Any]
@@ -234,6 +234,6 @@ class JobLog(logging.LoggerAdapter[logging.Logger]):
 
 
 def job_log(
-    log: logging.Logger, *, pandaid: int | None = None, ce: str | None = None, **more: Any
+    log: logging.Logger, *, panda_id: int | None = None, ce: str | None = None, **more: Any
 ) -> JobLog:
-    return JobLog(log, {"pandaid": pandaid, "ce": ce, **more})
+    return JobLog(log, {"panda_id": panda_id, "ce": ce, **more})

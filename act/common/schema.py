@@ -156,7 +156,7 @@ ce_jobs = sa.Table(
         nullable=True,
     ),
     sa.Column("backend", sa.String(16), nullable=False),
-    sa.Column("ce_endpoint", sa.String(ENDPOINT_LEN), nullable=True),
+    sa.Column("ce_name", sa.String(ENDPOINT_LEN), nullable=True),
     sa.Column("ce_job_id", sa.String(ENDPOINT_LEN), nullable=True),
     sa.Column("description", LongText, nullable=True),
     *_state_columns(),
@@ -172,8 +172,8 @@ ce_jobs = sa.Table(
     sa.Column("submitted_at", UTCDateTime(), nullable=True),
     sa.Column("started_at", UTCDateTime(), nullable=True),
     sa.Column("ended_at", UTCDateTime(), nullable=True),
-    # Since 0002. ``ce_endpoint`` holds the name of a CE under ``ces:`` in the config.
-    sa.Column("pandaid", sa.BigInteger(), nullable=True),  # for log lines, without a join
+    # Since 0002. ``ce_name`` holds the name of a CE under ``ces:`` in the config.
+    sa.Column("panda_id", sa.BigInteger(), nullable=True),  # for log lines, without a join
     sa.Column("queue", sa.String(NAME_LEN), nullable=True),
     # The CEs this job may go to (space-separated names) and those that refused it.
     sa.Column("candidates", sa.Text(), nullable=True),
@@ -189,11 +189,11 @@ ce_jobs = sa.Table(
     *_lease_columns(),
     sa.UniqueConstraint("token"),
     sa.Index(None, "state", "id"),
-    sa.Index(None, "ce_endpoint", "state", "id"),
-    sa.Index(None, "queue", "ce_endpoint", "state"),  # the metrics daemon's counts (0006)
+    sa.Index(None, "ce_name", "state", "id"),
+    sa.Index(None, "queue", "ce_name", "state"),  # the metrics daemon's counts (0006)
     sa.Index(None, "next_check_at"),
     sa.Index(None, "panda_job_id"),
-    sa.Index(None, "backend", "ce_endpoint", "ce_job_id"),
+    sa.Index(None, "backend", "ce_name", "ce_job_id"),
     sa.Index(None, "lease_owner"),
     **_MYSQL,
 )
@@ -305,7 +305,7 @@ storage_endpoints = sa.Table(
 
 #: Since 0004. What operators changed through actctl, who, when and why: one row per command
 #: that changes something (jobs killed or resubmitted, a queue or CE switched, storage marked
-#: down...). ``target`` names what was changed (``queue:X``, ``ce:X``, ``job:PANDAID``,
+#: down...). ``target`` names what was changed (``queue:X``, ``ce:X``, ``job:PANDA_ID``,
 #: ``storage:X``); ``details`` is JSON (filters used, ids touched, counts).
 operator_actions = sa.Table(
     "operator_actions",

@@ -181,7 +181,7 @@ class CondorBackend:
                     token_file=opts.token_file,
                 )
             except DescriptionError as error:
-                job_log(self.log, pandaid=job.pandaid, ce=ce.name).warning(
+                job_log(self.log, panda_id=job.panda_id, ce=ce.name).warning(
                     "description refused: %s", error
                 )
                 results[i] = Submitted(job.job_id, None, f"bad description: {error}", True)
@@ -227,7 +227,7 @@ class CondorBackend:
                     # The schedd answered and refused this job: its transaction made nothing.
                     job = members[0]
                     remove_tree(base / job.token)
-                    job_log(self.log, pandaid=job.pandaid, ce=ce.name).warning(
+                    job_log(self.log, panda_id=job.panda_id, ce=ce.name).warning(
                         "schedd refused the job: %s", error.cause
                     )
                     results[positions[batch.indices[0]]] = Submitted(
@@ -248,7 +248,7 @@ class CondorBackend:
                 continue
             cluster, first, count = _submit_result(result)
             for n, (k, job) in enumerate(zip(batch.indices, members, strict=True)):
-                log = job_log(self.log, pandaid=job.pandaid, ce=ce.name)
+                log = job_log(self.log, panda_id=job.panda_id, ce=ce.name)
                 if n >= count:
                     log.warning("schedd made %d of %d jobs: not this one", count, len(members))
                     results[positions[k]] = Submitted(job.job_id, None, "schedd made no job")

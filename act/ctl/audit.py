@@ -4,8 +4,8 @@ Every actctl command that changes something calls :func:`record` inside the tran
 change, so the change and its record commit together or not at all. ``who`` is ``--who`` or the
 OS user; ``--reason`` is required. ``actctl history`` lists the record, newest first.
 
-Targets name what was changed: ``ce:NAME``, ``queue:NAME``, ``storage:ENDPOINT``, ``job:PANDAID``
-for one job, ``jobs:<filter>`` for several (their PanDA ids are in ``details["pandaids"]``).
+Targets name what was changed: ``ce:NAME``, ``queue:NAME``, ``storage:ENDPOINT``, ``job:PANDA_ID``
+for one job, ``jobs:<filter>`` for several (their PanDA ids are in ``details["panda_ids"]``).
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def actions(
     """Operator actions, newest first.
 
     ``target`` matches exactly (``queue:X``), or by name when it has no kind (``X`` finds
-    ``queue:X`` and ``ce:X``); ``job:PANDAID`` also finds the multi-job actions that moved it.
+    ``queue:X`` and ``ce:X``); ``job:PANDA_ID`` also finds the multi-job actions that moved it.
     """
     t = operator_actions
     stmt = sa.select(t).order_by(t.c.at.desc(), t.c.id.desc())
@@ -116,16 +116,16 @@ def _job_target(target: str | None) -> int | None:
         return None
 
 
-def _moved(record_: Row, pandaid: int) -> bool:
+def _moved(record_: Row, panda_id: int) -> bool:
     details = record_["details"]
-    return isinstance(details, dict) and pandaid in (details.get("pandaids") or [])
+    return isinstance(details, dict) and panda_id in (details.get("panda_ids") or [])
 
 
 def _details_cell(details: Any) -> str:
     if not isinstance(details, dict):
         return ""
     # The filter is in the target already; the ids are too many for a cell (see --json).
-    shown = {k: v for k, v in details.items() if k not in ("pandaids", "filter")}
+    shown = {k: v for k, v in details.items() if k not in ("panda_ids", "filter")}
     return output.one_line(" ".join(f"{k}={v}" for k, v in sorted(shown.items())), 60)
 
 
@@ -150,7 +150,7 @@ def register(cli: click.Group, pass_app: Callable[..., Any], failure: type[Excep
     """Add ``history`` to actctl's top-level group."""
 
     @cli.command("history")
-    @click.option("--target", help="Only actions on this (queue:X, ce:X, job:PANDAID, or a name).")
+    @click.option("--target", help="Only actions on this (queue:X, ce:X, job:PANDA_ID, or a name).")
     @click.option("--who", help="Only actions by this person.")
     @click.option(
         "--since", type=durations.Duration(), help="Only actions this recent (30m, 2h, 7d)."

@@ -237,7 +237,9 @@ def status(app: App, as_json: bool) -> None:
 )
 @click.option("--queue", help="Only jobs of this PanDA queue.")
 @click.option("--ce", help="Only jobs whose newest CE job is on this CE endpoint.")
-@click.option("--pandaid", type=int, help="Only the job with this PanDA id.")
+@click.option(
+    "--panda-id", "--pandaid", "panda_id", type=int, help="Only the job with this PanDA id."
+)
 @click.option(
     "--limit",
     type=click.IntRange(min=0),
@@ -253,23 +255,23 @@ def jobs(
     states: tuple[str, ...],
     queue: str | None,
     ce: str | None,
-    pandaid: int | None,
+    panda_id: int | None,
     limit: int,
     as_json: bool,
 ) -> None:
     """PanDA jobs, newest first, with their newest CE job."""
-    wanted = queries.JobFilter(states, queue, ce, pandaid, limit)
+    wanted = queries.JobFilter(states, queue, ce, panda_id, limit)
     with app.checked().read() as conn:
         rows = queries.list_jobs(conn, wanted)
     click.echo(output.to_json(rows) if as_json else output.jobs_text(rows))
 
 
 @cli.command()
-@click.argument("pandaid", type=int)
+@click.argument("panda_id", type=int)
 @click.option("--full", is_flag=True, help=f"Show specs longer than {output.TRUNCATE} characters.")
 @json_option
 @pass_app
-def job(app: App, pandaid: int, full: bool, as_json: bool) -> None:
+def job(app: App, panda_id: int, full: bool, as_json: bool) -> None:
     """One PanDA job in full, with its CE jobs, links and history.
 
     Shows every column of the PanDA job (the spec last), every CE job made for it, where to look
@@ -277,9 +279,9 @@ def job(app: App, pandaid: int, full: bool, as_json: bool) -> None:
     directories), and the transitions of the PanDA job and of its CE jobs merged in time order.
     """
     with app.checked().read() as conn:
-        detail = queries.job_detail(conn, pandaid)
+        detail = queries.job_detail(conn, panda_id)
     if detail is None:
-        raise Failure(f"no PanDA job {pandaid}", exitcodes.NOT_FOUND)
+        raise Failure(f"no PanDA job {panda_id}", exitcodes.NOT_FOUND)
     found = links.job_links(app.settings(), detail)
     if as_json:
         click.echo(output.to_json(output.job_json(detail, found)))

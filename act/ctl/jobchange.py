@@ -39,7 +39,7 @@ import click
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from act.atlas.latest_ce import latest_ce_endpoint
+from act.atlas.latest_ce import latest_ce_name
 from act.common import exitcodes
 from act.common.claims import claim
 from act.common.schema import ce_jobs, panda_jobs
@@ -104,20 +104,20 @@ COMMANDS = (KILL, RESUBMIT, RETRY)
 class Selection:
     """Which jobs a command is about: ids and/or filters, all of which must match."""
 
-    pandaids: tuple[int, ...] = ()
+    panda_ids: tuple[int, ...] = ()
     queue: str | None = None
     ce: str | None = None
     states: tuple[str, ...] = ()
     older_than: timedelta | None = None
 
     def empty(self) -> bool:
-        return not (self.pandaids or self.queue or self.ce or self.states or self.older_than)
+        return not (self.panda_ids or self.queue or self.ce or self.states or self.older_than)
 
     def describe(self) -> str:
         """The filter as text (``queue=X state=running``), for the record's target."""
         parts = []
-        if self.pandaids:
-            parts.append("pandaid=" + ",".join(str(p) for p in self.pandaids))
+        if self.panda_ids:
+            parts.append("panda_id=" + ",".join(str(p) for p in self.panda_ids))
         if self.queue is not None:
             parts.append(f"queue={self.queue}")
         if self.ce is not None:
@@ -130,7 +130,7 @@ class Selection:
 
     def as_json(self) -> dict[str, Any]:
         return {
-            "pandaids": list(self.pandaids),
+            "panda_ids": list(self.panda_ids),
             "queue": self.queue,
             "ce": self.ce,
             "states": list(self.states),
@@ -153,39 +153,39 @@ def select(conn: Connection, command: Command, selection: Selection) -> Found:
     """The jobs ``selection`` matches, oldest first, with their newest CE job's endpoint."""
     columns = [
         panda_jobs.c.id,
-        panda_jobs.c.panda_id.label("pandaid"),
+        panda_jobs.c.panda_id.label("panda_id"),
         panda_jobs.c.state,
         panda_jobs.c.queue,
-        latest_ce_endpoint().label("ce"),
+        latest_ce_name().label("ce"),
         panda_jobs.c.state_changed_at,
     ]
     conditions: list[sa.ColumnElement[bool]] = []
     if selection.queue is not None:
         conditions.append(panda_jobs.c.queue == selection.queue)
     if selection.ce is not None:
-        conditions.append(latest_ce_endpoint() == selection.ce)
+        conditions.append(latest_ce_name() == selection.ce)
     if selection.older_than is not None:
         conditions.append(panda_jobs.c.state_changed_at < utcnow() - selection.older_than)
     states = list(selection.states or command.sources)
     movable: list[Row] = []
     others: list[Row] = []
     unknown: list[int] = []
-    if selection.pandaids:
+    if selection.panda_ids:
         seen: set[int] = set()
-        for chunk in chunked(sorted(set(selection.pandaids))):
+        for chunk in chunked(sorted(set(selection.panda_ids))):
             stmt = sa.select(*columns).where(panda_jobs.c.panda_id.in_(chunk), *conditions)
             for row in conn.execute(stmt).mappings():
-                seen.add(int(row["pandaid"]))
+                seen.add(int(row["panda_id"]))
                 (movable if row["state"] in states else others).append(dict(row))
         known = set(
             conn.execute(
                 sa.select(panda_jobs.c.panda_id).where(
-                    panda_jobs.c.panda_id.in_(sorted(set(selection.pandaids) - seen))
+                    panda_jobs.c.panda_id.in_(sorted(set(selection.panda_ids) - seen))
                 )
             ).scalars()
         )
         # Ids that exist but fail another filter are simply not selected; unknown ids are told.
-        unknown = sorted(set(selection.pandaids) - seen - known)
+        unknown = sorted(set(selection.panda_ids) - seen - known)
     else:
         stmt = sa.select(*columns).where(panda_jobs.c.state.in_(states), *conditions)
         movable = [dict(row) for row in conn.execute(stmt.order_by(panda_jobs.c.id)).mappings()]
@@ -251,13 +251,13 @@ def apply(
     cancelled = _cancel_ce_jobs(conn, sorted(moved), why) if command is RESUBMIT else 0
     results = _results(conn, command, rows, moved)
     if moved:
-        pandaids = [r["pandaid"] for r in results if r["result"] == "moved"]
-        target = f"job:{pandaids[0]}" if len(rows) == 1 else f"jobs:{selection.describe()}"
+        panda_ids = [r["panda_id"] for r in results if r["result"] == "moved"]
+        target = f"job:{panda_ids[0]}" if len(rows) == 1 else f"jobs:{selection.describe()}"
         details: dict[str, Any] = {
             "filter": selection.as_json(),
-            "pandaids": pandaids,
-            "moved": len(pandaids),
-            "skipped": len(rows) - len(pandaids),
+            "panda_ids": panda_ids,
+            "moved": len(panda_ids),
+            "skipped": len(rows) - len(panda_ids),
         }
         if command is RESUBMIT:
             details["ce_jobs_cancelled"] = cancelled
@@ -315,7 +315,7 @@ def _results(conn: Connection, command: Command, rows: Sequence[Row], moved: set
 
 
 def _shown(row: Row) -> Row:
-    return {k: row[k] for k in ("pandaid", "state", "queue", "ce", "state_changed_at")}
+    return {k: row[k] for k in ("panda_id", "state", "queue", "ce", "state_changed_at")}
 
 
 def _ineligible(command: Command, found: Found, states: Sequence[str]) -> list[Row]:
@@ -324,10 +324,10 @@ def _ineligible(command: Command, found: Found, states: Sequence[str]) -> list[R
     for row in found.others:
         why = f"{row['state']} is not a state {command.name} moves here ({wanted})"
         rows.append({**_shown(row), "result": "skipped", "to_state": None, "why": why})
-    for pandaid in found.unknown:
+    for panda_id in found.unknown:
         rows.append(
             {
-                "pandaid": pandaid,
+                "panda_id": panda_id,
                 "state": None,
                 "queue": None,
                 "ce": None,
@@ -340,8 +340,8 @@ def _ineligible(command: Command, found: Found, states: Sequence[str]) -> list[R
     return rows
 
 
-PLAN_COLUMNS = ("pandaid", "state", "queue", "ce", "state_changed_at")
-RESULT_COLUMNS = ("pandaid", "state", "queue", "ce", "result")
+PLAN_COLUMNS = ("panda_id", "state", "queue", "ce", "state_changed_at")
+RESULT_COLUMNS = ("panda_id", "state", "queue", "ce", "result")
 
 
 def plan_text(rows: Sequence[Row]) -> str:
@@ -355,7 +355,7 @@ def results_text(rows: Sequence[Row]) -> str:
             what = f"moved -> {row['to_state']}"
         else:
             what = f"{row['result']}: {row['why']}"
-        cells.append([row["pandaid"], row["state"], row["queue"], row["ce"], what])
+        cells.append([row["panda_id"], row["state"], row["queue"], row["ce"], what])
     return output.table(cells, RESULT_COLUMNS)
 
 
@@ -374,7 +374,7 @@ def _register_one(
     cli: click.Group, pass_app: Callable[..., Any], failure: type[Exception], command: Command
 ) -> None:
     @cli.command(command.name, help=_help(command))
-    @click.argument("pandaids", nargs=-1, type=int)
+    @click.argument("panda_ids", nargs=-1, type=int)
     @click.option("--queue", help="Only jobs of this PanDA queue.")
     @click.option("--ce", help="Only jobs whose newest CE job is on this CE.")
     @click.option(
@@ -398,7 +398,7 @@ def _register_one(
     def run(
         app: Any,
         *,
-        pandaids: tuple[int, ...],
+        panda_ids: tuple[int, ...],
         queue: str | None,
         ce: str | None,
         states: tuple[str, ...],
@@ -410,7 +410,7 @@ def _register_one(
         as_json: bool,
     ) -> None:
         why = audit.check_reason(reason)
-        selection = Selection(pandaids, queue, ce, states, older_than)
+        selection = Selection(panda_ids, queue, ce, states, older_than)
         if selection.empty():
             raise click.UsageError(
                 "give PanDA ids or a filter (--queue, --ce, --state, --older-than); "
@@ -489,7 +489,7 @@ def _report(
 def _help(command: Command) -> str:
     return (
         f"{command.help}\n\n"
-        f"Moves jobs in {', '.join(command.sources)} to {command.to_state}, chosen by PANDAIDS "
+        f"Moves jobs in {', '.join(command.sources)} to {command.to_state}, chosen by PANDA_IDS "
         "and/or filters (all must match; at least one is needed). Several jobs need --yes or a "
         "confirmation. Exit 6 when nothing matches or nothing moved."
         + (

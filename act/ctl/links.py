@@ -4,9 +4,9 @@ Everything here is derived from the job's rows and the configuration, without a 
 
 * the PanDA monitor's page of the job (``panda.monitor_url``);
 * the job's ``log_url`` (GTAG: the URL of the pilot's stdout in the web area, as PanDA has it);
-* the files in the web area (:mod:`act.atlas.web_area`): ``<pandaid>.out`` (the pilot's stdout),
-  ``<pandaid>.log`` (the CE's diagnostics; HTCondor's job event log) and, for a job sent through
-  HTCondor, ``<pandaid>.err``; each with its path, its URL (``log_url`` with the other suffix) and
+* the files in the web area (:mod:`act.atlas.web_area`): ``<panda_id>.out`` (the pilot's stdout),
+  ``<panda_id>.log`` (the CE's diagnostics; HTCondor's job event log) and, for a job sent through
+  HTCondor, ``<panda_id>.err``; each with its path, its URL (``log_url`` with the other suffix) and
   whether it is there yet;
 * per CE job, what its back end offers: ARC's REST URLs of the job's session directory and of
   its ``errors`` diagnostics file, a local CE's job directory, and the directory act fetched the
@@ -47,7 +47,7 @@ def _web_files(settings: Settings, job: Row, *, with_err: bool) -> dict[str, Any
         stem = web_area.relative_stem(
             log_url=job["log_url"],
             queue=str(job["queue"]),
-            pandaid=int(job["panda_id"]),
+            panda_id=int(job["panda_id"]),
             created_at=job["created_at"],
         )
     except ValueError as error:
@@ -65,9 +65,9 @@ def _web_files(settings: Settings, job: Row, *, with_err: bool) -> dict[str, Any
     return found
 
 
-def web_base_url(log_url: str | None, pandaid_name: str) -> str | None:
-    """``log_url`` without its ``.out`` when it is the URL of ``<pandaid>.out``, else None."""
-    if not log_url or not log_url.endswith(f"/{pandaid_name}.out"):
+def web_base_url(log_url: str | None, panda_id_name: str) -> str | None:
+    """``log_url`` without its ``.out`` when it is the URL of ``<panda_id>.out``, else None."""
+    if not log_url or not log_url.endswith(f"/{panda_id_name}.out"):
         return None
     return log_url[: -len(".out")]
 
@@ -83,12 +83,12 @@ def _ce_links(settings: Settings, ce: Row) -> dict[str, Any]:
     backend = str(ce["backend"])
     found: dict[str, Any] = {
         "id": ce["id"],
-        "ce": ce["ce_endpoint"],
+        "ce": ce["ce_name"],
         "backend": backend,
         "ce_job_id": ce["ce_job_id"],
         "output_dir": ce["output_dir"],
     }
-    configured = settings.engine.ces.get(str(ce["ce_endpoint"])) if ce["ce_endpoint"] else None
+    configured = settings.engine.ces.get(str(ce["ce_name"])) if ce["ce_name"] else None
     job_id = ce["ce_job_id"]
     if configured is None or not job_id:
         return found
@@ -101,9 +101,7 @@ def _ce_links(settings: Settings, ce: Row) -> dict[str, Any]:
         found["diagnose_url"] = f"{job}/diagnose/errors"
     elif backend == "local":
         workdir = configured.options.get("workdir")
-        ce_dir = (
-            Path(workdir) if workdir else Path(settings.root) / "local-ce" / str(ce["ce_endpoint"])
-        )
+        ce_dir = Path(workdir) if workdir else Path(settings.root) / "local-ce" / str(ce["ce_name"])
         found["job_dir"] = str(ce_dir / "jobs" / str(job_id))
     return found
 

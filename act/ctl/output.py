@@ -124,12 +124,12 @@ def status_text(panda: Counts, ce: Counts) -> str:
 # --- jobs --------------------------------------------------------------------------------------
 
 JOB_COLUMNS = (
-    "pandaid",
+    "panda_id",
     "queue",
     "state",
     "panda_status",
     "attempt",
-    "ce_endpoint",
+    "ce_name",
     "ce_state",
     "ce_job_id",
     "state_changed_at",

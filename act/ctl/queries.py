@@ -50,12 +50,12 @@ def list_jobs(conn: Connection, wanted: JobFilter) -> list[Row]:
         .scalar_subquery()
     )
     stmt = sa.select(
-        panda_jobs.c.panda_id.label("pandaid"),
+        panda_jobs.c.panda_id.label("panda_id"),
         panda_jobs.c.queue,
         panda_jobs.c.state,
         panda_jobs.c.panda_status,
         panda_jobs.c.attempt,
-        newest.c.ce_endpoint,
+        newest.c.ce_name,
         newest.c.state.label("ce_state"),
         newest.c.ce_job_id,
         panda_jobs.c.state_changed_at,
@@ -71,7 +71,7 @@ def list_jobs(conn: Connection, wanted: JobFilter) -> list[Row]:
     if wanted.queue is not None:
         stmt = stmt.where(panda_jobs.c.queue == wanted.queue)
     if wanted.ce is not None:
-        stmt = stmt.where(newest.c.ce_endpoint == wanted.ce)
+        stmt = stmt.where(newest.c.ce_name == wanted.ce)
     if wanted.panda_id is not None:
         stmt = stmt.where(panda_jobs.c.panda_id == wanted.panda_id)
     stmt = stmt.order_by(panda_jobs.c.id.desc())

@@ -136,8 +136,8 @@ def _all_heartbeats(conn: Connection, now: datetime) -> Row:
 
 
 #: What the oldest job of a state is shown with: {field: label}.
-PANDA_JOB = {"panda_id": "pandaid"}
-CE_JOB = {"id": "id", "ce_job_id": "ce_job_id", "pandaid": "pandaid"}
+PANDA_JOB = {"panda_id": "panda_id"}
+CE_JOB = {"id": "id", "ce_job_id": "ce_job_id", "panda_id": "panda_id"}
 
 
 def build(
@@ -303,7 +303,7 @@ def to_text(report: Row) -> str:
             _queue_table(report),
             "",
             "Oldest PanDA job per queue and state (the first fetched)",
-            _oldest_table(report["queues"], "queue", ["pandaid"]),
+            _oldest_table(report["queues"], "queue", ["panda_id"]),
             "",
             f"Top errors of PanDA jobs failed since {since}",
             _errors_table(report["queues"], "queue", with_code=True),
@@ -312,7 +312,7 @@ def to_text(report: Row) -> str:
             _ce_table(report),
             "",
             "Oldest CE job per CE and state (the first made)",
-            _oldest_table(report["ces"], "ce", ["ce_job_id", "pandaid"]),
+            _oldest_table(report["ces"], "ce", ["ce_job_id", "panda_id"]),
             "",
             f"Top errors of CE jobs failed since {since}",
             _errors_table(report["ces"], "ce", with_code=False),

@@ -2,7 +2,7 @@
 
 Every one is a GROUP BY or a read by primary key, served by an index whatever the number of
 jobs: counts and the oldest job per state from the ``(queue, state, id)`` and
-``(ce_endpoint, state, id)`` indexes (the oldest job of a state is the one fetched first, i.e.
+``(ce_name, state, id)`` indexes (the oldest job of a state is the one fetched first, i.e.
 the lowest id); failures from the ``transitions`` history through its ``at`` index (only the
 window's rows are read); the reports to PanDA from the ``next_report_at`` index. The ``ces``
 rows the report shows are read by :func:`act.engine.queries.ces_shown`.
@@ -55,7 +55,7 @@ class OldestCEJob:
 
     id: int
     ce_job_id: str | None
-    pandaid: int | None
+    panda_id: int | None
     created_at: datetime
     state_changed_at: datetime
 
@@ -108,7 +108,7 @@ def _in_chunks(ids: list[int]) -> Iterable[list[int]]:
 
 def _group(layer: Layer) -> sa.Column[Any]:
     """What the report groups the jobs of ``layer`` by: their queue, their CE."""
-    return panda_jobs.c.queue if layer is Layer.PANDA else ce_jobs.c.ce_endpoint
+    return panda_jobs.c.queue if layer is Layer.PANDA else ce_jobs.c.ce_name
 
 
 def _error_kind(layer: Layer) -> sa.ColumnElement[Any]:
@@ -119,7 +119,7 @@ def _error_kind(layer: Layer) -> sa.ColumnElement[Any]:
 
 def counts_per_state(conn: Connection, layer: Layer, *, wanted: str | None) -> list[StateCount]:
     """Jobs of ``layer`` per queue or CE and state, with each one's oldest job: one GROUP BY
-    over the (queue, state, id) or (ce_endpoint, state, id) index; only the queue or CE
+    over the (queue, state, id) or (ce_name, state, id) index; only the queue or CE
     ``wanted`` if given."""
     group = _group(layer)
     table = group.table

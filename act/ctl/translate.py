@@ -11,7 +11,7 @@ translator fetches from PanDA for an event-service job, come from ``--event-rang
 are left out (and the output says so). CRIC comes from ``queues.cric_file``, else the
 ``cric_cache`` copy when there is one, else ``cric_url`` (fetched, the cache left alone).
 
-The descriptions name the input directory the translator would use (``<root>/jobs/<pandaid>/
+The descriptions name the input directory the translator would use (``<root>/jobs/<panda_id>/
 input``) and, for HTCondor, the day directory of the web area, exactly as act would submit them;
 ``--out DIR`` writes the shipped files into DIR instead of those places.
 """
@@ -29,7 +29,7 @@ import click
 from act.atlas import events, spool
 from act.atlas.fetcher import log_url
 from act.atlas.input_files import write_files
-from act.atlas.pandaid import spec_int
+from act.atlas.panda_id import spec_int
 from act.atlas.queues import Queue, QueueConfigError, load_queues
 from act.atlas.translate import JobInput, TranslationError
 from act.atlas.translate.build import QueueError, build, match_ces, no_engine_ce
@@ -60,7 +60,7 @@ class CEResult:
 
 @dataclass
 class DryRun:
-    pandaid: int
+    panda_id: int
     queue: str
     spec_format: str
     harvester: bool
@@ -71,7 +71,7 @@ class DryRun:
 
     def to_json(self, out: Path | None) -> dict[str, Any]:
         return {
-            "pandaid": self.pandaid,
+            "panda_id": self.panda_id,
             "queue": self.queue,
             "spec_format": self.spec_format,
             "pilot_mode": "harvester" if self.harvester else "normal",
@@ -111,7 +111,7 @@ def read_spec(text: str) -> spool.SpooledJob:
     if not jobs:
         raise DryRunError("SPEC: PandaID: no job in it (no PandaID field)", exitcodes.USAGE)
     if len(jobs) > 1:
-        ids = ", ".join(str(job.pandaid) for job in jobs)
+        ids = ", ".join(str(job.panda_id) for job in jobs)
         raise DryRunError(f"SPEC: {len(jobs)} jobs ({ids}): give one", exitcodes.USAGE)
     return jobs[0]
 
@@ -176,9 +176,9 @@ def dry_run(
             )
     ranges = _event_ranges(job, event_ranges, notes)
     now = utcnow()
-    url = log_url(target, job.pandaid, now)
+    url = log_url(target, job.panda_id, now)
     job_input = JobInput(
-        pandaid=job.pandaid,
+        panda_id=job.panda_id,
         spec=job.spec,
         spec_text=job.raw,
         spec_format=job.spec_format,
@@ -200,7 +200,7 @@ def dry_run(
         if ce is None or name == ce
     ]
     return DryRun(
-        pandaid=job.pandaid,
+        panda_id=job.panda_id,
         queue=target.name,
         spec_format=job.spec_format,
         harvester=plan(job_input).harvester,
@@ -242,7 +242,7 @@ def text(result: DryRun, out: Path | None) -> str:
     )
     api = "an /api/v1 JSON job" if result.spec_format == "json" else "a legacy getJob reply"
     lines = [
-        f"PanDA job {result.pandaid}, {api}, for queue {result.queue}; pilot3 reads "
+        f"PanDA job {result.panda_id}, {api}, for queue {result.queue}; pilot3 reads "
         f"pandaJobData.out in {mode}",
     ]
     for ce in result.ces:

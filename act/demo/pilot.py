@@ -89,9 +89,9 @@ def parse_sleep(text: str) -> tuple[float, float]:
     return bounds
 
 
-def fails(pandaid: int, fraction: float) -> bool:
-    """Whether job ``pandaid`` fails on purpose: a share ``fraction`` of consecutive ids."""
-    return fraction > 0 and math.floor(pandaid * fraction) > math.floor((pandaid - 1) * fraction)
+def fails(panda_id: int, fraction: float) -> bool:
+    """Whether job ``panda_id`` fails on purpose: a share ``fraction`` of consecutive ids."""
+    return fraction > 0 and math.floor(panda_id * fraction) > math.floor((panda_id - 1) * fraction)
 
 
 def adler32_of(data: bytes) -> str:
@@ -156,9 +156,9 @@ def _tarball(top: str, files: Mapping[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
-def _payload(pandaid: int, lfn: str, rng: random.Random) -> bytes:
+def _payload(panda_id: int, lfn: str, rng: random.Random) -> bytes:
     """Some bytes standing for an output file (a few KiB, different per file)."""
-    head = f"demo output {lfn} of PanDA job {pandaid}\n".encode()
+    head = f"demo output {lfn} of PanDA job {panda_id}\n".encode()
     return head + rng.randbytes(rng.randint(1024, 8192))
 
 
@@ -236,10 +236,10 @@ def run(
     out = out if out is not None else sys.stdout
     started = time.time()
     job = read_job(workdir / JOB_SPEC, harvester=harvester)
-    pandaid = int(job["PandaID"])
+    panda_id = int(job["PandaID"])
     log_file = str(job["logFile"])
     node = os.environ.get("PANDA_HOSTNAME") or os.uname().nodename  # pilot3's get_node_name
-    rng = random.Random(pandaid)
+    rng = random.Random(panda_id)
     log: list[str] = []
 
     def say(message: str) -> None:
@@ -247,15 +247,15 @@ def run(
         log.append(line)
         print(line, file=out, flush=True)
 
-    say(f"PanDA job {pandaid} ({job.get('transformation', '?')}) on {node}")
+    say(f"PanDA job {panda_id} ({job.get('transformation', '?')}) on {node}")
     say(f"job name {job.get('jobName', '?')}, attempt {job.get('attemptNr', '?')}")
-    jobdir = workdir / f"PanDA_Pilot-{pandaid}"
+    jobdir = workdir / f"PanDA_Pilot-{panda_id}"
     jobdir.mkdir(exist_ok=True)
     duration = random.uniform(*sleep)
     say(f"running the payload for {duration:.1f} s (a sleep: this is the demo pilot)")
     time.sleep(duration)
     payload_ran = time.time()
-    failed = fails(pandaid, fail_fraction)
+    failed = fails(panda_id, fail_fraction)
     lfns = _listing(job, "outFiles") or [log_file]
     if log_file not in lfns:
         lfns.append(log_file)
@@ -265,19 +265,19 @@ def run(
     scopes = _scopes(job, lfns, log_file)
     report: dict[str, dict[str, Any]] = {}
     for lfn in (name for name in lfns if name != log_file):
-        data = _payload(pandaid, lfn, rng)
+        data = _payload(panda_id, lfn, rng)
         surl = _stage(workdir, storage, scopes[lfn], lfn, data)
         guid = str(uuid.uuid5(_GUID_NAMESPACE, lfn))
         report[lfn] = {"guid": guid, "fsize": len(data), "adler32": adler32_of(data), "surl": surl}
         say(f"stage-out {lfn}: {len(data)} bytes, adler32 {report[lfn]['adler32']} -> {surl}")
     exit_code = PAYLOAD_FAILED_EXIT if failed else 0
-    payload_out = f"demo payload of PanDA job {pandaid}: exit code {exit_code}\n".encode()
+    payload_out = f"demo payload of PanDA job {panda_id}: exit code {exit_code}\n".encode()
     (jobdir / PAYLOAD_STDOUT).write_bytes(payload_out)
     job_report = json.dumps(_job_report(job, report, exit_code))
     (jobdir / JOB_REPORT).write_text(job_report, encoding="utf-8")
     say(f"job {'failed' if failed else 'finished'}; log tarball {log_file}")
     tarball = _tarball(
-        f"tarball_PandaJob_{pandaid}_{queue}",
+        f"tarball_PandaJob_{panda_id}_{queue}",
         {
             PAYLOAD_STDOUT: payload_out,
             JOB_REPORT: job_report.encode(),
@@ -306,7 +306,7 @@ def run(
     ended = time.time()
     cores = _int(job.get("coreCount"), 1)
     heartbeat: dict[str, Any] = {
-        "jobId": str(job.get("jobid") or pandaid),
+        "jobId": str(job.get("jobid") or panda_id),
         "state": "failed" if failed else "finished",
         "timestamp": time_stamp(),
         "siteName": queue or None,

@@ -67,7 +67,7 @@ def snapshot(
         up = conn.execute(
             sa.select(sa.func.count()).where(processes.c.stopped_at.is_(None))
         ).scalar_one()
-    reported = sum(1 for pandaid in ids if server.final_state(pandaid) is not None)
+    reported = sum(1 for panda_id in ids if server.final_state(panda_id) is not None)
     return Snapshot(panda, ce, reported, len(ids), int(up), daemons)
 
 

@@ -28,7 +28,7 @@ class Outcome:
 
     ok: bool
     wall: float
-    pandaids: list[int]
+    panda_ids: list[int]
 
 
 def job_rows(db: Database) -> list[Any]:
@@ -52,8 +52,8 @@ def url_path(url: str | None) -> Path | None:
     return Path(unquote(urlsplit(url).path))
 
 
-def _told(server: PandaTestServer, pandaid: int) -> str:
-    return server.final_state(pandaid) or "no final report"
+def _told(server: PandaTestServer, panda_id: int) -> str:
+    return server.final_state(panda_id) or "no final report"
 
 
 def summary(
@@ -76,13 +76,13 @@ def summary(
         told_text = ", ".join(f"{k} {n}" for k, n in sorted(told.items()))
         code_text = ", ".join(f"{k} x{n}" for k, n in sorted(codes.items())) or "-"
         table.append([state, len(by_state[state]), told_text, code_text])
-    missing = len(outcome.pandaids) - len(rows)
+    missing = len(outcome.panda_ids) - len(rows)
     if missing > 0:
         table.append(["(not fetched)", missing, "-", "-"])
-    rate = len(outcome.pandaids) / outcome.wall * 60 if outcome.wall > 0 else 0.0
+    rate = len(outcome.panda_ids) / outcome.wall * 60 if outcome.wall > 0 else 0.0
     verdict = "all jobs reported" if outcome.ok else "NOT all jobs reported (timeout)"
     lines.append(
-        f"act demo: {len(outcome.pandaids)} jobs, {verdict} in {outcome.wall:.1f} s "
+        f"act demo: {len(outcome.panda_ids)} jobs, {verdict} in {outcome.wall:.1f} s "
         f"({rate:.0f} jobs/min)"
     )
     lines.append("")
@@ -133,15 +133,15 @@ def write_record(
     test server recorded (final state, number of final reports, pilot error code)."""
     act_rows = {row.panda_id: row for row in rows}
     jobs = {}
-    for pandaid in outcome.pandaids:
-        row = act_rows.get(pandaid)
-        told = server.last_fields(pandaid)
-        jobs[str(pandaid)] = {
+    for panda_id in outcome.panda_ids:
+        row = act_rows.get(panda_id)
+        told = server.last_fields(panda_id)
+        jobs[str(panda_id)] = {
             "act_state": row.state if row else None,
             "error_code": row.error_code if row else None,
             "log_url": row.log_url if row else None,
-            "panda_final_state": server.final_state(pandaid),
-            "panda_final_reports": server.final_reports(pandaid),
+            "panda_final_state": server.final_state(panda_id),
+            "panda_final_reports": server.final_reports(panda_id),
             "panda_pilot_error_code": told.get("pilot_error_code", told.get("pilotErrorCode")),
         }
     record = {"ok": outcome.ok, "wall_seconds": round(outcome.wall, 3), "jobs": jobs}

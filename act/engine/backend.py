@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class CE:
-    """A configured CE as the back ends see it: its name (``ce_jobs.ce_endpoint``) and settings."""
+    """A configured CE as the back ends see it: its name (``ce_jobs.ce_name``) and settings."""
 
     name: str
     settings: CESettings
@@ -63,7 +63,7 @@ class SubmitRequest:
     token: str  # unique; becomes (part of) the CE job's name
     description: str  # xRSL/ADL, submit description, or the local back end's command spec
     input_dir: Path | None = None  # local input files the description refers to
-    pandaid: int | None = None  # for log lines
+    panda_id: int | None = None  # for log lines
 
 
 @dataclass(frozen=True)

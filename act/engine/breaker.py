@@ -63,7 +63,7 @@ def ewma(score: float | None, outcome: float) -> float:
 
 def _row(conn: Connection, ce: str) -> CERow:
     """The CE's row, locked for this transaction; created (unknown back end) if missing."""
-    stmt = select_of(CERow, ces).where(ces.c.endpoint == ce).with_for_update()
+    stmt = select_of(CERow, ces).where(ces.c.name == ce).with_for_update()
     found = fetch(conn, CERow, stmt)
     if not found:
         _insert(conn, ce, backend="", now=None)
@@ -80,14 +80,14 @@ def _insert(conn: Connection, ce: str, *, backend: str, now: datetime | None) ->
 
 
 def _update(conn: Connection, ce: str, **values: Any) -> None:
-    conn.execute(sa.update(ces).where(ces.c.endpoint == ce).values(**values))
+    conn.execute(sa.update(ces).where(ces.c.name == ce).values(**values))
 
 
 def sync_ces(conn: Connection, configured: Mapping[str, CESettings], *, now: datetime) -> None:
     """Insert a row for each configured CE that has none; correct a changed back-end name."""
     rows = {
         row.endpoint: row.backend
-        for row in conn.execute(sa.select(ces.c.endpoint, ces.c.backend)).all()
+        for row in conn.execute(sa.select(ces.c.name, ces.c.backend)).all()
     }
     for name, settings in sorted(configured.items()):
         if name not in rows:

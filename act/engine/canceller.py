@@ -88,7 +88,7 @@ def _apply(
     for job in jobs:
         ce_job_id = str(ids[job.id])
         outcome = outcomes.get(ce_job_id)
-        log = job_log(ctx.log, pandaid=job.pandaid, ce=ce.name)
+        log = job_log(ctx.log, panda_id=job.panda_id, ce=ce.name)
         if outcome is not None and outcome.gone:
             target, reason = CEJobState.CANCELLED, "unknown to the CE: nothing to kill"
             values: dict[str, Any] = {"ce_job_id": ce_job_id}
@@ -135,7 +135,9 @@ def _cancelled(ctx: Context, jobs: list[ToCancel], ce: str | None, reason: str) 
     )
     for job in jobs:
         if job.id in moved:
-            job_log(ctx.log, pandaid=job.pandaid, ce=ce).info("tocancel -> cancelled (%s)", reason)
+            job_log(ctx.log, panda_id=job.panda_id, ce=ce).info(
+                "tocancel -> cancelled (%s)", reason
+            )
 
 
 DAEMON = DaemonSpec(run_once=run_once, doc=__doc__ or "")

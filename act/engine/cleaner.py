@@ -106,7 +106,7 @@ def _remove_local(ctx: Context, jobs: list[ToClean]) -> None:
             continue
         path = os.path.realpath(job.output_dir)
         if os.path.commonpath([base, path]) != base or path == base:
-            job_log(ctx.log, pandaid=job.pandaid, ce=job.ce_endpoint).warning(
+            job_log(ctx.log, panda_id=job.panda_id, ce=job.ce_name).warning(
                 "output_dir %s is outside %s: left alone", job.output_dir, base
             )
             continue
@@ -131,7 +131,7 @@ def _apply(
         error = errors.get(job.id)
         if error is None:
             continue
-        log = job_log(ctx.log, pandaid=job.pandaid, ce=ce)
+        log = job_log(ctx.log, panda_id=job.panda_id, ce=ce)
         entered: datetime = job.state_changed_at
         if now - entered < give_up:
             log.warning("clean failed, retried later: %s", error)

@@ -13,7 +13,7 @@ outputs (for a failed job: what there is, plus the CE's diagnostics) into the jo
   a note saying which cap it exceeded (fetching again would only exceed it again);
 * a fetch error (a full disk where the outputs go among them: ENOSPC or EDQUOT, from the back
   end or from making the job's directory), or a CE that does not answer: the job stays and is
-  fetched again in a later cycle; the error is logged with ``pandaid=… ce=…`` and its cause,
+  fetched again in a later cycle; the error is logged with ``panda_id=… ce=…`` and its cause,
   one line per job and try (a traceback only for an error that is not the system's).
 """
 
@@ -95,7 +95,7 @@ def run_once(ctx: Context) -> bool:
 
 
 def _fetch_one(ctx: Context, backend: Backend, ce: CE, job: ToFetch, base: Path) -> None:
-    log = job_log(ctx.log, pandaid=job.pandaid, ce=ce.name)
+    log = job_log(ctx.log, panda_id=job.panda_id, ce=ce.name)
     failed = job.state == CEJobState.FAILED
     dest = job_dir(base, ce.name, job.id)
     if job.ce_job_id is None:

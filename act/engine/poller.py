@@ -171,7 +171,7 @@ def _apply(
 def _moved(conn: Connection, ctx: Context, ce: CE, plan: _Plan, now: datetime) -> None:
     """Log a move, and count a finished or fast-failed job for its CE's circuit breaker."""
     job, status, engine = plan.job, plan.status, ctx.settings.engine
-    log = job_log(ctx.log, pandaid=job.pandaid, ce=ce.name)
+    log = job_log(ctx.log, panda_id=job.panda_id, ce=ce.name)
     if status is None:
         log.warning("%s -> %s: %s", job.state, plan.target, plan.reason)
         return
@@ -218,7 +218,7 @@ def _plan(
     if target != job.state and (allowed is None or Actor.POLLER not in allowed.actors):
         ctx.log.debug(
             "ce=%s: CE state %s, %s kept (the CE lags behind)",
-            job.ce_endpoint,
+            job.ce_name,
             status.raw_state,
             job.state,
         )

@@ -31,9 +31,9 @@ class ToSubmit:
     (act.engine.submitter)."""
 
     id: int
-    pandaid: int | None
+    panda_id: int | None
     state_changed_at: datetime
-    ce_endpoint: str | None
+    ce_name: str | None
     candidates: str | None
     excluded: str | None
     ce_job_id: str | None
@@ -49,9 +49,9 @@ class ToPoll:
     """A CE job the poller asks its CE about (act.engine.poller)."""
 
     id: int
-    pandaid: int | None
+    panda_id: int | None
     state: str
-    ce_endpoint: str | None
+    ce_name: str | None
     ce_job_id: str | None
     attempts_left: int
     error_text: str | None
@@ -67,9 +67,9 @@ class ToFetch:
     """An ended CE job whose outputs the CE fetcher downloads (act.engine.fetcher)."""
 
     id: int
-    pandaid: int | None
+    panda_id: int | None
     state: str
-    ce_endpoint: str | None
+    ce_name: str | None
     ce_job_id: str | None
     error_text: str | None
 
@@ -80,8 +80,8 @@ class ToCancel:
     """A CE job the canceller kills (act.engine.canceller)."""
 
     id: int
-    pandaid: int | None
-    ce_endpoint: str | None
+    panda_id: int | None
+    ce_name: str | None
     ce_job_id: str | None
     token: str | None
 
@@ -93,8 +93,8 @@ class ToClean:
     (act.engine.cleaner)."""
 
     id: int
-    pandaid: int | None
-    ce_endpoint: str | None
+    panda_id: int | None
+    ce_name: str | None
     ce_job_id: str | None
     output_dir: str | None
     state_changed_at: datetime
@@ -126,9 +126,9 @@ def jobs_per_state_at(
     """How many CE jobs each CE in ``names`` holds in each of ``states`` (the submitter's room
     at each CE); a CE or state without jobs is absent (a Counter counts it 0)."""
     stmt = (
-        sa.select(ce_jobs.c.ce_endpoint, ce_jobs.c.state, sa.func.count())
-        .where(ce_jobs.c.ce_endpoint.in_(list(names)), ce_jobs.c.state.in_(list(states)))
-        .group_by(ce_jobs.c.ce_endpoint, ce_jobs.c.state)
+        sa.select(ce_jobs.c.ce_name, ce_jobs.c.state, sa.func.count())
+        .where(ce_jobs.c.ce_name.in_(list(names)), ce_jobs.c.state.in_(list(states)))
+        .group_by(ce_jobs.c.ce_name, ce_jobs.c.state)
     )
     counts: dict[str, Counter[str]] = defaultdict(Counter)
     for name, state, number in conn.execute(stmt):
@@ -160,7 +160,7 @@ class CERow:
 
 def ce_rows(conn: Connection, names: Collection[str]) -> list[CERow]:
     """The ``ces`` rows of the CEs in ``names`` (the breaker owns that table and writes it)."""
-    return fetch(conn, CERow, select_of(CERow, ces).where(ces.c.endpoint.in_(list(names))))
+    return fetch(conn, CERow, select_of(CERow, ces).where(ces.c.name.in_(list(names))))
 
 
 @row_type(ces)
@@ -190,16 +190,16 @@ def ces_shown(conn: Connection, name: str | None = None) -> dict[str, CEShown]:
     """Every CE's ``ces`` row by name (only ``name``'s if given), for actctl."""
     stmt = select_of(CEShown, ces)
     if name is not None:
-        stmt = stmt.where(ces.c.endpoint == name)
+        stmt = stmt.where(ces.c.name == name)
     return {row.endpoint: row for row in fetch(conn, CEShown, stmt)}
 
 
 def ce_known(conn: Connection, name: str) -> bool:
     """Whether the CE ``name`` has a ``ces`` row."""
-    found = conn.execute(sa.select(ces.c.endpoint).where(ces.c.endpoint == name)).first()
+    found = conn.execute(sa.select(ces.c.name).where(ces.c.name == name)).first()
     return found is not None
 
 
 def breaker_state(conn: Connection, name: str) -> str:
     """The breaker state of the CE ``name`` (``closed``, ``open``, ``half_open``)."""
-    return str(conn.execute(sa.select(ces.c.breaker).where(ces.c.endpoint == name)).scalar())
+    return str(conn.execute(sa.select(ces.c.breaker).where(ces.c.name == name)).scalar())

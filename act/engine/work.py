@@ -36,7 +36,7 @@ class JobAtCE(Job, Protocol):
     """A claimed CE job row that names its CE."""
 
     @property
-    def ce_endpoint(self) -> str | None: ...
+    def ce_name(self) -> str | None: ...
 
 
 J = TypeVar("J", bound=Job)
@@ -88,10 +88,10 @@ def claim_jobs(
 
 
 def by_ce(rows: Iterable[C]) -> dict[str | None, list[C]]:
-    """Rows grouped by their CE (``ce_endpoint``), in row order."""
+    """Rows grouped by their CE (``ce_name``), in row order."""
     groups: dict[str | None, list[C]] = {}
     for row in rows:
-        groups.setdefault(row.ce_endpoint, []).append(row)
+        groups.setdefault(row.ce_name, []).append(row)
     return groups
 
 

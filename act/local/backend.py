@@ -144,7 +144,7 @@ class LocalBackend:
         root = self._jobs(ce)
         started: list[tuple[SubmitRequest, Path, Starting] | Submitted] = []
         for request in jobs:
-            log = job_log(self.log, pandaid=request.pandaid, ce=ce.name)
+            log = job_log(self.log, panda_id=request.panda_id, ce=ce.name)
             try:
                 job = LocalJob.parse(request.description)
                 if job.cores > options.slots:
@@ -202,7 +202,7 @@ class LocalBackend:
         if isinstance(item, Submitted):
             return item
         request, jobdir, starting = item
-        log = job_log(self.log, pandaid=request.pandaid, ce=ce.name)
+        log = job_log(self.log, panda_id=request.panda_id, ce=ce.name)
         if isinstance(starting, socket.socket):
             code = 0 if spawner.started(starting, options.start_timeout) else -1
         else:
@@ -238,7 +238,7 @@ class LocalBackend:
             {
                 "token": request.token,
                 "job_id": request.job_id,
-                "pandaid": request.pandaid,
+                "panda_id": request.panda_id,
                 "submitted_at": jf.now_iso(),
                 "description": job.model_dump(mode="json"),
                 "slots": options.slots,
@@ -285,7 +285,7 @@ class LocalBackend:
             jobdir = root / ce_job_id
             if (jobdir / jf.STATE).exists():
                 continue
-            log = job_log(self.log, pandaid=jobstate.pandaid_of(jobdir), ce=ce.name)
+            log = job_log(self.log, panda_id=jobstate.panda_id_of(jobdir), ce=ce.name)
             try:
                 starting = self._start_runner(root.parent, jobdir, options)
             except OSError as error:
@@ -349,7 +349,7 @@ class LocalBackend:
                 state = jf.read_json(jobdir / jf.STATE) or {}
                 if state.get("state") not in jf.ENDED:
                     jf.write_json(jobdir / jf.STATE, jf.ended(state, jf.KILLED, ["killed by act"]))
-            job_log(self.log, pandaid=jobstate.pandaid_of(jobdir), ce=ce.name).info(
+            job_log(self.log, panda_id=jobstate.panda_id_of(jobdir), ce=ce.name).info(
                 "killed %s", ce_job_id
             )
             results[ce_job_id] = Outcome(ce_job_id, ok=True)

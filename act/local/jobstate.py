@@ -163,9 +163,9 @@ def running(jobdir: Path) -> bool:
     )
 
 
-def pandaid_of(jobdir: Path) -> int | None:
+def panda_id_of(jobdir: Path) -> int | None:
     """The PanDA ID the job was submitted for (its job file), for log lines."""
-    value = (jf.read_json(jobdir / jf.JOB) or {}).get("pandaid")
+    value = (jf.read_json(jobdir / jf.JOB) or {}).get("panda_id")
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 

@@ -93,9 +93,9 @@ def _jobs(conn: Connection, panda: Counts) -> Metric:
             family.add_metric(["panda", state, queue, ""], count)
     t = ce_jobs
     stmt = (
-        sa.select(t.c.queue, t.c.ce_endpoint, t.c.state, sa.func.count())
-        .group_by(t.c.queue, t.c.ce_endpoint, t.c.state)
-        .order_by(t.c.queue, t.c.ce_endpoint, t.c.state)
+        sa.select(t.c.queue, t.c.ce_name, t.c.state, sa.func.count())
+        .group_by(t.c.queue, t.c.ce_name, t.c.state)
+        .order_by(t.c.queue, t.c.ce_name, t.c.state)
     )
     for queue, ce, state, count in conn.execute(stmt):
         family.add_metric(["ce", str(state), queue or "", ce or ""], int(count))
@@ -140,8 +140,8 @@ def _breakers(conn: Connection) -> list[Metric]:
     )
     rows = conn.execute(
         sa.select(
-            ces.c.endpoint, ces.c.breaker, ces.c.breaker_forced, ces.c.enabled, ces.c.failures
-        ).order_by(ces.c.endpoint)
+            ces.c.name, ces.c.breaker, ces.c.breaker_forced, ces.c.enabled, ces.c.failures
+        ).order_by(ces.c.name)
     )
     for ce, breaker, forced_state, is_enabled, count in rows:
         current = forced_state or breaker

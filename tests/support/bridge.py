@@ -44,11 +44,11 @@ def panda_settings(server: PandaServer, **values: Any) -> PandaServerSettings:
     return PandaServerSettings.model_validate(data)
 
 
-def api_log_updates(server: PandaServer, pandaid: int) -> list[str]:
-    """The state of every update of ``pandaid`` the server received, in order, from its own
+def api_log_updates(server: PandaServer, panda_id: int) -> list[str]:
+    """The state of every update of ``panda_id`` the server received, in order, from its own
     record of the calls (``panda-api_pilot.log``: one line per job of a bulk call)."""
     log = server.home / "log" / "panda-api_pilot.log"
-    return re.findall(rf"update_job\({pandaid}, (\w+),", log.read_text())
+    return re.findall(rf"update_job\({panda_id}, (\w+),", log.read_text())
 
 
 #: A stand-in pilot (a TEST DOUBLE, not pilot3): reads ``pandaJobData.out`` as pilot3 reads it
@@ -149,23 +149,25 @@ class Bridge:
         for ctx in self.contexts.values():
             pool(ctx).close()
 
-    def job(self, pandaid: int) -> Any:
+    def job(self, panda_id: int) -> Any:
         with self.db.read() as conn:
-            return conn.execute(sa.select(panda_jobs).where(panda_jobs.c.panda_id == pandaid)).one()
+            return conn.execute(
+                sa.select(panda_jobs).where(panda_jobs.c.panda_id == panda_id)
+            ).one()
 
-    def ce_states(self, pandaid: int) -> list[str]:
+    def ce_states(self, panda_id: int) -> list[str]:
         with self.db.read() as conn:
             return list(
                 conn.execute(
                     sa.select(ce_jobs.c.state)
-                    .where(ce_jobs.c.pandaid == pandaid)
+                    .where(ce_jobs.c.panda_id == panda_id)
                     .order_by(ce_jobs.c.id)
                 ).scalars()
             )
 
-    def move(self, pandaid: int, to_state: str, actor: Actor, values: dict[str, Any]) -> None:
+    def move(self, panda_id: int, to_state: str, actor: Actor, values: dict[str, Any]) -> None:
         """What another daemon (validator, translator...) would do: one PanDA-layer edge."""
-        job = self.job(pandaid)
+        job = self.job(panda_id)
         moved = self.db.run(
             lambda conn: transition(
                 conn, Layer.PANDA, [job.id], job.state, to_state, actor=actor, values=values

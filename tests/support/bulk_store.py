@@ -81,9 +81,9 @@ def fill_store(
                 {
                     "panda_job_id": i + 1,
                     "backend": "arc",
-                    "ce_endpoint": CES[i % len(CES)],
+                    "ce_name": CES[i % len(CES)],
                     "ce_job_id": f"job{i}",
-                    "pandaid": 10**9 + i,
+                    "panda_id": 10**9 + i,
                     "state": ce_states[i],
                     "state_changed_at": created + timedelta(seconds=60),
                     "created_at": created,

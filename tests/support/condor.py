@@ -92,7 +92,7 @@ def bench(kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **options:
 
 
 def descriptions(flavour: str = "condor") -> list[tuple[int, str]]:
-    """(pandaid, description) of every translation case the condor translator accepts."""
+    """(panda_id, description) of every translation case the condor translator accepts."""
     out: list[tuple[int, str]] = []
     for case in cases():
         job = case.job
@@ -100,17 +100,17 @@ def descriptions(flavour: str = "condor") -> list[tuple[int, str]]:
             translation = to_condor(
                 job,
                 FLAVOURS[flavour],
-                input_dir=Path(f"/var/lib/act/inputs/{job.pandaid}"),
+                input_dir=Path(f"/var/lib/act/inputs/{job.panda_id}"),
                 web_dir=WEB,
             )
         except TranslationError:
             continue
-        out.append((job.pandaid, translation.description))
+        out.append((job.panda_id, translation.description))
     assert out, "no translation case is truepilot"
     return out
 
 
-def sh(pandaid: int, web: Path, command: str = "true", resource: str | None = None) -> str:
+def sh(panda_id: int, web: Path, command: str = "true", resource: str | None = None) -> str:
     """A small grid-universe description with its logs in ``web`` (made here); on a real schedd
     the CE does not exist, so the job stays idle."""
     grid = resource or "condor ce.invalid ce.invalid:9619"
@@ -118,6 +118,6 @@ def sh(pandaid: int, web: Path, command: str = "true", resource: str | None = No
     return (
         f"universe = grid\ngrid_resource = {grid}\nexecutable = /bin/sh\n"
         f"arguments = \"-c '{command}'\"\ntransfer_executable = false\n"
-        f"output = {web}/{pandaid}.out\nerror = {web}/{pandaid}.err\nlog = {web}/{pandaid}.log\n"
-        f"+PandaID = {pandaid}\nqueue 1\n"
+        f"output = {web}/{panda_id}.out\nerror = {web}/{panda_id}.err\nlog = {web}/{panda_id}.log\n"
+        f"+PandaID = {panda_id}\nqueue 1\n"
     )

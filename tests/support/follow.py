@@ -52,10 +52,10 @@ def put_job(db: Database, state: str, *, ce: str | None = "ce1", **values: Any) 
     path = path_to(Layer.CE, state)
     row = {
         "backend": NAME,
-        "ce_endpoint": ce,
+        "ce_name": ce,
         "description": "desc",
         "attempts_left": 3,
-        "pandaid": 1000,
+        "panda_id": 1000,
     }
 
     def make(conn: Any) -> int:

@@ -25,7 +25,7 @@ def ce_row(
 ) -> dict[str, object]:
     return {
         "backend": backend,
-        "ce_endpoint": endpoint,
+        "ce_name": endpoint,
         "description": "&(executable=/bin/true)",
         "attempts_left": 3,
     }

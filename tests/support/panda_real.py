@@ -46,7 +46,7 @@ class PandaServerNotRunning(RuntimeError):
 class PandaJob:
     """A job as the server's database holds it (columns of ``doma_panda.jobs*4``)."""
 
-    pandaid: int
+    panda_id: int
     table: str  # jobsactive4 / jobsdefined4 / jobswaiting4 / jobsarchived4
     status: str  # jobstatus
     command: str | None  # commandtopilot: what the next heartbeat reply carries
@@ -103,14 +103,14 @@ class PandaServer:
         except (requests.RequestException, ValueError):
             return False
 
-    def kill(self, pandaids: Sequence[int], code: int | None = None) -> dict[str, Any]:
+    def kill(self, panda_ids: Sequence[int], code: int | None = None) -> dict[str, Any]:
         """POST /api/v1/job/kill with the production cert; returns the reply envelope.
 
         Without ``code`` (or 2, 3) a dispatched job stays in its state with ``commandtopilot=
         'tobekilled'``, which the next heartbeat reply carries; a job not yet dispatched
         (``activated``), or any job with ``code=9`` (force), goes straight to ``cancelled``.
         """
-        body: dict[str, Any] = {"job_ids": list(pandaids)}
+        body: dict[str, Any] = {"job_ids": list(panda_ids)}
         if code is not None:
             body["code"] = code
         with self.session() as session:
@@ -198,11 +198,11 @@ class PandaServer:
             for _ in range(n):
                 row = conn.execute("SELECT nextval('jobsdefined4_pandaid_seq')").fetchone()
                 assert row is not None
-                pandaid = int(row[0])
+                panda_id = int(row[0])
                 conn.execute(
                     _INSERT_JOB,
                     _job_values(
-                        pandaid,
+                        panda_id,
                         queue,
                         label,
                         transformation,
@@ -215,17 +215,18 @@ class PandaServer:
                     ),
                 )
                 files = [
-                    ("log", f"act.test.log.{pandaid}.tgz", f"act.test.log.{pandaid}"),
-                    ("output", f"act.test.out.{pandaid}.root", f"act.test.output.{pandaid}"),
+                    ("log", f"act.test.log.{panda_id}.tgz", f"act.test.log.{panda_id}"),
+                    ("output", f"act.test.out.{panda_id}.root", f"act.test.output.{panda_id}"),
                 ]
                 files += [
-                    ("input", f"act.test.in.{pandaid}.{i}", "act.test.input") for i in range(inputs)
+                    ("input", f"act.test.in.{panda_id}.{i}", "act.test.input")
+                    for i in range(inputs)
                 ]
                 for kind, lfn, dataset in files:
                     conn.execute(
                         _INSERT_FILE,
                         {
-                            "pandaid": pandaid,
+                            "panda_id": panda_id,
                             "guid": str(uuid.uuid4()),
                             "lfn": lfn,
                             "type": kind,
@@ -240,12 +241,12 @@ class PandaServer:
                 conn.execute(
                     "INSERT INTO jobparamstable (pandaid, modificationtime, jobparameters) "
                     "VALUES (%s, now(), %s)",
-                    (pandaid, parameters),
+                    (panda_id, parameters),
                 )
-                ids.append(pandaid)
+                ids.append(panda_id)
         return ids
 
-    def job(self, pandaid: int) -> PandaJob | None:
+    def job(self, panda_id: int) -> PandaJob | None:
         """The job's row straight from the server's tables, or None if no table holds it."""
         with self.connect() as conn:
             for table in JOB_TABLES:
@@ -253,21 +254,21 @@ class PandaServer:
                     "SELECT jobstatus, commandtopilot, attemptnr, jobsubstatus, "
                     "taskbuffererrorcode, modificationhost, computingelement, piloterrorcode, "
                     f"transexitcode FROM {table} WHERE pandaid = %s",
-                    (pandaid,),
+                    (panda_id,),
                 ).fetchone()
                 if row is not None:
-                    return PandaJob(pandaid, table, *row)
+                    return PandaJob(panda_id, table, *row)
         return None
 
-    def set_parameters(self, pandaid: int, parameters: str) -> None:
+    def set_parameters(self, panda_id: int, parameters: str) -> None:
         """Replace a job's ``jobPars`` (e.g. to name its own output file, known after add_jobs)."""
         with self.connect() as conn:
             conn.execute(
                 "UPDATE jobparamstable SET jobparameters = %s WHERE pandaid = %s",
-                (parameters, pandaid),
+                (parameters, panda_id),
             )
 
-    def columns(self, pandaid: int, *names: str) -> dict[str, Any]:
+    def columns(self, panda_id: int, *names: str) -> dict[str, Any]:
         """Columns of the job's row (from whichever table holds it), by lower-case name; {} if
         no table holds it. Names are checked against the table's columns, never interpolated
         unchecked."""
@@ -286,33 +287,33 @@ class PandaServer:
                 if unknown:
                     raise ValueError(f"{table} has no column(s) {sorted(unknown)}")
                 row = cur.execute(
-                    f"SELECT {', '.join(wanted)} FROM {table} WHERE pandaid = %s", (pandaid,)
+                    f"SELECT {', '.join(wanted)} FROM {table} WHERE pandaid = %s", (panda_id,)
                 ).fetchone()
                 if row is not None:
                     return dict(row)
         return {}
 
-    def files(self, pandaid: int) -> list[dict[str, Any]]:
+    def files(self, panda_id: int) -> list[dict[str, Any]]:
         """The job's rows of ``filestable4`` (lfn, type, guid, status, ...), by row_id."""
         with self.connect() as conn, conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
             return cur.execute(
                 "SELECT lfn, type, guid, status, scope, dataset, fsize, checksum "
                 "FROM filestable4 WHERE pandaid = %s ORDER BY row_id",
-                (pandaid,),
+                (panda_id,),
             ).fetchall()
 
-    def output_report(self, pandaid: int, *, fsize: int = 1234) -> str:
+    def output_report(self, panda_id: int, *, fsize: int = 1234) -> str:
         """A ``job_output_report`` for the job's log and output files (what the Adder reads)."""
         report = {
             f["lfn"]: {"guid": f["guid"], "fsize": fsize, "adler32": "0a1b2c3d"}
-            for f in self.files(pandaid)
+            for f in self.files(panda_id)
             if f["type"] in ("log", "output")
         }
         return json.dumps(report)
 
     # ------------------------------------------------------------------------------- daemons
-    def run_adder(self, pandaids: Sequence[int], timeout: float = 120.0) -> dict[int, str]:
-        """Run the server's Adder until none of ``pandaids`` is ``holding``; their statuses.
+    def run_adder(self, panda_ids: Sequence[int], timeout: float = 120.0) -> dict[int, str]:
+        """Run the server's Adder until none of ``panda_ids`` is ``holding``; their statuses.
 
         The Adder (``pandaserver.daemons.scripts.add_main``, normally run by panda_daemon) turns
         the job output report of a job in ``holding`` into ``finished`` or ``failed`` and
@@ -336,7 +337,9 @@ class PandaServer:
         try:
             deadline = time.monotonic() + timeout
             while True:
-                statuses = {i: (job.status if (job := self.job(i)) else "absent") for i in pandaids}
+                statuses = {
+                    i: (job.status if (job := self.job(i)) else "absent") for i in panda_ids
+                }
                 if "holding" not in statuses.values():
                     return statuses
                 if proc.poll() is not None:
@@ -377,7 +380,7 @@ INSERT INTO jobsactive4 (
   processingtype, cmtconfig, workqueue_id, gshare, resource_type, maxwalltime, jobexecutionid,
   lockedby, proddblock, destinationdblock)
 VALUES (
-  %(pandaid)s, 1, now(), 'act-tests', now(), now(),
+  %(panda_id)s, 1, now(), 'act-tests', now(), now(),
   'Atlas-99.0.0', %(transformation)s, 'AtlasOffline/99.0.0', %(label)s, %(dn)s, 'act-test-pilot',
   %(priority)s, %(priority)s, %(attemptnr)s, %(attemptnr)s + 2, 'activated', %(jobname)s,
   %(walltime)s, 'kSI2kseconds', 1000, 'MB', %(ram)s, 'MB',
@@ -392,14 +395,14 @@ INSERT INTO filestable4 (
   destinationdblock, destinationdblocktoken, destinationse, scope, jeditaskid, attemptnr,
   fsize, checksum, modificationtime)
 VALUES (
-  nextval('filestable4_row_id_seq'), %(pandaid)s, %(guid)s, %(lfn)s, %(type)s, %(dataset)s,
+  nextval('filestable4_row_id_seq'), %(panda_id)s, %(guid)s, %(lfn)s, %(type)s, %(dataset)s,
   %(status)s, %(dataset)s, %(dataset)s, %(dataset)s, 'ATLASDATADISK', %(se)s, 'act_test', 4242,
   %(attemptnr)s, %(fsize)s, %(checksum)s, now())
 """
 
 
 def _job_values(
-    pandaid: int,
+    panda_id: int,
     queue: str,
     label: str,
     transformation: str,
@@ -411,7 +414,7 @@ def _job_values(
     dn: str,
 ) -> dict[str, Any]:
     return {
-        "pandaid": pandaid,
+        "panda_id": panda_id,
         "queue": queue,
         "label": label,
         "transformation": transformation,
@@ -421,8 +424,8 @@ def _job_values(
         "priority": priority,
         "attemptnr": attemptnr,
         "dn": dn,
-        "jobname": f"act_test_job.{pandaid}",
-        "outds": f"act.test.output.{pandaid}",
+        "jobname": f"act_test_job.{panda_id}",
+        "outds": f"act.test.output.{panda_id}",
         "resource_type": "MCORE" if cores > 1 else "SCORE",
     }
 

@@ -119,11 +119,11 @@ RESULT = {"heartbeat": data, "fileinfo": job.fileinfo}
 """
 
 
-def job_spec(pandaid: int, outputs: Mapping[str, int], *, queue: str) -> dict[str, str]:
+def job_spec(panda_id: int, outputs: Mapping[str, int], *, queue: str) -> dict[str, str]:
     """A legacy getJob job definition (what pilot3 reads) with ``outputs`` and a log file."""
-    lfns = [*outputs, f"{pandaid}.log.tgz"]
+    lfns = [*outputs, f"{panda_id}.log.tgz"]
     return {
-        "PandaID": str(pandaid),
+        "PandaID": str(panda_id),
         "jobsetID": "7",
         "taskID": "4242",
         "attemptNr": "1",
@@ -134,7 +134,7 @@ def job_spec(pandaid: int, outputs: Mapping[str, int], *, queue: str) -> dict[st
         "outFiles": ",".join(lfns),
         "scopeOut": ",".join("mc23_13p6TeV" for _ in outputs),
         "scopeLog": "mc23_13p6TeV",
-        "logFile": f"{pandaid}.log.tgz",
+        "logFile": f"{panda_id}.log.tgz",
         "logGUID": "0c1d2e3f-0000-4000-8000-00000000000a",
         "realDatasets": ",".join(f"mc23.ds{i}" for i in range(len(lfns))),
         "destinationDblock": ",".join(f"mc23.ds{i}_sub" for i in range(len(lfns))),
@@ -149,7 +149,7 @@ def job_spec(pandaid: int, outputs: Mapping[str, int], *, queue: str) -> dict[st
 def pilot3_leaves(
     pilot3: Pilot3,
     launch_dir: Path,
-    pandaid: int,
+    panda_id: int,
     *,
     se: str,
     outputs: Mapping[str, int],
@@ -166,9 +166,9 @@ def pilot3_leaves(
     size of the file the payload writes (none are written for a failed payload)."""
     guids = {lfn: f"{index:08x}-2222-4333-8444-555555555555" for index, lfn in enumerate(outputs)}
     arg = {
-        "spec": job_spec(pandaid, outputs, queue=queue),
+        "spec": job_spec(panda_id, outputs, queue=queue),
         "queue": queue,
-        "gtag": f"https://logs.example.org/act/2026-11-20/{queue}/{pandaid}.out",
+        "gtag": f"https://logs.example.org/act/2026-11-20/{queue}/{panda_id}.out",
         "se": se,
         "sizes": dict(outputs),
         "guids": guids,

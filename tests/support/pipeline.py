@@ -42,17 +42,17 @@ class RecordingServer(PandaTestServer):
 
     def _update(
         self,
-        pandaid: int,
+        panda_id: int,
         state: str,
         attempt: int | None,
         fields: Mapping[str, Any],
         *,
         legacy: bool = False,
     ) -> str:
-        answer = super()._update(pandaid, state, attempt, fields, legacy=legacy)
+        answer = super()._update(panda_id, state, attempt, fields, legacy=legacy)
         if state in FINAL:
             with self._order_lock:
-                self.final_order.append((pandaid, state, time.monotonic()))
+                self.final_order.append((panda_id, state, time.monotonic()))
         return answer
 
 
@@ -141,7 +141,7 @@ class Pipeline:
     def all_final(self, ids: list[int] | None = None) -> bool:
         """Every job (of ``ids``) reported final to PanDA and final in the job store."""
         wanted = self.ids if ids is None else ids
-        if any(self.server.final_state(pandaid) is None for pandaid in wanted):
+        if any(self.server.final_state(panda_id) is None for panda_id in wanted):
             return False
         with self.db.read() as conn:
             final = conn.execute(
@@ -162,15 +162,15 @@ class Pipeline:
         return f"see {self.settings.log_dir} and {self.directory / 'log' / 'actd.console'}"
 
     def counts(self) -> Counts:
-        reports = {pandaid: self.server.final_reports(pandaid) for pandaid in self.ids}
+        reports = {panda_id: self.server.final_reports(panda_id) for panda_id in self.ids}
         with self.db.read() as conn:
             final = conn.execute(
                 sa.select(sa.func.count()).where(
                     panda_jobs.c.panda_id.in_(self.ids), panda_jobs.c.state.in_(FINAL_STATES)
                 )
             ).scalar_one()
-            rows = conn.execute(sa.select(ce_jobs.c.pandaid, ce_jobs.c.submissions)).all()
-        per_job = Counter(int(row.pandaid) for row in rows)
+            rows = conn.execute(sa.select(ce_jobs.c.panda_id, ce_jobs.c.submissions)).all()
+        per_job = Counter(int(row.panda_id) for row in rows)
         return Counts(
             jobs=len(self.ids),
             final_reports=sum(reports.values()),
@@ -188,7 +188,7 @@ class Pipeline:
         jobs = Path(self.settings.root) / "local-ce" / ce / jf.JOBS
         found: Counter[int] = Counter()
         for jobdir in jobs.iterdir() if jobs.is_dir() else ():
-            value = (jf.read_json(jobdir / jf.JOB) or {}).get("pandaid")
+            value = (jf.read_json(jobdir / jf.JOB) or {}).get("panda_id")
             if isinstance(value, int):
                 found[value] += 1
         return found

@@ -410,7 +410,7 @@ class ScriptedBackend:
             "ce": ce.name,
             "token": request.token,
             "job_id": request.job_id,
-            "pandaid": request.pandaid,
+            "panda_id": request.panda_id,
             "description": request.description,
             "input_dir": str(request.input_dir) if request.input_dir else None,
             "killed": False,

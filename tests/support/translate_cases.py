@@ -181,20 +181,20 @@ def _job(
     metadata: dict[str, Any] | None = None,
     log_url: str | None = None,
 ) -> JobInput:
-    pandaid = int(spec["PandaID"])
+    panda_id = int(spec["PandaID"])
     if legacy:
         text = urlencode({"StatusCode": "0", **{k: str(v) for k, v in spec.items()}})
         spec = dict(parse_qsl(text, keep_blank_values=True))
     else:
         text = json.dumps(spec)
     return JobInput(
-        pandaid=pandaid,
+        panda_id=panda_id,
         spec=spec,
         spec_text=text,
         spec_format="form" if legacy else "json",
         queue=queue,
         attempt=1,
-        log_url=log_url or f"https://act.example.org/jobs/2026-11-22/{queue.name}/{pandaid}.out",
+        log_url=log_url or f"https://act.example.org/jobs/2026-11-22/{queue.name}/{panda_id}.out",
         event_ranges=event_ranges,
         metadata=metadata or {},
     )

@@ -59,21 +59,21 @@ class Job:
         self,
         db: Database,
         root: Path,
-        pandaid: int,
+        panda_id: int,
         *,
         queue: str = "NATIVE",
         ce: str = "done",
         attempts_left: int = 3,
     ) -> None:
-        self.db, self.pandaid = db, pandaid
+        self.db, self.panda_id = db, panda_id
         (self.panda_job_id,) = db.run(
-            lambda c: make_jobs(c, Layer.PANDA, "tovalidate", first_panda_id=pandaid)
+            lambda c: make_jobs(c, Layer.PANDA, "tovalidate", first_panda_id=panda_id)
         )
         (self.cid,) = db.run(lambda c: make_jobs(c, Layer.CE, ce))
         self.output_dir = root / "ce-jobs" / "arc1" / str(self.cid)
         self.output_dir.mkdir(parents=True)
-        spec = {"PandaID": pandaid, "logFile": f"{pandaid}.log.tgz", "coreCount": 8}
-        log_url = f"{PREFIX}/2026-11-20/{queue}/{pandaid}.out"
+        spec = {"PandaID": panda_id, "logFile": f"{panda_id}.log.tgz", "coreCount": 8}
+        log_url = f"{PREFIX}/2026-11-20/{queue}/{panda_id}.out"
         db.run(
             lambda c: c.execute(
                 sa.update(panda_jobs)
@@ -86,8 +86,8 @@ class Job:
                 sa.update(ce_jobs)
                 .where(ce_jobs.c.id == self.cid)
                 .values(
-                    panda_job_id=self.panda_job_id, pandaid=pandaid, queue=queue,
-                    ce_endpoint="arc1", ce_job_id=f"arcid{pandaid}",
+                    panda_job_id=self.panda_job_id, panda_id=panda_id, queue=queue,
+                    ce_name="arc1", ce_job_id=f"arcid{panda_id}",
                     output_dir=str(self.output_dir), exit_code=1,
                     error_text="LRMS error: (1) job failed", worker_node="wn042.example.org",
                     started_at=utcnow() - timedelta(hours=2), ended_at=utcnow(),
@@ -98,13 +98,13 @@ class Job:
 
     def heartbeat(self, outputs: dict[str, dict[str, Any]] | None = None, **fields: Any) -> None:
         body: dict[str, Any] = {
-            "jobId": self.pandaid, "state": "finished", "transExitCode": 0, "pilotErrorCode": 0,
+            "jobId": self.panda_id, "state": "finished", "transExitCode": 0, "pilotErrorCode": 0,
             "cpuConsumptionTime": 3600, "node": "pilot-node", **fields,
         }  # fmt: skip
         if outputs is not None:
             body["xml"] = json.dumps(outputs)
         (self.output_dir / "heartbeat.json").write_text(json.dumps(body))
-        (self.output_dir / f"{self.pandaid}.log").write_text("pilot says hello\nERROR: boom\n")
+        (self.output_dir / f"{self.panda_id}.log").write_text("pilot says hello\nERROR: boom\n")
         (self.output_dir / "gmlog").mkdir(exist_ok=True)
         (self.output_dir / "gmlog" / "errors").write_text("A-REX: job submitted to LRMS\n")
 

@@ -129,7 +129,7 @@ def run_once(ctx: Context) -> bool:
         try:
             fields = report_of(job, opts)
         except ValueError as error:
-            job_log(ctx.log, pandaid=job.panda_id, ce=job.ce).error(
+            job_log(ctx.log, panda_id=job.panda_id, ce=job.ce).error(
                 "cannot build the report: %s", error
             )
             unreportable.append(job)

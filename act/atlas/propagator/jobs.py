@@ -10,7 +10,7 @@ from pydantic import Field
 from sqlalchemy.engine import Connection
 
 from act.atlas.config import Context
-from act.atlas.latest_ce import latest_ce_endpoint
+from act.atlas.latest_ce import latest_ce_name
 from act.atlas.panda_client import (
     JobUpdate,
 )
@@ -111,7 +111,7 @@ def claim_due(conn: Connection, ctx: Context, limit: int) -> list[Job]:
         shard=ctx.shard,
         where=[t.c.next_report_at <= utcnow()],
         order_by=[t.c.next_report_at, t.c.id],
-        labelled={"ce": latest_ce_endpoint()},
+        labelled={"ce": latest_ce_name()},
     )
 
 

@@ -31,7 +31,7 @@ from act.common.logs import job_log
 
 def settle_locally(conn: Connection, ctx: Context, jobs: list[Job], outcome: Outcome) -> None:
     for job in jobs:
-        log = job_log(ctx.log, pandaid=job.panda_id, ce=job.ce)
+        log = job_log(ctx.log, panda_id=job.panda_id, ce=job.ce)
         if job.state not in FINAL:
             # Nothing to say now: a heartbeat-less job, or one PanDA no longer wants to hear of.
             set_columns(conn, ctx, job, next_report_at=None)

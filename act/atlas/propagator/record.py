@@ -42,7 +42,7 @@ def record_batch(
     failures: list[Job] = []
     for send, result in zip(batch, results, strict=True):
         job = send.job
-        log = job_log(ctx.log, pandaid=job.panda_id, ce=job.ce)
+        log = job_log(ctx.log, panda_id=job.panda_id, ce=job.ce)
         if not result.ok:
             log.warning("PanDA refused the %s report: %s", send.update.state, result.error)
             failures.append(job)
@@ -141,7 +141,7 @@ def stop_reporting(
     conn: Connection, ctx: Context, job: Job, status: str, *, command: str, outcome: Outcome
 ) -> None:
     """PanDA answered tobekilled, badattemptnr or alreadydone: stop reporting, kill the CE job."""
-    log = job_log(ctx.log, pandaid=job.panda_id, ce=job.ce)
+    log = job_log(ctx.log, panda_id=job.panda_id, ce=job.ce)
     now = utcnow()
     values = {
         "panda_status": status,

@@ -64,7 +64,7 @@ def settle_in_doubt(ctx: Context, sends: list[Send], outcome: Outcome) -> list[S
         return [send for send in sends if send.job.id not in asked]
     ended = [send for send in doubtful if status.get(send.job.panda_id) in PANDA_ENDED]
     for send in ended:
-        job_log(ctx.log, pandaid=send.job.panda_id, ce=send.job.ce).info(
+        job_log(ctx.log, panda_id=send.job.panda_id, ce=send.job.ce).info(
             "final report (%s) sent at %s with its answer lost: PanDA shows %s, not sent again",
             send.update.state,
             send.job.final_sent_at,

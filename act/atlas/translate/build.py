@@ -65,7 +65,7 @@ def describe(
     """The description for the engine CE's back end.
 
     ``web_dir``: the job's day directory in the web area (``<web root>/<date>/<queue>``), where
-    HTCondor writes the pilot's stdout as ``<pandaid>.out`` (the GTAG file), its stderr as
+    HTCondor writes the pilot's stdout as ``<panda_id>.out`` (the GTAG file), its stderr as
     ``.err`` and the job's event log as ``.log``; without it they go to ``input_dir``.
     """
     if ce.backend == "local":
@@ -74,7 +74,7 @@ def describe(
         return to_condor(job, qce, input_dir=input_dir, web_dir=web_dir)
     if ce.backend == "arc":
         return to_xrsl(job, qce, input_dir=input_dir)
-    raise TranslationError(job.pandaid, "engine.ces.backend", f"{ce.backend}: no translator")
+    raise TranslationError(job.panda_id, "engine.ces.backend", f"{ce.backend}: no translator")
 
 
 @dataclass(frozen=True)
@@ -114,9 +114,9 @@ def describe_for(
     return Described(translations, backend, description, names, translations[0][2].files)
 
 
-def input_dir_of(settings: AtlasConfig, pandaid: int) -> Path:
-    """Where a job's shipped files go: ``<root>/jobs/<pandaid>/input``."""
-    return Path(settings.root) / "jobs" / str(pandaid) / "input"
+def input_dir_of(settings: AtlasConfig, panda_id: int) -> Path:
+    """Where a job's shipped files go: ``<root>/jobs/<panda_id>/input``."""
+    return Path(settings.root) / "jobs" / str(panda_id) / "input"
 
 
 @dataclass(frozen=True)
@@ -144,12 +144,12 @@ def build(
             stem = web_area.relative_stem(
                 log_url=job.log_url or None,
                 queue=job.queue.name,
-                pandaid=job.pandaid,
+                panda_id=job.panda_id,
                 created_at=created_at,
             )
         except ValueError as error:
             raise QueueError(f"queue: {error}") from None
         web_dir = web_area.day_path(settings, stem)
-    input_dir = input_dir_of(settings, job.pandaid)
+    input_dir = input_dir_of(settings, job.panda_id)
     described = describe_for(job, matched, input_dir=input_dir, web_dir=web_dir)
     return Built(described, input_dir, web_dir)

@@ -60,7 +60,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 class JobInput:
     """What the translators need about one job."""
 
-    pandaid: int
+    panda_id: int
     spec: Mapping[str, Any]
     spec_text: str
     queue: Queue
@@ -101,7 +101,7 @@ class InputFile:
 class Plan:
     """Everything decided about a job, before it is written in either language."""
 
-    pandaid: int
+    panda_id: int
     queue: Queue
     native: bool
     cores: int
@@ -130,12 +130,12 @@ class Plan:
         return stdout_name(self.log_file)
 
 
-def pilot_reports(pandaid: int) -> list[str]:
+def pilot_reports(panda_id: int) -> list[str]:
     """The pilot's reports a native job's CE is asked to keep for act, besides heartbeat.json
     and the log tarball: ``output.list`` (what the CE uploaded) and ``jobReport.json`` where
     pilot3 leaves it (``PanDA_Pilot-<PandaID>/``) and where older pilots did (the top). See
     :mod:`act.atlas.pilot_files`; a file the pilot did not write is simply not there."""
-    return [OUTPUT_LIST_FILE, *job_report_names(pandaid)]
+    return [OUTPUT_LIST_FILE, *job_report_names(panda_id)]
 
 
 def stdout_name(log_file: str) -> str:
@@ -146,31 +146,31 @@ def stdout_name(log_file: str) -> str:
 
 def plan(job: JobInput, *, native_allowed: bool = True) -> Plan:
     """Apply aCT's rules (domain.md, act-reference §7) to one job; sizing: :mod:`.sizing`."""
-    spec = Spec(job.pandaid, job.spec)
+    spec = Spec(job.panda_id, job.spec)
     queue = job.queue
     native = not queue.truepilot
     if native and not native_allowed:
         raise TranslationError(
-            job.pandaid,
+            job.panda_id,
             "queue.truepilot",
             f"queue {queue.name} is native (no-network): only an ARC CE can stage its data",
         )
     label = spec.text("prodSourceLabel", queue.prod_source_label)
     analysis = label in ANALYSIS_LABELS
     sizing = size(spec, queue, analysis=analysis)
-    log_file = spec.text("logFile", f"{job.pandaid}.log.tgz")
-    check_value(job.pandaid, "logFile", log_file)
+    log_file = spec.text("logFile", f"{job.panda_id}.log.tgz")
+    check_value(job.panda_id, "logFile", log_file)
     if not _SAFE_NAME.fullmatch(log_file) or log_file in RESERVED_NAMES:
-        raise TranslationError(job.pandaid, "logFile", f"{log_file!r} is not a safe file name")
-    job_name = spec.text("jobName", f"pandajob-{job.pandaid}")
-    check_value(job.pandaid, "jobName", job_name)
+        raise TranslationError(job.panda_id, "logFile", f"{log_file!r} is not a safe file name")
+    job_name = spec.text("jobName", f"pandajob-{job.panda_id}")
+    check_value(job.panda_id, "jobName", job_name)
     arguments = _arguments(job, label, "user" if analysis else "managed", sizing.resource_type)
     environment = _environment(job)
     inputs = _inputs(spec) if native else ()
     harvester = harvester_mode(arguments, environment)
     files: dict[str, bytes] = {
         JOB_SPEC_FILE: job_file(
-            job.pandaid, job.spec, job.spec_text, job.spec_format, harvester=harvester
+            job.panda_id, job.spec, job.spec_text, job.spec_format, harvester=harvester
         )
     }
     if native:
@@ -180,7 +180,7 @@ def plan(job: JobInput, *, native_allowed: bool = True) -> Plan:
         # service asks PanDA for ranges itself (pilot/eventservice/communicationmanager).
         files[EVENT_RANGES_FILE] = json.dumps(list(job.event_ranges), sort_keys=True).encode()
     return Plan(
-        pandaid=job.pandaid,
+        panda_id=job.panda_id,
         queue=queue,
         native=native,
         cores=sizing.cores,
@@ -200,10 +200,10 @@ def plan(job: JobInput, *, native_allowed: bool = True) -> Plan:
     )
 
 
-def check_value(pandaid: int, key: str, value: str) -> str:
+def check_value(panda_id: int, key: str, value: str) -> str:
     """Refuse control characters (newlines above all) in anything written to a description."""
     if _CONTROL.search(value):
-        raise TranslationError(pandaid, key, f"control characters are not allowed: {value!r}")
+        raise TranslationError(panda_id, key, f"control characters are not allowed: {value!r}")
     return value
 
 
@@ -250,7 +250,7 @@ def _arguments(job: JobInput, label: str, job_type: str, resource_type: str) -> 
         arguments += ["-z", "-t", "--piloturl", "local", "--mute"]
     arguments += shlex.split(queue.pilot_args)
     for index, argument in enumerate(arguments):
-        check_value(job.pandaid, f"arguments[{index}]", argument)
+        check_value(job.panda_id, f"arguments[{index}]", argument)
     return tuple(arguments)
 
 
@@ -265,7 +265,7 @@ def _environment(job: JobInput) -> tuple[tuple[str, str], ...]:
             if job.metadata.get(key) not in (None, ""):
                 pairs.append((name, str(job.metadata[key])))
     for name, value in pairs:
-        check_value(job.pandaid, f"environment {name}", value)
+        check_value(job.panda_id, f"environment {name}", value)
     return tuple(pairs)
 
 

@@ -82,23 +82,23 @@ def classad_string(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def grid_resource(pandaid: int, ce: QueueCE) -> str:
-    endpoint = check_value(pandaid, "ce.endpoint", ce.endpoint)
+def grid_resource(panda_id: int, ce: QueueCE) -> str:
+    endpoint = check_value(panda_id, "ce.endpoint", ce.endpoint)
     if ce.flavour == "arc":
         url = endpoint if "://" in endpoint else f"https://{endpoint}/arex"
         parts = urlsplit(url)
         if parts.scheme != "https" or not _HOST.fullmatch(parts.hostname or ""):
-            raise TranslationError(pandaid, "ce.endpoint", f"{endpoint!r} is not an ARC CE URL")
+            raise TranslationError(panda_id, "ce.endpoint", f"{endpoint!r} is not an ARC CE URL")
         return f"arc {url}"
     hostport = endpoint.split("://", 1)[-1].rstrip("/")
     host, _, port = hostport.partition(":")
     port = port or str(HTCONDOR_CE_PORT)
     if not _HOST.fullmatch(host) or not port.isdigit():
-        raise TranslationError(pandaid, "ce.endpoint", f"{endpoint!r} is not host[:port]")
+        raise TranslationError(panda_id, "ce.endpoint", f"{endpoint!r} is not host[:port]")
     return f"condor {host} {host}:{port}"
 
 
-def _condor_ce_sizing(pandaid: int, p: Plan, ce: QueueCE) -> list[tuple[str, str]]:
+def _condor_ce_sizing(panda_id: int, p: Plan, ce: QueueCE) -> list[tuple[str, str]]:
     """What an HTCondor-CE's job router reads (module docstring): the whole job's memory."""
     lines = [
         ("request_cpus", str(p.cores)),
@@ -109,12 +109,12 @@ def _condor_ce_sizing(pandaid: int, p: Plan, ce: QueueCE) -> list[tuple[str, str
         ("+MaxRuntime", str(p.walltime_minutes * 60)),
     ]
     if ce.ce_queue:
-        queue_name = check_value(pandaid, "ce.ce_queue", ce.ce_queue)
+        queue_name = check_value(panda_id, "ce.ce_queue", ce.ce_queue)
         lines.append(("+remote_queue", classad_string(queue_name)))
     return lines
 
 
-def _arc_sizing(pandaid: int, p: Plan, ce: QueueCE) -> list[tuple[str, str]]:
+def _arc_sizing(panda_id: int, p: Plan, ce: QueueCE) -> list[tuple[str, str]]:
     """What HTCondor's ARC grid type reads (module docstring): the memory per slot, the times as
     ADL in ``arc_resources``."""
     seconds = p.walltime_minutes * 60
@@ -126,9 +126,9 @@ def _arc_sizing(pandaid: int, p: Plan, ce: QueueCE) -> list[tuple[str, str]]:
         ("arc_rte", "ENV/PROXY"),
     ]
     if ce.ce_queue:
-        queue_name = check_value(pandaid, "ce.ce_queue", ce.ce_queue)
+        queue_name = check_value(panda_id, "ce.ce_queue", ce.ce_queue)
         if not _ADL_TEXT.fullmatch(queue_name):  # buildJobADL writes BatchQueue unescaped
-            raise TranslationError(pandaid, "ce.ce_queue", f"{queue_name!r}: not a queue name")
+            raise TranslationError(panda_id, "ce.ce_queue", f"{queue_name!r}: not a queue name")
         lines.append(("batch_queue", queue_name))
     return lines
 
@@ -143,36 +143,36 @@ def to_condor(
 ) -> Translation:
     """The submit description for one job on one CE; raises TranslationError.
 
-    ``output``/``error``/``log`` go to ``web_dir`` (``<pandaid>.out``, the GTAG file) or, without
+    ``output``/``error``/``log`` go to ``web_dir`` (``<panda_id>.out``, the GTAG file) or, without
     one, to ``input_dir``. ``x509_proxy`` adds ``x509userproxy``.
     """
     p = plan(job, native_allowed=False)
-    pandaid = job.pandaid
+    panda_id = job.panda_id
     for name, directory in (("input_dir", input_dir), ("web_dir", web_dir)):
         if directory is None:
             continue
         if not directory.is_absolute() or "," in str(directory):
-            raise TranslationError(pandaid, name, f"{directory} must be absolute, without ','")
-        check_value(pandaid, name, str(directory))
+            raise TranslationError(panda_id, name, f"{directory} must be absolute, without ','")
+        check_value(panda_id, name, str(directory))
     logs = web_dir or input_dir
-    wrapper = check_value(pandaid, "pilot_wrapper", p.queue.pilot_wrapper)
+    wrapper = check_value(panda_id, "pilot_wrapper", p.queue.pilot_wrapper)
     transfer = [str(input_dir / name) for name in p.files]
     arguments = list(p.arguments)
     lines = [
         ("universe", "grid"),
-        ("grid_resource", grid_resource(pandaid, ce)),
+        ("grid_resource", grid_resource(panda_id, ce)),
     ]
     if "://" in wrapper:
         # HTCondor fetches URLs in transfer_input_files on the worker; the shell runs the result.
         name = Path(urlsplit(wrapper).path).name
         if not name or "," in wrapper:
-            raise TranslationError(pandaid, "pilot_wrapper", f"{wrapper!r}: no file name")
+            raise TranslationError(panda_id, "pilot_wrapper", f"{wrapper!r}: no file name")
         lines += [("executable", "/bin/bash"), ("transfer_executable", "false")]
         transfer.append(wrapper)
         arguments.insert(0, name)
     else:
         if "," in wrapper:
-            raise TranslationError(pandaid, "pilot_wrapper", f"{wrapper!r} holds ','")
+            raise TranslationError(panda_id, "pilot_wrapper", f"{wrapper!r} holds ','")
         lines += [("executable", wrapper), ("transfer_executable", "true")]
     lines += [
         ("arguments", quote_words(arguments)),
@@ -180,24 +180,24 @@ def to_condor(
         ("should_transfer_files", "YES"),
         ("when_to_transfer_output", "ON_EXIT"),
         ("transfer_input_files", ", ".join(transfer)),
-        ("output", str(logs / f"{pandaid}.out")),
-        ("error", str(logs / f"{pandaid}.err")),
-        ("log", str(logs / f"{pandaid}.log")),
+        ("output", str(logs / f"{panda_id}.out")),
+        ("error", str(logs / f"{panda_id}.err")),
+        ("log", str(logs / f"{panda_id}.log")),
     ]
     if x509_proxy is not None:
-        lines.append(("x509userproxy", check_value(pandaid, "proxy", str(x509_proxy))))
+        lines.append(("x509userproxy", check_value(panda_id, "proxy", str(x509_proxy))))
     lines.append(("priority", str(p.priority)))
     lines += (
-        _arc_sizing(pandaid, p, ce) if ce.flavour == "arc" else _condor_ce_sizing(pandaid, p, ce)
+        _arc_sizing(panda_id, p, ce) if ce.flavour == "arc" else _condor_ce_sizing(panda_id, p, ce)
     )
     lines += [
-        ("+PandaID", str(pandaid)),
+        ("+PandaID", str(panda_id)),
         ("+ActAttempt", str(job.attempt)),
         ("+PandaQueue", classad_string(p.queue.name)),
     ]
     for key, value in lines:
         if "$" in value:
-            raise TranslationError(pandaid, key, f"'$' cannot be written safely: {value!r}")
+            raise TranslationError(panda_id, key, f"'$' cannot be written safely: {value!r}")
     text = "".join(f"{key} = {value}\n" for key, value in lines) + "queue 1\n"
     return Translation(
         description=text,

@@ -6,7 +6,7 @@ from __future__ import annotations
 class TranslationError(ValueError):
     """A job cannot be described for a CE; the message names the PanDA ID and the field."""
 
-    def __init__(self, pandaid: int, field_name: str, problem: str) -> None:
-        self.pandaid = pandaid
+    def __init__(self, panda_id: int, field_name: str, problem: str) -> None:
+        self.panda_id = panda_id
         self.field = field_name
-        super().__init__(f"pandaid={pandaid}: {field_name}: {problem}")
+        super().__init__(f"panda_id={panda_id}: {field_name}: {problem}")

@@ -95,7 +95,7 @@ def _python_value(value: Any) -> Any:
     return value
 
 
-def form_text(pandaid: int, spec: Mapping[str, Any]) -> str:
+def form_text(panda_id: int, spec: Mapping[str, Any]) -> str:
     """The URL-encoded legacy getJob reply for a job given as /api/v1 JSON (see the module
     docstring); raises TranslationError naming a field that cannot be encoded."""
     pairs = []
@@ -103,21 +103,21 @@ def form_text(pandaid: int, spec: Mapping[str, Any]) -> str:
         try:
             pairs.append(urlencode([(key, legacy_value(value))]))
         except UnicodeEncodeError as error:
-            raise TranslationError(pandaid, str(key), f"not encodable: {error}") from None
+            raise TranslationError(panda_id, str(key), f"not encodable: {error}") from None
     return "&".join(pairs)
 
 
-def harvester_text(pandaid: int, spec: Mapping[str, Any]) -> str:
+def harvester_text(panda_id: int, spec: Mapping[str, Any]) -> str:
     """The Harvester job file: ``{"<PandaID>": {...job...}}``, the job's values as PanDA sent
     them."""
     try:
-        return json.dumps({str(pandaid): dict(spec)})
+        return json.dumps({str(panda_id): dict(spec)})
     except (TypeError, ValueError) as error:
-        raise TranslationError(pandaid, "spec", f"not JSON-serialisable: {error}") from None
+        raise TranslationError(panda_id, "spec", f"not JSON-serialisable: {error}") from None
 
 
 def job_file(
-    pandaid: int,
+    panda_id: int,
     spec: Mapping[str, Any],
     spec_text: str,
     spec_format: str,
@@ -128,12 +128,12 @@ def job_file(
     docstring). ``spec`` is the parsed job, ``spec_text`` the job as stored (``spec_format``
     "json" or "form"). Raises TranslationError."""
     if harvester:
-        text = harvester_text(pandaid, spec)
+        text = harvester_text(panda_id, spec)
     elif spec_format == "form":
         text = spec_text
     else:
-        text = form_text(pandaid, spec)
+        text = form_text(panda_id, spec)
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError as error:
-        raise TranslationError(pandaid, "spec_text", f"not encodable: {error}") from None
+        raise TranslationError(panda_id, "spec_text", f"not encodable: {error}") from None

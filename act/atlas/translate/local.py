@@ -32,19 +32,19 @@ from act.local.description import LocalJob
 def to_local(job: JobInput, *, input_dir: Path) -> Translation:
     """The local description for one job; raises TranslationError."""
     if not input_dir.is_absolute():
-        raise TranslationError(job.pandaid, "input_dir", f"{input_dir} must be absolute")
+        raise TranslationError(job.panda_id, "input_dir", f"{input_dir} must be absolute")
     p = plan(job)
-    command = check_value(job.pandaid, "pilot_wrapper", p.queue.pilot_wrapper)
+    command = check_value(job.panda_id, "pilot_wrapper", p.queue.pilot_wrapper)
     if "://" in command:
         raise TranslationError(
-            job.pandaid,
+            job.panda_id,
             "queue.pilot_wrapper",
             f"{command!r}: a local CE runs a command on this machine, not a URL",
         )
     outputs = [HEARTBEAT_FILE, p.log_file]
     if job.event_ranges is not None:
         outputs.append(EVENT_STATUS_FILE)
-    outputs += pilot_reports(job.pandaid)
+    outputs += pilot_reports(job.panda_id)
     description = LocalJob(
         executable=command,
         arguments=list(p.arguments),

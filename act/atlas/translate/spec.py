@@ -14,12 +14,12 @@ from act.atlas.translate.errors import TranslationError
 class Spec:
     """Typed, checked reads of a job spec; "NULL", "", None and a missing key mean "not given"."""
 
-    def __init__(self, pandaid: int, spec: Mapping[str, Any]) -> None:
-        self.pandaid = pandaid
+    def __init__(self, panda_id: int, spec: Mapping[str, Any]) -> None:
+        self.panda_id = panda_id
         self.spec = spec
 
     def error(self, key: str, problem: str) -> TranslationError:
-        return TranslationError(self.pandaid, key, problem)
+        return TranslationError(self.panda_id, key, problem)
 
     def given(self, key: str) -> bool:
         value = self.spec.get(key)

@@ -58,7 +58,7 @@ def _lists(name: str, rows: Iterable[tuple[str, ...]]) -> str:
 
 
 def kept_outputs(
-    pandaid: int, log_file: str, stdout: str, *, native: bool, event_service: bool
+    panda_id: int, log_file: str, stdout: str, *, native: bool, event_service: bool
 ) -> list[tuple[str, str]]:
     """The job's ``outputfiles`` (see the module docstring): the pilot's stdout always (A-REX
     keeps only what ``outputfiles`` names, ``stdout`` included), a native job's reports too."""
@@ -67,7 +67,7 @@ def kept_outputs(
         outputs += [(HEARTBEAT_FILE, ""), (log_file, "")]
         if event_service:
             outputs.append((EVENT_STATUS_FILE, ""))
-        outputs += [(name, "") for name in pilot_reports(pandaid)]
+        outputs += [(name, "") for name in pilot_reports(panda_id)]
         outputs.append((OUTPUT_LIST, ""))
     return outputs
 
@@ -75,10 +75,10 @@ def kept_outputs(
 def to_xrsl(job: JobInput, ce: QueueCE, *, input_dir: Path) -> Translation:
     """The xRSL for one job on one ARC CE; raises TranslationError."""
     if ce.flavour != "arc":
-        raise TranslationError(job.pandaid, "ce.flavour", f"{ce.flavour} CE: xRSL is for ARC")
+        raise TranslationError(job.panda_id, "ce.flavour", f"{ce.flavour} CE: xRSL is for ARC")
     if not input_dir.is_absolute():
-        raise TranslationError(job.pandaid, "input_dir", f"{input_dir} must be absolute")
-    check_value(job.pandaid, "input_dir", str(input_dir))
+        raise TranslationError(job.panda_id, "input_dir", f"{input_dir} must be absolute")
+    check_value(job.panda_id, "input_dir", str(input_dir))
     p = plan(job)
     queue = p.queue
     lines = [
@@ -96,7 +96,7 @@ def to_xrsl(job: JobInput, ce: QueueCE, *, input_dir: Path) -> Translation:
         _relation("priority", str(p.priority)),
     ]
     if ce.ce_queue:
-        lines.append(_relation("queue", check_value(job.pandaid, "ce.ce_queue", ce.ce_queue)))
+        lines.append(_relation("queue", check_value(job.panda_id, "ce.ce_queue", ce.ce_queue)))
     if p.native:
         rtes = ["APPS/HEP/ATLAS-SITE"] + (["ENV/PROXY"] if p.job_type == "user" else [])
     else:
@@ -105,17 +105,17 @@ def to_xrsl(job: JobInput, ce: QueueCE, *, input_dir: Path) -> Translation:
     lines.append(_lists("environment", p.environment))
 
     inputs = [(name, str(input_dir / name)) for name in p.files]
-    inputs.append((WRAPPER_NAME, check_value(job.pandaid, "pilot_wrapper", queue.pilot_wrapper)))
+    inputs.append((WRAPPER_NAME, check_value(job.panda_id, "pilot_wrapper", queue.pilot_wrapper)))
     if p.native:
         if not queue.pilot_tarball:
-            raise TranslationError(job.pandaid, "queue.pilot_tarball", "native jobs need one")
+            raise TranslationError(job.panda_id, "queue.pilot_tarball", "native jobs need one")
         inputs.append(
-            (TARBALL_NAME, check_value(job.pandaid, "pilot_tarball", queue.pilot_tarball))
+            (TARBALL_NAME, check_value(job.panda_id, "pilot_tarball", queue.pilot_tarball))
         )
         inputs += [(f.lfn, f.url) for f in p.inputs]
     lines.append(_lists("inputfiles", inputs))
     outputs = kept_outputs(
-        job.pandaid,
+        job.panda_id,
         p.log_file,
         p.stdout_name,
         native=p.native,

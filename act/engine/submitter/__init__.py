@@ -16,7 +16,7 @@ Each cycle, in order:
    ``max_per_cycle`` jobs this cycle and whose last batch is ``min_spacing`` seconds old. Per
    batch (at most ``Limits.submit_batch`` jobs, batches to one CE spaced by ``min_spacing``):
 
-   (1) one transaction: a fresh unique ``token`` per job, ``ce_endpoint``, ``submissions + 1``,
+   (1) one transaction: a fresh unique ``token`` per job, ``ce_name``, ``submissions + 1``,
        ``tosubmit -> submitting`` (the intent; the claim is kept);
    (2) ``backend.submit``;
    (3) one transaction: ``submitting -> submitted`` with ``ce_job_id``, ``submitted_at`` and

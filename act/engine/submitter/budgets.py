@@ -94,7 +94,7 @@ def assign(
     """Give each job a CE with room (filling ``Budget.assigned``); returns why others wait."""
     waiting: Counter[str] = Counter()
     for row in rows:
-        candidates = strategies.names(row.candidates) or strategies.names(row.ce_endpoint)
+        candidates = strategies.names(row.candidates) or strategies.names(row.ce_name)
         known = [name for name in candidates if name in configured]
         if not known:
             waiting["no configured candidate CE"] += 1

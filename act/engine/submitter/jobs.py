@@ -87,7 +87,7 @@ def claim(ctx: Context, state: str, limit: int | None = None) -> list[ToSubmit]:
 def by_ce(rows: Iterable[ToSubmit]) -> dict[str, list[ToSubmit]]:
     groups: dict[str, list[ToSubmit]] = defaultdict(list)
     for row in rows:
-        groups[str(row.ce_endpoint or "")].append(row)
+        groups[str(row.ce_name or "")].append(row)
     return dict(sorted(groups.items()))
 
 

@@ -84,11 +84,11 @@ def _reconcile_ce(ctx: Context, engine: EnginePool, name: str, group: list[ToSub
     moved, back = ctx.db.run(record)
     by_id = {row.id: row for row in group}
     for job_id in moved:
-        job_log(ctx.log, pandaid=by_id[job_id].pandaid, ce=name).info(
+        job_log(ctx.log, panda_id=by_id[job_id].panda_id, ce=name).info(
             "reconciled: submitted as %s", accepted[job_id]
         )
     for job_id in back:
-        job_log(ctx.log, pandaid=by_id[job_id].pandaid, ce=name).info(
+        job_log(ctx.log, panda_id=by_id[job_id].panda_id, ce=name).info(
             "reconciled: not at the CE, back to tosubmit"
         )
     if waiting:

@@ -63,7 +63,7 @@ def resubmit(ctx: Context, engine: EnginePool) -> None:
                     cleaned.append(row)
                 else:
                     why = outcome.error if outcome is not None else "no answer for this job"
-                    job_log(ctx.log, pandaid=row.pandaid, ce=name).warning(
+                    job_log(ctx.log, panda_id=row.panda_id, ce=name).warning(
                         "old CE job %s not cleaned (%s): resubmission waits",
                         row.ce_job_id,
                         why,
@@ -110,11 +110,11 @@ def _requeue(ctx: Context, name: str, rows: list[ToSubmit]) -> None:
     moved, failed = ctx.db.run(record)
     by_id = {row.id: row for row in rows}
     for job_id in moved:
-        job_log(ctx.log, pandaid=by_id[job_id].pandaid, ce=name).info(
+        job_log(ctx.log, panda_id=by_id[job_id].panda_id, ce=name).info(
             "to be submitted again (%d attempt(s) left)", int(by_id[job_id].attempts_left) - 1
         )
     for job_id in failed:
-        job_log(ctx.log, pandaid=by_id[job_id].pandaid, ce=name).warning(
+        job_log(ctx.log, panda_id=by_id[job_id].panda_id, ce=name).warning(
             "failed: no submission attempts left"
         )
 
@@ -188,9 +188,9 @@ def _rerun_ce(ctx: Context, engine: EnginePool, name: str, group: list[ToSubmit]
     moved, failed = ctx.db.run(record)
     by_id = {row.id: row for row in group}
     for job_id in moved:
-        job_log(ctx.log, pandaid=by_id[job_id].pandaid, ce=name).info("restarted at the CE")
+        job_log(ctx.log, panda_id=by_id[job_id].panda_id, ce=name).info("restarted at the CE")
     for job_id in failed:
-        job_log(ctx.log, pandaid=by_id[job_id].pandaid, ce=name).warning(
+        job_log(ctx.log, panda_id=by_id[job_id].panda_id, ce=name).warning(
             "restart refused: %s", refused[job_id]
         )
 

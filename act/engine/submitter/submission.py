@@ -86,7 +86,7 @@ def _submit_batch(
         slot = conn.execute(
             sa.update(ces)
             .where(
-                ces.c.endpoint == name,
+                ces.c.name == name,
                 sa.or_(
                     ces.c.last_submit_at.is_(None),
                     ces.c.last_submit_at <= now - seconds(spacing),
@@ -106,7 +106,7 @@ def _submit_batch(
             reason=f"to {name}",
             owner=ctx.owner,
             release=False,
-            values={"ce_endpoint": name, "submissions": ce_jobs.c.submissions + 1},
+            values={"ce_name": name, "submissions": ce_jobs.c.submissions + 1},
         )
         set_each(conn, {job_id: {"token": tokens[job_id]} for job_id in moved})
         claims.renew(conn, CE_LAYER, ctx.owner, ctx.daemon.lease, moved)
@@ -135,7 +135,7 @@ def _submit_batch(
             token=tokens[row.id],
             description=str(row.description or ""),
             input_dir=Path(row.input_dir) if row.input_dir else None,
-            pandaid=row.pandaid,
+            panda_id=row.panda_id,
         )
         for row in batch
     ]
@@ -205,7 +205,7 @@ def _after_lost_reply(
         else "",
     )
     for row in waiting:
-        job_log(ctx.log, pandaid=row.pandaid, ce=name).info(
+        job_log(ctx.log, panda_id=row.panda_id, ce=name).info(
             "not yet listed by the CE after a lost submission reply: left in submitting"
         )
     release(ctx, [row.id for row in waiting])
@@ -318,19 +318,19 @@ def _record(ctx: Context, ce: CE, batch: list[ToSubmit], results: Sequence[Submi
     done, again, failed, state = ctx.db.run(record)
     lost = set(by_id) - set(done) - set(again) - set(failed)
     for job_id in done:
-        job_log(ctx.log, pandaid=by_id[job_id].pandaid, ce=name).info(
+        job_log(ctx.log, panda_id=by_id[job_id].panda_id, ce=name).info(
             "submitted as %s", accepted[job_id]
         )
     for job_id in again:
-        job_log(ctx.log, pandaid=by_id[job_id].pandaid, ce=name).warning(
+        job_log(ctx.log, panda_id=by_id[job_id].panda_id, ce=name).warning(
             "submission failed, will try another CE: %s", transient[job_id]
         )
     for job_id in failed:
-        job_log(ctx.log, pandaid=by_id[job_id].pandaid, ce=name).error(
+        job_log(ctx.log, panda_id=by_id[job_id].panda_id, ce=name).error(
             "rejected by the CE: %s", permanent[job_id]
         )
     for job_id in sorted(lost):
-        job_log(ctx.log, pandaid=by_id[job_id].pandaid, ce=name).error(
+        job_log(ctx.log, panda_id=by_id[job_id].panda_id, ce=name).error(
             "claim lost while submitting (lease too short?): left to reconciliation"
         )
     return state == breaker.CLOSED or bool(accepted)

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 
 def make_job_spec(
-    pandaid: int,
+    panda_id: int,
     *,
     label: Literal["managed", "user"] = "managed",
     cores: int = 1,
@@ -23,13 +23,13 @@ def make_job_spec(
     """A realistic getJob job spec (the keys and value types of panda.md §3.2): production
     (``managed``) or analysis (``user``), single- or multi-core, with comma lists aligned with
     ``inFiles`` and ``outFiles`` (the log file first, as the server sends it)."""
-    rng = random.Random(pandaid)
+    rng = random.Random(panda_id)
     scope = "mc23_13p6TeV" if label == "managed" else "user.tester"
-    dataset_in = f"{scope}.{600000 + pandaid % 1000}.evgen.EVNT.e8514_tid{task_id:08d}_00"
+    dataset_in = f"{scope}.{600000 + panda_id % 1000}.evgen.EVNT.e8514_tid{task_id:08d}_00"
     ins = [f"EVNT.{task_id:08d}._{index:06d}.pool.root.1" for index in range(1, n_inputs + 1)]
-    logfile = f"log.{task_id:08d}._{pandaid:06d}.job.log.tgz.{attempt}"
+    logfile = f"log.{task_id:08d}._{panda_id:06d}.job.log.tgz.{attempt}"
     outs = [logfile] + [
-        f"HITS.{task_id:08d}._{pandaid:06d}.{k}.pool.root.{attempt}" for k in range(n_outputs)
+        f"HITS.{task_id:08d}._{panda_id:06d}.{k}.pool.root.{attempt}" for k in range(n_outputs)
     ]
     out_datasets = [f"{scope}.simul.log.e8514_s4162_tid{task_id:08d}_00"] + [
         f"{scope}.simul.HITS.e8514_s4162_tid{task_id:08d}_00" for _ in range(n_outputs)
@@ -37,20 +37,20 @@ def make_job_spec(
     multi = cores > 1
     spec: dict[str, Any] = {
         "StatusCode": 0,
-        "PandaID": pandaid,
+        "PandaID": panda_id,
         "prodSourceLabel": label,
         "swRelease": "Atlas-23.0.22",
         "homepackage": "AtlasOffline/23.0.22" if label == "managed" else "AnalysisTransforms",
         "transformation": "Sim_tf.py" if label == "managed" else "runGen-00-00-02",
-        "jobName": f"{dataset_in}.{pandaid}",
-        "jobDefinitionID": pandaid // 10,
+        "jobName": f"{dataset_in}.{panda_id}",
+        "jobDefinitionID": panda_id // 10,
         "cloud": "WORLD",
         "inFiles": ",".join(ins),
         "dispatchDblock": ",".join(f"panda.{task_id}.dis" for _ in ins),
         "dispatchDBlockToken": ",".join("NULL" for _ in ins),
         "dispatchDBlockTokenForOut": ",".join("NULL" for _ in outs),
         "outFiles": ",".join(outs),
-        "destinationDblock": ",".join(f"{d}_sub0{pandaid}" for d in out_datasets),
+        "destinationDblock": ",".join(f"{d}_sub0{panda_id}" for d in out_datasets),
         "destinationDBlockToken": ",".join("ATLASDATADISK" for _ in outs),
         "prodDBlocks": ",".join(dataset_in for _ in ins),
         "prodDBlockToken": ",".join("NULL" for _ in ins),
@@ -61,7 +61,7 @@ def make_job_spec(
         "logGUID": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
         "jobPars": (
             f"--inputEVNTFile={','.join(ins)} --outputHITSFile={outs[-1] if n_outputs else ''} "
-            f"--maxEvents=100 --randomSeed={pandaid % 10000} --multithreaded={multi!s}"
+            f"--maxEvents=100 --randomSeed={panda_id % 10000} --multithreaded={multi!s}"
         ),
         "attemptNr": attempt,
         "GUID": ",".join(str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in ins),

@@ -67,14 +67,14 @@ class LegacyApi:
         if self.server.refuse_role:
             return {"StatusCode": 60}
         try:
-            pandaid = int(params["jobId"])
+            panda_id = int(params["jobId"])
             attempt = int(params["attemptNr"]) if params.get("attemptNr") else None
         except (KeyError, ValueError):
             return {"StatusCode": 50}
         state = str(params.get("state", ""))
         if state not in NEW_JOB_STATES:
             return {"StatusCode": 0, "command": "NULL"}  # 0.8.1 silently ignores a bad state
-        command = self.server._update(pandaid, state, attempt, params, legacy=True)
+        command = self.server._update(panda_id, state, attempt, params, legacy=True)
         return {"StatusCode": 0, "command": command}
 
     def m_updateJob(self, params: Mapping[str, str]) -> tuple[int, str, str]:
@@ -110,10 +110,10 @@ class LegacyApi:
         if self.server.refuse_role:
             return self.reply({"StatusCode": 60})
         try:
-            pandaid, n = int(params["pandaID"]), int(params.get("nRanges", "10"))
+            panda_id, n = int(params["pandaID"]), int(params.get("nRanges", "10"))
         except (KeyError, ValueError):
             return self.reply({"StatusCode": 50})
-        ranges = self.server._acquire_ranges(pandaid, n)
+        ranges = self.server._acquire_ranges(panda_id, n)
         return self.reply({"StatusCode": 0, "eventRanges": json.dumps(ranges)})
 
     def m_updateEventRanges(self, params: Mapping[str, str]) -> tuple[int, str, str]:

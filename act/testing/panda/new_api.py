@@ -195,11 +195,11 @@ class NewApi:
     def event_acquire_event_ranges(self, params: dict[str, Any]) -> tuple[int, str, str]:
         if self._role_refused():
             return self.reply(False, "production or pilot role required")
-        pandaid = params.get("job_id")
-        if not isinstance(pandaid, int):
+        panda_id = params.get("job_id")
+        if not isinstance(panda_id, int):
             return self.reply(False, "Type error: 'job_id' must be of type int")
         n = params.get("n_ranges", 10)
-        return self.reply(True, "", self.server._acquire_ranges(pandaid, int(n)))
+        return self.reply(True, "", self.server._acquire_ranges(panda_id, int(n)))
 
     def event_update_event_ranges(self, params: dict[str, Any]) -> tuple[int, str, str]:
         if self._role_refused():

@@ -42,7 +42,7 @@ class TestJob:
     sent_at: float | None = None  # time.monotonic() of the last hand-out
 
     @property
-    def pandaid(self) -> int:
+    def panda_id(self) -> int:
         return int(self.spec["PandaID"])
 
     @property
@@ -82,13 +82,13 @@ class JobStore:
         with self._lock:
             for spec in specs:
                 job = TestJob(dict(spec), queue)
-                if job.pandaid in self.jobs:
-                    raise ValueError(f"PandaID {job.pandaid} already held")
+                if job.panda_id in self.jobs:
+                    raise ValueError(f"PandaID {job.panda_id} already held")
                 if job.spec.get("eventService"):
                     job.event_ranges = _event_ranges(job.spec, 20)
-                self.jobs[job.pandaid] = job
-                self._next_id = max(self._next_id, job.pandaid + 1)
-                ids.append(job.pandaid)
+                self.jobs[job.panda_id] = job
+                self._next_id = max(self._next_id, job.panda_id + 1)
+                ids.append(job.panda_id)
         return ids
 
     def seed(
@@ -110,42 +110,42 @@ class JobStore:
         ]
         return self.add_jobs(specs, queue=queue)
 
-    def set_command(self, pandaid: int, command: str | None) -> None:
+    def set_command(self, panda_id: int, command: str | None) -> None:
         """Answer every later heartbeat of this job with ``command`` (tobekilled, ...)."""
         with self._lock:
-            self.jobs[pandaid].command = command
+            self.jobs[panda_id].command = command
 
-    def states(self, pandaid: int) -> list[str]:
+    def states(self, panda_id: int) -> list[str]:
         """Every state reported for this job, in order."""
         with self._lock:
-            job = self.jobs.get(pandaid)
+            job = self.jobs.get(panda_id)
             return list(job.states) if job else []
 
-    def final_state(self, pandaid: int) -> str | None:
+    def final_state(self, panda_id: int) -> str | None:
         with self._lock:
-            job = self.jobs.get(pandaid)
+            job = self.jobs.get(panda_id)
             return job.final_state if job else None
 
-    def final_reports(self, pandaid: int) -> int:
+    def final_reports(self, panda_id: int) -> int:
         """How many final (finished/failed) updates this job received."""
         with self._lock:
-            job = self.jobs.get(pandaid)
+            job = self.jobs.get(panda_id)
             return job.final_reports if job else 0
 
-    def status(self, pandaid: int) -> str | None:
+    def status(self, panda_id: int) -> str | None:
         with self._lock:
-            job = self.jobs.get(pandaid)
+            job = self.jobs.get(panda_id)
             return job.status if job else None
 
-    def last_fields(self, pandaid: int) -> dict[str, Any]:
+    def last_fields(self, panda_id: int) -> dict[str, Any]:
         """The fields of the job's latest update, as received."""
         with self._lock:
-            job = self.jobs.get(pandaid)
+            job = self.jobs.get(panda_id)
             return dict(job.last_fields) if job else {}
 
-    def event_status(self, pandaid: int) -> dict[str, str]:
+    def event_status(self, panda_id: int) -> dict[str, str]:
         with self._lock:
-            job = self.jobs.get(pandaid)
+            job = self.jobs.get(panda_id)
             return dict(job.event_status) if job else {}
 
     def update_count(self) -> int:
@@ -173,7 +173,7 @@ class JobStore:
                     and j.queue == queue
                     and (accepted is None or j.label in accepted)
                 ),
-                key=lambda j: (-int(j.spec.get("currentPriority", 0)), j.pandaid),
+                key=lambda j: (-int(j.spec.get("currentPriority", 0)), j.panda_id),
             )
             for job in candidates[: max(n_jobs, 0)]:
                 job.status = "sent"
@@ -184,7 +184,7 @@ class JobStore:
 
     def _update(
         self,
-        pandaid: int,
+        panda_id: int,
         state: str,
         attempt: int | None,
         fields: Mapping[str, Any],
@@ -193,7 +193,7 @@ class JobStore:
     ) -> str:
         """Record one heartbeat; the command to answer with ("NULL" for none)."""
         with self._lock:
-            job = self.jobs.get(pandaid)
+            job = self.jobs.get(panda_id)
             if job is None:
                 return PandaCommand.TOBEKILLED
             if not legacy and attempt is not None and attempt != job.attempt:
@@ -217,16 +217,16 @@ class JobStore:
                 return "alreadydone"
             return "NULL"
 
-    def _status_of(self, pandaid: int) -> tuple[str, int, str | None]:
+    def _status_of(self, panda_id: int) -> tuple[str, int, str | None]:
         with self._lock:
-            job = self.jobs.get(pandaid)
+            job = self.jobs.get(panda_id)
             if job is None:
                 return "not found", 0, None
             return job.status, job.attempt, job.command
 
-    def _acquire_ranges(self, pandaid: int, n: int) -> list[dict[str, Any]]:
+    def _acquire_ranges(self, panda_id: int, n: int) -> list[dict[str, Any]]:
         with self._lock:
-            job = self.jobs.get(pandaid)
+            job = self.jobs.get(panda_id)
             if job is None:
                 return []
             out: list[dict[str, Any]] = []
@@ -243,8 +243,8 @@ class JobStore:
             done = 0
             for item in ranges:
                 range_id = str(item.get("eventRangeID", ""))
-                pandaid = int(range_id.split("-")[1]) if range_id.count("-") >= 3 else -1
-                job = self.jobs.get(pandaid)
+                panda_id = int(range_id.split("-")[1]) if range_id.count("-") >= 3 else -1
+                job = self.jobs.get(panda_id)
                 if job is not None:
                     job.event_status[range_id] = str(item.get("eventStatus"))
                     done += 1
@@ -262,12 +262,12 @@ def _labels(label: str | None) -> set[str] | None:
 
 
 def _event_ranges(spec: Mapping[str, Any], n: int) -> list[dict[str, Any]]:
-    task, pandaid = spec["taskID"], spec["PandaID"]
+    task, panda_id = spec["taskID"], spec["PandaID"]
     lfn = str(spec["inFiles"]).split(",")[0]
     guid = str(spec["GUID"]).split(",")[0]
     return [
         {
-            "eventRangeID": f"{task}-{pandaid}-{k}-1-1",
+            "eventRangeID": f"{task}-{panda_id}-{k}-1-1",
             "startEvent": 10 * k + 1,
             "lastEvent": 10 * k + 10,
             "LFN": lfn,

@@ -18,7 +18,7 @@ def spec_int(value: Any) -> int | None:
     return value
 
 
-def pandaid_of(spec: Mapping[str, Any]) -> int | None:
+def panda_id_of(spec: Mapping[str, Any]) -> int | None:
     """The job's ``PandaID``: a positive :func:`spec_int`; None for anything else."""
     value = spec_int(spec.get("PandaID"))
     return value if value is not None and value > 0 else None
