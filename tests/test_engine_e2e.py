@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from tests.support.follow import (
     submit_at_ce,
 )
 from tests.support.follow import settings as follow_settings
-from tests.support.procs import SCRIPTED_DAEMON, daemon_once, wait_for, write_config
+from tests.support.procs import SCRIPTED_DAEMON, alive, daemon_once, wait_for, write_config
 from tests.support.scripted_backend import install, job
 
 
@@ -52,12 +53,14 @@ def config(tmp_path: Path) -> Settings:
     )
 
 
-def requested(db: Database, description: dict[str, Any], panda_id: int) -> int:
+def requested(
+    db: Database, description: dict[str, Any], panda_id: int, attempts_left: int = 1
+) -> int:
     row = {
         "backend": "local",
         "candidates": "local1",
         "description": json.dumps(description),
-        "attempts_left": 1,
+        "attempts_left": attempts_left,
         "panda_id": panda_id,
     }
     [job] = db.run(
@@ -144,6 +147,56 @@ def test_jobs_go_through_the_whole_engine_with_real_processes(db: Database, tmp_
     finally:
         for ctx in contexts.values():
             pool(ctx).close()
+
+
+def test_a_job_whose_runner_died_is_resubmitted_within_its_budget(
+    db: Database, tmp_path: Path
+) -> None:
+    """A power cut for the local CE's runners (SIGKILL to each runner's process group) while
+    the payloads run (before they start: tests/test_local_backend.py): the site lost the jobs,
+    the engine resubmits one that has tries left, and one on its last try fails (its budget
+    is spent)."""
+    settings = config(tmp_path)
+    contexts = {name: context(db, settings, name) for name in ("submitter", "poller")}
+    sleep = {"executable": "/bin/sleep", "arguments": ["300"]}
+    started = requested(db, sleep, 11, attempts_left=3)
+    last_try = requested(db, sleep, 12, attempts_left=1)
+    engines = pool(contexts["poller"])
+    try:
+        submitter.run_once(contexts["submitter"])
+        ce = engines.ce("local1")
+        workdir = tmp_path / "root" / "local-ce" / ce.name
+        for job in (started, last_try):
+            state_file = workdir / "jobs" / row_of(db, job)["ce_job_id"] / "state.json"
+            wait_for(lambda: json.loads(state_file.read_text()).get("pgid"), what="payload")
+            runner = json.loads(state_file.read_text())["runner_pid"]
+            os.killpg(runner, signal.SIGKILL)
+            wait_for(lambda: not alive(runner), what="runner gone")
+        assert poll_until(db, contexts["poller"], started, {"toresubmit"}) == "toresubmit"
+        assert poll_until(db, contexts["poller"], last_try, {"failed"}) == "failed"
+        assert "the job was lost" in row_of(db, started)["error_text"]
+        assert "the CE lost the job (the site's fault); 2 attempt(s) left" in str(
+            history(db, started)[-1]
+        )
+        assert "no attempts left" in str(history(db, last_try)[-1])
+        fetcher.run_once(context(db, settings, "ce_fetcher"))
+        failed = row_of(db, last_try)
+        assert failed["state"] == "donefailed", history(db, last_try)
+        assert failed["error_text"].count("the job was lost") == 1, failed["error_text"]
+
+        submitter.run_once(contexts["submitter"])  # cleans the old CE job, back to tosubmit
+        submitter.run_once(contexts["submitter"])
+        again = row_of(db, started)
+        assert again["state"] == "submitted" and again["attempts_left"] == 2, history(db, started)
+        assert poll_until(db, contexts["poller"], started, {"running"}) == "running"
+    finally:
+        for ctx in contexts.values():
+            pool(ctx).close()
+        for ce_dir in (tmp_path / "root" / "local-ce").glob("*/jobs/*"):
+            state = json.loads((ce_dir / "state.json").read_text())
+            for key in ("pgid", "runner_pid"):
+                if alive(state.get(key)):
+                    os.killpg(state[key], signal.SIGKILL)
 
 
 def test_the_engine_daemons_are_registered_by_name() -> None:

@@ -230,7 +230,68 @@ def test_a_runner_killed_with_sigkill_is_reported_failed(tmp_path: Path) -> None
     result = status(be, ce, job_id)
     assert result.state is CEReportedState.FAILED
     assert any("runner died" in error for error in result.errors), result.errors
+    assert result.lost  # the payload's fate is unknown: the site's fault, not the payload's
     wait_for(lambda: not alive(state["pid"]), what="the orphaned payload killed")
+
+
+def _kill_runner_group(state: dict[str, Any]) -> None:
+    """SIGKILL the runner's process group (a power cut for the runner; its own session)."""
+    os.killpg(state["runner_pid"], signal.SIGKILL)
+    wait_for(lambda: not alive(state["runner_pid"]), what="runner gone")
+
+
+def test_a_runner_killed_before_starting_the_payload_leaves_a_lost_job(tmp_path: Path) -> None:
+    be, ce = make(tmp_path), local_ce(slots=1)
+    first = submit(be, ce, describe("sleep", "60"))
+    wait_for(lambda: status(be, ce, first).state is CEReportedState.RUNNING, what="first running")
+    second = submit(be, ce, describe("sh", "-c", "echo ran > ran.txt"))
+    assert status(be, ce, second).state is CEReportedState.SUBMITTED  # waits for the slot
+    queued = state_file(be, ce, second)
+    assert queued["state"] == "queued"
+    _kill_runner_group(queued)
+    result = status(be, ce, second)
+    assert result.state is CEReportedState.FAILED and result.lost, result
+    assert result.errors == (
+        f"the job was lost: its runner died (pid {queued['runner_pid']}) before starting the"
+        " payload",
+    )
+    assert state_file(be, ce, second)["lost"] is True
+    assert not (be.workdir(ce) / "jobs" / second / "work" / "ran.txt").exists()
+    be.kill(ce, [first])
+
+
+def test_a_runner_that_never_started_leaves_a_lost_job(tmp_path: Path) -> None:
+    be, ce = make(tmp_path), local_ce()
+    job_id = submit(be, ce, describe("sleep", "60"))
+    jobdir = be.workdir(ce) / "jobs" / job_id
+    _kill_runner_group(state_file(be, ce, job_id))
+    (jobdir / "state.json").unlink()  # as if the runner never recorded itself
+    job = json.loads((jobdir / "job.json").read_text())
+    job["submitted_at"] = "2020-01-01T00:00:00+00:00"
+    (jobdir / "job.json").write_text(json.dumps(job))
+    result = status(be, ce, job_id)
+    assert result.state is CEReportedState.FAILED and result.lost, result
+    assert result.errors == ("the job was lost: its runner never started",)
+
+
+def test_a_runner_killed_while_uploading_a_failed_payloads_outputs_is_a_payload_failure(
+    tmp_path: Path,
+) -> None:
+    """The payload's exit was recorded (state finishing with exit_code): that decides."""
+    be, ce = make(tmp_path), local_ce()
+    for code, lost in ((3, False), (0, True)):
+        job_id = submit(be, ce, describe("sleep", "60"))
+        wait_for(lambda: status(be, ce, job_id).state is CEReportedState.RUNNING, what="running")
+        state = state_file(be, ce, job_id)
+        _kill_runner_group(state)
+        os.killpg(state["pgid"], signal.SIGKILL)
+        wait_for(lambda: not alive(state["pid"]), what="payload gone")
+        state.update(state="finishing", exit_code=code)  # as the runner records it
+        (be.workdir(ce) / "jobs" / job_id / "state.json").write_text(json.dumps(state))
+        result = status(be, ce, job_id)
+        assert result.state is CEReportedState.FAILED and result.lost is lost, result
+        assert result.exit_code == code
+        assert ("payload failed: exit code 3" in result.errors[0]) is not lost, result.errors
 
 
 def test_jobs_outlive_their_submitter_and_another_instance_sees_them(tmp_path: Path) -> None:

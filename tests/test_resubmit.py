@@ -115,3 +115,13 @@ def test_the_default_rules() -> None:
     assert default("Job was lost") == TORESUBMIT
     assert default("LRMS error: (271) Job was killed") == TORESUBMIT
     assert default("LRMS error: (1) payload") == FAILED
+
+
+def test_a_job_the_ce_lost_is_resubmitted_whatever_the_rules_say() -> None:
+    """The site's fault (e.g. the local CE's runner died before the payload's exit was
+    recorded): a CE-level resubmission within the budget, before any rule ("quota" fails)."""
+    lost = classify("quota", RULES, attempts_left=2, can_restart=True, restartable=True, lost=True)
+    assert lost.state == TORESUBMIT and "the site's fault" in lost.reason
+    assert "1 attempt(s) left" in lost.reason
+    spent = classify("x", [], attempts_left=1, can_restart=False, restartable=False, lost=True)
+    assert spent.state == FAILED and "no attempts left" in spent.reason

@@ -88,6 +88,10 @@ class JobStatus:
     started_at: datetime | None = None
     ended_at: datetime | None = None
     restartable: bool = False  # failed in a phase the CE can restart (e.g. staging)
+    #: FAILED because the CE lost the job for the site's fault (e.g. the local CE's runner died
+    #: before the payload's exit was recorded), not because of the payload: resubmitted within
+    #: the job's retry budget whatever ``engine.resubmit`` says (:mod:`act.engine.resubmit`).
+    lost: bool = False
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,10 @@ outputs (for a failed job: what there is, plus the CE's diagnostics) into the jo
 * the CE does not know the job any more: the same moves, with the note "outputs lost at the CE";
 * more than the caps allow: the files are removed and the job moves on as ``donefailed``, with
   a note saying which cap it exceeded (fetching again would only exceed it again);
-* a fetch error, or a CE that does not answer: the job stays and is fetched again in a later
-  cycle; the error is logged with ``panda_id=… ce=…``.
+* a fetch error (a full disk where the outputs go among them: ENOSPC or EDQUOT, from the back
+  end or from making the job's directory), or a CE that does not answer: the job stays and is
+  fetched again in a later cycle; the error is logged with ``panda_id=… ce=…`` and its cause,
+  one line per job and try (a traceback only for an error that is not the system's).
 """
 
 from __future__ import annotations
@@ -106,6 +108,10 @@ def _fetch_one(ctx: Context, backend: Backend, ce: CE, job: ToFetch, base: Path)
             result = backend.fetch(ce, job.ce_job_id, dest, failed=failed)
         except CEUnavailable:
             raise
+        except OSError as error:  # e.g. a full disk (ENOSPC) where the outputs go
+            log.warning("fetch failed, retried later: %s", error)
+            give_back(ctx, [job.id])
+            return
         except Exception as error:  # a bug in the back end must not stop the other jobs
             log.exception("fetch failed: %s", error)
             give_back(ctx, [job.id])
@@ -127,7 +133,12 @@ def _fetch_one(ctx: Context, backend: Backend, ce: CE, job: ToFetch, base: Path)
             notes.append(f"outputs not kept: {over}")
             target = CEJobState.DONEFAILED
     if failed and result.diagnostics:
-        notes.append(result.diagnostics)
+        # The CE's errors the poller already stored (e.g. the local CE's state file) are said
+        # once: only the diagnostics' other lines are added.
+        said = job.error_text or ""
+        fresh = [line for line in result.diagnostics.splitlines() if line and line not in said]
+        if fresh:
+            notes.append("\n".join(fresh))
     values: dict[str, Any] = {"output_dir": str(dest) if dest.exists() else None}
     if notes:
         text = "\n".join([job.error_text, *notes] if job.error_text else notes)

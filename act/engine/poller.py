@@ -263,6 +263,7 @@ def _target(
             attempts_left=job.attempts_left,
             can_restart=limits.can_restart,
             restartable=status.restartable,
+            lost=status.lost,
         )
         return decision.state, f"CE state {status.raw_state}: {decision.reason}"
     return _NAMED[status.state], f"CE state {status.raw_state}"

@@ -20,6 +20,10 @@ rule matches its error                              (``toresubmit``)           l
 CE job failed, a ``restart``    poller              restart at the CE          one try; none
 rule matches, the CE can                            (``torerun``)              left: ``failed``
 restart it
+CE job failed, the CE lost it   poller              CE-level resubmission      one try; none
+for the site's fault (e.g. the                      (``toresubmit``), before   left: ``failed``
+local CE's runner died before                       any rule
+the payload's exit was recorded)
 CE job failed, ``fail`` rule    poller              ``failed``                 --
 or no rule matches
 outputs missing or wrong on     validator           PanDA-level resubmission   one try; none
@@ -80,8 +84,18 @@ def classify(
     attempts_left: int,
     can_restart: bool,
     restartable: bool,
+    lost: bool = False,
 ) -> Decision:
-    """The state a job the CE reports FAILED moves to (see the module docstring)."""
+    """The state a job the CE reports FAILED moves to (see the module docstring); ``lost``: the
+    CE says it lost the job for the site's fault (:attr:`JobStatus.lost
+    <act.engine.backend.JobStatus.lost>`), never a payload failure."""
+    if lost:
+        which = "the CE lost the job (the site's fault)"
+        if attempts_left > 1:
+            return Decision(
+                TORESUBMIT, f"{which}; {attempts_left - 1} attempt(s) left after this one"
+            )
+        return Decision(FAILED, f"{which}; no attempts left")
     text = error_text or ""
     for index, rule in enumerate(rules):
         if not _compiled(rule.pattern).search(text):

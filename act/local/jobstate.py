@@ -1,13 +1,14 @@
 """A local CE job's state, read from its files (:mod:`act.local.jobfiles`), and its processes.
 
 :func:`current` is the job's state file with a runner that died (or never started) recorded as
-the job's failure; :func:`job_status` maps it to the engine's :class:`JobStatus`;
+the job's end; :func:`job_status` maps it to the engine's :class:`JobStatus`;
 :func:`stop` and :func:`running` signal and watch the job's runner and its process groups.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import time
@@ -20,6 +21,10 @@ from act.local import jobfiles as jf
 
 #: A job directory without state.json this long after submission had its runner never start.
 NEVER_STARTED = 60.0
+
+#: Set (true) in state.json of a job the site lost: its runner died (or never started) before
+#: the payload's exit was recorded. The engine resubmits it (:attr:`JobStatus.lost`).
+LOST = "lost"
 
 #: The runner's state names (:mod:`act.local.jobfiles`) as the engine reads them.
 STATES = {
@@ -51,6 +56,7 @@ def job_status(ce_job_id: str, state: dict[str, Any]) -> JobStatus:
         str(name),
         exit_code=exit_code,
         errors=tuple(str(e)[:1000] for e in errors[:20]) if isinstance(errors, list) else (),
+        lost=name == jf.FAILED and state.get(LOST) is True,
         worker_node=str(state["node"])[:255] if state.get("node") else None,
         cpu_seconds=_int(state.get("cpu_seconds")),
         wall_seconds=_int(state.get("wall_seconds")),
@@ -61,7 +67,13 @@ def job_status(ce_job_id: str, state: dict[str, Any]) -> JobStatus:
 
 
 def current(jobdir: Path) -> dict[str, Any]:
-    """state.json, with a runner that died (or never started) recorded as a failure."""
+    """state.json, with a runner that died (or never started) recorded as the job's end.
+
+    A runner gone before the payload's exit was recorded (it never started, died with the job
+    queued, or died while the payload ran: the payload's fate is unknown) leaves a job the site
+    lost (:data:`LOST`), resubmitted by the engine; a payload failure is only what the payload's
+    recorded exit says (a runner that died while uploading the outputs of a payload that failed).
+    """
     state = jf.read_json(jobdir / jf.STATE)
     if state is None:
         job = jf.read_json(jobdir / jf.JOB) or {}
@@ -70,16 +82,16 @@ def current(jobdir: Path) -> dict[str, Any]:
         if age <= NEVER_STARTED:
             return {"state": jf.QUEUED}
         with jf.locked(jobdir):
-            if jf.read_json(jobdir / jf.STATE) is None:
-                jf.write_json(
-                    jobdir / jf.STATE,
-                    {
-                        "state": jf.FAILED,
-                        "ended_at": jf.now_iso(),
-                        "errors": ["the job's runner never started"],
-                    },
-                )
-        return jf.read_json(jobdir / jf.STATE) or {}
+            state = jf.read_json(jobdir / jf.STATE)
+            if state is None:
+                state = {
+                    "state": jf.FAILED,
+                    "ended_at": jf.now_iso(),
+                    "errors": ["the job was lost: its runner never started"],
+                    LOST: True,
+                }
+                _record(jobdir, state)
+        return state
     if state.get("state") in jf.ENDED or jf.alive(
         state.get("runner_pid"), state.get("runner_start")
     ):
@@ -88,19 +100,42 @@ def current(jobdir: Path) -> dict[str, Any]:
         state = jf.read_json(jobdir / jf.STATE) or {}
         if state.get("state") in jf.ENDED:
             return state
-        if state.get("state") == jf.RUNNING:
-            for pid in jf.group_members(state.get("pgid")):
+        for key in ("pgid", "stageout_pgid"):  # orphans of the runner
+            for pid in jf.group_members(state.get(key)):
                 signal_pid(pid, signal.SIGKILL)
-        died = f"runner died (pid {state.get('runner_pid')}) before recording the job's end"
-        if state.get("state") == jf.FINISHING:  # never "finished" with outputs half uploaded
-            for pid in jf.group_members(state.get("stageout_pgid")):
-                signal_pid(pid, signal.SIGKILL)
-            died = (
-                f"runner died (pid {state.get('runner_pid')}) while uploading the outputs,"
-                " before recording the job's end"
-            )
-        jf.write_json(jobdir / jf.STATE, jf.ended(state, jf.FAILED, [died]))
+        died = f"runner died (pid {state.get('runner_pid')})"
+        exit_code = _int(state.get("exit_code"))
+        lost = True
+        if state.get("state") == jf.QUEUED:
+            errors = [f"the job was lost: its {died} before starting the payload"]
+        elif state.get("state") != jf.FINISHING or exit_code is None:
+            errors = [
+                f"the job was lost: its {died} while the payload ran, before recording its exit"
+            ]
+        elif exit_code == 0:  # never "finished" with outputs half uploaded
+            errors = [
+                f"the job was lost: its {died} while uploading the outputs of a payload that"
+                " succeeded, before recording the job's end"
+            ]
+        else:
+            lost = False
+            errors = [
+                f"payload failed: exit code {exit_code} (then the {died} while uploading its"
+                " outputs)"
+            ]
+        state[LOST] = lost
+        _record(jobdir, jf.ended(state, jf.FAILED, errors))
         return state
+
+
+def _record(jobdir: Path, state: dict[str, Any]) -> None:
+    """Write the end :func:`current` found; on a full disk the end is reported all the same,
+    and the next read, finding the same dead runner, records it when there is room."""
+    try:
+        jf.write_json(jobdir / jf.STATE, state)
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
 
 
 def stop(jobdir: Path, signum: int) -> None:

@@ -16,7 +16,8 @@ only for that. The runner then
    uploads what the list names (``python -m act.local.stageout``, in a process group of its own,
    as the payload), then records the end: a failed upload fails the job with the file, the URL
    and the cause. A runner killed meanwhile leaves ``finishing`` behind, never ``finished``: the
-   back end then fails the job (its runner died before recording the end). A job that wrote no
+   back end then ends the job (:func:`act.local.jobstate.current`: a payload failure if its
+   recorded exit says so, else a job the site lost, which the engine resubmits). A job that wrote no
    such list has nothing uploaded (noted in ``stageout_note``).
 
 The runner is forked by the CE's spawner (:mod:`act.local.spawner`: :func:`become_runner`), or
@@ -27,6 +28,7 @@ the standard library is imported, so that either starts fast.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import signal
@@ -36,13 +38,43 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO, NoReturn
+from typing import Any, BinaryIO, NoReturn, TypeVar
 
 from act.local import jobfiles as jf
 
 POLL = 0.05  # seconds between two checks of the payload or of the slots
 #: The lock of the line of queued jobs (in the slots directory): see Runner.take_slots.
 LINE = "line.lock"
+#: Seconds between two tries of a state write that found the disk full (see :func:`patiently`).
+FULL_RETRY = 2.0
+#: A full disk, or the job's owner over quota.
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+T = TypeVar("T")
+
+
+def patiently(write: Callable[[], T]) -> T:
+    """``write()`` (a write of the job's state), tried again every :data:`FULL_RETRY` seconds
+    while the disk is full: the job waits, its runner alive and its state as it was, until
+    there is room, instead of its runner dying and the job ending. Said once in runner.log (if
+    there is room for it); any other error is raised."""
+    said = False
+    while True:
+        try:
+            return write()
+        except OSError as error:
+            if error.errno not in DISK_FULL:
+                raise
+            if not said:
+                said = True
+                with contextlib.suppress(OSError):
+                    print(
+                        f"{jf.now_iso()} cannot record the job's state ({error});"
+                        f" tried again every {FULL_RETRY:.0f}s until there is room",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+            time.sleep(FULL_RETRY)
 
 
 class _Killed(Exception):
@@ -136,22 +168,24 @@ class Runner:
 
     def run(self) -> None:
         if not self.take_slots():
-            jf.update_state(
-                self.jobdir,
-                state=jf.KILLED,
-                ended_at=jf.now_iso(),
-                errors=["killed by act (queued)"],
+            patiently(
+                lambda: jf.update_state(
+                    self.jobdir,
+                    state=jf.KILLED,
+                    ended_at=jf.now_iso(),
+                    errors=["killed by act (queued)"],
+                )
             )
             return
         work = self.jobdir / jf.WORK
         try:
             out, err = self.open_payload_logs()
         except OSError as error:  # ELOOP: a symbolic link where the payload's log goes
-            jf.update_state(
-                self.jobdir,
-                state=jf.FAILED,
-                ended_at=jf.now_iso(),
-                errors=[f"cannot open the payload's logs in the job directory: {error.strerror}"],
+            why = f"cannot open the payload's logs in the job directory: {error.strerror}"
+            patiently(
+                lambda: jf.update_state(
+                    self.jobdir, state=jf.FAILED, ended_at=jf.now_iso(), errors=[why]
+                )
             )
             return
         with out, err:
@@ -168,20 +202,22 @@ class Runner:
                     close_fds=True,  # the slot locks stay with the runner
                 )
             except OSError as error:
-                jf.update_state(
-                    self.jobdir,
-                    state=jf.FAILED,
-                    ended_at=jf.now_iso(),
-                    errors=[f"cannot start {self.description['executable']!r}: {error.strerror}"],
+                why = f"cannot start {self.description['executable']!r}: {error.strerror}"
+                patiently(
+                    lambda: jf.update_state(
+                        self.jobdir, state=jf.FAILED, ended_at=jf.now_iso(), errors=[why]
+                    )
                 )
                 return
-            jf.update_state(
-                self.jobdir,
-                state=jf.RUNNING,
-                started_at=jf.now_iso(),
-                pid=proc.pid,
-                pgid=proc.pid,
-                node=os.uname().nodename,
+            patiently(
+                lambda: jf.update_state(
+                    self.jobdir,
+                    state=jf.RUNNING,
+                    started_at=jf.now_iso(),
+                    pid=proc.pid,
+                    pgid=proc.pid,
+                    node=os.uname().nodename,
+                )
             )
             status, usage, reason = self.wait(proc.pid, started)
         self.finish(status, usage, reason, time.monotonic() - started)
@@ -245,10 +281,14 @@ class Runner:
                 current["stageout_note"] = f"no {listed}: nothing uploaded"
                 listed = None
             if outcome == jf.KILLED or not listed:
-                jf.write_json(self.jobdir / jf.STATE, jf.ended(current, outcome, errors))
+                patiently(
+                    lambda: jf.write_json(
+                        self.jobdir / jf.STATE, jf.ended(current, outcome, errors)
+                    )
+                )
                 return
             current["state"], current["finishing_at"] = jf.FINISHING, jf.now_iso()
-            jf.write_json(self.jobdir / jf.STATE, current)
+            patiently(lambda: jf.write_json(self.jobdir / jf.STATE, current))
         upload_errors = self.stage_out()
         with jf.locked(self.jobdir):
             current = jf.read_json(self.jobdir / jf.STATE) or {}
@@ -259,7 +299,9 @@ class Runner:
             elif upload_errors:
                 outcome = jf.FAILED
                 errors = errors + [f"output upload failed: {e}" for e in upload_errors]
-            jf.write_json(self.jobdir / jf.STATE, jf.ended(current, outcome, errors))
+            patiently(
+                lambda: jf.write_json(self.jobdir / jf.STATE, jf.ended(current, outcome, errors))
+            )
 
     def stage_out(self) -> list[str]:
         """Upload what the output list names (:mod:`act.local.stageout`, a process of its own:
@@ -284,7 +326,9 @@ class Runner:
                 )
             except OSError as error:
                 return [f"cannot start the upload: {error.strerror}"]
-        jf.update_state(self.jobdir, stageout_pid=proc.pid, stageout_pgid=proc.pid)
+        patiently(
+            lambda: jf.update_state(self.jobdir, stageout_pid=proc.pid, stageout_pgid=proc.pid)
+        )
         term_at: float | None = None
         while True:
             done, status, _ = os.wait4(proc.pid, os.WNOHANG)
