@@ -30,6 +30,18 @@ def panda_counts(conn: Connection) -> Counts:
     return _count(conn, panda_jobs.c.queue, panda_jobs.c.state)
 
 
+def ce_counts_by_queue(conn: Connection) -> list[tuple[str | None, str | None, str, int]]:
+    """CE jobs per (queue, CE, state), ordered: what the metrics daemon exports; queue and CE
+    None where the job has none yet (the ``(queue, ce_name, state)`` index serves it)."""
+    t = ce_jobs
+    stmt = (
+        sa.select(t.c.queue, t.c.ce_name, t.c.state, sa.func.count())
+        .group_by(t.c.queue, t.c.ce_name, t.c.state)
+        .order_by(t.c.queue, t.c.ce_name, t.c.state)
+    )
+    return [(queue, ce, str(state), int(n)) for queue, ce, state, n in conn.execute(stmt)]
+
+
 def ce_counts(conn: Connection) -> Counts:
     """CE jobs per endpoint and state; jobs without an endpoint count as ``(unassigned)``."""
     return _count(conn, ce_jobs.c.ce_name, ce_jobs.c.state)

@@ -36,7 +36,6 @@ from collections.abc import Iterable
 from datetime import datetime
 from functools import partial
 
-import sqlalchemy as sa
 from prometheus_client.core import GaugeMetricFamily, Metric
 from pydantic import Field
 from sqlalchemy.engine import Connection
@@ -48,12 +47,12 @@ from act.atlas.report_backlog import overdue_by_queue
 from act.common.config import Section
 from act.common.daemon import Context, DaemonSpec
 from act.common.db import Database
-from act.common.job_counts import Counts, panda_counts
+from act.common.job_counts import Counts, ce_counts_by_queue, panda_counts
 from act.common.liveness import process_rows, process_status
 from act.common.metrics_server import MetricsEndpoint
-from act.common.schema import ce_jobs, ces
 from act.common.timeutil import utcnow
 from act.engine.breaker import CLOSED, HALF_OPEN, OPEN
+from act.engine.queries import ces_shown
 
 BREAKER_STATES = (CLOSED, OPEN, HALF_OPEN)
 
@@ -91,14 +90,8 @@ def _jobs(conn: Connection, panda: Counts) -> Metric:
     for queue, by_state in sorted(panda.items()):
         for state, count in sorted(by_state.items()):
             family.add_metric(["panda", state, queue, ""], count)
-    t = ce_jobs
-    stmt = (
-        sa.select(t.c.queue, t.c.ce_name, t.c.state, sa.func.count())
-        .group_by(t.c.queue, t.c.ce_name, t.c.state)
-        .order_by(t.c.queue, t.c.ce_name, t.c.state)
-    )
-    for queue, ce, state, count in conn.execute(stmt):
-        family.add_metric(["ce", str(state), queue or "", ce or ""], int(count))
+    for ce_queue, ce, ce_state, n in ce_counts_by_queue(conn):
+        family.add_metric(["ce", ce_state, ce_queue or "", ce or ""], n)
     return family
 
 
@@ -138,18 +131,13 @@ def _breakers(conn: Connection) -> list[Metric]:
         "The CE's consecutive failures (the breaker opens at engine.breaker.failures).",
         labels=["ce"],
     )
-    rows = conn.execute(
-        sa.select(
-            ces.c.name, ces.c.breaker, ces.c.breaker_forced, ces.c.enabled, ces.c.failures
-        ).order_by(ces.c.name)
-    )
-    for ce, breaker, forced_state, is_enabled, count in rows:
-        current = forced_state or breaker
+    for ce, row in sorted(ces_shown(conn).items()):
+        current = row.breaker_forced or row.breaker
         for name in BREAKER_STATES:
             state.add_metric([ce, name], 1.0 if current == name else 0.0)
-        forced.add_metric([ce], 1.0 if forced_state else 0.0)
-        enabled.add_metric([ce], 1.0 if is_enabled else 0.0)
-        failures.add_metric([ce], int(count))
+        forced.add_metric([ce], 1.0 if row.breaker_forced else 0.0)
+        enabled.add_metric([ce], 1.0 if row.enabled else 0.0)
+        failures.add_metric([ce], row.failures)
     return [state, forced, enabled, failures]
 
 
