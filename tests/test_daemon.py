@@ -20,20 +20,9 @@ from act.common.daemon import Context, DaemonSpec, _Backoff, run_daemon
 from act.common.db import Database
 from act.common.schema import ce_jobs, processes
 from act.common.states import Layer
-from act.service.settings import Settings
 from tests.support.jobs import make_jobs
+from tests.support.mover_settings import mover_settings
 from tests.support.workers import FAILER, MOVER, MoverOptions
-
-
-def _settings(url: URL, tmp_path: Path, **daemon: object) -> Settings:
-    return Settings.model_validate(
-        {
-            "root": str(tmp_path),
-            "db": {"url": url.render_as_string(hide_password=False)},
-            "liveness": {"heartbeat_interval": 0.05, "dead_after": 1.0},
-            "daemons": {"mover": {"entry": "tests.support.workers:MOVER", **daemon}},
-        }
-    )
 
 
 def _process_rows(db: Database) -> list[sa.RowMapping]:
@@ -45,7 +34,7 @@ def test_once_moves_claimed_work_records_the_cycle_and_stops_cleanly(
     db: Database, db_url: URL, tmp_path: Path
 ) -> None:
     ids = db.run(lambda c: make_jobs(c, Layer.CE, "tosubmit", 7))
-    settings = _settings(db_url, tmp_path, batch=5)
+    settings = mover_settings(db_url, tmp_path, batch=5)
     assert run_daemon(MOVER, settings, "mover", once=True, db=db) == exitcodes.OK
     with db.read() as conn:
         states = dict(conn.execute(sa.select(ce_jobs.c.id, ce_jobs.c.state)).all())
@@ -71,7 +60,7 @@ def test_an_exception_is_logged_with_traceback_counted_and_the_loop_goes_on(
             stop.set()
         raise KeyError(f"bad thing {len(calls)}")
 
-    settings = _settings(db_url, tmp_path, interval=0.01, jitter=0.0)
+    settings = mover_settings(db_url, tmp_path, interval=0.01, jitter=0.0)
     with caplog.at_level(logging.ERROR, logger="act"):
         run_daemon(DaemonSpec(run_once=flaky), settings, "mover", stop=stop, db=db)
     assert len(calls) == 3
@@ -94,7 +83,7 @@ def test_a_database_outage_is_one_line_per_attempt_with_growing_delays(
             stop.set()
         raise sa.exc.OperationalError("SELECT 1", {}, Exception("server has gone away"))
 
-    settings = _settings(db_url, tmp_path, interval=0.01)
+    settings = mover_settings(db_url, tmp_path, interval=0.01)
     with caplog.at_level(logging.ERROR, logger="act"):
         run_daemon(DaemonSpec(run_once=outage), settings, "mover", stop=stop, db=db)
     lines = [r for r in caplog.records if "database unavailable" in r.getMessage()]
@@ -126,7 +115,7 @@ def test_claims_of_a_cycle_the_database_outage_broke_are_handed_back_when_it_ret
         stop.set()
         return False
 
-    settings = _settings(db_url, tmp_path, interval=0.01)
+    settings = mover_settings(db_url, tmp_path, interval=0.01)
     with caplog.at_level(logging.INFO, logger="act"):
         run_daemon(
             DaemonSpec(run_once=claims_then_loses_the_database), settings, "mover", stop=stop, db=db
@@ -139,7 +128,7 @@ def test_once_after_a_failed_cycle_exits_cycle_failed_and_hands_the_claims_back(
     db: Database, db_url: URL, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     db.run(lambda c: make_jobs(c, Layer.CE, "tosubmit", 3))
-    settings = _settings(db_url, tmp_path)
+    settings = mover_settings(db_url, tmp_path)
     with caplog.at_level(logging.INFO, logger="act"):
         code = run_daemon(FAILER, settings, "mover", once=True, db=db)
     assert code == exitcodes.CYCLE_FAILED != exitcodes.OK
@@ -157,7 +146,7 @@ def test_once_during_a_database_outage_exits_database(
     def outage(ctx: Context[CommonSettings]) -> bool:
         raise sa.exc.OperationalError("SELECT 1", {}, Exception("server has gone away"))
 
-    settings = _settings(db_url, tmp_path)
+    settings = mover_settings(db_url, tmp_path)
     code = run_daemon(DaemonSpec(run_once=outage), settings, "mover", once=True, db=db)
     assert code == exitcodes.DATABASE
 
@@ -166,7 +155,7 @@ def test_once_after_a_good_cycle_stays_ok_whatever_came_before(
     db: Database, db_url: URL, tmp_path: Path
 ) -> None:
     """Only the one cycle counts: no work at all is a good cycle too."""
-    settings = _settings(db_url, tmp_path)
+    settings = mover_settings(db_url, tmp_path)
     assert run_daemon(MOVER, settings, "mover", once=True, db=db) == exitcodes.OK
 
 
@@ -176,7 +165,7 @@ def test_until_stopped_yields_until_a_stop_is_asked_for_and_says_what_it_left(
     ctx = Context(
         name="mover",
         instance="test:1:abc",
-        settings=_settings(db_url, tmp_path),
+        settings=mover_settings(db_url, tmp_path),
         daemon=DaemonSettings(),
         options=None,
         db=db,
@@ -215,7 +204,7 @@ def test_more_work_means_no_sleep(db: Database, db_url: URL, tmp_path: Path) -> 
             stop.set()
         return bool(more)
 
-    settings = _settings(db_url, tmp_path, batch=5, interval=3600)
+    settings = mover_settings(db_url, tmp_path, batch=5, interval=3600)
     thread = threading.Thread(
         target=run_daemon,
         args=(DaemonSpec(run_once=until_empty, options=MoverOptions), settings, "mover"),
@@ -231,7 +220,7 @@ def test_more_work_means_no_sleep(db: Database, db_url: URL, tmp_path: Path) -> 
 
 
 def test_a_stale_schema_refuses_to_start(empty_db_url: URL, tmp_path: Path) -> None:
-    settings = _settings(empty_db_url, tmp_path)
+    settings = mover_settings(empty_db_url, tmp_path)
     database = Database(empty_db_url)
     try:
         assert run_daemon(MOVER, settings, "mover", once=True, db=database) == exitcodes.DATABASE
@@ -271,7 +260,7 @@ def test_a_restarted_daemon_retires_its_killed_predecessor_and_frees_its_jobs_at
     )
     # a live instance of the same role on another host is left alone
     db.run(lambda c: liveness.register(c, "mover", "elsewhere:1:aaaaaa", "elsewhere", 1))
-    settings = _settings(db_url, tmp_path, batch=100)
+    settings = mover_settings(db_url, tmp_path, batch=100)
     settings = settings.model_copy(
         update={"liveness": settings.liveness.model_copy(update={"dead_after": 3600})}
     )
@@ -316,7 +305,7 @@ def test_what_the_daemon_keeps_in_its_cache_is_closed_at_stop(
         seen.append(ctx)
         return False
 
-    settings = _settings(db_url, tmp_path)
+    settings = mover_settings(db_url, tmp_path)
     with caplog.at_level(logging.ERROR, logger="act"):
         assert run_daemon(DaemonSpec(run_once=keep), settings, "mover", once=True, db=db) == 0
     assert first.closed == 1 and second.closed == 1
@@ -347,6 +336,6 @@ def test_the_panda_client_of_a_daemon_is_closed_at_stop(
         made.append(runtime.panda_client(ctx))
         return False
 
-    settings = _settings(db_url, tmp_path)
+    settings = mover_settings(db_url, tmp_path)
     assert run_daemon(DaemonSpec(run_once=use_client), settings, "mover", once=True, db=db) == 0
     assert len(made) == 1 and closed == made

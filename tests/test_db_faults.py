@@ -21,21 +21,10 @@ from act.common.daemon import Context, DaemonSpec, run_daemon
 from act.common.db import Database
 from act.common.schema import operator_actions, panda_jobs, processes
 from act.common.supervisor import check_database
-from act.service.settings import Settings
 from tests.support.dbs import SERVERS, fresh_database
+from tests.support.mover_settings import mover_settings
 
 PAGE = 4096
-
-
-def _settings(url: URL, tmp_path: Path, **daemon: object) -> Settings:
-    return Settings.model_validate(
-        {
-            "root": str(tmp_path),
-            "db": {"url": url.render_as_string(hide_password=False)},
-            "liveness": {"heartbeat_interval": 0.05, "dead_after": 1.0},
-            "daemons": {"mover": {"entry": "tests.support.workers:MOVER", **daemon}},
-        }
-    )
 
 
 def root_page(path: Path, name: str) -> int:
@@ -97,7 +86,7 @@ def test_a_database_that_does_not_exist_is_named_with_the_servers_words(backend:
             f"Unknown database '{name}'" if backend == "mariadb" else f'"{name}" does not exist'
         )
         assert expected in problem and db.safe_url in problem
-        assert check_database(_settings(url, Path("/nonexistent"))) == problem  # actd's check
+        assert check_database(mover_settings(url, Path("/nonexistent"))) == problem  # actd's check
     finally:
         db.dispose()
 
@@ -111,7 +100,7 @@ def test_a_corrupt_table_page_is_the_real_cause(tmp_path: Path) -> None:
             assert problem is not None
             assert "database disk image is malformed" in problem
             assert str(sqlite_file(url)) in problem
-            assert check_database(_settings(url, tmp_path)) == problem  # actd's check
+            assert check_database(mover_settings(url, tmp_path)) == problem  # actd's check
         finally:
             db.dispose()
 
@@ -165,7 +154,10 @@ def test_a_daemon_does_not_start_on_a_corrupt_file(
         corrupt(sqlite_file(url), "panda_jobs")
         with caplog.at_level(logging.ERROR, logger="act"):
             code = run_daemon(
-                DaemonSpec(run_once=lambda ctx: None), _settings(url, tmp_path), "mover", once=True
+                DaemonSpec(run_once=lambda ctx: None),
+                mover_settings(url, tmp_path),
+                "mover",
+                once=True,
             )
         assert code == exitcodes.DATABASE
         (line,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
@@ -189,7 +181,7 @@ def test_a_table_dropped_mid_run_is_one_line_per_attempt_with_back_off(
             conn.execute(sa.select(operator_actions)).all()
         return False
 
-    settings = _settings(db_url, tmp_path, interval=0.01)
+    settings = mover_settings(db_url, tmp_path, interval=0.01)
     with caplog.at_level(logging.DEBUG, logger="act"):
         run_daemon(DaemonSpec(run_once=reads_operator_actions), settings, "mover", stop=stop, db=db)
     assert len(calls) == 2
@@ -224,7 +216,7 @@ def test_an_sqlite_file_corrupted_mid_run_is_one_line_and_once_exits_database(
             with caplog.at_level(logging.INFO, logger="act"):
                 code = run_daemon(
                     DaemonSpec(run_once=reads_panda_jobs),
-                    _settings(url, tmp_path),
+                    mover_settings(url, tmp_path),
                     "mover",
                     once=True,
                     db=db,
