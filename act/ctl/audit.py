@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection
 from act.common.schema import ENDPOINT_LEN, NAME_LEN, operator_actions
 from act.common.timeutil import utcnow
 from act.ctl import durations, output
+from act.ctl.options import json_option, limit_option
 from act.ctl.queries import Row
 
 COLUMNS = ("at", "who", "command", "target", "reason", "details")
@@ -155,14 +156,8 @@ def register(cli: click.Group, pass_app: Callable[..., Any], failure: type[Excep
     @click.option(
         "--since", type=durations.Duration(), help="Only actions this recent (30m, 2h, 7d)."
     )
-    @click.option(
-        "--limit",
-        type=click.IntRange(min=0),
-        default=50,
-        show_default=True,
-        help="Show at most this many actions (0: all).",
-    )
-    @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+    @limit_option("actions")
+    @json_option
     @pass_app
     def history_command(
         app: Any,

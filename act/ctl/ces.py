@@ -21,6 +21,7 @@ from act.common import exitcodes, job_counts
 from act.common.states import Layer
 from act.common.timeutil import utcnow
 from act.ctl import audit, output, queries
+from act.ctl.options import json_flag
 from act.ctl.queries import Row
 from act.engine import breaker
 from act.engine import queries as engine_queries
@@ -101,7 +102,7 @@ def register(cli: click.Group, pass_app: Callable[..., Any], failure: type[Excep
     """Add ``ces`` and ``ce`` to actctl's top-level group."""
 
     @cli.command("ces")
-    @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+    @json_flag("a table")
     @pass_app
     def ces_command(app: Any, as_json: bool) -> None:
         """Every CE: back end, drained or not, breaker state, failures, jobs per state."""

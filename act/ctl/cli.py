@@ -23,6 +23,7 @@ from act.common.db import Database, DatabaseError, is_unavailable, short_error
 from act.common.states import STATES, Layer
 from act.common.timeutil import utcnow
 from act.ctl import links, output, queries
+from act.ctl.options import json_option, limit_option
 from act.service.settings import Settings, load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -137,10 +138,6 @@ class ActGroup(click.Group):
 pass_app = click.make_pass_decorator(App)
 
 
-def json_option(fn: F) -> F:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")(fn)
-
-
 @click.group(
     cls=ActGroup,
     epilog=EPILOG,
@@ -240,13 +237,7 @@ def status(app: App, as_json: bool) -> None:
 @click.option(
     "--panda-id", "--pandaid", "panda_id", type=int, help="Only the job with this PanDA id."
 )
-@click.option(
-    "--limit",
-    type=click.IntRange(min=0),
-    default=50,
-    show_default=True,
-    help="Show at most this many jobs (0: all).",
-)
+@limit_option("jobs")
 @json_option
 @pass_app
 def jobs(

@@ -21,6 +21,7 @@ import click
 from act.common import exitcodes
 from act.common.config import stop_timeout_warning
 from act.ctl import config_files, output
+from act.ctl.options import json_flag
 from act.engine.backend import BACKENDS
 from act.service.daemons import daemon_problems
 from act.service.settings import Settings
@@ -122,7 +123,7 @@ def register(cli: click.Group, pass_app: Callable[..., Any], failure: type[Excep
         """The configuration act would run with."""
 
     @config_group.command("check")
-    @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+    @json_flag("text")
     @pass_app
     def check_command(app: Any, as_json: bool) -> None:
         """Validate the configuration (keys, daemons, the files it names and their modes,

@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection
 from act.common.db import Database
 from act.common.schema import metadata
 from act.ctl import output
+from act.ctl.options import json_flag
 
 
 def usage(db: Database) -> dict[str, Any]:
@@ -155,7 +156,7 @@ def register(db_group: click.Group, pass_app: Callable[..., Any]) -> None:
     """Add ``db usage`` to actctl's ``db`` group."""
 
     @db_group.command("usage")
-    @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+    @json_flag("a table")
     @pass_app
     def usage_command(app: Any, as_json: bool) -> None:
         """Rows per act table and the size on disk (exact row counts: slow on large tables)."""

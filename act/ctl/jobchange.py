@@ -55,6 +55,7 @@ from act.common.timeutil import utcnow
 from act.common.transitions import chunked, transition
 from act.ctl import audit, durations, output
 from act.ctl.job_selection import SelectedJob, jobs_now, matching_jobs, running_ce_jobs
+from act.ctl.options import json_flag
 from act.ctl.queries import Row
 
 #: How long the command's own claim may live (it is released in the same transaction).
@@ -371,7 +372,7 @@ def _register_one(
     @click.option("--who", default=None, help="Who decides (default: the OS user).")
     @click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
     @click.option("--yes", "-y", is_flag=True, help="Do not ask before changing several jobs.")
-    @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+    @json_flag("tables")
     @pass_app
     def run(
         app: Any,

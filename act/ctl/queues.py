@@ -21,6 +21,7 @@ from act.common.schema import queues
 from act.common.states import Layer
 from act.common.timeutil import utcnow
 from act.ctl import audit, output, queries, queue_queries
+from act.ctl.options import json_flag
 from act.ctl.queries import Row
 
 COLUMNS = ("queue", "enabled", "max_jobs", "max_queued", "jobs")
@@ -97,7 +98,7 @@ def register(cli: click.Group, pass_app: Callable[..., Any], failure: type[Excep
     """Add ``queues`` and ``queue`` to actctl's top-level group."""
 
     @cli.command("queues")
-    @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+    @json_flag("a table")
     @pass_app
     def queues_command(app: Any, as_json: bool) -> None:
         """Every PanDA queue: enabled or not (who, why), job limits, jobs per state.

@@ -19,6 +19,7 @@ from act.atlas import storage_endpoints
 from act.atlas.storage.model import endpoint_of
 from act.common import exitcodes
 from act.ctl import audit, backlog_queries, output
+from act.ctl.options import json_flag
 from act.ctl.queries import Row
 
 COLUMNS = ("endpoint", "state", "last_ok_at", "last_error_at", "last_error")
@@ -55,7 +56,7 @@ def register(cli: click.Group, pass_app: Callable[..., Any], failure: type[Excep
     """Add ``storage`` to actctl's top-level group."""
 
     @cli.group("storage", invoke_without_command=True)
-    @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+    @json_flag("a table")
     @click.pass_context
     def storage_group(context: click.Context, as_json: bool) -> None:
         """Storage endpoints the validator checks outputs on; switch one down or up."""

@@ -37,6 +37,7 @@ from act.atlas.translate.common import plan
 from act.common import exitcodes
 from act.common.timeutil import utcnow
 from act.ctl import output
+from act.ctl.options import json_flag
 from act.service.settings import Settings
 
 
@@ -280,7 +281,7 @@ def register(cli: click.Group, pass_app: Callable[..., Any], failure: type[Excep
         type=click.Path(dir_okay=False),
         help="Event ranges (a JSON list, as PanDA gives them) to ship with an event-service job.",
     )
-    @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+    @json_flag("text")
     @pass_app
     def translate_command(
         app: Any,
