@@ -43,12 +43,14 @@ def test_prune_dry_run_changes_nothing_and_prune_archives(
     assert lines["panda_jobs"] == str(len(made.archived))
     assert lines["transitions"] != "0"
 
-    text = ok(actctl(db_url, "db", "prune", "--who", "tester"))
+    assert actctl(db_url, "db", "prune").exit_code == exitcodes.USAGE  # no --reason
+    assert counts(db) == before
+    text = ok(actctl(db_url, "db", "prune", "--who", "tester", "--reason", "disk"))
     assert f"archived {len(made.archived)} job(s)" in text
     assert archived(db) == made.archived
     with db.read() as conn:
         action = conn.execute(sa.select(operator_actions)).mappings().one()
-    assert (action["command"], action["who"]) == ("db prune", "tester")
+    assert (action["command"], action["who"], action["reason"]) == ("db prune", "tester", "disk")
     assert json.loads(action["details"])["panda_jobs"] == len(made.archived)
     again = ok(actctl(db_url, "db", "prune", "--dry-run"))
     assert {line.split()[0]: line.split()[-1] for line in again.splitlines()[3:]}[
@@ -58,7 +60,7 @@ def test_prune_dry_run_changes_nothing_and_prune_archives(
 
 def test_job_and_jobs_find_an_archived_job(db: Database, db_url: URL, tmp_path: Path) -> None:
     made = populate(db, tmp_path)
-    ok(actctl(db_url, "db", "prune"))
+    ok(actctl(db_url, "db", "prune", "--reason", "test"))
     panda_id = made.archived[0]
 
     text = ok(actctl(db_url, "job", str(panda_id)))

@@ -3,9 +3,9 @@
 
 ``db prune`` uses the retention daemon's settings (``daemons.retention``: its options and
 ``batch``; the defaults when it is not configured) and works batch after batch, each its own
-transaction, until nothing is due, then removes the directories of archived jobs a kill left.
-It records one operator action. ``--dry-run`` changes nothing: it prints how many rows each
-table would lose (and ``archived_jobs`` gain) now.
+transaction, until nothing is due, after removing the directories of archived jobs a kill left.
+It needs ``--reason`` and records one operator action. ``--dry-run`` changes nothing: it
+prints how many rows each table would lose (and ``archived_jobs`` gain) now.
 """
 
 from __future__ import annotations
@@ -79,14 +79,16 @@ def register(group: click.Group, pass_app: Callable[..., Any]) -> None:
 
     @group.command()
     @click.option("--dry-run", is_flag=True, help="Only show what would be archived and deleted.")
+    @click.option("--reason", help="Why (recorded in actctl history); not with --dry-run.")
     @click.option("--who", help="Who prunes (default: the OS user).")
     @pass_app
-    def prune(app: Any, dry_run: bool, who: str | None) -> None:
+    def prune(app: Any, dry_run: bool, reason: str | None, who: str | None) -> None:
         """Run one retention pass now: archive final jobs past their window, delete old rows.
 
         Only jobs final for longer than daemons.retention.options.final_after (PanDA accepted
         their final report, nothing claims them, every CE job cleaned) are archived.
         """
+        why = None if dry_run else audit.check_reason(reason or "")
         db = app.checked()
         settings: Settings = app.settings()
         options, daemon = _options(settings)
@@ -117,7 +119,7 @@ def register(group: click.Group, pass_app: Callable[..., Any]) -> None:
                 who=audit.person(who),
                 command="db prune",
                 target="db",
-                reason="actctl db prune",
+                reason=why or "",
                 details=counts,
             )
         )
