@@ -18,6 +18,7 @@ from act.atlas import retention
 from act.atlas.config import Context
 from act.common.db import Database
 from act.common.faults import EXIT_CODE
+from act.common.safe_paths import UnsafePath
 from act.common.schema import archived_jobs, ce_jobs, operator_actions, panda_jobs, transitions
 from act.common.states import CEJobState, Layer, PandaJobState
 from act.common.timeutil import utcnow
@@ -208,12 +209,21 @@ def test_directories_go_after_the_commit_and_links_are_not_followed(
     assert not list(ce_dir.iterdir())
 
 
-def test_a_directory_outside_the_root_is_left_alone(tmp_path: Path) -> None:
+def test_a_directory_outside_the_root_or_behind_a_link_is_left_alone(tmp_path: Path) -> None:
     elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    assert retention.remove_below(tmp_path / "root", elsewhere) is False
-    assert retention.remove_below(tmp_path, tmp_path / "root" / ".." / "elsewhere") is False
-    assert elsewhere.is_dir()
+    (elsewhere / "7").mkdir(parents=True)
+    root = tmp_path / "root"
+    root.mkdir()
+    assert retention.remove_below(root, elsewhere) is False
+    assert retention.remove_below(tmp_path, root / ".." / "elsewhere") is False
+    (root / "jobs").symlink_to(elsewhere)  # a link below the root is never followed
+    with pytest.raises(UnsafePath):
+        retention.remove_below(root, root / "jobs" / "7")
+    assert (elsewhere / "7").is_dir()
+    linked_root = tmp_path / "linked-root"  # the root itself may be a link (the operator's)
+    linked_root.symlink_to(elsewhere)
+    assert retention.remove_below(linked_root, linked_root / "7") is True
+    assert not (elsewhere / "7").exists() and elsewhere.is_dir()
 
 
 def test_old_operator_actions_go_by_their_window(db: Database, tmp_path: Path) -> None:

@@ -253,7 +253,8 @@ def plan(conn: Connection, options: RetentionOptions, now: datetime) -> Plan:
 
 def remove_below(root: Path, path: Path) -> bool:
     """Remove ``path`` (a directory or file) if it lies under ``root``, never following a symbolic
-    link on the way or inside; False if it is not under ``root`` or is not there."""
+    link below ``root`` (on the way or inside; ``root`` itself is the operator's and may be one);
+    False if it is not under ``root`` or is not there; UnsafePath for a link on the way."""
     try:
         relative = path.relative_to(root)
     except ValueError:
@@ -262,9 +263,16 @@ def remove_below(root: Path, path: Path) -> bool:
     if not parts or ".." in parts:
         return False
     try:
-        parent = safe_paths.open_dir(root, str(Path(*parts[:-1])) if len(parts) > 1 else None)
-    except (FileNotFoundError, safe_paths.UnsafePath):
+        top = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
         return False
+    try:
+        name = str(Path(*parts[:-1])) if len(parts) > 1 else None
+        parent = safe_paths.open_dir(top, name)
+    except FileNotFoundError:
+        return False
+    finally:
+        os.close(top)
     try:
         try:
             mode = os.lstat(parts[-1], dir_fd=parent).st_mode
@@ -315,7 +323,7 @@ def remove_job_dirs(ctx: Context, done: Archived) -> int:
 def _remove(ctx: Context, root: Path, path: Path) -> int:
     try:
         return int(remove_below(root, path))
-    except OSError as error:
+    except (OSError, safe_paths.UnsafePath) as error:
         ctx.log.error("cannot remove %s: %s", path, error)
         return 0
 
