@@ -36,6 +36,7 @@ from tests.conftest import REPO
 PIPELINE = (
     "panda_fetcher", "translator", "submitter", "poller", "ce_fetcher", "app_status",
     "validator", "propagator", "canceller", "cleaner", "janitor", "weblogs",
+    "retention",
 )  # fmt: skip
 
 

@@ -156,3 +156,58 @@ def test_0007_renames_keep_every_value_and_go_back(empty_db_url: URL) -> None:
             ]
     finally:
         db.dispose()
+
+
+def test_0008_adds_the_archive_and_keeps_every_row(empty_db_url: URL) -> None:
+    """0008 adds ``archived_jobs`` on a populated 0007 database: every job row stays as it was,
+    the archive starts empty with its unique panda_id, and the downgrade drops only it."""
+    from alembic import command
+
+    db = Database(empty_db_url)
+    now = "2026-12-07 12:00:00"
+    panda = [{"pid": 7_000_000_000 + i, "now": now} for i in range(40)]
+    count = "SELECT COUNT(*) FROM {}"
+    try:
+        migrate.upgrade(db, "0007")
+        db.run(
+            lambda c: c.execute(
+                sa.text(
+                    "INSERT INTO panda_jobs (panda_id, queue, attempt, spec, spec_format, state,"
+                    " state_changed_at, created_at, updated_at, report_failures, heartbeat_less,"
+                    " validation_deferrals) VALUES (:pid, 'Q', 1, '{}', 'json', 'done', :now,"
+                    " :now, :now, 0, false, 0)"
+                ),
+                panda,
+            )
+        )
+        db.run(
+            lambda c: c.execute(
+                sa.text(
+                    "INSERT INTO ce_jobs (backend, ce_name, panda_id, state, state_changed_at,"
+                    " created_at, updated_at) VALUES ('arc', 'arc0', :pid, 'cleaned', :now,"
+                    " :now, :now)"
+                ),
+                panda,
+            )
+        )
+        migrate.upgrade(db)
+        with db.read() as conn:
+            got = conn.execute(
+                sa.text("SELECT panda_id FROM panda_jobs ORDER BY panda_id")
+            ).scalars()
+            assert list(got) == [row["pid"] for row in panda]
+            assert conn.execute(sa.text(count.format("ce_jobs"))).scalar() == len(panda)
+            assert conn.execute(sa.text(count.format("archived_jobs"))).scalar() == 0
+            unique = sa.inspect(conn).get_unique_constraints("archived_jobs")
+            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            assert compare_metadata(context, metadata) == []
+        assert [u["column_names"] for u in unique] == [["panda_id"]]
+
+        with db.engine.begin() as conn:
+            command.downgrade(migrate._config(conn), "0007")
+        with db.read() as conn:
+            assert "archived_jobs" not in sa.inspect(conn).get_table_names()
+            assert conn.execute(sa.text(count.format("panda_jobs"))).scalar() == len(panda)
+            assert conn.execute(sa.text(count.format("ce_jobs"))).scalar() == len(panda)
+    finally:
+        db.dispose()

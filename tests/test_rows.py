@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 import act.atlas.queries as atlas_queries
 import act.engine.queries as engine_queries
-from act.atlas import job_pairs
+from act.atlas import job_pairs, retention
 from act.common.claims import claim, claim_and_load
 from act.common.db import Database
 from act.common.rows import REGISTERED, columns_of, row_type
@@ -42,6 +42,8 @@ def test_every_row_type_reads_columns_that_exist() -> None:
         report_queries.OldestPandaJob,
         report_queries.OldestCEJob,
         queue_queries.QueueShown,
+        retention.ToArchive,
+        retention.ArchivedCEJob,
     }
     assert declared <= set(REGISTERED)
     for module in (atlas_queries, job_pairs, job_selection, engine_queries, queue_queries):

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 SCRIPT_LOCATION = "act.common:migrations"
 #: The revision this version of act needs: the newest file in act/common/migrations/versions.
-HEAD = "0007"
+HEAD = "0008"
 
 
 class SchemaError(RuntimeError):

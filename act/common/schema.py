@@ -321,3 +321,34 @@ operator_actions = sa.Table(
     sa.Index("ix_operator_actions_target", "target"),
     **_MYSQL,
 )
+
+#: Since 0008. Retention's archive (:mod:`act.atlas.retention`): one row per PanDA job whose
+#: final report PanDA accepted and whose window passed, kept when its ``panda_jobs``,
+#: ``ce_jobs`` and ``transitions`` rows are deleted. ``ce_names``: the CEs it was submitted to
+#: (space-separated, in submission order); ``attempt``: PanDA's attempt number;
+#: ``ce_submissions``: CE submissions in all; ``ended_at``: the last CE job's end;
+#: ``reported_at``: when PanDA accepted the final report; ``state_changed_at``: when the job
+#: became final (the window counts from there).
+archived_jobs = sa.Table(
+    "archived_jobs",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("panda_id", sa.BigInteger(), nullable=False),
+    sa.Column("queue", sa.String(NAME_LEN), nullable=False),
+    sa.Column("ce_names", sa.Text(), nullable=True),
+    sa.Column("state", sa.String(STATE_LEN), nullable=False),
+    sa.Column("panda_status", sa.String(STATE_LEN), nullable=True),
+    sa.Column("error_code", sa.Integer(), nullable=True),
+    sa.Column("error_text", sa.Text(), nullable=True),
+    sa.Column("attempt", sa.Integer(), nullable=False),
+    sa.Column("ce_submissions", sa.Integer(), nullable=False),
+    sa.Column("log_url", sa.Text(), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("ended_at", UTCDateTime(), nullable=True),
+    sa.Column("reported_at", UTCDateTime(), nullable=True),
+    sa.Column("state_changed_at", UTCDateTime(), nullable=False),
+    sa.Column("archived_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("panda_id"),
+    sa.Index(None, "archived_at"),
+    **_MYSQL,
+)

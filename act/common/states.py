@@ -338,6 +338,8 @@ C_UNSETTLED: frozenset[CEJobState] = frozenset(
 )
 #: CE jobs over at the CE, to be cleaned.
 C_OVER: frozenset[CEJobState] = frozenset({CS.DONE, CS.DONEFAILED, CS.CANCELLED, CS.LOST})
+#: CE jobs of which the CE has nothing left (cleaned): retention may delete their rows.
+C_GONE: frozenset[CEJobState] = frozenset({CS.CLEANED})
 #: CE jobs that failed (diagnostics fetched or not).
 C_FAILED: frozenset[CEJobState] = frozenset({CS.FAILED, CS.DONEFAILED})
 

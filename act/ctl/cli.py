@@ -210,6 +210,10 @@ from act.ctl import db_usage as _db_usage  # noqa: E402
 
 _db_usage.register(db, pass_app)
 
+from act.ctl import archive as _archive  # noqa: E402
+
+_archive.register(db, pass_app)
+
 
 @cli.command()
 @json_option
@@ -250,10 +254,21 @@ def jobs(
     limit: int,
     as_json: bool,
 ) -> None:
-    """PanDA jobs, newest first, with their newest CE job."""
+    """PanDA jobs, newest first, with their newest CE job.
+
+    With --panda-id, a job retention archived is shown as archived, with its archive row (in
+    JSON: that row with "archived": true).
+    """
     wanted = queries.JobFilter(states, queue, ce, panda_id, limit)
     with app.checked().read() as conn:
         rows = queries.list_jobs(conn, wanted)
+        archived = _archive.archived_job(conn, panda_id) if panda_id and not rows else None
+    if archived is not None:
+        if as_json:
+            click.echo(output.to_json([_archive.archived_json(archived)]))
+        else:
+            click.echo(_archive.archived_text(archived))
+        return
     click.echo(output.to_json(rows) if as_json else output.jobs_text(rows))
 
 
@@ -268,9 +283,18 @@ def job(app: App, panda_id: int, full: bool, as_json: bool) -> None:
     Shows every column of the PanDA job (the spec last), every CE job made for it, where to look
     at it (the PanDA monitor, log_url, the published logs in the web area, the CE's own URLs or
     directories), and the transitions of the PanDA job and of its CE jobs merged in time order.
+    A job retention archived is shown as archived, with its archive row (in JSON: that row with
+    "archived": true).
     """
     with app.checked().read() as conn:
         detail = queries.job_detail(conn, panda_id)
+        archived = _archive.archived_job(conn, panda_id) if detail is None else None
+    if archived is not None:
+        if as_json:
+            click.echo(output.to_json(_archive.archived_json(archived)))
+        else:
+            click.echo(_archive.archived_text(archived))
+        return
     if detail is None:
         raise Failure(f"no PanDA job {panda_id}", exitcodes.NOT_FOUND)
     found = links.job_links(app.settings(), detail)

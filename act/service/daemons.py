@@ -25,6 +25,7 @@ BUILTIN: dict[str, str] = {
     "app_status": "act.atlas.app_status:DAEMON",
     "validator": "act.atlas.validator:DAEMON",
     "weblogs": "act.atlas.weblogs:DAEMON",
+    "retention": "act.atlas.retention:DAEMON",
     "poller": "act.engine.poller:DAEMON",
     "ce_fetcher": "act.engine.fetcher:DAEMON",
     "canceller": "act.engine.canceller:DAEMON",
