@@ -30,9 +30,10 @@ ALLOWED: dict[str, tuple[frozenset[str], str]] = {
         "the PanDA server's job statuses and commands, some spelled like act's states",
     ),
     "act/local/jobfiles.py": (
-        frozenset({"queued", "running", "finishing", "finished", "failed"}),
-        "the local CE's own job states in its job directories (standard library only); "
-        "act.local.backend maps them to CEReportedState",
+        frozenset({"queued", "running", "finishing", "finished", "failed", "lost"}),
+        "the local CE's own job states in its job directories (standard library only; 'lost' is "
+        "the state file's flag for a job the site lost); act.local.backend maps them to "
+        "CEReportedState",
     ),
     "act/condor/ads.py": (
         frozenset({"running"}),

@@ -48,6 +48,10 @@ QUEUED, RUNNING, FINISHING = "queued", "running", "finishing"
 FINISHED, FAILED, KILLED = "finished", "failed", "killed"
 ENDED = frozenset({FINISHED, FAILED, KILLED})
 
+#: Set (true) in state.json of a job the site lost: its runner died (or never started) before
+#: the payload's exit was recorded. The engine resubmits it (JobStatus.lost).
+LOST = "lost"
+
 #: What a ce_job_id looks like (it names a directory: nothing else is accepted).
 JOB_ID = re.compile(r"[0-9a-f]{16}-[0-9a-z]{6,32}")
 

@@ -22,10 +22,6 @@ from act.local import jobfiles as jf
 #: A job directory without state.json this long after submission had its runner never start.
 NEVER_STARTED = 60.0
 
-#: Set (true) in state.json of a job the site lost: its runner died (or never started) before
-#: the payload's exit was recorded. The engine resubmits it (:attr:`JobStatus.lost`).
-LOST = "lost"
-
 #: The runner's state names (:mod:`act.local.jobfiles`) as the engine reads them.
 STATES = {
     jf.QUEUED: CEReportedState.SUBMITTED,
@@ -56,7 +52,7 @@ def job_status(ce_job_id: str, state: dict[str, Any]) -> JobStatus:
         str(name),
         exit_code=exit_code,
         errors=tuple(str(e)[:1000] for e in errors[:20]) if isinstance(errors, list) else (),
-        lost=name == jf.FAILED and state.get(LOST) is True,
+        lost=name == jf.FAILED and state.get(jf.LOST) is True,
         worker_node=str(state["node"])[:255] if state.get("node") else None,
         cpu_seconds=_int(state.get("cpu_seconds")),
         wall_seconds=_int(state.get("wall_seconds")),
@@ -71,8 +67,9 @@ def current(jobdir: Path) -> dict[str, Any]:
 
     A runner gone before the payload's exit was recorded (it never started, died with the job
     queued, or died while the payload ran: the payload's fate is unknown) leaves a job the site
-    lost (:data:`LOST`), resubmitted by the engine; a payload failure is only what the payload's
-    recorded exit says (a runner that died while uploading the outputs of a payload that failed).
+    lost (``jf.LOST`` in its state), resubmitted by the engine; a payload failure is only what
+    the payload's recorded exit says (a runner that died while uploading the outputs of a payload
+    that failed).
     """
     state = jf.read_json(jobdir / jf.STATE)
     if state is None:
@@ -88,7 +85,7 @@ def current(jobdir: Path) -> dict[str, Any]:
                     "state": jf.FAILED,
                     "ended_at": jf.now_iso(),
                     "errors": ["the job was lost: its runner never started"],
-                    LOST: True,
+                    jf.LOST: True,
                 }
                 _record(jobdir, state)
         return state
@@ -123,7 +120,7 @@ def current(jobdir: Path) -> dict[str, Any]:
                 f"payload failed: exit code {exit_code} (then the {died} while uploading its"
                 " outputs)"
             ]
-        state[LOST] = lost
+        state[jf.LOST] = lost
         _record(jobdir, jf.ended(state, jf.FAILED, errors))
         return state
 
