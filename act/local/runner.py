@@ -166,26 +166,23 @@ class Runner:
             out.close()
             raise
 
+    def end(self, state: str, error: str) -> None:
+        """Record the job's end before its payload ran (or could run): ``state`` and why,
+        waiting for room on a full disk (:func:`patiently`)."""
+        patiently(
+            lambda: jf.update_state(self.jobdir, state=state, ended_at=jf.now_iso(), errors=[error])
+        )
+
     def run(self) -> None:
         if not self.take_slots():
-            patiently(
-                lambda: jf.update_state(
-                    self.jobdir,
-                    state=jf.KILLED,
-                    ended_at=jf.now_iso(),
-                    errors=["killed by act (queued)"],
-                )
-            )
+            self.end(jf.KILLED, "killed by act (queued)")
             return
         work = self.jobdir / jf.WORK
         try:
             out, err = self.open_payload_logs()
         except OSError as error:  # ELOOP: a symbolic link where the payload's log goes
-            why = f"cannot open the payload's logs in the job directory: {error.strerror}"
-            patiently(
-                lambda: jf.update_state(
-                    self.jobdir, state=jf.FAILED, ended_at=jf.now_iso(), errors=[why]
-                )
+            self.end(
+                jf.FAILED, f"cannot open the payload's logs in the job directory: {error.strerror}"
             )
             return
         with out, err:
@@ -202,11 +199,8 @@ class Runner:
                     close_fds=True,  # the slot locks stay with the runner
                 )
             except OSError as error:
-                why = f"cannot start {self.description['executable']!r}: {error.strerror}"
-                patiently(
-                    lambda: jf.update_state(
-                        self.jobdir, state=jf.FAILED, ended_at=jf.now_iso(), errors=[why]
-                    )
+                self.end(
+                    jf.FAILED, f"cannot start {self.description['executable']!r}: {error.strerror}"
                 )
                 return
             patiently(
